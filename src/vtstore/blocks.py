@@ -1,0 +1,549 @@
+"""Block values and binary blockrefs.
+
+A block is an immutable reference to a run of bytes (its `span`):
+
+- `HashCodeBlock(hashcode, span)`: a leaf whose data is stored under `hashcode`;
+- `IndirectBlock(hashcode, span)`: the stored data is the concatenation of the
+  binary refs of its children, and its content is theirs end to end;
+- `RLEBlock(span, octet)`: `span` copies of one octet (zeros become holes);
+- `LiteralBlock(data)`: small data carried inline in the ref itself;
+- `SubBlock(superblock, offset, span)`: a byte range of another block.
+
+Blocks hold no store: reading takes the store explicitly.  Two blocks are equal
+when they are the same value (same kind and fields), whichever object built them.
+
+Binary blockref (see docs/FORMATS.md)::
+
+    blockref := varint(len(body)) body
+    body     := varint(flags) varint(span) [varint(type)] type-body
+    flags    : bit 0 INDIRECT, bit 1 TYPED (a type varint follows); others reserved
+    type     : 0 hashcode (default when not TYPED), 1 RLE, 2 literal, 3 sub-block
+
+The outer length lets a future reader skip fields it does not know.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from threading import Lock
+
+from vtstore.codec import Reader, encode_varint
+from vtstore.errors import CorruptBlockError, FormatError
+from vtstore.hashes import HashCode, read_hashcode
+
+F_INDIRECT = 0x01
+F_TYPED = 0x02
+_KNOWN_FLAGS = F_INDIRECT | F_TYPED
+
+T_HASHCODE = 0
+T_RLE = 1
+T_LITERAL = 2
+T_SUBBLOCK = 3
+
+#: Data up to this length is carried inline as a `LiteralBlock`.
+MAX_LITERAL = 32
+#: The default maximum size of a stored block, also the fan-out limit of indirect blocks.
+DEFAULT_MAX_BLOCK_SIZE = 65536
+
+
+class Block:
+    """Base of the block values; see the module docstring."""
+
+    __slots__ = ()
+
+    span: int
+    indirect = False
+
+    def __len__(self) -> int:
+        return self.span
+
+    def __bool__(self) -> bool:
+        # a zero-span block is still a block, not "false"
+        return True
+
+    # -- reading ----------------------------------------------------------
+
+    def data(self, store) -> bytes:
+        """All the bytes of this block, read through `store`."""
+        return b"".join(self.chunks(store))
+
+    def chunks(self, store, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes of `[start:end)` as a sequence of leaf pieces (no joining)."""
+        for leaf, lstart, lend in self.slices(store, start, end):
+            yield leaf.leaf_data(store, lstart, lend)
+
+    def read(self, store, start: int = 0, end: int | None = None) -> bytes:
+        """The bytes `[start:end)` of this block."""
+        return b"".join(self.chunks(store, start, end))
+
+    def leaf_data(self, store, start: int, end: int) -> bytes:  # pragma: no cover
+        """For a leaf: its bytes `[start:end)`."""
+        raise NotImplementedError
+
+    def leaves(self, store) -> Iterator[Block]:
+        """The leaf blocks whose data, end to end, is this block's data."""
+        yield self
+
+    def slices(self, store, start: int = 0, end: int | None = None):
+        """Yield `(leaf, leaf_start, leaf_end)` covering `[start:end)` of this block.
+
+        Subtrees wholly outside the range are skipped without being fetched.
+        """
+        start, end = _clip(self.span, start, end)
+        if start < end:
+            yield from self._slices(store, start, end)
+
+    def _slices(self, store, start: int, end: int):
+        yield self, start, end
+
+    # -- binary form -------------------------------------------------------
+
+    def encode(self) -> bytes:
+        """The binary blockref, with its outer length prefix."""
+        body = self._encode_body()
+        return encode_varint(len(body)) + body
+
+    def _encode_body(self) -> bytes:  # pragma: no cover
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        from vtstore.transcribe import transcribe
+
+        return transcribe(self)
+
+
+def _clip(span: int, start: int, end: int | None) -> tuple[int, int]:
+    if end is None or end > span:
+        end = span
+    if start < 0:
+        raise ValueError(f"negative start {start}")
+    return start, max(start, end)
+
+
+class _HashRef(Block):
+    """Shared part of the two blocks that refer to stored data by hashcode."""
+
+    __slots__ = ("hashcode", "span")
+
+    def __init__(self, hashcode: HashCode, span: int):
+        if not isinstance(hashcode, HashCode):
+            raise TypeError(f"not a hashcode: {hashcode!r}")
+        if span < 0:
+            raise ValueError(f"negative span {span}")
+        object.__setattr__(self, "hashcode", hashcode)
+        object.__setattr__(self, "span", span)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __eq__(self, other):
+        return (
+            type(other) is type(self)
+            and self.span == other.span
+            and self.hashcode == other.hashcode
+        )
+
+    def __hash__(self):
+        return hash((type(self).__name__, self.hashcode, self.span))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.hashcode}, span={self.span})"
+
+    def stored_data(self, store) -> bytes:
+        """The stored bytes under this block's hashcode."""
+        return store[self.hashcode]
+
+    def _encode_body(self) -> bytes:
+        flags = F_INDIRECT if self.indirect else 0
+        return encode_varint(flags) + encode_varint(self.span) + self.hashcode.encode()
+
+
+class HashCodeBlock(_HashRef):
+    """A leaf block: `span` bytes stored under `hashcode`."""
+
+    __slots__ = ()
+
+    def leaf_data(self, store, start: int, end: int) -> bytes:
+        data = store[self.hashcode]
+        if len(data) != self.span:
+            raise CorruptBlockError(
+                self.hashcode, f"stored length {len(data)} but the ref says {self.span}"
+            )
+        if start == 0 and end == self.span:
+            return data
+        return data[start:end]
+
+
+# Decoded children of recently used indirect blocks, keyed by hashcode.  Content
+# addressing makes this store-independent: the same hashcode always decodes to
+# the same children.  Bounded so long walks do not grow memory.
+_SUBBLOCK_CACHE: OrderedDict[HashCode, tuple] = OrderedDict()
+_SUBBLOCK_CACHE_MAX = 512
+_SUBBLOCK_LOCK = Lock()
+
+
+class IndirectBlock(_HashRef):
+    """An interior block: the data under `hashcode` is the refs of its children."""
+
+    __slots__ = ()
+    indirect = True
+
+    def subblocks(self, store) -> tuple[Block, ...]:
+        """The child blocks, in order (decoded once, then cached)."""
+        h = self.hashcode
+        with _SUBBLOCK_LOCK:
+            subs = _SUBBLOCK_CACHE.get(h)
+            if subs is not None:
+                _SUBBLOCK_CACHE.move_to_end(h)
+                return subs
+        raw = store[h]
+        try:
+            subs = tuple(decode_blockrefs(raw))
+        except FormatError as e:
+            raise CorruptBlockError(h, f"indirect block does not decode: {e}") from None
+        total = sum(b.span for b in subs)
+        if total != self.span:
+            raise CorruptBlockError(h, f"children span {total} but the ref says {self.span}")
+        with _SUBBLOCK_LOCK:
+            _SUBBLOCK_CACHE[h] = subs
+            if len(_SUBBLOCK_CACHE) > _SUBBLOCK_CACHE_MAX:
+                _SUBBLOCK_CACHE.popitem(last=False)
+        return subs
+
+    def leaves(self, store) -> Iterator[Block]:
+        for sub in self.subblocks(store):
+            yield from sub.leaves(store)
+
+    def _slices(self, store, start: int, end: int):
+        offset = 0
+        for sub in self.subblocks(store):
+            sub_end = offset + sub.span
+            if sub_end > start:
+                if offset >= end:
+                    break
+                yield from sub._slices(
+                    store, max(start, offset) - offset, min(end, sub_end) - offset
+                )
+            offset = sub_end
+
+
+class RLEBlock(Block):
+    """`span` copies of the octet `octet`; costs no storage whatever its length."""
+
+    __slots__ = ("span", "octet")
+
+    def __init__(self, span: int, octet: int = 0):
+        if span < 0:
+            raise ValueError(f"negative span {span}")
+        if not 0 <= octet <= 255:
+            raise ValueError(f"RLE octet must be 0..255, got {octet}")
+        object.__setattr__(self, "span", span)
+        object.__setattr__(self, "octet", octet)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("RLEBlock is immutable")
+
+    def __eq__(self, other):
+        return type(other) is RLEBlock and (self.span, self.octet) == (other.span, other.octet)
+
+    def __hash__(self):
+        return hash(("RLE", self.span, self.octet))
+
+    def __repr__(self):
+        return f"RLEBlock({self.span}, 0x{self.octet:02x})"
+
+    def leaf_data(self, store, start: int, end: int) -> bytes:
+        return bytes((self.octet,)) * (end - start)
+
+    def _encode_body(self) -> bytes:
+        return (
+            encode_varint(F_TYPED)
+            + encode_varint(self.span)
+            + encode_varint(T_RLE)
+            + bytes((self.octet,))
+        )
+
+
+class LiteralBlock(Block):
+    """Small data carried inside the ref itself."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data):
+        object.__setattr__(self, "_data", bytes(data))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("LiteralBlock is immutable")
+
+    @property
+    def span(self) -> int:
+        return len(self._data)
+
+    @property
+    def literal(self) -> bytes:
+        """The inline bytes."""
+        return self._data
+
+    def __eq__(self, other):
+        return type(other) is LiteralBlock and self._data == other._data
+
+    def __hash__(self):
+        return hash(("LB", self._data))
+
+    def __repr__(self):
+        return f"LiteralBlock({self._data!r})"
+
+    def leaf_data(self, store, start: int, end: int) -> bytes:
+        return self._data[start:end]
+
+    def data(self, store=None) -> bytes:
+        return self._data
+
+    def _encode_body(self) -> bytes:
+        return (
+            encode_varint(F_TYPED)
+            + encode_varint(len(self._data))
+            + encode_varint(T_LITERAL)
+            + self._data
+        )
+
+
+class SubBlock(Block):
+    """The bytes `[offset:offset+span)` of `superblock`."""
+
+    __slots__ = ("superblock", "offset", "span")
+
+    def __init__(self, superblock: Block, offset: int, span: int):
+        if offset < 0 or span < 0 or offset + span > superblock.span:
+            raise ValueError(
+                f"sub-block {offset}+{span} outside its superblock of span {superblock.span}"
+            )
+        object.__setattr__(self, "superblock", superblock)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "span", span)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("SubBlock is immutable")
+
+    def __eq__(self, other):
+        return type(other) is SubBlock and (self.superblock, self.offset, self.span) == (
+            other.superblock,
+            other.offset,
+            other.span,
+        )
+
+    def __hash__(self):
+        return hash(("SubB", self.superblock, self.offset, self.span))
+
+    def __repr__(self):
+        return f"SubBlock({self.superblock!r}, {self.offset}, {self.span})"
+
+    def leaves(self, store) -> Iterator[Block]:
+        for leaf, s, e in self.slices(store):
+            yield leaf if (s == 0 and e == leaf.span) else SubBlock(leaf, s, e - s)
+
+    def _slices(self, store, start: int, end: int):
+        yield from self.superblock._slices(store, self.offset + start, self.offset + end)
+
+    def _encode_body(self) -> bytes:
+        return (
+            encode_varint(F_TYPED)
+            + encode_varint(self.span)
+            + encode_varint(T_SUBBLOCK)
+            + encode_varint(self.offset)
+            + self.superblock.encode()
+        )
+
+
+# -- decoding ------------------------------------------------------------------
+
+
+def read_blockref(r: Reader) -> Block:
+    """Read one binary blockref from a `Reader`."""
+    start = r.pos
+    body = r.lbytes()
+    try:
+        return _decode_body(Reader(body), start + (len(encode_varint(len(body)))))
+    except FormatError:
+        raise
+    except ValueError as e:
+        raise FormatError(f"bad blockref at offset {start}: {e}") from None
+
+
+def _decode_body(r: Reader, base: int) -> Block:
+    flags = r.varint()
+    if flags & ~_KNOWN_FLAGS:
+        raise FormatError(f"unknown blockref flags 0x{flags:x} at offset {base}")
+    span = r.varint()
+    btype = T_HASHCODE
+    if flags & F_TYPED:
+        tpos = base + r.pos
+        btype = r.varint()
+        if btype not in (T_HASHCODE, T_RLE, T_LITERAL, T_SUBBLOCK):
+            raise FormatError(f"unknown block type {btype} at offset {tpos}")
+    if flags & F_INDIRECT and btype != T_HASHCODE:
+        raise FormatError(f"indirect flag on a type {btype} block at offset {base}")
+    if btype == T_HASHCODE:
+        h = read_hashcode(r)
+        return IndirectBlock(h, span) if flags & F_INDIRECT else HashCodeBlock(h, span)
+    if btype == T_RLE:
+        return RLEBlock(span, r.byte())
+    if btype == T_LITERAL:
+        if span > MAX_LITERAL * 64:
+            raise FormatError(f"literal block of {span} octets at offset {base} is too large")
+        return LiteralBlock(r.take(span))
+    offset = r.varint()
+    superblock = read_blockref(r)
+    if offset + span > superblock.span:
+        raise FormatError(
+            f"sub-block {offset}+{span} outside its superblock of span {superblock.span}"
+            f" at offset {base}"
+        )
+    return SubBlock(superblock, offset, span)
+
+
+def decode_blockref(data) -> Block:
+    """Decode exactly one binary blockref occupying all of `data`."""
+    r = Reader(data)
+    b = read_blockref(r)
+    if not r.at_end():
+        raise FormatError(f"{r.remaining} extra octets after blockref at offset {r.pos}")
+    return b
+
+
+def decode_blockrefs(data) -> Iterator[Block]:
+    """Decode the concatenated blockrefs of an indirect block's data."""
+    r = Reader(data)
+    while not r.at_end():
+        yield read_blockref(r)
+
+
+# -- building ------------------------------------------------------------------
+
+
+def leaf_block(data, store) -> Block:
+    """The leaf block for `data`: a literal if tiny, RLE if one repeated octet, else stored."""
+    return leaf_blocks([data], store)[0]
+
+
+def is_constant(data) -> bool:
+    """True when `data` is non-empty and every octet is the same."""
+    n = len(data)
+    if n == 0:
+        return False
+    first = data[0]
+    if data[n - 1] != first or data[n // 2] != first:
+        return False
+    if not isinstance(data, bytes | bytearray):
+        data = bytes(data)
+    return data.count(first) == n
+
+
+def leaf_blocks(datas, store) -> list[Block]:
+    """The leaf blocks for each of `datas`, adding the stored ones in one batch."""
+    out: list[Block | None] = []
+    to_add = []
+    where = []
+    for data in datas:
+        n = len(data)
+        if n <= MAX_LITERAL:
+            out.append(LiteralBlock(data))
+        elif is_constant(data):
+            out.append(RLEBlock(n, data[0]))
+        else:
+            where.append(len(out))
+            out.append(None)
+            to_add.append(data)
+    if to_add:
+        for i, h, data in zip(where, store.add_many(to_add), to_add, strict=True):
+            out[i] = HashCodeBlock(h, len(data))
+    return out  # type: ignore[return-value]
+
+
+class IndirectBuilder:
+    """Builds the indirect tree over a stream of leaf blocks, level by level.
+
+    Each level collects encoded refs until one more would exceed `max_block_size`;
+    then it stores them as an indirect block and passes that up.  Memory use is
+    one partial block per level.  The shape depends only on the leaf sequence,
+    so identical content always gives the identical top block.
+    """
+
+    def __init__(self, store, max_block_size: int = DEFAULT_MAX_BLOCK_SIZE):
+        if max_block_size < 256:
+            raise ValueError(f"max_block_size {max_block_size} is too small for indirect blocks")
+        self.store = store
+        self.max_block_size = max_block_size
+        # per level: [encoded refs, total span, refs count, the last block]
+        self._levels: list[list] = []
+
+    def add(self, block: Block) -> None:
+        """Append the next leaf."""
+        self._push(0, block)
+
+    def add_many(self, blocks: Iterable[Block]) -> None:
+        """Append several leaves."""
+        for b in blocks:
+            self._push(0, b)
+
+    def _push(self, level: int, block: Block) -> None:
+        if level == len(self._levels):
+            self._levels.append([bytearray(), 0, 0, None])
+        lv = self._levels[level]
+        ref = block.encode()
+        if lv[2] and len(lv[0]) + len(ref) > self.max_block_size:
+            self._push(level + 1, self._emit(lv))
+            lv = self._levels[level]
+        lv[0] += ref
+        lv[1] += block.span
+        lv[2] += 1
+        lv[3] = block
+
+    def _emit(self, lv) -> Block:
+        data = bytes(lv[0])
+        block = IndirectBlock(self.store.add(data), lv[1])
+        lv[0] = bytearray()
+        lv[1] = 0
+        lv[2] = 0
+        lv[3] = None
+        return block
+
+    def close(self) -> Block:
+        """Finish the tree and return its top block (an empty literal for no leaves)."""
+        i = 0
+        while i < len(self._levels):
+            lv = self._levels[i]
+            top = i == len(self._levels) - 1
+            if lv[2]:
+                block = lv[3] if lv[2] == 1 else self._emit(lv)
+                if top:
+                    self._levels = []
+                    return block
+                lv[0], lv[1], lv[2], lv[3] = bytearray(), 0, 0, None
+                self._push(i + 1, block)
+            i += 1
+        self._levels = []
+        return LiteralBlock(b"")
+
+
+def top_block_of(
+    leaves: Iterable[Block], store, max_block_size: int = DEFAULT_MAX_BLOCK_SIZE
+) -> Block:
+    """The top block of the indirect tree over `leaves` (a single leaf is its own top)."""
+    builder = IndirectBuilder(store, max_block_size)
+    builder.add_many(leaves)
+    return builder.close()
+
+
+def block_for(data, store, max_block_size: int = DEFAULT_MAX_BLOCK_SIZE) -> Block:
+    """A block for `data`, split at fixed `max_block_size` offsets (no content-defined cuts).
+
+    For small values (directory encodings, indirect data of known size); file
+    contents go through `vtstore.chunking.blockify`.
+    """
+    if len(data) <= max_block_size or is_constant(data):
+        return leaf_block(data, store)
+    mv = memoryview(data)
+    pieces = [mv[i : i + max_block_size] for i in range(0, len(mv), max_block_size)]
+    return top_block_of(leaf_blocks(pieces, store), store, max_block_size)

@@ -1,0 +1,1 @@
+"""The `vt` command: one module per subcommand, wired together by `main`."""

@@ -1,0 +1,148 @@
+"""`vt`: the command line entry point.
+
+Each subcommand lives in its own module under `vtstore.cli`, which defines
+`register(subparsers)` (adding its parser and `set_defaults(func=run)`) and
+`run(args) -> int`.  Commands planned but not built yet are registered here as
+placeholders that say so and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from vtstore import __version__
+from vtstore.errors import VTError
+
+# (module, command) in the order `vt --help` lists them; a module that does not
+# exist yet makes the command a placeholder.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("init", "init", "create the default configuration and datadir"),
+    ("config", "config", "print the effective configuration"),
+    ("info", "info", "describe a store"),
+    ("save", "save", "store files or a tree, print a block or dirent ref"),
+    ("cat", "cat", "write the content of a ref to stdout"),
+    ("ls", "ls", "list a directory ref or archive"),
+    ("pack", "pack", "store DIR and append its state to DIR.vt"),
+    ("unpack", "unpack", "restore the latest state of an archive"),
+    ("import_", "import", "merge a tree into an archive's latest state"),
+    ("export", "export", "write a tree as a tar stream"),
+    ("log", "log", "show the history of an archive"),
+    ("mount", "mount", "mount an archive or ref with FUSE"),
+    ("umount", "umount", "unmount a vt mount"),
+    ("serve", "serve", "serve stores over TCP, a UNIX socket or stdio"),
+    ("httpd", "httpd", "serve blocks and trees over HTTP"),
+    ("push", "push", "copy blocks, trees or archives to another store"),
+    ("pull", "pull", "copy blocks, trees or archives from another store"),
+    ("fsck", "fsck", "check a store, a ref or an archive"),
+    ("reindex", "reindex", "rebuild a datadir's index from its data files"),
+    ("scan", "scan", "show how a file would be cut into blocks"),
+    ("ftp", "ftp", "interactive shell over a tree"),
+    ("publish", "publish", "store a path and print an x-vt: URI"),
+    ("benchmark", "benchmark", "measure chunking, hashing and store speed"),
+]
+
+log = logging.getLogger("vtstore")
+
+
+def _placeholder(name: str):
+    def run(args) -> int:
+        print(f"vt {name}: not implemented yet", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `vt` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="vt",
+        description=(
+            "vtstore: a content-hash-addressed data store with a filesystem layer."
+            " Data is cut into blocks by a format-aware content-defined chunker and"
+            " each block is stored once under its hash."
+        ),
+        epilog=(
+            "The store is chosen by -S, else $VT_STORE, else the [default] clause of"
+            " ~/.vtrc, else a datadir at $VT_DIR or ~/.local/share/vt.  Store specs:"
+            " /path/to/datadir, [clause], file:x.vtd, memory:, tcp:host:port,"
+            " unix:/path.sock, '|command', http://host:port/, s3://bucket/prefix,"
+            " proxy(save=...,read=...).  Run 'vt COMMAND --help' for a command."
+        ),
+    )
+    p.add_argument("--version", action="version", version=f"vt {__version__}")
+    p.add_argument(
+        "-S", "--store", dest="store_spec", metavar="STORE", help="the store to use (a store spec)"
+    )
+    p.add_argument(
+        "-C", "--cache", dest="cache_spec", metavar="STORE", help="a cache store in front of -S"
+    )
+    p.add_argument(
+        "-c", "--config", dest="config_path", metavar="FILE", help="config file (default ~/.vtrc)"
+    )
+    p.add_argument(
+        "-H",
+        "--hashclass",
+        dest="hashclass",
+        metavar="NAME",
+        help="hash class for new stores (default $VT_HASHCLASS or blake3)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail; -vv debug")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for modname, cmd, summary in COMMANDS:
+        try:
+            mod = importlib.import_module(f"vtstore.cli.{modname}")
+        except ModuleNotFoundError as e:
+            if e.name != f"vtstore.cli.{modname}":
+                raise
+            sp = sub.add_parser(cmd, help=f"{summary} (not implemented yet)", description=summary)
+            sp.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            sp.set_defaults(func=_placeholder(cmd))
+        else:
+            mod.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `vt` with `argv`; return the exit code (also used by the console script)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING
+    if args.verbose >= 2:
+        level = logging.DEBUG
+    elif args.verbose == 1:
+        level = logging.INFO
+    elif args.quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="vt: %(message)s")
+    if args.hashclass:
+        os.environ["VT_HASHCLASS"] = args.hashclass
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        rc = args.func(args)
+    except VTError as e:
+        if args.verbose:
+            log.exception("%s", e)
+        print(f"vt {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"vt {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (vt cat | head): not an error worth a traceback;
+        # point stdout at devnull so the interpreter's final flush stays quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

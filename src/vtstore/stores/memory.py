@@ -1,0 +1,37 @@
+"""The memory store: a dict, for tests, scratch work and `-S memory:`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from vtstore.hashes import HashCode
+from vtstore.stores.base import SortedKeys, Store
+
+
+class MemoryStore(Store):
+    """Blocks held in a dict; nothing survives `close`."""
+
+    def __init__(self, name: str = "memory:", hashclass=None, readonly: bool = False):
+        super().__init__(name=name, hashclass=hashclass, readonly=readonly)
+        self._blocks: dict[HashCode, bytes] = {}
+        self._keys = SortedKeys()
+
+    def _add_new(self, hashcode: HashCode, data) -> None:
+        self._blocks[hashcode] = bytes(data)
+        self._keys.add(hashcode)
+
+    def _get(self, hashcode: HashCode) -> bytes | None:
+        return self._blocks.get(hashcode)
+
+    def _contains(self, hashcode: HashCode) -> bool:
+        return hashcode in self._blocks
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def _iter_sorted(self, start: HashCode | None) -> Iterator[HashCode]:
+        return self._keys.iter_from(start)
+
+    def _close(self) -> None:
+        self._blocks.clear()
+        self._keys = SortedKeys()
