@@ -1,0 +1,52 @@
+"""`vt log`: the history of an archive."""
+
+from __future__ import annotations
+
+import json
+
+from vtstore.archive import Archive
+from vtstore.cli.common import open_store
+from vtstore.errors import VTError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "log",
+        help="show the history of an archive",
+        description=(
+            "One line per state of X.vt, oldest first: time, total file bytes, file"
+            " count and the dirent ref.  --brief skips reading the trees."
+        ),
+    )
+    p.add_argument("archive", metavar="X.vt")
+    p.add_argument("--brief", action="store_true", help="time and ref only (no tree walk)")
+    p.add_argument("--json", action="store_true", help="one JSON object per state")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from vtstore.tree.dir import tree_stats
+
+    archive = Archive(args.archive)
+    if not archive.exists():
+        raise VTError(f"{args.archive}: no such archive")
+    store_cm = None if args.brief else open_store(args, readonly=True)
+    store = store_cm.__enter__() if store_cm else None
+    try:
+        for e in archive.entries():
+            stats = tree_stats(e.dirent, store) if store is not None else None
+            if args.json:
+                d = {"when": e.when, "time": e.isotime, "dirent": str(e.dirent)}
+                if stats:
+                    d.update(stats)
+                if e.comment:
+                    d["comment"] = e.comment
+                print(json.dumps(d))
+            elif stats:
+                print(f"{e.isotime} {stats['bytes']:>14} {stats['files']:>8} {e.dirent}")
+            else:
+                print(f"{e.isotime} {e.dirent}")
+    finally:
+        if store_cm:
+            store_cm.__exit__(None, None, None)
+    return 0

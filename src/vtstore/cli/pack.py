@@ -1,0 +1,79 @@
+"""`vt pack`: store a directory tree and append its state to an archive."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from vtstore.archive import Archive
+from vtstore.cli.common import open_store
+from vtstore.cli.progress import TreeProgress
+from vtstore.errors import VTError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="store DIR and append its state to DIR.vt",
+        description=(
+            "Store the tree at DIR and append its new state to the archive DIR.vt"
+            " (or -a ARCHIVE).  Files unchanged since the archive's last state (same"
+            " size, mtime and ctime) are not read again.  Prints the new state's"
+            " dirent ref."
+        ),
+    )
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("-a", "--archive", metavar="ARCHIVE.vt", help="archive to append to")
+    p.add_argument("-m", "--comment", help="a comment stored with the state")
+    p.add_argument("--rm", action="store_true", help="remove DIR after a successful pack")
+    p.add_argument(
+        "-x", "--one-file-system", action="store_true", help="do not cross filesystem boundaries"
+    )
+    p.add_argument("--full", action="store_true", help="read every file (ignore the stat cache)")
+    p.set_defaults(func=run)
+
+
+def archive_path_for(dirpath: str) -> str:
+    """The default archive of a directory: `DIR.vt` beside it."""
+    return os.path.normpath(os.path.abspath(dirpath)) + ".vt"
+
+
+def run(args) -> int:
+    from vtstore.tree.fsimport import Importer
+
+    if not os.path.isdir(args.dir) or os.path.islink(args.dir):
+        raise VTError(f"{args.dir}: not a directory")
+    archive = Archive(args.archive or archive_path_for(args.dir))
+    last = None if args.full else archive.last()
+    with open_store(args) as store, TreeProgress(args, "pack") as progress:
+        imp = Importer(
+            store,
+            one_filesystem=args.one_file_system,
+            on_file=lambda st: progress.update(
+                st.bytes_read + st.bytes_reused, st.files, f", {st.files_reused} unchanged"
+            ),
+        )
+        dirent = imp.import_path(args.dir, last.dirent if last else None)
+        store.flush()
+        entry = archive.update(dirent, comment=args.comment)
+    st = imp.stats
+    if not args.quiet:
+        log.info(
+            "packed %d files, %d dirs: %d bytes read, %d files unchanged, %.2fs",
+            st.files,
+            st.dirs,
+            st.bytes_read,
+            st.files_reused,
+            progress.elapsed,
+        )
+    print(entry.dirent)
+    if st.errors:
+        raise VTError(
+            f"{len(st.errors)} objects could not be read; the state was saved without them"
+        )
+    if args.rm:
+        shutil.rmtree(args.dir)
+    return 0

@@ -1,0 +1,86 @@
+"""Naming things on the command line: archives, dirent refs, block refs, sub-paths.
+
+A SPECIAL is one of:
+
+- `PATH.vt`: an archive file (its latest state unless a time is given);
+- a dirent transcription `D{...}`, `F{...}`, ... as printed by `vt save -F`;
+- a block transcription `B{...}`, `I{...}`, ... as printed by `vt save`;
+- an `x-vt:/REF/path` URI as printed by `vt publish`;
+
+each optionally followed by `/sub/path` into a directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from vtstore.archive import Archive, ArchiveEntry
+from vtstore.blocks import Block
+from vtstore.errors import FormatError, VTError
+from vtstore.transcribe import parse
+from vtstore.tree.dir import resolve
+from vtstore.tree.dirent import Dirent
+
+
+@dataclass
+class Target:
+    """What a SPECIAL names."""
+
+    dirent: Dirent | None = None
+    block: Block | None = None
+    archive: Archive | None = None
+    entry: ArchiveEntry | None = None
+
+    @property
+    def content_block(self) -> Block | None:
+        if self.block is not None:
+            return self.block
+        return self.dirent.block if self.dirent is not None else None
+
+
+def parse_ref(text: str) -> tuple[object, str]:
+    """Parse a transcribed ref and return `(value, rest-of-text)`."""
+    if text.startswith("x-vt:"):
+        text = text[len("x-vt:") :].lstrip("/")
+    value, end = parse(text)
+    if not isinstance(value, Dirent | Block):
+        raise FormatError(f"not a dirent or block ref: {text[:60]!r}")
+    rest = text[end:]
+    if rest and not rest.startswith("/"):
+        raise FormatError(f"unexpected text after the ref at offset {end}: {rest[:40]!r}")
+    return value, rest
+
+
+def is_ref_text(text: str) -> bool:
+    """Whether `text` looks like a transcription rather than a path."""
+    head = text.split("{", 1)[0]
+    return text.startswith("x-vt:") or ("{" in text and head.isidentifier())
+
+
+def resolve_special(
+    text: str, store, when: float | None = None, need_archive: bool = False
+) -> Target:
+    """Resolve a SPECIAL (see the module docstring) to a `Target`."""
+    if is_ref_text(text) and not need_archive:
+        value, rest = parse_ref(text)
+        if isinstance(value, Block):
+            if rest.strip("/"):
+                raise FormatError("a block ref has no paths below it; use a dirent ref")
+            return Target(block=value)
+        d = resolve(value, rest, store) if rest.strip("/") else value
+        return Target(dirent=d)
+    path, sub = text, ""
+    if ".vt/" in text:
+        path, _, sub = text.partition(".vt/")
+        path += ".vt"
+    if not path.endswith(".vt"):
+        raise VTError(f"{text}: not an archive (.vt file) or a ref")
+    archive = Archive(path)
+    if not os.path.exists(path):
+        raise VTError(f"{path}: no such archive")
+    entry = archive.at(when) if when is not None else archive.last()
+    if entry is None:
+        raise VTError(f"{path}: archive has no states" + (" at that time" if when else ""))
+    d = resolve(entry.dirent, sub, store) if sub.strip("/") else entry.dirent
+    return Target(dirent=d, archive=archive, entry=entry)
