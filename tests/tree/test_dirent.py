@@ -10,8 +10,8 @@ from vtstore.blocks import LiteralBlock, RLEBlock
 from vtstore.codec import encode_bytes, encode_varint
 from vtstore.errors import FormatError
 from vtstore.hashes import Hash_SHA1
-from vtstore.tree import Dirent, Meta, decode_dirent, parse_dirent
 from vtstore.transcribe import quote_text
+from vtstore.tree import Dirent, Meta, decode_dirent, parse_dirent
 from vtstore.tree.dirent import F_NAME, T_DEVICE, T_FILE, TYPE_NAMES
 
 names = st.text(min_size=1, max_size=20).filter(
