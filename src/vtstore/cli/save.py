@@ -26,7 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from vtstore.chunking.blockify import blockify_stream
+    from vtstore.chunking.blockify import blockify
     from vtstore.tree.dirent import T_FILE, Dirent
     from vtstore.tree.fsimport import import_tree
 
@@ -34,7 +34,7 @@ def run(args) -> int:
     with open_store(args) as store:
         for path in args.paths:
             if path == "-":
-                block = blockify_stream(sys.stdin.buffer, store)
+                block = blockify(sys.stdin.buffer, store)
                 print(Dirent(T_FILE, block=block) if args.dirent else block)
                 continue
             if not os.path.lexists(path):

@@ -116,9 +116,9 @@ def meta_of(st, xattrs) -> Meta:
 
 def default_file_blockifier(path: str, store, name: str, mime_type: str | None) -> Block:
     """Blockify one file's content with the format-aware chunker."""
-    from vtstore.chunking.blockify import blockify_file
+    from vtstore.chunking.blockify import blockify
 
-    return blockify_file(path, store, name=name, mime_type=mime_type)
+    return blockify(path, store, name=name, mime_type=mime_type)
 
 
 class Importer:
