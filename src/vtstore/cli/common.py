@@ -20,3 +20,34 @@ def open_store(args, readonly: bool = False) -> Store:
 def show_progress(args) -> bool:
     """Whether to draw progress bars: on a terminal and not `-q`."""
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def progress_bar(args, total: int | None = None, desc: str = "", unit: str = "B"):
+    """A tqdm bar on stderr, drawn only when `show_progress(args)`; use it as a
+    context manager and call `.update(n)`."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=unit == "B",
+        unit_divisor=1024 if unit == "B" else 1000,
+        file=sys.stderr,
+        disable=not show_progress(args),
+        leave=False,
+        dynamic_ncols=True,
+    )
+
+
+def print_lines(lines, limit: int = 200, file=None) -> None:
+    """Print `lines`, eliding the middle of very long lists."""
+    file = file or sys.stdout
+    lines = list(lines)
+    if len(lines) > limit:
+        head = lines[: limit - 1]
+        print("\n".join(head), file=file)
+        print(f"... {len(lines) - limit} more lines ...", file=file)
+        print(lines[-1], file=file)
+    elif lines:
+        print("\n".join(lines), file=file)

@@ -114,11 +114,25 @@ def meta_of(st, xattrs) -> Meta:
     )
 
 
-def default_file_blockifier(path: str, store, name: str, mime_type: str | None) -> Block:
-    """Blockify one file's content with the format-aware chunker."""
-    from vtstore.chunking.blockify import blockify
+def default_file_blockifier(path: str, store, name: str, mime_type: str | None, size: int) -> Block:
+    """Blockify one file's content with the format-aware chunker.
 
-    return blockify(path, store, name=name, mime_type=mime_type)
+    Small files are chunked in the calling worker thread with a buffer sized to
+    the file: a reader thread and a 4 MiB buffer per file would cost more than
+    the file itself (3x slower on a tree of 5 KiB files).
+    """
+    from vtstore.chunking.blockify import BUFFER_SIZE, blockify
+
+    if size >= BUFFER_SIZE:
+        return blockify(path, store, name=name, mime_type=mime_type)
+    return blockify(
+        path,
+        store,
+        name=name,
+        mime_type=mime_type,
+        threaded=False,
+        buffer_size=max(65536, size + 1),
+    )
 
 
 class Importer:
@@ -223,7 +237,7 @@ class Importer:
             return Dirent(T_FILE, name=name, meta=meta, block=prev.block, ino=gid)
 
         def work():
-            block = self.blockifier(path, self.store, name, meta.mime_type)
+            block = self.blockifier(path, self.store, name, meta.mime_type, st.st_size)
             with self.stats.lock:
                 self.stats.files += 1
                 self.stats.bytes_read += block.span
