@@ -65,7 +65,8 @@ class HashCode(bytes):
     @classmethod
     def from_data(cls, data) -> HashCode:
         """Return the hashcode of `data` (any buffer)."""
-        return cls(cls.hash_function(data))
+        # the digest is ours and of the right length: skip __new__'s check
+        return bytes.__new__(cls, cls.hash_function(data))
 
     @classmethod
     def from_hex(cls, hexstr: str) -> HashCode:
@@ -114,8 +115,8 @@ class HashCode(bytes):
         eq = self.__eq__(other)
         return eq if eq is NotImplemented else not eq
 
-    def __hash__(self):
-        return bytes.__hash__(self)
+    # the C slot itself, not a Python wrapper: dict and set lookups stay fast
+    __hash__ = bytes.__hash__
 
 
 class Hash_SHA1(HashCode):

@@ -101,11 +101,14 @@ class Store:
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Store each of `datas`; return their hashcodes in order."""
         self._check_writable()
+        from_data = self.hashclass.from_data
+        contains = self._contains
+        add_new = self._add_new
         out = []
         for data in datas:
-            h = self.hashclass.from_data(data)
-            if not self._contains(h):
-                self._add_new(h, data)
+            h = from_data(data)
+            if not contains(h):
+                add_new(h, data)
             out.append(h)
         return out
 
@@ -232,6 +235,9 @@ class SortedKeys:
 
     def add(self, h: HashCode) -> None:
         self._pending.append(h)
+
+    def extend(self, hs) -> None:
+        self._pending.extend(hs)
 
     def discard(self, h: HashCode) -> None:
         self._merge()

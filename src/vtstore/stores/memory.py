@@ -16,6 +16,22 @@ class MemoryStore(Store):
         self._blocks: dict[HashCode, bytes] = {}
         self._keys = SortedKeys()
 
+    def add_many(self, datas) -> list[HashCode]:
+        """Store each of `datas` (see `Store.add_many`): one dict probe per block."""
+        self._check_writable()
+        from_data = self.hashclass.from_data
+        blocks = self._blocks
+        out = []
+        new = []
+        for data in datas:
+            h = from_data(data)
+            if h not in blocks:
+                blocks[h] = data if type(data) is bytes else bytes(data)
+                new.append(h)
+            out.append(h)
+        self._keys.extend(new)
+        return out
+
     def _add_new(self, hashcode: HashCode, data) -> None:
         self._blocks[hashcode] = bytes(data)
         self._keys.add(hashcode)
