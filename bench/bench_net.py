@@ -1,0 +1,251 @@
+"""Block server throughput: add and get of 8 KiB blocks over loopback TCP and a UNIX
+socket, beside the same store used locally, in the same run.
+
+    python bench/bench_net.py [--blocks N] [--size 8192] [--stores memory,datadir]
+                              [--transports tcp,unix] [--repeat 3] [--json out.json]
+
+The server is a separate process (`BlockServer` over a fresh store per
+measurement), so client and server hash in parallel as they would across
+machines.  Each row is the best of `--repeat` runs; the ratio is network / local
+for the same store kind.  `run(argv)` returns the results for `vt benchmark net`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+if SRC.is_dir() and str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+from vtstore.net import StreamStore  # noqa: E402
+from vtstore.stores.memory import MemoryStore  # noqa: E402
+
+
+def _open_local(kind: str, path: Path):
+    if kind == "memory":
+        return MemoryStore()
+    from vtstore.stores.datadir import DataDir
+
+    return DataDir(path)
+
+
+# -- the server child -----------------------------------------------------------------
+
+
+def _serve_child(kind: str, path: str, address: str, ready: str) -> int:
+    import threading
+
+    from vtstore.net import BlockServer
+
+    store = _open_local(kind, Path(path))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with BlockServer({"": store}) as srv:
+        spec = srv.listen(address)
+        Path(ready + ".tmp").write_text(spec)
+        os.replace(ready + ".tmp", ready)
+        while not stop.wait(0.2):
+            pass
+    store.close()
+    return 0
+
+
+class _Server:
+    def __init__(self, kind: str, tmp: Path, transport: str, n: int):
+        self.dir = tmp / f"srv-{kind}-{transport}-{n}"
+        address = "127.0.0.1:0" if transport == "tcp" else str(tmp / f"s{n}.sock")
+        ready = str(tmp / f"ready-{n}")
+        env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-child", kind, str(self.dir), address, ready],
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("benchmark server did not start")
+            time.sleep(0.02)
+        self.spec = Path(ready).read_text().strip()
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+
+def _add(store, blocks, batch: int) -> float:
+    t = time.perf_counter()
+    for i in range(0, len(blocks), batch):
+        store.add_many(blocks[i : i + batch])
+    store.flush()
+    return time.perf_counter() - t
+
+
+def _get(store, hashcodes, batch: int) -> float:
+    t = time.perf_counter()
+    n = 0
+    for i in range(0, len(hashcodes), batch):
+        n += len(store.get_many(hashcodes[i : i + batch]))
+    assert n == len(hashcodes)
+    return time.perf_counter() - t
+
+
+def _measure(open_store, blocks, batch: int, repeat: int) -> dict:
+    best_add = best_get = float("inf")
+    for _ in range(repeat):
+        store, done = open_store()
+        try:
+            best_add = min(best_add, _add(store, blocks, batch))
+            hashcodes = [store.hash(b) for b in blocks]
+            best_get = min(best_get, _get(store, hashcodes, batch))
+        finally:
+            store.close()
+            done()
+    mb = sum(len(b) for b in blocks) / 1e6
+    return {"add_MBps": mb / best_add, "get_MBps": mb / best_get}
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; return `{"machine": ..., "results": [rows]}`."""
+    p = argparse.ArgumentParser(prog="bench_net.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--blocks", type=int, default=8192, help="blocks per run (default 8192)")
+    p.add_argument("--size", type=int, default=8192, help="block size (default 8192)")
+    p.add_argument("--batch", type=int, default=256, help="blocks per add_many/get_many")
+    p.add_argument("--stores", default="memory,datadir", help="store kinds to serve")
+    p.add_argument("--transports", default="tcp,unix")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--save-mib",
+        type=int,
+        default=256,
+        help="size of the file for `vt save` local vs unix: (default 256; 0 skips)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = p.parse_args(argv)
+    blocks = [os.urandom(args.size) for _ in range(args.blocks)]
+    rows = []
+    counter = [0]
+    with tempfile.TemporaryDirectory(prefix="bench-net-") as tmpdir:
+        tmp = Path(tmpdir)
+        for kind in args.stores.split(","):
+
+            def local(kind=kind):
+                counter[0] += 1
+                return _open_local(kind, tmp / f"local-{kind}-{counter[0]}"), lambda: None
+
+            base = _measure(local, blocks, args.batch, args.repeat)
+            rows.append({"store": kind, "transport": "local", **base})
+            for transport in args.transports.split(","):
+
+                def remote(kind=kind, transport=transport):
+                    counter[0] += 1
+                    srv = _Server(kind, tmp, transport, counter[0])
+                    return StreamStore(srv.spec), srv.stop
+
+                r = _measure(remote, blocks, args.batch, args.repeat)
+                r["add_ratio"] = r["add_MBps"] / base["add_MBps"]
+                r["get_ratio"] = r["get_MBps"] / base["get_MBps"]
+                rows.append({"store": kind, "transport": transport, **r})
+        saves = _bench_save(tmp, args.save_mib, args.repeat) if args.save_mib else []
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu": _cpu_model(),
+            "python": platform.python_version(),
+        },
+        "params": {"blocks": args.blocks, "size": args.size, "batch": args.batch},
+        "results": rows,
+        "save": saves,
+    }
+    _print(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _vt_save(tmp: Path, store_spec: str, path: Path) -> float:
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-q", "-S", store_spec, "save", str(path)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - t
+
+
+def _bench_save(tmp: Path, mib: int, repeat: int) -> list[dict]:
+    """`vt -S DATADIR save FILE` beside `vt -S unix:SOCK save FILE` (a served datadir)."""
+    path = tmp / "save-input"
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    local = remote = float("inf")
+    for i in range(repeat):
+        local = min(local, _vt_save(tmp, str(tmp / f"save-local-{i}"), path))
+        srv = _Server("datadir", tmp, "unix", 1000 + i)
+        try:
+            remote = min(remote, _vt_save(tmp, srv.spec, path))
+        finally:
+            srv.stop()
+    mb = mib * (1 << 20) / 1e6
+    return [
+        {"command": "vt -S DATADIR save FILE", "MBps": mb / local},
+        {"command": "vt -S unix:SOCK save FILE", "MBps": mb / remote, "ratio": local / remote},
+    ]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _print(result: dict) -> None:
+    prm = result["params"]
+    print(
+        f"{prm['blocks']} blocks of {prm['size']} octets, batches of {prm['batch']};"
+        f" {result['machine']['cpus']} CPUs, {result['machine']['cpu']}"
+    )
+    print(f"{'store':8} {'transport':9} {'add MB/s':>9} {'ratio':>6} {'get MB/s':>9} {'ratio':>6}")
+    for r in result["results"]:
+        ar = f"{r['add_ratio']:.0%}" if "add_ratio" in r else "-"
+        gr = f"{r['get_ratio']:.0%}" if "get_ratio" in r else "-"
+        print(
+            f"{r['store']:8} {r['transport']:9} {r['add_MBps']:9.0f} {ar:>6}"
+            f" {r['get_MBps']:9.0f} {gr:>6}"
+        )
+    for r in result.get("save", []):
+        ratio = f"{r['ratio']:.0%}" if "ratio" in r else "-"
+        print(f"{r['command']:28} {r['MBps']:9.0f} MB/s {ratio:>6}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for `python bench/bench_net.py` and `vt benchmark net`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--serve-child":
+        return _serve_child(*argv[1:5])
+    run(argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""`vt serve [ADDRESS] [NAME:STORESPEC ...]`: serve stores with the block protocol.
+
+ADDRESS is `host:port` (host defaults to 127.0.0.1), `/path.sock` (a UNIX socket,
+mode 0600), or `-` for stdin/stdout (so `ssh host vt serve -` works); without it,
+the [server] clause of the configuration says (by default a UNIX socket
+`vt.sock` in the base directory).  The store of `-S` (else the clause's `store`,
+else the default store) is the default export; each NAME:STORESPEC (and each of
+the clause's `exports`) adds a named export, reached by a client as
+`tcp:host:port#NAME` or `unix:/path.sock#NAME`.  SIGTERM or SIGINT stop
+the server gracefully: requests already received are answered and the stores are
+flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from vtstore.errors import ConfigError
+from vtstore.net.server import BlockServer
+from vtstore.net.transport import is_hostport
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve stores over TCP, a UNIX socket or stdio",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="[ADDRESS] [NAME:STORESPEC]",
+        help="where to listen (default: the [server] clause, a UNIX socket in the base"
+        " directory), then named exports",
+    )
+    p.add_argument("-r", "--readonly", action="store_true", help="refuse adds and archive updates")
+    p.add_argument(
+        "--workers", type=int, default=4, metavar="N", help="request worker threads (default 4)"
+    )
+    p.add_argument(
+        "--ready-file",
+        metavar="FILE",
+        help="once listening, write the client store spec (e.g. tcp:127.0.0.1:PORT) to FILE",
+    )
+    p.set_defaults(func=run)
+
+
+def is_address(text: str) -> bool:
+    """Whether the first positional argument of `vt serve` is an ADDRESS."""
+    return (
+        text == "-"
+        or text.startswith(("tcp:", "unix:", "/", "./", "../", "~"))
+        or is_hostport(text)
+    )
+
+
+def parse_targets(targets: list[str]) -> tuple[str | None, list[tuple[str, str]]]:
+    """Split the positional arguments into the ADDRESS (None if not given) and
+    `(name, storespec)` pairs."""
+    address = None
+    rest = list(targets)
+    if rest and is_address(rest[0]):
+        address = rest.pop(0)
+    return address, [parse_export(t) for t in rest]
+
+
+def parse_export(text: str) -> tuple[str, str]:
+    """`NAME:STORESPEC` -> `(name, storespec)`."""
+    name, sep, spec = text.partition(":")
+    if not sep or not name or not spec:
+        raise ConfigError(f"an export is NAME:STORESPEC, got {text!r}")
+    if "#" in name:
+        raise ConfigError(f"bad export name {name!r}")
+    return name, spec
+
+
+def server_clause(config) -> tuple[str, str | None, list[tuple[str, str]]]:
+    """From the `[server]` clause: the address, the default store spec and the
+    named exports (`exports = NAME:SPEC NAME:SPEC ...`)."""
+    spec = config.clause_spec("server")
+    p = spec.params
+    if spec.type == "unix":
+        address = p["socket_path"]
+    elif spec.type == "tcp":
+        host = p["host"]
+        address = f"[{host}]:{p['port']}" if ":" in host else f"{host}:{p['port']}"
+    else:
+        raise ConfigError(f"{config.where}: [server] type must be unix or tcp, not {spec.type}")
+    exports = [parse_export(t) for t in str(p.get("exports") or "").split()]
+    return address, p.get("store"), exports
+
+
+def run(args) -> int:
+    from vtstore.cli.common import open_store
+    from vtstore.config import load_config
+    from vtstore.stores.spec import open_store_spec
+
+    address, named = parse_targets(args.targets)
+    config = load_config(getattr(args, "config_path", None))
+    clause_address, clause_store, clause_exports = server_clause(config)
+    if address is None:
+        address = clause_address
+        if address.startswith("/"):
+            # the default socket lives in the base directory, which may be new
+            os.makedirs(os.path.dirname(address), mode=0o700, exist_ok=True)
+    if not (getattr(args, "store_spec", None) or os.environ.get("VT_STORE")) and clause_store:
+        args.store_spec = clause_store
+    stores = []
+    try:
+        exports = {"": open_store(args, readonly=args.readonly)}
+        stores.append(exports[""])
+        given = dict(clause_exports)
+        given.update(named)  # the command line wins over the clause
+        for name, spec in given.items():
+            exports[name] = open_store_spec(spec, config=config, readonly=args.readonly)
+            stores.append(exports[name])
+        return _serve(args, address, exports)
+    finally:
+        for st in reversed(stores):
+            st.close()
+
+
+def _serve(args, address: str, exports) -> int:
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    server = BlockServer(exports, readonly=args.readonly, workers=max(1, args.workers))
+    conn = None
+    try:
+        if address == "-":
+            conn = server.serve_stdio()
+        else:
+            spec = server.listen(address)
+            if not args.quiet:
+                print(f"vt serve: listening on {spec}", file=sys.stderr, flush=True)
+            if args.ready_file:
+                tmp = f"{args.ready_file}.tmp{os.getpid()}"
+                with open(tmp, "w") as f:
+                    f.write(spec + "\n")
+                os.replace(tmp, args.ready_file)
+        while not stop.is_set():
+            if conn is not None and conn.done.is_set():
+                break
+            stop.wait(0.2)
+    finally:
+        server.shutdown()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return 0

@@ -1,0 +1,230 @@
+"""The request handlers of the block server, and the exports they act on.
+
+Each handler takes an `Export` and a request payload and returns `(flags, payload
+parts)`; it raises a `VTError` (or `Reply`, for a specific error code) to answer
+with an error.  The connection machinery is in `vtstore.net.server`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from vtstore.blocks import decode_blockref
+from vtstore.errors import FormatError, ReadOnlyError, VTError
+from vtstore.net import protocol as P
+from vtstore.net.indirect import missing_blocks
+from vtstore.stores.base import Store
+
+#: A GET answer stops adding blocks once it holds this many octets; the client
+#: asks again for the rest.  Bounds the memory one request can make us hold.
+GET_ANSWER_BYTES = 1024 * 1024
+#: Most hashcodes one HASHCODES answer lists.
+LIST_MAX = 16384
+#: Most missing hashcodes one INDIRECT_COMPLETE answer lists.
+MISSING_MAX = 64
+
+
+class Export:
+    """A store offered under a name, with the lock that serialises it if needed."""
+
+    def __init__(self, name: str, store: Store, readonly: bool = False):
+        self.name = name
+        self.store = store
+        self.readonly = readonly or store.readonly
+        self.hashclass = store.hashclass
+        self.lock = (
+            contextlib.nullcontext() if getattr(store, "threadsafe", False) else threading.RLock()
+        )
+
+    def archives(self) -> dict:
+        """The archives this export's store offers, by name (see docs/PROTOCOL.md,
+        "Archives"): its `exports` entries that are `.vt` paths (opened as
+        `vtstore.archive.Archive`) or objects with `last()` and `update()`."""
+        try:
+            exports = self.store.exports
+        except (AttributeError, VTError):
+            return {}
+        out = {}
+        for name, obj in exports.items():
+            archive = _as_archive(obj)
+            if archive is not None:
+                out[name] = archive
+        return out
+
+    def archive(self, name: str, create: bool = False):
+        """The archive `name`; with `create`, a new one if the store can hold it."""
+        archive = self.archives().get(name)
+        if archive is None and create and hasattr(self.store, "archive_path"):
+            from vtstore.archive import Archive
+
+            archive = Archive(self.store.archive_path(name))
+        if archive is None:
+            raise Reply(P.E_NO_ARCHIVE, f"no archive {name!r}", name=name)
+        return archive
+
+
+def _as_archive(obj):
+    if isinstance(obj, str | os.PathLike) and os.fspath(obj).endswith(".vt"):
+        from vtstore.archive import Archive
+
+        return Archive(os.fspath(obj))
+    if callable(getattr(obj, "last", None)) and callable(getattr(obj, "update", None)):
+        return obj
+    return None
+
+
+def _archive_last_text(archive) -> str | None:
+    """The newest state as an archive line (without its newline), or None."""
+    entry = archive.last()
+    if entry is None:
+        return None
+    if hasattr(entry, "to_line"):
+        return entry.to_line().rstrip("\n")
+    return str(entry)
+
+
+def _archive_append(archive, text: str) -> None:
+    from vtstore.archive import Archive, parse_line
+
+    if isinstance(archive, Archive):
+        if "\n" in text:
+            raise FormatError("an archive state is one line")
+        e = parse_line(text)
+        archive.update(e.dirent, when=e.when, uuid=e.uuid, name=e.name, comment=e.comment)
+    else:
+        archive.update(text)
+
+
+class Reply(Exception):
+    """Raised by a handler to answer with an error code."""
+
+    def __init__(self, code: int, message: str, **detail):
+        super().__init__(message)
+        self.code = code
+        self.detail = detail
+
+
+# -- request handlers: (connection, export, payload) -> (flags, payload parts) ----------
+
+
+def _h_add(export: Export, payload):
+    if export.readonly:
+        raise ReadOnlyError(f"export {export.name or '(default)'} is read-only")
+    datas = P.decode_blocks(payload)
+    with export.lock:
+        hashcodes = export.store.add_many(datas)
+    return 0, [P.encode_hashcodes(hashcodes)]
+
+
+def _h_get(export: Export, payload):
+    hashcodes = P.decode_hashcodes(payload, export.hashclass)
+    items = []
+    size = 0
+    with export.lock:
+        for h in hashcodes:
+            data = export.store.get(h)
+            items.append(data)
+            if data is not None:
+                size += len(data)
+                if size >= GET_ANSWER_BYTES:
+                    break
+    return 0, P.encode_get_answer_parts(items)
+
+
+def _h_contains(export: Export, payload):
+    hashcodes = P.decode_hashcodes(payload, export.hashclass)
+    with export.lock:
+        present = export.store.contains_many(hashcodes)
+    return 0, [P.encode_bitmap(present)]
+
+
+def _h_hashcodes(export: Export, payload):
+    start, after, length = P.decode_window(payload, export.hashclass)
+    n = LIST_MAX if length is None else min(length, LIST_MAX)
+    with export.lock:
+        hashcodes = list(export.store.hashcodes(start=start, after=after, length=n + 1))
+    end = len(hashcodes) <= n
+    return 0, [P.encode_listing(hashcodes[:n], end)]
+
+
+def _h_hash_of_hashcodes(export: Export, payload):
+    start, after, length = P.decode_window(payload, export.hashclass)
+    with export.lock:
+        h, last = export.store.hash_of_hashcodes(start=start, after=after, length=length)
+    return 0, [P.encode_hoh(h, last)]
+
+
+def _h_length(export: Export, payload):
+    if len(payload):
+        raise FormatError("LENGTH takes no payload")
+    with export.lock:
+        n = len(export.store)
+    return 0, [P.encode_count(n)]
+
+
+def _archive_name(obj: dict) -> str:
+    name = obj.get("name")
+    if not isinstance(name, str) or not name:
+        raise FormatError("an archive request needs a non-empty string 'name'")
+    return name
+
+
+def _h_archive_list(export: Export, payload):
+    if len(payload):
+        raise FormatError("ARCHIVE_LIST takes no payload")
+    with export.lock:
+        names = sorted(export.archives())
+    return P.F_JSON, [P.encode_json({"archives": names})]
+
+
+def _h_archive_last(export: Export, payload):
+    name = _archive_name(P.decode_json(payload))
+    with export.lock:
+        last = _archive_last_text(export.archive(name))
+    return P.F_JSON, [P.encode_json({"name": name, "last": last})]
+
+
+def _h_archive_update(export: Export, payload):
+    if export.readonly:
+        raise ReadOnlyError(f"export {export.name or '(default)'} is read-only")
+    obj = P.decode_json(payload)
+    name = _archive_name(obj)
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise FormatError("ARCHIVE_UPDATE needs a string 'text'")
+    with export.lock:
+        _archive_append(export.archive(name, create=True), text)
+    return P.F_JSON, [P.encode_json({"name": name})]
+
+
+def _h_indirect_complete(export: Export, payload):
+    block = decode_blockref(payload)
+    with export.lock:
+        checked, missing = missing_blocks(export.store, block, MISSING_MAX)
+    return 0, [P.encode_completeness(not missing, checked, missing)]
+
+
+HANDLERS = {
+    P.OP_ADD: _h_add,
+    P.OP_GET: _h_get,
+    P.OP_CONTAINS: _h_contains,
+    P.OP_HASHCODES: _h_hashcodes,
+    P.OP_HASH_OF_HASHCODES: _h_hash_of_hashcodes,
+    P.OP_LENGTH: _h_length,
+    P.OP_ARCHIVE_LIST: _h_archive_list,
+    P.OP_ARCHIVE_LAST: _h_archive_last,
+    P.OP_ARCHIVE_UPDATE: _h_archive_update,
+    P.OP_INDIRECT_COMPLETE: _h_indirect_complete,
+}
+
+
+def error_payload(exc: BaseException) -> bytes:
+    if isinstance(exc, Reply):
+        return P.encode_error(exc.code, str(exc), **exc.detail)
+    detail = {}
+    hashcode = getattr(exc, "hashcode", None)
+    if hashcode is not None:
+        detail["hashcode"] = str(hashcode)
+    return P.encode_error(P.error_code_of(exc), str(exc), **detail)

@@ -1,0 +1,573 @@
+"""The block server: serves named stores to many clients over any byte stream.
+
+Threads, because the heavy work (hashing, compression, I/O) releases the GIL:
+
+- per listener, an accept thread;
+- per connection, a reader thread (reads packets, admits them under the
+  connection's budget, answers HELLO and FLUSH itself) and a writer thread (sends
+  the answers in the order they are ready);
+- one worker pool shared by all connections runs every other request, so answers
+  come back in any order and a slow GET does not hold up a CONTAINS.
+
+Back-pressure instead of buffering: the reader reads a packet's length, checks it
+against the limit, then waits until fewer than `max_outstanding` requests are
+unanswered and fewer than `max_buffered` octets of requests and answers are held,
+and only then reads (allocates) the body.  A client that does not read its answers
+therefore stalls only itself.
+
+Ordering: requests on a connection run concurrently, except FLUSH, a barrier that
+waits for every request received before it and then flushes the export (so the
+acknowledgements of those adds precede the FLUSH answer on the wire).
+
+Stores are used from several worker threads; a store that is not marked
+`threadsafe = True` is serialised by a lock per export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import select
+import socket
+import stat
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from vtstore.errors import FormatError, StoreError, VTError
+from vtstore.net import protocol as P
+from vtstore.net.handlers import HANDLERS, Export, Reply, error_payload
+from vtstore.net.transport import FdTransport, SocketTransport, Transport, parse_hostport
+from vtstore.stores.base import Store
+
+log = logging.getLogger("vtstore.net")
+
+#: Most channels open at once on one connection.
+MAX_OPEN_CHANNELS = 16
+
+
+# -- one connection ---------------------------------------------------------------------
+
+
+class _Connection:
+    """The reader, the writer and the budget of one client connection."""
+
+    def __init__(self, server: BlockServer, transport: Transport, peer: str, daemon: bool):
+        self.server = server
+        self.t = transport
+        self.peer = peer
+        self.channels: dict[int, Export] = {}
+        self.cond = threading.Condition()
+        self.outstanding = 0  # requests admitted whose answer is not yet sent
+        self.running = 0  # requests handed to the worker pool, not yet answered
+        self.buffered = 0  # octets of admitted requests and queued answers
+        self.stopping = False
+        self.dead = False
+        self.done = threading.Event()
+        self.wq: queue.SimpleQueue = queue.SimpleQueue()
+        self.reader = threading.Thread(
+            target=self._read_loop, name=f"vt-serve-read {peer}", daemon=daemon
+        )
+        self.writer = threading.Thread(
+            target=self._write_loop, name=f"vt-serve-write {peer}", daemon=daemon
+        )
+
+    def start(self) -> None:
+        self.writer.start()
+        self.reader.start()
+
+    # -- budget ---------------------------------------------------------
+
+    def _admit(self, length: int) -> bool:
+        s = self.server
+        with self.cond:
+            while not self.dead and (
+                self.outstanding >= s.max_outstanding
+                or (self.buffered and self.buffered + length > s.max_buffered)
+            ):
+                self.cond.wait()
+            self.outstanding += 1
+            self.buffered += length
+            return not self.dead
+
+    def _queue(self, data: bytes, charge: int, counted: bool = True) -> None:
+        with self.cond:
+            self.buffered += len(data)
+        self.wq.put((data, charge + len(data), counted))
+
+    def _answer(self, pkt: P.Packet, flags: int, parts, charge: int) -> None:
+        data = P.encode_packet(pkt.op, P.F_RESPONSE | flags, pkt.channel, pkt.tag, *parts)
+        self._queue(data, charge)
+
+    def _answer_error(self, pkt: P.Packet, exc: BaseException, charge: int) -> None:
+        self._answer(pkt, P.F_ERROR | P.F_JSON, [error_payload(exc)], charge)
+
+    def _fatal(self, code: int, message: str) -> None:
+        """A connection-level error (op 0, tag 0); the connection closes after it."""
+        log.warning("%s: %s; closing the connection", self.peer, message)
+        data = P.encode_packet(
+            0, P.F_RESPONSE | P.F_ERROR | P.F_JSON, 0, 0, P.encode_error(code, message)
+        )
+        self._queue(data, 0, counted=False)
+
+    # -- writer -----------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self.wq.get()
+            if item is None:
+                return
+            data, charge, counted = item
+            if not self.dead:
+                try:
+                    self.t.send(data)
+                except (OSError, ValueError) as e:
+                    log.info("%s: cannot send: %s", self.peer, e)
+                    self.kill()
+            with self.cond:
+                self.buffered -= charge
+                if counted:
+                    self.outstanding -= 1
+                self.cond.notify_all()
+
+    # -- reader -------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        rfile = self.t.rfile
+        try:
+            while not self.stopping and not self.dead:
+                prefix = rfile.read(4)
+                if not prefix:
+                    break
+                if len(prefix) != 4:
+                    raise P.TruncatedPacket("stream ended inside a length prefix")
+                length = P.decode_length(prefix)
+                limit = self.server.max_packet if self.channels else P.HANDSHAKE_MAX_PACKET
+                try:
+                    P.check_length(length, limit)
+                except P.PacketTooLarge as e:
+                    self._fatal(P.E_TOO_LARGE, str(e))
+                    break
+                except FormatError as e:
+                    self._fatal(P.E_PROTOCOL, str(e))
+                    break
+                if not self._admit(length):
+                    break
+                try:
+                    body = P.read_exact(rfile, length)
+                except BaseException:
+                    self._release(length)  # a truncated packet is never answered
+                    raise
+                try:
+                    pkt = P.decode_packet(body)
+                except FormatError as e:
+                    self._release(length)
+                    self._fatal(P.E_PROTOCOL, f"bad packet header: {e}")
+                    break
+                if not self._dispatch(pkt, length):
+                    break
+        except (P.TruncatedPacket, OSError, ValueError) as e:
+            # ValueError: the transport was closed under us by a forced stop
+            log.info("%s: connection dropped: %s", self.peer, e)
+        except Exception:  # pragma: no cover - a bug; keep serving the others
+            log.exception("%s: reader failed", self.peer)
+        finally:
+            self._finish()
+
+    def _release(self, length: int) -> None:
+        with self.cond:
+            self.outstanding -= 1
+            self.buffered -= length
+            self.cond.notify_all()
+
+    def _dispatch(self, pkt: P.Packet, length: int) -> bool:
+        """Handle one admitted request; False to close the connection."""
+        if pkt.flags & P.F_RESPONSE:
+            self._answer_error(pkt, Reply(P.E_PROTOCOL, "a client sends requests"), length)
+            return True
+        if pkt.op == P.OP_HELLO:
+            return self._hello(pkt, length)
+        export = self.channels.get(pkt.channel)
+        if export is None:
+            self._answer_error(
+                pkt, Reply(P.E_CHANNEL, f"channel {pkt.channel} is not open"), length
+            )
+            return bool(self.channels)
+        if pkt.op == P.OP_FLUSH:
+            self._flush(pkt, export, length)
+            return True
+        if pkt.op not in HANDLERS:
+            self._answer_error(pkt, Reply(P.E_UNKNOWN_OP, f"unknown op {pkt.op}"), length)
+            return True
+        with self.cond:
+            self.running += 1
+        try:
+            self.server._pool.submit(self._execute, pkt, export, length)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            with self.cond:
+                self.running -= 1
+            self._answer_error(pkt, Reply(P.E_SHUTDOWN, "the server is stopping"), length)
+        return True
+
+    def _execute(self, pkt: P.Packet, export: Export, length: int) -> None:
+        try:
+            flags, parts = HANDLERS[pkt.op](export, pkt.payload)
+        except (VTError, Reply) as e:
+            self._answer_error(pkt, e, length)
+        except Exception as e:  # a bug in a store or here: answer, log, keep serving
+            log.exception("%s: %s request failed", self.peer, P.OP_NAMES.get(pkt.op))
+            self._answer_error(pkt, Reply(P.E_INTERNAL, f"internal error: {e}"), length)
+        else:
+            self._answer(pkt, flags, parts, length)
+        finally:
+            with self.cond:
+                self.running -= 1
+                self.cond.notify_all()
+
+    def _hello(self, pkt: P.Packet, length: int) -> bool:
+        try:
+            hello = P.decode_hello(pkt.payload)
+            if self.server.stopping:
+                raise Reply(P.E_SHUTDOWN, "the server is stopping")
+            if pkt.channel in self.channels:
+                raise Reply(P.E_CHANNEL, f"channel {pkt.channel} is already open")
+            if len(self.channels) >= MAX_OPEN_CHANNELS:
+                raise Reply(P.E_CHANNEL, f"at most {MAX_OPEN_CHANNELS} channels")
+            if hello.version < 1:
+                raise Reply(P.E_VERSION, f"no common version with {hello.version}", supported=[1])
+            export = self.server.exports.get(hello.export)
+            if export is None:
+                raise Reply(
+                    P.E_NO_EXPORT,
+                    f"no export {hello.export or '(default)'!r}",
+                    exports=sorted(self.server.exports),
+                )
+            if hello.hashclass is not None and hello.hashclass is not export.hashclass:
+                raise Reply(
+                    P.E_HASHCLASS,
+                    f"export holds {export.hashclass.hashname} blocks,"
+                    f" not {hello.hashclass.hashname}",
+                    hashclass=export.hashclass.hashid,
+                )
+        except (VTError, Reply) as e:
+            self._answer_error(pkt, e, length)
+            # a stranger that fails its first handshake gets no second try
+            return bool(self.channels)
+        self.channels[pkt.channel] = export
+        welcome = P.Welcome(
+            version=min(hello.version, P.VERSION),
+            hashclass=export.hashclass,
+            readonly=export.readonly,
+            archives=bool(export.archives()),
+            max_packet=self.server.max_packet,
+            max_outstanding=self.server.max_outstanding,
+            name=export.store.name,
+        )
+        self._answer(pkt, 0, [P.encode_welcome(welcome)], length)
+        return True
+
+    def _flush(self, pkt: P.Packet, export: Export, length: int) -> None:
+        with self.cond:
+            while self.running and not self.dead:
+                self.cond.wait()
+        try:
+            if not export.readonly:
+                with export.lock:
+                    export.store.flush()
+        except VTError as e:
+            self._answer_error(pkt, e, length)
+        except Exception as e:
+            log.exception("%s: flush failed", self.peer)
+            self._answer_error(pkt, Reply(P.E_INTERNAL, f"internal error: {e}"), length)
+        else:
+            self._answer(pkt, 0, [], length)
+
+    # -- ending -----------------------------------------------------------------
+
+    def _finish(self) -> None:
+        with self.cond:
+            while (self.running or self.outstanding) and not self.dead:
+                self.cond.wait()
+        self.wq.put(None)
+        self.writer.join()
+        self.t.shutdown()
+        try:
+            self.t.close()
+        except OSError:
+            pass
+        self.server._forget(self)
+        self.done.set()
+        log.info("%s: closed", self.peer)
+
+    def stop(self) -> None:
+        """Stop reading new requests; those admitted are answered, then it closes."""
+        self.stopping = True
+        if isinstance(self.t, SocketTransport):
+            self.t.shutdown_read()
+
+    def wait_quiet(self, timeout: float | None) -> bool:
+        """Wait until every admitted request is answered."""
+        with self.cond:
+            return self.cond.wait_for(lambda: self.dead or not self.outstanding, timeout)
+
+    def kill(self) -> None:
+        """Drop the connection now (answers not yet sent are discarded)."""
+        with self.cond:
+            self.dead = True
+            self.cond.notify_all()
+        self.t.shutdown()
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+class BlockServer:
+    """Serves `exports` (name → store; the name "" is the default export).
+
+    Use as a context manager, or call `shutdown()`: it stops listening, lets every
+    admitted request finish and be answered, flushes the stores and joins every
+    thread it started.  It does not close the stores; whoever opened them does.
+    """
+
+    def __init__(
+        self,
+        exports: Mapping[str, Store],
+        *,
+        readonly: bool = False,
+        workers: int = 4,
+        max_packet: int = P.DEFAULT_MAX_PACKET,
+        max_outstanding: int = 64,
+        max_buffered: int = 32 * 1024 * 1024,
+    ):
+        if max_packet < P.HANDSHAKE_MAX_PACKET:
+            raise ValueError(f"max_packet must be at least {P.HANDSHAKE_MAX_PACKET}")
+        self.exports = {name: Export(name, st, readonly) for name, st in exports.items()}
+        self.max_packet = max_packet
+        self.max_outstanding = max_outstanding
+        self.max_buffered = max(max_buffered, max_packet)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vt-serve-work")
+        self._lock = threading.Lock()
+        self._conns: set[_Connection] = set()
+        self._listeners: list[tuple[socket.socket, threading.Thread, str | None, tuple]] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.stopping = False
+        self._stopped = False
+        self.addresses: list[str] = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        return False
+
+    @property
+    def connection_count(self) -> int:
+        """How many client connections are open."""
+        with self._lock:
+            return len(self._conns)
+
+    # -- listening ---------------------------------------------------------------
+
+    def listen(self, address: str) -> str:
+        """Listen on `host:port` (host defaults to 127.0.0.1; port 0 picks one),
+        `tcp:host:port`, `/path.sock` or `unix:/path.sock`; return the store spec a
+        client uses to reach it (`tcp:127.0.0.1:PORT`, `unix:/path.sock`)."""
+        if address.startswith("unix:"):
+            return self.listen_unix(address[5:])
+        if address.startswith("tcp:"):
+            address = address[4:]
+        if "/" in address or not address or address.startswith("."):
+            return self.listen_unix(address)
+        host, port = parse_hostport(address)
+        return self.listen_tcp(host, port)
+
+    def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen on TCP; return `tcp:host:port` with the bound port."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as e:
+            sock.close()
+            raise StoreError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        bound = sock.getsockname()[1]
+        spec = f"tcp:[{host}]:{bound}" if family == socket.AF_INET6 else f"tcp:{host}:{bound}"
+        self._start_listener(sock, spec, None, ())
+        return spec
+
+    def listen_unix(self, path: str) -> str:
+        """Listen on a UNIX socket (mode 0600); a stale socket file there is removed
+        only if nothing answers on it.  Return `unix:PATH`."""
+        path = os.path.abspath(os.path.expanduser(path))
+        _remove_stale_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)  # born 0600: no window where others could connect
+        try:
+            sock.bind(path)
+        except OSError as e:
+            sock.close()
+            raise StoreError(f"cannot listen on {path}: {e.strerror or e}") from None
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        st = os.stat(path)
+        spec = f"unix:{path}"
+        self._start_listener(sock, spec, path, (st.st_dev, st.st_ino))
+        return spec
+
+    def _start_listener(self, sock, spec, path, ident) -> None:
+        sock.setblocking(False)
+        t = threading.Thread(
+            target=self._accept_loop, args=(sock, spec), name=f"vt-serve-accept {spec}"
+        )
+        self._listeners.append((sock, t, path, ident))
+        self.addresses.append(spec)
+        t.start()
+        log.info("listening on %s", spec)
+
+    def _accept_loop(self, lsock: socket.socket, spec: str) -> None:
+        n = 0
+        while not self.stopping:
+            try:
+                ready, _, _ = select.select([lsock, self._wake_r], [], [])
+            except OSError:
+                return
+            if self.stopping:
+                return
+            if lsock not in ready:
+                continue
+            try:
+                sock, addr = lsock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as e:  # e.g. out of file descriptors: keep going
+                log.warning("accept on %s failed: %s", spec, e)
+                continue
+            sock.setblocking(True)
+            n += 1
+            peer = f"{spec}#{n}" if sock.family == socket.AF_UNIX else f"{addr[0]}:{addr[1]}"
+            self.serve_transport(SocketTransport(sock, peer), peer)
+
+    # -- connections ----------------------------------------------------------------
+
+    def serve_transport(self, transport: Transport, peer: str, daemon: bool = False):
+        """Serve one connection on its own threads; returns its handle (with a
+        `done` event)."""
+        conn = _Connection(self, transport, peer, daemon)
+        with self._lock:
+            if self.stopping:
+                transport.shutdown()
+                transport.close()
+                return conn
+            self._conns.add(conn)
+        log.info("%s: connected", peer)
+        conn.start()
+        return conn
+
+    def serve_stdio(self):
+        """Serve the one connection on this process's stdin/stdout (`vt serve -`).
+
+        The protocol gets private copies of file descriptors 0 and 1, and fd 1 is
+        pointed at stderr, so a stray print cannot corrupt the stream.
+        """
+        rfd = os.dup(0)
+        wfd = os.dup(1)
+        os.dup2(2, 1)
+        return self.serve_transport(FdTransport(rfd, wfd), "stdio", daemon=True)
+
+    def _forget(self, conn: _Connection) -> None:
+        with self._lock:
+            self._conns.discard(conn)
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop gracefully; see the class docstring.  Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.stopping = True
+        self._wake_w.send(b"x")
+        for sock, t, path, ident in self._listeners:
+            t.join()
+            sock.close()
+            if path:
+                _unlink_if_ours(path, ident)
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            c.stop()
+        deadline = _deadline(timeout)
+        for c in conns:
+            if isinstance(c.t, FdTransport):
+                # its reader cannot be woken; wait for its answers, then let it go
+                c.wait_quiet(_remaining(deadline))
+                c.kill()
+                c.wq.put(None)
+                continue
+            if not c.done.wait(_remaining(deadline)):
+                log.warning("%s: still busy at shutdown; dropping it", c.peer)
+                c.kill()
+                c.done.wait(5)
+        for ex in self.exports.values():
+            if not ex.readonly:
+                try:
+                    with ex.lock:
+                        ex.store.flush()
+                except Exception as e:
+                    log.error("flushing export %r at shutdown failed: %s", ex.name, e)
+        self._pool.shutdown(wait=True)
+        for c in conns:
+            if not c.reader.daemon:
+                c.reader.join(5)
+                c.writer.join(5)
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _deadline(timeout: float | None):
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file at `path` that nothing listens on; refuse anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StoreError(f"cannot listen on {path}: it exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2.0)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        log.info("removing stale socket %s", path)
+        os.unlink(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"cannot tell whether {path} is in use: {e}") from None
+    finally:
+        probe.close()
+    raise StoreError(f"cannot listen on {path}: another server is listening there")
+
+
+def _unlink_if_ours(path: str, ident: tuple) -> None:
+    try:
+        st = os.lstat(path)
+        if (st.st_dev, st.st_ino) == ident:
+            os.unlink(path)
+    except OSError:
+        pass

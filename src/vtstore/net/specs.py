@@ -1,0 +1,84 @@
+"""Store specs for block servers: `tcp:HOST:PORT`, `unix:/PATH.sock`, `|COMMAND`.
+
+`register()` installs them in the store-spec registry of `vtstore.stores.spec`
+(over the reserved placeholders), with an optional `#NAME` suffix on tcp: and
+unix: to pick a named export.  Importing `vtstore.net` calls it.
+"""
+
+from __future__ import annotations
+
+from vtstore.net.transport import parse_hostport
+
+
+def _split_export(rest: str) -> tuple[str, dict]:
+    target, sep, export = rest.partition("#")
+    if sep and not export:
+        raise ValueError("an empty export name after '#'")
+    return target, ({"export": export} if export else {})
+
+
+def _tcp_params(rest: str) -> dict:
+    target, extra = _split_export(rest)
+    try:
+        host, port = parse_hostport(target, default_host="")
+    except Exception:
+        raise ValueError("say tcp:HOST:PORT or tcp:HOST:PORT#EXPORT") from None
+    if not host or not 0 < port < 65536:
+        raise ValueError("say tcp:HOST:PORT with a port of 1..65535")
+    return {"host": host, "port": port, **extra}
+
+
+def _unix_params(rest: str) -> dict:
+    target, extra = _split_export(rest)
+    if not target.strip():
+        raise ValueError("say unix:/PATH.sock")
+    return {"socket_path": target.strip(), **extra}
+
+
+def _command_params(rest: str) -> dict:
+    if not rest.strip():
+        raise ValueError("say |COMMAND")
+    return {"command": rest.strip()}
+
+
+def _open(spec, ctx):
+    from vtstore.net.client import StreamStore
+
+    p = spec.params
+    if spec.type == "tcp":
+        host = p["host"]
+        target = f"tcp:[{host}]:{p['port']}" if ":" in host else f"tcp:{host}:{p['port']}"
+    elif spec.type == "unix":
+        target = f"unix:{p['socket_path']}"
+    else:
+        target = f"|{p['command']}"
+    kw = {}
+    if "reconnect_timeout" in p:
+        kw["reconnect_timeout"] = float(p["reconnect_timeout"])
+    return StreamStore(
+        target,
+        name=spec.text or target,
+        export=p.get("export") or p.get("store") or "",
+        hashclass=p.get("hashclass") or ctx.hashclass,
+        readonly=bool(ctx.readonly or p.get("readonly")),
+        **kw,
+    )
+
+
+def register() -> None:
+    """Register the tcp, unix and command store types and their spec schemes."""
+    from vtstore.stores import spec as S
+
+    net_keys = {"export": S._str, "store": S._str, "exports": S._str, "reconnect_timeout": float}
+    S.register_scheme("tcp:", "tcp", _tcp_params)
+    S.register_scheme("unix:", "unix", _unix_params)
+    S.register_scheme("|", "command", _command_params)
+    S.register_store_type(
+        "tcp", _open, {"host": S._str, "port": S._port, **net_keys}, "a TCP block server"
+    )
+    S.register_store_type(
+        "unix", _open, {"socket_path": S._str, **net_keys}, "a UNIX socket block server"
+    )
+    S.register_store_type(
+        "command", _open, {"command": S._str, **net_keys}, "a block server on a command's stdio"
+    )
