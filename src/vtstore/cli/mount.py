@@ -1,0 +1,260 @@
+"""`vt mount`: mount an archive, a named archive or a dirent ref with FUSE."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from vtstore.errors import VTError
+
+log = logging.getLogger(__name__)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "mount",
+        help="mount an archive or ref with FUSE",
+        description=(
+            "Mount SPECIAL (X.vt, [clause]name, or a dirent ref D{...}) at MOUNTPOINT"
+            " (default: X for X.vt, else the name), optionally only SUBPATH of it."
+            " Changes are stored as blocks and recorded as a new archive state on"
+            " fsync, every --sync-interval seconds, and at unmount, each time only"
+            " if something changed.  Unmount with 'vt umount MOUNTPOINT'; SIGINT"
+            " and SIGTERM also sync and unmount."
+        ),
+    )
+    p.add_argument("special", metavar="SPECIAL")
+    p.add_argument("mountpoint", nargs="?", metavar="MOUNTPOINT")
+    p.add_argument("subpath", nargs="?", metavar="SUBPATH")
+    p.add_argument("-r", "--readonly", action="store_true", help="mount read-only")
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT...]",
+        help="append (append-only: no truncation, deletes or renames), allow_other, ro",
+    )
+    p.add_argument(
+        "-a", "--all", dest="history", action="store_true", help="history view: every state"
+    )
+    p.add_argument(
+        "-e", "--exec", dest="exec_command", metavar="COMMAND", help="run COMMAND, unmount"
+    )
+    p.add_argument("-f", "--foreground", action="store_true", help="do not detach")
+    p.add_argument("--sync-interval", type=float, default=60.0, metavar="SECONDS", help="0: never")
+    p.add_argument("--scratch-dir", metavar="DIR", help="where written data waits (default TMP)")
+    p.add_argument("--cache-size", type=int, default=128, metavar="MiB", help="block cache")
+    p.add_argument("-m", "--comment", help="comment stored with the recorded states")
+    p.set_defaults(func=run)
+
+
+def _options(args) -> set[str]:
+    opts = set()
+    for o in args.options:
+        opts.update(x.strip() for x in o.split(",") if x.strip())
+    unknown = opts - {"append", "allow_other", "ro", "rw"}
+    if unknown:
+        raise VTError(f"unknown mount options: {', '.join(sorted(unknown))}")
+    return opts
+
+
+def _default_mountpoint(special: str) -> str:
+    from vtstore.cli.refs import is_ref_text, parse_ref
+
+    if special.startswith("[") and "]" in special:
+        name = special.split("]", 1)[1]
+        if name:
+            return name
+    elif is_ref_text(special):
+        value, rest = parse_ref(special)
+        name = rest.strip("/").rsplit("/", 1)[-1] or getattr(value, "name", "")
+        if name:
+            return name
+    else:
+        base = os.path.basename(special.rstrip("/"))
+        if base.endswith(".vt") and len(base) > 3:
+            return base[:-3]
+    raise VTError(f"{special}: cannot derive a mountpoint: give MOUNTPOINT")
+
+
+def run(args) -> int:
+    opts = _options(args)
+    readonly = args.readonly or "ro" in opts or args.history
+    mountpoint = args.mountpoint or _default_mountpoint(args.special)
+    created = False
+    if not os.path.exists(mountpoint):
+        if args.mountpoint:
+            raise VTError(f"{mountpoint}: no such directory")
+        os.mkdir(mountpoint)
+        created = True
+    if not os.path.isdir(mountpoint):
+        raise VTError(f"{mountpoint}: not a directory")
+    if os.path.ismount(mountpoint):
+        raise VTError(f"{mountpoint}: already a mount point")
+    if not os.path.exists("/dev/fuse"):
+        raise VTError("/dev/fuse is missing: FUSE is not available here")
+    mountpoint = os.path.abspath(mountpoint)
+    if args.foreground or args.exec_command:
+        try:
+            return _serve(args, opts, readonly, mountpoint, None)
+        finally:
+            if created:
+                _rmdir_quiet(mountpoint)
+    return _daemonize(args, opts, readonly, mountpoint, created)
+
+
+def _rmdir_quiet(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _daemonize(args, opts, readonly, mountpoint, created) -> int:
+    """Fork; the child mounts and says when it is serving; the parent waits for that."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            msg = f.read()
+        if msg == b"ok":
+            return 0
+        os.waitpid(pid, 0)
+        if created:
+            _rmdir_quiet(mountpoint)
+        raise VTError(msg.decode(errors="replace") or "the mount process died")
+    os.close(r)
+    os.setsid()
+    code = 1
+    try:
+        code = _serve(args, opts, readonly, mountpoint, w)
+    except VTError as e:
+        _tell(w, str(e))
+    except BaseException as e:  # the parent must hear of any failure
+        log.exception("mount failed")
+        _tell(w, f"{type(e).__name__}: {e}")
+    finally:
+        if created:
+            _rmdir_quiet(mountpoint)
+        os._exit(code)
+
+
+def _tell(fd: int | None, msg: str) -> None:
+    if fd is None:
+        return
+    try:
+        os.write(fd, msg.encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _detach_stdio() -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def _resolve(args, store, readonly: bool):
+    """(archive or None, top dirent the mount starts from, subpath parts)."""
+    from vtstore.archive import Archive
+    from vtstore.cli.refs import is_ref_text, resolve_special
+    from vtstore.tree.dir import make_dir, resolve, split_path
+
+    special = args.special
+    sub = split_path(args.subpath) if args.subpath else []
+    if is_ref_text(special) and not special.startswith("["):
+        t = resolve_special(special, store)
+        if t.dirent is None:
+            raise VTError(f"{special}: a block ref has no tree; mount a dirent ref")
+        return None, t.dirent, sub
+    if special.startswith("["):
+        name = special.split("]", 1)[1]
+        path_of = getattr(store, "archive_path", None)
+        if not name or path_of is None:
+            raise VTError(f"{special}: the store has no named archives")
+        archive = Archive(str(path_of(name)))
+    else:
+        path, inner = special, ""
+        if ".vt/" in special:
+            path, _, inner = special.partition(".vt/")
+            path += ".vt"
+        if not path.endswith(".vt"):
+            raise VTError(f"{special}: not an archive (.vt file) or a ref")
+        archive = Archive(path)
+        sub = split_path(inner) + sub
+    last = archive.last()
+    if last is None:
+        if readonly and not args.history:
+            raise VTError(f"{archive.path}: archive has no states")
+        top = make_dir([], store)
+    else:
+        top = last.dirent
+    if sub:
+        resolve(top, "/".join(sub), store)
+    return archive, top, sub
+
+
+def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
+    from vtstore.cli.common import open_store
+
+    try:
+        import pyfuse3  # noqa: F401
+    except ImportError:
+        raise VTError("pyfuse3 is not installed: vt mount needs it") from None
+    from vtstore.fs.filesystem import FileSystem
+    from vtstore.fs.fuse import Operations, mount_options
+    from vtstore.fs.history import History, history_top
+    from vtstore.fs.mount import Mount, serve
+    from vtstore.tree.dir import resolve
+
+    with open_store(args, readonly=readonly) as store:
+        archive, top, sub = _resolve(args, store, readonly)
+        kw = {
+            "scratch_dir": args.scratch_dir,
+            "cache_bytes": max(1, args.cache_size) << 20,
+            "append_only": "append" in opts,
+        }
+        if args.history:
+            if archive is None:
+                raise VTError("-a needs an archive")
+            fs = FileSystem(store, history_top(), readonly=True, **kw)
+            fs.refresh_root = History(archive)
+            mount = None
+        else:
+            root = resolve(top, "/".join(sub), store) if sub else top
+            if not root.is_dir:
+                raise VTError(f"{args.special}: is a {root.type_name}, not a directory")
+            fs = FileSystem(store, root, readonly=readonly, **kw)
+            mount = Mount(fs, archive, top, sub, comment=args.comment)
+            fs.on_sync = mount.sync
+        ops = Operations(fs, mount)
+        options = mount_options(readonly, "allow_other" in opts)
+
+        def ready():
+            if ready_fd is not None:
+                _tell(ready_fd, "ok")
+                _detach_stdio()
+
+        try:
+            status = serve(
+                ops,
+                mount,
+                mountpoint,
+                options,
+                sync_interval=args.sync_interval,
+                command=args.exec_command,
+                on_ready=ready,
+            )
+        except RuntimeError as e:
+            raise VTError(f"mounting {mountpoint} failed: {e}") from None
+        if mount is not None and archive is None and mount.last is not None:
+            print(mount.last, file=sys.stdout, flush=True)
+        if fs.errors:
+            log.error("%d files could not be stored", len(fs.errors))
+            return status or 1
+        return status

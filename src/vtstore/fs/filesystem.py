@@ -1,0 +1,964 @@
+"""POSIX filesystem semantics over a stored tree, independent of FUSE.
+
+`FileSystem` holds the mutable state of one mount: the inode table (number ->
+materialised node, forgotten nodes collapse back into dirents), the handle
+table, the hard-link table (`links.py`) and the background storer that turns
+closed files into blocks (`content.py`).  Operations take and return inode and
+handle numbers like the kernel's, raise `FSError(errno)`, and are serialised by
+one lock; only storing and block reads run outside it.  `sync()` turns every
+change into blocks and returns the new top dirent.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat as statmod
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from vtstore.blocks import Block
+from vtstore.fs.cache import CachingStore, NotCached, PeekStore, Prefetcher
+from vtstore.fs.content import ContentChunker, Layer, splice_block
+from vtstore.fs.errors import FSError
+from vtstore.fs.handles import HandleTable
+from vtstore.fs.links import LinkTable
+from vtstore.fs.nodes import (
+    DirNode,
+    FileNode,
+    Node,
+    SpecialNode,
+    SymlinkNode,
+    _group_name,
+    _user_name,
+    default_meta,
+)
+from vtstore.tree.dir import decode_dir_data, make_dir
+from vtstore.tree.dirent import (
+    T_DEVICE,
+    T_DIR,
+    T_FIFO,
+    T_FILE,
+    T_HARDLINK,
+    T_SOCKET,
+    T_SYMLINK,
+    T_WHITEOUT,
+    Dirent,
+    HardLinkDirent,
+    fsenc,
+)
+from vtstore.tree.meta import Meta
+
+log = logging.getLogger(__name__)
+
+ROOT_INO = 1
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+NAME_MAX = 255
+MIME_XATTR = "user.mime_type"
+
+
+class FileHandle:
+    __slots__ = ("node", "flags", "next_read", "written", "ahead")
+
+    def __init__(self, node: FileNode, flags: int):
+        self.node = node
+        self.flags = flags
+        self.next_read = 0
+        self.ahead = 0  # readahead has been asked up to here
+        self.written = False
+
+
+class DirHandle:
+    __slots__ = ("node", "names")
+
+    def __init__(self, node: DirNode, names: list[str]):
+        self.node = node
+        self.names = names
+
+
+def _now() -> int:
+    return time.time_ns()
+
+
+class FileSystem:
+    """A mounted tree; see the module docstring.
+
+    `root` is the directory dirent to mount.  `readonly` refuses every change
+    with EROFS; `append_only` refuses truncation of non-empty files, writes
+    before the end of a file, unlinks, rmdirs and renames with EPERM.
+    """
+
+    def __init__(
+        self,
+        store,
+        root: Dirent,
+        *,
+        readonly: bool = False,
+        append_only: bool = False,
+        scratch_dir: str | None = None,
+        cache_bytes: int = 128 * 1024 * 1024,
+        workers: int = 2,
+        readahead: bool = True,
+    ):
+        if not root.is_dir:
+            raise FSError(errno.ENOTDIR, f"{root.name or 'the ref'} is not a directory")
+        self.backend = store
+        self.store = CachingStore(store, cache_bytes)
+        self.readonly = readonly or getattr(store, "readonly", False)
+        self.append_only = append_only
+        self.scratch_dir = scratch_dir
+        self.chunker = ContentChunker.for_store(store)
+        self.lock = threading.RLock()
+        self.inodes: dict[int, Node] = {}
+        self._next_ino = ROOT_INO
+        self.handles = HandleTable()
+        self.links = LinkTable(self.store, root)
+        self.root_name = root.name
+        self.root = self._make_node(root)
+        self._assign(self.root)
+        self.root.nlookup = 1 << 62  # never forgotten
+        self._writing: set[FileNode] = set()
+        self._forgotten: set[Node] = set()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vt-store")
+        self.prefetcher = Prefetcher(self.store) if readahead else None
+        self.errors: list[str] = []
+        self.generation = 0  # bumped on every change; the mount syncs when it moved
+        self.on_sync = None  # called after an explicit sync request (x-vt-control sync)
+        self.refresh_root = None  # the history view: called before the top is looked at
+        self.closed = False
+
+    # -- inode table ---------------------------------------------------------
+
+    def _assign(self, node: Node) -> int:
+        if not node.ino:
+            node.ino = self._next_ino
+            self._next_ino += 1
+            self.inodes[node.ino] = node
+        return node.ino
+
+    def node(self, ino: int) -> Node:
+        n = self.inodes.get(ino)
+        if n is None:
+            raise FSError(errno.ESTALE)
+        return n
+
+    def _dir(self, ino: int) -> DirNode:
+        n = self.node(ino)
+        if n.type != T_DIR:
+            raise FSError(errno.ENOTDIR)
+        return n
+
+    def _make_node(self, d: Dirent) -> Node:
+        meta = d.meta if d.meta is not None else Meta()
+        t = d.type
+        if t == T_DIR:
+            if meta.mode is None:
+                meta = meta.with_changes(mode=0o755)
+            return DirNode(meta, d)
+        if meta.mode is None:
+            meta = meta.with_changes(mode=0o644)
+        if t == T_FILE:
+            return FileNode(meta, d.block, d)
+        if t == T_SYMLINK:
+            return SymlinkNode(meta, d.target or "", d)
+        if t in (T_DEVICE, T_FIFO, T_SOCKET):
+            return SpecialNode(t, meta, d.rdev, d)
+        raise FSError(errno.EIO, f"cannot mount a {d.type_name} dirent")
+
+    def children(self, d: DirNode) -> dict:
+        """The entries of `d` (loading them on first use)."""
+        if d.children is None:
+            kids: dict = {}
+            if d.orig is not None and d.orig.block is not None:
+                entries, salt = decode_dir_data(d.orig.block.data(self.store))
+                d.salt = salt
+                for e in entries:
+                    if e.type != T_WHITEOUT:
+                        kids[e.name] = e
+            d.children = kids
+        return d.children
+
+    def _child(self, d: DirNode, name: str) -> Node | None:
+        """The materialised child `name` of `d`, or None."""
+        kids = self.children(d)
+        c = kids.get(name)
+        if c is None or isinstance(c, Node):
+            return c
+        if c.ino is not None and c.type in (T_FILE, T_HARDLINK):
+            g = self.links.get(c.ino)
+            if g is None:
+                raise FSError(errno.EIO, f"hard link {name!r} to unknown group {c.ino}")
+            if g.node is None:
+                e = g.entry
+                meta = e.meta if e.meta is not None else Meta(mode=0o644)
+                node = FileNode(meta, e.block, e)
+                node.gid = g.gid
+                node.dirty = False
+                g.node = node
+            node = g.node
+        else:
+            node = self._make_node(c)
+            node.parent = d
+            node.name = name
+        kids[name] = node
+        return node
+
+    def _remember(self, node: Node) -> None:
+        """The kernel learnt of `node` (one more lookup)."""
+        self._assign(node)
+        node.nlookup += 1
+        self._forgotten.discard(node)
+
+    def remember(self, ino: int) -> None:
+        with self.lock:
+            self._remember(self.node(ino))
+
+    def forget(self, ino: int, n: int) -> None:
+        with self.lock:
+            node = self.inodes.get(ino)
+            if node is None or node is self.root:
+                return
+            node.nlookup = max(0, node.nlookup - n)
+            if node.nlookup == 0:
+                self._try_collapse(node)
+
+    def _try_collapse(self, node: Node) -> None:
+        """Drop a node nobody uses: clean ones fold back into their dirent."""
+        while node is not None and node is not self.root:
+            if node.nlookup or node.opens:
+                return
+            if node.unlinked:
+                self.inodes.pop(node.ino, None)
+                self._forgotten.discard(node)
+                return
+            if node.gid is not None:
+                return  # hard-linked nodes stay until unmount (they have several parents)
+            if node.dirty or (isinstance(node, FileNode) and (node.top or node.frozen)):
+                self._forgotten.add(node)
+                return
+            if isinstance(node, DirNode) and node.children:
+                if any(isinstance(c, Node) for c in node.children.values()):
+                    self._forgotten.add(node)
+                    return
+            parent = node.parent
+            if (
+                parent is None
+                or parent.children is None
+                or parent.children.get(node.name) is not node
+            ):
+                self.inodes.pop(node.ino, None)
+                return
+            parent.children[node.name] = node.to_dirent(node.name, self)
+            self.inodes.pop(node.ino, None)
+            self._forgotten.discard(node)
+            node = parent if parent.nlookup == 0 else None
+
+    # -- dirtiness -------------------------------------------------------------
+
+    def _touch(self, node: Node) -> None:
+        """`node` changed: it and its ancestors need encoding at the next sync."""
+        self.generation += 1
+        if node.gid is not None:
+            self.links.touch(node.gid)
+            node.dirty = True
+            return
+        while node is not None and not node.dirty:
+            node.dirty = True
+            node = node.parent
+        # an already-dirty node has dirty ancestors
+
+    def _touch_dir(self, d: DirNode, now: int | None = None) -> None:
+        now = _now() if now is None else now
+        d.meta = d.meta.with_changes(mtime_ns=now, ctime_ns=now)
+        if isinstance(d.cached, Dirent):
+            d.cached = None
+        self._touch(d)
+
+    # -- checks ----------------------------------------------------------------
+
+    def _check_write(self) -> None:
+        if self.readonly:
+            raise FSError(errno.EROFS)
+
+    def _check_append(self, what: str) -> None:
+        if self.append_only:
+            raise FSError(errno.EPERM, f"{what} refused: the mount is append-only")
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if len(fsenc(name)) > NAME_MAX:
+            raise FSError(errno.ENAMETOOLONG)
+        if "/" in name or "\0" in name or not name:
+            raise FSError(errno.EINVAL)
+
+    # -- attributes ------------------------------------------------------------
+
+    def lookup(self, parent: int, name: str):
+        """The attributes of `name` in directory `parent` (counted as a lookup)."""
+        with self.lock:
+            d = self._dir(parent)
+            if parent == ROOT_INO and self.refresh_root is not None:
+                self.refresh_root(self)
+            if name == ".":
+                node = d
+            elif name == "..":
+                node = d.parent or d
+            else:
+                node = self._child(d, name)
+                if node is None:
+                    raise FSError(errno.ENOENT)
+            self._remember(node)
+            return node.attr(self)
+
+    def getattr(self, ino: int):
+        with self.lock:
+            return self.node(ino).attr(self)
+
+    def setattr(
+        self,
+        ino: int,
+        *,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        size: int | None = None,
+        atime_ns: int | None = None,
+        mtime_ns: int | None = None,
+    ):
+        with self.lock:
+            node = self.node(ino)
+            self._check_write()
+            now = _now()
+            m = node.meta
+            kw: dict = {}
+            if size is not None:
+                if node.type == T_DIR:
+                    raise FSError(errno.EISDIR)
+                if node.type != T_FILE:
+                    raise FSError(errno.EINVAL)
+                cur = node.size
+                if size < cur and self.append_only:
+                    self._check_append("truncation")
+                if size != cur:
+                    node.layer(self.scratch_dir).truncate(size)
+                    self._writing.add(node)
+                kw["mtime_ns"] = now
+            if mode is not None:
+                kw["mode"] = statmod.S_IMODE(mode)
+            if uid is not None and uid != 0xFFFFFFFF and uid != -1:
+                kw["uid"] = uid
+                kw["user"] = _user_name(uid)
+            if gid is not None and gid != 0xFFFFFFFF and gid != -1:
+                kw["gid"] = gid
+                kw["group"] = _group_name(gid)
+            if atime_ns is not None:
+                kw["atime_ns"] = atime_ns
+            if mtime_ns is not None:
+                kw["mtime_ns"] = mtime_ns
+            kw["ctime_ns"] = now
+            node.meta = m.with_changes(**kw)
+            self._touch(node)
+            return node.attr(self)
+
+    def readlink(self, ino: int) -> str:
+        with self.lock:
+            node = self.node(ino)
+            if node.type != T_SYMLINK:
+                raise FSError(errno.EINVAL)
+            return node.target
+
+    # -- creating --------------------------------------------------------------
+
+    def _new_entry(self, parent: int, name: str, node: Node, uid: int, gid: int):
+        d = self._dir(parent)
+        self._check_write()
+        self._check_name(name)
+        if d.unlinked:
+            raise FSError(errno.ENOENT)
+        kids = self.children(d)
+        if name in kids:
+            raise FSError(errno.EEXIST)
+        if d.meta.mode is not None and d.meta.mode & statmod.S_ISGID:
+            # BSD group semantics of a setgid directory, as Linux does
+            node.meta = node.meta.with_changes(gid=d.meta.gid, group=d.meta.group)
+            if node.type == T_DIR:
+                node.meta = node.meta.with_changes(mode=node.meta.mode | statmod.S_ISGID)
+        node.parent = d
+        node.name = name
+        kids[name] = node
+        self._touch_dir(d)
+        self._touch(node)
+        self._remember(node)
+        return node.attr(self)
+
+    def mknod(self, parent: int, name: str, mode: int, rdev: int, uid: int, gid: int):
+        with self.lock:
+            fmt = statmod.S_IFMT(mode)
+            meta = default_meta(mode, uid, gid)
+            if fmt in (statmod.S_IFREG, 0):
+                node: Node = FileNode(meta, None)
+            elif fmt == statmod.S_IFIFO:
+                node = SpecialNode(T_FIFO, meta)
+            elif fmt == statmod.S_IFSOCK:
+                node = SpecialNode(T_SOCKET, meta)
+            elif fmt in (statmod.S_IFCHR, statmod.S_IFBLK):
+                kind = "c" if fmt == statmod.S_IFCHR else "b"
+                node = SpecialNode(T_DEVICE, meta, (kind, os.major(rdev), os.minor(rdev)))
+            else:
+                raise FSError(errno.EINVAL)
+            return self._new_entry(parent, name, node, uid, gid)
+
+    def mkdir(self, parent: int, name: str, mode: int, uid: int, gid: int):
+        with self.lock:
+            return self._new_entry(parent, name, DirNode(default_meta(mode, uid, gid)), uid, gid)
+
+    def symlink(self, parent: int, name: str, target: str, uid: int, gid: int):
+        with self.lock:
+            node = SymlinkNode(default_meta(0o777, uid, gid), target)
+            return self._new_entry(parent, name, node, uid, gid)
+
+    def create(self, parent: int, name: str, mode: int, flags: int, uid: int, gid: int):
+        """Create and open a regular file: `(fh, attr)`."""
+        with self.lock:
+            node = FileNode(default_meta(mode, uid, gid), None)
+            attr = self._new_entry(parent, name, node, uid, gid)
+            return self._open_node(node, flags), attr
+
+    def link(self, ino: int, parent: int, name: str):
+        with self.lock:
+            node = self.node(ino)
+            d = self._dir(parent)
+            self._check_write()
+            self._check_name(name)
+            if node.type == T_DIR:
+                raise FSError(errno.EPERM)
+            if node.unlinked:
+                raise FSError(errno.ENOENT)
+            kids = self.children(d)
+            if name in kids:
+                raise FSError(errno.EEXIST)
+            if node.type != T_FILE:
+                raise FSError(errno.EPERM, "hard links are kept for regular files only")
+            new_path = d.path() + (name,)
+            if node.gid is None:
+                old_path = node.parent.path() + (node.name,)
+                g = self.links.new_group(node, {old_path, new_path})
+                node.gid = g.gid
+                # the old name is re-encoded as the group's file or link dirent
+                self._touch(node.parent)
+                node.parent = None
+            else:
+                g = self.links.get(node.gid)
+                g.paths.add(new_path)
+                self.links.touch(node.gid)
+            kids[name] = node
+            now = _now()
+            node.meta = node.meta.with_changes(ctime_ns=now)
+            self._touch(node)
+            self._touch_dir(d, now)
+            self._remember(node)
+            return node.attr(self)
+
+    # -- removing --------------------------------------------------------------
+
+    def _dir_empty(self, d: Node | Dirent) -> bool:
+        if isinstance(d, DirNode):
+            return not self.children(d)
+        return not decode_dir_data(d.block.data(self.store))[0] if d.block is not None else True
+
+    def _detach(self, d: DirNode, name: str) -> None:
+        """Remove entry `name` of `d` (checks done by the caller)."""
+        kids = self.children(d)
+        c = kids[name]
+        if isinstance(c, Dirent) and c.ino is not None and c.type in (T_FILE, T_HARDLINK):
+            c = self._child(d, name)  # a hard link: its group must hear of it
+        del kids[name]
+        if isinstance(c, Node):
+            self._unlink_node(c, d.path() + (name,))
+
+    def _unlink_node(self, node: Node, path: tuple) -> None:
+        if node.gid is not None:
+            g = self.links.get(node.gid)
+            g.paths.discard(path)
+            self.links.touch(node.gid)
+            if g.paths:
+                node.meta = node.meta.with_changes(ctime_ns=_now())
+                return
+            self.links.drop(node.gid)
+            node.gid = None
+        node.unlinked = True
+        node.parent = None
+        node.meta = node.meta.with_changes(ctime_ns=_now())
+        if isinstance(node, FileNode):
+            self._writing.discard(node)
+            if not node.opens:
+                node.top = None
+        if node.ino and not node.nlookup and not node.opens:
+            self.inodes.pop(node.ino, None)
+
+    def unlink(self, parent: int, name: str) -> None:
+        with self.lock:
+            d = self._dir(parent)
+            self._check_write()
+            self._check_append("unlink")
+            c = self.children(d).get(name)
+            if c is None:
+                raise FSError(errno.ENOENT)
+            if c.type == T_DIR:
+                raise FSError(errno.EISDIR)
+            self._detach(d, name)
+            self._touch_dir(d)
+
+    def rmdir(self, parent: int, name: str) -> None:
+        with self.lock:
+            d = self._dir(parent)
+            self._check_write()
+            self._check_append("rmdir")
+            if name == ".":
+                raise FSError(errno.EINVAL)
+            if name == "..":
+                raise FSError(errno.ENOTEMPTY)
+            c = self.children(d).get(name)
+            if c is None:
+                raise FSError(errno.ENOENT)
+            if c.type != T_DIR:
+                raise FSError(errno.ENOTDIR)
+            if not self._dir_empty(c):
+                raise FSError(errno.ENOTEMPTY)
+            self._detach(d, name)
+            self._touch_dir(d)
+
+    def rename(self, old_parent: int, old: str, new_parent: int, new: str, flags: int = 0) -> None:
+        with self.lock:
+            sd = self._dir(old_parent)
+            dd = self._dir(new_parent)
+            self._check_write()
+            self._check_append("rename")
+            self._check_name(new)
+            skids = self.children(sd)
+            dkids = self.children(dd)
+            if old not in skids:
+                raise FSError(errno.ENOENT)
+            src = self._child(sd, old)
+            dst = self._child(dd, new) if new in dkids else None
+            if flags & RENAME_EXCHANGE:
+                if dst is None:
+                    raise FSError(errno.ENOENT)
+            elif flags & RENAME_NOREPLACE and dst is not None:
+                raise FSError(errno.EEXIST)
+            if src is dst:
+                return
+            for moving, into in ((src, dd), (dst, sd) if flags & RENAME_EXCHANGE else (None, None)):
+                if moving is not None and moving.type == T_DIR:
+                    a = into
+                    while a is not None:
+                        if a is moving:
+                            raise FSError(errno.EINVAL)
+                        a = a.parent
+            if dst is not None and not flags & RENAME_EXCHANGE:
+                if src.type == T_DIR and dst.type != T_DIR:
+                    raise FSError(errno.ENOTDIR)
+                if src.type != T_DIR and dst.type == T_DIR:
+                    raise FSError(errno.EISDIR)
+                if dst.type == T_DIR and not self._dir_empty(dst):
+                    raise FSError(errno.ENOTEMPTY)
+            now = _now()
+            old_path = sd.path() + (old,)
+            new_path = dd.path() + (new,)
+            if flags & RENAME_EXCHANGE:
+                skids[old], dkids[new] = dst, src
+                self._moved(dst, sd, old, new_path, old_path)
+                self._moved(src, dd, new, old_path, new_path)
+            else:
+                if dst is not None:
+                    self._detach(dd, new)
+                del skids[old]
+                dkids[new] = src
+                self._moved(src, dd, new, old_path, new_path)
+            src.meta = src.meta.with_changes(ctime_ns=now)
+            self._touch(src)
+            self._touch_dir(sd, now)
+            self._touch_dir(dd, now)
+
+    def _moved(self, node: Node, parent: DirNode, name: str, old_path, new_path) -> None:
+        if node.gid is not None:
+            g = self.links.get(node.gid)
+            g.paths.discard(old_path)
+            g.paths.add(new_path)
+            self.links.touch(node.gid)
+        else:
+            node.parent = parent
+            node.name = name
+            if node.type == T_DIR:
+                self.links.rename_prefix(old_path, new_path)
+        self._touch(node)
+
+    # -- files -----------------------------------------------------------------
+
+    def _open_node(self, node: FileNode, flags: int) -> int:
+        node.opens += 1
+        self._assign(node)
+        return self.handles.add(FileHandle(node, flags))
+
+    def open(self, ino: int, flags: int) -> int:
+        with self.lock:
+            node = self.node(ino)
+            if node.type == T_DIR:
+                raise FSError(errno.EISDIR)
+            if node.type != T_FILE:
+                raise FSError(errno.ENXIO)
+            if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+                self._check_write()
+            if flags & os.O_TRUNC and node.size and self.append_only:
+                self._check_append("truncation")
+            fh = self._open_node(node, flags)
+            if flags & os.O_TRUNC and node.size:
+                node.layer(self.scratch_dir).truncate(0)
+                self._writing.add(node)
+                now = _now()
+                node.meta = node.meta.with_changes(mtime_ns=now, ctime_ns=now)
+                self._touch(node)
+            return fh
+
+    def read(self, fh: int, offset: int, size: int, peek: bool = False) -> bytes | None:
+        """Up to `size` octets at `offset`; with `peek`, None if the store must be read."""
+        with self.lock:
+            h = self.handles.get(fh)
+            view = h.node.view
+        store = PeekStore(self.store) if peek else self.store
+        try:
+            if isinstance(view, Layer):
+                return view.read(store, offset, size)
+            end = min(offset + size, view.span)
+            if offset >= end:
+                return b""
+            data = view.read(store, offset, end)
+        except NotCached:
+            return None
+        pf = self.prefetcher
+        if pf is not None and offset == h.next_read and end < view.span:
+            # sequential: keep one window of leaves loading ahead of the reader
+            if h.ahead < end + pf.window // 2:
+                start = max(h.ahead, end)
+                pf.prefetch(view, start)
+                h.ahead = start + pf.window
+        h.next_read = end
+        return data
+
+    def write(self, fh: int, offset: int, data) -> int:
+        with self.lock:
+            h = self.handles.get(fh)
+            node = h.node
+            self._check_write()
+            if node.unlinked and not node.opens:
+                raise FSError(errno.EBADF)
+            if self.append_only and offset < node.size:
+                self._check_append("overwrite")
+            node.layer(self.scratch_dir).write(offset, data)
+            self._writing.add(node)
+            now = _now()
+            node.meta = replace(node.meta, mtime_ns=now, ctime_ns=now)
+            if not node.dirty:
+                self._touch(node)
+            else:
+                self.generation += 1
+            h.written = True
+            return len(data)
+
+    def flush(self, fh: int) -> None:
+        """close(2) of one descriptor: start storing, never wait for it."""
+        with self.lock:
+            h = self.handles.get(fh)
+            self._freeze(h.node)
+
+    def release(self, fh: int) -> None:
+        with self.lock:
+            h = self.handles.remove(fh)
+            node = h.node
+            node.opens -= 1
+            if node.unlinked:
+                if not node.opens:
+                    node.top = None
+                    node.frozen = []
+                    if not node.nlookup:
+                        self.inodes.pop(node.ino, None)
+                return
+            self._freeze(node)
+            if not node.nlookup and not node.opens:
+                self._try_collapse(node)
+
+    def fsync(self, fh: int) -> None:
+        """Store the file's content now (the caller then syncs the tree)."""
+        with self.lock:
+            node = self.handles.get(fh).node
+            layers = self._freeze(node)
+        self._wait(layers)
+
+    def _freeze(self, node: FileNode) -> list[Layer]:
+        """Hand the write layer to the storer; return the layers still being stored."""
+        top = node.top
+        if top is not None:
+            self._writing.discard(node)
+            node.top = None
+            if top.dirty and not node.unlinked:
+                top.frozen = True
+                node.frozen.append(top)
+                self._pool.submit(self._store_layer, node, top)
+        return list(node.frozen)
+
+    def _store_layer(self, node: FileNode, layer: Layer) -> None:
+        try:
+            base = layer.base
+            if isinstance(base, Layer):
+                base.done.wait()
+                if base.error is not None:
+                    layer.error = base.error
+                    return
+                base = layer.base if not isinstance(layer.base, Layer) else base.block
+            if base is None or node.unlinked:
+                return
+            mime = node.meta.mime_type
+            block = splice_block(layer, base, self.store, self.chunker, node.name or None, mime)
+            layer.block = block
+            with self.lock:
+                self._stored(node, layer, block)
+        except Exception as e:
+            layer.error = e
+            msg = f"storing {node.name or 'a file'} failed: {e}"
+            log.exception("%s", msg)
+            self.errors.append(msg)
+        finally:
+            layer.done.set()
+
+    def _stored(self, node: FileNode, layer: Layer, block: Block) -> None:
+        if layer in node.frozen:
+            node.frozen.remove(layer)
+        if node.unlinked:
+            return
+        node.block = block
+        if node.top is not None and node.top.base is layer:
+            node.top.base = block
+        for later in node.frozen:
+            if later.base is layer:
+                later.base = block
+        node.dirty = False  # force the propagation below
+        self._touch(node)
+        if not node.nlookup and not node.opens:
+            self._try_collapse(node)
+
+    @staticmethod
+    def _wait(layers: list[Layer]) -> None:
+        for layer in layers:
+            layer.done.wait()
+        for layer in layers:
+            if layer.error is not None:
+                raise FSError(errno.EIO, f"storing failed: {layer.error}")
+
+    # -- directories -------------------------------------------------------------
+
+    def opendir(self, ino: int) -> int:
+        with self.lock:
+            d = self._dir(ino)
+            if ino == ROOT_INO and self.refresh_root is not None:
+                self.refresh_root(self)
+            return self.handles.add(DirHandle(d, list(self.children(d))))
+
+    def readdir(self, fh: int, start: int):
+        """Entries from cookie `start`: `(name, attr, next_cookie, node)`.
+
+        Cookies index the listing taken at opendir, so they stay valid whatever
+        changes meanwhile: removed names are skipped, new ones are not shown.
+        `.` and `..` come first (cookies 1 and 2); the caller calls `remember`
+        for each entry it passed on (except those two).
+        """
+        with self.lock:
+            h = self.handles.get(fh)
+            d = h.node
+            out = []
+            if start < 1:
+                out.append((".", d.attr(self), 1, None))
+            if start < 2:
+                p = d.parent or d
+                out.append(("..", p.attr(self), 2, None))
+            kids = self.children(d)
+            for i in range(max(0, start - 2), len(h.names)):
+                name = h.names[i]
+                if name not in kids:
+                    continue
+                node = self._child(d, name)
+                self._assign(node)
+                if not node.nlookup:
+                    self._forgotten.add(node)
+                out.append((name, node.attr(self), i + 3, node))
+                if len(out) >= 128:
+                    break
+            return out
+
+    def releasedir(self, fh: int) -> None:
+        with self.lock:
+            self.handles.remove(fh)
+
+    # -- xattrs ------------------------------------------------------------------
+
+    def getxattr(self, ino: int, name: str) -> bytes:
+        from vtstore.fs import control
+
+        if name.startswith(control.PREFIX):
+            return control.get(self, ino, name)
+        with self.lock:
+            v = self.node(ino).meta.xattr(name)
+            if v is None:
+                raise FSError(errno.ENODATA)
+            return v
+
+    def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        from vtstore.fs import control
+
+        if name.startswith(control.PREFIX):
+            return control.set(self, ino, name, value)
+        with self.lock:
+            node = self.node(ino)
+            self._check_write()
+            xs = dict(node.meta.xattrs)
+            xs[name] = bytes(value)
+            kw: dict = {"xattrs": tuple(sorted(xs.items())), "ctime_ns": _now()}
+            if name == MIME_XATTR:
+                kw["mime_type"] = bytes(value).decode("utf-8", "replace")
+            node.meta = node.meta.with_changes(**kw)
+            self._touch(node)
+
+    def listxattr(self, ino: int) -> list[str]:
+        with self.lock:
+            return [n for n, _ in self.node(ino).meta.xattrs]
+
+    def removexattr(self, ino: int, name: str) -> None:
+        with self.lock:
+            node = self.node(ino)
+            self._check_write()
+            xs = dict(node.meta.xattrs)
+            if name not in xs:
+                raise FSError(errno.ENODATA)
+            del xs[name]
+            kw: dict = {"xattrs": tuple(sorted(xs.items())), "ctime_ns": _now()}
+            if name == MIME_XATTR:
+                kw["mime_type"] = None
+            node.meta = node.meta.with_changes(**kw)
+            self._touch(node)
+
+    # -- the filesystem ----------------------------------------------------------
+
+    def statfs(self) -> dict:
+        """Capacity of the disk under the store, block count of the store."""
+        path = getattr(self.backend, "path", None)
+        bsize = 4096
+        blocks = bfree = 1 << 40
+        if path is not None:
+            try:
+                st = os.statvfs(path)
+                bsize, blocks, bfree = st.f_frsize, st.f_blocks, st.f_bavail
+            except OSError:
+                pass
+        try:
+            nblocks = len(self.backend)
+        except Exception:
+            nblocks = 0
+        return {
+            "bsize": bsize,
+            "frsize": bsize,
+            "blocks": blocks,
+            "bfree": bfree,
+            "bavail": bfree,
+            "files": nblocks + len(self.inodes),
+            "ffree": 1 << 32,
+            "favail": 1 << 32,
+            "namemax": NAME_MAX,
+        }
+
+    def encode_dir(self, d: DirNode, name: str) -> Dirent:
+        """Store directory node `d` (and its dirty descendants); return its dirent."""
+        entries = []
+        links = self.links
+        kids = self.children(d)
+        mypath = None
+        for cname, c in kids.items():
+            if isinstance(c, Dirent):
+                if c.ino is not None and c.type in (T_FILE, T_HARDLINK) and c.ino in links.changed:
+                    c = self._child(d, cname)
+                else:
+                    entries.append(c if c.name == cname else c.renamed(cname))
+                    continue
+            if c.gid is not None:
+                g = links.get(c.gid)
+                if mypath is None:
+                    mypath = d.path()
+                if g.primary == mypath + (cname,):
+                    entries.append(c.to_dirent(cname, self))
+                else:
+                    entries.append(HardLinkDirent(cname, c.gid))
+                continue
+            entries.append(c.to_dirent(cname, self))
+            c.dirty = False
+        orig = d.orig
+        kw = {}
+        if orig is not None:
+            kw = {"uuid": orig.uuid, "ext": orig.ext}
+        if d is self.root:
+            kw["ext"] = links.encode_ext(orig.ext if orig is not None else None)
+        out = make_dir(
+            entries, self.store, name=name, meta=d.meta, salt=getattr(d, "salt", None), **kw
+        )
+        d.cached = out
+        d.dirty = False
+        return out
+
+    def _dir_at(self, path: tuple) -> DirNode | None:
+        d = self.root
+        for part in path:
+            c = self._child(d, part) if part in self.children(d) else None
+            if c is None or c.type != T_DIR:
+                return None
+            d = c
+        return d
+
+    def sync(self) -> Dirent:
+        """Store every change; return the top dirent of the tree as it is now."""
+        with self.lock:
+            layers = []
+            for node in list(self._writing):
+                layers += self._freeze(node)
+            for node in self.inodes.values():
+                if isinstance(node, FileNode) and node.frozen:
+                    layers += node.frozen
+        self._wait(layers)
+        with self.lock:
+            for gid in list(self.links.changed):
+                g = self.links.get(gid)
+                if g is None:
+                    continue
+                for p in g.paths:
+                    dd = self._dir_at(p[:-1])
+                    if dd is not None:
+                        self._touch(dd)
+                        dd.cached = None
+                        dd.dirty = True
+            if self.links.dirty_buckets:
+                self.root.dirty = True
+            top = self.root.to_dirent(self.root_name, self)
+            self.links.changed.clear()
+            for node in list(self._forgotten):
+                self._try_collapse(node)
+        self.backend.flush()
+        return top
+
+    def close(self) -> None:
+        """Stop the background threads (call `sync` first to keep changes)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._pool.shutdown(wait=True)
+        if self.prefetcher is not None:
+            self.prefetcher.close()

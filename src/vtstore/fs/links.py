@@ -1,0 +1,262 @@
+"""The persistent hard-link table of a mounted tree.
+
+In the tree a hard-linked file looks exactly as `vt pack` writes it, so
+`vt unpack` and every other reader restore it: the name first in walk order is
+a file dirent with `ino=GID` holding the content and metadata, every other
+name a hard-link dirent with `ino=GID`.  Finding the content of a hard-link
+dirent from there would need a walk of the whole tree, so the mount also keeps
+a table, stored with the tree (in the `ext` field of the mounted directory's
+dirent, see docs/FILESYSTEM.md):
+
+    ext    := "VTFS" varint(version = 1) field*
+    field  := varint(tag) lbytes(value)
+    tag 1  : blockref of the table directory
+    tag 2  : varint(next group id)
+    tag 3  : varint(number of groups)
+
+The table directory holds one sub-directory ("bucket") per 1024 group ids,
+named by `gid >> 10` in hex, and in it one file dirent per group, named by the
+gid in hex: its metadata and content block, `ino=GID`, and in its `ext` the
+group's names as `lbytes(path)*` (paths relative to the mounted directory,
+components joined by `/`).  Buckets are loaded on demand and only changed
+buckets are re-encoded, so a lookup costs two small directory reads and an
+update rewrites one bucket, however many hard links the tree has.
+A tree without a table (packed from a real filesystem) gets one built by one
+walk the first time a hard-linked dirent is met.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from vtstore.codec import Reader, encode_bytes, encode_varint
+from vtstore.errors import FormatError
+from vtstore.tree.dir import dir_entries, make_dir, walk
+from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent, fsdec, fsenc
+
+log = logging.getLogger(__name__)
+
+EXT_MAGIC = b"VTFS"
+EXT_VERSION = 1
+TAG_TABLE = 1
+TAG_NEXT = 2
+TAG_COUNT = 3
+BUCKET_BITS = 10
+
+
+def encode_ext(table_block, next_gid: int, count: int) -> bytes:
+    out = bytearray(EXT_MAGIC + encode_varint(EXT_VERSION))
+    out += encode_varint(TAG_TABLE) + encode_bytes(table_block.encode())
+    out += encode_varint(TAG_NEXT) + encode_bytes(encode_varint(next_gid))
+    out += encode_varint(TAG_COUNT) + encode_bytes(encode_varint(count))
+    return bytes(out)
+
+
+def decode_ext(ext: bytes | None):
+    """`(table block, next gid, count)` from a dirent's ext, or None if it has no table."""
+    from vtstore.blocks import decode_blockref
+
+    if not ext or not ext.startswith(EXT_MAGIC):
+        return None
+    r = Reader(ext[len(EXT_MAGIC) :])
+    if r.varint() != EXT_VERSION:
+        raise FormatError("unknown vtfs ext version")
+    block, nxt, count = None, 1, 0
+    while not r.at_end():
+        tag = r.varint()
+        value = r.lbytes()
+        if tag == TAG_TABLE:
+            block = decode_blockref(value)
+        elif tag == TAG_NEXT:
+            nxt = Reader(value).varint()
+        elif tag == TAG_COUNT:
+            count = Reader(value).varint()
+    return block, nxt, count
+
+
+def encode_paths(paths) -> bytes:
+    return b"".join(encode_bytes(fsenc("/".join(p))) for p in sorted(paths, key=path_key))
+
+
+def decode_paths(ext: bytes | None) -> set[tuple[str, ...]]:
+    out = set()
+    if ext:
+        r = Reader(ext)
+        while not r.at_end():
+            out.add(tuple(fsdec(r.lbytes()).split("/")))
+    return out
+
+
+def path_key(p: tuple[str, ...]):
+    """Walk order of paths: depth first, names by their octets."""
+    return tuple(fsenc(c) for c in p)
+
+
+class LinkGroup:
+    """One hard-link group: its names and its shared file node (once made)."""
+
+    __slots__ = ("gid", "paths", "entry", "node")
+
+    def __init__(self, gid: int, paths: set, entry: Dirent | None = None, node=None):
+        self.gid = gid
+        self.paths = paths
+        self.entry = entry  # the stored table entry (content and meta), until a node exists
+        self.node = node
+
+    @property
+    def primary(self) -> tuple[str, ...] | None:
+        return min(self.paths, key=path_key) if self.paths else None
+
+
+class LinkTable:
+    """The hard-link groups of a mounted tree; see the module docstring."""
+
+    def __init__(self, store, root: Dirent | None):
+        self.store = store
+        self.groups: dict[int, LinkGroup] = {}
+        self.buckets: dict[int, Dirent | None] = {}  # stored bucket dirents, by number
+        self.loaded: set[int] = set()
+        self.dirty_buckets: set[int] = set()
+        self.changed: set[int] = set()  # groups whose names or content changed since sync
+        self.next_gid = 1
+        self.count = 0
+        self.complete = True  # False: the tree has links but no table yet
+        self._root = root
+        info = decode_ext(root.ext) if root is not None else None
+        if info is not None:
+            block, self.next_gid, self.count = info
+            top = Dirent(T_DIR, block=block)
+            for b in dir_entries(top, store):
+                self.buckets[int(b.name, 16)] = b
+        elif root is not None:
+            self.complete = False
+
+    def __len__(self) -> int:
+        return self.count
+
+    # -- finding groups -------------------------------------------------------
+
+    def _load_bucket(self, n: int) -> None:
+        if n in self.loaded:
+            return
+        self.loaded.add(n)
+        b = self.buckets.get(n)
+        if b is None:
+            return
+        for e in dir_entries(b, self.store):
+            gid = int(e.name, 16)
+            if gid not in self.groups:
+                self.groups[gid] = LinkGroup(gid, decode_paths(e.ext), entry=e)
+
+    def _build(self) -> None:
+        """Make the table from a tree packed without one (one walk)."""
+        self.complete = True
+        if self._root is None:
+            return
+        found: dict[int, LinkGroup] = {}
+        for path, e in walk(self._root, self.store):
+            if e.ino is None or e.type not in (T_FILE, T_HARDLINK) or not path:
+                continue
+            g = found.get(e.ino)
+            if g is None:
+                g = found[e.ino] = LinkGroup(e.ino, set())
+            g.paths.add(tuple(path.split("/")))
+            if e.type == T_FILE and g.entry is None:
+                g.entry = e
+        for gid, g in found.items():
+            if g.entry is None:
+                log.warning("hard-link group %d has no file in the mounted tree", gid)
+                continue
+            self.groups[gid] = g
+            self.loaded.add(gid >> BUCKET_BITS)
+            self.dirty_buckets.add(gid >> BUCKET_BITS)
+            self.changed.add(gid)
+            self.next_gid = max(self.next_gid, gid + 1)
+        self.count = len(self.groups)
+
+    def get(self, gid: int) -> LinkGroup | None:
+        """The group `gid`, loading its bucket (or building the table) if needed."""
+        if not self.complete:
+            self._build()
+        g = self.groups.get(gid)
+        if g is None:
+            self._load_bucket(gid >> BUCKET_BITS)
+            g = self.groups.get(gid)
+        return g
+
+    def load_all(self) -> None:
+        if not self.complete:
+            self._build()
+        for n in list(self.buckets):
+            self._load_bucket(n)
+
+    def nlink(self, gid: int) -> int:
+        g = self.get(gid)
+        return len(g.paths) if g is not None else 1
+
+    # -- changing groups ------------------------------------------------------
+
+    def new_group(self, node, paths: set) -> LinkGroup:
+        if not self.complete:
+            self._build()
+        gid = self.next_gid
+        self.next_gid += 1
+        self._load_bucket(gid >> BUCKET_BITS)
+        g = self.groups[gid] = LinkGroup(gid, set(paths), node=node)
+        self.count += 1
+        self.touch(gid)
+        return g
+
+    def touch(self, gid: int) -> None:
+        """Group `gid` changed: its names or its content."""
+        self.changed.add(gid)
+        self.dirty_buckets.add(gid >> BUCKET_BITS)
+
+    def drop(self, gid: int) -> None:
+        if self.groups.pop(gid, None) is not None:
+            self.count -= 1
+        self.changed.discard(gid)
+        self.dirty_buckets.add(gid >> BUCKET_BITS)
+
+    def rename_prefix(self, old: tuple, new: tuple) -> None:
+        """A directory moved: rewrite the names below it."""
+        if not self.count:
+            return
+        self.load_all()
+        n = len(old)
+        for g in self.groups.values():
+            if any(p[:n] == old for p in g.paths):
+                g.paths = {new + p[n:] if p[:n] == old else p for p in g.paths}
+                self.touch(g.gid)
+
+    # -- storing --------------------------------------------------------------
+
+    def entry_of(self, g: LinkGroup) -> Dirent:
+        name = f"{g.gid:x}"
+        if g.node is not None:
+            d = Dirent(T_FILE, name=name, meta=g.node.meta, block=g.node.block, ino=g.gid)
+        else:
+            d = g.entry.with_changes(name=name, type=T_FILE)
+        return d.with_changes(ext=encode_paths(g.paths))
+
+    def encode_ext(self, old_ext: bytes | None) -> bytes | None:
+        """The `ext` for the mounted directory's dirent, re-encoding changed buckets."""
+        if not self.complete and old_ext is None:
+            return None
+        if self.count == 0 and not self.buckets:
+            return old_ext if decode_ext(old_ext) is None else None
+        for n in sorted(self.dirty_buckets):
+            self._load_bucket(n)
+            entries = [
+                self.entry_of(g) for gid, g in self.groups.items() if gid >> BUCKET_BITS == n
+            ]
+            self.buckets[n] = make_dir(entries, self.store, name=f"{n:x}") if entries else None
+            if not entries:
+                del self.buckets[n]
+        self.dirty_buckets.clear()
+        top = make_dir(
+            [b for b in self.buckets.values() if b is not None], self.store, name="links"
+        )
+        if old_ext and not old_ext.startswith(EXT_MAGIC):
+            log.warning("replacing foreign ext data of the mounted directory with the link table")
+        return encode_ext(top.block, self.next_gid, self.count)

@@ -1,0 +1,149 @@
+"""Running a mount: recording states in the archive, the ticker, signals, `-e`.
+
+A `Mount` owns a `FileSystem` and where its states go: an archive (`X.vt`)
+gets a new line whenever a sync finds the tree changed; a mount of a dirent
+ref only remembers its newest state (printed at unmount).  States are recorded
+on fsync/fsyncdir, by the ticker every `sync_interval` seconds, on an explicit
+`x-vt-control sync`, and at unmount -- each time only if something changed.
+For a mount of a sub-path the new subtree is put back into the archive's top.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import trio
+
+from vtstore.tree.dir import decode_dir_data, make_dir
+from vtstore.tree.dirent import Dirent
+
+log = logging.getLogger(__name__)
+
+
+def replace_at(top: Dirent, path: tuple[str, ...], new: Dirent, store) -> Dirent:
+    """`top` with the dirent at `path` below it replaced by `new`."""
+    if not path:
+        return new.renamed(top.name)
+    entries, salt = decode_dir_data(top.block.data(store)) if top.block is not None else ([], None)
+    out = []
+    for e in entries:
+        if e.name == path[0]:
+            e = replace_at(e, path[1:], new, store)
+        out.append(e)
+    return make_dir(out, store, name=top.name, meta=top.meta, salt=salt, uuid=top.uuid, ext=top.ext)
+
+
+class Mount:
+    """A `FileSystem` and the place its states are recorded."""
+
+    def __init__(self, fs, archive=None, top: Dirent | None = None, subpath=(), comment=None):
+        self.fs = fs
+        self.archive = archive
+        self.top = top  # the archive state the mount started from
+        self.subpath = tuple(subpath)
+        self.comment = comment
+        self.last: Dirent | None = top
+        self.states = 0
+        self._lock = threading.Lock()
+        fs.on_sync = None
+
+    def sync(self) -> bool:
+        """Store every change and record a new state if the tree changed."""
+        with self._lock:
+            if self.fs.readonly:
+                return False
+            sub = self.fs.sync()
+            full = sub
+            if self.subpath and self.top is not None:
+                full = replace_at(self.top, self.subpath, sub, self.fs.store)
+                self.fs.backend.flush()
+            if full == self.last:
+                return False
+            if self.archive is not None:
+                self.archive.update(full, comment=self.comment)
+            self.last = full
+            if self.subpath:
+                self.top = full
+            self.states += 1
+            log.info("recorded state %s", full)
+            return True
+
+
+async def _ticker(mount: Mount, interval: float) -> None:
+    while True:
+        await trio.sleep(interval)
+        try:
+            await trio.to_thread.run_sync(mount.sync)
+        except Exception:
+            log.exception("periodic sync failed")
+
+
+async def _signals(stopped: list) -> None:
+    import pyfuse3
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+        async for sig in sigs:
+            log.info("signal %d: unmounting", sig)
+            stopped.append(sig)
+            pyfuse3.terminate()
+
+
+async def _command(command: str, status: list) -> None:
+    import pyfuse3
+
+    try:
+        r = await trio.run_process(command, shell=True, check=False)
+        status.append(r.returncode)
+    except Exception as e:
+        log.error("running %r: %s", command, e)
+        status.append(127)
+    finally:
+        pyfuse3.terminate()
+
+
+def serve(
+    ops,
+    mount: Mount | None,
+    mountpoint: str,
+    options: set[str],
+    sync_interval: float = 60.0,
+    command: str | None = None,
+    on_ready=None,
+) -> int:
+    """Mount, serve until unmounted or signalled (or `command` exits), sync, unmount.
+
+    Returns the command's exit status with `command`, else 0.
+    """
+    import pyfuse3
+
+    status: list = []
+    stopped: list = []
+
+    async def main():
+        async with trio.open_nursery() as n:
+            n.start_soon(_signals, stopped)
+            if mount is not None and sync_interval and sync_interval > 0:
+                n.start_soon(_ticker, mount, sync_interval)
+            if command is not None:
+                n.start_soon(_command, command, status)
+            if on_ready is not None:
+                on_ready()
+            await pyfuse3.main()
+            n.cancel_scope.cancel()
+
+    pyfuse3.init(ops, mountpoint, options)
+    try:
+        trio.run(main)
+    finally:
+        try:
+            if mount is not None:
+                mount.sync()
+        finally:
+            ops.close()
+            try:
+                pyfuse3.close(unmount=True)
+            finally:
+                ops.fs.close()
+    return status[0] if status else 0
