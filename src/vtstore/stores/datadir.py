@@ -1,0 +1,633 @@
+"""The datadir: the default local store.
+
+Layout of a datadir directory::
+
+    datadir.json        metadata: format, version, uuid, hash class, chunker sizes
+    lock                flock'd shared by every open store, exclusively by reindex/repair
+    data/<uuid>.vtd     append-only data files (format: `vtstore.stores.vtd`)
+    index/              the LMDB block index (`vtstore.stores.index`)
+    NAME.vt             archives: the store's `exports`
+
+Each process that writes takes an exclusive `flock` on one data file (adopting an
+unsealed file no live process holds, else creating one), so several processes can
+add to one datadir at once.  A data file is sealed when it reaches
+`data_file_size`.  A writer that died leaves a tail of unindexed records and maybe
+a torn record: the next writer to adopt the file indexes the complete records and
+truncates the torn one.  The index can always be rebuilt from the data files
+(`reindex`).  With `max_size` the datadir is a cache: the oldest sealed data files
+are evicted to keep it under the cap.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import heapq
+import json
+import logging
+import os
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from vtstore.errors import (
+    CorruptBlockError,
+    FormatError,
+    HashClassMismatchError,
+    StoreError,
+)
+from vtstore.hashes import HashCode, hashclass_by_name
+from vtstore.stores.base import Store
+from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex
+from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
+from vtstore.stores.readcache import FDCache, FrameCache, read_block
+from vtstore.stores.vtd import (
+    DEFAULT_FRAME_SIZE,
+    DEFAULT_ZSTD_LEVEL,
+    MAX_BLOCK_SIZE,
+    encode_header,
+)
+from vtstore.stores.writer import RecordWriter
+
+log = logging.getLogger(__name__)
+
+METADATA = "datadir.json"
+FORMAT_NAME = "vtstore-datadir"
+FORMAT_VERSION = 1
+DEFAULT_DATA_FILE_SIZE = 1 << 30
+# what may already sit in a directory that becomes a datadir on first write
+_ALLOWED_BEFORE_INIT = (".vt", ".sock")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _oserror(what: str, e: OSError) -> StoreError:
+    return StoreError(f"{what}: {e.strerror or e}")
+
+
+class DataDir(Store):
+    """A directory of append-only data files with an LMDB index.
+
+    `hashclass` and `chunker`, when given, must match what the datadir recorded at
+    creation (else `HashClassMismatchError` / `StoreError`); when omitted, an
+    existing datadir's own are used and a new one gets `default_hashclass` (else
+    `$VT_HASHCLASS`, else blake3) and the default chunker.  The directory is
+    created on the first write.
+    """
+
+    def __init__(
+        self,
+        path,
+        hashclass: type[HashCode] | None = None,
+        chunker: ChunkerParams | None = None,
+        readonly: bool = False,
+        *,
+        name: str | None = None,
+        default_hashclass: type[HashCode] | None = None,
+        data_file_size: int | None = None,
+        frame_size: int = DEFAULT_FRAME_SIZE,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        compress: bool = True,
+        max_size: int | None = None,
+        max_fds: int = 64,
+        frame_cache_bytes: int = 8 * 1024 * 1024,
+    ):
+        self.path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+        self.max_size = max_size
+        if data_file_size is None:
+            data_file_size = DEFAULT_DATA_FILE_SIZE
+            if max_size:
+                data_file_size = min(data_file_size, max(max_size // 8, 64 * 1024))
+        self.data_file_size = data_file_size
+        self.frame_size = frame_size
+        self.zstd_level = zstd_level
+        self.compress = compress
+        self._want_hashclass = hashclass
+        chunker = None if chunker is None else ChunkerParams.coerce(chunker)
+        self._want_chunker = chunker
+        self.meta: dict | None = None
+        self._index: LMDBIndex | None = None
+        self._lockfd = -1
+        self._writer: RecordWriter | None = None
+        self._wfd = -1
+        self._wfile: FileInfo | None = None
+        self._files: dict[int, FileInfo] = {}
+        self._wlock = threading.RLock()
+        self._clock = threading.Lock()
+        self._dup = [0, 0]  # adds of blocks already present: count, bytes (unpersisted)
+        self._fds = FDCache(self._file_path, max_fds)
+        self._frames = FrameCache(frame_cache_bytes)
+        self.chunker = chunker or DEFAULT_CHUNKER
+        super().__init__(
+            name=name or str(self.path),
+            hashclass=hashclass or default_hashclass,
+            readonly=readonly,
+        )
+        self.chunker.validate()
+        if (self.path / METADATA).exists():
+            self._open_existing()
+        elif self.path.exists():
+            self._check_creatable()
+
+    # -- opening and creating --------------------------------------------------
+
+    @property
+    def initialized(self) -> bool:
+        """Whether the datadir exists on disk (it is created on first write)."""
+        return self.meta is not None
+
+    @property
+    def chunker_params(self) -> ChunkerParams:
+        """The chunker sizes blocks for this store should be cut with."""
+        return self.chunker
+
+    @property
+    def chunk_params(self):
+        """The same as the chunking layer's `ChunkParams` (None if that layer's
+        extension is not built)."""
+        try:
+            from vtstore.chunking.params import ChunkParams
+        except ImportError:
+            return None
+        c = self.chunker
+        try:
+            return ChunkParams(min_size=c.min, avg_size=c.avg, max_size=c.max)
+        except (TypeError, ValueError):
+            return None
+
+    def create(self) -> None:
+        """Create the datadir on disk now rather than at the first write."""
+        self._check_writable()
+        self._ensure_initialized()
+
+    def _check_creatable(self) -> None:
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path} is not a directory, so it cannot be a datadir")
+        odd = [
+            p.name
+            for p in self.path.iterdir()
+            if not p.name.startswith(".") and not p.name.endswith(_ALLOWED_BEFORE_INIT)
+        ]
+        if odd:
+            hint = " (its metadata is missing)" if {"data", "index"} & set(odd) else ""
+            raise StoreError(
+                f"{self.path} is not a datadir{hint}: it has no {METADATA} and is not empty"
+            )
+
+    def _load_meta(self) -> dict:
+        p = self.path / METADATA
+        try:
+            meta = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{p}: unreadable datadir metadata: {e}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+            raise StoreError(f"{p}: not datadir metadata")
+        if meta.get("version") != FORMAT_VERSION:
+            raise StoreError(f"{p}: unsupported datadir version {meta.get('version')!r}")
+        return meta
+
+    def _open_existing(self) -> None:
+        meta = self._load_meta()
+        try:
+            hc = hashclass_by_name(meta["hashclass"])
+            ch = ChunkerParams.from_dict(meta["chunker"])
+        except (KeyError, FormatError) as e:
+            raise StoreError(f"{self.path / METADATA}: bad metadata: {e}") from None
+        if self._want_hashclass is not None and self._want_hashclass is not hc:
+            raise HashClassMismatchError(
+                f"datadir {self.path} holds {hc.hashname} blocks,"
+                f" not {self._want_hashclass.hashname}"
+            )
+        if self._want_chunker is not None and tuple(self._want_chunker) != tuple(ch):
+            raise StoreError(
+                f"datadir {self.path} was made with chunker {ch},"
+                f" not {ChunkerParams(*self._want_chunker)}"
+            )
+        self.hashclass = hc
+        self.chunker = ch
+        try:
+            self._lockfd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(self._lockfd, fcntl.LOCK_SH)
+        except OSError as e:
+            self._release_lock()
+            raise _oserror(f"locking {self.path}", e) from None
+        try:
+            self._index = LMDBIndex(str(self.path / "index"))
+        except StoreError:
+            self._release_lock()
+            raise
+        self.meta = meta
+
+    def _release_lock(self) -> None:
+        if self._lockfd >= 0:
+            os.close(self._lockfd)
+            self._lockfd = -1
+
+    def _refresh(self) -> bool:
+        """Pick up a datadir another process created since we looked."""
+        if self.meta is None and (self.path / METADATA).exists():
+            self._open_existing()
+        return self.meta is not None
+
+    def _ensure_initialized(self) -> None:
+        if self.meta is not None or self._refresh():
+            return
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "uuid": uuidlib.uuid4().hex,
+            "hashclass": self.hashclass.hashname,
+            "chunker": self.chunker.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        try:
+            if self.path.exists():
+                self._check_creatable()
+            # metadata first, then data/: another process looking in meanwhile
+            # sees an empty directory (or hidden temporary files), never a
+            # data/ without metadata
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp = self.path / f".{METADATA}.{os.getpid()}.{threading.get_ident()}"
+            with open(tmp, "w") as f:
+                json.dump(meta, f, indent=1, sort_keys=True)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.path / METADATA)  # atomic: the first creator wins
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+            (self.path / "data").mkdir(exist_ok=True)
+            _fsync_dir(self.path)
+        except OSError as e:
+            raise _oserror(f"creating datadir {self.path}", e) from None
+        self._open_existing()
+
+    # -- data files --------------------------------------------------------
+
+    def data_file_path(self, fi: FileInfo) -> Path:
+        """Where the data file described by `fi` lives."""
+        return self.path / "data" / f"{fi.uuid}.vtd"
+
+    def _file_info(self, num: int) -> FileInfo:
+        fi = self._files.get(num)
+        if fi is None:
+            self._files = self._index.files()
+            fi = self._files.get(num)
+            if fi is None:
+                raise StoreError(f"datadir {self.path}: index names unknown data file {num}")
+        return fi
+
+    def _file_path(self, num: int) -> str:
+        return str(self.data_file_path(self._file_info(num)))
+
+    def _open_writer(self) -> RecordWriter:
+        from vtstore.stores.recovery import adopt_or_create
+
+        self._ensure_initialized()
+        try:
+            (self.path / "data").mkdir(exist_ok=True)
+        except OSError as e:
+            raise _oserror(f"datadir {self.path}", e) from None
+        fd, fi, end = adopt_or_create(self)
+        self._wfd, self._wfile = fd, fi
+        self._writer = RecordWriter(
+            fd,
+            str(self.data_file_path(fi)),
+            fi.num,
+            end,
+            self._commit_batch,
+            frame_size=self.frame_size,
+            zstd_level=self.zstd_level,
+            compress=self.compress,
+        )
+        return self._writer
+
+    def new_data_file(self) -> tuple[int, FileInfo]:
+        """Create, lock and register a new data file; return `(fd, info)`.
+
+        The file is written under a temporary name and renamed into place with
+        its header, so no process ever sees a data file without one.
+        """
+        u = uuidlib.uuid4().hex
+        ddir = self.path / "data"
+        p = ddir / f"{u}.vtd"
+        tmp = ddir / f".{u}.vtd.tmp"
+        hdr = encode_header(self.hashclass.hashname, u, datadir=self.meta["uuid"])
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise _oserror(f"creating {p}", e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.pwrite(fd, hdr, 0)
+            os.fdatasync(fd)
+            os.rename(tmp, p)
+            _fsync_dir(ddir)
+            fi = self._index.new_file(u, len(hdr))
+        except OSError as e:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            p.unlink(missing_ok=True)
+            raise _oserror(f"creating {p}", e) from None
+        except StoreError:
+            os.close(fd)
+            p.unlink(missing_ok=True)
+            raise
+        return fd, fi
+
+    def _take_counters(self) -> dict[str, int]:
+        with self._clock:
+            c = {"adds_dup": self._dup[0], "bytes_dup": self._dup[1]}
+            self._dup = [0, 0]
+        return c
+
+    def _commit_batch(self, entries: list[tuple[bytes, IndexEntry]], end: int) -> None:
+        fi = self._wfile
+        fi.indexed_to = end
+        self._index.commit(entries, files=[fi], counters=self._take_counters())
+
+    def _close_writer(self, seal: bool) -> None:
+        w = self._writer
+        if w is None:
+            return
+        try:
+            if w.failed is None:
+                w.flush()
+        finally:
+            w.close()
+            self._writer = None
+            fi = self._wfile
+            try:
+                if seal and w.failed is None:
+                    fi.sealed = True
+                    self._index.commit(files=[fi])
+            finally:
+                os.close(self._wfd)
+                self._wfd = -1
+                self._wfile = None
+
+    def _rollover(self) -> None:
+        self._close_writer(seal=True)
+        if self.max_size:
+            from vtstore.stores.recovery import evict_oldest
+
+            evict_oldest(self)
+
+    # -- the Store core ------------------------------------------------------
+
+    def _read_entry(self, h: HashCode, e: IndexEntry, retry: bool = True) -> bytes:
+        try:
+            with self._fds.fd(e.filenum) as fd:
+                return read_block(fd, self._frames, h, e)
+        except FileNotFoundError:
+            # evicted or rewritten by another process since we looked it up
+            self._fds.forget(e.filenum)
+            self._files.pop(e.filenum, None)
+            e2 = self._index.get(h)
+            if e2 is None:
+                raise KeyError(h) from None
+            if retry and e2 != e:
+                return self._read_entry(h, e2, retry=False)
+            raise CorruptBlockError(h, f"data file {e.filenum} is missing") from None
+        except OSError as x:
+            raise _oserror(f"reading datadir {self.path}", x) from None
+
+    def _lookup(self, h: HashCode):
+        w = self._writer
+        if w is not None:
+            x = w.lookup(h)
+            if x is not None:
+                return x
+        if self._index is None and not self._refresh():
+            return None
+        return self._index.get(h)
+
+    def _get(self, h: HashCode) -> bytes | None:
+        x = self._lookup(h)
+        if x is None or isinstance(x, bytes):
+            return x
+        try:
+            return self._read_entry(h, x)
+        except KeyError:
+            return None
+
+    def _contains(self, h: HashCode) -> bool:
+        w = self._writer
+        if w is not None and w.lookup(h) is not None:
+            return True
+        if self._index is None and not self._refresh():
+            return False
+        return self._index.contains(h)
+
+    def contains_many(self, hashcodes) -> list[bool]:
+        """For each hashcode, whether the store holds it (one index transaction)."""
+        self._check_open()
+        hs = list(hashcodes)
+        if self._index is None and not self._refresh():
+            return [False] * len(hs)
+        ok = [type(h) is self.hashclass for h in hs]
+        found = self._index.contains_many([h for h, good in zip(hs, ok, strict=True) if good])
+        it = iter(found)
+        w = self._writer
+        out = []
+        for h, good in zip(hs, ok, strict=True):
+            if not good:
+                out.append(False)
+                continue
+            f = next(it)
+            out.append(f or (w is not None and w.lookup(h) is not None))
+        return out
+
+    def add(self, data) -> HashCode:
+        """Store `data`; return its hashcode."""
+        self._check_writable()
+        n = len(data)
+        if n > MAX_BLOCK_SIZE:
+            raise StoreError(f"block of {n} octets exceeds the maximum of {MAX_BLOCK_SIZE}")
+        h = self.hashclass.from_data(data)
+        with self._wlock:
+            w = self._writer or self._open_writer()
+            size = -1 if self._index.contains(h) else w.add(h, bytes(data))
+            if size < 0:
+                with self._clock:
+                    self._dup[0] += 1
+                    self._dup[1] += n
+            elif size >= self.data_file_size:
+                self._rollover()
+        return h
+
+    def add_many(self, datas: Sequence) -> list[HashCode]:
+        """Store each of `datas`; return their hashcodes in order."""
+        self._check_writable()
+        for d in datas:
+            if len(d) > MAX_BLOCK_SIZE:
+                raise StoreError(
+                    f"block of {len(d)} octets exceeds the maximum of {MAX_BLOCK_SIZE}"
+                )
+        hs = [self.hashclass.from_data(d) for d in datas]
+        with self._wlock:
+            w = self._writer or self._open_writer()
+            present = self._index.contains_many(hs)
+            for h, d, p in zip(hs, datas, present, strict=True):
+                w = self._writer or self._open_writer()
+                size = -1 if p else w.add(h, bytes(d))
+                if size < 0:
+                    with self._clock:
+                        self._dup[0] += 1
+                        self._dup[1] += len(d)
+                elif size >= self.data_file_size:
+                    self._rollover()
+        return hs
+
+    def __len__(self) -> int:
+        self._check_open()
+        if self._index is None and not self._refresh():
+            return 0
+        n = self._index.count()
+        w = self._writer
+        if w is not None:
+            pend = w.pending_keys()
+            if pend:
+                n += sum(1 for p in self._index.contains_many(pend) if not p)
+        return n
+
+    def _iter_sorted(self, start: HashCode | None) -> Iterator[HashCode]:
+        if self._index is None and not self._refresh():
+            return iter(())
+        hc = self.hashclass
+        pend = []
+        if self._writer is not None:
+            pend = sorted(bytes(h) for h in self._writer.pending_keys())
+            if start is not None:
+                pend = [p for p in pend if p >= start]
+        merged = heapq.merge(self._index.iter_keys(start), pend)
+
+        def gen():
+            last = None
+            for k in merged:
+                if k != last:
+                    yield hc(k)
+                    last = k
+
+        return gen()
+
+    def flush(self) -> None:
+        """Make every block added so far durable: fsync data, then commit the index."""
+        if self.readonly or self.closed:
+            return
+        with self._wlock:
+            if self._writer is not None:
+                self._writer.flush()
+            if self._index is not None and any(self._dup):
+                self._index.commit(counters=self._take_counters())
+
+    def _close(self) -> None:
+        try:
+            with self._wlock:
+                self._close_writer(seal=False)
+        finally:
+            self._fds.close()
+            self._frames.clear()
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+            self._release_lock()
+
+    # -- exclusive operations ----------------------------------------------
+
+    def lock_exclusive(self) -> None:
+        """Take the datadir lock exclusively (no other open store anywhere)."""
+        self._check_open()
+        self._ensure_initialized()
+        with self._wlock:
+            self._close_writer(seal=False)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(
+                    f"datadir {self.path} is in use by another store or process; close it first"
+                ) from None
+            raise _oserror(f"locking {self.path}", e) from None
+
+    def unlock_exclusive(self) -> None:
+        """Go back to the shared lock every open store holds."""
+        if self._lockfd >= 0:
+            fcntl.flock(self._lockfd, fcntl.LOCK_SH)
+
+    def fsck(self, repair: bool = False, progress=None):
+        """Check every record of every data file and every index entry; see
+        `vtstore.stores.fsck.fsck_datadir`."""
+        from vtstore.stores.fsck import fsck_datadir
+
+        return fsck_datadir(self, repair=repair, progress=progress)
+
+    def reindex(self, progress=None):
+        """Rebuild the index from the data files alone; see
+        `vtstore.stores.fsck.reindex_datadir`."""
+        from vtstore.stores.fsck import reindex_datadir
+
+        return reindex_datadir(self, progress=progress)
+
+    # -- description ----------------------------------------------------------
+
+    @property
+    def exports(self) -> dict[str, Path]:
+        """The archives kept beside the data: `NAME.vt` files, by NAME."""
+        if not self.path.is_dir():
+            return {}
+        return {p.name[:-3]: p for p in sorted(self.path.glob("*.vt")) if p.is_file()}
+
+    def archive_path(self, name: str) -> Path:
+        """Where the archive called `name` lives (it need not exist yet)."""
+        if not name or "/" in name or "\0" in name or name.startswith("."):
+            raise StoreError(f"bad archive name {name!r}")
+        return self.path / f"{name}.vt"
+
+    def info(self) -> dict:
+        """A description for `vt info`."""
+        d = {
+            "type": "datadir",
+            "path": str(self.path),
+            "hashclass": self.hashclass.hashname,
+            "chunker": self.chunker.to_dict(),
+            "initialized": self.initialized,
+        }
+        if not self.initialized:
+            return d
+        self.flush()
+        files = self._index.files()
+        sizes = []
+        for fi in files.values():
+            try:
+                sizes.append(self.data_file_path(fi).stat().st_size)
+            except OSError:
+                sizes.append(0)
+        c = self._index.counters()
+        idx = self.path / "index" / "data.mdb"
+        d.update(
+            uuid=self.meta.get("uuid"),
+            created=self.meta.get("created"),
+            blocks=len(self),
+            bytes_stored=c.get("bytes_added", 0),
+            bytes_on_disk=sum(sizes),
+            index_bytes=idx.stat().st_size if idx.exists() else 0,
+            data_files=len(files),
+            sealed_files=sum(1 for fi in files.values() if fi.sealed),
+            adds_dup=c.get("adds_dup", 0),
+            bytes_dup=c.get("bytes_dup", 0),
+            max_size=self.max_size,
+            exports=sorted(self.exports),
+        )
+        return d

@@ -1,0 +1,410 @@
+"""The LMDB block index of a datadir (and of a `file:` store).
+
+One LMDB environment with three named databases:
+
+- `blocks`: digest → `IndexEntry` (six varints: file number, record flags,
+  payload offset, payload length, data offset in the decoded payload, data length)
+- `files`: 4-octet big-endian file number → JSON `{"uuid", "sealed", "indexed_to"}`
+- `meta`: counter name → 8-octet big-endian integer
+
+The map is 1 TiB of sparse address space, so it never needs resizing in
+normal use.  LMDB allows one open of an environment per process, so opens are
+shared, reference counted, by real path.  Writes are batched by the caller into
+one transaction per `commit`; readers start a fresh read transaction per call and
+so always see what other processes have committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import lmdb
+
+from vtstore.codec import decode_varint, encode_varint
+from vtstore.errors import FormatError, StoreError
+
+MAP_SIZE = 1 << 40
+TXN_ENTRIES = 2048
+_FILENUM = struct.Struct(">I")
+_COUNTER = struct.Struct(">Q")
+_VARINT1 = [bytes((i,)) for i in range(128)]
+_last_prefix: tuple = ((), b"")
+
+
+def _fast_varint(n: int) -> bytes:
+    """`encode_varint`, quicker for the small values index entries hold."""
+    if n < 0x80:
+        return _VARINT1[n]
+    if n < 0x4000:
+        return bytes((0x80 | n >> 7, n & 0x7F))
+    if n < 0x200000:
+        return bytes((0x80 | n >> 14, 0x80 | (n >> 7) & 0x7F, n & 0x7F))
+    return encode_varint(n)
+
+
+class IndexEntry(NamedTuple):
+    """Where a block lives: a record of a data file and a span of its payload."""
+
+    filenum: int
+    flags: int
+    payload_offset: int
+    payload_length: int
+    data_offset: int
+    data_length: int
+
+    def encode(self) -> bytes:
+        """Six varints, in field order."""
+        global _last_prefix
+        key = self[:4]
+        last = _last_prefix  # the blocks of one frame share the first four fields
+        if last[0] == key:
+            prefix = last[1]
+        else:
+            prefix = b"".join([_fast_varint(v) for v in key])
+            _last_prefix = (key, prefix)
+        return prefix + _fast_varint(self[4]) + _fast_varint(self[5])
+
+    @classmethod
+    def decode(cls, buf) -> IndexEntry:
+        """The inverse of `encode`; raises `FormatError` on a malformed value."""
+        vals = []
+        pos = 0
+        for _ in range(6):
+            v, pos = decode_varint(buf, pos)
+            vals.append(v)
+        if pos != len(buf):
+            raise FormatError(f"index entry has {len(buf) - pos} trailing octets")
+        return cls(*vals)
+
+
+@dataclass
+class FileInfo:
+    """A data file known to the index."""
+
+    num: int
+    uuid: str
+    sealed: bool = False
+    indexed_to: int = 0  # every record before this offset is committed
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"uuid": self.uuid, "sealed": self.sealed, "indexed_to": self.indexed_to},
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def decode(cls, num: int, buf) -> FileInfo:
+        d = json.loads(bytes(buf))
+        return cls(num, d["uuid"], bool(d.get("sealed")), int(d.get("indexed_to", 0)))
+
+
+class _SharedEnv:
+    def __init__(self, key: str, env: lmdb.Environment):
+        self.key = key
+        self.env = env
+        self.refs = 0
+        self.write_lock = threading.Lock()
+        self.blocks = env.open_db(b"blocks")
+        self.files = env.open_db(b"files")
+        self.meta = env.open_db(b"meta")
+
+
+_ENVS: dict[str, _SharedEnv] = {}
+_ENVS_LOCK = threading.Lock()
+
+
+def _lmdb_error(path: str, e: Exception) -> StoreError:
+    # LMDB reports a short write (a full disk) as EIO: say what it most likely is
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+        full = st.f_bavail * st.f_frsize < max(1 << 20, st.f_blocks * st.f_frsize // 100)
+    except OSError:
+        full = False
+    if full and "No space left" not in str(e):
+        return StoreError(f"index {path}: No space left on device ({e})")
+    return StoreError(f"index {path}: {e}")
+
+
+class LMDBIndex:
+    """The block index; every method is safe to call from several threads."""
+
+    def __init__(self, path: str, subdir: bool = True):
+        self.path = path
+        key = os.path.realpath(path)
+        with _ENVS_LOCK:
+            shared = _ENVS.get(key)
+            if shared is None:
+                try:
+                    env = lmdb.open(
+                        path,
+                        map_size=MAP_SIZE,
+                        subdir=subdir,
+                        max_dbs=4,
+                        readahead=False,
+                        max_readers=512,
+                        max_spare_txns=4,
+                    )
+                except lmdb.Error as e:
+                    raise _lmdb_error(path, e) from None
+                try:
+                    env.reader_check()  # clear slots of dead processes
+                    shared = _SharedEnv(key, env)
+                except lmdb.Error as e:
+                    env.close()
+                    raise _lmdb_error(path, e) from None
+                _ENVS[key] = shared
+            shared.refs += 1
+        self._shared = shared
+        self._env = shared.env
+        self.closed = False
+
+    def close(self) -> None:
+        """Release this handle; the environment closes with its last handle."""
+        if self.closed:
+            return
+        self.closed = True
+        with _ENVS_LOCK:
+            self._shared.refs -= 1
+            if self._shared.refs == 0:
+                del _ENVS[self._shared.key]
+                self._env.close()
+
+    # -- blocks --------------------------------------------------------------
+
+    def get(self, digest) -> IndexEntry | None:
+        """The entry for `digest`, or None."""
+        with self._env.begin(db=self._shared.blocks) as txn:
+            v = txn.get(digest)
+        return None if v is None else IndexEntry.decode(v)
+
+    def contains(self, digest) -> bool:
+        """Whether `digest` is indexed."""
+        with self._env.begin(db=self._shared.blocks) as txn:
+            return txn.get(digest) is not None
+
+    def contains_many(self, digests: Iterable) -> list[bool]:
+        """For each digest, whether it is indexed (one read transaction)."""
+        with self._env.begin(db=self._shared.blocks) as txn:
+            return [txn.get(d) is not None for d in digests]
+
+    def count(self) -> int:
+        """The number of indexed blocks."""
+        with self._env.begin() as txn:
+            return txn.stat(self._shared.blocks)["entries"]
+
+    def iter_keys(self, start=None, batch: int = 1024) -> Iterator[bytes]:
+        """Indexed digests >= `start` in ascending order, read `batch` per transaction
+        so that a slow consumer does not pin an old snapshot."""
+        key = None if start is None else bytes(start)
+        inclusive = True
+        while True:
+            keys = []
+            with self._env.begin(db=self._shared.blocks) as txn:
+                cur = txn.cursor()
+                ok = cur.first() if key is None else cur.set_range(key)
+                if ok and not inclusive and cur.key() == key:
+                    ok = cur.next()
+                while ok and len(keys) < batch:
+                    keys.append(cur.key())
+                    ok = cur.next()
+            yield from keys
+            if len(keys) < batch:
+                return
+            key = keys[-1]
+            inclusive = False
+
+    def iter_items(self, batch: int = 1024) -> Iterator[tuple[bytes, IndexEntry]]:
+        """Every `(digest, entry)` in key order, in batches as `iter_keys`."""
+        key = None
+        while True:
+            items = []
+            with self._env.begin(db=self._shared.blocks) as txn:
+                cur = txn.cursor()
+                ok = cur.first() if key is None else cur.set_range(key)
+                if ok and key is not None and cur.key() == key:
+                    ok = cur.next()
+                while ok and len(items) < batch:
+                    items.append((cur.key(), IndexEntry.decode(cur.value())))
+                    ok = cur.next()
+            yield from items
+            if len(items) < batch:
+                return
+            key = items[-1][0]
+
+    def commit(
+        self,
+        entries: Iterable[tuple[bytes, IndexEntry]] = (),
+        files: Iterable[FileInfo] = (),
+        counters: dict[str, int] | None = None,
+        delete: Iterable[bytes] = (),
+        replace: bool = False,
+    ) -> tuple[int, int]:
+        """Write new entries (kept if already present unless `replace`), then in
+        the last transaction the file table updates, counter increments and
+        deletions.  Return `(new_blocks, new_bytes)`.
+
+        Entries go `TXN_ENTRIES` to a transaction: LMDB keeps the pages a write
+        transaction dirtied in memory, so one huge transaction of random keys
+        would cost memory in proportion to the index.  A crash between them
+        leaves entries without their file's `indexed_to`; recovery re-puts them.
+        """
+        entries = list(entries)
+        chunks = [entries[i : i + TXN_ENTRIES] for i in range(0, len(entries), TXN_ENTRIES)]
+        new = new_bytes = 0
+        for i, chunk in enumerate(chunks or [[]]):
+            last = i == len(chunks) - 1 or not chunks
+            n, nb = self._commit_txn(
+                chunk,
+                files if last else (),
+                counters if last else None,
+                delete if last else (),
+                replace,
+            )
+            new += n
+            new_bytes += nb
+        return new, new_bytes
+
+    def _commit_txn(self, entries, files, counters, delete, replace) -> tuple[int, int]:
+        sh = self._shared
+        new = new_bytes = 0
+        try:
+            with sh.write_lock, self._env.begin(write=True) as txn:
+                for digest in delete:
+                    txn.delete(digest, db=sh.blocks)
+                cur = txn.cursor(db=sh.blocks)
+                for digest, entry in entries:
+                    if cur.put(digest, entry.encode(), overwrite=replace):
+                        new += 1
+                        new_bytes += entry.data_length
+                for fi in files:
+                    # indexed_to only grows and a seal is for ever, whoever commits
+                    k = _FILENUM.pack(fi.num)
+                    old = txn.get(k, db=sh.files)
+                    if old is not None:
+                        prev = FileInfo.decode(fi.num, old)
+                        if prev.uuid == fi.uuid:
+                            fi.indexed_to = max(fi.indexed_to, prev.indexed_to)
+                            fi.sealed = fi.sealed or prev.sealed
+                    txn.put(k, fi.encode(), db=sh.files)
+                incs = dict(counters or {})
+                if new:
+                    incs["blocks_added"] = incs.get("blocks_added", 0) + new
+                    incs["bytes_added"] = incs.get("bytes_added", 0) + new_bytes
+                for name, inc in incs.items():
+                    if inc:
+                        k = name.encode()
+                        old = txn.get(k, db=sh.meta)
+                        val = (_COUNTER.unpack(old)[0] if old else 0) + inc
+                        txn.put(k, _COUNTER.pack(max(val, 0)), db=sh.meta)
+        except lmdb.Error as e:
+            raise _lmdb_error(self.path, e) from None
+        return new, new_bytes
+
+    def delete_file_entries(self, num: int, digests: Iterable[bytes]) -> int:
+        """Delete those of `digests` whose entry points into file `num`; drop the
+        file from the table.  Return how many entries were deleted."""
+        sh = self._shared
+        n = 0
+        try:
+            with sh.write_lock, self._env.begin(write=True) as txn:
+                for d in digests:
+                    v = txn.get(d, db=sh.blocks)
+                    if v is not None and IndexEntry.decode(v).filenum == num:
+                        txn.delete(d, db=sh.blocks)
+                        n += 1
+                txn.delete(_FILENUM.pack(num), db=sh.files)
+        except lmdb.Error as e:
+            raise _lmdb_error(self.path, e) from None
+        return n
+
+    def clear(self) -> None:
+        """Empty the blocks and files tables and the block counters (before a reindex)."""
+        sh = self._shared
+        try:
+            with sh.write_lock, self._env.begin(write=True) as txn:
+                txn.drop(sh.blocks, delete=False)
+                txn.drop(sh.files, delete=False)
+                for k in (b"blocks_added", b"bytes_added"):
+                    txn.delete(k, db=sh.meta)
+        except lmdb.Error as e:
+            raise _lmdb_error(self.path, e) from None
+
+    # -- files and counters ----------------------------------------------
+
+    def files(self) -> dict[int, FileInfo]:
+        """The data file table."""
+        out = {}
+        with self._env.begin(db=self._shared.files) as txn:
+            for k, v in txn.cursor():
+                num = _FILENUM.unpack(k)[0]
+                out[num] = FileInfo.decode(num, v)
+        return out
+
+    def file_info(self, num: int) -> FileInfo | None:
+        """One entry of the file table, or None."""
+        with self._env.begin(db=self._shared.files) as txn:
+            v = txn.get(_FILENUM.pack(num))
+        return None if v is None else FileInfo.decode(num, v)
+
+    def new_file(self, uuid_hex: str, indexed_to: int) -> FileInfo:
+        """Allocate the next file number for `uuid_hex` and record it."""
+        sh = self._shared
+        try:
+            with sh.write_lock, self._env.begin(write=True) as txn:
+                old = txn.get(b"next_file", db=sh.meta)
+                num = _COUNTER.unpack(old)[0] if old else 1
+                txn.put(b"next_file", _COUNTER.pack(num + 1), db=sh.meta)
+                fi = FileInfo(num, uuid_hex, False, indexed_to)
+                txn.put(_FILENUM.pack(num), fi.encode(), db=sh.files)
+        except lmdb.Error as e:
+            raise _lmdb_error(self.path, e) from None
+        return fi
+
+    def counters(self) -> dict[str, int]:
+        """Every counter in `meta`."""
+        with self._env.begin(db=self._shared.meta) as txn:
+            return {bytes(k).decode(): _COUNTER.unpack(v)[0] for k, v in txn.cursor()}
+
+    def snapshot(self) -> Snapshot:
+        """A consistent read-only view (one read transaction) for long walks such
+        as fsck; use it as a context manager."""
+        return Snapshot(self)
+
+
+class Snapshot:
+    """One read transaction over the whole index."""
+
+    def __init__(self, index: LMDBIndex):
+        self._sh = index._shared
+        self._txn = index._env.begin()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._txn.abort()
+        return False
+
+    def get(self, digest) -> IndexEntry | None:
+        v = self._txn.get(digest, db=self._sh.blocks)
+        return None if v is None else IndexEntry.decode(v)
+
+    def count(self) -> int:
+        return self._txn.stat(self._sh.blocks)["entries"]
+
+    def files(self) -> dict[int, FileInfo]:
+        out = {}
+        for k, v in self._txn.cursor(db=self._sh.files):
+            num = _FILENUM.unpack(k)[0]
+            out[num] = FileInfo.decode(num, v)
+        return out
+
+    def items(self) -> Iterator[tuple[bytes, IndexEntry]]:
+        for k, v in self._txn.cursor(db=self._sh.blocks):
+            yield bytes(k), IndexEntry.decode(v)

@@ -1,0 +1,173 @@
+"""~/.vtrc: defaults, merging, substitution, and one clear error per bad config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from vtstore.config import DEFAULT_VTRC, load_config
+from vtstore.errors import ConfigError
+from vtstore.hashes import Hash_BLAKE3, Hash_SHA256
+
+
+@pytest.fixture(autouse=True)
+def clean_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for v in ("VT_CONFIG", "VT_DIR", "VT_HASHCLASS", "VT_STORE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(v, raising=False)
+
+
+def write(tmp_path, text):
+    p = tmp_path / "vtrc"
+    p.write_text(text)
+    return p
+
+
+def test_builtin_defaults(tmp_path):
+    c = load_config()
+    assert not c.exists
+    assert c.basedir == tmp_path / "home" / ".local/share/vt"
+    assert c.hashclass is Hash_BLAKE3
+    spec = c.clause_spec("default")
+    assert spec.type == "datadir" and spec.params["path"] == str(c.basedir)
+    assert c.clause_spec("cache").params["max_size"] == 2 << 30
+    assert c.clause_names[0] == "default"
+    c.validate()
+
+
+def test_file_over_defaults(tmp_path, monkeypatch):
+    p = write(
+        tmp_path,
+        "[GLOBAL]\nbasedir = /srv/vt\nhashclass = sha256\n"
+        "[default]\navg_block = 16KiB\n"
+        "[remote]\ntype = proxy\nsave = [default] [other]\nread = [default]\n"
+        "[other]\ntype = datadir\npath = other/{clause}\n",
+    )
+    c = load_config(p)
+    assert c.basedir.as_posix() == "/srv/vt"
+    assert c.hashclass is Hash_SHA256
+    d = c.clause_spec("default")
+    assert d.params == {"path": "/srv/vt", "avg_block": 16384}
+    assert c.clause_spec("other").params["path"] == "/srv/vt/other/other"
+    r = c.clause_spec("remote")
+    assert [s.text for s in r.params["save"]] == ["[default]", "[other]"]
+    monkeypatch.setenv("VT_CONFIG", str(p))
+    assert load_config().path == p
+    monkeypatch.setenv("VT_DIR", "/elsewhere")
+    assert load_config().basedir.as_posix() == "/elsewhere"
+    assert "avg_block = 16KiB" in c.render() and "# built-in" in c.render()
+
+
+def test_a_new_type_drops_the_builtin_keys(tmp_path):
+    c = load_config(write(tmp_path, "[default]\ntype = memory\n"))
+    assert c.clause_spec("default").params == {}
+
+
+def test_the_init_template_is_a_valid_config(tmp_path):
+    c = load_config(write(tmp_path, DEFAULT_VTRC))
+    c.validate()
+    assert c.clause_spec("cache").params["max_size"] == 2 << 30
+
+
+@pytest.mark.parametrize(
+    "text,clause,key,needle",
+    [
+        ("[default]\ntype = floppy\n", "[default]", "type", "unknown store type 'floppy'"),
+        ("[default]\npth = /x\n", "[default]", "pth", "unknown key for type datadir"),
+        ("[default]\nmax_size = lots\n", "[default]", "max_size", "not a size"),
+        ("[default]\nhashclass = md5\n", "[default]", "hashclass", "unknown hash class"),
+        ("[default]\nzstd_level = 99\n", "[default]", "zstd_level", "0..22"),
+        ("[default]\npath = {nope}/x\n", "[default]", "path", "unknown substitution"),
+        ("[new]\npath = /x\n", "[new]", "type", "missing"),
+        ("[f]\ntype = file\n", "[f]", "path", "missing"),
+        ("[p]\ntype = proxy\nsave = relative\n", "[p]", "save", "unrecognised store spec"),
+        ("[p]\ntype = proxy\ncopy2 = /x\n", "[p]", "save", "needs save"),
+        ("[GLOBAL]\nhashclass = nope\n", "[GLOBAL]", "hashclass", "unknown hash class"),
+        ("[GLOBAL]\nbasdir = /x\n", "[GLOBAL]", "basdir", "unknown key"),
+    ],
+)
+def test_bad_config_names_file_clause_and_key(tmp_path, text, clause, key, needle):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p).validate()
+    msg = str(ei.value)
+    assert msg.startswith(str(p)), msg
+    assert f"{clause} {key}:" in msg, msg
+    assert needle in msg, msg
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("[a]\ntype = memory\n[a]\ntype = memory\n", "line 3: [a] appears twice"),
+        ("[a]\ntype = memory\ntype = datadir\n", "[a] type: line 3: key appears twice"),
+        ("type = memory\n", "line 1: a key before any [clause]"),
+        ("[a]\nthis line has no equals sign\n", "line 2: cannot parse"),
+    ],
+)
+def test_unparsable_config(tmp_path, text, needle):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p)
+    assert str(ei.value).startswith(str(p))
+    assert needle in str(ei.value)
+
+
+def test_missing_clause_and_missing_file(tmp_path):
+    c = load_config()
+    with pytest.raises(ConfigError, match=r"no clause \[nosuch\]"):
+        c.clause_spec("nosuch")
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent")
+
+
+def test_clause_loops_are_refused(tmp_path):
+    from vtstore.stores.spec import open_store_spec
+
+    p = write(tmp_path, "[a]\ntype = proxy\nsave = [b]\n[b]\ntype = proxy\nsave = [a]\n")
+    with pytest.raises(ConfigError, match="refers to itself"):
+        open_store_spec("[a]", config=load_config(p))
+
+
+def vt(env, *args):
+    return subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", *args], env=env, capture_output=True, text=True
+    )
+
+
+def test_cli_bad_config_is_one_line_exit_2(tmp_path, vt_env):
+    p = write(tmp_path, "[default]\ntype = datadir\nmax_size = huge\n")
+    r = vt(vt_env, "-c", str(p), "info")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert str(p) in lines[0] and "[default] max_size" in lines[0]
+    r = vt(vt_env, "-c", str(p), "config")
+    assert r.returncode == 2 and "[default] max_size" in r.stderr
+
+
+def test_cli_config_init_info(tmp_path, vt_env):
+    home = tmp_path / "home"
+    r = vt(vt_env, "config")
+    assert r.returncode == 0, r.stderr
+    assert "[default]" in r.stdout and "# built-in" in r.stdout
+    r = vt(vt_env, "init")
+    assert r.returncode == 0, r.stderr
+    assert (home / ".vtrc").read_text() == DEFAULT_VTRC
+    assert (home / ".local/share/vt/datadir.json").exists()
+    (home / ".vtrc").write_text(DEFAULT_VTRC + "\n# mine\n")
+    r = vt(vt_env, "init")
+    assert r.returncode == 0 and "left as it is" in r.stdout
+    assert (home / ".vtrc").read_text().endswith("# mine\n")
+    r = vt(vt_env, "-H", "sha256", "-S", str(tmp_path / "s256"), "init")
+    assert r.returncode == 0, r.stderr
+    r = vt(vt_env, "-S", str(tmp_path / "s256"), "info")
+    assert r.returncode == 0 and "hashclass: sha256" in r.stdout
+    r = vt(vt_env, "-S", str(tmp_path / "s256"), "-H", "blake3", "info")
+    assert r.returncode == 1 and "holds sha256 blocks, not blake3" in r.stderr
+    r = vt(vt_env, "info", "--json")
+    assert r.returncode == 0 and '"type": "datadir"' in r.stdout
+    r = vt(vt_env, "config", "default")
+    assert r.returncode == 0 and "type = datadir" in r.stdout

@@ -1,0 +1,134 @@
+"""Store specs: parsing, the registry, and opening from a command line."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from vtstore.errors import ConfigError, HashClassMismatchError, NotAvailableError
+from vtstore.hashes import Hash_SHA1
+from vtstore.stores.cache import CacheStore
+from vtstore.stores.datadir import DataDir
+from vtstore.stores.filestore import FileStore
+from vtstore.stores.memory import MemoryStore
+from vtstore.stores.proxy import ProxyStore
+from vtstore.stores.spec import (
+    open_store_from_args,
+    open_store_spec,
+    parse_spec_list,
+    parse_store_spec,
+    register_scheme,
+    register_store_type,
+)
+
+
+@pytest.mark.parametrize(
+    "text,type_,params",
+    [
+        ("/a/b", "datadir", {"path": "/a/b"}),
+        ("./rel", "datadir", {"path": "./rel"}),
+        ("~/vt", "datadir", {"path": "~/vt"}),
+        ("datadir:x", "datadir", {"path": "x"}),
+        ("file:x.vtd", "file", {"path": "x.vtd"}),
+        ("memory:", "memory", {}),
+        ("memory:scratch", "memory", {"name": "scratch"}),
+        ("[default]", "clause", {"clause": "default"}),
+        ("http://h:80/", "http", {"url": "http://h:80/"}),
+        ("s3://bucket/pre", "s3", {"url": "s3://bucket/pre"}),
+    ],
+)
+def test_parse_forms(text, type_, params):
+    spec = parse_store_spec(text)
+    assert (spec.type, spec.params, spec.text) == (type_, params, text)
+
+
+def test_parse_proxy():
+    spec = parse_store_spec("proxy(save=[a] /b,save=memory:,read=[a],read2=|ssh h vt serve -)")
+    assert spec.type == "proxy"
+    assert [s.text for s in spec.params["save"]] == ["[a]", "/b", "memory:"]
+    assert [s.text for s in spec.params["read2"]] == ["|ssh h vt serve -"]
+    nested = parse_store_spec("proxy(save=proxy(save=/x,read=/y),read=/y)")
+    assert nested.params["save"][0].params["read"][0].text == "/y"
+    assert [s.text for s in parse_spec_list("[a]  /b\tmemory:")] == ["[a]", "/b", "memory:"]
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("", "empty"),
+        ("relative", "begins with / or ./"),
+        ("[]", "bad clause"),
+        ("[a]name", "unexpected"),
+        ("proxy(save=/a", "missing"),
+        ("proxy(bogus=/a)", "bad proxy argument"),
+        ("proxy(copy2=/a)", "needs save, read or read2"),
+        ("frob(x=1)", "unknown store form"),
+        ("proxy(save=(/a)", "unbalanced"),
+        ("file:", "empty value"),
+    ],
+)
+def test_parse_errors(text, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        parse_store_spec(text)
+
+
+def test_reserved_forms_say_not_available():
+    with pytest.raises(NotAvailableError, match="not available yet"):
+        open_store_spec("s3://bucket/prefix")
+
+
+def test_registry_is_extensible(tmp_path):
+    opened = []
+
+    def opener(spec, ctx):
+        opened.append(spec.params)
+        return MemoryStore(name=f"toy:{spec.params['x']}")
+
+    register_store_type("toy", opener, {"x": str})
+    register_scheme("toy:", "toy", lambda rest: {"x": rest})
+    with open_store_spec("toy:42") as s:
+        assert s.name == "toy:42"
+    assert opened == [{"x": "42"}]
+
+
+def test_open_each_kind(tmp_path):
+    with open_store_spec(str(tmp_path / "d")) as s:
+        assert isinstance(s, DataDir)
+    with open_store_spec(f"file:{tmp_path / 'f.vtd'}") as s:
+        assert isinstance(s, FileStore)
+    with open_store_spec("memory:", hashclass=Hash_SHA1) as s:
+        assert isinstance(s, MemoryStore) and s.hashclass is Hash_SHA1
+    with open_store_spec(f"proxy(save={tmp_path / 'd'})") as s:
+        assert isinstance(s, ProxyStore)
+
+
+def _args(**kw):
+    d = dict(store_spec=None, cache_spec=None, config_path=None, hashclass=None)
+    d.update(kw)
+    return argparse.Namespace(**d)
+
+
+def test_open_from_args_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("VT_CONFIG", raising=False)
+    monkeypatch.delenv("VT_STORE", raising=False)
+    monkeypatch.delenv("VT_HASHCLASS", raising=False)
+    monkeypatch.setenv("VT_DIR", str(tmp_path / "vtdir"))
+    with open_store_from_args(_args()) as s:  # no config at all: a datadir at $VT_DIR
+        assert isinstance(s, DataDir) and s.path == tmp_path / "vtdir"
+        s.add(b"x")
+    monkeypatch.setenv("VT_STORE", str(tmp_path / "from-env"))
+    with open_store_from_args(_args()) as s:
+        assert s.path == tmp_path / "from-env"
+    with open_store_from_args(_args(store_spec=str(tmp_path / "from-S"))) as s:
+        assert s.path == tmp_path / "from-S"
+    with open_store_from_args(_args(store_spec="memory:", cache_spec="memory:")) as s:
+        assert isinstance(s, CacheStore)
+    with pytest.raises(HashClassMismatchError):
+        open_store_from_args(_args(store_spec=str(tmp_path / "vtdir"), hashclass="sha1"))
+    rc = tmp_path / "rc"
+    rc.write_text(f"[default]\ntype = file\npath = {tmp_path}/default.vtd\n")
+    monkeypatch.delenv("VT_STORE")
+    with open_store_from_args(_args(config_path=str(rc))) as s:
+        assert isinstance(s, FileStore)
