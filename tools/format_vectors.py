@@ -69,6 +69,54 @@ def compute() -> dict:
         out["blockref"].append(
             {"label": label, "text": transcribe(b), "binary_hex": b.encode().hex()}
         )
+
+    import uuid
+
+    from vtstore.archive import ArchiveEntry
+    from vtstore.stores.memory import MemoryStore
+    from vtstore.tree.dir import encode_dir_block
+    from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FILE, T_HARDLINK, T_SYMLINK, Dirent
+    from vtstore.tree.meta import Meta
+
+    meta = Meta(
+        mode=0o4755,
+        uid=1000,
+        gid=100,
+        user="alice",
+        group="users",
+        mtime_ns=1_600_000_000_123_456_789,
+        ctime_ns=-1,
+        xattrs=(("user.k", b"v\x00"),),
+        mime_type="text/plain",
+    )
+    dirents = [
+        ("file with metadata", Dirent(T_FILE, name="f.txt", meta=meta, block=leaf, ino=7)),
+        (
+            "directory",
+            Dirent(
+                T_DIR,
+                name="d",
+                block=LiteralBlock(b"\x01\x00"),
+                uuid=uuid.UUID("00112233-4455-6677-8899-aabbccddeeff"),
+            ),
+        ),
+        ("symlink", Dirent(T_SYMLINK, name="l", target="../x")),
+        ("hard link", Dirent(T_HARDLINK, name="h", ino=7)),
+        ("device", Dirent(T_DEVICE, name="null", rdev=("c", 1, 3), meta=Meta(mode=0o666))),
+    ]
+    out["dirent"] = [
+        {"label": label, "text": transcribe(e), "binary_hex": e.encode().hex()}
+        for label, e in dirents
+    ]
+    S = MemoryStore(hashclass=Hash_BLAKE3)
+    entries = [Dirent(T_FILE, name="b", block=LiteralBlock(b"B")), Dirent(T_FILE, name="a")]
+    dblock = encode_dir_block(entries, S)
+    out["directory"] = {
+        "entries": [transcribe(e) for e in entries],
+        "block": transcribe(dblock),
+        "data_hex": dblock.data(S).hex(),
+    }
+    out["archive_line"] = ArchiveEntry(1764581400.25, dirents[1][1], comment="first").to_line()
     return out
 
 
@@ -89,7 +137,15 @@ def render(v: dict) -> str:
     for x in v["blockref"]:
         text = x["text"].replace("|", "\\|")
         lines.append(f"| {x['label']} | `{text}` | `{x['binary_hex']}` |")
-    lines += ["", END]
+    lines += ["", "### Dirents", "", "| dirent | text | binary (hex) |", "|---|---|---|"]
+    for x in v["dirent"]:
+        text = x["text"].replace("|", "\\|")
+        lines.append(f"| {x['label']} | `{text}` | `{x['binary_hex']}` |")
+    d = v["directory"]
+    lines += ["", "### Directory", "", "Entries (given in this order, stored sorted):", ""]
+    lines += [f"- `{e}`" for e in d["entries"]]
+    lines += ["", f"Data: `{d['data_hex']}`, stored as `{d['block']}`.", ""]
+    lines += ["### Archive line", "", "    " + v["archive_line"].rstrip("\n"), "", END]
     return "\n".join(lines)
 
 

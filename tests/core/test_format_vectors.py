@@ -42,3 +42,21 @@ def test_vectors_decode():
         b = decode_blockref(bytes.fromhex(v["binary_hex"]))
         assert parse_block(v["text"]) == b
         assert b.encode().hex() == v["binary_hex"]
+
+
+def test_tree_vectors_decode():
+    from vtstore.archive import parse_line
+    from vtstore.tree import decode_dirent, parse_dirent
+    from vtstore.tree.dir import decode_dir_data
+
+    for v in VECTORS["dirent"]:
+        e = decode_dirent(bytes.fromhex(v["binary_hex"]))
+        assert parse_dirent(v["text"]) == e
+        assert e.encode().hex() == v["binary_hex"]
+    d = VECTORS["directory"]
+    entries, salt = decode_dir_data(bytes.fromhex(d["data_hex"]))
+    assert salt is None
+    assert sorted(str(e) for e in entries) == sorted(d["entries"])
+    assert [e.name for e in entries] == sorted(e.name for e in entries)
+    entry = parse_line(VECTORS["archive_line"])
+    assert entry.when == 1764581400.25 and entry.comment == "first"

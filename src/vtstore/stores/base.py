@@ -148,6 +148,10 @@ class Store:
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def __bool__(self) -> bool:
+        # a store is a store even when empty: `if store:` must not mean "has blocks"
+        return True
+
     def __iter__(self) -> Iterator[HashCode]:
         return self.hashcodes()
 
