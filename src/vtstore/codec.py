@@ -15,12 +15,9 @@ from vtstore.errors import FormatError
 MAX_VARINT_OCTETS = 10
 
 
-def encode_varint(n: int) -> bytes:
-    """Return the big-endian base-128 encoding of the non-negative integer `n`."""
+def _encode_varint_slow(n: int) -> bytes:
     if n < 0:
         raise ValueError(f"varint must be non-negative, got {n}")
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray((n & 0x7F,))
     n >>= 7
     while n:
@@ -28,6 +25,21 @@ def encode_varint(n: int) -> bytes:
         n >>= 7
     out.reverse()
     return bytes(out)
+
+
+# Encodings of every value below 2**14 (one and two octets), built once: the
+# tree and block encoders write tens of small varints per file, and a tuple
+# lookup is several times cheaper than the loop.
+_SMALL = tuple(
+    [bytes((i,)) for i in range(0x80)] + [bytes((0x80 | (i >> 7), i & 0x7F)) for i in range(0x80, 0x4000)]
+)
+
+
+def encode_varint(n: int) -> bytes:
+    """Return the big-endian base-128 encoding of the non-negative integer `n`."""
+    if 0 <= n < 0x4000:
+        return _SMALL[n]
+    return _encode_varint_slow(n)
 
 
 def decode_varint(buf, offset: int = 0) -> tuple[int, int]:

@@ -68,7 +68,9 @@ class TextScanner(Scanner):
         self.spacing = params.avg_size // 2
         self._tail = b""
         self._base = 0  # absolute offset of _tail[0]
-        self._next = 0  # smallest offset the next proposal may have
+        # smallest offset the next proposal may have: not within min_size of the
+        # start, so a small file is not cut into slivers at its first definitions
+        self._next = params.min_size
         self._last = 0  # the last proposal
 
     def feed(self, buf) -> list[int]:
@@ -77,13 +79,22 @@ class TextScanner(Scanner):
         data = self._tail + bytes(buf)
         base = self._base
         out = []
-        for m in _PATTERN.finditer(data):
+        # a proposal must wait `spacing` bytes after the previous one, so skip
+        # the regex search over that stretch instead of filtering its matches
+        search = _PATTERN.search
+        pos = max(0, self._next - base - 1)
+        while True:
+            m = search(data, pos)
+            if m is None:
+                break
             off = base + m.start() + 1
-            if off <= self._last or off < self._next:
+            if off <= self._last:
+                pos = m.start() + 1
                 continue
             out.append(off)
             self._last = off
             self._next = off + self.spacing
+            pos = max(m.start() + 1, self._next - base - 1)
         keep = min(len(data), _TAIL)
         self._tail = data[len(data) - keep :]
         self._base = base + len(data) - keep
