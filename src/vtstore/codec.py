@@ -31,7 +31,8 @@ def _encode_varint_slow(n: int) -> bytes:
 # tree and block encoders write tens of small varints per file, and a tuple
 # lookup is several times cheaper than the loop.
 _SMALL = tuple(
-    [bytes((i,)) for i in range(0x80)] + [bytes((0x80 | (i >> 7), i & 0x7F)) for i in range(0x80, 0x4000)]
+    [bytes((i,)) for i in range(0x80)]
+    + [bytes((0x80 | (i >> 7), i & 0x7F)) for i in range(0x80, 0x4000)]
 )
 
 
@@ -42,13 +43,14 @@ def encode_varint(n: int) -> bytes:
     return _encode_varint_slow(n)
 
 
-def decode_varint(buf, offset: int = 0) -> tuple[int, int]:
-    """Decode a varint from `buf` at `offset`; return `(value, offset_after)`.
+def decode_varint(buf, offset: int = 0, end: int | None = None) -> tuple[int, int]:
+    """Decode a varint from `buf[offset:end]`; return `(value, offset_after)`.
 
     Raises `FormatError` on truncated, non-canonical or over-long input.
     """
     n = 0
-    end = len(buf)
+    if end is None:
+        end = len(buf)
     pos = offset
     if pos >= end:
         raise FormatError(f"truncated varint at offset {offset}")
@@ -102,10 +104,14 @@ class Reader:
 
     def varint(self) -> int:
         """Read one varint."""
-        if self.pos >= self.end:
-            raise FormatError(f"truncated varint at offset {self.pos}")
-        n, pos = decode_varint(self.view[: self.end], self.pos)
-        self.pos = pos
+        pos = self.pos
+        if pos >= self.end:
+            raise FormatError(f"truncated varint at offset {pos}")
+        b = self.view[pos]
+        if b < 0x80:  # most varints are one octet
+            self.pos = pos + 1
+            return b
+        n, self.pos = decode_varint(self.view, pos, self.end)
         return n
 
     def take(self, length: int) -> memoryview:

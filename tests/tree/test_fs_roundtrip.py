@@ -125,3 +125,50 @@ def test_export_never_follows_a_planted_symlink(tmp_path):
     with pytest.raises((ExportError, OSError)):
         export_tree(second, S, str(target))
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_repack_of_10000_files_reads_nothing_and_adds_no_blocks(tmp_path):
+    from vtstore.stores.datadir import DataDir
+
+    src = tmp_path / "t"
+    rnd = __import__("random").Random(5)
+    sizes = {}
+    for d in range(100):
+        sub = src / f"d{d:02d}"
+        sub.mkdir(parents=True)
+        for i in range(100):
+            data = rnd.randbytes(rnd.randint(100, 6000))
+            (sub / f"f{i:02d}").write_bytes(data)
+            sizes[f"d{d:02d}/f{i:02d}"] = len(data)
+    with DataDir(str(tmp_path / "store")) as S:
+        d1, s1 = import_tree(str(src), S)
+        assert s1.files == 10_000 and s1.bytes_read == sum(sizes.values())
+        S.flush()
+        n1 = len(S)
+        d2, s2 = import_tree(str(src), S, previous=d1)
+        assert d2 == d1
+        assert s2.bytes_read == 0 and s2.files_reused == 10_000
+        assert len(S) == n1  # not a single new block, data or directory
+        changed = [f"d{d:02d}/f{i:02d}" for d in range(0, 100, 10) for i in range(0, 100, 10)]
+        for p in changed:
+            (src / p).write_bytes(rnd.randbytes(3000))
+        d3, s3 = import_tree(str(src), S, previous=d2)
+        assert s3.bytes_read == 3000 * len(changed) and s3.files_reused == 10_000 - len(changed)
+        new_blocks = len(S) - n1
+        # each changed file is one small block; beyond those, at most the blocks
+        # of the ten directories holding them and of the top directory
+        from vtstore.tree.dir import resolve
+
+        dir_blocks = _stored_blocks(d3.block, S) + sum(
+            _stored_blocks(resolve(d3, f"d{d:02d}", S).block, S) for d in range(0, 100, 10)
+        )
+        assert len(changed) <= new_blocks <= len(changed) + dir_blocks
+        assert new_blocks < 0.03 * n1
+
+
+def _stored_blocks(block, S) -> int:
+    """How many stored blocks (leaves and indirect) make up `block`."""
+    if block.indirect:
+        return 1 + sum(_stored_blocks(b, S) for b in block.subblocks(S))
+    return 1 if hasattr(block, "hashcode") else 0

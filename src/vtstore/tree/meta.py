@@ -12,7 +12,7 @@ from __future__ import annotations
 import stat as statmod
 from dataclasses import dataclass, field, replace
 
-from vtstore.codec import Reader, encode_bytes, encode_varint
+from vtstore.codec import Reader, decode_varint, encode_bytes, encode_varint
 from vtstore.errors import FormatError
 
 M_MODE = 1
@@ -137,9 +137,8 @@ class Meta:
             tag = r.varint()
             value = r.lbytes()
             if tag in (M_MODE, M_UID, M_GID, M_MTIME, M_CTIME, M_ATIME):
-                vr = Reader(value)
-                n = vr.varint()
-                if not vr.at_end():
+                n, used = decode_varint(value)
+                if used != len(value):
                     raise FormatError(f"extra octets in metadata field {tag}")
                 key = {
                     M_MODE: "mode",
