@@ -156,9 +156,29 @@ def default_file_blockifier(path: str, store, name: str, mime_type: str | None, 
 
     if size >= BUFFER_SIZE:
         return blockify(path, store, name=name, mime_type=mime_type)
-    with open(path, "rb") as f:
-        data = f.read()
-    return blockify(data, store, name=name, mime_type=mime_type, threaded=False)
+    return blockify(
+        read_small_file(path, size), store, name=name, mime_type=mime_type, threaded=False
+    )
+
+
+def read_small_file(path: str, size: int) -> bytes:
+    """The whole content of a small file, with as few system calls as possible.
+
+    `os.open` + `os.read` instead of `open()`: no fstat, lseek or isatty ioctl,
+    which were a third of the system calls of a small-file pack.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return data
+        # the file grew since its lstat: take what is there now
+        parts = [data]
+        while chunk := os.read(fd, 1 << 20):
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 class Importer:
