@@ -162,7 +162,7 @@ def _detach_stdio() -> None:
 def _resolve(args, store, readonly: bool):
     """(archive or None, top dirent the mount starts from, subpath parts)."""
     from vtstore.archive import Archive
-    from vtstore.cli.refs import is_ref_text, resolve_special
+    from vtstore.cli.refs import is_ref_text, resolve_special, split_archive_path
     from vtstore.tree.dir import make_dir, resolve, split_path
 
     special = args.special
@@ -179,12 +179,7 @@ def _resolve(args, store, readonly: bool):
             raise VTError(f"{special}: the store has no named archives")
         archive = Archive(str(path_of(name)))
     else:
-        path, inner = special, ""
-        if ".vt/" in special:
-            path, _, inner = special.partition(".vt/")
-            path += ".vt"
-        if not path.endswith(".vt"):
-            raise VTError(f"{special}: not an archive (.vt file) or a ref")
+        path, inner = split_archive_path(special)
         archive = Archive(path)
         sub = split_path(inner) + sub
     last = archive.last()

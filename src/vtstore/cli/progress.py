@@ -5,29 +5,18 @@ from __future__ import annotations
 import threading
 import time
 
-from vtstore.cli.common import show_progress
+from vtstore.cli.common import progress_bar
 
 
 class TreeProgress:
     """Bytes, files and rate of a pack/unpack/export, as a tqdm bar when shown."""
 
     def __init__(self, args, desc: str, total: int | None = None):
-        self.bar = None
         self._lock = threading.Lock()
         self._last = 0
         self.started = time.monotonic()
-        if show_progress(args):
-            from tqdm import tqdm
-
-            self.bar = tqdm(
-                total=total,
-                desc=desc,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                leave=False,
-                dynamic_ncols=True,
-            )
+        bar = progress_bar(args, total=total, desc=desc)
+        self.bar = None if bar.disable else bar
 
     def update(self, nbytes_total: int, files: int, extra: str = "") -> None:
         """Report the running totals."""

@@ -58,6 +58,17 @@ def is_ref_text(text: str) -> bool:
     return text.startswith("x-vt:") or ("{" in text and head.isidentifier())
 
 
+def split_archive_path(text: str) -> tuple[str, str]:
+    """`X.vt/inner/path` -> (`X.vt`, `inner/path`); raise unless it names a `.vt` file."""
+    path, inner = text, ""
+    if ".vt/" in text:
+        path, _, inner = text.partition(".vt/")
+        path += ".vt"
+    if not path.endswith(".vt"):
+        raise VTError(f"{text}: not an archive (.vt file) or a ref")
+    return path, inner
+
+
 def resolve_special(
     text: str, store, when: float | None = None, need_archive: bool = False
 ) -> Target:
@@ -70,12 +81,7 @@ def resolve_special(
             return Target(block=value)
         d = resolve(value, rest, store) if rest.strip("/") else value
         return Target(dirent=d)
-    path, sub = text, ""
-    if ".vt/" in text:
-        path, _, sub = text.partition(".vt/")
-        path += ".vt"
-    if not path.endswith(".vt"):
-        raise VTError(f"{text}: not an archive (.vt file) or a ref")
+    path, sub = split_archive_path(text)
     archive = Archive(path)
     if not os.path.exists(path):
         raise VTError(f"{path}: no such archive")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import heapq
 import json
 import logging
 import os
@@ -40,7 +39,7 @@ from vtstore.errors import (
 )
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
-from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex
+from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
 from vtstore.stores.readcache import FDCache, FrameCache, read_block
 from vtstore.stores.vtd import (
@@ -505,22 +504,7 @@ class DataDir(Store):
     def _iter_sorted(self, start: HashCode | None) -> Iterator[HashCode]:
         if self._index is None and not self._refresh():
             return iter(())
-        hc = self.hashclass
-        pend = []
-        if self._writer is not None:
-            pend = sorted(bytes(h) for h in self._writer.pending_keys())
-            if start is not None:
-                pend = [p for p in pend if p >= start]
-        merged = heapq.merge(self._index.iter_keys(start), pend)
-
-        def gen():
-            last = None
-            for k in merged:
-                if k != last:
-                    yield hc(k)
-                    last = k
-
-        return gen()
+        return iter_index_and_pending(self.hashclass, self._index, self._writer, start)
 
     def flush(self) -> None:
         """Make every block added so far durable: fsync data, then commit the index."""

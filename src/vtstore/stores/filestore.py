@@ -11,7 +11,6 @@ scan before answering.  One process at a time may append (it holds an exclusive
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import threading
@@ -22,7 +21,7 @@ from pathlib import Path
 from vtstore.errors import FormatError, HashClassMismatchError, StoreError
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
-from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex
+from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
 from vtstore.stores.readcache import FrameCache, read_block
 from vtstore.stores.recovery import mapped, try_lock, walk_file
 from vtstore.stores.vtd import (
@@ -302,22 +301,7 @@ class FileStore(Store):
     def _iter_sorted(self, start: HashCode | None) -> Iterator[HashCode]:
         if not self._settled():
             return iter(())
-        hc = self.hashclass
-        pend = []
-        if self._writer is not None:
-            pend = sorted(bytes(h) for h in self._writer.pending_keys())
-            if start is not None:
-                pend = [p for p in pend if p >= start]
-        merged = heapq.merge(self._index.iter_keys(start), pend)
-
-        def gen():
-            last = None
-            for k in merged:
-                if k != last:
-                    yield hc(k)
-                    last = k
-
-        return gen()
+        return iter_index_and_pending(self.hashclass, self._index, self._writer, start)
 
     def flush(self) -> None:
         """fsync the data file, then commit the index."""

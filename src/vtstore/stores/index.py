@@ -408,3 +408,25 @@ class Snapshot:
     def items(self) -> Iterator[tuple[bytes, IndexEntry]]:
         for k, v in self._txn.cursor(db=self._sh.blocks):
             yield bytes(k), IndexEntry.decode(v)
+
+
+def iter_index_and_pending(hashclass, index, writer, start=None):
+    """Hashcodes >= `start` held by `index` or still pending in `writer`, ascending,
+    each once: what a store with a background writer lists."""
+    import heapq
+
+    pend = []
+    if writer is not None:
+        pend = sorted(bytes(h) for h in writer.pending_keys())
+        if start is not None:
+            pend = [p for p in pend if p >= start]
+    merged = heapq.merge(index.iter_keys(start), pend)
+
+    def gen():
+        last = None
+        for k in merged:
+            if k != last:
+                yield hashclass(k)
+                last = k
+
+    return gen()
