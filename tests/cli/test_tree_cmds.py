@@ -180,3 +180,33 @@ def test_corrupt_and_missing_blocks_fail_cleanly(store, tmp_path):
     missing = Dirent(T_FILE, name="m", block=HashCodeBlock(Hash_BLAKE3.from_data(b"nope"), 4))
     r = vt(store, "cat", str(missing), check=False)
     assert r.returncode == 1 and b"missing block" in r.stderr
+
+
+def _run_on_a_terminal(argv) -> str:
+    """Run `argv` with stdout and stderr on a pseudo-terminal of 120 columns."""
+    import pty
+    import shlex
+
+    out = []
+
+    def read(fd):
+        data = os.read(fd, 65536)
+        out.append(data)
+        return data
+
+    cmd = "stty cols 120 rows 40; exec " + " ".join(shlex.quote(a) for a in argv)
+    pty.spawn(["sh", "-c", cmd], read)
+    return b"".join(out).decode(errors="replace").replace("\r", "\n")
+
+
+def test_pack_progress_bar_on_a_terminal_and_quiet(store, tmp_path):
+    src = tmp_path / "p"
+    src.mkdir()
+    for i in range(2000):  # enough work (~0.5 s) for the bar to redraw
+        (src / f"f{i}").write_bytes(os.urandom(30_000))
+    base = [sys.executable, "-m", "vtstore.cli.main", "-S", str(store)]
+    shown = _run_on_a_terminal([*base, "pack", str(src)])
+    bars = [line for line in shown.splitlines() if line.startswith("pack:")]
+    assert bars and "files" in bars[-1] and "dedup" in shown, shown[-500:]
+    quiet = _run_on_a_terminal([*base, "-q", "pack", "--full", str(src)])
+    assert "pack:" not in quiet and quiet.strip().startswith("D{")

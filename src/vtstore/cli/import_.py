@@ -35,8 +35,8 @@ def run(args) -> int:
         raise VTError(f"{args.src}: no such file or directory")
     archive = Archive(args.archive)
     last = archive.last()
-    with open_store(args) as store, TreeProgress(args, "import") as progress:
-        imp = Importer(store, on_file=lambda st: progress.update(st.bytes_read, st.files))
+    with open_store(args) as store, TreeProgress(args, "import", store=store) as progress:
+        imp = Importer(progress.store, on_file=lambda st: progress.update(st.bytes_read, st.files))
         new = imp.import_path(args.src)
         if last is None:
             merged = new

@@ -48,9 +48,9 @@ def run(args) -> int:
         raise VTError(f"{args.dir}: not a directory")
     archive = Archive(args.archive or archive_path_for(args.dir))
     last = None if args.full else archive.last()
-    with open_store(args) as store, TreeProgress(args, "pack") as progress:
+    with open_store(args) as store, TreeProgress(args, "pack", store=store) as progress:
         imp = Importer(
-            store,
+            progress.store,
             one_filesystem=args.one_file_system,
             on_file=lambda st: progress.update(
                 st.bytes_read + st.bytes_reused, st.files, f", {st.files_reused} unchanged"

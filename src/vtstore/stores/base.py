@@ -216,6 +216,15 @@ class Store:
     def _contains(self, hashcode: HashCode) -> bool:  # pragma: no cover
         raise NotImplementedError
 
+    # -- chunking ----------------------------------------------------------
+
+    @property
+    def chunk_params(self):
+        """The chunker parameters (`vtstore.chunking.ChunkParams`) this store was
+        created with, or None when it records none and the defaults apply.
+        Wrappers pass their inner store's on, so that wrapping never changes cuts."""
+        return None
+
     # -- exports -------------------------------------------------------------
 
     @property

@@ -106,6 +106,11 @@ class CacheStore(Store):
         """The backend's chunker sizes, if it records them."""
         return getattr(self.backend, "chunker_params", None)
 
+    @property
+    def chunk_params(self):
+        """The backend's chunking parameters."""
+        return self.backend.chunk_params
+
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Add to the backend, then (best effort) to the cache."""
         self._check_writable()

@@ -79,6 +79,11 @@ class ProgressStore(Store):
         """The inner store's chunker sizes, if it records them."""
         return getattr(self.inner, "chunker_params", None)
 
+    @property
+    def chunk_params(self):
+        """The inner store's chunking parameters."""
+        return self.inner.chunk_params
+
     # -- the store -----------------------------------------------------------
 
     def add_many(self, datas: Sequence) -> list[HashCode]:

@@ -118,6 +118,11 @@ class ProxyStore(Store):
             raise first
         return results
 
+    @property
+    def chunk_params(self):
+        """The chunking parameters of the first `save` store (cuts follow where blocks go)."""
+        return self.save[0].chunk_params if self.save else None
+
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Add to every `save` store (in parallel), queue for the `save2` stores."""
         self._check_writable()
