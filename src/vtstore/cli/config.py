@@ -1,4 +1,4 @@
-"""`vt config [--check] [CLAUSE]`: print the effective configuration (the file
+"""`vt config [CLAUSE]`: print the effective configuration (the file
 over the built-in defaults), or one clause as the store spec it makes.  Every
 clause is checked; a bad one is an error naming the file, clause and key."""
 
