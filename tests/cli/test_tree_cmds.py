@@ -210,3 +210,38 @@ def test_pack_progress_bar_on_a_terminal_and_quiet(store, tmp_path):
     assert bars and "files" in bars[-1] and "dedup" in shown, shown[-500:]
     quiet = _run_on_a_terminal([*base, "-q", "pack", "--full", str(src)])
     assert "pack:" not in quiet and quiet.strip().startswith("D{")
+
+
+def test_named_archives_of_a_config_clause(tmp_path):
+    """`[clause]NAME` names the archive NAME kept by the clause's datadir."""
+    home = tmp_path / "home"
+    home.mkdir()
+    datadir = tmp_path / "dd"
+    (home / ".vtrc").write_text(f"[mine]\ntype = datadir\npath = {datadir}\n")
+    env = dict(os.environ, HOME=str(home), VT_CONFIG=str(home / ".vtrc"))
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "a").write_text("alpha")
+
+    def run(*args, check=True):
+        r = subprocess.run(
+            [sys.executable, "-m", "vtstore.cli.main", "-q", *args],
+            capture_output=True,
+            env=env,
+        )
+        assert b"Traceback" not in r.stderr
+        if check:
+            assert r.returncode == 0, r.stderr.decode()
+        return r
+
+    run("pack", "-a", "[mine]proj", str(src))
+    assert (datadir / "proj.vt").exists() and not (tmp_path / "tree.vt").exists()
+    assert run("cat", "[mine]proj/a").stdout == b"alpha"
+    assert run("ls", "[mine]proj").stdout.split() == [b"a"]
+    assert len(run("log", "--brief", "[mine]proj").stdout.splitlines()) == 1
+    run("unpack", "[mine]proj", str(tmp_path / "out"))
+    assert (tmp_path / "out" / "a").read_text() == "alpha"
+    r = run("cat", "[mine]nope/a", check=False)
+    assert r.returncode == 1 and b"no such archive" in r.stderr
+    r = run("cat", "[mine]/a", check=False)
+    assert r.returncode == 1 and b"[clause]NAME" in r.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from vtstore.cli.common import open_store
-from vtstore.cli.refs import resolve_special
+from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
 
 
@@ -23,6 +23,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    use_clause_of(args, args.refs[0] if args.refs else None)
     out = sys.stdout.buffer
     with open_store(args, readonly=True) as store:
         for text in args.refs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from vtstore.cli.common import open_store
-from vtstore.cli.refs import resolve_special
+from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
 
 
@@ -26,6 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    use_clause_of(args, args.special)
     from vtstore.tree.tar import write_tar
 
     with open_store(args, readonly=True) as store:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from vtstore.archive import Archive
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
+from vtstore.cli.refs import archive_of, use_clause_of
 from vtstore.errors import VTError
 
 
@@ -33,9 +33,12 @@ def run(args) -> int:
 
     if not os.path.lexists(args.src):
         raise VTError(f"{args.src}: no such file or directory")
-    archive = Archive(args.archive)
-    last = archive.last()
+    use_clause_of(args, args.archive)
     with open_store(args) as store, TreeProgress(args, "import", store=store) as progress:
+        archive, inner = archive_of(args.archive, store)
+        if inner:
+            raise VTError(f"{args.archive}: import merges into a whole archive, not a path in it")
+        last = archive.last()
         imp = Importer(progress.store, on_file=lambda st: progress.update(st.bytes_read, st.files))
         new = imp.import_path(args.src)
         if last is None:

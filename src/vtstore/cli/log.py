@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from vtstore.archive import Archive
 from vtstore.cli.common import open_store
+from vtstore.cli.refs import archive_of, use_clause_of
 from vtstore.errors import VTError
 
 
@@ -27,14 +27,13 @@ def register(sub) -> None:
 def run(args) -> int:
     from vtstore.tree.dir import tree_stats
 
-    archive = Archive(args.archive)
-    if not archive.exists():
-        raise VTError(f"{args.archive}: no such archive")
-    store_cm = None if args.brief else open_store(args, readonly=True)
-    store = store_cm.__enter__() if store_cm else None
-    try:
+    use_clause_of(args, args.archive)
+    with open_store(args, readonly=True) as store:
+        archive, _ = archive_of(args.archive, store)
+        if not archive.exists():
+            raise VTError(f"{args.archive}: no such archive")
         for e in archive.entries():
-            stats = tree_stats(e.dirent, store) if store is not None else None
+            stats = None if args.brief else tree_stats(e.dirent, store)
             if args.json:
                 d = {"when": e.when, "time": e.isotime, "dirent": str(e.dirent)}
                 if stats:
@@ -46,7 +45,4 @@ def run(args) -> int:
                 print(f"{e.isotime} {stats['bytes']:>14} {stats['files']:>8} {e.dirent}")
             else:
                 print(f"{e.isotime} {e.dirent}")
-    finally:
-        if store_cm:
-            store_cm.__exit__(None, None, None)
     return 0

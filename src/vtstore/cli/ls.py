@@ -6,7 +6,7 @@ import stat as statmod
 import time
 
 from vtstore.cli.common import open_store
-from vtstore.cli.refs import resolve_special
+from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.tree.dir import dir_entries
 from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_HARDLINK, T_SOCKET, T_SYMLINK
 
@@ -47,6 +47,7 @@ def _line(e, long: bool) -> str:
 
 
 def run(args) -> int:
+    use_clause_of(args, args.refs[0] if args.refs else None)
     with open_store(args, readonly=True) as store:
         for text in args.refs:
             t = resolve_special(text, store)

@@ -80,6 +80,9 @@ def _default_mountpoint(special: str) -> str:
 
 
 def run(args) -> int:
+    from vtstore.cli.refs import use_clause_of
+
+    use_clause_of(args, args.special)
     opts = _options(args)
     readonly = args.readonly or "ro" in opts or args.history
     mountpoint = args.mountpoint or _default_mountpoint(args.special)
@@ -161,8 +164,7 @@ def _detach_stdio() -> None:
 
 def _resolve(args, store, readonly: bool):
     """(archive or None, top dirent the mount starts from, subpath parts)."""
-    from vtstore.archive import Archive
-    from vtstore.cli.refs import is_ref_text, resolve_special, split_archive_path
+    from vtstore.cli.refs import archive_of, is_ref_text, resolve_special
     from vtstore.tree.dir import make_dir, resolve, split_path
 
     special = args.special
@@ -172,16 +174,8 @@ def _resolve(args, store, readonly: bool):
         if t.dirent is None:
             raise VTError(f"{special}: a block ref has no tree; mount a dirent ref")
         return None, t.dirent, sub
-    if special.startswith("["):
-        name = special.split("]", 1)[1]
-        path_of = getattr(store, "archive_path", None)
-        if not name or path_of is None:
-            raise VTError(f"{special}: the store has no named archives")
-        archive = Archive(str(path_of(name)))
-    else:
-        path, inner = split_archive_path(special)
-        archive = Archive(path)
-        sub = split_path(inner) + sub
+    archive, inner = archive_of(special, store)
+    sub = split_path(inner) + sub
     last = archive.last()
     if last is None:
         if readonly and not args.history:

@@ -9,6 +9,7 @@ import shutil
 from vtstore.archive import Archive
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
+from vtstore.cli.refs import archive_of, use_clause_of
 from vtstore.errors import VTError
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,9 @@ def register(sub) -> None:
         ),
     )
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("-a", "--archive", metavar="ARCHIVE.vt", help="archive to append to")
+    p.add_argument(
+        "-a", "--archive", metavar="ARCHIVE", help="archive to append to: X.vt or [clause]NAME"
+    )
     p.add_argument("-m", "--comment", help="a comment stored with the state")
     p.add_argument("--rm", action="store_true", help="remove DIR after a successful pack")
     p.add_argument(
@@ -46,9 +49,15 @@ def run(args) -> int:
 
     if not os.path.isdir(args.dir) or os.path.islink(args.dir):
         raise VTError(f"{args.dir}: not a directory")
-    archive = Archive(args.archive or archive_path_for(args.dir))
-    last = None if args.full else archive.last()
+    use_clause_of(args, args.archive)
     with open_store(args) as store, TreeProgress(args, "pack", store=store) as progress:
+        if args.archive:
+            archive, inner = archive_of(args.archive, store)
+            if inner:
+                raise VTError(f"{args.archive}: pack appends to a whole archive, not a path in it")
+        else:
+            archive = Archive(archive_path_for(args.dir))
+        last = None if args.full else archive.last()
         imp = Importer(
             progress.store,
             one_filesystem=args.one_file_system,

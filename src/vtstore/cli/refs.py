@@ -6,6 +6,7 @@ A SPECIAL is one of:
 - a dirent transcription `D{...}`, `F{...}`, ... as printed by `vt save -F`;
 - a block transcription `B{...}`, `I{...}`, ... as printed by `vt save`;
 - an `x-vt:/REF/path` URI as printed by `vt publish`;
+- `[clause]NAME`: the archive NAME kept by the store of that config clause;
 
 each optionally followed by `/sub/path` into a directory.
 """
@@ -69,6 +70,31 @@ def split_archive_path(text: str) -> tuple[str, str]:
     return path, inner
 
 
+def archive_of(text: str, store) -> tuple[Archive, str]:
+    """The archive a SPECIAL names and the path inside it.
+
+    `[clause]NAME[/path]` is the archive NAME kept by the store (a datadir keeps
+    `NAME.vt` beside its data); anything else is an `X.vt[/path]` file path.
+    """
+    if text.startswith("["):
+        clause, sep, rest = text[1:].partition("]")
+        name, _, inner = rest.partition("/")
+        if not sep or not clause or not name:
+            raise VTError(f"{text}: a named archive is written [clause]NAME")
+        path_of = getattr(store, "archive_path", None)
+        if path_of is None:
+            raise VTError(f"{text}: store {store.name} keeps no named archives")
+        return Archive(str(path_of(name))), inner
+    path, inner = split_archive_path(text)
+    return Archive(path), inner
+
+
+def use_clause_of(args, special: str | None) -> None:
+    """For a `[clause]NAME` special with no -S, make the clause the command's store."""
+    if special and special.startswith("[") and "]" in special and not args.store_spec:
+        args.store_spec = special[: special.index("]") + 1]
+
+
 def resolve_special(
     text: str, store, when: float | None = None, need_archive: bool = False
 ) -> Target:
@@ -81,10 +107,10 @@ def resolve_special(
             return Target(block=value)
         d = resolve(value, rest, store) if rest.strip("/") else value
         return Target(dirent=d)
-    path, sub = split_archive_path(text)
-    archive = Archive(path)
+    archive, sub = archive_of(text, store)
+    path = archive.path
     if not os.path.exists(path):
-        raise VTError(f"{path}: no such archive")
+        raise VTError(f"{text}: no such archive")
     entry = archive.at(when) if when is not None else archive.last()
     if entry is None:
         raise VTError(f"{path}: archive has no states" + (" at that time" if when else ""))

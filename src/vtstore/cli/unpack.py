@@ -7,7 +7,7 @@ import os
 
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
-from vtstore.cli.refs import resolve_special
+from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
 
 
@@ -47,6 +47,7 @@ def parse_time(text: str) -> float:
 
 
 def run(args) -> int:
+    use_clause_of(args, args.special)
     from vtstore.tree.fsexport import Exporter
 
     when = parse_time(args.at) if args.at else None
