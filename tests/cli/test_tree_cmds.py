@@ -245,3 +245,16 @@ def test_named_archives_of_a_config_clause(tmp_path):
     assert r.returncode == 1 and b"no such archive" in r.stderr
     r = run("cat", "[mine]/a", check=False)
     assert r.returncode == 1 and b"[clause]NAME" in r.stderr
+
+
+def test_unpack_of_a_file_ref_refuses_bad_targets(store, tmp_path):
+    f = tmp_path / "f"
+    f.write_text("content")
+    ref = vt(store, "save", "-F", str(f)).stdout.decode().strip()
+    r = vt(store, "unpack", ref, str(f), check=False)
+    assert r.returncode == 1 and r.stderr.decode().strip().endswith("already exists")
+    assert f.read_text() == "content"
+    r = vt(store, "unpack", ref, str(tmp_path / "no" / "such" / "dir" / "f"), check=False)
+    assert r.returncode == 1 and b"No such file or directory" in r.stderr
+    vt(store, "unpack", ref, str(tmp_path / "g"))
+    assert (tmp_path / "g").read_text() == "content"

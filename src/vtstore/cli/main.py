@@ -132,6 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("%s", e)
         print(f"vt {args.command}: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        # the environment refused something (a missing directory, a full disk,
+        # no permission): say what and where, as one line
+        if args.verbose:
+            log.exception("%s", e)
+        where = e.filename if e.filename is not None else ""
+        if isinstance(where, bytes):
+            where = os.fsdecode(where)
+        what = e.strerror or str(e)
+        print(f"vt {args.command}: {where + ': ' if where else ''}{what}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"vt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -107,7 +107,12 @@ class Exporter:
                 self._root_fd = None
         else:
             parent, name = os.path.split(os.path.abspath(target_b))
-            fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+            if os.path.lexists(target_b):
+                raise ExportError(f"{target} already exists")
+            try:
+                fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError as e:
+                raise ExportError(f"{os.fsdecode(parent)}: {e.strerror}") from None
             self._root_fd = fd
             try:
                 if dirent.type == T_HARDLINK:
