@@ -1,5 +1,6 @@
 """The `vt` command surface: help, placeholders, errors without tracebacks."""
 
+import os
 import subprocess
 import sys
 
@@ -76,3 +77,55 @@ def test_unknown_command_is_usage_error():
     r = vt("frobnicate")
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
+
+
+BAD_INPUT = [
+    ("cat", "nope"),
+    ("cat", "nope.vt"),
+    ("cat", "B{"),
+    ("cat", "I{hash:sha1:00,span:1}"),
+    ("ls", "/etc/passwd"),
+    ("save", "/nonexistent"),
+    ("pack", "/nonexistent"),
+    ("unpack", "/etc/passwd"),
+    ("unpack", "--at", "yesterday", "x.vt"),
+    ("export", "nope.vt"),
+    ("log", "nope.vt"),
+    ("fsck", "nope.vt"),
+    ("scan", "/nonexistent"),
+    ("scan", "/etc"),
+    ("import", "/nonexistent", "x.vt"),
+    ("publish", "/nonexistent"),
+    ("cat", "[nosuchclause]name/a"),
+    ("serve", "999.1.1.1:99999"),
+]
+
+
+@pytest.mark.parametrize("argv", BAD_INPUT, ids=lambda a: " ".join(a))
+def test_bad_input_is_one_line_and_an_exit_code(argv, tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-S", str(tmp_path / "s"), *argv],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"vt {argv[0]}: "), r.stderr
+
+
+@pytest.mark.parametrize(
+    "spec", ["/etc/passwd", "bogus:x", "tcp:127.0.0.1:1", "s3://bucket/prefix", "/proc/none"]
+)
+def test_bad_stores_are_one_line(spec, tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(100_000))
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-S", spec, "save", str(f)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+    assert len([x for x in r.stderr.splitlines() if x.strip()]) == 1, r.stderr
