@@ -268,31 +268,43 @@ def rss_benchmark(
     }
 
 
+def _tree_files(root: str) -> list[str]:
+    """The regular files under `root` (no symlinks, no __pycache__), in walk order."""
+    paths = []
+    for dp, dns, fns in os.walk(root):
+        dns[:] = sorted(d for d in dns if d != "__pycache__")
+        for fn in sorted(fns):
+            p = os.path.join(dp, fn)
+            if os.path.isfile(p) and not os.path.islink(p):
+                paths.append(p)
+    return paths
+
+
+def _tar_zstd_size(paths: list[str]) -> int:
+    """The size of `tar -c PATHS | zstd -3`: the baseline for stored size."""
+    import subprocess
+
+    return int(
+        subprocess.run(
+            "tar -c --no-recursion -T - | zstd -3 -c | wc -c",
+            shell=True,
+            input="\n".join(paths).encode(),
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+
+
 def compression_study(roots: list[str], frame_sizes=(64, 128, 256, 512)) -> list[dict]:
     """For each tree: `tar -c | zstd -3` against its 8 KiB pieces compressed per
     block, with a trained dictionary, and in frames; the numbers behind the
     datadir's choice (docs/STORES.md).  Data-file overhead (record headers,
     entry lengths) is included; the index is not."""
-    import subprocess
 
     rows = []
     for root in roots:
-        paths = []
-        for dp, dns, fns in os.walk(root):
-            dns[:] = sorted(d for d in dns if d != "__pycache__")
-            for fn in sorted(fns):
-                p = os.path.join(dp, fn)
-                if os.path.isfile(p) and not os.path.islink(p):
-                    paths.append(p)
-        tarz = int(
-            subprocess.run(
-                "tar -c --no-recursion -T - | zstd -3 -c | wc -c",
-                shell=True,
-                input="\n".join(paths).encode(),
-                capture_output=True,
-                check=True,
-            ).stdout
-        )
+        paths = _tree_files(root)
+        tarz = _tar_zstd_size(paths)
         seen = set()
         blocks = []
         for p in paths:
@@ -337,7 +349,6 @@ def tree_size(root: str, tmpdir=None) -> dict:
     """Store every file under `root` in a fresh datadir, cut by the project's
     chunker (8 KiB pieces if it is not built), and compare the data files with
     `tar -c | zstd -3` of the same files."""
-    import subprocess
 
     try:
         from vtstore.chunking.blockify import chunks_of
@@ -353,23 +364,8 @@ def tree_size(root: str, tmpdir=None) -> dict:
             return [data[i : i + BLOCK] for i in range(0, len(data), BLOCK)]
 
         how = "fixed 8 KiB pieces"
-    paths = []
-    for dp, dns, fns in os.walk(root):
-        dns[:] = sorted(d for d in dns if d != "__pycache__")
-        paths += [
-            os.path.join(dp, f)
-            for f in sorted(fns)
-            if os.path.isfile(os.path.join(dp, f)) and not os.path.islink(os.path.join(dp, f))
-        ]
-    tarz = int(
-        subprocess.run(
-            "tar -c --no-recursion -T - | zstd -3 -c | wc -c",
-            shell=True,
-            input="\n".join(paths).encode(),
-            capture_output=True,
-            check=True,
-        ).stdout
-    )
+    paths = _tree_files(root)
+    tarz = _tar_zstd_size(paths)
     with tempfile.TemporaryDirectory(dir=tmpdir) as d:
         t = time.perf_counter()
         with DataDir(Path(d) / "dd") as s:
