@@ -112,6 +112,19 @@ class Store:
             out.append(h)
         return out
 
+    def add_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
+        """`add_many`, also saying for each block whether it was new to the store.
+
+        Wrappers that count deduplication (ProgressStore) use it; stores that
+        can tell without hashing twice override it.
+        """
+        hs = [self.hashclass.from_data(d) for d in datas]
+        present = self.contains_many(hs)
+        fresh = [d for d, p in zip(datas, present, strict=True) if not p]
+        if fresh:
+            self.add_many(fresh)
+        return hs, [not p for p in present]
+
     def get(self, hashcode, default=None):
         """The data for `hashcode`, or `default` if absent (mapping semantics)."""
         try:

@@ -468,6 +468,10 @@ class DataDir(Store):
 
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Store each of `datas`; return their hashcodes in order."""
+        return self.add_many_reporting(datas)[0]
+
+    def add_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
+        """`add_many`, also saying for each block whether it was new."""
         self._check_writable()
         for d in datas:
             if len(d) > MAX_BLOCK_SIZE:
@@ -478,16 +482,18 @@ class DataDir(Store):
         with self._wlock:
             w = self._writer or self._open_writer()
             present = self._index.contains_many(hs)
+            new = []
             for h, d, p in zip(hs, datas, present, strict=True):
                 w = self._writer or self._open_writer()
                 size = -1 if p else w.add(h, bytes(d))
+                new.append(size >= 0)
                 if size < 0:
                     with self._clock:
                         self._dup[0] += 1
                         self._dup[1] += len(d)
                 elif size >= self.data_file_size:
                     self._rollover()
-        return hs
+        return hs, new
 
     def __len__(self) -> int:
         self._check_open()

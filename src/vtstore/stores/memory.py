@@ -18,19 +18,26 @@ class MemoryStore(Store):
 
     def add_many(self, datas) -> list[HashCode]:
         """Store each of `datas` (see `Store.add_many`): one dict probe per block."""
+        return self.add_many_reporting(datas)[0]
+
+    def add_many_reporting(self, datas) -> tuple[list[HashCode], list[bool]]:
+        """`add_many`, also saying for each block whether it was new."""
         self._check_writable()
         from_data = self.hashclass.from_data
         blocks = self._blocks
         out = []
+        flags = []
         new = []
         for data in datas:
             h = from_data(data)
-            if h not in blocks:
+            fresh = h not in blocks
+            if fresh:
                 blocks[h] = data if type(data) is bytes else bytes(data)
                 new.append(h)
             out.append(h)
+            flags.append(fresh)
         self._keys.extend(new)
-        return out
+        return out, flags
 
     def _add_new(self, hashcode: HashCode, data) -> None:
         self._blocks[hashcode] = bytes(data)

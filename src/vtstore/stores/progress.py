@@ -89,12 +89,9 @@ class ProgressStore(Store):
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Add the blocks the inner store lacks; count all of them."""
         self._check_writable()
-        hs = [self.hashclass.from_data(d) for d in datas]
         with self._request():
-            present = self.inner.contains_many(hs)
-            new = [d for d, p in zip(datas, present, strict=True) if not p]
-            if new:
-                self.inner.add_many(new)
+            hs, fresh = self.inner.add_many_reporting(datas)
+        new = [d for d, f in zip(datas, fresh, strict=True) if f]
         with self._lock:
             self.add_count += len(datas)
             self.add_bytes += sum(len(d) for d in datas)
