@@ -25,7 +25,7 @@ The outer length lets a future reader skip fields it does not know.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from threading import Lock
 
 from vtstore.codec import Reader, encode_varint
@@ -486,6 +486,41 @@ class IndirectBuilder:
         """Append several leaves."""
         for b in blocks:
             self._push(0, b)
+
+    def add_leaves(self, hashcodes: Sequence[HashCode], spans: Sequence[int]) -> None:
+        """Append `HashCodeBlock(h, span)` leaves given as two parallel sequences.
+
+        The same tree as `add_many` of those blocks, without making a block
+        object per leaf: blockify's hot path (a GiB is 130,000 leaves).
+        """
+        if not hashcodes:
+            return
+        if not self._levels:
+            self._levels.append([bytearray(), 0, 0, None])
+        lv = self._levels[0]
+        buf, total, count = lv[0], lv[1], lv[2]
+        limit = self.max_block_size
+        prefixes: dict = {}
+        for h, span in zip(hashcodes, spans, strict=True):
+            hc = type(h)
+            key = (hc, span)
+            head = prefixes.get(key)
+            if head is None:
+                if not issubclass(hc, HashCode) or span < 0:
+                    raise TypeError(f"not a leaf: {h!r}, span {span!r}")
+                body = b"\0" + encode_varint(span) + encode_varint(hc.hashid)
+                head = prefixes[key] = encode_varint(len(body) + hc.digest_size) + body
+            if count and len(buf) + len(head) + len(h) > limit:
+                lv[0], lv[1], lv[2] = buf, total, count
+                self._push(1, self._emit(lv))
+                lv = self._levels[0]
+                buf, total, count = lv[0], 0, 0
+            buf += head
+            buf += h
+            total += span
+            count += 1
+        lv[0], lv[1], lv[2] = buf, total, count
+        lv[3] = HashCodeBlock(hashcodes[-1], spans[-1])
 
     def _push(self, level: int, block: Block) -> None:
         if level == len(self._levels):

@@ -199,3 +199,29 @@ def test_blocks_are_immutable_values():
         a.span = 3
     with pytest.raises(ValueError):
         SubBlock(a, 10, 41)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spans=st.lists(st.integers(min_value=0, max_value=70000), min_size=1, max_size=400),
+    max_block=st.sampled_from([256, 1000, 4096, 65536]),
+    split=st.integers(min_value=0, max_value=400),
+    H=st.sampled_from(hashclasses()),
+)
+def test_add_leaves_builds_the_same_tree_as_add_many(spans, max_block, split, H):
+    S = MemoryStore(hashclass=H)
+    hs = [H.from_data(i.to_bytes(4, "big")) for i in range(len(spans))]
+    a = IndirectBuilder(S, max_block)
+    a.add_many(HashCodeBlock(h, n) for h, n in zip(hs, spans, strict=True))
+    b = IndirectBuilder(S, max_block)
+    b.add_leaves(hs[:split], spans[:split])  # in two calls, the second maybe empty
+    b.add_leaves(hs[split:], spans[split:])
+    assert b.close() == a.close()
+
+
+def test_add_leaves_refuses_what_is_not_a_leaf():
+    b = IndirectBuilder(MemoryStore(), 1024)
+    with pytest.raises(TypeError):
+        b.add_leaves([b"x" * 32], [10])
+    with pytest.raises(TypeError):
+        b.add_leaves([hashclasses()[0].from_data(b"x")], [-1])

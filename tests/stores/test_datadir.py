@@ -255,3 +255,23 @@ class DataDirModel(RuleBasedStateMachine):
 
 TestDataDirModel = DataDirModel.TestCase
 TestDataDirModel.settings = settings(max_examples=25, stateful_step_count=30, deadline=None)
+
+
+def test_add_many_reports_duplicates_within_a_batch_across_rollovers(tmp_path):
+    rnd = random.Random(4)
+    uniq = [rnd.randbytes(3000) for _ in range(60)]
+    batch = [uniq[i % 60] for i in range(150)]  # each block two or three times
+    buf = bytearray(b"".join(batch))
+    views = [memoryview(buf)[i * 3000 : (i + 1) * 3000] for i in range(150)]
+    with DataDir(tmp_path / "d", data_file_size=50_000, frame_size=10_000) as s:
+        hs, new = s.add_many_reporting(views)
+        buf[:] = bytes(len(buf))  # the caller reuses its buffer: the store copied
+        assert new == [True] * 60 + [False] * 90
+        assert hs == [s.hashclass.from_data(b) for b in batch]
+        assert [s[h] for h in hs[:60]] == uniq
+        s.flush()
+        assert s.info()["data_files"] >= 3
+        assert (s.info()["adds_dup"], s.info()["blocks"]) == (90, 60)
+    with DataDir(tmp_path / "d") as s:
+        assert s.fsck().ok
+        assert [s[h] for h in hs[:60]] == uniq

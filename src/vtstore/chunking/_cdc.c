@@ -634,6 +634,35 @@ static PyObject *cdc_run_byte(PyObject *Py_UNUSED(mod), PyObject *arg)
     return PyLong_FromLong(r);
 }
 
+/* The cut list of split/run_bytes as offsets, checked: increasing, after
+ * `start`, inside the `len` octets of data that begin at offset `base`. */
+static int parse_cuts(PyObject **items, Py_ssize_t n, uint64_t start, uint64_t base, uint64_t len,
+                      uint64_t *ends)
+{
+    uint64_t prev = start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long long e = PyLong_AsUnsignedLongLong(items[i]);
+        if (e == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        if (e <= prev || prev < base || e > base + len) {
+            PyErr_Format(PyExc_ValueError, "cut %llu out of order or outside the data", e);
+            return -1;
+        }
+        ends[i] = e;
+        prev = e;
+    }
+    return 0;
+}
+
+/* The byte value if s[0..len) is one value repeated, else -1; three probes
+ * reject almost every chunk before the (vectorised) self-shifted memcmp. */
+static inline int16_t run_value(const uint8_t *s, size_t len)
+{
+    if (s[0] == s[len - 1] && s[0] == s[len / 2] && (len == 1 || !memcmp(s, s + 1, len - 1)))
+        return s[0];
+    return -1;
+}
+
 PyDoc_STRVAR(split_doc,
              "split(data, start, cuts, base=0) -> (list[bytes], list[int] | None)\n\n"
              "Copy the chunks [start, cuts[0]), [cuts[0], cuts[1]), ... out of `data`,\n"
@@ -670,18 +699,9 @@ static PyObject *cdc_split(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *k
         PyErr_NoMemory();
         goto done;
     }
-    uint64_t prev = start;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned long long e = PyLong_AsUnsignedLongLong(items[i]);
-        if (e == (unsigned long long)-1 && PyErr_Occurred())
-            goto done;
-        if (e <= prev || prev < base || e > base + (uint64_t)view.len) {
-            PyErr_Format(PyExc_ValueError, "cut %llu out of order or outside the data", e);
-            goto done;
-        }
-        ends[i] = e;
-        prev = e;
-    }
+    if (parse_cuts(items, n, start, base, (uint64_t)view.len, ends) < 0)
+        goto done;
+    uint64_t prev;
     list = PyList_New(n);
     if (!list)
         goto done;
@@ -702,11 +722,8 @@ static PyObject *cdc_split(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *k
         size_t len = (size_t)(ends[i] - prev);
         const uint8_t *s = src + (prev - base);
         memcpy(dst[i], s, len);
-        rb[i] = -1;
-        if (s[0] == s[len - 1] && s[0] == s[len / 2] && (len == 1 || !memcmp(s, s + 1, len - 1))) {
-            rb[i] = s[0];
-            any_run = 1;
-        }
+        rb[i] = run_value(s, len);
+        any_run |= rb[i] >= 0;
         prev = ends[i];
     }
     Py_END_ALLOW_THREADS
@@ -735,12 +752,84 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(run_bytes_doc,
+             "run_bytes(data, start, cuts, base=0) -> list[int] | None\n\n"
+             "For the chunks [start, cuts[0]), [cuts[0], cuts[1]), ... of `data`, whose\n"
+             "first byte is at absolute offset `base`: None if no chunk is one repeated\n"
+             "byte value, else each chunk's byte value or -1.  `split` without the copy,\n"
+             "for callers that hand out views of the data; runs without the GIL.");
+
+static PyObject *cdc_run_bytes(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "start", "cuts", "base", NULL};
+    PyObject *data, *cuts_obj;
+    unsigned long long start, base = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKO|K:run_bytes", kwlist, &data, &start,
+                                     &cuts_obj, &base))
+        return NULL;
+    Py_buffer view;
+    if (get_buffer(data, &view) < 0)
+        return NULL;
+    PyObject *fast = PySequence_Fast(cuts_obj, "cuts must be a sequence of offsets");
+    PyObject *result = NULL;
+    uint64_t *ends = NULL;
+    int16_t *rb = NULL;
+    if (!fast)
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    PyObject **items = PySequence_Fast_ITEMS(fast);
+    ends = malloc((size_t)(n ? n : 1) * sizeof *ends);
+    rb = malloc((size_t)(n ? n : 1) * sizeof *rb);
+    if (!ends || !rb) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (parse_cuts(items, n, start, base, (uint64_t)view.len, ends) < 0)
+        goto done;
+    uint64_t prev;
+    int any_run = 0;
+    const uint8_t *src = view.buf;
+    Py_BEGIN_ALLOW_THREADS
+    prev = start;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        size_t len = (size_t)(ends[i] - prev);
+        const uint8_t *s = src + (prev - base);
+        rb[i] = run_value(s, len);
+        any_run |= rb[i] >= 0;
+        prev = ends[i];
+    }
+    Py_END_ALLOW_THREADS
+    if (!any_run) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = PyList_New(n);
+    if (!result)
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromLong(rb[i]);
+        if (!v) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, v);
+    }
+done:
+    Py_XDECREF(fast);
+    free(ends);
+    free(rb);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef cdc_methods[] = {
     {"cut_offsets", (PyCFunction)(void (*)(void))cdc_cut_offsets, METH_VARARGS | METH_KEYWORDS,
      cut_offsets_doc},
     {"gear_table", (PyCFunction)cdc_gear_table, METH_NOARGS, gear_table_doc},
     {"run_byte", (PyCFunction)cdc_run_byte, METH_O, run_byte_doc},
     {"split", (PyCFunction)(void (*)(void))cdc_split, METH_VARARGS | METH_KEYWORDS, split_doc},
+    {"run_bytes", (PyCFunction)(void (*)(void))cdc_run_bytes, METH_VARARGS | METH_KEYWORDS,
+     run_bytes_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vtstore.blocks import MAX_LITERAL, HashCodeBlock, IndirectBuilder, LiteralBlock, RLEBlock
-from vtstore.chunking._cdc import split
+from vtstore.buffers import HUGE_PAGE, fresh_buffer, is_immutable
+from vtstore.chunking._cdc import run_bytes
 from vtstore.chunking.params import DEFAULT_PARAMS, ChunkParams
 from vtstore.chunking.scanners.base import LOOKAHEAD, GuardedScanner, Scanner
 from vtstore.chunking.scanners.detect import SNIFF_BYTES, scanner_for
@@ -125,12 +126,61 @@ class SourceError(VTError):
 # -- the cutter ------------------------------------------------------------------
 
 
-class _Cutter:
-    """Scanner + chunker over a source; yields batches of chunk bytes.
+#: read buffers a recycling pool may have out at once: the queue's, the
+#: consumer's, and the cutter's current and next one
+POOL_LIMIT = QUEUE_DEPTH + 3
 
-    A batch is `(chunks, runs)`: the chunk bytes in order, and `runs`, None
-    if no chunk in the batch is one repeated byte, else a list giving each
-    chunk's byte value or -1.
+
+class _Buffers:
+    """Where the cutter's read buffers come from.
+
+    `recycle`: the store copies what it keeps, so a buffer goes back to the
+    pool once its batch is stored and is filled again (warm memory, no page
+    faults).  Otherwise every buffer is a new `ImmutableBuffer` that is never
+    written after its chunks are handed out, so the store may keep views of
+    it (the memory store does: zero copies from the file to the store).
+    """
+
+    def __init__(self, recycle: bool, stop: threading.Event | None = None):
+        self.recycle = recycle
+        self.stop = stop
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._made = 0
+
+    def take(self, size: int):
+        if not self.recycle:
+            return fresh_buffer(size)
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._made < POOL_LIMIT:
+            self._made += 1
+            return bytearray(size)
+        while True:  # all out: wait for the consumer to give one back
+            try:
+                return self._free.get(timeout=0.1)
+            except queue.Empty:
+                if self.stop is not None and self.stop.is_set():
+                    raise _Stopped from None
+
+    def give_back(self, buf) -> None:
+        if self.recycle and buf is not None:
+            self._free.put(buf)
+
+
+class _Stopped(Exception):
+    """The consumer went away while the cutter waited for a buffer."""
+
+
+class _Cutter:
+    """Scanner + chunker over a source; yields batches of chunks.
+
+    A batch is `(chunks, runs, buf)`: the chunks in order as memoryviews of
+    `buf` (give it back with `buffers.give_back` once they are stored), and
+    `runs`, None if no chunk in the batch is one repeated byte, else a list
+    giving each chunk's byte value or -1.  A batch's buffer is never written
+    again by the cutter.
     """
 
     def __init__(
@@ -150,6 +200,7 @@ class _Cutter:
         self.guard = GuardedScanner(scanner, label) if scanner is not None else None
         self.stats = stats
         self.buffer_size = buffer_size
+        self.buffers = _Buffers(recycle=False)
         # the lag: with no scanner, nothing to wait for
         self.lag = LOOKAHEAD if scanner is not None else 0
 
@@ -164,10 +215,12 @@ class _Cutter:
             self.chunker.feed(b"", props)
 
     @staticmethod
-    def _emit(mv, wstart: int, start: int, cuts: list[int]):
-        return split(mv, start, cuts, wstart)
+    def _emit(mv, wstart: int, start: int, cuts: list[int], buf):
+        offs = [start - wstart, *(c - wstart for c in cuts)]
+        chunks = [mv[a:b] for a, b in zip(offs, offs[1:], strict=False)]
+        return chunks, run_bytes(mv, start, cuts, wstart), buf
 
-    def batches(self) -> Iterator[tuple[list[bytes], list[int] | None]]:
+    def batches(self) -> Iterator[tuple[list[memoryview], list[int] | None, object]]:
         """The chunks of the whole source, a buffer's worth at a time."""
         if self.data is not None:
             return self._batches_memory()
@@ -188,7 +241,7 @@ class _Cutter:
             if final:
                 cuts += ch.finish()
             if cuts:
-                yield self._emit(mv, 0, start, cuts)
+                yield self._emit(mv, 0, start, cuts, None)
                 start = cuts[-1]
             if final:
                 self.stats.length = n
@@ -196,20 +249,19 @@ class _Cutter:
 
     def _batches_stream(self):
         bs = self.buffer_size
-        # the window holds stream bytes [wstart, wend): from the last cut to
-        # what was read; after each round less than max_size + lag remain
-        cap = bs + self.params.max_size + self.lag
-        window = bytearray(cap)
-        mv = memoryview(window)
+        # a buffer holds stream bytes [wstart, wend): from the last cut to what
+        # was read; after each round less than max_size + lag remain, and they
+        # move to the next buffer before this one's chunks are handed out
+        # (rounded up to whole huge pages, and filled: see vtstore.buffers)
+        cap = -(-(bs + self.params.max_size + self.lag) // HUGE_PAGE) * HUGE_PAGE
+        buffers = self.buffers
+        buf = buffers.take(cap)
+        mv = memoryview(buf)
         wstart = wend = start = 0
         ch = self.chunker
         while True:
-            if start > wstart:  # drop the bytes before the last cut
-                keep = wend - start
-                mv[:keep] = mv[start - wstart : wend - wstart]
-                wstart = start
             w = wend - wstart
-            n = self.reader.read_into(mv[w : w + min(bs, cap - w)])
+            n = self.reader.read_into(mv[w:])
             final = n == 0
             self._scan(mv[w : w + n], ch.position, final, wend + n)
             wend += n
@@ -217,11 +269,24 @@ class _Cutter:
             cuts = ch.feed(mv[ch.position - wstart : upto - wstart])
             if final:
                 cuts += ch.finish()
-            if cuts:
-                yield self._emit(mv, wstart, start, cuts)
-                start = cuts[-1]
             if final:
                 self.stats.length = wend
+            if not cuts:
+                if final:
+                    buffers.give_back(buf)
+                    return
+                continue
+            batch = self._emit(mv, wstart, start, cuts, buf)
+            start = cuts[-1]
+            if not final:
+                keep = wend - start
+                buf = buffers.take(cap)
+                nmv = memoryview(buf)
+                nmv[:keep] = mv[start - wstart : wend - wstart]
+                mv = nmv
+                wstart = start
+            yield batch
+            if final:
                 return
 
 
@@ -237,6 +302,8 @@ def _run_cutter(cutter: _Cutter, q: queue.Queue, stop: threading.Event) -> None:
             if stop.is_set():
                 return
         q.put(None)
+    except _Stopped:
+        return
     except BaseException as e:  # noqa: BLE001 - handed to the consumer
         q.put(e)
 
@@ -244,6 +311,7 @@ def _run_cutter(cutter: _Cutter, q: queue.Queue, stop: threading.Event) -> None:
 def _batches_threaded(cutter: _Cutter) -> Iterator:
     q: queue.Queue = queue.Queue(maxsize=QUEUE_DEPTH)
     stop = threading.Event()
+    cutter.buffers.stop = stop
     t = threading.Thread(target=_run_cutter, args=(cutter, q, stop), name="vt-cutter", daemon=True)
     t.start()
     try:
@@ -357,8 +425,9 @@ def chunks_of(
     stats = stats if stats is not None else BlockifyStats()
     cutter, reader = _prepare(source, params, scanner, name, mime_type, stats, buffer_size)
     try:
-        for chunks, _runs in cutter.batches():
-            yield from chunks
+        for chunks, _runs, _buf in cutter.batches():
+            for c in chunks:
+                yield bytes(c)
     finally:
         _finish_stats(cutter, stats)
         if reader is not None:
@@ -400,16 +469,24 @@ def blockify(
     cutter, reader = _prepare(source, params, scanner, name, mime_type, stats, buffer_size)
     builder = IndirectBuilder(store, max_block_size or max(params.max_size, 256))
     add_many = store.add_many
+    copies = bool(getattr(store, "add_copies", False))
+    # zero copy: a store that copies gets recycled buffers; any other gets
+    # immutable ones it may keep views of (the memory store keeps them)
+    cutter.buffers = _Buffers(recycle=copies and not getattr(store, "keeps_views", False))
+    give_back = cutter.buffers.give_back
     run_octet = -1
     run_span = 0
     batches = _batches_threaded(cutter) if threaded else cutter.batches()
     try:
-        for chunks, runs in batches:
+        for chunks, runs, buf in batches:
+            if not copies and buf is None:  # views of the caller's data
+                chunks = [c if is_immutable(c) else bytes(c) for c in chunks]
             if runs is None and run_span == 0 and min(map(len, chunks)) > MAX_LITERAL:
                 # the common case: every chunk is stored
                 hashes = add_many(chunks)
-                builder.add_many(map(HashCodeBlock, hashes, map(len, chunks)))
+                builder.add_leaves(hashes, [len(c) for c in chunks])
                 stats.stored += len(chunks)
+                give_back(buf)
                 continue
             if runs is None:
                 runs = [-1] * len(chunks)
@@ -428,12 +505,13 @@ def blockify(
                     leaves.append(_run_block(run_octet, run_span, stats))
                     run_octet, run_span = -1, 0
                 if len(c) <= MAX_LITERAL:
-                    leaves.append(LiteralBlock(c))
+                    leaves.append(LiteralBlock(bytes(c)))
                     stats.literal += 1
                 else:
                     leaves.append(len(to_store))
                     to_store.append(c)
             hashes = add_many(to_store) if to_store else []
+            give_back(buf)
             stats.stored += len(to_store)
             builder.add_many(
                 HashCodeBlock(hashes[x], len(to_store[x])) if type(x) is int else x for x in leaves

@@ -32,6 +32,14 @@ class Store:
     batching (LMDB transactions, pipelined network requests) override.
     """
 
+    #: True if `add_many` copies what it keeps of the data it is given (or keeps
+    #: only immutable buffers, `vtstore.buffers.is_immutable`), so a caller may
+    #: reuse its buffers as soon as the call returns.  Unknown stores: False.
+    add_copies: bool = False
+    #: True if the store keeps views of immutable buffers instead of copying
+    #: them: blockify then reads into fresh buffers rather than recycling its own
+    keeps_views: bool = False
+
     def __init__(
         self,
         name: str | None = None,
@@ -101,15 +109,13 @@ class Store:
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Store each of `datas`; return their hashcodes in order."""
         self._check_writable()
-        from_data = self.hashclass.from_data
+        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
+        out = self.hashclass.from_data_many(datas)
         contains = self._contains
         add_new = self._add_new
-        out = []
-        for data in datas:
-            h = from_data(data)
+        for h, data in zip(out, datas, strict=True):
             if not contains(h):
                 add_new(h, data)
-            out.append(h)
         return out
 
     def add_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
@@ -118,7 +124,8 @@ class Store:
         Wrappers that count deduplication (ProgressStore) use it; stores that
         can tell without hashing twice override it.
         """
-        hs = [self.hashclass.from_data(d) for d in datas]
+        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
+        hs = self.hashclass.from_data_many(datas)
         present = self.contains_many(hs)
         fresh = [d for d, p in zip(datas, present, strict=True) if not p]
         if fresh:

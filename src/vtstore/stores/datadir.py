@@ -82,6 +82,9 @@ class DataDir(Store):
     created on the first write.
     """
 
+    #: blocks are copied into the frame being built (see RecordWriter.add_many)
+    add_copies = True
+
     def __init__(
         self,
         path,
@@ -478,21 +481,31 @@ class DataDir(Store):
                 raise StoreError(
                     f"block of {len(d)} octets exceeds the maximum of {MAX_BLOCK_SIZE}"
                 )
-        hs = [self.hashclass.from_data(d) for d in datas]
+        hs = self.hashclass.from_data_many(datas)
         with self._wlock:
             w = self._writer or self._open_writer()
             present = self._index.contains_many(hs)
-            new = []
-            for h, d, p in zip(hs, datas, present, strict=True):
+            new = [False] * len(hs)
+            todo = [(i, h) for i, (h, p) in enumerate(zip(hs, present, strict=True)) if not p]
+            while todo:
                 w = self._writer or self._open_writer()
-                size = -1 if p else w.add(h, bytes(d))
-                new.append(size >= 0)
-                if size < 0:
-                    with self._clock:
-                        self._dup[0] += 1
-                        self._dup[1] += len(d)
-                elif size >= self.data_file_size:
+                taken, fresh, size = w.add_many(
+                    [(h, datas[i]) for i, h in todo], self.data_file_size
+                )
+                for (i, _), f in zip(todo, fresh, strict=False):
+                    new[i] = f
+                todo = todo[taken:]
+                if size >= self.data_file_size:
                     self._rollover()
+                    # what the old file held is in the index now
+                    if todo:
+                        again = self._index.contains_many([h for _, h in todo])
+                        todo = [x for x, p in zip(todo, again, strict=True) if not p]
+            dups = [len(d) for d, f in zip(datas, new, strict=True) if not f]
+            if dups:
+                with self._clock:
+                    self._dup[0] += len(dups)
+                    self._dup[1] += sum(dups)
         return hs, new
 
     def __len__(self) -> int:

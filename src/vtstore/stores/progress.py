@@ -84,6 +84,16 @@ class ProgressStore(Store):
         """The inner store's chunking parameters."""
         return self.inner.chunk_params
 
+    @property
+    def add_copies(self) -> bool:
+        """Whether the inner store copies what it is given (see `Store`)."""
+        return getattr(self.inner, "add_copies", False)
+
+    @property
+    def keeps_views(self) -> bool:
+        """Whether the inner store keeps views of immutable buffers."""
+        return getattr(self.inner, "keeps_views", False)
+
     # -- the store -----------------------------------------------------------
 
     def add_many(self, datas: Sequence) -> list[HashCode]:

@@ -102,6 +102,49 @@ class RecordWriter:
             self._submit_frame()
         return size
 
+    def add_many(self, items, limit: int) -> tuple[int, list[bool], int]:
+        """Queue `(h, data)` pairs (hashcodes known not to be in the index) until
+        the file reaches `limit` octets.
+
+        Return `(taken, new, size)`: how many pairs were queued, for each whether
+        it was new (not pending already), and the file size they make.  One lock
+        round per frame instead of per block: this is the datadir's hot path.
+        """
+        if self.failed is not None or self.closed:
+            self._check()
+        new: list[bool] = []
+        taken = 0
+        n = len(items)
+        size = 0
+        while taken < n:
+            full = False
+            with self._lock:
+                building, inflight, uncommitted = self._building, self._inflight, self._uncommitted
+                bsize = self._building_size
+                base = self._offset + self._inflight_size
+                fsize = self.frame_size
+                while taken < n:
+                    h, data = items[taken]
+                    taken += 1
+                    if h in building or h in inflight or h in uncommitted:
+                        new.append(False)
+                        continue
+                    building[h] = data if type(data) is bytes else bytes(data)
+                    bsize += len(data) + 3
+                    new.append(True)
+                    if bsize >= fsize:
+                        full = True
+                        break
+                    if base + bsize >= limit:
+                        break
+                self._building_size = bsize
+                size = base + bsize
+            if full:
+                self._submit_frame()
+            if size >= limit:
+                break
+        return taken, new, size
+
     def lookup(self, h):
         """Block bytes still in memory, an `IndexEntry` if written but not
         committed, else None."""
