@@ -1,4 +1,9 @@
-"""Build glue for the native chunker extension (everything else is in pyproject.toml)."""
+"""Build glue for the native extensions (everything else is in pyproject.toml).
+
+The BLAKE3 extension builds with the compiler's default target: its AVX2 and
+AVX-512 code is in functions marked __attribute__((target(...))) and chosen at
+import time from what the CPU supports, so one build runs on any x86-64.
+"""
 
 from setuptools import Extension, setup
 
@@ -8,6 +13,11 @@ setup(
             "vtstore.chunking._cdc",
             sources=["src/vtstore/chunking/_cdc.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
-        )
+        ),
+        Extension(
+            "vtstore._blake3",
+            sources=["src/vtstore/_blake3.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
+        ),
     ]
 )

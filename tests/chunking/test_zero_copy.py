@@ -7,10 +7,10 @@ import os
 import random
 
 import pytest
+from vtstore.chunking._cdc import run_bytes, split
 
 from vtstore.blocks import MAX_LITERAL
 from vtstore.buffers import ImmutableBuffer, fresh_buffer, is_immutable
-from vtstore.chunking._cdc import run_bytes, split
 from vtstore.chunking.blockify import blockify
 from vtstore.hashes import hashclasses
 from vtstore.stores.base import Store
@@ -132,9 +132,10 @@ def test_run_bytes_agrees_with_split():
             cuts.append(len(data))
         base = rnd.randint(0, 1000)
         start = base
-        assert run_bytes(data, start, [c + base for c in cuts], base) == split(
-            data, start, [c + base for c in cuts], base
-        )[1]
+        assert (
+            run_bytes(data, start, [c + base for c in cuts], base)
+            == split(data, start, [c + base for c in cuts], base)[1]
+        )
     with pytest.raises(ValueError):
         run_bytes(b"abc", 0, [2, 1])
     with pytest.raises(ValueError):
@@ -143,7 +144,13 @@ def test_run_bytes_agrees_with_split():
 
 @pytest.mark.parametrize("H", hashclasses(), ids=lambda h: h.hashname)
 def test_from_data_many_agrees_with_from_data(H):
-    datas = [b"", b"a", os.urandom(MAX_LITERAL + 1), memoryview(os.urandom(70000))[5:], bytearray(3)]
+    datas = [
+        b"",
+        b"a",
+        os.urandom(MAX_LITERAL + 1),
+        memoryview(os.urandom(70000))[5:],
+        bytearray(3),
+    ]
     many = H.from_data_many(datas)
     assert many == [H.from_data(d) for d in datas]
     assert all(type(h) is H for h in many)

@@ -10,6 +10,7 @@ from vtstore.errors import VTError
 
 SUITES = {
     "chunk": ("bench_chunk.py", "chunker, chunk+hash and blockify speed beside b3sum/sha256sum"),
+    "hash": ("bench_hash.py", "the native batch BLAKE3 beside b3sum, the blake3 package, sha256"),
     "store": ("bench_store.py", "memory and datadir add/get speed beside raw blake3+zstd"),
     "net": ("bench_net.py", "block server over TCP and UNIX sockets beside the local store"),
     "tree": ("bench_tree.py", "pack/unpack of a generated tree beside restic and borg"),

@@ -21,12 +21,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from vtstore.errors import StoreError
+from vtstore.stores.direct import DirectAppender, DirectUnsupported
 from vtstore.stores.index import IndexEntry
 from vtstore.stores.vtd import DEFAULT_FRAME_SIZE, DEFAULT_ZSTD_LEVEL, FrameEncoder
 
 MAX_INFLIGHT = 3
-COMMIT_COUNT = 4096
-COMMIT_BYTES = 32 * 1024 * 1024
+#: a durable commit every this many blocks or bytes (and at every flush): each
+#: commit rewrites the index pages its entries land in, so rarer is cheaper
+COMMIT_COUNT = 16384
+COMMIT_BYTES = 128 * 1024 * 1024
 
 CommitFn = Callable[[list[tuple[bytes, IndexEntry]], int], None]
 
@@ -46,6 +49,7 @@ class RecordWriter:
         compress: bool = True,
         commit_count: int = COMMIT_COUNT,
         commit_bytes: int = COMMIT_BYTES,
+        direct: bool = True,
     ):
         self.fd = fd
         self.path = path
@@ -71,6 +75,13 @@ class RecordWriter:
         self._commit_lock = threading.Lock()
         self.failed: BaseException | None = None
         self.closed = False
+        # appends bypass the page cache where the file system allows
+        self._direct: DirectAppender | None = None
+        if direct and os.environ.get("VT_DIRECT_IO", "1") != "0":
+            try:
+                self._direct = DirectAppender(path, fd, offset)
+            except OSError:
+                self._direct = None
 
     # -- caller side ----------------------------------------------------------
 
@@ -190,11 +201,13 @@ class RecordWriter:
         with self._lock:
             idle = not self._futures and not self._uncommitted and self._offset == self._committed
         if idle:
+            self._trim()
             return
         while self._futures:
             self._futures.popleft().result()
         if self._cfut is not None:
             self._cfut.result()
+        self._trim()
         self._commit()
 
     def close(self) -> None:
@@ -213,6 +226,24 @@ class RecordWriter:
                 if ex is not None:
                     ex.shutdown(wait=True)
             self._exec = self._cexec = None
+            if self.failed is None:
+                try:
+                    self._trim()
+                except OSError:
+                    pass
+            self._stop_direct()
+
+    def _trim(self) -> None:
+        """Cut the zero padding of O_DIRECT writes off the end (writer idle)."""
+        d = self._direct
+        if d is not None and d.padded and self.failed is None:
+            os.ftruncate(self.fd, self._offset)
+            d.trimmed()
+
+    def _stop_direct(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
 
     # -- writer thread --------------------------------------------------
 
@@ -241,9 +272,19 @@ class RecordWriter:
             pos = self._offset
             end = pos + enc.size
             parts = enc.parts
-            if len(parts) > 512:  # past IOV_MAX: one buffer
-                parts = [enc.record]
-            n = os.pwritev(self.fd, parts, pos)
+            if self._direct is not None:
+                try:
+                    self._direct.write(parts, pos, enc.size)
+                    n = enc.size
+                except DirectUnsupported:
+                    self._stop_direct()
+                    n = 0
+            else:
+                n = 0
+            if n == 0:
+                if len(parts) > 512:  # past IOV_MAX: one buffer
+                    parts = [enc.record]
+                n = os.pwritev(self.fd, parts, pos)
             if n < enc.size:  # a short write: finish the rest plainly
                 rec = memoryview(enc.record)[n:]
                 pos += n
