@@ -15,6 +15,11 @@ setup(
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension(
+            "vtstore.tree._treecodec",
+            sources=["src/vtstore/tree/_treecodec.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
+        ),
+        Extension(
             "vtstore._blake3",
             sources=["src/vtstore/_blake3.c"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],

@@ -32,7 +32,7 @@ from vtstore.blocks import (
 )
 from vtstore.codec import Reader, encode_bytes, encode_varint
 from vtstore.errors import FormatError
-from vtstore.tree.dirent import T_DIR, Dirent, check_name, decode_dirent, fsenc
+from vtstore.tree.dirent import T_DIR, Dirent, check_name, decode_dirent, fsdec, fsenc
 from vtstore.tree.meta import Meta
 
 DIR_VERSION = 1
@@ -51,13 +51,30 @@ def encode_dir_block(
     max_block_size: int = DEFAULT_MAX_BLOCK_SIZE,
 ) -> Block:
     """Store the directory of `entries` (any order) and return its top block."""
-    byname: dict[bytes, Dirent] = {}
+    encoded = []
     for e in entries:
         check_name(e.name, allow_empty=False)
-        key = fsenc(e.name)
+        encoded.append((fsenc(e.name), e.encode()))
+    return encode_dir_entries(encoded, store, salt, max_block_size)
+
+
+def encode_dir_entries(
+    encoded: Iterable[tuple[bytes, bytes]],
+    store,
+    salt: bytes | None = None,
+    max_block_size: int = DEFAULT_MAX_BLOCK_SIZE,
+) -> Block:
+    """Store a directory given as `(name octets, binary dirent)` pairs (any order).
+
+    The pairs are trusted to agree (the name is the dirent's, checked by the
+    caller): this is how the importer writes back unchanged entries in the
+    octets they were read as, without decoding and encoding them again.
+    """
+    byname: dict[bytes, bytes] = {}
+    for key, raw in encoded:
         if key in byname:
-            raise FormatError(f"duplicate name {e.name!r} in directory")
-        byname[key] = e
+            raise FormatError(f"duplicate name {fsdec(key)!r} in directory")
+        byname[key] = raw
     header = encode_varint(DIR_VERSION) + encode_varint(DF_SALTED if salt else 0)
     if salt:
         header += encode_bytes(salt)
@@ -65,12 +82,15 @@ def encode_dir_block(
     piece = bytearray(header)
     target = max_block_size // 2
     start_piece = True
+    crc32 = zlib.crc32
     for key in sorted(byname):
         if start_piece and salt:
             piece += b"\0" + encode_bytes(_chaff(salt, key))
         start_piece = False
-        piece += encode_bytes(byname[key].encode())
-        if (zlib.crc32(key) & _CUT_MASK) == 0 or len(piece) >= target:
+        raw = byname[key]
+        piece += encode_varint(len(raw))
+        piece += raw
+        if (crc32(key) & _CUT_MASK) == 0 or len(piece) >= target:
             builder.add(block_for(bytes(piece), store, max_block_size))
             piece = bytearray()
             start_piece = True

@@ -8,7 +8,14 @@ ACLs included).
 
 With a previous state of the same tree, a file whose size, mtime_ns and ctime_ns
 are unchanged reuses the previous dirent's content block without reading the file
-(the "stat cache"; ctime changes on any write, chmod or rename of the inode).
+(the "stat cache"; ctime changes on any write, chmod or rename of the inode).  A
+directory whose own ctime and mtime are unchanged keeps its stored metadata the
+same way, and one whose entries are all unchanged too is kept as it is.  The
+previous directories are read as `EncodedEntry`s (`vtstore.tree.dirscan`): only
+what the comparison needs is decoded, and an unchanged entry in a changed
+directory is written back as the octets it was stored as.  So the re-import of an
+unchanged tree lstats every object but decodes no dirent, reads no file, xattr or
+user name, and stores nothing.
 
 File contents are blockified in a small thread pool, so reading, chunking, hashing
 and compressing overlap on all cores (the hashers, zstd and the chunker release
@@ -28,8 +35,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from vtstore.blocks import Block
-from vtstore.tree.dir import dir_entries, make_dir
+from vtstore.blocks import Block, LiteralBlock
+from vtstore.codec import encode_varint
+from vtstore.tree.dir import DIR_VERSION, encode_dir_entries
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -40,7 +48,9 @@ from vtstore.tree.dirent import (
     T_SYMLINK,
     Dirent,
     fsdec,
+    fsenc,
 )
+from vtstore.tree.dirscan import PLAIN_DIR_FIELDS, EncodedEntry, scan_dir_data
 from vtstore.tree.meta import Meta
 
 log = logging.getLogger(__name__)
@@ -127,21 +137,23 @@ _TYPE_OF_MODE = {
 }
 
 
-def _unchanged(prev: Dirent, st) -> bool:
+def _unchanged(prev: EncodedEntry, st) -> bool:
     """Whether `prev` still describes the (non-directory, unlinked) object of `st`.
 
     Any write, chmod, chown, xattr change or rename of an inode updates its
     ctime, so equal ctime, mtime, size and type mean the stored dirent is exact.
     """
-    m = prev.meta
     return (
-        m is not None
-        and m.ctime_ns == st.st_ctime_ns
-        and m.mtime_ns == st.st_mtime_ns
-        and prev.ino is None
+        prev.ctime_ns == st.st_ctime_ns
+        and prev.mtime_ns == st.st_mtime_ns
+        and not prev.has_ino
         and prev.type == _TYPE_OF_MODE.get(statmod.S_IFMT(st.st_mode))
-        and (prev.type != T_FILE or (prev.block is not None and prev.block.span == st.st_size))
+        and (prev.type != T_FILE or prev.span == st.st_size)
     )
+
+
+_NAME_BIT = 1 << 1
+_EMPTY_DIR = LiteralBlock(encode_varint(DIR_VERSION) + encode_varint(0))
 
 
 def default_file_blockifier(path: str, store, name: str, mime_type: str | None, size: int) -> Block:
@@ -212,11 +224,14 @@ class Importer:
             name = fsdec(os.fsencode(os.path.basename(os.path.normpath(path))))
             if name in ("", ".", "..", "/"):
                 name = ""
+        prev = EncodedEntry.from_dirent(previous) if previous is not None else None
         with ThreadPoolExecutor(self.workers, thread_name_prefix="vt-import") as pool:
             self._pool = pool
             try:
-                fut = self._entry(path, name, st, previous)
-                return fut.result() if isinstance(fut, Future) else fut
+                item = self._entry(os.fsencode(path), fsenc(name), st, prev)
+                if isinstance(item, Future):
+                    item = item.result()
+                return item.dirent() if isinstance(item, EncodedEntry) else item
             finally:
                 self._pool = None
 
@@ -226,24 +241,31 @@ class Importer:
         with self.stats.lock:
             self.stats.errors.append(msg)
 
-    def _entry(self, path: str, name: str, st, previous: Dirent | None):
-        """A dirent, or a Future of one for regular files."""
-        mode = st.st_mode
-        if statmod.S_ISDIR(mode):
-            return self._dir(path, name, st, previous)
+    def _entry(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None):
+        """The entry for the object at `bpath` named `key`: the previous entry
+        itself when it is unchanged, else a Dirent or a Future of one (files)."""
+        if statmod.S_ISDIR(st.st_mode):
+            return self._dir(bpath, key, st, previous)
         if previous is not None and st.st_nlink == 1 and _unchanged(previous, st):
             # same ctime: neither content, metadata nor xattrs changed since the
             # previous state, so its dirent stands as it is (no read, no listxattr)
-            with self.stats.lock:
-                if previous.type == T_FILE:
-                    self.stats.files += 1
-                    self.stats.files_reused += 1
-                    self.stats.bytes_reused += st.st_size
-                else:
-                    self.stats.others += 1
-            if self.on_file and previous.type == T_FILE:
-                self.on_file(self.stats)
+            stats = self.stats
+            if previous.type == T_FILE:
+                with stats.lock:
+                    stats.files += 1
+                    stats.files_reused += 1
+                    stats.bytes_reused += st.st_size
+                if self.on_file:
+                    self.on_file(stats)
+            else:
+                with stats.lock:
+                    stats.others += 1
             return previous
+        return self._new_entry(fsdec(bpath), fsdec(key), st, previous)
+
+    def _new_entry(self, path: str, name: str, st, previous: EncodedEntry | None):
+        """A Dirent (or a Future of one) for a changed or new non-directory."""
+        mode = st.st_mode
         xattrs = read_xattrs(path)
         meta = meta_of(st, xattrs)
         if statmod.S_ISREG(mode):
@@ -277,15 +299,13 @@ class Importer:
             return Dirent(T_SOCKET, name=name, meta=meta)
         raise OSError(f"unsupported file type {statmod.S_IFMT(mode):o}")
 
-    def _file(self, path, name, st, meta, gid, previous):
-        prev = previous if previous is not None and previous.type == T_FILE else None
+    def _file(self, path, name, st, meta, gid, previous: EncodedEntry | None):
         if (
-            prev is not None
-            and prev.block is not None
-            and prev.meta is not None
-            and prev.block.span == st.st_size
-            and prev.meta.mtime_ns == st.st_mtime_ns
-            and prev.meta.ctime_ns == st.st_ctime_ns
+            previous is not None
+            and previous.type == T_FILE
+            and previous.span == st.st_size
+            and previous.mtime_ns == st.st_mtime_ns
+            and previous.ctime_ns == st.st_ctime_ns
         ):
             with self.stats.lock:
                 self.stats.files += 1
@@ -293,7 +313,7 @@ class Importer:
                 self.stats.bytes_reused += st.st_size
             if self.on_file:
                 self.on_file(self.stats)
-            return Dirent(T_FILE, name=name, meta=meta, block=prev.block, ino=gid)
+            return Dirent(T_FILE, name=name, meta=meta, block=previous.block(), ino=gid)
 
         def work():
             block = self.blockifier(path, self.store, name, meta.mime_type, st.st_size)
@@ -310,55 +330,76 @@ class Importer:
             return work()
         return self._pool.submit(work)
 
-    def _dir(self, path: str, name: str, st, previous: Dirent | None) -> Dirent:
-        prev_entries: dict[str, Dirent] = {}
-        if previous is not None and previous.is_dir:
+    def _dir(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None):
+        prev_block = None
+        prev_entries: dict[bytes, EncodedEntry] = {}
+        same_meta = False
+        if previous is not None and previous.type == T_DIR:
+            # the stat cache for the directory itself: its ctime changes with
+            # any chmod, chown or xattr change, so its metadata is the stored one
+            same_meta = previous.ctime_ns == st.st_ctime_ns and previous.mtime_ns == st.st_mtime_ns
             try:
-                prev_entries = {e.name: e for e in dir_entries(previous, self.store)}
+                prev_block = previous.block()
+                if prev_block is not None:
+                    data = prev_block.data(self.store)
+                    entries, _ = scan_dir_data(data)
+                    prev_entries = {e.key: e for e in entries}
             except Exception as e:  # a damaged previous state only costs reuse
-                log.warning("%s: previous state unreadable (%s); reading everything", path, e)
-        xattrs = read_xattrs(path)
-        meta = meta_of(st, xattrs)
+                log.warning(
+                    "%s: previous state unreadable (%s); reading everything", fsdec(bpath), e
+                )
+                prev_entries = {}
+        meta = None if same_meta else meta_of(st, read_xattrs(fsdec(bpath)))
         try:
-            with os.scandir(os.fsencode(path)) as it:
-                names = sorted(e.name for e in it)
+            names = sorted(os.listdir(bpath))
         except OSError as e:
-            self._error(path, e)
+            self._error(fsdec(bpath), e)
             names = []
+        prefix = bpath if bpath.endswith(b"/") else bpath + b"/"
+        one_fs = self.one_filesystem
+        lstat = os.lstat
+        entry = self._entry
+        get_prev = prev_entries.get
         pending: list = []
         for bname in names:
-            sub = os.path.join(path, fsdec(bname))
-            subpath = os.path.join(os.fsencode(path), bname)
-            ename = fsdec(bname)
+            subpath = prefix + bname
             try:
-                sst = os.lstat(subpath)
-                if (
-                    self.one_filesystem
-                    and statmod.S_ISDIR(sst.st_mode)
-                    and sst.st_dev != self._root_dev
-                ):
+                sst = lstat(subpath)
+                if one_fs and statmod.S_ISDIR(sst.st_mode) and sst.st_dev != self._root_dev:
                     continue
-                pending.append(
-                    (sub, self._entry(fsdec(subpath), ename, sst, prev_entries.get(ename)))
-                )
+                pending.append((subpath, bname, entry(subpath, bname, sst, get_prev(bname))))
             except OSError as e:
-                self._error(sub, e)
-        entries = []
-        for sub, item in pending:
+                self._error(fsdec(subpath), e)
+        items: list = []
+        same = len(pending) == len(prev_entries)
+        for subpath, bname, item in pending:
             if isinstance(item, Future):
                 try:
                     item = item.result()
                 except OSError as e:
-                    self._error(sub, e)
+                    self._error(fsdec(subpath), e)
+                    same = False
                     continue
-            entries.append(item)
+            if same:
+                prev = get_prev(bname)
+                same = item is prev or (prev is not None and item == prev.dirent())
+            items.append((bname, item))
         with self.stats.lock:
             self.stats.dirs += 1
-        if previous is not None and previous.block is not None and prev_entries:
-            if entries == list(prev_entries.values()):
-                # nothing below changed: the previous encoding is this one too
-                return Dirent(T_DIR, name=name, meta=meta, block=previous.block)
-        return make_dir(entries, self.store, name=name, meta=meta)
+        if prev_block is not None and prev_entries and same:
+            # nothing below changed: the previous encoding is this one too
+            block = prev_block
+        elif items:
+            # unchanged entries are written back as the octets they were read as
+            block = encode_dir_entries(((k, e.encode()) for k, e in items), self.store)
+        else:
+            block = _EMPTY_DIR
+        if same_meta and block == prev_block and previous.fields | _NAME_BIT == PLAIN_DIR_FIELDS:
+            if previous.key == key:
+                return previous
+        if meta is None:
+            meta = previous.dirent().meta
+        return Dirent(T_DIR, name=fsdec(key), meta=meta, block=block)
 
 
 def import_tree(

@@ -1,0 +1,385 @@
+/* _treecodec: the C `scan_dirent` of vtstore.tree.dirscan.
+ *
+ * It recognises a dirent in canonical form (the octets Dirent.encode writes) and
+ * returns the summary the importer's stat cache needs, or None for anything else;
+ * see dirscan.py, whose pure-Python `py_scan_dirent` is the reference this must
+ * agree with exactly (the tests run both over the same inputs).  Nothing here
+ * raises for bad input: None hands the entry to the full Python decoder, which
+ * judges it.  Varints are the format's canonical big-endian base-128, at most 10
+ * octets (70 bits), so values are carried in unsigned __int128.
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+__extension__ typedef unsigned __int128 u128; /* a GCC and Clang extension */
+
+#define MAX_VARINT_OCTETS 10
+#define MAX_LITERAL_SPAN (32 * 64)
+
+/* One canonical varint at *pos (before end): 0 and the value, or -1. */
+static int
+varint(const unsigned char *b, Py_ssize_t *pos, Py_ssize_t end, u128 *out)
+{
+    Py_ssize_t p = *pos, start = p;
+    u128 n = 0;
+    unsigned char c;
+    if (p >= end)
+        return -1;
+    c = b[p];
+    if (c < 0x80) {
+        *out = c;
+        *pos = p + 1;
+        return 0;
+    }
+    if (c == 0x80)
+        return -1; /* a redundant leading zero group */
+    for (;;) {
+        p++;
+        n = (n << 7) | (c & 0x7F);
+        if (!(c & 0x80)) {
+            *out = n;
+            *pos = p;
+            return 0;
+        }
+        if (p - start >= MAX_VARINT_OCTETS || p >= end)
+            return -1;
+        c = b[p];
+    }
+}
+
+static PyObject *
+long_from_u128(u128 v)
+{
+    PyObject *hi, *lo, *sh, *r;
+    if (v <= (u128)UINT64_MAX)
+        return PyLong_FromUnsignedLongLong((unsigned long long)v);
+    hi = PyLong_FromUnsignedLongLong((unsigned long long)(v >> 64));
+    lo = PyLong_FromUnsignedLongLong((unsigned long long)v);
+    sh = PyLong_FromLong(64);
+    r = NULL;
+    if (hi && lo && sh) {
+        PyObject *t = PyNumber_Lshift(hi, sh);
+        if (t) {
+            r = PyNumber_Or(t, lo);
+            Py_DECREF(t);
+        }
+    }
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(sh);
+    return r;
+}
+
+/* unzigzag(n) as a Python int: n // 2 for even n, -(n + 1) // 2 for odd. */
+static PyObject *
+long_unzigzag(u128 n)
+{
+    u128 half = n >> 1;
+    PyObject *pos, *neg;
+    if (!(n & 1))
+        return long_from_u128(half);
+    if (half < (u128)INT64_MAX)
+        return PyLong_FromLongLong(-(long long)half - 1);
+    pos = long_from_u128(half + 1);
+    if (!pos)
+        return NULL;
+    neg = PyNumber_Negative(pos);
+    Py_DECREF(pos);
+    return neg;
+}
+
+/* rank of a metadata tag in the order Meta.encode writes them (0: unknown) */
+static int
+meta_rank(unsigned char tag)
+{
+    static const int rank[11] = {0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 8};
+    return tag <= 10 ? rank[tag] : 0;
+}
+
+/* Result codes: OK, DEFER (not canonical), ERR (a Python exception is set). */
+enum { OK = 0, DEFER = 1, ERR = -1 };
+
+/* The xattr (name, value) at [p, vend) as the Python tuple Meta.decode sorts by. */
+static PyObject *
+xattr_key(const unsigned char *b, Py_ssize_t p, Py_ssize_t xn, Py_ssize_t vend)
+{
+    PyObject *name = PyUnicode_DecodeUTF8((const char *)b + p, xn, "surrogateescape");
+    PyObject *value, *t;
+    if (!name)
+        return NULL;
+    value = PyBytes_FromStringAndSize((const char *)b + p + xn, vend - p - xn);
+    if (!value) {
+        Py_DECREF(name);
+        return NULL;
+    }
+    t = PyTuple_Pack(2, name, value);
+    Py_DECREF(name);
+    Py_DECREF(value);
+    return t;
+}
+
+static int
+scan_meta(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, PyObject **mtime,
+          PyObject **ctime)
+{
+    int rank = 0, r;
+    PyObject *last_xattr = NULL;
+    int rc = OK;
+    u128 n, v;
+    while (pos < end) {
+        unsigned char tag = b[pos];
+        Py_ssize_t vend, p;
+        r = meta_rank(tag);
+        if (r == 0 || r < rank || (r == rank && tag != 8))
+            goto defer;
+        rank = r;
+        pos++;
+        if (varint(b, &pos, end, &n) || n > (u128)(end - pos))
+            goto defer;
+        vend = pos + (Py_ssize_t)n;
+        switch (tag) {
+        case 1: case 2: case 3: case 6: case 7: case 10:
+            p = pos;
+            if (varint(b, &p, vend, &v) || p != vend)
+                goto defer;
+            if (tag == 1 && v > 07777)
+                goto defer;
+            if (tag == 6 || tag == 7) {
+                PyObject **slot = tag == 6 ? mtime : ctime;
+                PyObject *t = long_unzigzag(v);
+                if (!t)
+                    goto error;
+                Py_XSETREF(*slot, t);
+            }
+            break;
+        case 8: {
+            PyObject *key;
+            p = pos;
+            if (varint(b, &p, vend, &v) || v > (u128)(vend - p))
+                goto defer;
+            key = xattr_key(b, p, (Py_ssize_t)v, vend);
+            if (!key)
+                goto error;
+            if (last_xattr) {
+                int lt = PyObject_RichCompareBool(key, last_xattr, Py_LT);
+                if (lt < 0) {
+                    Py_DECREF(key);
+                    goto error;
+                }
+                if (lt) {
+                    Py_DECREF(key);
+                    goto defer;
+                }
+            }
+            Py_XSETREF(last_xattr, key);
+            break;
+        }
+        case 9: {
+            PyObject *s = PyUnicode_DecodeUTF8((const char *)b + pos, vend - pos, "strict");
+            if (!s) {
+                if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError))
+                    goto error;
+                PyErr_Clear();
+                goto defer;
+            }
+            Py_DECREF(s);
+            break;
+        }
+        default: /* 4, 5: user and group names, any octets */
+            break;
+        }
+        pos = vend;
+    }
+    goto done;
+defer:
+    rc = DEFER;
+    goto done;
+error:
+    rc = ERR;
+done:
+    Py_XDECREF(last_xattr);
+    return rc;
+}
+
+static int
+scan_blockref(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, u128 *span)
+{
+    u128 n;
+    Py_ssize_t p = pos;
+    unsigned char flags;
+    if (varint(b, &p, end, &n) || n != (u128)(end - p) || p >= end)
+        return DEFER;
+    flags = b[p++];
+    if (varint(b, &p, end, span))
+        return DEFER;
+    if (flags <= 1) { /* hashcode leaf or indirect, untyped */
+        Py_ssize_t size;
+        if (p >= end)
+            return DEFER;
+        switch (b[p]) {
+        case 0: size = 20; break; /* sha1 */
+        case 1: case 2: case 3: size = 32; break; /* sha256, blake3, sha3_256 */
+        default: return DEFER;
+        }
+        return p + 1 + size == end ? OK : DEFER;
+    }
+    if (flags == 2 && p < end) {
+        unsigned char btype = b[p];
+        if (btype == 1 && p + 2 == end)
+            return OK; /* RLE */
+        if (btype == 2 && *span <= MAX_LITERAL_SPAN && (u128)(end - p - 1) == *span)
+            return OK; /* literal */
+    }
+    return DEFER;
+}
+
+static PyObject *
+scan_dirent(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos = 0, end = -1;
+    const unsigned char *b;
+    PyObject *mtime = NULL, *ctime = NULL, *name = NULL, *spanobj = NULL, *result = NULL;
+    unsigned char dtype, last = 0;
+    long fields = 0;
+    int have_span = 0, rc;
+    u128 span = 0, n, v;
+    Py_ssize_t bstart = 0, bend = 0, name_at = -1, name_len = 0;
+
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "y*|nn:scan_dirent", &view, &pos, &end))
+        return NULL;
+    if (end < 0 && PyTuple_GET_SIZE(args) < 3)
+        end = view.len;
+    if (pos < 0 || pos > end || end > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "bad bounds %zd..%zd over %zd octets", pos, end,
+                     view.len);
+        return NULL;
+    }
+    b = view.buf;
+    if (pos >= end || (dtype = b[pos]) > 7)
+        goto defer;
+    pos++;
+    while (pos < end) {
+        unsigned char tag = b[pos];
+        Py_ssize_t vend, p;
+        if (tag <= last || tag > 9)
+            goto defer;
+        last = tag;
+        pos++;
+        if (varint(b, &pos, end, &n) || n > (u128)(end - pos))
+            goto defer;
+        vend = pos + (Py_ssize_t)n;
+        fields |= 1L << tag;
+        switch (tag) {
+        case 1:
+            if (n == 0 || memchr(b + pos, '/', n) || memchr(b + pos, 0, n))
+                goto defer;
+            if (b[pos] == '.' && (n == 1 || (n == 2 && b[pos + 1] == '.')))
+                goto defer;
+            name_at = pos;
+            name_len = (Py_ssize_t)n;
+            break;
+        case 2:
+            rc = scan_meta(b, pos, vend, &mtime, &ctime);
+            if (rc == ERR)
+                goto error;
+            if (rc == DEFER)
+                goto defer;
+            break;
+        case 3:
+            if (n != 16)
+                goto defer;
+            break;
+        case 4:
+            if (scan_blockref(b, pos, vend, &span))
+                goto defer;
+            have_span = 1;
+            bstart = pos;
+            bend = vend;
+            break;
+        case 5: {
+            u128 ignored;
+            if (scan_blockref(b, pos, vend, &ignored))
+                goto defer;
+            break;
+        }
+        case 7:
+            p = pos;
+            if (varint(b, &p, vend, &v) || p != vend)
+                goto defer;
+            break;
+        case 8:
+            if (n < 3 || (b[pos] != 'c' && b[pos] != 'b'))
+                goto defer;
+            p = pos + 1;
+            if (varint(b, &p, vend, &v) || varint(b, &p, vend, &v) || p != vend)
+                goto defer;
+            break;
+        default: /* 6 target, 9 ext: any octets */
+            break;
+        }
+        pos = vend;
+    }
+    if (name_at < 0)
+        goto defer;
+    name = PyBytes_FromStringAndSize((const char *)b + name_at, name_len);
+    if (!name)
+        goto error;
+    if (have_span) {
+        spanobj = long_from_u128(span);
+        if (!spanobj)
+            goto error;
+    }
+    result = Py_BuildValue("(iOlOOOnn)", (int)dtype, name, fields, mtime ? mtime : Py_None,
+                           ctime ? ctime : Py_None, spanobj ? spanobj : Py_None, bstart, bend);
+    goto done;
+defer:
+    result = Py_NewRef(Py_None);
+    goto done;
+error:
+    result = NULL;
+done:
+    Py_XDECREF(name);
+    Py_XDECREF(spanobj);
+    Py_XDECREF(mtime);
+    Py_XDECREF(ctime);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan_dirent", scan_dirent, METH_VARARGS,
+     "scan_dirent(buf, pos=0, end=len(buf)) -> summary tuple or None\n\n"
+     "The C version of vtstore.tree.dirscan.py_scan_dirent."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef treecodec_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "vtstore.tree._treecodec",
+    .m_doc = "Fast recognition of canonical binary dirents (see vtstore.tree.dirscan).",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC
+PyInit__treecodec(void)
+{
+    PyObject *m = PyModule_Create(&treecodec_module);
+    PyObject *sizes;
+    if (!m)
+        return NULL;
+    /* the digest sizes scan_blockref knows, for the tests to hold against hashes.py */
+    sizes = Py_BuildValue("{iiiiiiii}", 0, 20, 1, 32, 2, 32, 3, 32);
+    if (!sizes || PyModule_AddObject(m, "DIGEST_SIZES", sizes) < 0) {
+        Py_XDECREF(sizes);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
