@@ -275,3 +275,59 @@ def test_add_many_reports_duplicates_within_a_batch_across_rollovers(tmp_path):
     with DataDir(tmp_path / "d") as s:
         assert s.fsck().ok
         assert [s[h] for h in hs[:60]] == uniq
+
+
+def test_tree_blocks_go_into_frames_of_their_own(tmp_path):
+    from vtstore.stores.progress import ProgressStore
+
+    rnd = random.Random(6)
+    with ProgressStore(DataDir(tmp_path / "d", frame_size=40_000)) as s:
+        data, tree = [], []
+        for _ in range(40):  # interleaved, as a pack adds them
+            data += [rnd.randbytes(5000)]
+            s.add_many(data[-1:])
+            tree += [rnd.randbytes(300)]
+            s.tree_view().add(tree[-1])
+        hs_tree = s.tree_view().add_many(tree)  # again: duplicates now
+        s.flush()
+        assert s.add_new_count == 80 and s.add_count == 120
+        dd = s.inner
+        frames_of = {
+            kind: {dd._index.get(h).payload_offset for h in (hs if kind else hs_tree)}
+            for kind, hs in ((1, [dd.hashclass.from_data(b) for b in data]), (0, None))
+        }
+        assert frames_of[1].isdisjoint(frames_of[0])
+        assert len(frames_of[0]) == 1  # 12 KB of tree blocks: one frame
+        assert [s[h] for h in hs_tree] == tree
+
+
+def test_a_bloated_index_is_compacted_at_close_unless_shared(tmp_path):
+    from vtstore.stores.index import IndexEntry
+
+    rnd = random.Random(8)
+    blocks = [rnd.randbytes(3000) for _ in range(300)]
+    path = tmp_path / "d"
+    with DataDir(path) as s:
+        hs = s.add_many(blocks)
+        s.flush()
+        # entries that come and go leave free pages the file keeps
+        fake = [rnd.randbytes(32) for _ in range(60000)]
+        for i in range(0, len(fake), 5000):
+            s._index.commit([(d, IndexEntry(1, 0, 0, 0, 0, 0)) for d in fake[i : i + 5000]])
+        s._index.commit(delete=fake)
+        other = DataDir(path)  # a second handle in this process: no compaction
+        other.add(b"x" * 100)
+        other.flush()
+    mdb = path / "index" / "data.mdb"
+    bloated = mdb.stat().st_size
+    other.close()  # the last handle, and it wrote: compacts
+    compact = mdb.stat().st_size
+    assert compact < bloated / 4
+    assert not (path / "index" / ".compact").exists()
+    with DataDir(path) as s:
+        assert s.fsck().ok
+        assert len(s) == 301
+        assert [s[h] for h in hs] == blocks
+        s.add(b"y" * 100)  # and it takes new entries as before
+    with DataDir(path) as s:
+        assert s[s.hashclass.from_data(b"y" * 100)] == b"y" * 100

@@ -198,3 +198,23 @@ def test_repack_into_a_datadir_adds_no_blocks(tmp_path, scanner):
         d2, s2 = import_tree(str(src), S, previous=d1)
         S.flush()
         assert d2 == d1 and len(S) == n and s2.bytes_read == 0
+
+
+def test_small_files_are_one_block_larger_ones_are_chunked(tmp_path):
+    from vtstore.blocks import HashCodeBlock, IndirectBlock, RLEBlock
+    from vtstore.tree.fsimport import WHOLE_FILE_MAX
+
+    src = tmp_path / "src"
+    src.mkdir()
+    text = b"".join(b"def f%d(x):\n    return x + %d\n\n" % (i, i) for i in range(3000))
+    (src / "small.py").write_bytes(text[:WHOLE_FILE_MAX])
+    (src / "large.py").write_bytes(text[: WHOLE_FILE_MAX + 1])
+    (src / "zeros").write_bytes(bytes(9000))
+    s = MemoryStore()
+    d, _ = import_tree(str(src), s)
+    blocks = {e.name: e.block for e in dir_entries(d, s)}
+    assert type(blocks["small.py"]) is HashCodeBlock
+    assert blocks["small.py"].span == WHOLE_FILE_MAX
+    assert type(blocks["large.py"]) is IndirectBlock  # cut by the chunker
+    assert type(blocks["zeros"]) is RLEBlock
+    assert blocks["large.py"].data(s) == text[: WHOLE_FILE_MAX + 1]

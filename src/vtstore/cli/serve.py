@@ -20,8 +20,6 @@ import sys
 import threading
 
 from vtstore.errors import ConfigError
-from vtstore.net.server import BlockServer
-from vtstore.net.transport import is_hostport
 
 
 def register(sub) -> None:
@@ -52,6 +50,8 @@ def register(sub) -> None:
 
 def is_address(text: str) -> bool:
     """Whether the first positional argument of `vt serve` is an ADDRESS."""
+    from vtstore.net.transport import is_hostport
+
     return (
         text == "-"
         or text.startswith(("tcp:", "unix:", "/", "./", "../", "~"))
@@ -126,6 +126,8 @@ def run(args) -> int:
 
 
 def _serve(args, address: str, exports) -> int:
+    from vtstore.net.server import BlockServer  # here: other commands need no network code
+
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     server = BlockServer(exports, readonly=args.readonly, workers=max(1, args.workers))

@@ -118,6 +118,21 @@ class Store:
                 add_new(h, data)
         return out
 
+    def add_tree_many(self, datas: Sequence) -> list[HashCode]:
+        """`add_many` for tree blocks (directory data).  Stores that can keep
+        them apart from file data (the datadir puts them in frames of their
+        own) override it; the blocks are the same either way."""
+        return self.add_many(datas)
+
+    def add_tree_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
+        """`add_tree_many`, also saying for each block whether it was new."""
+        return self.add_many_reporting(datas)
+
+    def tree_view(self) -> Store:
+        """This store as seen by code that writes tree blocks: its `add` and
+        `add_many` are `add_tree_many`, everything else is the store's."""
+        return TreeView(self)
+
     def add_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
         """`add_many`, also saying for each block whether it was new to the store.
 
@@ -293,3 +308,32 @@ class SortedKeys:
         while i < len(keys):
             yield keys[i]
             i += 1
+
+
+class TreeView:
+    """A store whose adds are tree-block adds (see `Store.tree_view`)."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def add(self, data) -> HashCode:
+        """Add one tree block."""
+        return self._store.add_tree_many([data])[0]
+
+    def add_many(self, datas: Sequence) -> list[HashCode]:
+        """Add tree blocks."""
+        return self._store.add_tree_many(datas)
+
+    def tree_view(self) -> TreeView:
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def __contains__(self, h) -> bool:
+        return h in self._store
+
+    def __getitem__(self, h) -> bytes:
+        return self._store[h]

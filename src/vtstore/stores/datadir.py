@@ -31,6 +31,8 @@ import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import lmdb
+
 from vtstore.errors import (
     CorruptBlockError,
     FormatError,
@@ -119,6 +121,7 @@ class DataDir(Store):
         self._index: LMDBIndex | None = None
         self._lockfd = -1
         self._writer: RecordWriter | None = None
+        self._wrote = False  # this store opened a writer (see _compact_index)
         self._wfd = -1
         self._wfile: FileInfo | None = None
         self._files: dict[int, FileInfo] = {}
@@ -303,6 +306,7 @@ class DataDir(Store):
             raise _oserror(f"datadir {self.path}", e) from None
         fd, fi, end = adopt_or_create(self)
         self._wfd, self._wfile = fd, fi
+        self._wrote = True
         self._writer = RecordWriter(
             fd,
             str(self.data_file_path(fi)),
@@ -453,27 +457,24 @@ class DataDir(Store):
 
     def add(self, data) -> HashCode:
         """Store `data`; return its hashcode."""
-        self._check_writable()
-        n = len(data)
-        if n > MAX_BLOCK_SIZE:
-            raise StoreError(f"block of {n} octets exceeds the maximum of {MAX_BLOCK_SIZE}")
-        h = self.hashclass.from_data(data)
-        with self._wlock:
-            w = self._writer or self._open_writer()
-            size = -1 if self._index.contains(h) else w.add(h, bytes(data))
-            if size < 0:
-                with self._clock:
-                    self._dup[0] += 1
-                    self._dup[1] += n
-            elif size >= self.data_file_size:
-                self._rollover()
-        return h
+        return self.add_many_reporting([data])[0][0]
 
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Store each of `datas`; return their hashcodes in order."""
         return self.add_many_reporting(datas)[0]
 
-    def add_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
+    def add_tree_many(self, datas: Sequence) -> list[HashCode]:
+        """`add_many` for tree blocks (directories): they go into frames of
+        their own, so a walk of the tree reads few frames."""
+        return self.add_many_reporting(datas, tree=True)[0]
+
+    def add_tree_many_reporting(self, datas: Sequence) -> tuple[list[HashCode], list[bool]]:
+        """`add_tree_many`, also saying for each block whether it was new."""
+        return self.add_many_reporting(datas, tree=True)
+
+    def add_many_reporting(
+        self, datas: Sequence, tree: bool = False
+    ) -> tuple[list[HashCode], list[bool]]:
         """`add_many`, also saying for each block whether it was new."""
         self._check_writable()
         for d in datas:
@@ -490,7 +491,7 @@ class DataDir(Store):
             while todo:
                 w = self._writer or self._open_writer()
                 taken, fresh, size = w.add_many(
-                    [(h, datas[i]) for i, h in todo], self.data_file_size
+                    [(h, datas[i]) for i, h in todo], self.data_file_size, tree
                 )
                 for (i, _), f in zip(todo, fresh, strict=False):
                     new[i] = f
@@ -543,9 +544,29 @@ class DataDir(Store):
             self._fds.close()
             self._frames.clear()
             if self._index is not None:
-                self._index.close()
+                if not self._compact_index():
+                    self._index.close()
                 self._index = None
             self._release_lock()
+
+    def _compact_index(self) -> bool:
+        """After writing, rewrite a bloated index without its free pages (only
+        if no other process has the datadir open).  Random keys leave an LMDB
+        file about 3x its live pages; a pack of a GiB tree left 31 MiB for
+        11 MiB of entries.  Return whether the index was closed doing it."""
+        if self.readonly or not self._wrote or self._lockfd < 0:
+            return False
+        try:
+            pages, packed = self._index.bloat()
+        except lmdb.Error:
+            return False
+        if pages < 1.5 * packed + 256:
+            return False
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # in use elsewhere: compact another time
+        return self._index.close_compacted()
 
     # -- exclusive operations ----------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -178,14 +179,86 @@ class LMDBIndex:
 
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""
+        with _ENVS_LOCK:
+            self.close_locked()
+
+    def bloat(self) -> tuple[int, int]:
+        """`(file_pages, packed_pages)`: the pages the index file holds, and
+        about how many its entries fill when packed.  The difference is free
+        pages copy-on-write left behind (the file never shrinks by itself) and
+        pages random inserts left a third empty."""
+        sh = self._shared
+        info = self._env.info()
+        with self._env.begin() as txn:
+            entries = sum(txn.stat(db)["entries"] for db in (sh.blocks, sh.files, sh.meta))
+        # an entry: 8-octet node header, 2-octet pointer, 32-octet key, ~16-octet value
+        packed = 4 + entries * 58 // (info.get("psize", 4096) or 4096)
+        return info["last_pgno"] + 1, packed
+
+    def close_compacted(self) -> bool:
+        """Close this handle, rewriting the index file without its free pages.
+
+        Only when this is the environment's last handle in the process; the
+        caller must hold the datadir exclusively (no other process has the
+        index open).  The compact copy is made beside the file, synced, and
+        renamed over it, so a crash leaves one or the other.  Return whether
+        it compacted.
+        """
+        sh = self._shared
+        with _ENVS_LOCK:
+            if self.closed or sh.refs != 1 or not os.path.isdir(self.path):
+                self.close_locked()
+                return False
+            tmp = os.path.join(self.path, ".compact")
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.mkdir(tmp)
+                self._rebuild_into(tmp)
+            except (OSError, lmdb.Error):
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.close_locked()
+                return False
+            self.close_locked()
+            try:
+                os.rename(os.path.join(tmp, "data.mdb"), os.path.join(self.path, "data.mdb"))
+                dfd = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+            except OSError:
+                return False
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            return True
+
+    def _rebuild_into(self, path: str) -> None:
+        """Write every table, in key order, into a new environment at `path`.
+
+        Appending sorted keys fills every page (LMDB's own compacting copy
+        keeps pages as full as they were, about two thirds for random keys).
+        """
+        sh = self._shared
+        dst = lmdb.open(path, map_size=MAP_SIZE, subdir=True, max_dbs=4, metasync=False)
+        try:
+            with self._env.begin() as src, dst.begin(write=True) as out:
+                for name, db in ((b"blocks", sh.blocks), (b"files", sh.files), (b"meta", sh.meta)):
+                    ddb = dst.open_db(name, txn=out)
+                    out.cursor(db=ddb).putmulti(src.cursor(db=db), append=True)
+            dst.sync(True)
+        finally:
+            dst.close()
+        os.unlink(os.path.join(path, "lock.mdb"))
+
+    def close_locked(self) -> None:
+        """`close`, with `_ENVS_LOCK` already held."""
         if self.closed:
             return
         self.closed = True
-        with _ENVS_LOCK:
-            self._shared.refs -= 1
-            if self._shared.refs == 0:
-                del _ENVS[self._shared.key]
-                self._env.close()
+        self._shared.refs -= 1
+        if self._shared.refs == 0:
+            del _ENVS[self._shared.key]
+            self._env.close()
 
     # -- blocks --------------------------------------------------------------
 

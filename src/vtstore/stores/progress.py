@@ -98,9 +98,16 @@ class ProgressStore(Store):
 
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Add the blocks the inner store lacks; count all of them."""
+        return self._add(datas, self.inner.add_many_reporting)
+
+    def add_tree_many(self, datas: Sequence) -> list[HashCode]:
+        """Tree blocks to the inner store's tree frames; counted like any add."""
+        return self._add(datas, self.inner.add_tree_many_reporting)
+
+    def _add(self, datas: Sequence, add_reporting) -> list[HashCode]:
         self._check_writable()
         with self._request():
-            hs, fresh = self.inner.add_many_reporting(datas)
+            hs, fresh = add_reporting(datas)
         new = [d for d, f in zip(datas, fresh, strict=True) if f]
         with self._lock:
             self.add_count += len(datas)

@@ -62,6 +62,10 @@ class RecordWriter:
         self._lock = threading.Lock()
         self._building: dict = {}
         self._building_size = 0
+        # tree blocks (directories) gather in frames of their own, so walking
+        # a tree decompresses a few frames instead of one per directory
+        self._building_tree: dict = {}
+        self._building_tree_size = 0
         self._inflight: dict = {}
         self._inflight_size = 0
         self._uncommitted: dict = {}
@@ -89,7 +93,9 @@ class RecordWriter:
     def size(self) -> int:
         """The file size once everything added so far is written."""
         with self._lock:
-            return self._offset + self._building_size + self._inflight_size
+            return (
+                self._offset + self._building_size + self._building_tree_size + self._inflight_size
+            )
 
     def _check(self) -> None:
         if self.failed is not None:
@@ -97,25 +103,15 @@ class RecordWriter:
         if self.closed:
             raise StoreError(f"writer for {self.path} is closed")
 
-    def add(self, h, data: bytes) -> int:
+    def add(self, h, data: bytes, tree: bool = False) -> int:
         """Queue block `data` with hashcode `h` (known not to be in the index);
         return the file size it makes, or -1 if `h` is pending already."""
-        if self.failed is not None or self.closed:
-            self._check()
-        with self._lock:
-            if h in self._building or h in self._inflight or h in self._uncommitted:
-                return -1
-            self._building[h] = data
-            self._building_size += len(data) + 3
-            full = self._building_size >= self.frame_size
-            size = self._offset + self._building_size + self._inflight_size
-        if full:
-            self._submit_frame()
-        return size
+        _, new, size = self.add_many([(h, data)], 1 << 62, tree)
+        return size if new[0] else -1
 
-    def add_many(self, items, limit: int) -> tuple[int, list[bool], int]:
+    def add_many(self, items, limit: int, tree: bool = False) -> tuple[int, list[bool], int]:
         """Queue `(h, data)` pairs (hashcodes known not to be in the index) until
-        the file reaches `limit` octets.
+        the file reaches `limit` octets; `tree`: they are tree blocks.
 
         Return `(taken, new, size)`: how many pairs were queued, for each whether
         it was new (not pending already), and the file size they make.  One lock
@@ -130,14 +126,17 @@ class RecordWriter:
         while taken < n:
             full = False
             with self._lock:
-                building, inflight, uncommitted = self._building, self._inflight, self._uncommitted
-                bsize = self._building_size
-                base = self._offset + self._inflight_size
+                building, other = self._building, self._building_tree
+                bsize, osize = self._building_size, self._building_tree_size
+                if tree:
+                    building, other, bsize, osize = other, building, osize, bsize
+                inflight, uncommitted = self._inflight, self._uncommitted
+                base = self._offset + self._inflight_size + osize
                 fsize = self.frame_size
                 while taken < n:
                     h, data = items[taken]
                     taken += 1
-                    if h in building or h in inflight or h in uncommitted:
+                    if h in building or h in inflight or h in uncommitted or h in other:
                         new.append(False)
                         continue
                     building[h] = data if type(data) is bytes else bytes(data)
@@ -148,10 +147,13 @@ class RecordWriter:
                         break
                     if base + bsize >= limit:
                         break
-                self._building_size = bsize
+                if tree:
+                    self._building_tree_size = bsize
+                else:
+                    self._building_size = bsize
                 size = base + bsize
             if full:
-                self._submit_frame()
+                self._submit_frame(tree)
             if size >= limit:
                 break
         return taken, new, size
@@ -162,25 +164,30 @@ class RecordWriter:
         with self._lock:
             d = self._building.get(h)
             if d is None:
-                d = self._inflight.get(h)
+                d = self._building_tree.get(h)
                 if d is None:
-                    return self._uncommitted.get(h)
+                    d = self._inflight.get(h)
+                    if d is None:
+                        return self._uncommitted.get(h)
             return d
 
     def pending_keys(self) -> list:
         """Every hashcode added but not yet committed to the index."""
         with self._lock:
-            return [*self._building, *self._inflight, *self._uncommitted]
+            return [*self._building, *self._building_tree, *self._inflight, *self._uncommitted]
 
-    def _submit_frame(self) -> None:
+    def _submit_frame(self, tree: bool = False) -> None:
         with self._lock:
-            if not self._building:
+            if tree:
+                frame, size = self._building_tree, self._building_tree_size
+                self._building_tree, self._building_tree_size = {}, 0
+            else:
+                frame, size = self._building, self._building_size
+                self._building, self._building_size = {}, 0
+            if not frame:
                 return
-            frame = self._building
-            self._building = {}
             self._inflight.update(frame)
-            self._inflight_size += self._building_size
-            self._building_size = 0
+            self._inflight_size += size
         self._submit(self._write_frame, frame)
 
     def _submit(self, fn, *a) -> Future:
@@ -198,6 +205,7 @@ class RecordWriter:
         """Write out the frame being built, fsync, commit; return when durable."""
         self._check()
         self._submit_frame()
+        self._submit_frame(tree=True)
         with self._lock:
             idle = not self._futures and not self._uncommitted and self._offset == self._committed
         if idle:

@@ -78,6 +78,9 @@ def encode_dir_entries(
     header = encode_varint(DIR_VERSION) + encode_varint(DF_SALTED if salt else 0)
     if salt:
         header += encode_bytes(salt)
+    # directory blocks go where the store keeps tree blocks (their own frames)
+    tree_view = getattr(store, "tree_view", None)
+    store = tree_view() if tree_view is not None else store
     builder = IndirectBuilder(store, max_block_size)
     piece = bytearray(header)
     target = max_block_size // 2
