@@ -24,9 +24,10 @@ def _direct_ok(path) -> bool:
 
 
 @pytest.fixture
-def direct_dir(tmp_path):
+def direct_dir(tmp_path, monkeypatch):
     if not _direct_ok(tmp_path / "probe"):
         pytest.skip("this file system refuses O_DIRECT")
+    monkeypatch.setenv("VT_DIRECT_IO", "1")
     return tmp_path
 
 
@@ -94,8 +95,12 @@ def test_a_refused_direct_write_falls_back_to_buffered(direct_dir, monkeypatch):
         assert [s[h] for h in hs] == blocks
 
 
-def test_vt_direct_io_0_writes_buffered(tmp_path, monkeypatch):
-    monkeypatch.setenv("VT_DIRECT_IO", "0")
+@pytest.mark.parametrize("value", [None, "0"])
+def test_buffered_writes_unless_vt_direct_io_1(tmp_path, monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("VT_DIRECT_IO", raising=False)
+    else:
+        monkeypatch.setenv("VT_DIRECT_IO", value)
     with DataDir(tmp_path / "d") as s:
         h = s.add(b"y" * 5000)
         s.flush()

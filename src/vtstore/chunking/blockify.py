@@ -251,7 +251,7 @@ class _Cutter:
         bs = self.buffer_size
         # a buffer holds stream bytes [wstart, wend): from the last cut to what
         # was read; after each round less than max_size + lag remain, and they
-        # move to the next buffer before this one's chunks are handed out
+        # move to the next buffer (the batch's own buffer is never written again)
         # (rounded up to whole huge pages, and filled: see vtstore.buffers)
         cap = -(-(bs + self.params.max_size + self.lag) // HUGE_PAGE) * HUGE_PAGE
         buffers = self.buffers
@@ -259,9 +259,16 @@ class _Cutter:
         mv = memoryview(buf)
         wstart = wend = start = 0
         ch = self.chunker
+        carry = None  # (previous buffer's view, offset, length) still to move
         while True:
             w = wend - wstart
             n = self.reader.read_into(mv[w:])
+            if carry is not None:
+                # after the read: it faulted the new buffer's pages in without
+                # the GIL, so this copy does not fault them in holding it
+                old, at, keep = carry
+                mv[:keep] = old[at : at + keep]
+                carry = old = None
             final = n == 0
             self._scan(mv[w : w + n], ch.position, final, wend + n)
             wend += n
@@ -279,11 +286,11 @@ class _Cutter:
             batch = self._emit(mv, wstart, start, cuts, buf)
             start = cuts[-1]
             if not final:
-                keep = wend - start
+                # the bytes after the last cut move to the next buffer (taken
+                # now, so the batch's buffer is only ever read from again)
+                carry = (mv, start - wstart, wend - start)
                 buf = buffers.take(cap)
-                nmv = memoryview(buf)
-                nmv[:keep] = mv[start - wstart : wend - wstart]
-                mv = nmv
+                mv = memoryview(buf)
                 wstart = start
             yield batch
             if final:

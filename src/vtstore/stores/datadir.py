@@ -457,7 +457,21 @@ class DataDir(Store):
 
     def add(self, data) -> HashCode:
         """Store `data`; return its hashcode."""
-        return self.add_many_reporting([data])[0][0]
+        self._check_writable()
+        n = len(data)
+        if n > MAX_BLOCK_SIZE:
+            raise StoreError(f"block of {n} octets exceeds the maximum of {MAX_BLOCK_SIZE}")
+        h = self.hashclass.from_data(data)
+        with self._wlock:
+            w = self._writer or self._open_writer()
+            size = -1 if self._index.contains(h) else w.add(h, data)
+            if size < 0:
+                with self._clock:
+                    self._dup[0] += 1
+                    self._dup[1] += n
+            elif size >= self.data_file_size:
+                self._rollover()
+        return h
 
     def add_many(self, datas: Sequence) -> list[HashCode]:
         """Store each of `datas`; return their hashcodes in order."""

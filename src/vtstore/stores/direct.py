@@ -12,6 +12,11 @@ rewriting the partial page kept in memory (`_tail`), and is padded with zeros
 to a whole page.  The padding sits after the last record, where a crash
 leaves residue anyway; the writer truncates it away whenever it goes idle
 (flush, close), so a data file at rest ends with its last record.
+
+It is off unless `$VT_DIRECT_IO=1`: the writes then wait for the disk, and in
+a whole pack that cost more than the page cache did (a 1 GiB tree packed in
+5.3-9.5 s with it, 4.6-5.0 s without), and blocks read right after being
+written come from the disk (24.7 instead of 13 us per 8 KiB get).
 """
 
 from __future__ import annotations

@@ -79,9 +79,11 @@ class RecordWriter:
         self._commit_lock = threading.Lock()
         self.failed: BaseException | None = None
         self.closed = False
-        # appends bypass the page cache where the file system allows
+        # appends bypass the page cache if asked ($VT_DIRECT_IO=1) and the file
+        # system allows: off by default, since a write then waits for the disk
+        # (a 1 GiB pack took 5.3-9.5 s with it, 4.6-5.0 s without)
         self._direct: DirectAppender | None = None
-        if direct and os.environ.get("VT_DIRECT_IO", "1") != "0":
+        if direct and os.environ.get("VT_DIRECT_IO", "0") == "1":
             try:
                 self._direct = DirectAppender(path, fd, offset)
             except OSError:
@@ -106,8 +108,30 @@ class RecordWriter:
     def add(self, h, data: bytes, tree: bool = False) -> int:
         """Queue block `data` with hashcode `h` (known not to be in the index);
         return the file size it makes, or -1 if `h` is pending already."""
-        _, new, size = self.add_many([(h, data)], 1 << 62, tree)
-        return size if new[0] else -1
+        if self.failed is not None or self.closed:
+            self._check()
+        with self._lock:
+            building = self._building_tree if tree else self._building
+            if (
+                h in self._building
+                or h in self._building_tree
+                or h in self._inflight
+                or h in self._uncommitted
+            ):
+                return -1
+            building[h] = data if type(data) is bytes else bytes(data)
+            if tree:
+                self._building_tree_size += len(data) + 3
+                full = self._building_tree_size >= self.frame_size
+            else:
+                self._building_size += len(data) + 3
+                full = self._building_size >= self.frame_size
+            size = (
+                self._offset + self._building_size + self._building_tree_size + self._inflight_size
+            )
+        if full:
+            self._submit_frame(tree)
+        return size
 
     def add_many(self, items, limit: int, tree: bool = False) -> tuple[int, list[bool], int]:
         """Queue `(h, data)` pairs (hashcodes known not to be in the index) until
