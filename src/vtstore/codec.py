@@ -30,10 +30,9 @@ def _encode_varint_slow(n: int) -> bytes:
 # Encodings of every value below 2**14 (one and two octets), built once: the
 # tree and block encoders write tens of small varints per file, and a tuple
 # lookup is several times cheaper than the loop.
-_SMALL = tuple(
-    [bytes((i,)) for i in range(0x80)]
-    + [bytes((0x80 | (i >> 7), i & 0x7F)) for i in range(0x80, 0x4000)]
-)
+_LOW = [bytes((i,)) for i in range(0x80)]
+_SMALL = tuple(_LOW + [h + lo for h in (bytes((0x80 | i,)) for i in range(1, 0x80)) for lo in _LOW])
+del _LOW
 
 
 def encode_varint(n: int) -> bytes:

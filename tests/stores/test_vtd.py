@@ -72,6 +72,22 @@ def test_index_entry_vector():
     assert IndexEntry.decode(e.encode()) == e
     with pytest.raises(FormatError):
         IndexEntry.decode(e.encode() + b"\x00")
+    for bad in (
+        e.encode()[:-1],  # a number cut short
+        e.encode()[:-2],  # five numbers
+        b"\x80\x01" + e.encode()[1:],  # non-canonical
+        b"\x81" * 10 + b"\x01" + e.encode()[1:],  # too long
+    ):
+        with pytest.raises(FormatError):
+            IndexEntry.decode(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=2**62), min_size=6, max_size=6))
+def test_index_entry_round_trip(vals):
+    e = IndexEntry(*vals)
+    assert IndexEntry.decode(e.encode()) == e
+    assert IndexEntry.decode(memoryview(e.encode())) == e
     fi = FileInfo(3, "ab" * 16, True, 4096)
     assert FileInfo.decode(3, fi.encode()) == fi
 

@@ -25,6 +25,8 @@ def show_progress(args) -> bool:
 def progress_bar(args, total: int | None = None, desc: str = "", unit: str = "B"):
     """A tqdm bar on stderr, drawn only when `show_progress(args)`; use it as a
     context manager and call `.update(n)`."""
+    if not show_progress(args):
+        return NoBar()  # and no tqdm import (20 ms, most of it importlib.metadata)
     from tqdm import tqdm
 
     return tqdm(
@@ -38,6 +40,27 @@ def progress_bar(args, total: int | None = None, desc: str = "", unit: str = "B"
         leave=False,
         dynamic_ncols=True,
     )
+
+
+class NoBar:
+    """The progress bar of `-q` or a pipe: does nothing."""
+
+    disable = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to draw."""
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """Nothing to draw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def print_lines(lines, limit: int = 200, file=None) -> None:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import lmdb
 
-from vtstore.codec import decode_varint, encode_varint
+from vtstore.codec import encode_varint
 from vtstore.errors import FormatError, StoreError
 
 MAP_SIZE = 1 << 40
@@ -77,14 +77,28 @@ class IndexEntry(NamedTuple):
 
     @classmethod
     def decode(cls, buf) -> IndexEntry:
-        """The inverse of `encode`; raises `FormatError` on a malformed value."""
+        """The inverse of `encode`; raises `FormatError` on a malformed value.
+
+        One pass over the octets (every lookup decodes an entry), with the
+        checks of `decode_varint`: canonical, at most 10 octets a number.
+        """
         vals = []
-        pos = 0
-        for _ in range(6):
-            v, pos = decode_varint(buf, pos)
-            vals.append(v)
-        if pos != len(buf):
-            raise FormatError(f"index entry has {len(buf) - pos} trailing octets")
+        n = used = 0
+        for b in bytes(buf):
+            if used == 0 and b == 0x80:
+                raise FormatError(f"index entry: non-canonical varint {len(vals) + 1}")
+            n = (n << 7) | (b & 0x7F)
+            used += 1
+            if b & 0x80:
+                if used >= 10:
+                    raise FormatError(f"index entry: varint {len(vals) + 1} too long")
+                continue
+            vals.append(n)
+            n = used = 0
+        if used or len(vals) != 6:
+            raise FormatError(
+                f"index entry of {len(vals)} numbers{' and a partial one' if used else ''}"
+            )
         return cls(*vals)
 
 
