@@ -1,6 +1,6 @@
 """Pack and unpack a generated tree with vt, restic and borg, in the same run.
 
-    python3 bench/bench_tree.py [--size-mb 1024] [--json out.json] [--keep DIR]
+    python3 bench/bench_tree.py [--size-mb 1024] [--repeat N] [--json out.json] [--keep DIR]
 
 Generates a tree of mixed files (many small text-like files, some large random
 and semi-compressible ones; total --size-mb), then for each tool: backup into a
@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -110,8 +111,13 @@ def ensure_tools() -> None:
         )
 
 
-def run(size_mb: int = 1024, keep: str | None = None) -> dict:
-    """Run the whole comparison; return the results."""
+def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
+    """Run the whole comparison `repeat` times; return the results.
+
+    The tools take turns going first (a VM that has been idle is slowest for
+    whoever writes first); each figure reported is the median over the rounds,
+    and every round is kept under "runs".
+    """
     ensure_tools()
     work = keep or tempfile.mkdtemp(prefix="vt-bench-tree-")
     tree = os.path.join(work, "tree")
@@ -127,10 +133,9 @@ def run(size_mb: int = 1024, keep: str | None = None) -> dict:
         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
         BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
     )
-    results = {"files": files, "bytes": nbytes, "tools": {}}
 
-    def record(tool, first, second, restore, repo):
-        results["tools"][tool] = {
+    def measure(first, second, restore, repo) -> dict:
+        return {
             "first_s": first[0],
             "first_MBps": nbytes / first[0] / 1e6,
             "first_rss_MiB": first[1] / 1024,
@@ -141,41 +146,50 @@ def run(size_mb: int = 1024, keep: str | None = None) -> dict:
             "repo_bytes": du(repo),
         }
 
-    for tool in ("vt", "restic", "borg"):
+    def one(tool: str) -> dict:
         repo = os.path.join(work, f"repo-{tool}")
         out = os.path.join(work, f"out-{tool}")
         for p in (repo, out):
             shutil.rmtree(p, ignore_errors=True)
         archive = os.path.join(work, "tree.vt")
-        if tool == "vt":
-            if os.path.exists(archive):
-                os.unlink(archive)
-            first = timed([*vt, "-S", repo, "pack", tree], env=env)
-            second = timed([*vt, "-S", repo, "pack", tree], env=env)
-            restore = timed([*vt, "-S", repo, "unpack", archive, out], env=env)
-            record(tool, first, second, restore, repo)
-        elif tool == "restic":
-            subprocess.run(
-                ["restic", "-q", "init", "-r", repo], env=env, check=True, capture_output=True
-            )
-            first = timed(
-                ["restic", "-q", "-r", repo, "backup", "--compression", "auto", tree], env=env
-            )
-            second = timed(["restic", "-q", "-r", repo, "backup", tree], env=env)
-            restore = timed(
-                ["restic", "-q", "-r", repo, "restore", "latest", "--target", out], env=env
-            )
-            record(tool, first, second, restore, repo)
-        else:
-            subprocess.run(
-                ["borg", "init", "-e", "none", repo], env=env, check=True, capture_output=True
-            )
-            first = timed(["borg", "create", "-C", "zstd,3", f"{repo}::a1", tree], env=env)
-            second = timed(["borg", "create", "-C", "zstd,3", f"{repo}::a2", tree], env=env)
-            os.makedirs(out)
-            restore = timed(["borg", "extract", f"{repo}::a1"], env=env, cwd=out)
-            record(tool, first, second, restore, repo)
-        shutil.rmtree(out, ignore_errors=True)
+        try:
+            if tool == "vt":
+                if os.path.exists(archive):
+                    os.unlink(archive)
+                first = timed([*vt, "-S", repo, "pack", tree], env=env)
+                second = timed([*vt, "-S", repo, "pack", tree], env=env)
+                restore = timed([*vt, "-S", repo, "unpack", archive, out], env=env)
+            elif tool == "restic":
+                subprocess.run(
+                    ["restic", "-q", "init", "-r", repo], env=env, check=True, capture_output=True
+                )
+                first = timed(
+                    ["restic", "-q", "-r", repo, "backup", "--compression", "auto", tree], env=env
+                )
+                second = timed(["restic", "-q", "-r", repo, "backup", tree], env=env)
+                restore = timed(
+                    ["restic", "-q", "-r", repo, "restore", "latest", "--target", out], env=env
+                )
+            else:
+                subprocess.run(
+                    ["borg", "init", "-e", "none", repo], env=env, check=True, capture_output=True
+                )
+                first = timed(["borg", "create", "-C", "zstd,3", f"{repo}::a1", tree], env=env)
+                second = timed(["borg", "create", "-C", "zstd,3", f"{repo}::a2", tree], env=env)
+                os.makedirs(out)
+                restore = timed(["borg", "extract", f"{repo}::a1"], env=env, cwd=out)
+            return measure(first, second, restore, repo)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    tools = ["vt", "restic", "borg"]
+    runs: dict[str, list[dict]] = {t: [] for t in tools}
+    for r in range(repeat):
+        for tool in tools[r % 3 :] + tools[: r % 3]:
+            runs[tool].append(one(tool))
+    results = {"files": files, "bytes": nbytes, "repeat": repeat, "tools": {}, "runs": runs}
+    for tool, rs in runs.items():
+        results["tools"][tool] = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -194,6 +208,11 @@ def table(res: dict) -> str:
             f" {r['second_s']:7.1f} {r['restore_s']:9.1f} {r['restore_MBps']:7.0f}"
             f" {r['repo_bytes'] / 2**20:9.1f} {r['first_s'] / base:8.2f}x"
         )
+    for tool, rs in res.get("runs", {}).items():
+        if len(rs) > 1:
+            firsts = " ".join(f"{x['first_s']:.1f}" for x in rs)
+            seconds = " ".join(f"{x['second_s'] / x['first_s']:.1%}" for x in rs)
+            lines.append(f"{tool}: first packs {firsts} s; second/first {seconds}")
     return "\n".join(lines)
 
 
@@ -202,8 +221,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", metavar="DIR", help="work directory to keep (and reuse the tree)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
     a = ap.parse_args(argv)
-    res = run(a.size_mb, a.keep)
+    res = run(a.size_mb, a.keep, max(1, a.repeat))
     print(table(res))
     if a.json:
         with open(a.json, "w") as f:
