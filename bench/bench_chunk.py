@@ -18,6 +18,7 @@ import mmap
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,16 @@ def _best(fn, repeat: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def _paired(a, b, repeat: int) -> list[float]:
+    """time(b) / time(a) for `repeat` back-to-back pairs of commands."""
+    out = []
+    for _ in range(repeat):
+        ta = _best(lambda: _command(a), 1)
+        tb = _best(lambda: _command(b), 1)
+        out.append(tb / ta)
+    return out
 
 
 def _command(argv) -> float:
@@ -145,6 +156,7 @@ def run_benchmark(size: int = 1 << 30, path: str | None = None, repeat: int = 3)
 
         add("blockify FILE into MemoryStore", _best(save, repeat))
 
+        paired_ratios: list[float] = []
         vt = shutil.which("vt")
         if vt:
             probe = subprocess.run([vt, "-S", "memory:", "save", "--help"], capture_output=True)
@@ -153,6 +165,12 @@ def run_benchmark(size: int = 1 << 30, path: str | None = None, repeat: int = 3)
                     "vt -S memory: save FILE (process)",
                     _best(lambda: _command([vt, "-S", "memory:", "save", path]), repeat),
                 )
+                if shutil.which("b3sum"):
+                    paired_ratios = _paired(
+                        ["b3sum", "--num-threads", "1", path],
+                        [vt, "-S", "memory:", "save", path],
+                        repeat,
+                    )
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
@@ -166,6 +184,9 @@ def run_benchmark(size: int = 1 << 30, path: str | None = None, repeat: int = 3)
         "size": size,
         "repeat": repeat,
         "rows": rows,
+        # vt save time / b3sum time, each pair run back to back: robust to the
+        # host's speed drifting between the rows above
+        "paired_vt_save_x_b3sum": paired_ratios,
         "machine": {
             "cpu": cpu_model(),
             "cores": os.cpu_count(),
@@ -189,6 +210,13 @@ def format_table(result: dict) -> str:
             continue
         ratio = f"{r['x_b3sum_time']:.2f}" if r["x_b3sum_time"] else "-"
         lines.append(f"{r['name']:<42} {r['seconds']:>8.3f} {r['mb_per_s']:>8.0f} {ratio:>8}")
+    pr = result.get("paired_vt_save_x_b3sum") or []
+    if pr:
+        lines.append(
+            f"vt save / b3sum, {len(pr)} back-to-back pairs: "
+            + " ".join(f"{x:.2f}" for x in sorted(pr))
+            + f" (median {statistics.median(pr):.2f})"
+        )
     return "\n".join(lines)
 
 

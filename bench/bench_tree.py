@@ -87,7 +87,14 @@ def du(path: str) -> int:
 
 
 def timed(cmd: list[str], env=None, cwd=None) -> tuple[float, int]:
-    """Run `cmd`; return (seconds, peak RSS KiB)."""
+    """Run `cmd` from a quiet system; return (seconds, peak RSS KiB).
+
+    `sync` and a pause first: otherwise the previous step's writeback (a GiB
+    restored, a repository deleted) runs during this one and charges whoever
+    comes next (measured: a 4.7 s vt pack took 8-9 s right after borg's restore).
+    """
+    subprocess.run(["sync"])
+    time.sleep(2)
     t0 = time.perf_counter()
     r = subprocess.run(
         ["/usr/bin/time", "-f", "%M", *cmd], env=env, cwd=cwd, capture_output=True, text=True
