@@ -86,8 +86,8 @@ def du(path: str) -> int:
     return total
 
 
-def timed(cmd: list[str], env=None, cwd=None) -> tuple[float, int]:
-    """Run `cmd` from a quiet system; return (seconds, peak RSS KiB).
+def timed(cmd: list[str], env=None, cwd=None) -> tuple[float, int, float]:
+    """Run `cmd` from a quiet system; return (seconds, peak RSS KiB, CPU seconds).
 
     `sync` and a pause first: otherwise the previous step's writeback (a GiB
     restored, a repository deleted) runs during this one and charges whoever
@@ -97,13 +97,17 @@ def timed(cmd: list[str], env=None, cwd=None) -> tuple[float, int]:
     time.sleep(2)
     t0 = time.perf_counter()
     r = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", *cmd], env=env, cwd=cwd, capture_output=True, text=True
+        ["/usr/bin/time", "-f", "%M %U %S", *cmd],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
     dt = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {r.stderr[-2000:]}")
-    rss = int(r.stderr.strip().splitlines()[-1])
-    return dt, rss
+    rss, user, system = r.stderr.strip().splitlines()[-1].split()
+    return dt, int(rss), float(user) + float(system)
 
 
 def ensure_tools() -> None:
@@ -146,6 +150,7 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
             "first_s": first[0],
             "first_MBps": nbytes / first[0] / 1e6,
             "first_rss_MiB": first[1] / 1024,
+            "first_cpu_s": first[2],
             "second_s": second[0],
             "restore_s": restore[0],
             "restore_MBps": nbytes / restore[0] / 1e6,
@@ -205,13 +210,14 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
 def table(res: dict) -> str:
     lines = [
         f"tree: {res['files']} files, {res['bytes'] / 2**20:.0f} MiB",
-        f"{'tool':8} {'1st s':>7} {'MB/s':>7} {'RSS MiB':>8} {'2nd s':>7} {'restore s':>9} {'MB/s':>7}"
-        f" {'repo MiB':>9} {'1st vs vt':>9}",
+        f"{'tool':8} {'1st s':>7} {'CPU s':>6} {'MB/s':>7} {'RSS MiB':>8} {'2nd s':>7}"
+        f" {'restore s':>9} {'MB/s':>7} {'repo MiB':>9} {'1st vs vt':>9}",
     ]
     base = res["tools"]["vt"]["first_s"]
     for tool, r in res["tools"].items():
         lines.append(
-            f"{tool:8} {r['first_s']:7.1f} {r['first_MBps']:7.0f} {r['first_rss_MiB']:8.0f}"
+            f"{tool:8} {r['first_s']:7.1f} {r['first_cpu_s']:6.1f} {r['first_MBps']:7.0f}"
+            f" {r['first_rss_MiB']:8.0f}"
             f" {r['second_s']:7.1f} {r['restore_s']:9.1f} {r['restore_MBps']:7.0f}"
             f" {r['repo_bytes'] / 2**20:9.1f} {r['first_s'] / base:8.2f}x"
         )
