@@ -64,6 +64,23 @@ def test_one_change_in_a_huge_directory_rewrites_few_blocks():
     assert len(S) - n <= 5
 
 
+def test_a_small_directory_is_one_block_whatever_its_names():
+    from vtstore.blocks import HashCodeBlock
+    from vtstore.tree.dir import MIN_PIECE
+
+    S = MemoryStore()
+    # 40 entries of ~50 octets: some names are boundary names, but the data is
+    # under MIN_PIECE, so it stays whole
+    entries = files(40)
+    assert sum(len(e.encode()) for e in entries) < MIN_PIECE
+    b = encode_dir_block(entries, S)
+    assert type(b) in (HashCodeBlock, LiteralBlock)
+    assert len(S) <= 1
+    # a big one is still cut at boundary names into several leaves
+    big = encode_dir_block(files(3000), S)
+    assert type(big).__name__ == "IndirectBlock"
+
+
 def test_salt_changes_hash_keeps_listing_and_dedup():
     S = MemoryStore()
     entries = files(5000)

@@ -8,8 +8,12 @@ Encoding (the data under a directory dirent's block)::
 
 Entries are sorted by the UTF-8 (surrogate-escaped) octets of their names and
 names are unique.  The data is cut into leaf blocks only between entries, after
-an entry whose name hashes to a boundary value (about one cut per 32 entries), so
-changing one entry of a huge directory rewrites its leaf and the path to the top.
+an entry whose name hashes to a boundary value (about one cut per 32 entries)
+once the leaf holds at least `MIN_PIECE` octets, so changing one entry of a huge
+directory rewrites its leaf and the path to the top, while a small directory is
+one block (without the minimum, names that recur in every directory, like
+`__init__.py`, split most small directories into two leaves and an indirect
+block: three blocks to store, index and read instead of one).
 A salted directory starts every leaf with chaff derived from the salt and the
 leaf's first name: the salt keeps the directory's hash from being confirmed by
 guessing its listing, and being deterministic keeps unchanged leaves identical.
@@ -38,6 +42,8 @@ from vtstore.tree.meta import Meta
 DIR_VERSION = 1
 DF_SALTED = 0x01
 _CUT_MASK = 0x1F  # a cut after ~1 in 32 entries
+#: no cut at a boundary name before a leaf holds this many octets
+MIN_PIECE = 4096
 
 
 def _chaff(salt: bytes, first_name: bytes) -> bytes:
@@ -93,7 +99,7 @@ def encode_dir_entries(
         raw = byname[key]
         piece += encode_varint(len(raw))
         piece += raw
-        if (crc32(key) & _CUT_MASK) == 0 or len(piece) >= target:
+        if len(piece) >= target or (len(piece) >= MIN_PIECE and (crc32(key) & _CUT_MASK) == 0):
             builder.add(block_for(bytes(piece), store, max_block_size))
             piece = bytearray()
             start_piece = True
