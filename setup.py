@@ -12,6 +12,7 @@ setup(
         Extension(
             "vtstore.chunking._cdc",
             sources=["src/vtstore/chunking/_cdc.c"],
+            depends=["src/vtstore/_vtbuf.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension(
@@ -22,6 +23,7 @@ setup(
         Extension(
             "vtstore._blake3",
             sources=["src/vtstore/_blake3.c"],
+            depends=["src/vtstore/_vtbuf.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
     ]

@@ -208,12 +208,30 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
+    def copy() -> float:
+        # the baseline for restores: writing the same files with cp -a
+        out = os.path.join(work, "out-cp")
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            return timed(["cp", "-a", tree, out])[0]
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
     tools = ["vt", "restic", "borg"]
     runs: dict[str, list[dict]] = {t: [] for t in tools}
+    copies = []
     for r in range(repeat):
         for tool in tools[r % 3 :] + tools[: r % 3]:
             runs[tool].append(one(tool))
-    results = {"files": files, "bytes": nbytes, "repeat": repeat, "tools": {}, "runs": runs}
+        copies.append(copy())
+    results = {
+        "files": files,
+        "bytes": nbytes,
+        "repeat": repeat,
+        "cp_a_s": statistics.median(copies),
+        "tools": {},
+        "runs": runs,
+    }
     for tool, rs in runs.items():
         results["tools"][tool] = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
     if not keep:
@@ -235,6 +253,8 @@ def table(res: dict) -> str:
             f" {r['second_s']:7.1f} {r['restore_s']:9.1f} {r['restore_MBps']:7.0f}"
             f" {r['repo_bytes'] / 2**20:9.1f} {r['first_s'] / base:8.2f}x"
         )
+    if "cp_a_s" in res:
+        lines.append(f"baseline for restores: cp -a of the tree {res['cp_a_s']:.1f} s")
     for tool, rs in res.get("runs", {}).items():
         if len(rs) > 1:
             firsts = " ".join(f"{x['first_s']:.1f}" for x in rs)

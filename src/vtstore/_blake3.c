@@ -30,6 +30,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_vtbuf.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -832,19 +833,6 @@ static int hash_spans(const impl *im, const span *s, size_t n, uint8_t *out)
 
 /* ---- Python interface ----------------------------------------------------------------- */
 
-static int get_buffer(PyObject *obj, Py_buffer *view)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "data must be a contiguous bytes-like object, not %.100s",
-                         Py_TYPE(obj)->tp_name);
-        }
-        return -1;
-    }
-    return 0;
-}
 
 /* An offset argument: a non-negative int below 2**64. */
 static int get_offset(PyObject *obj, const char *what, uint64_t *out)

@@ -26,6 +26,7 @@
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "../_vtbuf.h"
 #include <stdint.h>
 #include <string.h>
 
@@ -363,19 +364,6 @@ static PyObject *cuts_to_list(cdc_state *st)
     return list;
 }
 
-static int get_buffer(PyObject *obj, Py_buffer *view)
-{
-    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0) {
-        if (PyErr_ExceptionMatches(PyExc_BufferError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError,
-                         "data must be a contiguous bytes-like object, not %.100s",
-                         Py_TYPE(obj)->tp_name);
-        }
-        return -1;
-    }
-    return 0;
-}
 
 /* ---- the Chunker type ---------------------------------------------------- */
 

@@ -108,30 +108,8 @@ class RecordWriter:
     def add(self, h, data: bytes, tree: bool = False) -> int:
         """Queue block `data` with hashcode `h` (known not to be in the index);
         return the file size it makes, or -1 if `h` is pending already."""
-        if self.failed is not None or self.closed:
-            self._check()
-        with self._lock:
-            building = self._building_tree if tree else self._building
-            if (
-                h in self._building
-                or h in self._building_tree
-                or h in self._inflight
-                or h in self._uncommitted
-            ):
-                return -1
-            building[h] = data if type(data) is bytes else bytes(data)
-            if tree:
-                self._building_tree_size += len(data) + 3
-                full = self._building_tree_size >= self.frame_size
-            else:
-                self._building_size += len(data) + 3
-                full = self._building_size >= self.frame_size
-            size = (
-                self._offset + self._building_size + self._building_tree_size + self._inflight_size
-            )
-        if full:
-            self._submit_frame(tree)
-        return size
+        _, new, size = self.add_many([(h, data)], 1 << 62, tree)
+        return size if new[0] else -1
 
     def add_many(self, items, limit: int, tree: bool = False) -> tuple[int, list[bool], int]:
         """Queue `(h, data)` pairs (hashcodes known not to be in the index) until
