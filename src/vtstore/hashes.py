@@ -171,20 +171,19 @@ class Hash_BLAKE3(HashCode):
 
     @classmethod
     def hash_function(cls, data) -> bytes:
+        if _native_b3 is not None:
+            return _native_b3.digest(data)
         return _blake3.blake3(data).digest()
 
-    if _native_b3 is not None:
-
-        @classmethod
-        def hash_function(cls, data) -> bytes:  # noqa: F811 - the native one wins
-            return _native_b3.digest(data)
-
-        @classmethod
-        def from_data_many(cls, datas) -> list[HashCode]:
-            """The hashcodes of a batch, hashed natively in one call without the GIL."""
-            d = _native_b3.digest_list(datas)
-            new = bytes.__new__
-            return [new(cls, d[i : i + 32]) for i in range(0, len(d), 32)]
+    @classmethod
+    def from_data_many(cls, datas) -> list[HashCode]:
+        """The hashcodes of a batch, hashed natively in one call (without the
+        GIL for batches of 32 KiB or more)."""
+        if _native_b3 is None:
+            return super().from_data_many(datas)
+        d = memoryview(_native_b3.digest_list(datas))
+        new = bytes.__new__
+        return [new(cls, d[i : i + 32]) for i in range(0, len(d), 32)]
 
 
 class Hash_SHA3_256(HashCode):
