@@ -904,7 +904,7 @@ PyDoc_STRVAR(digest_cuts_doc,
              "digest_cuts(buf, start, cuts, base=0) -> bytes\n\n"
              "The BLAKE3 digests of the blocks [start, cuts[0]), [cuts[0], cuts[1]), ...\n"
              "of `buf`, concatenated (32 bytes each).  Offsets are stream positions and\n"
-             "`base` is the position of buf[0] (as in vtstore.chunking._cdc.split).\n"
+             "`base` is the position of buf[0] (as in vtstore.chunking._cdc.run_bytes).\n"
              "Offsets must not decrease and must lie inside the buffer.");
 
 static PyObject *b3_digest_cuts(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)

@@ -622,7 +622,7 @@ static PyObject *cdc_run_byte(PyObject *Py_UNUSED(mod), PyObject *arg)
     return PyLong_FromLong(r);
 }
 
-/* The cut list of split/run_bytes as offsets, checked: increasing, after
+/* The cut list of run_bytes as offsets, checked: increasing, after
  * `start`, inside the `len` octets of data that begin at offset `base`. */
 static int parse_cuts(PyObject **items, Py_ssize_t n, uint64_t start, uint64_t base, uint64_t len,
                       uint64_t *ends)
@@ -651,101 +651,12 @@ static inline int16_t run_value(const uint8_t *s, size_t len)
     return -1;
 }
 
-PyDoc_STRVAR(split_doc,
-             "split(data, start, cuts, base=0) -> (list[bytes], list[int] | None)\n\n"
-             "Copy the chunks [start, cuts[0]), [cuts[0], cuts[1]), ... out of `data`,\n"
-             "whose first byte is at absolute offset `base`, as new bytes objects.\n"
-             "The second item is None if no chunk is one repeated byte value, else\n"
-             "each chunk's byte value or -1.  The copies run without the GIL: for\n"
-             "fresh memory they are mostly page faults, which then overlap other\n"
-             "threads' work.");
-
-static PyObject *cdc_split(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"data", "start", "cuts", "base", NULL};
-    PyObject *data, *cuts_obj;
-    unsigned long long start, base = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OKO|K:split", kwlist, &data, &start, &cuts_obj,
-                                     &base))
-        return NULL;
-    Py_buffer view;
-    if (get_buffer(data, &view) < 0)
-        return NULL;
-    PyObject *fast = PySequence_Fast(cuts_obj, "cuts must be a sequence of offsets");
-    PyObject *list = NULL, *runs = NULL, *result = NULL;
-    uint64_t *ends = NULL;
-    char **dst = NULL;
-    int16_t *rb = NULL;
-    if (!fast)
-        goto done;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    ends = malloc((size_t)(n ? n : 1) * sizeof *ends);
-    dst = malloc((size_t)(n ? n : 1) * sizeof *dst);
-    rb = malloc((size_t)(n ? n : 1) * sizeof *rb);
-    if (!ends || !dst || !rb) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    if (parse_cuts(items, n, start, base, (uint64_t)view.len, ends) < 0)
-        goto done;
-    uint64_t prev;
-    list = PyList_New(n);
-    if (!list)
-        goto done;
-    prev = start;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(ends[i] - prev));
-        if (!b)
-            goto done;
-        dst[i] = PyBytes_AS_STRING(b);
-        PyList_SET_ITEM(list, i, b);
-        prev = ends[i];
-    }
-    int any_run = 0;
-    const uint8_t *src = view.buf;
-    Py_BEGIN_ALLOW_THREADS
-    prev = start;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        size_t len = (size_t)(ends[i] - prev);
-        const uint8_t *s = src + (prev - base);
-        memcpy(dst[i], s, len);
-        rb[i] = run_value(s, len);
-        any_run |= rb[i] >= 0;
-        prev = ends[i];
-    }
-    Py_END_ALLOW_THREADS
-    if (any_run) {
-        runs = PyList_New(n);
-        if (!runs)
-            goto done;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            PyObject *v = PyLong_FromLong(rb[i]);
-            if (!v)
-                goto done;
-            PyList_SET_ITEM(runs, i, v);
-        }
-    } else {
-        runs = Py_NewRef(Py_None);
-    }
-    result = PyTuple_Pack(2, list, runs);
-done:
-    Py_XDECREF(list);
-    Py_XDECREF(runs);
-    Py_XDECREF(fast);
-    free(ends);
-    free(dst);
-    free(rb);
-    PyBuffer_Release(&view);
-    return result;
-}
-
 PyDoc_STRVAR(run_bytes_doc,
              "run_bytes(data, start, cuts, base=0) -> list[int] | None\n\n"
              "For the chunks [start, cuts[0]), [cuts[0], cuts[1]), ... of `data`, whose\n"
              "first byte is at absolute offset `base`: None if no chunk is one repeated\n"
-             "byte value, else each chunk's byte value or -1.  `split` without the copy,\n"
-             "for callers that hand out views of the data; runs without the GIL.");
+             "byte value, else each chunk's byte value or -1.  blockify hands the chunks\n"
+             "out as views of the data, uncopied; this runs without the GIL.");
 
 static PyObject *cdc_run_bytes(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
 {
@@ -815,7 +726,6 @@ static PyMethodDef cdc_methods[] = {
      cut_offsets_doc},
     {"gear_table", (PyCFunction)cdc_gear_table, METH_NOARGS, gear_table_doc},
     {"run_byte", (PyCFunction)cdc_run_byte, METH_O, run_byte_doc},
-    {"split", (PyCFunction)(void (*)(void))cdc_split, METH_VARARGS | METH_KEYWORDS, split_doc},
     {"run_bytes", (PyCFunction)(void (*)(void))cdc_run_bytes, METH_VARARGS | METH_KEYWORDS,
      run_bytes_doc},
     {NULL, NULL, 0, NULL},
