@@ -34,6 +34,7 @@ from vtstore.tree.dirent import (
     Dirent,
     fsenc,
 )
+from vtstore.tree.meta import cached_lookup
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +55,6 @@ class ExportStats:
     errors: list[str] = field(default_factory=list)
 
 
-def _name_to_id(lookup, field: str):
-    """`name -> id or None` through `lookup` (getpwnam/getgrnam), cached: the
-    databases are read once per name, not once per file (a 33k-file restore made
-    66k opens of /etc/passwd and /etc/group, a third of its time)."""
-    cache: dict[str, int | None] = {}
-
-    def to_id(name: str) -> int | None:
-        if name not in cache:
-            try:
-                cache[name] = getattr(lookup(name), field)
-            except KeyError:
-                cache[name] = None
-        return cache[name]
-
-    return to_id
-
-
 class Exporter:
     """One export run into a target directory."""
 
@@ -82,8 +66,9 @@ class Exporter:
         self.on_file = on_file
         self._links: dict[int, tuple[bytes, ...]] = {}
         self._root_fd: int | None = None
-        self._uid_of = _name_to_id(pwd.getpwnam, "pw_uid")
-        self._gid_of = _name_to_id(grp.getgrnam, "gr_gid")
+        # per export: the user databases may change between runs, not during one
+        self._uid_of = cached_lookup(lambda name: pwd.getpwnam(name).pw_uid)
+        self._gid_of = cached_lookup(lambda name: grp.getgrnam(name).gr_gid)
 
     # -- entry point ------------------------------------------------------
 

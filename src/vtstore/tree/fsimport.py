@@ -51,7 +51,7 @@ from vtstore.tree.dirent import (
     fsenc,
 )
 from vtstore.tree.dirscan import PLAIN_DIR_FIELDS, EncodedEntry, scan_dir_data
-from vtstore.tree.meta import Meta
+from vtstore.tree.meta import Meta, cached_lookup
 
 log = logging.getLogger(__name__)
 
@@ -74,22 +74,8 @@ class ImportStats:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-def _names_cache(fn: Callable[[int], str]):
-    cache: dict[int, str | None] = {}
-
-    def lookup(n: int) -> str | None:
-        if n not in cache:
-            try:
-                cache[n] = fn(n)
-            except KeyError:
-                cache[n] = None
-        return cache[n]
-
-    return lookup
-
-
-_user_name = _names_cache(lambda uid: pwd.getpwuid(uid).pw_name)
-_group_name = _names_cache(lambda gid: grp.getgrgid(gid).gr_name)
+_user_name = cached_lookup(lambda uid: pwd.getpwuid(uid).pw_name)
+_group_name = cached_lookup(lambda gid: grp.getgrgid(gid).gr_name)
 
 
 def read_xattrs(path: str | int) -> list[tuple[str, bytes]]:

@@ -235,3 +235,21 @@ def _fsenc(s: str) -> bytes:
 
 def _fsdec(b) -> str:
     return bytes(b).decode("utf-8", "surrogateescape")
+
+
+def cached_lookup(fn):
+    """`fn` (a passwd/group database lookup that raises KeyError for unknown
+    keys) with its answers remembered, None for unknown keys: the databases are
+    read once per owner, not once per file (a 33k-file restore had opened
+    /etc/passwd and /etc/group 66k times)."""
+    cache: dict = {}
+
+    def lookup(key):
+        if key not in cache:
+            try:
+                cache[key] = fn(key)
+            except KeyError:
+                cache[key] = None
+        return cache[key]
+
+    return lookup
