@@ -23,7 +23,13 @@ setup(
         Extension(
             "vtstore._blake3",
             sources=["src/vtstore/_blake3.c"],
-            depends=["src/vtstore/_vtbuf.h"],
+            depends=["src/vtstore/_vtbuf.h", "src/vtstore/_vtimpl.h"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
+        ),
+        Extension(
+            "vtstore.stores._vtdio",
+            sources=["src/vtstore/stores/_vtdio.c"],
+            depends=["src/vtstore/_vtbuf.h", "src/vtstore/_vtimpl.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
     ]

@@ -182,12 +182,22 @@ def open_fds() -> set[str]:
     return out
 
 
+def native_threads() -> int:
+    """Threads of this process that are not Python threads (an extension's own,
+    like the datadir's appender)."""
+    try:
+        return len(os.listdir("/proc/self/task")) - threading.active_count()
+    except OSError:
+        return 0
+
+
 class Leftovers:
     """Remembers threads and fds, then says which are new."""
 
     def __init__(self):
         self.threads = set(threading.enumerate())
         self.fds = open_fds()
+        self.native = native_threads()
 
     def check(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -195,10 +205,12 @@ class Leftovers:
             threads = [t for t in threading.enumerate() if t not in self.threads and t.is_alive()]
             fds = sorted(open_fds() - self.fds)
             fds = [f for f in fds if "/proc/" not in f]
-            if (not threads and not fds) or time.monotonic() > deadline:
+            native = native_threads() - self.native
+            if (not threads and not fds and native <= 0) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
         assert not threads, f"threads left running: {[t.name for t in threads]}"
+        assert native <= 0, f"{native} native threads (not Python's) left running"
         assert not fds, f"file descriptors left open: {fds}"
 
 

@@ -31,6 +31,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "_vtbuf.h"
+#include "_vtimpl.h"
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1022,20 +1023,7 @@ PyDoc_STRVAR(implementations_doc,
 
 static PyObject *b3_implementations(PyObject *Py_UNUSED(mod), PyObject *Py_UNUSED(ignored))
 {
-    PyObject *names = PyList_New(0);
-    for (size_t i = 0; names && i < N_IMPLS; i++) {
-        if (!IMPLS[i].supported())
-            continue;
-        PyObject *name = PyUnicode_FromString(IMPLS[i].name);
-        if (!name || PyList_Append(names, name) < 0)
-            Py_CLEAR(names);
-        Py_XDECREF(name);
-    }
-    if (!names)
-        return NULL;
-    PyObject *t = PyList_AsTuple(names);
-    Py_DECREF(names);
-    return t;
+    return vt_impl_names(VT_IMPL_TABLE(IMPLS, impl));
 }
 
 PyDoc_STRVAR(set_implementation_doc,
@@ -1045,25 +1033,10 @@ PyDoc_STRVAR(set_implementation_doc,
 
 static PyObject *b3_set_implementation(PyObject *Py_UNUSED(mod), PyObject *arg)
 {
-    const impl *pick = NULL;
-    if (arg == Py_None) {
-        for (size_t i = 0; i < N_IMPLS && !pick; i++)
-            if (IMPLS[i].supported())
-                pick = &IMPLS[i];
-    } else {
-        const char *name = PyUnicode_AsUTF8(arg);
-        if (!name)
-            return NULL;
-        for (size_t i = 0; i < N_IMPLS && !pick; i++)
-            if (strcmp(IMPLS[i].name, name) == 0)
-                pick = &IMPLS[i];
-        if (!pick)
-            return PyErr_Format(PyExc_ValueError, "unknown BLAKE3 implementation %R", arg);
-        if (!pick->supported())
-            return PyErr_Format(PyExc_ValueError, "this CPU cannot run the %s implementation",
-                                pick->name);
-    }
-    __atomic_store_n(&current_impl, pick, __ATOMIC_RELEASE);
+    Py_ssize_t i = vt_impl_pick(VT_IMPL_TABLE(IMPLS, impl), arg, "BLAKE3");
+    if (i < 0)
+        return NULL;
+    __atomic_store_n(&current_impl, &IMPLS[i], __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 

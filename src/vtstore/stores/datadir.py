@@ -41,7 +41,13 @@ from vtstore.errors import (
 )
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
-from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
+from vtstore.stores.index import (
+    FileInfo,
+    IndexEntry,
+    LMDBIndex,
+    Reader,
+    iter_index_and_pending,
+)
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
 from vtstore.stores.readcache import FDCache, FrameCache, read_block
 from vtstore.stores.vtd import (
@@ -126,6 +132,7 @@ class DataDir(Store):
         self._wfile: FileInfo | None = None
         self._files: dict[int, FileInfo] = {}
         self._wlock = threading.RLock()
+        self._reader: Reader | None = None  # used under _wlock
         self._clock = threading.Lock()
         self._dup = [0, 0]  # adds of blocks already present: count, bytes (unpersisted)
         self._fds = FDCache(self._file_path, max_fds)
@@ -255,7 +262,12 @@ class DataDir(Store):
         }
         try:
             if self.path.exists():
-                self._check_creatable()
+                try:
+                    self._check_creatable()
+                except StoreError:
+                    if self._refresh():  # another process created it meanwhile
+                        return
+                    raise
             # metadata first, then data/: another process looking in meanwhile
             # sees an empty directory (or hidden temporary files), never a
             # data/ without metadata
@@ -358,10 +370,10 @@ class DataDir(Store):
             self._dup = [0, 0]
         return c
 
-    def _commit_batch(self, entries: list[tuple[bytes, IndexEntry]], end: int) -> None:
+    def _commit_batch(self, pairs: list[tuple[bytes, bytes]], nbytes: int, end: int) -> None:
         fi = self._wfile
         fi.indexed_to = end
-        self._index.commit(entries, files=[fi], counters=self._take_counters())
+        self._index.commit_values(pairs, nbytes, files=[fi], counters=self._take_counters())
 
     def _close_writer(self, seal: bool) -> None:
         w = self._writer
@@ -430,7 +442,7 @@ class DataDir(Store):
 
     def _contains(self, h: HashCode) -> bool:
         w = self._writer
-        if w is not None and w.lookup(h) is not None:
+        if w is not None and w.is_pending(h):
             return True
         if self._index is None and not self._refresh():
             return False
@@ -452,8 +464,23 @@ class DataDir(Store):
                 out.append(False)
                 continue
             f = next(it)
-            out.append(f or (w is not None and w.lookup(h) is not None))
+            out.append(f or (w is not None and w.is_pending(h)))
         return out
+
+    def _known(self):
+        """What the adds (under `_wlock`) ask whether a block is indexed: a
+        kept read transaction, except in a cache, where another process may
+        evict blocks at any time (a stale answer would skip storing one)."""
+        if self.max_size:
+            return self._index
+        if self._reader is None:
+            self._reader = self._index.reader()
+        return self._reader
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def add(self, data) -> HashCode:
         """Store `data`; return its hashcode."""
@@ -464,7 +491,7 @@ class DataDir(Store):
         h = self.hashclass.from_data(data)
         with self._wlock:
             w = self._writer or self._open_writer()
-            size = -1 if self._index.contains(h) else w.add(h, data)
+            size = -1 if self._known().contains(h) else w.add(h, data)
             if size < 0:
                 with self._clock:
                     self._dup[0] += 1
@@ -499,23 +526,39 @@ class DataDir(Store):
         hs = self.hashclass.from_data_many(datas)
         with self._wlock:
             w = self._writer or self._open_writer()
-            present = self._index.contains_many(hs)
-            new = [False] * len(hs)
-            todo = [(i, h) for i, (h, p) in enumerate(zip(hs, present, strict=True)) if not p]
+            present = self._known().contains_many(hs)
+            if not any(present):  # the common case: all new to the index
+                todo = range(len(hs))
+                new, todo_hs, todo_datas = None, hs, datas
+            else:
+                todo = [i for i, p in enumerate(present) if not p]
+                new = [False] * len(hs)
+                todo_hs = [hs[i] for i in todo]
+                todo_datas = [datas[i] for i in todo]
             while todo:
                 w = self._writer or self._open_writer()
-                taken, fresh, size = w.add_many(
-                    [(h, datas[i]) for i, h in todo], self.data_file_size, tree
-                )
-                for (i, _), f in zip(todo, fresh, strict=False):
-                    new[i] = f
+                taken, fresh, size = w.add_many(todo_hs, todo_datas, self.data_file_size, tree)
+                if new is None and taken == len(hs):
+                    new = fresh
+                else:
+                    if new is None:
+                        new = [False] * len(hs)
+                    for i, f in zip(todo, fresh, strict=False):
+                        new[i] = f
                 todo = todo[taken:]
+                todo_hs = todo_hs[taken:]
+                todo_datas = todo_datas[taken:]
                 if size >= self.data_file_size:
                     self._rollover()
                     # what the old file held is in the index now
                     if todo:
-                        again = self._index.contains_many([h for _, h in todo])
-                        todo = [x for x, p in zip(todo, again, strict=True) if not p]
+                        again = self._known().contains_many(todo_hs)
+                        keep = [k for k, p in enumerate(again) if not p]
+                        todo = [todo[k] for k in keep]
+                        todo_hs = [todo_hs[k] for k in keep]
+                        todo_datas = [todo_datas[k] for k in keep]
+            if new is None:
+                new = []
             dups = [len(d) for d, f in zip(datas, new, strict=True) if not f]
             if dups:
                 with self._clock:
@@ -553,6 +596,7 @@ class DataDir(Store):
     def _close(self) -> None:
         try:
             with self._wlock:
+                self._close_reader()
                 self._close_writer(seal=False)
         finally:
             self._fds.close()
@@ -589,6 +633,7 @@ class DataDir(Store):
         self._check_open()
         self._ensure_initialized()
         with self._wlock:
+            self._close_reader()
             self._close_writer(seal=False)
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)

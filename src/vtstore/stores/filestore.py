@@ -21,7 +21,7 @@ from pathlib import Path
 from vtstore.errors import FormatError, HashClassMismatchError, StoreError
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
-from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
+from vtstore.stores.index import FileInfo, LMDBIndex, iter_index_and_pending
 from vtstore.stores.readcache import FrameCache, read_block
 from vtstore.stores.recovery import mapped, try_lock, walk_file
 from vtstore.stores.vtd import (
@@ -219,9 +219,9 @@ class FileStore(Store):
         )
         return self._writer
 
-    def _commit_batch(self, entries: list[tuple[bytes, IndexEntry]], end: int) -> None:
+    def _commit_batch(self, pairs: list[tuple[bytes, bytes]], nbytes: int, end: int) -> None:
         self._fi.indexed_to = end
-        self._index.commit(entries, files=[self._fi])
+        self._index.commit_values(pairs, nbytes, files=[self._fi])
 
     def add(self, data) -> HashCode:
         """Store `data`; return its hashcode."""

@@ -21,6 +21,7 @@ import os
 import shutil
 import struct
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -129,6 +130,7 @@ class _SharedEnv:
         self.env = env
         self.refs = 0
         self.write_lock = threading.Lock()
+        self.generation = 0  # counts this process's write transactions
         self.blocks = env.open_db(b"blocks")
         self.files = env.open_db(b"files")
         self.meta = env.open_db(b"meta")
@@ -152,6 +154,10 @@ def _lmdb_error(path: str, e: Exception) -> StoreError:
 
 def _first(item):
     return item[0]
+
+
+class _SomePresent(Exception):
+    """A `putmulti` found some keys present: redo the transaction entry by entry."""
 
 
 class LMDBIndex:
@@ -292,6 +298,11 @@ class LMDBIndex:
         with self._env.begin(db=self._shared.blocks) as txn:
             return [txn.get(d) is not None for d in digests]
 
+    def reader(self) -> Reader:
+        """A `Reader`: membership tests on a kept read transaction, for one
+        thread's stream of adds."""
+        return Reader(self)
+
     def count(self) -> int:
         """The number of indexed blocks."""
         with self._env.begin() as txn:
@@ -354,22 +365,51 @@ class LMDBIndex:
         leaves entries without their file's `indexed_to`; recovery re-puts them.
         """
         # in key order: neighbouring puts share B-tree pages
-        entries = sorted(entries, key=_first)
+        return self._commit_sorted(
+            sorted(entries, key=_first), files, counters, delete, replace, None
+        )
+
+    def commit_values(
+        self,
+        pairs: list[tuple[bytes, bytes]],
+        nbytes: int,
+        files: Iterable[FileInfo] = (),
+        counters: dict[str, int] | None = None,
+    ) -> tuple[int, int]:
+        """`commit` for entries already encoded: `(digest, IndexEntry.encode())`
+        pairs (digests exact `bytes`) of `nbytes` block octets in all, as the
+        datadir's writer makes them a frame at a time.  Kept if present, like
+        `commit`; return `(new_blocks, new_bytes)`.
+
+        Each transaction's entries go in with one `putmulti` call rather than a
+        Python call per entry.
+        """
+        pairs.sort()  # in key order: neighbouring puts share B-tree pages
+        return self._commit_sorted(pairs, files, counters, (), False, nbytes)
+
+    def _commit_sorted(self, entries, files, counters, delete, replace, nbytes):
+        """`commit` (`nbytes` None) or `commit_values` of sorted entries,
+        `TXN_ENTRIES` to a transaction, the rest in the last one."""
         chunks = [entries[i : i + TXN_ENTRIES] for i in range(0, len(entries), TXN_ENTRIES)]
-        new = new_bytes = 0
+        new = octets = 0
         for i, chunk in enumerate(chunks or [[]]):
             last = i == len(chunks) - 1 or not chunks
+            encoded = None
+            if nbytes is not None:
+                # the last transaction adds the octets counter: all but those present
+                encoded = nbytes - octets if last else -1
             n, nb = self._commit_txn(
                 chunk,
                 files if last else (),
                 counters if last else None,
                 delete if last else (),
                 replace,
+                encoded,
             )
             new += n
-            new_bytes += nb
+            octets += nb
         self._sync()
-        return new, new_bytes
+        return new, octets if nbytes is None else nbytes - octets
 
     def _sync(self) -> None:
         """Make every committed transaction durable (the env is opened without
@@ -379,18 +419,47 @@ class LMDBIndex:
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
 
-    def _commit_txn(self, entries, files, counters, delete, replace) -> tuple[int, int]:
+    def _commit_txn(
+        self, entries, files, counters, delete, replace, encoded: int | None = None
+    ) -> tuple[int, int]:
+        """One write transaction; return `(new_blocks, octets)`.
+
+        `entries` are `(digest, IndexEntry)` pairs and `octets` those of the
+        new ones; or, if `encoded` is given, encoded pairs and `octets` those
+        of the ones present already, with `encoded` (if not negative) the
+        octets counter's increment before subtracting them.
+        """
+        try:
+            return self._txn(entries, files, counters, delete, replace, encoded, True)
+        except _SomePresent:  # rare: another process stored some of these blocks
+            return self._txn(entries, files, counters, delete, replace, encoded, False)
+
+    def _txn(self, entries, files, counters, delete, replace, encoded, multi) -> tuple[int, int]:
         sh = self._shared
-        new = new_bytes = 0
+        new = octets = 0
         try:
             with sh.write_lock, self._env.begin(write=True) as txn:
                 for digest in delete:
                     txn.delete(digest, db=sh.blocks)
                 cur = txn.cursor(db=sh.blocks)
-                for digest, entry in entries:
-                    if cur.put(digest, entry.encode(), overwrite=replace):
-                        new += 1
-                        new_bytes += entry.data_length
+                if encoded is None:
+                    for digest, entry in entries:
+                        if cur.put(digest, entry.encode(), overwrite=replace):
+                            new += 1
+                            octets += entry.data_length
+                    added = octets
+                else:
+                    if multi:
+                        new = cur.putmulti(entries, overwrite=False)[1]
+                        if new != len(entries):
+                            raise _SomePresent  # aborts the transaction
+                    else:
+                        for digest, value in entries:
+                            if cur.put(digest, value, overwrite=False):
+                                new += 1
+                            else:
+                                octets += IndexEntry.decode(value).data_length
+                    added = encoded - octets if encoded >= 0 else 0
                 for fi in files:
                     # indexed_to only grows and a seal is for ever, whoever commits
                     k = _FILENUM.pack(fi.num)
@@ -404,7 +473,8 @@ class LMDBIndex:
                 incs = dict(counters or {})
                 if new:
                     incs["blocks_added"] = incs.get("blocks_added", 0) + new
-                    incs["bytes_added"] = incs.get("bytes_added", 0) + new_bytes
+                if added:
+                    incs["bytes_added"] = incs.get("bytes_added", 0) + added
                 for name, inc in incs.items():
                     if inc:
                         k = name.encode()
@@ -413,7 +483,9 @@ class LMDBIndex:
                         txn.put(k, _COUNTER.pack(max(val, 0)), db=sh.meta)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
-        return new, new_bytes
+        finally:
+            sh.generation += 1
+        return new, octets
 
     def delete_file_entries(self, num: int, digests: Iterable[bytes]) -> int:
         """Delete those of `digests` whose entry points into file `num`; drop the
@@ -430,6 +502,8 @@ class LMDBIndex:
                 txn.delete(_FILENUM.pack(num), db=sh.files)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
+        finally:
+            sh.generation += 1  # readers must not see the deleted entries
         self._sync()
         return n
 
@@ -444,6 +518,8 @@ class LMDBIndex:
                     txn.delete(k, db=sh.meta)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
+        finally:
+            sh.generation += 1
         self._sync()
 
     # -- files and counters ----------------------------------------------
@@ -487,6 +563,52 @@ class LMDBIndex:
         """A consistent read-only view (one read transaction) for long walks such
         as fsck; use it as a context manager."""
         return Snapshot(self)
+
+
+class Reader:
+    """`contains` and `contains_many` on a read transaction kept between calls
+    (a fresh one costs about a microsecond, with two GIL hand-offs, on every
+    add of a block).  It is renewed after every write transaction of this
+    process and at least every `MAX_AGE` seconds, so it sees the commits of
+    other processes a little late: a block they stored meanwhile may be
+    stored again, which wastes its octets and breaks nothing.  Not thread
+    safe: one per thread, or under the caller's lock; `close` it before the
+    index."""
+
+    MAX_AGE = 0.25
+
+    def __init__(self, index: LMDBIndex):
+        self._index = index
+        self._txn = None
+        self._gen = -1
+        self._since = 0.0
+
+    def _current(self):
+        sh = self._index._shared
+        now = time.monotonic()
+        if self._txn is None or self._gen != sh.generation or now - self._since > self.MAX_AGE:
+            if self._txn is not None:
+                self._txn.abort()
+                self._txn = None
+            self._gen = sh.generation
+            self._txn = self._index._env.begin(db=sh.blocks)
+            self._since = now
+        return self._txn
+
+    def contains(self, digest) -> bool:
+        """Whether `digest` is indexed (as of the kept transaction)."""
+        return self._current().get(digest) is not None
+
+    def contains_many(self, digests) -> list[bool]:
+        """For each digest, whether it is indexed."""
+        get = self._current().get
+        return [get(d) is not None for d in digests]
+
+    def close(self) -> None:
+        """End the kept transaction."""
+        if self._txn is not None:
+            self._txn.abort()
+            self._txn = None
 
 
 class Snapshot:

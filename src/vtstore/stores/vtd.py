@@ -31,7 +31,6 @@ import mmap
 import os
 import re
 import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,6 +38,7 @@ import zstandard
 
 from vtstore.codec import decode_varint, encode_varint
 from vtstore.errors import FormatError
+from vtstore.stores.vtdio import crc32, entries_payload, write_record
 
 MAGIC = b"VTD\x01"
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ def encode_record(flags: int, payload) -> bytes:
     if not 0 < len(payload) <= MAX_PAYLOAD:
         raise ValueError(f"record payload of {len(payload)} octets out of range")
     head = encode_varint(flags) + encode_varint(len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
+    crc = crc32(payload, crc32(head))
     return b"".join((head, payload, crc.to_bytes(4, "big")))
 
 
@@ -184,20 +184,72 @@ class FrameEncoder:
         if length > MAX_PAYLOAD:
             raise ValueError(f"record payload of {length} octets out of range")
         head = encode_varint(flags) + encode_varint(length)
-        crc = zlib.crc32(stored, zlib.crc32(head))
+        crc = crc32(stored, crc32(head))
         return Frame([head, stored, crc.to_bytes(4, "big")], flags, len(head), length, spans)
 
-    def _worth_trying(self, parts, size: int) -> bool:
-        # After a run of incompressible frames, test a 16 KiB sample first: zstd
-        # spends as long failing on random data as succeeding on text.
-        if self._plain_run < 4 or size <= 32768:
+    def write(self, fd: int, offset: int, datas, size: int) -> tuple[int, int, int, int]:
+        """Append the record holding `datas` (a non-empty list of buffers of
+        `size` octets in all) at `offset` of `fd`, compressed if that saves
+        space; return `(record_size, flags, payload_offset, payload_length)`,
+        the payload offset counted from the record's start.
+
+        A plain frame goes from the blocks' own buffers to the file in one
+        call (`vtdio.write_record`); a compressed one is joined first.
+        """
+        if self.skip(size):
+            flags, parts, entries = TYPE_BLOCKS | ENC_PLAIN, datas, True
+        else:
+            flags, parts, entries = self.prepare(datas, size)
+        rsize, poff, plen = write_record(fd, offset, flags, parts, entries)
+        return rsize, flags, poff, plen
+
+    def skip(self, size: int) -> bool:
+        """Whether the next frame, of `size` octets, is stored plain without
+        trying to compress it (then it counts as an incompressible one).
+
+        After a run of incompressible frames, fewer are tried: from the 5th
+        on each is tried on a 16 KiB sample first (zstd spends as long failing
+        on random data as succeeding on text), and from the 8th on one in 2,
+        then 4, ... 16.  Data that turns compressible is stored plain for at
+        most 16 frames.
+        """
+        if not self.compress:
             return True
+        run = self._plain_run
+        if run < 8 or size <= 32768:
+            return False
+        if run & (min(1 << ((run - 4) // 4), 16) - 1):
+            self._plain_run += 1
+            return True
+        return False
+
+    def prepare(self, datas, size: int) -> tuple[int, tuple, bool]:
+        """Try to compress a frame that `skip` did not: return its record's
+        `(flags, parts, entries)` as `vtdio.write_record` takes them."""
+        if self._plain_run >= 4 and size > 32768 and not self._sample_compresses(datas):
+            self._plain_run += 1
+            return TYPE_BLOCKS | ENC_PLAIN, datas, True
+        payload = entries_payload(datas)
+        z = self._cctx.compress(payload)
+        if len(z) <= len(payload) * (1 - MIN_SAVING):
+            self._plain_run = 0
+            return TYPE_BLOCKS | ENC_ZSTD, (z,), False
+        self._plain_run += 1
+        return TYPE_BLOCKS | ENC_PLAIN, (payload,), False
+
+    def _sample_compresses(self, parts) -> bool:
         sample = bytearray()
         for part in parts:
             sample += part[: 16384 - len(sample)]
             if len(sample) >= 16384:
                 break
-        ok = len(self._cctx.compress(sample)) <= len(sample) * (1 - MIN_SAVING)
+        return len(self._cctx.compress(sample)) <= len(sample) * (1 - MIN_SAVING)
+
+    def _worth_trying(self, parts, size: int) -> bool:
+        # `encode`'s test (fsck salvage, tests): the sample after 4 plain frames
+        if self._plain_run < 4 or size <= 32768:
+            return True
+        ok = self._sample_compresses(parts)
         if not ok:
             self._plain_run += 1
         return ok
@@ -272,7 +324,7 @@ def parse_record_at(buf, pos: int, end: int) -> Record | str:
         return f"bad record length {n}"
     if p + n + CRC_SIZE > end:
         return f"record of {n} octets runs past the end of the file"
-    crc = zlib.crc32(buf[p : p + n], zlib.crc32(buf[pos:p]))
+    crc = crc32(buf[p : p + n], crc32(buf[pos:p]))
     if crc != int.from_bytes(buf[p + n : p + n + CRC_SIZE], "big"):
         return "record CRC mismatch"
     return Record(pos, p + n + CRC_SIZE, flags, p, n)

@@ -1,12 +1,21 @@
 """Appending blocks to one data file, a frame at a time, off the caller's thread.
 
-The caller hashes and de-duplicates; `RecordWriter.add` only gathers the block
-into the frame being built.  A full frame goes to a single background thread
-that compresses it (zstd releases the GIL) and appends the record; every few
-thousand blocks or tens of MiB a second thread makes the batch durable while
-appends go on: `fdatasync` of the data file first, then the index transaction,
-so a committed index entry never points at data that a power cut could lose.  Until then a block is found by `lookup`:
-as bytes while its frame is in memory, as an `IndexEntry` once written.
+The caller hashes and de-duplicates; `RecordWriter.add_many` only gathers the
+blocks into the frame being built.  A full frame goes to a single background
+thread that compresses it if that pays (zstd releases the GIL) and appends the
+record in one call (`vtdio.write_record`: CRC and `pwritev` without the GIL),
+then encodes the frame's index entries in one more (`vtdio.index_values`).
+Every few thousand blocks or tens of MiB a second thread makes the batch
+durable while appends go on: `fdatasync` of the data file first, then the
+index transaction, so a committed index entry never points at data that a
+power cut could lose.  Writeback of the appended octets is started every few
+MiB (`sync_file_range`), so that `fdatasync` mostly finds them on the disk
+already.  Until it is committed a block is found by `lookup`: as bytes while its
+frame is in memory, as an `IndexEntry` once written.
+
+The bookkeeping is per frame, not per block: one dict maps each pending
+hashcode to its frame and position, and a frame carries its blocks, then
+(once written) their encoded index entries.
 
 A failed write (a full disk) truncates the file back to its last good record
 and leaves the writer failed: every later call raises `StoreError`.
@@ -23,7 +32,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from vtstore.errors import StoreError
 from vtstore.stores.direct import DirectAppender, DirectUnsupported
 from vtstore.stores.index import IndexEntry
-from vtstore.stores.vtd import DEFAULT_FRAME_SIZE, DEFAULT_ZSTD_LEVEL, FrameEncoder
+from vtstore.stores.vtd import (
+    DEFAULT_FRAME_SIZE,
+    DEFAULT_ZSTD_LEVEL,
+    ENC_PLAIN,
+    TYPE_BLOCKS,
+    FrameEncoder,
+)
+from vtstore.stores.vtdio import (
+    SYNC_FILE_RANGE_WRITE,
+    Appender,
+    index_values,
+    sync_file_range,
+)
 
 MAX_INFLIGHT = 3
 #: a durable commit every this many blocks or bytes (and at every flush): each
@@ -31,7 +52,25 @@ MAX_INFLIGHT = 3
 COMMIT_COUNT = 16384
 COMMIT_BYTES = 128 * 1024 * 1024
 
-CommitFn = Callable[[list[tuple[bytes, IndexEntry]], int], None]
+#: start writeback of what was appended every this many octets
+WRITEBACK_BYTES = 8 * 1024 * 1024
+
+#: `commit(pairs, nbytes, end)`: make `(digest, encoded IndexEntry)` pairs, of
+#: `nbytes` block octets in all, durable in the index, with the file indexed to `end`
+CommitFn = Callable[[list[tuple[bytes, bytes]], int, int], None]
+
+
+class _Frame:
+    """The blocks of one record: gathered, then queued, then written."""
+
+    __slots__ = ("hs", "datas", "size", "values", "nbytes")
+
+    def __init__(self):
+        self.hs: list = []
+        self.datas: list | None = []  # None once written
+        self.size = 0  # what the blocks will take in the file, about
+        self.values: list[bytes] | None = None  # encoded index entries, once written
+        self.nbytes = 0  # block octets, once written
 
 
 class RecordWriter:
@@ -50,6 +89,7 @@ class RecordWriter:
         commit_count: int = COMMIT_COUNT,
         commit_bytes: int = COMMIT_BYTES,
         direct: bool = True,
+        native: bool = True,
     ):
         self.fd = fd
         self.path = path
@@ -60,23 +100,26 @@ class RecordWriter:
         self._commit_fn = commit
         self._encoder = FrameEncoder(zstd_level, compress)
         self._lock = threading.Lock()
-        self._building: dict = {}
-        self._building_size = 0
+        #: every hashcode added and not yet committed -> (frame, position)
+        self._pending: dict = {}
+        self._building = _Frame()
         # tree blocks (directories) gather in frames of their own, so walking
         # a tree decompresses a few frames instead of one per directory
-        self._building_tree: dict = {}
-        self._building_tree_size = 0
-        self._inflight: dict = {}
+        self._building_tree = _Frame()
+        self._queued: deque[_Frame] = deque()  # submitted, not yet written
         self._inflight_size = 0
-        self._uncommitted: dict = {}
+        self._written: list[_Frame] = []  # written, not yet committed
+        self._written_count = 0
         self._offset = offset  # writer thread: where the next record goes
         self._committed = offset
+        self._kicked = offset  # writeback started up to here
         self._futures: deque[Future] = deque()
         self._exec: ThreadPoolExecutor | None = None
         # commits (fdatasync, then the index) run beside the appends
         self._cexec: ThreadPoolExecutor | None = None
         self._cfut: Future | None = None
         self._commit_lock = threading.Lock()
+        self._commit_start = threading.Lock()
         self.failed: BaseException | None = None
         self.closed = False
         # appends bypass the page cache if asked ($VT_DIRECT_IO=1) and the file
@@ -88,6 +131,12 @@ class RecordWriter:
                 self._direct = DirectAppender(path, fd, offset)
             except OSError:
                 self._direct = None
+        # plain frames go from the caller's thread to a native appender
+        # thread that never needs the GIL; frames that may compress go through
+        # the Python writer thread first (zstd releases the GIL for long)
+        self._app = None
+        if native and Appender is not None and self._direct is None:
+            self._app = Appender(fd, offset, WRITEBACK_BYTES)
 
     # -- caller side ----------------------------------------------------------
 
@@ -96,7 +145,7 @@ class RecordWriter:
         """The file size once everything added so far is written."""
         with self._lock:
             return (
-                self._offset + self._building_size + self._building_tree_size + self._inflight_size
+                self._offset + self._building.size + self._building_tree.size + self._inflight_size
             )
 
     def _check(self) -> None:
@@ -108,14 +157,14 @@ class RecordWriter:
     def add(self, h, data: bytes, tree: bool = False) -> int:
         """Queue block `data` with hashcode `h` (known not to be in the index);
         return the file size it makes, or -1 if `h` is pending already."""
-        _, new, size = self.add_many([(h, data)], 1 << 62, tree)
+        _, new, size = self.add_many([h], [data], 1 << 62, tree)
         return size if new[0] else -1
 
-    def add_many(self, items, limit: int, tree: bool = False) -> tuple[int, list[bool], int]:
-        """Queue `(h, data)` pairs (hashcodes known not to be in the index) until
-        the file reaches `limit` octets; `tree`: they are tree blocks.
+    def add_many(self, hs, datas, limit: int, tree: bool = False) -> tuple[int, list[bool], int]:
+        """Queue the blocks `datas` with hashcodes `hs` (known not to be in the
+        index) until the file reaches `limit` octets; `tree`: they are tree blocks.
 
-        Return `(taken, new, size)`: how many pairs were queued, for each whether
+        Return `(taken, new, size)`: how many blocks were queued, for each whether
         it was new (not pending already), and the file size they make.  One lock
         round per frame instead of per block: this is the datadir's hot path.
         """
@@ -123,25 +172,30 @@ class RecordWriter:
             self._check()
         new: list[bool] = []
         taken = 0
-        n = len(items)
+        n = len(hs)
         size = 0
+        pending = self._pending
+        fsize = self.frame_size
         while taken < n:
             full = False
             with self._lock:
-                building, other = self._building, self._building_tree
-                bsize, osize = self._building_size, self._building_tree_size
                 if tree:
-                    building, other, bsize, osize = other, building, osize, bsize
-                inflight, uncommitted = self._inflight, self._uncommitted
-                base = self._offset + self._inflight_size + osize
-                fsize = self.frame_size
+                    fr, other = self._building_tree, self._building
+                else:
+                    fr, other = self._building, self._building_tree
+                base = self._offset + self._inflight_size + other.size
+                fhs, fdatas = fr.hs, fr.datas
+                bsize = fr.size
                 while taken < n:
-                    h, data = items[taken]
+                    h = hs[taken]
+                    data = datas[taken]
                     taken += 1
-                    if h in building or h in inflight or h in uncommitted or h in other:
+                    if h in pending:
                         new.append(False)
                         continue
-                    building[h] = data if type(data) is bytes else bytes(data)
+                    pending[h] = (fr, len(fhs))
+                    fhs.append(h)
+                    fdatas.append(data if type(data) is bytes else bytes(data))
                     bsize += len(data) + 3
                     new.append(True)
                     if bsize >= fsize:
@@ -149,10 +203,7 @@ class RecordWriter:
                         break
                     if base + bsize >= limit:
                         break
-                if tree:
-                    self._building_tree_size = bsize
-                else:
-                    self._building_size = bsize
+                fr.size = bsize
                 size = base + bsize
             if full:
                 self._submit_frame(tree)
@@ -160,37 +211,48 @@ class RecordWriter:
                 break
         return taken, new, size
 
+    def is_pending(self, h) -> bool:
+        """Whether `h` was added and is not committed yet."""
+        return h in self._pending
+
     def lookup(self, h):
         """Block bytes still in memory, an `IndexEntry` if written but not
         committed, else None."""
         with self._lock:
-            d = self._building.get(h)
-            if d is None:
-                d = self._building_tree.get(h)
-                if d is None:
-                    d = self._inflight.get(h)
-                    if d is None:
-                        return self._uncommitted.get(h)
-            return d
+            x = self._pending.get(h)
+            if x is None:
+                return None
+            fr, i = x
+            if fr.values is None:
+                return fr.datas[i]
+            v = fr.values[i]
+        return IndexEntry.decode(v)
 
     def pending_keys(self) -> list:
         """Every hashcode added but not yet committed to the index."""
         with self._lock:
-            return [*self._building, *self._building_tree, *self._inflight, *self._uncommitted]
+            return list(self._pending)
 
     def _submit_frame(self, tree: bool = False) -> None:
         with self._lock:
             if tree:
-                frame, size = self._building_tree, self._building_tree_size
-                self._building_tree, self._building_tree_size = {}, 0
+                fr = self._building_tree
+                if not fr.hs:
+                    return
+                self._building_tree = _Frame()
             else:
-                frame, size = self._building, self._building_size
-                self._building, self._building_size = {}, 0
-            if not frame:
-                return
-            self._inflight.update(frame)
-            self._inflight_size += size
-        self._submit(self._write_frame, frame)
+                fr = self._building
+                if not fr.hs:
+                    return
+                self._building = _Frame()
+            self._queued.append(fr)
+            self._inflight_size += fr.size
+        app = self._app
+        if app is not None and self._encoder.skip(fr.size):
+            app.submit(fr, TYPE_BLOCKS | ENC_PLAIN, fr.datas, True)
+            self._reap()
+        else:
+            self._submit(self._write_frame, fr)
 
     def _submit(self, fn, *a) -> Future:
         if self._exec is None:
@@ -209,12 +271,20 @@ class RecordWriter:
         self._submit_frame()
         self._submit_frame(tree=True)
         with self._lock:
-            idle = not self._futures and not self._uncommitted and self._offset == self._committed
+            idle = (
+                not self._futures
+                and not self._queued
+                and not self._written
+                and self._offset == self._committed
+            )
         if idle:
             self._trim()
             return
         while self._futures:
             self._futures.popleft().result()
+        if self._app is not None:
+            self._app.drain()
+            self._reap()
         if self._cfut is not None:
             self._cfut.result()
         self._trim()
@@ -236,6 +306,9 @@ class RecordWriter:
                 if ex is not None:
                     ex.shutdown(wait=True)
             self._exec = self._cexec = None
+            if self._app is not None:
+                self._app.close()  # writes what was submitted; unreaped, it is unindexed
+                self._app = None
             if self.failed is None:
                 try:
                     self._trim()
@@ -265,81 +338,135 @@ class RecordWriter:
                 os.ftruncate(self.fd, self._offset)
             except OSError:
                 pass
-        with self._lock:
-            self._inflight.clear()
+        with self._lock:  # the blocks of frames not written are lost
+            for fr in self._queued:
+                for h in fr.hs:
+                    self._pending.pop(h, None)
+            self._queued.clear()
             self._inflight_size = 0
         if isinstance(e, StoreError):
             return StoreError(str(e))
         msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         return StoreError(f"writing {self.path}: {msg}")
 
-    def _write_frame(self, frame: dict) -> None:
-        if self.failed is not None:
-            raise StoreError(f"writing {self.path} failed earlier: {self.failed}")
-        try:
-            hs = list(frame)
-            enc = self._encoder.encode([frame[h] for h in hs])
-            pos = self._offset
-            end = pos + enc.size
-            parts = enc.parts
-            if self._direct is not None:
-                try:
-                    self._direct.write(parts, pos, enc.size)
-                    n = enc.size
-                except DirectUnsupported:
-                    self._stop_direct()
-                    n = 0
-            else:
-                n = 0
-            if n == 0:
-                if len(parts) > 512:  # past IOV_MAX: one buffer
-                    parts = [enc.record]
-                n = os.pwritev(self.fd, parts, pos)
-            if n < enc.size:  # a short write: finish the rest plainly
-                rec = memoryview(enc.record)[n:]
-                pos += n
-                while rec:
-                    k = os.pwrite(self.fd, rec, pos)
-                    pos += k
-                    rec = rec[k:]
-            pos = end
-        except (OSError, ValueError) as e:
-            raise self._fail(e) from None
-        payload_off = self._offset + enc.payload_offset
+    def _append(self, fr: _Frame) -> tuple[int, int, int, int]:
+        """Write the record of frame `fr` at the end; return what
+        `FrameEncoder.write` does."""
+        pos = self._offset
+        if self._direct is not None:
+            enc = self._encoder.encode(fr.datas)
+            try:
+                self._direct.write(enc.parts, pos, enc.size)
+                return enc.size, enc.flags, enc.payload_offset, enc.payload_length
+            except DirectUnsupported:
+                self._stop_direct()
+            rec = memoryview(enc.record)
+            while rec:
+                k = os.pwrite(self.fd, rec, pos)
+                pos += k
+                rec = rec[k:]
+            return enc.size, enc.flags, enc.payload_offset, enc.payload_length
+        return self._encoder.write(self.fd, pos, fr.datas, fr.size)
+
+    def _reap(self) -> None:
+        """Take the frames the native appender has written (caller's thread or
+        the commit thread)."""
         with self._lock:
-            for h, (doff, dlen) in zip(hs, enc.spans, strict=True):
-                self._uncommitted[h] = IndexEntry(
-                    self.filenum, enc.flags, payload_off, enc.payload_length, doff, dlen
-                )
-                del self._inflight[h]
-            self._inflight_size = max(0, self._inflight_size - sum(d + 3 for _, d in enc.spans))
-            self._offset = pos
-            due = (
-                len(self._uncommitted) >= self.commit_count
-                or self._offset - self._committed >= self.commit_bytes
-            )
-        if due and (self._cfut is None or self._cfut.done()):
+            written, _, err = self._app.reap()
+            for fr, flags, off, rsize, poff, plen in written:
+                self._wrote(fr, flags, off + poff, plen)
+                self._offset = off + rsize
+            due = self._due()
+        if err:
+            self._offset = self._app.end  # just past the last good record
+            raise self._fail(OSError(err, os.strerror(err)))
+        if due:
+            self._start_commit()
+
+    def _wrote(self, fr: _Frame, flags: int, payload_off: int, plen: int) -> None:
+        """Frame `fr` is in the file now (with `_lock` held)."""
+        datas = fr.datas
+        fr.values = index_values(self.filenum, flags, payload_off, plen, datas)
+        fr.nbytes = sum(map(len, datas))
+        fr.datas = None
+        self._queued.remove(fr)
+        self._written.append(fr)
+        self._written_count += len(fr.values)
+        self._inflight_size = max(0, self._inflight_size - fr.size)
+
+    def _due(self) -> bool:
+        return (
+            self._written_count >= self.commit_count
+            or self._offset - self._committed >= self.commit_bytes
+        )
+
+    def _start_commit(self) -> None:
+        """Start a commit in the background unless one is running."""
+        with self._commit_start:
+            if self._cfut is not None and not self._cfut.done():
+                return
             if self._cfut is not None:
                 self._cfut.result()
             if self._cexec is None:
                 self._cexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vt-commit")
             self._cfut = self._cexec.submit(self._commit)
 
+    def _write_frame(self, fr: _Frame) -> None:
+        if self.failed is not None:
+            raise StoreError(f"writing {self.path} failed earlier: {self.failed}")
+        app = self._app
+        if app is not None:  # compress here (no GIL), append there
+            try:
+                flags, parts, entries = self._encoder.prepare(fr.datas, fr.size)
+            except (MemoryError, ValueError) as e:
+                raise self._fail(e, truncate=False) from None
+            app.submit(fr, flags, parts, entries)
+            return
+        try:
+            size, flags, poff, plen = self._append(fr)
+        except (OSError, ValueError) as e:
+            raise self._fail(e) from None
+        with self._lock:
+            self._wrote(fr, flags, self._offset + poff, plen)
+            self._offset += size
+            due = self._due()
+        if self._offset - self._kicked >= WRITEBACK_BYTES and self._direct is None:
+            # start writing back now, so the commit's fdatasync finds little to do
+            try:
+                sync_file_range(
+                    self.fd, self._kicked, self._offset - self._kicked, SYNC_FILE_RANGE_WRITE
+                )
+            except OSError:
+                pass  # only a hint: fdatasync still makes it durable
+            self._kicked = self._offset
+        if due:
+            self._start_commit()
+
     def _commit(self) -> None:
         with self._commit_lock:
             if self.failed is not None:
                 raise StoreError(f"writing {self.path} failed earlier: {self.failed}")
+            if self._app is not None:
+                self._reap()
             with self._lock:
-                batch = list(self._uncommitted.items())
+                frames = self._written
+                self._written = []
+                self._written_count = 0
                 end = self._offset
-            if not batch and end == self._committed:
+            if not frames and end == self._committed:
                 return
+            pairs = [p for fr in frames for p in zip(map(bytes, fr.hs), fr.values, strict=True)]
+            nbytes = sum(fr.nbytes for fr in frames)
             try:
                 os.fdatasync(self.fd)
-                self._commit_fn([(bytes(h), e) for h, e in batch], end)
+                self._commit_fn(pairs, nbytes, end)
             except (OSError, StoreError) as e:
+                with self._lock:  # still pending: lookups keep finding them
+                    self._written[:0] = frames
                 raise self._fail(e, truncate=False) from None
             with self._lock:
-                for h, _ in batch:
-                    self._uncommitted.pop(h, None)
+                pop = self._pending.pop
+                for fr in frames:
+                    for h in fr.hs:
+                        pop(h, None)
                 self._committed = end

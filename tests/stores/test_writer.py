@@ -1,0 +1,116 @@
+"""The datadir's record writer, on both of its paths: plain frames appended by
+the native `Appender` thread (frames that may compress through the Python
+writer thread first), and everything through the Python writer thread when
+the extension is not built."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from vtstore.stores import vtdio, writer
+from vtstore.stores.datadir import DataDir
+from vtstore.stores.vtd import ENC_PLAIN, ENC_ZSTD, TYPE_BLOCKS, FrameEncoder
+
+PATHS = ["native", "python"] if vtdio.Appender is not None else ["python"]
+
+
+@pytest.fixture(params=PATHS)
+def path_kind(request, monkeypatch):
+    if request.param == "python":
+        monkeypatch.setattr(writer, "Appender", None)
+    return request.param
+
+
+def _mixed_blocks(seed: int, n: int) -> list[bytes]:
+    """Runs of random blocks (long enough for the encoder to stop trying to
+    compress) and of text, so both paths of a writer are taken."""
+    rnd = random.Random(seed)
+    out = []
+    text = b"".join(b"line %d of some text that compresses well\n" % i for i in range(400))
+    for run in range(6):
+        for i in range(n):
+            if run % 2 == 0:
+                out.append(rnd.randbytes(rnd.choice((100, 5000, 8192))))
+            else:
+                out.append(text[: rnd.randrange(1000, 8000)] + b"%d.%d" % (run, i))
+    return out
+
+
+def test_roundtrip_both_paths(tmp_path, path_kind, leftovers):
+    blocks = _mixed_blocks(1, 600)
+    with DataDir(tmp_path / "dd", frame_size=64 * 1024) as s:
+        hs = [s.add(b) for b in blocks[: len(blocks) // 2]]
+        hs += s.add_many(blocks[len(blocks) // 2 :])
+        # readable before and after the flush
+        assert all(s[h] == b for h, b in zip(hs[::37], blocks[::37], strict=True))
+        s.flush()
+        assert (s._writer._app is not None) == (path_kind == "native")
+    with DataDir(tmp_path / "dd") as s:
+        assert [s[h] for h in hs] == blocks
+        info = s.info()
+        assert info["blocks"] == len(set(hs))
+        assert info["bytes_stored"] == sum(len(b) for b in set(blocks))
+        report = s.fsck()
+        assert report.ok, report
+    leftovers.check()
+
+
+def test_pending_blocks_found_at_every_stage(tmp_path, path_kind):
+    """A block is found while its frame is built, queued, written and committed."""
+    rnd = random.Random(2)
+    with DataDir(tmp_path / "dd", frame_size=16 * 1024) as s:
+        seen = []
+        for _ in range(400):
+            b = rnd.randbytes(3000)
+            seen.append((s.add(b), b))
+            h, d = seen[rnd.randrange(len(seen))]
+            assert s[h] == d and h in s
+        s.flush()
+        assert all(s[h] == d for h, d in seen)
+        assert len(s) == len(seen)
+
+
+def test_counters_when_another_store_committed_the_same_blocks(tmp_path):
+    """Two stores of one datadir add the same blocks: the second's commit
+    finds them present (its one-call insert falls back to one put per entry)
+    and the counters still count each block once."""
+    rnd = random.Random(3)
+    blocks = [rnd.randbytes(2000) for _ in range(300)]
+    p = tmp_path / "dd"
+    a = DataDir(p)
+    b = DataDir(p)
+    a.add_many(blocks[:200])
+    b.add_many(blocks[100:])  # before a commits, so b stores 100..199 again
+    a.flush()
+    b.flush()
+    a.close()
+    b.close()
+    with DataDir(p) as s:
+        info = s.info()
+        assert info["blocks"] == 300
+        assert info["bytes_stored"] == 300 * 2000
+        assert all(s[h] == d for h, d in zip(s.add_many(blocks), blocks, strict=True))
+
+
+def test_encoder_backs_off_trying_random_frames():
+    """After a run of incompressible frames fewer are tried at all (`skip`);
+    a compressible frame resets the run."""
+    enc = FrameEncoder()
+    rnd = random.Random(4)
+    tried = []
+    for _ in range(60):
+        datas = [rnd.randbytes(8192) for _ in range(32)]
+        if enc.skip(256 * 1024):
+            tried.append(False)
+        else:
+            tried.append(True)
+            assert enc.prepare(datas, 256 * 1024)[0] == TYPE_BLOCKS | ENC_PLAIN
+    assert all(tried[:8])
+    assert 3 < sum(tried[8:]) < 20  # one in 2, 4, ... 16
+    text = [b"hello world, " * 600 for _ in range(32)]
+    while enc.skip(256 * 1024):
+        pass
+    assert enc.prepare(text, 256 * 1024)[0] == TYPE_BLOCKS | ENC_ZSTD
+    assert not enc.skip(256 * 1024)
