@@ -176,6 +176,14 @@ class Hash_BLAKE3(HashCode):
         return _blake3.blake3(data).digest()
 
     @classmethod
+    def from_data(cls, data) -> HashCode:
+        """Return the hashcode of `data` (one call fewer than the generic one:
+        every single add goes through here)."""
+        if _native_b3 is not None:
+            return bytes.__new__(cls, _native_b3.digest(data))
+        return bytes.__new__(cls, _blake3.blake3(data).digest())
+
+    @classmethod
     def from_data_many(cls, datas) -> list[HashCode]:
         """The hashcodes of a batch, hashed natively in one call (without the
         GIL for batches of 32 KiB or more)."""

@@ -41,13 +41,7 @@ from vtstore.errors import (
 )
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
-from vtstore.stores.index import (
-    FileInfo,
-    IndexEntry,
-    LMDBIndex,
-    Reader,
-    iter_index_and_pending,
-)
+from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
 from vtstore.stores.readcache import FDCache, FrameCache, read_block
 from vtstore.stores.vtd import (
@@ -132,7 +126,6 @@ class DataDir(Store):
         self._wfile: FileInfo | None = None
         self._files: dict[int, FileInfo] = {}
         self._wlock = threading.RLock()
-        self._reader: Reader | None = None  # used under _wlock
         self._clock = threading.Lock()
         self._dup = [0, 0]  # adds of blocks already present: count, bytes (unpersisted)
         self._fds = FDCache(self._file_path, max_fds)
@@ -467,21 +460,6 @@ class DataDir(Store):
             out.append(f or (w is not None and w.is_pending(h)))
         return out
 
-    def _known(self):
-        """What the adds (under `_wlock`) ask whether a block is indexed: a
-        kept read transaction, except in a cache, where another process may
-        evict blocks at any time (a stale answer would skip storing one)."""
-        if self.max_size:
-            return self._index
-        if self._reader is None:
-            self._reader = self._index.reader()
-        return self._reader
-
-    def _close_reader(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-
     def add(self, data) -> HashCode:
         """Store `data`; return its hashcode."""
         self._check_writable()
@@ -491,7 +469,7 @@ class DataDir(Store):
         h = self.hashclass.from_data(data)
         with self._wlock:
             w = self._writer or self._open_writer()
-            size = -1 if self._known().contains(h) else w.add(h, data)
+            size = -1 if self._index.contains(h) else w.add(h, data)
             if size < 0:
                 with self._clock:
                     self._dup[0] += 1
@@ -526,7 +504,7 @@ class DataDir(Store):
         hs = self.hashclass.from_data_many(datas)
         with self._wlock:
             w = self._writer or self._open_writer()
-            present = self._known().contains_many(hs)
+            present = self._index.contains_many(hs)
             if not any(present):  # the common case: all new to the index
                 todo = range(len(hs))
                 new, todo_hs, todo_datas = None, hs, datas
@@ -552,7 +530,7 @@ class DataDir(Store):
                     self._rollover()
                     # what the old file held is in the index now
                     if todo:
-                        again = self._known().contains_many(todo_hs)
+                        again = self._index.contains_many(todo_hs)
                         keep = [k for k, p in enumerate(again) if not p]
                         todo = [todo[k] for k in keep]
                         todo_hs = [todo_hs[k] for k in keep]
@@ -596,7 +574,6 @@ class DataDir(Store):
     def _close(self) -> None:
         try:
             with self._wlock:
-                self._close_reader()
                 self._close_writer(seal=False)
         finally:
             self._fds.close()
@@ -633,7 +610,6 @@ class DataDir(Store):
         self._check_open()
         self._ensure_initialized()
         with self._wlock:
-            self._close_reader()
             self._close_writer(seal=False)
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -21,7 +21,6 @@ import os
 import shutil
 import struct
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -130,7 +129,6 @@ class _SharedEnv:
         self.env = env
         self.refs = 0
         self.write_lock = threading.Lock()
-        self.generation = 0  # counts this process's write transactions
         self.blocks = env.open_db(b"blocks")
         self.files = env.open_db(b"files")
         self.meta = env.open_db(b"meta")
@@ -297,11 +295,6 @@ class LMDBIndex:
         """For each digest, whether it is indexed (one read transaction)."""
         with self._env.begin(db=self._shared.blocks) as txn:
             return [txn.get(d) is not None for d in digests]
-
-    def reader(self) -> Reader:
-        """A `Reader`: membership tests on a kept read transaction, for one
-        thread's stream of adds."""
-        return Reader(self)
 
     def count(self) -> int:
         """The number of indexed blocks."""
@@ -483,8 +476,6 @@ class LMDBIndex:
                         txn.put(k, _COUNTER.pack(max(val, 0)), db=sh.meta)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
-        finally:
-            sh.generation += 1
         return new, octets
 
     def delete_file_entries(self, num: int, digests: Iterable[bytes]) -> int:
@@ -502,8 +493,6 @@ class LMDBIndex:
                 txn.delete(_FILENUM.pack(num), db=sh.files)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
-        finally:
-            sh.generation += 1  # readers must not see the deleted entries
         self._sync()
         return n
 
@@ -518,8 +507,6 @@ class LMDBIndex:
                     txn.delete(k, db=sh.meta)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
-        finally:
-            sh.generation += 1
         self._sync()
 
     # -- files and counters ----------------------------------------------
@@ -563,52 +550,6 @@ class LMDBIndex:
         """A consistent read-only view (one read transaction) for long walks such
         as fsck; use it as a context manager."""
         return Snapshot(self)
-
-
-class Reader:
-    """`contains` and `contains_many` on a read transaction kept between calls
-    (a fresh one costs about a microsecond, with two GIL hand-offs, on every
-    add of a block).  It is renewed after every write transaction of this
-    process and at least every `MAX_AGE` seconds, so it sees the commits of
-    other processes a little late: a block they stored meanwhile may be
-    stored again, which wastes its octets and breaks nothing.  Not thread
-    safe: one per thread, or under the caller's lock; `close` it before the
-    index."""
-
-    MAX_AGE = 0.25
-
-    def __init__(self, index: LMDBIndex):
-        self._index = index
-        self._txn = None
-        self._gen = -1
-        self._since = 0.0
-
-    def _current(self):
-        sh = self._index._shared
-        now = time.monotonic()
-        if self._txn is None or self._gen != sh.generation or now - self._since > self.MAX_AGE:
-            if self._txn is not None:
-                self._txn.abort()
-                self._txn = None
-            self._gen = sh.generation
-            self._txn = self._index._env.begin(db=sh.blocks)
-            self._since = now
-        return self._txn
-
-    def contains(self, digest) -> bool:
-        """Whether `digest` is indexed (as of the kept transaction)."""
-        return self._current().get(digest) is not None
-
-    def contains_many(self, digests) -> list[bool]:
-        """For each digest, whether it is indexed."""
-        get = self._current().get
-        return [get(d) is not None for d in digests]
-
-    def close(self) -> None:
-        """End the kept transaction."""
-        if self._txn is not None:
-            self._txn.abort()
-            self._txn = None
 
 
 class Snapshot:

@@ -157,8 +157,25 @@ class RecordWriter:
     def add(self, h, data: bytes, tree: bool = False) -> int:
         """Queue block `data` with hashcode `h` (known not to be in the index);
         return the file size it makes, or -1 if `h` is pending already."""
-        _, new, size = self.add_many([h], [data], 1 << 62, tree)
-        return size if new[0] else -1
+        # add_many of one, without its loop and lists: the path of every `add`
+        if self.failed is not None or self.closed:
+            self._check()
+        with self._lock:
+            pending = self._pending
+            if h in pending:
+                return -1
+            fr = self._building_tree if tree else self._building
+            pending[h] = (fr, len(fr.hs))
+            fr.hs.append(h)
+            fr.datas.append(data if type(data) is bytes else bytes(data))
+            fr.size += len(data) + 3
+            full = fr.size >= self.frame_size
+            size = (
+                self._offset + self._inflight_size + self._building.size + self._building_tree.size
+            )
+        if full:
+            self._submit_frame(tree)
+        return size
 
     def add_many(self, hs, datas, limit: int, tree: bool = False) -> tuple[int, list[bool], int]:
         """Queue the blocks `datas` with hashcodes `hs` (known not to be in the
