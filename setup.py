@@ -30,6 +30,7 @@ setup(
             "vtstore.stores._vtdio",
             sources=["src/vtstore/stores/_vtdio.c"],
             depends=["src/vtstore/_vtbuf.h", "src/vtstore/_vtimpl.h"],
+            libraries=["m"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
     ]

@@ -583,6 +583,7 @@ def test_docstrings():
         "entries_payload",
         "write_record",
         "index_values",
+        "sample_entropy",
         "sync_file_range",
     ):
         assert getattr(_vtdio, name).__doc__, name
@@ -758,3 +759,27 @@ def test_appender_dealloc_without_close(datafile):
     assert tasks() == before
     recs = list(vtd.scan_records(_read_all(datafile), 0))
     assert len(recs) == 8
+
+
+def test_sample_entropy():
+    rng = random.Random(5)
+    assert _vtdio.sample_entropy([]) == 8.0
+    assert _vtdio.sample_entropy([b""]) == 8.0
+    assert _vtdio.sample_entropy([b"a" * 100]) == 0.0
+    assert _vtdio.sample_entropy([bytes(range(256))]) == pytest.approx(8.0)
+    random_frame = [rng.randbytes(8192) for _ in range(32)]
+    assert 7.95 < _vtdio.sample_entropy(random_frame) <= 8.0
+    assert _vtdio.sample_entropy([rng.randbytes(64) for _ in range(4000)]) > 7.95
+    text = open(vtd.__file__, "rb").read()
+    assert _vtdio.sample_entropy([text[i : i + 8192] for i in range(0, len(text), 8192)]) < 6
+    # random and text alternating in every block, at a fixed phase: still seen
+    mixed = [rng.randbytes(4096) + text[:4096] for _ in range(32)]
+    assert _vtdio.sample_entropy(mixed) < 7.5
+    # spread over the frame: a text tail after random blocks is sampled
+    tail = random_frame[:24] + [text[:8192]] * 8
+    assert _vtdio.sample_entropy(tail) < _vtdio.sample_entropy(random_frame) - 0.3
+    assert _vtdio.sample_entropy([bytearray(b"ab" * 50), memoryview(b"cd" * 50)]) == 2.0
+    with pytest.raises(TypeError):
+        _vtdio.sample_entropy([1])
+    with pytest.raises(TypeError):
+        _vtdio.sample_entropy(b"abc")

@@ -94,23 +94,26 @@ def test_counters_when_another_store_committed_the_same_blocks(tmp_path):
         assert all(s[h] == d for h, d in zip(s.add_many(blocks), blocks, strict=True))
 
 
-def test_encoder_backs_off_trying_random_frames():
-    """After a run of incompressible frames fewer are tried at all (`skip`);
-    a compressible frame resets the run."""
+@pytest.mark.skipif(vtdio.sample_entropy is None, reason="needs the native extension")
+def test_encoder_skips_random_frames_by_entropy():
+    """After 4 incompressible frames, random ones are not tried at all
+    (`skip`), while a frame that compresses is tried at once, even mixed."""
     enc = FrameEncoder()
     rnd = random.Random(4)
-    tried = []
-    for _ in range(60):
-        datas = [rnd.randbytes(8192) for _ in range(32)]
-        if enc.skip(256 * 1024):
-            tried.append(False)
-        else:
-            tried.append(True)
-            assert enc.prepare(datas, 256 * 1024)[0] == TYPE_BLOCKS | ENC_PLAIN
-    assert all(tried[:8])
-    assert 3 < sum(tried[8:]) < 20  # one in 2, 4, ... 16
-    text = [b"hello world, " * 600 for _ in range(32)]
-    while enc.skip(256 * 1024):
-        pass
-    assert enc.prepare(text, 256 * 1024)[0] == TYPE_BLOCKS | ENC_ZSTD
-    assert not enc.skip(256 * 1024)
+    size = 256 * 1024
+
+    def rand():
+        return [rnd.randbytes(8192) for _ in range(32)]
+
+    for _ in range(4):
+        assert not enc.skip(rand(), size)
+        assert enc.prepare(rand(), size)[0] == TYPE_BLOCKS | ENC_PLAIN
+    assert all(enc.skip(rand(), size) for _ in range(20))
+    # half random, half text in every block: tried, and it compresses
+    mixed = [rnd.randbytes(4096) + b"compressible " * 300 for _ in range(32)]
+    assert not enc.skip(mixed, size)
+    assert enc.prepare(mixed, size)[0] == TYPE_BLOCKS | ENC_ZSTD
+    assert not enc.skip(rand(), size)  # the run starts again
+    # a small frame is always tried; no compression, always skipped
+    assert not FrameEncoder().skip(rand(), 1000)
+    assert FrameEncoder(compress=False).skip(mixed, size)

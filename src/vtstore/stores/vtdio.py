@@ -23,6 +23,7 @@ try:
         crc32,
         entries_payload,
         index_values,
+        sample_entropy,
         sync_file_range,
         write_record,
     )
@@ -32,6 +33,7 @@ except ImportError:  # not built: the same in Python
     NATIVE = False
     SYNC_FILE_RANGE_WRITE = 2
     Appender = None  # the writer then appends from a Python thread
+    sample_entropy = None  # every frame is then tried with zstd
     _MAX_PAYLOAD = 64 * 1024 * 1024
 
     crc32 = zlib.crc32

@@ -265,11 +265,12 @@ class RecordWriter:
             self._queued.append(fr)
             self._inflight_size += fr.size
         app = self._app
-        if app is not None and self._encoder.skip(fr.size):
+        if app is not None and self._encoder.skip(fr.datas, fr.size):
             app.submit(fr, TYPE_BLOCKS | ENC_PLAIN, fr.datas, True)
-            self._reap()
         else:
             self._submit(self._write_frame, fr)
+        if app is not None:
+            self._reap()  # whichever way they went: frames written free their blocks
 
     def _submit(self, fn, *a) -> Future:
         if self._exec is None:
