@@ -117,3 +117,26 @@ def test_encoder_skips_random_frames_by_entropy():
     # a small frame is always tried; no compression, always skipped
     assert not FrameEncoder().skip(rand(), 1000)
     assert FrameEncoder(compress=False).skip(mixed, size)
+
+
+def test_blocks_in_memory_stay_bounded(tmp_path, path_kind):
+    """Without a flush, only a few frames' blocks are held at any time, whether
+    the frames compress (the compressing thread's way) or not: written frames
+    give their blocks up (a 1 GiB pack once held them all until the end)."""
+    rnd = random.Random(6)
+    text = b"".join(b"%d some text that compresses\n" % i for i in range(300))
+    with DataDir(tmp_path / "dd", frame_size=64 * 1024) as s:
+        most = 0
+        for i in range(3000):  # ~24 MiB in 64 KiB frames
+            if (i // 400) % 2:
+                b = rnd.randbytes(8000)
+            else:
+                b = text[: rnd.randrange(4000, 8000)] + b"%d" % i
+            s.add(b)
+            w = s._writer
+            with w._lock:
+                held = sum(1 for fr in (*w._queued, *w._written) if fr.datas is not None)
+            most = max(most, held)
+        assert most <= 8, most
+        s.flush()
+        assert not s._writer._queued and not s._writer._written
