@@ -505,38 +505,22 @@ class DataDir(Store):
         with self._wlock:
             w = self._writer or self._open_writer()
             present = self._index.contains_many(hs)
-            if not any(present):  # the common case: all new to the index
-                todo = range(len(hs))
-                new, todo_hs, todo_datas = None, hs, datas
-            else:
-                todo = [i for i, p in enumerate(present) if not p]
-                new = [False] * len(hs)
-                todo_hs = [hs[i] for i in todo]
-                todo_datas = [datas[i] for i in todo]
+            new = [False] * len(hs)
+            todo = [i for i, p in enumerate(present) if not p]
             while todo:
                 w = self._writer or self._open_writer()
-                taken, fresh, size = w.add_many(todo_hs, todo_datas, self.data_file_size, tree)
-                if new is None and taken == len(hs):
-                    new = fresh
-                else:
-                    if new is None:
-                        new = [False] * len(hs)
-                    for i, f in zip(todo, fresh, strict=False):
-                        new[i] = f
+                taken, fresh, size = w.add_many(
+                    [hs[i] for i in todo], [datas[i] for i in todo], self.data_file_size, tree
+                )
+                for i, f in zip(todo, fresh, strict=False):
+                    new[i] = f
                 todo = todo[taken:]
-                todo_hs = todo_hs[taken:]
-                todo_datas = todo_datas[taken:]
                 if size >= self.data_file_size:
                     self._rollover()
                     # what the old file held is in the index now
                     if todo:
-                        again = self._index.contains_many(todo_hs)
-                        keep = [k for k, p in enumerate(again) if not p]
-                        todo = [todo[k] for k in keep]
-                        todo_hs = [todo_hs[k] for k in keep]
-                        todo_datas = [todo_datas[k] for k in keep]
-            if new is None:
-                new = []
+                        again = self._index.contains_many([hs[i] for i in todo])
+                        todo = [i for i, p in zip(todo, again, strict=True) if not p]
             dups = [len(d) for d, f in zip(datas, new, strict=True) if not f]
             if dups:
                 with self._clock:

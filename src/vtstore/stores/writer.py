@@ -1,17 +1,22 @@
 """Appending blocks to one data file, a frame at a time, off the caller's thread.
 
 The caller hashes and de-duplicates; `RecordWriter.add_many` only gathers the
-blocks into the frame being built.  A full frame goes to a single background
-thread that compresses it if that pays (zstd releases the GIL) and appends the
-record in one call (`vtdio.write_record`: CRC and `pwritev` without the GIL),
-then encodes the frame's index entries in one more (`vtdio.index_values`).
-Every few thousand blocks or tens of MiB a second thread makes the batch
+blocks into the frame being built.  A full frame of incompressible data goes
+straight to the native `Appender` (`vtdio`): a thread of its own, outside
+Python, that computes the record's CRC and writes it with one `pwritev` from
+the blocks' buffers.  A frame that may compress goes through a Python writer
+thread first (zstd releases the GIL for the whole frame), then to the same
+appender.  The caller takes the written frames back (`_reap`) and encodes their
+index entries in one call (`vtdio.index_values`).  Without the extension the
+Python writer thread writes every record itself (`vtdio.write_record`).
+
+Every few thousand blocks or tens of MiB a commit thread makes the batch
 durable while appends go on: `fdatasync` of the data file first, then the
 index transaction, so a committed index entry never points at data that a
-power cut could lose.  Writeback of the appended octets is started every few
-MiB (`sync_file_range`), so that `fdatasync` mostly finds them on the disk
-already.  Until it is committed a block is found by `lookup`: as bytes while its
-frame is in memory, as an `IndexEntry` once written.
+power cut could lose.  Writeback of the appended octets is started every 8 MiB
+(`sync_file_range`), so that `fdatasync` mostly finds them on the disk already.
+Until it is committed a block is found by `lookup`: as bytes while its frame is
+in memory, as an `IndexEntry` once written.
 
 The bookkeeping is per frame, not per block: one dict maps each pending
 hashcode to its frame and position, and a frame carries its blocks, then
@@ -89,7 +94,6 @@ class RecordWriter:
         commit_count: int = COMMIT_COUNT,
         commit_bytes: int = COMMIT_BYTES,
         direct: bool = True,
-        native: bool = True,
     ):
         self.fd = fd
         self.path = path
@@ -135,7 +139,7 @@ class RecordWriter:
         # thread that never needs the GIL; frames that may compress go through
         # the Python writer thread first (zstd releases the GIL for long)
         self._app = None
-        if native and Appender is not None and self._direct is None:
+        if Appender is not None and self._direct is None:
             self._app = Appender(fd, offset, WRITEBACK_BYTES)
 
     # -- caller side ----------------------------------------------------------
