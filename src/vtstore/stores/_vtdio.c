@@ -913,6 +913,7 @@ static void appender_stop(Appender *a)
     pthread_mutex_lock(&a->mu);
     a->stopping = 1;
     pthread_cond_broadcast(&a->work);
+    pthread_cond_broadcast(&a->done);
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
     Py_END_ALLOW_THREADS
@@ -1023,19 +1024,27 @@ static PyObject *Appender_submit(Appender *a, PyObject *const *args, Py_ssize_t 
     Py_INCREF(args[0]);
     j->token = args[0];
     j->flags = flags;
+    int queued = 0;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&a->mu);
-    while (a->pending >= a->max_pending)
+    while (a->pending >= a->max_pending && !a->stopping)
         pthread_cond_wait(&a->done, &a->mu);
-    if (a->qtail)
-        a->qtail->next = j;
-    else
-        a->qhead = j;
-    a->qtail = j;
-    a->pending++;
-    pthread_cond_signal(&a->work);
+    if (!a->stopping) { /* closed meanwhile by another thread: its thread is gone */
+        if (a->qtail)
+            a->qtail->next = j;
+        else
+            a->qhead = j;
+        a->qtail = j;
+        a->pending++;
+        queued = 1;
+        pthread_cond_signal(&a->work);
+    }
     pthread_mutex_unlock(&a->mu);
     Py_END_ALLOW_THREADS
+    if (!queued) {
+        ajob_free(j);
+        return PyErr_Format(PyExc_ValueError, "submit() on a closed Appender");
+    }
     Py_RETURN_NONE;
 }
 
