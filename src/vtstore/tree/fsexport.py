@@ -186,6 +186,7 @@ class Exporter:
     def _write_content(self, fd: int, e: Dirent) -> None:
         buf = bytearray()
         pos = 0
+        hole = False  # the content so far ends with a hole (seeked over)
         store = self.store
         for leaf, start, end in e.block.slices(store):
             n = end - start
@@ -194,15 +195,18 @@ class Exporter:
                     _write_all(fd, buf)
                     buf.clear()
                 os.lseek(fd, n, os.SEEK_CUR)
+                hole = True
             else:
                 buf += leaf.leaf_data(store, start, end)
+                hole = False
                 if len(buf) >= _WRITE_BUFFER:
                     _write_all(fd, buf)
                     buf.clear()
             pos += n
         if buf:
             _write_all(fd, buf)
-        os.ftruncate(fd, pos)
+        if hole:  # a seek past the end does not make the file longer
+            os.ftruncate(fd, pos)
         self.stats.bytes += pos
 
     def _apply_meta(self, fd: int | None, at: tuple[int, bytes] | None, e: Dirent) -> None:
