@@ -126,33 +126,72 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        rc = int(args.func(args) or 0)
+        # flush here, not at interpreter exit, so a reader that went away is seen
+        # as a BrokenPipeError below and not as "Exception ignored ..." and exit 120
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # first: it is an OSError too.  The reader went away (vt cat | head): exit
+        # as a process killed by SIGPIPE would, quietly
+        return _broken_pipe()
     except VTError as e:
-        if args.verbose:
-            log.exception("%s", e)
+        if _caused_by_broken_pipe(e):
+            return _broken_pipe()
+        _explain(args, e)
         print(f"vt {args.command}: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:
         # the environment refused something (a missing directory, a full disk,
         # no permission): say what and where, as one line
-        if args.verbose:
-            log.exception("%s", e)
-        where = e.filename if e.filename is not None else ""
-        if isinstance(where, bytes):
-            where = os.fsdecode(where)
-        what = e.strerror or str(e)
-        print(f"vt {args.command}: {where + ': ' if where else ''}{what}", file=sys.stderr)
+        _explain(args, e)
+        print(f"vt {args.command}: {_oserror_text(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"vt {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # the reader went away (vt cat | head): not an error worth a traceback;
-        # point stdout at devnull so the interpreter's final flush stays quiet
+    return rc
+
+
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
+
+
+def _broken_pipe() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush of what is still
+    buffered stays quiet, and return the exit code of a broken pipe."""
+    try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 141
-    return int(rc or 0)
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or replaced: nothing to flush
+        pass
+    return EXIT_BROKEN_PIPE
+
+
+def _caused_by_broken_pipe(e: BaseException) -> bool:
+    """Whether a VTError wraps a broken pipe (a command that turned it into its own error)."""
+    seen = 0
+    while e is not None and seen < 16:
+        if isinstance(e, BrokenPipeError):
+            return True
+        e = e.__cause__ or e.__context__
+        seen += 1
+    return False
+
+
+def _explain(args, e: BaseException) -> None:
+    """With `-vv` (debug), log the traceback of an expected error.  An expected
+    error (bad input, a refusing environment) is not a bug: plain `-v` shows just
+    its one line, like no `-v` at all."""
+    if args.verbose >= 2:
+        log.debug("%s: %s", type(e).__name__, e, exc_info=e)
+
+
+def _oserror_text(e: OSError) -> str:
+    where = e.filename if e.filename is not None else ""
+    if isinstance(where, bytes):
+        where = os.fsdecode(where)
+    what = e.strerror or str(e)
+    return f"{where + ': ' if where else ''}{what}"
 
 
 if __name__ == "__main__":

@@ -260,10 +260,11 @@ def _read_file(path: Path) -> dict[str, dict[str, str]]:
 
 def load_config(path=None, must_exist: bool | None = None) -> Config:
     """The configuration from `path` (else `$VT_CONFIG`, else `~/.vtrc`) over the
-    built-in defaults.  A file named by `path` must exist unless `must_exist` is
-    False; the default file may be absent."""
+    built-in defaults.  A file the user named, by `path` or by `$VT_CONFIG`, must
+    exist unless `must_exist` is False (a typo there would silently mean the
+    defaults); only the default `~/.vtrc` may be absent."""
     if must_exist is None:
-        must_exist = path is not None
+        must_exist = path is not None or bool(os.environ.get("VT_CONFIG"))
     p = Path(os.path.expanduser(os.fspath(path))) if path is not None else default_config_path()
     sections = builtin_sections()
     file_keys: set = set()
@@ -279,7 +280,8 @@ def load_config(path=None, must_exist: bool | None = None) -> Config:
             sections[sec] = merged
             file_keys.update((sec, k) for k in keys)
     elif must_exist:
-        raise ConfigError(f"{p}: no such config file")
+        named = "" if path is not None else " (named by $VT_CONFIG)"
+        raise ConfigError(f"{p}: no such config file{named}")
     # the environment outranks the file: it is the more specific, passing choice
     if os.environ.get("VT_DIR"):
         sections[_GLOBAL]["basedir"] = os.environ["VT_DIR"]
