@@ -3,14 +3,22 @@
 An archive is an append-only UTF-8 text file, one state per line, newest last.
 A line is an NDJSON object::
 
-    {"when": 1764581400.123456, "dirent": "D{...}", "uuid": "...", "name": "...", "comment": "..."}
+    {"when": 1764581400.123456, "dirent": "D{...}", "uuid": "...", "name": "...",
+     "comment": "...", "store": "0123...cdef"}
 
 `when` (UNIX seconds) and `dirent` (the top dirent's transcription) are required;
-the rest are optional.  The older form `ISO-TIME UNIXTIME DIRENT-TEXT` is read too.
+the rest are optional and readers ignore keys they do not know.  `store` is the
+identity of the store the state's blocks were written to (a datadir's uuid), so
+that a state is not appended on top of a state whose blocks live elsewhere (see
+`Archive.check_store`).  The older form `ISO-TIME UNIXTIME DIRENT-TEXT` is read too.
+
 Appends take an exclusive `flock` and write one whole line with one `write`, so
 concurrent writers never interleave.  A last line without its newline is a torn
-write: it is ignored with a warning.  Any other bad line is an error naming the
-file and line number.
+write (crash residue, or a file cut short): readers ignore it with a warning and
+the next append cuts it off.  Any other bad line is skipped with a warning
+naming the file and line (`X.vt line N: ...`), so one damaged line never makes
+the other states unreadable; `Archive.scan` lists them for `vt fsck X.vt`, and
+`Archive.repair` sets them aside in `X.vt.damaged`.
 """
 
 from __future__ import annotations
@@ -19,20 +27,32 @@ import datetime
 import fcntl
 import json
 import logging
+import math
 import os
+import re
 import time
 import uuid as uuidmod
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vtstore.errors import FormatError, VTError
 from vtstore.tree.dirent import Dirent, parse_dirent
 
 log = logging.getLogger(__name__)
 
+#: the UNIX times an ISO 8601 date can show (years 1 to 9999); others are damage
+MIN_WHEN = -62135596800
+MAX_WHEN = 253402300799
+
+_LEGACY_TIME = re.compile(r"-?[0-9]{1,12}(\.[0-9]{1,12})?")
+
 
 class ArchiveError(VTError):
     """An archive file that cannot be read or written."""
+
+
+class ArchiveStoreError(ArchiveError):
+    """Appending to an archive whose latest state lives in another store."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +64,8 @@ class ArchiveEntry:
     uuid: uuidmod.UUID | None = None
     name: str | None = None
     comment: str | None = None
+    #: the identity of the store holding the state's blocks (see `store_identity`)
+    store_id: str | None = None
 
     @property
     def isotime(self) -> str:
@@ -55,6 +77,7 @@ class ArchiveEntry:
         )
 
     def to_line(self) -> str:
+        """The state as one NDJSON line, with its newline."""
         d: dict = {"when": self.when, "dirent": str(self.dirent)}
         if self.uuid is not None:
             d["uuid"] = str(self.uuid)
@@ -62,55 +85,227 @@ class ArchiveEntry:
             d["name"] = self.name
         if self.comment is not None:
             d["comment"] = self.comment
+        if self.store_id is not None:
+            d["store"] = self.store_id
         return json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
+def _check_when(when, where: str) -> float:
+    # bool is an int to Python; inf, nan and times no calendar shows are damage,
+    # and an int too big for a float must not become an OverflowError
+    if isinstance(when, bool) or not isinstance(when, int | float):
+        raise FormatError(f"{where}'when' must be a number")
+    if isinstance(when, float) and not math.isfinite(when):
+        raise FormatError(f"{where}'when' must be a finite number")
+    if not MIN_WHEN <= when <= MAX_WHEN:
+        raise FormatError(f"{where}'when' is out of range (years 1 to 9999)")
+    return float(when)
+
+
+def _parse_dirent_text(text: str, where: str) -> Dirent:
+    try:
+        return parse_dirent(text)
+    except FormatError as e:
+        raise FormatError(f"{where}{e}") from None
+    except (ValueError, RecursionError, OverflowError) as e:
+        # a decoder that lets a huge number or deep nesting through as a bare
+        # ValueError: still bad input, not a crash
+        raise FormatError(f"{where}bad dirent: {type(e).__name__}: {str(e)[:80]}") from None
+
+
 def parse_line(line: str, where: str = "") -> ArchiveEntry:
-    """Parse one archive line (NDJSON or legacy)."""
+    """Parse one archive line (NDJSON or legacy); raise `FormatError` prefixed
+    with `where` for anything else."""
     line = line.strip()
     if line.startswith("{"):
         try:
             d = json.loads(line)
         except json.JSONDecodeError as e:
             raise FormatError(f"{where}bad JSON: {e.msg} at column {e.colno}") from None
+        except ValueError as e:  # a number too long for int()
+            raise FormatError(f"{where}bad JSON: {str(e)[:80]}") from None
+        except RecursionError:
+            raise FormatError(f"{where}bad JSON: nested too deeply") from None
         if not isinstance(d, dict) or "when" not in d or "dirent" not in d:
             raise FormatError(f"{where}state line needs 'when' and 'dirent'")
-        when = d["when"]
-        if not isinstance(when, int | float) or isinstance(when, bool):
-            raise FormatError(f"{where}'when' must be a number")
-        if not isinstance(d["dirent"], str):
+        when = _check_when(d["when"], where)
+        text = d["dirent"]
+        if not isinstance(text, str):
             raise FormatError(f"{where}'dirent' must be a transcription string")
+        _check_utf8(text, "dirent", where)
         u = d.get("uuid")
         try:
             u = uuidmod.UUID(u) if u is not None else None
         except (ValueError, TypeError, AttributeError):
-            raise FormatError(f"{where}bad uuid {u!r}") from None
-        try:
-            dirent = parse_dirent(d["dirent"])
-        except FormatError as e:
-            raise FormatError(f"{where}{e}") from None
+            raise FormatError(f"{where}bad uuid {str(u)[:60]!r}") from None
+        dirent = _parse_dirent_text(text, where)
         return ArchiveEntry(
-            float(when), dirent, u, _opt_str(d, "name", where), _opt_str(d, "comment", where)
+            when,
+            dirent,
+            u,
+            _opt_str(d, "name", where),
+            _opt_str(d, "comment", where),
+            _opt_str(d, "store", where),
         )
     parts = line.split(None, 2)
     if len(parts) != 3:
         raise FormatError(f"{where}neither an NDJSON state nor 'ISO-TIME UNIXTIME DIRENT'")
+    # float() alone would take 'inf', 'nan', '1_0' and 5,000-digit runs
+    if not _LEGACY_TIME.fullmatch(parts[1]):
+        raise FormatError(f"{where}bad UNIX time {parts[1][:40]!r}")
+    when = _check_when(float(parts[1]), where)
+    return ArchiveEntry(when, _parse_dirent_text(parts[2], where))
+
+
+def _check_utf8(s: str, k: str, where: str) -> None:
+    # JSON can carry lone surrogates ("\ud800"): such a string cannot be written
+    # back or printed, so the line is damaged
     try:
-        when = float(parts[1])
-    except ValueError:
-        raise FormatError(f"{where}bad UNIX time {parts[1]!r}") from None
-    try:
-        dirent = parse_dirent(parts[2])
-    except FormatError as e:
-        raise FormatError(f"{where}{e}") from None
-    return ArchiveEntry(when, dirent)
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FormatError(f"{where}{k!r} is not valid Unicode") from None
 
 
 def _opt_str(d: dict, k: str, where: str) -> str | None:
     v = d.get(k)
-    if v is not None and not isinstance(v, str):
+    if v is None:
+        return None
+    if not isinstance(v, str):
         raise FormatError(f"{where}{k!r} must be a string")
+    _check_utf8(v, k, where)
     return v
+
+
+# -- store identity ----------------------------------------------------------------
+
+
+def store_identity(store) -> str | None:
+    """The identity an archive line records for `store`: a datadir's uuid (also
+    through the cache and progress wrappers), else None (memory, network and
+    proxy stores have none; for them only the top-block check applies)."""
+    seen = 0
+    while store is not None and seen < 8:
+        meta = getattr(store, "meta", None)
+        if isinstance(meta, dict) and isinstance(meta.get("uuid"), str):
+            return meta["uuid"]
+        store = getattr(store, "backend", None) or getattr(store, "inner", None)
+        seen += 1
+    return None
+
+
+def _top_hashcodes(dirent: Dirent, limit: int = 8) -> list:
+    """Hashcodes near the top of a state, found without reading the store: the
+    top block's, or for a literal directory, those of its first entries."""
+    from vtstore.blocks import LiteralBlock, SubBlock
+
+    out: list = []
+    todo = [dirent]
+    while todo and len(out) < limit:
+        d = todo.pop(0)
+        b = d.block
+        while isinstance(b, SubBlock):
+            b = b.superblock
+        if b is None:
+            continue
+        h = getattr(b, "hashcode", None)
+        if h is not None:
+            out.append(h)
+        elif isinstance(b, LiteralBlock) and d.is_dir:
+            from vtstore.tree.dir import decode_dir_data
+
+            try:
+                todo.extend(decode_dir_data(b.data(None))[0])
+            except (FormatError, TypeError, AttributeError):
+                pass
+    return out
+
+
+def state_store_problem(entry: ArchiveEntry, store) -> str | None:
+    """Why `entry` does not belong to `store` (None when it does): it names
+    another store, or its top blocks are not in `store`."""
+    ident = store_identity(store)
+    if entry.store_id is not None and entry.store_id != ident:
+        this = f"store {ident}" if ident else f"{store.name} (a store with no identity)"
+        return f"its latest state was written to store {entry.store_id}, not to {this}"
+    hcs = _top_hashcodes(entry.dirent)
+    if hcs:
+        try:
+            present = store.contains_many(hcs)
+        except (VTError, TypeError):
+            present = [False]
+        if not all(present):
+            return f"the blocks of its latest state are not in {store.name}"
+    return None
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+@dataclass
+class DamagedLine:
+    """A line of an archive that does not parse (or the torn tail, `lineno` of
+    the would-be line and `torn` set)."""
+
+    lineno: int
+    reason: str
+    raw: bytes
+    torn: bool = False
+
+
+@dataclass
+class ArchiveScan:
+    """Everything `Archive.scan` saw: the states with their line numbers, the
+    damaged lines, and how many lines there were."""
+
+    path: str
+    states: list[tuple[int, ArchiveEntry]] = field(default_factory=list)
+    damaged: list[DamagedLine] = field(default_factory=list)
+    lines: int = 0
+
+    @property
+    def torn(self) -> DamagedLine | None:
+        """The incomplete last line, if any."""
+        return next((d for d in self.damaged if d.torn), None)
+
+    def problems(self) -> list[str]:
+        """One line per damaged line, for `vt fsck`."""
+        out = []
+        for d in self.damaged:
+            if d.torn:
+                out.append(
+                    f"{self.path} line {d.lineno}: incomplete last line ({len(d.raw)} octets,"
+                    " no newline): a torn append or a file cut short"
+                )
+            else:
+                out.append(f"{self.path} line {d.lineno}: {d.reason}")
+        return out
+
+
+def _split(path: str, data: bytes) -> Iterator[tuple[int, bytes, ArchiveEntry | None, str]]:
+    """(line number, raw line, entry or None, reason) for each line that is not
+    blank or a comment; the torn tail is not included."""
+    lines = data.split(b"\n")
+    lines.pop()
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip() or raw.lstrip().startswith(b"#"):
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield n, raw, None, "not UTF-8"
+            continue
+        try:
+            yield n, raw, parse_line(text, ""), ""
+        except FormatError as e:
+            yield n, raw, None, str(e)
+
+
+def _torn_tail(data: bytes) -> tuple[int, bytes] | None:
+    i = data.rfind(b"\n")
+    tail = data[i + 1 :]
+    if not tail:
+        return None
+    return data.count(b"\n") + 1, tail
 
 
 class Archive:
@@ -125,29 +320,54 @@ class Archive:
     def exists(self) -> bool:
         return os.path.exists(self.path)
 
-    def entries(self) -> Iterator[ArchiveEntry]:
-        """Every state, oldest first."""
+    def _read(self) -> bytes | None:
         try:
             f = open(self.path, "rb")
         except FileNotFoundError:
-            return
+            return None
         except OSError as e:
             raise ArchiveError(f"{self.path}: {e.strerror}") from None
         with f:
             fcntl.flock(f, fcntl.LOCK_SH)
-            data = f.read()
-        lines = data.split(b"\n")
-        torn = lines.pop()  # text after the last newline: empty, or a torn append
-        if torn.strip():
-            log.warning("%s: ignoring an incomplete last line (torn write)", self.path)
-        for n, raw in enumerate(lines, 1):
-            if not raw.strip() or raw.lstrip().startswith(b"#"):
-                continue
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise FormatError(f"{self.path}:{n}: not UTF-8") from None
-            yield parse_line(text, f"{self.path}:{n}: ")
+                return f.read()
+            except OSError as e:  # a directory, an I/O error
+                raise ArchiveError(f"{self.path}: {e.strerror}") from None
+
+    def entries(self) -> Iterator[ArchiveEntry]:
+        """Every readable state, oldest first.  A damaged line is skipped with
+        a warning naming it; a torn last line is ignored with a warning."""
+        data = self._read()
+        if data is None:
+            return
+        torn = _torn_tail(data)
+        if torn and torn[1].strip():
+            log.warning(
+                "%s line %d: ignoring an incomplete last line (torn write)", self.path, torn[0]
+            )
+        for n, _raw, entry, reason in _split(self.path, data):
+            if entry is None:
+                log.warning("%s line %d: skipping a damaged state: %s", self.path, n, reason)
+                continue
+            yield entry
+
+    def scan(self) -> ArchiveScan:
+        """Read every line: the states and the damaged lines (for `vt fsck`)."""
+        data = self._read()
+        res = ArchiveScan(self.path)
+        if data is None:
+            raise ArchiveError(f"{self.path}: no such archive")
+        res.lines = data.count(b"\n")
+        for n, raw, entry, reason in _split(self.path, data):
+            if entry is None:
+                res.damaged.append(DamagedLine(n, reason, raw))
+            else:
+                res.states.append((n, entry))
+        torn = _torn_tail(data)
+        if torn:
+            res.damaged.append(DamagedLine(torn[0], "incomplete last line", torn[1], True))
+            res.lines += 1
+        return res
 
     def last(self) -> ArchiveEntry | None:
         """The newest state, or None for an empty or missing archive."""
@@ -164,6 +384,49 @@ class Archive:
                 best = e
         return best
 
+    def check_store(self, store, force: bool = False) -> bool:
+        """Refuse (`ArchiveStoreError`) to append states written to `store` when
+        the latest state belongs to another store, unless `force`.  Return
+        whether the latest state belongs to `store` (always True for a new or
+        empty archive): when it does not, its blocks must not be reused."""
+        last = self.last()
+        if last is None:
+            return True
+        why = state_store_problem(last, store)
+        if why is None:
+            return True
+        if not force:
+            raise ArchiveStoreError(
+                f"{self.path} belongs to another store: {why}; use -S to name its store,"
+                " or --force to append a state of this one"
+            )
+        log.warning("%s: %s; appending anyway (--force)", self.path, why)
+        return False
+
+    def _open_locked(self) -> int:
+        """An O_APPEND fd on the archive holding its exclusive lock; retried if
+        `repair` replaced the file while we waited for the lock."""
+        while True:
+            try:
+                fd = os.open(
+                    self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
+            except OSError as e:
+                raise ArchiveError(f"{self.path}: {e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                st = os.fstat(fd)
+                try:
+                    now = os.stat(self.path)
+                except FileNotFoundError:
+                    now = None
+            except OSError as e:
+                os.close(fd)
+                raise ArchiveError(f"{self.path}: {e.strerror}") from None
+            if now is not None and (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                return fd
+            os.close(fd)  # the file we locked was replaced: lock the new one
+
     def update(
         self,
         dirent: Dirent,
@@ -171,16 +434,16 @@ class Archive:
         uuid: uuidmod.UUID | None = None,
         name: str | None = None,
         comment: str | None = None,
+        store_id: str | None = None,
     ) -> ArchiveEntry:
-        """Append a new state, atomically, and make it durable."""
-        entry = ArchiveEntry(time.time() if when is None else when, dirent, uuid, name, comment)
+        """Append a new state, atomically, and make it durable.  `store_id`
+        (`store_identity` of the store holding its blocks) is recorded with it."""
+        entry = ArchiveEntry(
+            time.time() if when is None else when, dirent, uuid, name, comment, store_id
+        )
         line = entry.to_line().encode("utf-8")
+        fd = self._open_locked()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as e:
-            raise ArchiveError(f"{self.path}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             # a previous writer may have died mid-line: that torn tail was never
             # acknowledged, so cut it off rather than bury it mid-file
             size = os.fstat(fd).st_size
@@ -198,6 +461,99 @@ class Archive:
         finally:
             os.close(fd)
         return entry
+
+    def repair(self) -> list[DamagedLine]:
+        """Set the damaged lines (and a torn tail) aside and keep the rest.
+
+        Under the archive's exclusive lock: the damaged lines are appended to
+        `X.vt.damaged` (each after a `# X.vt line N: reason` comment) and made
+        durable, then the good lines, in order, are written to a temporary file
+        that is renamed over `X.vt`.  Appenders waiting for the lock notice the
+        new file and append to it.  Return what was set aside.
+        """
+        if not self.exists():
+            raise ArchiveError(f"{self.path}: no such archive")
+        fd = self._open_locked()
+        try:
+            # read through a second, unlocked descriptor: a shared flock on it
+            # would wait for our own exclusive one
+            with open(self.path, "rb") as r:
+                data = r.read()
+            keep, damaged = _sort_lines(self.path, data)
+            if not damaged:
+                return []
+            aside = b"".join(
+                f"# {self.path} line {d.lineno}: {d.reason}\n".encode("utf-8", "replace")
+                + d.raw
+                + b"\n"
+                for d in damaged
+            )
+            _append_durably(self.path + ".damaged", aside)
+            _replace_durably(self.path, keep, os.fstat(fd))
+        except OSError as e:
+            raise ArchiveError(f"{self.path}: repair failed: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        for d in damaged:
+            log.warning("%s line %d: set aside in %s.damaged", self.path, d.lineno, self.path)
+        return damaged
+
+
+def _sort_lines(path: str, data: bytes) -> tuple[bytes, list[DamagedLine]]:
+    """The archive's good content (states, comments, blank lines, in order) and
+    its damaged lines, the torn tail last."""
+    bad = {n: (raw, reason) for n, raw, entry, reason in _split(path, data) if entry is None}
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    keep = [raw + b"\n" for n, raw in enumerate(lines, 1) if n not in bad]
+    damaged = [DamagedLine(n, reason, raw) for n, (raw, reason) in bad.items()]
+    if tail:
+        damaged.append(DamagedLine(len(lines) + 1, "incomplete last line", tail, True))
+    return b"".join(keep), damaged
+
+
+def _append_durably(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_durably(path: str, data: bytes, st: os.stat_result) -> None:
+    """Write `data` to a temporary file beside `path` (same mode and owner as
+    `st`), make it durable, rename it over `path`, and sync the directory."""
+    d = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(d, f".{os.path.basename(path)}.repair-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, st.st_mode & 0o7777)
+            try:
+                os.fchown(fd, st.st_uid, st.st_gid)
+            except PermissionError:
+                pass  # not ours to give away: the new file stays the repairer's
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _complete_length(path: str, size: int) -> int:
