@@ -1,14 +1,26 @@
-"""`vt ls`: list directories of refs and archives."""
+"""`vt ls`: list directories of refs and archives.
+
+Hard links are listed as what they are on a real filesystem: the file of
+their inode group (size, mode, owner, time), found through the target's
+`LinkResolver` even when the group's first name is outside the listed
+directory.  `-R` walks with a stack, not recursion, and goes on past a
+directory that cannot be read (it is reported on stderr and `ls` exits 1).
+"""
 
 from __future__ import annotations
 
+import logging
 import stat as statmod
+import sys
 import time
 
 from vtstore.cli.common import open_store
 from vtstore.cli.refs import resolve_special, use_clause_of
+from vtstore.errors import VTError
 from vtstore.tree.dir import dir_entries
 from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_HARDLINK, T_SOCKET, T_SYMLINK
+
+log = logging.getLogger(__name__)
 
 _TYPECHAR = {T_DIR: "d", T_SYMLINK: "l", T_FIFO: "p", T_SOCKET: "s", T_HARDLINK: "h"}
 
@@ -48,6 +60,7 @@ def _line(e, long: bool) -> str:
 
 def run(args) -> int:
     use_clause_of(args, args.refs[0] if args.refs else None)
+    failed = False
     with open_store(args, readonly=True) as store:
         for text in args.refs:
             t = resolve_special(text, store)
@@ -58,19 +71,47 @@ def run(args) -> int:
             if not d.is_dir:
                 print(_line(d, args.long))
                 continue
-            _list(store, d, "", args, len(args.refs) > 1 and text)
+            header = text if len(args.refs) > 1 else None
+            failed |= not _list(store, d, args, header, t.links)
+    return 1 if failed else 0
 
-    return 0
+
+def _shown(e, links, long: bool):
+    """What to show for entry `e`: a hard link as its group's file, if found."""
+    if not long or e.type != T_HARDLINK or links is None:
+        return e
+    try:
+        f = links.resolve(e.ino)
+    except VTError as err:  # the link table or a directory could not be read
+        log.warning("%s: %s", e.name, err)
+        return e
+    return f.renamed(e.name) if f is not None else e
 
 
-def _list(store, d, prefix: str, args, header) -> None:
-    entries = dir_entries(d, store)
-    if header or (args.recursive and prefix):
-        print(f"{header if header and not prefix else prefix}:")
-    for e in entries:
-        print(_line(e, args.long))
-    if args.recursive:
+def _list(store, top, args, header, links) -> bool:
+    """List `top` (and with -R its subdirectories); False if a directory was unreadable."""
+    ok = True
+    stack = [("", top)]
+    first = True
+    while stack:
+        prefix, d = stack.pop()
+        if not first:
+            print()
+        if header or (args.recursive and prefix):
+            print(f"{header if header and not prefix else prefix}:")
+        first = False
+        try:
+            entries = dir_entries(d, store)
+        except VTError as e:
+            if not args.recursive:
+                raise
+            print(f"vt ls: {prefix or header or 'top'}: {e}", file=sys.stderr)
+            ok = False
+            continue
         for e in entries:
-            if e.is_dir:
-                print()
-                _list(store, e, f"{prefix}/{e.name}" if prefix else e.name, args, None)
+            print(_line(_shown(e, links, args.long), args.long))
+        if args.recursive:
+            subdirs = [e for e in entries if e.is_dir]
+            for e in reversed(subdirs):
+                stack.append((f"{prefix}/{e.name}" if prefix else e.name, e))
+    return ok

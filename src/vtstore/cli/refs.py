@@ -9,6 +9,12 @@ A SPECIAL is one of:
 - `[clause]NAME`: the archive NAME kept by the store of that config clause;
 
 each optionally followed by `/sub/path` into a directory.
+
+A hard-linked file keeps its content in its first name only (the others are
+hard-link dirents naming its inode group), and that name may lie outside the
+sub-path asked for.  So a target inside a tree carries a `LinkResolver` over
+the whole tree (the state's top, or the dirent ref), and a path naming a hard
+link resolves to the group's file under the link's name.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from vtstore.blocks import Block
 from vtstore.errors import FormatError, VTError
 from vtstore.transcribe import parse
 from vtstore.tree.dir import resolve
-from vtstore.tree.dirent import Dirent
+from vtstore.tree.dirent import T_HARDLINK, Dirent
+from vtstore.tree.links import LinkResolver
 
 
 @dataclass
@@ -32,6 +39,8 @@ class Target:
     block: Block | None = None
     archive: Archive | None = None
     entry: ArchiveEntry | None = None
+    #: the hard-link groups of the whole tree the target lies in (None for a block)
+    links: LinkResolver | None = None
 
     @property
     def content_block(self) -> Block | None:
@@ -105,8 +114,9 @@ def resolve_special(
             if rest.strip("/"):
                 raise FormatError("a block ref has no paths below it; use a dirent ref")
             return Target(block=value)
+        links = LinkResolver(value, store)
         d = resolve(value, rest, store) if rest.strip("/") else value
-        return Target(dirent=d)
+        return Target(dirent=_file_of(d, links, text), links=links)
     archive, sub = archive_of(text, store)
     path = archive.path
     if not os.path.exists(path):
@@ -114,5 +124,16 @@ def resolve_special(
     entry = archive.at(when) if when is not None else archive.last()
     if entry is None:
         raise VTError(f"{path}: archive has no states" + (" at that time" if when else ""))
+    links = LinkResolver(entry.dirent, store)
     d = resolve(entry.dirent, sub, store) if sub.strip("/") else entry.dirent
-    return Target(dirent=d, archive=archive, entry=entry)
+    return Target(dirent=_file_of(d, links, text), archive=archive, entry=entry, links=links)
+
+
+def _file_of(d: Dirent, links: LinkResolver, text: str) -> Dirent:
+    """A hard-link dirent as its group's file under the link's name; others as they are."""
+    if d.type != T_HARDLINK:
+        return d
+    try:
+        return links.resolve_link(d)
+    except FormatError as e:
+        raise FormatError(f"{text}: {e}") from None

@@ -29,67 +29,22 @@ from __future__ import annotations
 
 import logging
 
-from vtstore.codec import Reader, encode_bytes, encode_varint
-from vtstore.errors import FormatError
-from vtstore.tree.dir import dir_entries, make_dir, walk
-from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent, fsdec, fsenc
+from vtstore.tree.dir import dir_entries, make_dir
+from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent
+from vtstore.tree.links import (  # the table's format lives with the tree (readers use it)
+    BUCKET_BITS,
+    EXT_MAGIC,
+    decode_ext,
+    decode_paths,
+    encode_ext,
+    encode_paths,
+    iter_tree,
+    path_key,
+)
 
 log = logging.getLogger(__name__)
 
-EXT_MAGIC = b"VTFS"
-EXT_VERSION = 1
-TAG_TABLE = 1
-TAG_NEXT = 2
-TAG_COUNT = 3
-BUCKET_BITS = 10
-
-
-def encode_ext(table_block, next_gid: int, count: int) -> bytes:
-    out = bytearray(EXT_MAGIC + encode_varint(EXT_VERSION))
-    out += encode_varint(TAG_TABLE) + encode_bytes(table_block.encode())
-    out += encode_varint(TAG_NEXT) + encode_bytes(encode_varint(next_gid))
-    out += encode_varint(TAG_COUNT) + encode_bytes(encode_varint(count))
-    return bytes(out)
-
-
-def decode_ext(ext: bytes | None):
-    """`(table block, next gid, count)` from a dirent's ext, or None if it has no table."""
-    from vtstore.blocks import decode_blockref
-
-    if not ext or not ext.startswith(EXT_MAGIC):
-        return None
-    r = Reader(ext[len(EXT_MAGIC) :])
-    if r.varint() != EXT_VERSION:
-        raise FormatError("unknown vtfs ext version")
-    block, nxt, count = None, 1, 0
-    while not r.at_end():
-        tag = r.varint()
-        value = r.lbytes()
-        if tag == TAG_TABLE:
-            block = decode_blockref(value)
-        elif tag == TAG_NEXT:
-            nxt = Reader(value).varint()
-        elif tag == TAG_COUNT:
-            count = Reader(value).varint()
-    return block, nxt, count
-
-
-def encode_paths(paths) -> bytes:
-    return b"".join(encode_bytes(fsenc("/".join(p))) for p in sorted(paths, key=path_key))
-
-
-def decode_paths(ext: bytes | None) -> set[tuple[str, ...]]:
-    out = set()
-    if ext:
-        r = Reader(ext)
-        while not r.at_end():
-            out.add(tuple(fsdec(r.lbytes()).split("/")))
-    return out
-
-
-def path_key(p: tuple[str, ...]):
-    """Walk order of paths: depth first, names by their octets."""
-    return tuple(fsenc(c) for c in p)
+__all__ = ["LinkGroup", "LinkTable", "decode_ext", "encode_ext"]
 
 
 class LinkGroup:
@@ -154,13 +109,13 @@ class LinkTable:
         if self._root is None:
             return
         found: dict[int, LinkGroup] = {}
-        for path, e in walk(self._root, self.store):
+        for path, e in iter_tree(self._root, self.store):
             if e.ino is None or e.type not in (T_FILE, T_HARDLINK) or not path:
                 continue
             g = found.get(e.ino)
             if g is None:
                 g = found[e.ino] = LinkGroup(e.ino, set())
-            g.paths.add(tuple(path.split("/")))
+            g.paths.add(path)
             if e.type == T_FILE and g.entry is None:
                 g.entry = e
         for gid, g in found.items():

@@ -1,0 +1,255 @@
+"""Finding the file of a hard-link group anywhere in a tree.
+
+A hard-linked file is stored once: the name first in walk order is a file
+dirent with `ino=GID` carrying content and metadata, every other name a
+hard-link dirent with the same `ino` and nothing else (see `tree/fsimport.py`).
+A reader of a subtree (`vt cat X.vt/b/g`, `unpack X.vt/b`, `mount X.vt/b`, a
+state of the history view) can meet a hard-link dirent whose file lies outside
+what it reads.  `LinkResolver` answers "which file dirent is group GID?" for a
+whole tree: lazily (nothing is read until the first question), with one walk
+shared by every group (the walk stops where the asked group was found and goes
+on from there for the next unknown one), and without recursion, so a tree
+thousands of levels deep is no problem.
+
+A tree written by a mount carries a table of its groups in its top dirent's
+`ext` (`fs/links.py`); when it has one the resolver looks there first: two
+small directory reads instead of a walk.
+
+A directory that cannot be read (a missing or corrupt block) is skipped by the
+walk and recorded in `errors`: the groups whose file is elsewhere still
+resolve, which is what "every readable byte restorable" asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from vtstore.blocks import decode_blockref
+from vtstore.codec import Reader, encode_bytes, encode_varint
+from vtstore.errors import FormatError, VTError
+from vtstore.tree.dir import dir_entries
+from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent, fsdec, fsenc
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LinkResolver", "iter_tree"]
+
+
+# -- the table a mount keeps in its top dirent's ext (see fs/links.py) --------
+
+EXT_MAGIC = b"VTFS"
+EXT_VERSION = 1
+TAG_TABLE = 1
+TAG_NEXT = 2
+TAG_COUNT = 3
+BUCKET_BITS = 10
+
+
+def encode_ext(table_block, next_gid: int, count: int) -> bytes:
+    """The `ext` of a directory dirent carrying a link table."""
+    out = bytearray(EXT_MAGIC + encode_varint(EXT_VERSION))
+    out += encode_varint(TAG_TABLE) + encode_bytes(table_block.encode())
+    out += encode_varint(TAG_NEXT) + encode_bytes(encode_varint(next_gid))
+    out += encode_varint(TAG_COUNT) + encode_bytes(encode_varint(count))
+    return bytes(out)
+
+
+def decode_ext(ext: bytes | None):
+    """`(table block, next gid, count)` from a dirent's ext, or None if it has no table."""
+    if not ext or not ext.startswith(EXT_MAGIC):
+        return None
+    r = Reader(ext[len(EXT_MAGIC) :])
+    if r.varint() != EXT_VERSION:
+        raise FormatError("unknown vtfs ext version")
+    block, nxt, count = None, 1, 0
+    while not r.at_end():
+        tag = r.varint()
+        value = r.lbytes()
+        if tag == TAG_TABLE:
+            block = decode_blockref(value)
+        elif tag == TAG_NEXT:
+            nxt = Reader(value).varint()
+        elif tag == TAG_COUNT:
+            count = Reader(value).varint()
+    if block is None:
+        raise FormatError("vtfs ext without a table block")
+    return block, nxt, count
+
+
+def encode_paths(paths) -> bytes:
+    """A group's names (tuples of path parts) as the table entry's ext."""
+    return b"".join(encode_bytes(fsenc("/".join(p))) for p in sorted(paths, key=path_key))
+
+
+def decode_paths(ext: bytes | None) -> set[tuple[str, ...]]:
+    """The names of a group from its table entry's ext."""
+    out = set()
+    if ext:
+        r = Reader(ext)
+        while not r.at_end():
+            out.add(tuple(fsdec(r.lbytes()).split("/")))
+    return out
+
+
+def path_key(p: tuple[str, ...]):
+    """Walk order of paths: depth first, names by their octets."""
+    return tuple(fsenc(c) for c in p)
+
+
+def table_entry(table_block, gid: int, store) -> tuple[Dirent, set] | None:
+    """The stored entry of group `gid` in a link table and its names, or None."""
+    want = f"{gid >> BUCKET_BITS:x}"
+    for b in dir_entries(Dirent(T_DIR, block=table_block), store):
+        if b.name == want:
+            name = f"{gid:x}"
+            for e in dir_entries(b, store):
+                if e.name == name:
+                    return e, decode_paths(e.ext)
+            return None
+    return None
+
+
+def iter_tree(
+    root: Dirent, store, errors: list[str] | None = None
+) -> Iterator[tuple[tuple[str, ...], Dirent]]:
+    """Every `(path parts, dirent)` below `root`, depth first in name order.
+
+    The same order as `tree.dir.walk` (each directory before its entries), but
+    with an explicit stack instead of recursion.  With `errors` a directory
+    whose entries cannot be read is noted there and skipped; without it the
+    error propagates.
+    """
+    yield (), root
+    if not root.is_dir:
+        return
+    stack: list[tuple[tuple[str, ...], Iterator[Dirent]]] = []
+
+    def entries_of(path: tuple[str, ...], d: Dirent) -> Iterator[Dirent] | None:
+        try:
+            return iter(dir_entries(d, store))
+        except (VTError, KeyError) as e:
+            if errors is None:
+                raise
+            where = "/".join(path) or "top"
+            msg = f"{where}: directory unreadable: {e}"
+            log.warning("%s", msg)
+            errors.append(msg)
+            return None
+
+    it = entries_of((), root)
+    if it is not None:
+        stack.append(((), it))
+    while stack:
+        path, it = stack[-1]
+        e = next(it, None)
+        if e is None:
+            stack.pop()
+            continue
+        sub = path + (e.name,)
+        yield sub, e
+        if e.type == T_DIR:
+            kids = entries_of(sub, e)
+            if kids is not None:
+                stack.append((sub, kids))
+
+
+class LinkResolver:
+    """The file dirent of each hard-link group of the tree under `root`.
+
+    `resolve(ino)` returns the group's file dirent (named as it is in the
+    tree), or None if the tree has no file of that group.  `path_of(ino)`
+    gives where that file is (path parts below `root`), when the walk found
+    it.  Safe to share between readers of one tree; not thread-safe.
+    """
+
+    def __init__(self, root: Dirent, store):
+        self.root = root
+        self.store = store
+        self.errors: list[str] = []  # directories the walk could not read
+        self._files: dict[int, Dirent] = {}
+        self._paths: dict[int, tuple[str, ...]] = {}
+        self._walk: Iterator[tuple[tuple[str, ...], Dirent]] | None = None
+        self._done = False
+        self._table = None  # the mount's link table, when the top dirent has one
+        self._table_tried = False
+
+    def __repr__(self) -> str:
+        state = "walked" if self._done else f"{len(self._files)} groups found so far"
+        return f"<LinkResolver {state}>"
+
+    def resolve(self, ino: int) -> Dirent | None:
+        """The T_FILE dirent holding the content and metadata of group `ino`."""
+        if ino is None:
+            return None
+        d = self._files.get(ino)
+        if d is not None:
+            return d
+        d = self._from_table(ino)
+        if d is not None:
+            return d
+        return self._walk_until(ino)
+
+    def path_of(self, ino: int) -> tuple[str, ...] | None:
+        """Where the walk found group `ino`'s file (None if not found by a walk)."""
+        if ino not in self._paths and ino not in self._files:
+            self._walk_until(ino)
+        return self._paths.get(ino)
+
+    def resolve_link(self, d: Dirent) -> Dirent:
+        """`d` itself, or for a hard-link dirent its group's file renamed to `d`'s name.
+
+        Raises `FormatError` for a hard link whose group has no file in the tree.
+        """
+        if d.type != T_HARDLINK:
+            return d
+        f = self.resolve(d.ino)
+        if f is None:
+            raise FormatError(
+                f"hard link {d.name!r} to inode group {d.ino}, which no file of the tree has"
+            )
+        return f.renamed(d.name)
+
+    # -- the mount's table ----------------------------------------------------
+
+    def _from_table(self, ino: int) -> Dirent | None:
+        if not self._table_tried:
+            self._table_tried = True
+            try:
+                self._table = decode_ext(self.root.ext)
+            except (VTError, KeyError) as e:
+                log.warning("the tree's link table is unreadable (%s): walking instead", e)
+        if self._table is None:
+            return None
+        try:
+            found = table_entry(self._table[0], ino, self.store)
+        except (VTError, KeyError) as e:
+            log.warning("the tree's link table is unreadable (%s): walking instead", e)
+            self._table = None
+            return None
+        if found is None:
+            return None
+        entry, paths = found
+        primary = min(paths, key=path_key) if paths else None
+        d = entry.with_changes(name=primary[-1] if primary else entry.name, ext=None)
+        self._files[ino] = d
+        if primary:
+            self._paths[ino] = primary
+        return d
+
+    # -- the walk --------------------------------------------------------------
+
+    def _walk_until(self, ino: int) -> Dirent | None:
+        if self._done:
+            return self._files.get(ino)
+        if self._walk is None:
+            self._walk = iter_tree(self.root, self.store, self.errors)
+        for path, e in self._walk:
+            if e.type == T_FILE and e.ino is not None and e.ino not in self._files:
+                self._files[e.ino] = e
+                self._paths[e.ino] = path
+                if e.ino == ino:
+                    return e
+        self._done = True
+        self._walk = None
+        return self._files.get(ino)
