@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vtstore.config import DEFAULT_VTRC, load_config
 from vtstore.errors import ConfigError
@@ -171,3 +173,111 @@ def test_cli_config_init_info(tmp_path, vt_env):
     assert r.returncode == 0 and '"type": "datadir"' in r.stdout
     r = vt(vt_env, "config", "default")
     assert r.returncode == 0 and "type = datadir" in r.stdout
+
+
+# -- clause defaults and required keys, for every type ----------------------------
+
+
+def test_unix_clause_without_socket_path_is_basedir_clause_sock(tmp_path):
+    """`type = unix` alone means the socket `{basedir}/{clause}.sock`; a real
+    server listening there is reached through the clause."""
+    from vtstore.net.server import BlockServer
+    from vtstore.stores.memory import MemoryStore
+    from vtstore.stores.spec import open_store_spec
+
+    base = tmp_path / "base"
+    base.mkdir()
+    c = load_config(write(tmp_path, f"[GLOBAL]\nbasedir = {base}\n[remote]\ntype = unix\n"))
+    spec = c.clause_spec("remote")
+    assert spec.params["socket_path"] == str(base / "remote.sock")
+    c.validate()
+    served = MemoryStore()
+    server = BlockServer({"": served})
+    try:
+        server.listen(str(base / "remote.sock"))
+        with open_store_spec("[remote]", config=c) as st:
+            h = st.add(b"over the default socket")
+        assert served[h] == b"over the default socket"
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize(
+    "type_, key",
+    [
+        ("datadir", "path"),
+        ("file", "path"),
+        ("tcp", "host"),
+        ("command", "command"),
+        ("http", "url"),
+        ("proxy", "save"),
+    ],
+)
+def test_a_clause_missing_a_required_key_names_it(tmp_path, type_, key):
+    from vtstore.stores.spec import open_store_spec
+
+    c = load_config(write(tmp_path, f"[x]\ntype = {type_}\n"))
+    with pytest.raises(ConfigError, match=rf"\[x\] {key}: "):
+        c.clause_spec("x")
+    with pytest.raises(ConfigError, match=rf"\[x\] {key}: "):
+        open_store_spec("[x]", config=c)
+
+
+def test_tcp_clause_with_host_but_no_port(tmp_path):
+    c = load_config(write(tmp_path, "[x]\ntype = tcp\nhost = localhost\n"))
+    with pytest.raises(ConfigError, match=r"\[x\] port: missing"):
+        c.validate()
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("max_size", "9" * 400),
+        ("max_size", "1e9"),
+        ("data_file_size", "99999999999999999999999999T"),
+        ("zstd_level", "9" * 5000),
+        ("zstd_level", "-1"),
+        ("compress", "maybe"),
+        ("hashclass", "md5"),
+        ("readonly", ""),
+        ("max_block", "{nosuch}"),
+        ("min_block", "0x10"),
+    ],
+)
+def test_bad_values_are_config_errors(tmp_path, key, value):
+    c = load_config(write(tmp_path, f"[x]\ntype = datadir\npath = /tmp/x\n{key} = {value}\n"))
+    with pytest.raises(ConfigError, match=rf"\[x\] {key}: "):
+        c.clause_spec("x")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "soon"])
+def test_bad_reconnect_timeout(tmp_path, value):
+    c = load_config(write(tmp_path, f"[x]\ntype = unix\nreconnect_timeout = {value}\n"))
+    with pytest.raises(ConfigError, match=r"\[x\] reconnect_timeout: "):
+        c.clause_spec("x")
+
+
+_CONFIG_WORDS = [
+    "[GLOBAL]\n", "[x]\n", "[y]\n", "[default]\n", "[server]\n", "type = ", "datadir", "file",
+    "unix", "tcp", "proxy", "memory", "command", "http", "s3", "clause", "path = ",
+    "socket_path = ", "host = ", "port = ", "save = ", "read = ", "copy2 = ", "hashclass = ",
+    "basedir = ", "max_size = ", "zstd_level = ", "readonly = ", "reconnect_timeout = ",
+    "store = ", "exports = ", "{basedir}", "{clause}", "{", "}", "[x]", "[y]", "(", ")", "=",
+    ",", "/tmp/a", "9" * 30, "1.5G", "nan", "-", "\n", " ", "#", ";", "\t", "é", "\x00",
+]  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_CONFIG_WORDS), max_size=40))
+def test_any_config_text_is_a_config_error_or_valid(tmp_path_factory, words):
+    """Whatever the file says, reading and checking it raises ConfigError or works."""
+    tmp = tmp_path_factory.mktemp("cfg", numbered=True)
+    p = tmp / "vtrc"
+    p.write_text("".join(words))
+    try:
+        c = load_config(p)
+        c.render()
+        for name in c.clause_names:
+            c.clause_spec(name)
+    except ConfigError:
+        pass

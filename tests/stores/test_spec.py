@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vtstore.errors import ConfigError, HashClassMismatchError, NotAvailableError
 from vtstore.hashes import Hash_SHA1
@@ -132,3 +134,57 @@ def test_open_from_args_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("VT_STORE")
     with open_store_from_args(_args(config_path=str(rc))) as s:
         assert isinstance(s, FileStore)
+
+
+# -- odd spec strings: nothing but a VTError escapes -------------------------------
+
+_SPEC_WORDS = [
+    "proxy(", ")", "(", "[", "]", "[default]", "[x", "save=", "read=", "read2=", "copy2=",
+    "save2=", "bogus=", ",", " ", "=", "memory:", "memory:a", "file:", "datadir:", "./d",
+    "/", "~", "..", "tcp:", "unix:", "|", "#", "http://", "s3://", "host", ":", "99999",
+    "0", "9" * 40, "x.vtd", "\x00", "é", "\n", "proxy", "foo(",
+]  # fmt: skip
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(_SPEC_WORDS), max_size=24))
+def test_odd_spec_strings_parse_or_raise_config_error(words):
+    from vtstore.errors import VTError
+
+    text = "".join(words)
+    try:
+        parse_store_spec(text)
+        parse_spec_list(text)
+    except VTError:
+        pass
+
+
+def _safe(spec) -> bool:
+    """Specs whose opening touches nothing outside the test: memory stores, clauses
+    and proxies of them (no commands run, no hosts looked up, no paths created)."""
+    if spec.type == "proxy":
+        return all(_safe(s) for subs in spec.params.values() for s in subs)
+    return spec.type == "memory" or spec.params.get("clause") in ("x", "y")
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(_SPEC_WORDS), max_size=16))
+def test_odd_spec_strings_open_or_raise_vterror(tmp_path_factory, words):
+    from vtstore.config import load_config
+    from vtstore.errors import VTError
+
+    tmp = tmp_path_factory.mktemp("spec")
+    cfg = tmp / "vtrc"
+    cfg.write_text("[x]\ntype = memory\n[y]\ntype = proxy\nread = [x] memory:\n")
+    config = load_config(cfg)
+    try:
+        spec = parse_store_spec("".join(words))
+    except VTError:
+        return
+    if not _safe(spec):
+        return
+    try:
+        store = open_store_spec(spec, config=config, readonly=True)
+    except VTError:
+        return
+    store.close()

@@ -177,6 +177,8 @@ class Config:
             raise self._err(name, "type", f"unknown store type {tname!r} (known: {known})")
         st = types[tname]
         params = {}
+        # a key the type requires and has a default for: the default, as config text
+        raw = {**{k: v for k, v in st.defaults.items() if k not in raw}, **raw}
         for key, value in raw.items():
             if key == "type":
                 continue
@@ -192,8 +194,9 @@ class Config:
                 raise self._err(name, key, str(e)) from None
             except (ValueError, TypeError) as e:
                 raise self._err(name, key, str(e)) from None
-        if tname in ("datadir", "file") and "path" not in params:
-            raise self._err(name, "path", f"missing: a {tname} store needs a path")
+        missing = st.missing(params)
+        if missing is not None:
+            raise self._err(name, missing, f"missing: a {tname} store needs {missing}")
         if tname == "proxy" and not any(r in params for r in ("save", "read", "read2")):
             raise self._err(name, "save", "a proxy needs save, read or read2 stores")
         return StoreSpec(tname, params, f"[{name}]")

@@ -41,6 +41,14 @@ def _command_params(rest: str) -> dict:
     return {"command": rest.strip()}
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    t = float(text)
+    if not 0 < t < 1e9:  # also refuses nan and inf
+        raise ValueError(f"a time in seconds must be above 0, got {text!r}")
+    return t
+
+
 def _open(spec, ctx):
     from vtstore.net.client import StreamStore
 
@@ -69,16 +77,20 @@ def register() -> None:
     """Register the tcp, unix and command store types and their spec schemes."""
     from vtstore.stores import spec as S
 
-    net_keys = {"export": S._str, "store": S._str, "exports": S._str, "reconnect_timeout": float}
+    net_keys = {"export": S._str, "store": S._str, "exports": S._str, "reconnect_timeout": _seconds}
     S.register_scheme("tcp:", "tcp", _tcp_params)
     S.register_scheme("unix:", "unix", _unix_params)
     S.register_scheme("|", "command", _command_params)
-    S.register_store_type(
-        "tcp", _open, {"host": S._str, "port": S._port, **net_keys}, "a TCP block server"
-    )
-    S.register_store_type(
-        "unix", _open, {"socket_path": S._str, **net_keys}, "a UNIX socket block server"
-    )
-    S.register_store_type(
-        "command", _open, {"command": S._str, **net_keys}, "a block server on a command's stdio"
-    )
+    for name, keys, doc in (
+        ("tcp", {"host": S._str, "port": S._port}, "a TCP block server"),
+        ("unix", {"socket_path": S._str}, "a UNIX socket block server"),
+        ("command", {"command": S._str}, "a block server on a command's stdio"),
+    ):
+        S.register_store_type(
+            name,
+            _open,
+            {**keys, **net_keys},
+            doc,
+            required=S.NET_REQUIRED[name],
+            defaults=S.NET_DEFAULTS.get(name),
+        )

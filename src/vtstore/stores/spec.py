@@ -44,7 +44,10 @@ def parse_size(text: str) -> int:
     m = _SIZE_RE.match(str(text))
     if not m:
         raise ValueError(f"not a size: {text!r} (say 65536, 64KiB or 1GiB)")
-    return int(float(m.group(1)) * _MULT[m.group(2).lower()])
+    n = float(m.group(1)) * _MULT[m.group(2).lower()]
+    if not n < 1 << 62:  # a size no store has room for (and float('9' * 400) is inf)
+        raise ValueError(f"size too large: {text!r}")
+    return int(n)
 
 
 def parse_bool(text: str) -> bool:
@@ -107,6 +110,15 @@ class StoreType:
     opener: Callable[[StoreSpec, OpenContext], Store]
     keys: dict[str, Callable[[str], object]]
     doc: str = ""
+    required: tuple[str, ...] = ()
+    defaults: dict[str, str] = field(default_factory=dict)
+
+    def missing(self, params: dict) -> str | None:
+        """The first required key `params` lacks, or None."""
+        for key in self.required:
+            if key not in params:
+                return key
+        return None
 
 
 _TYPES: dict[str, StoreType] = {}
@@ -119,13 +131,17 @@ def register_store_type(
     opener: Callable[[StoreSpec, OpenContext], Store],
     keys: dict[str, Callable[[str], object]] | None = None,
     doc: str = "",
+    required: tuple[str, ...] = (),
+    defaults: dict[str, str] | None = None,
 ) -> None:
     """Make `type = NAME` (and specs of that type) open with `opener`.  `keys`
     maps each config key the type takes to a converter raising ValueError on a
-    bad value; `hashclass` and `readonly` are always allowed."""
+    bad value; `hashclass` and `readonly` are always allowed.  A clause must give
+    each key of `required` unless `defaults` has a value for it (config text, so
+    `{basedir}` and `{clause}` work); an opener can then rely on them all."""
     allowed = {"hashclass": parse_hashclass, "readonly": parse_bool}
     allowed.update(keys or {})
-    _TYPES[name] = StoreType(name, opener, allowed, doc)
+    _TYPES[name] = StoreType(name, opener, allowed, doc, tuple(required), dict(defaults or {}))
 
 
 def register_scheme(prefix: str, type_name: str, parse: Callable[[str], dict]) -> None:
@@ -281,6 +297,9 @@ def open_spec(spec: StoreSpec, ctx: OpenContext) -> Store:
         st = _TYPES[spec.type]
     except KeyError:
         raise ConfigError(f"unknown store type {spec.type!r} in {spec}") from None
+    missing = st.missing(spec.params)
+    if missing is not None:
+        raise ConfigError(f"{spec}: a {spec.type} store needs {missing}")
     store = st.opener(spec, ctx)
     ctx.opened[key] = store
     return store
@@ -529,8 +548,15 @@ _DATADIR_KEYS = {
 }
 _SERVER_KEYS = {"store": _str, "exports": _str}
 
-register_store_type("clause", _open_clause, {"clause": _str}, "a config clause")
-register_store_type("datadir", _open_datadir, _DATADIR_KEYS, "a local datadir")
+# what a clause of each network type must say (shared with vtstore.net.specs,
+# which registers the real openers over the reserved ones below)
+NET_REQUIRED = {"tcp": ("host", "port"), "unix": ("socket_path",), "command": ("command",)}
+NET_DEFAULTS = {"unix": {"socket_path": "{basedir}/{clause}.sock"}}
+
+register_store_type(
+    "clause", _open_clause, {"clause": _str}, "a config clause", required=("clause",)
+)
+register_store_type("datadir", _open_datadir, _DATADIR_KEYS, "a local datadir", required=("path",))
 register_store_type(
     "file",
     _open_file,
@@ -541,17 +567,33 @@ register_store_type(
         "compress": parse_bool,
     },
     "a single .vtd data file",
+    required=("path",),
 )
 register_store_type("memory", _open_memory, {"name": _str}, "an in-memory store")
 register_store_type("proxy", _open_proxy, dict.fromkeys(PROXY_ROLES, _speclist), "stores by role")
 register_store_type(
-    "tcp", _not_yet, {"host": _str, "port": _port, **_SERVER_KEYS}, "a TCP block server"
+    "tcp",
+    _not_yet,
+    {"host": _str, "port": _port, **_SERVER_KEYS},
+    "a TCP block server",
+    required=NET_REQUIRED["tcp"],
 )
 register_store_type(
-    "unix", _not_yet, {"socket_path": _str, **_SERVER_KEYS}, "a UNIX socket block server"
+    "unix",
+    _not_yet,
+    {"socket_path": _str, **_SERVER_KEYS},
+    "a UNIX socket block server",
+    required=NET_REQUIRED["unix"],
+    defaults=NET_DEFAULTS["unix"],
 )
-register_store_type("command", _not_yet, {"command": _str}, "a block server on a pipe")
-register_store_type("http", _not_yet, {"url": _str}, "an HTTP block server")
+register_store_type(
+    "command",
+    _not_yet,
+    {"command": _str},
+    "a block server on a pipe",
+    required=NET_REQUIRED["command"],
+)
+register_store_type("http", _not_yet, {"url": _str}, "an HTTP block server", required=("url",))
 register_store_type(
     "s3",
     _not_yet,
