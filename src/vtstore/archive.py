@@ -225,7 +225,7 @@ def state_store_problem(entry: ArchiveEntry, store) -> str | None:
     another store, or its top blocks are not in `store`."""
     ident = store_identity(store)
     if entry.store_id is not None and entry.store_id != ident:
-        this = f"store {ident}" if ident else f"{store.name} (a store with no identity)"
+        this = f"store {ident} ({store.name})" if ident else store.name
         return f"its latest state was written to store {entry.store_id}, not to {this}"
     hcs = _top_hashcodes(entry.dirent)
     if hcs:
@@ -384,12 +384,14 @@ class Archive:
                 best = e
         return best
 
-    def check_store(self, store, force: bool = False) -> bool:
+    def check_store(self, store, force: bool = False, last=...) -> bool:
         """Refuse (`ArchiveStoreError`) to append states written to `store` when
         the latest state belongs to another store, unless `force`.  Return
         whether the latest state belongs to `store` (always True for a new or
-        empty archive): when it does not, its blocks must not be reused."""
-        last = self.last()
+        empty archive): when it does not, its blocks must not be reused.
+        `last`, if given, is the latest state already read."""
+        if last is ...:
+            last = self.last()
         if last is None:
             return True
         why = state_store_problem(last, store)
@@ -495,7 +497,7 @@ class Archive:
         finally:
             os.close(fd)
         for d in damaged:
-            log.warning("%s line %d: set aside in %s.damaged", self.path, d.lineno, self.path)
+            log.info("%s line %d: set aside in %s.damaged", self.path, d.lineno, self.path)
         return damaged
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from vtstore.archive import store_identity
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import archive_of, use_clause_of
@@ -18,12 +19,19 @@ def register(sub) -> None:
             "Store the tree at SRC and merge it into the latest state of X.vt:"
             " directories present in both are merged, other entries of SRC replace"
             " those of the same name.  The merged tree is appended as a new state"
-            " (the first state if X.vt is new)."
+            " (the first state if X.vt is new).  An archive belongs to the store its"
+            " states were written to: merging into it from another store is refused"
+            " unless --force (which still needs the latest state's directories)."
         ),
     )
     p.add_argument("src", metavar="SRC")
     p.add_argument("archive", metavar="X.vt")
     p.add_argument("-m", "--comment", help="a comment stored with the state")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="append even if the archive's latest state belongs to another store",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,6 +47,7 @@ def run(args) -> int:
         if inner:
             raise VTError(f"{args.archive}: import merges into a whole archive, not a path in it")
         last = archive.last()
+        archive.check_store(store, force=args.force, last=last)
         imp = Importer(progress.store, on_file=lambda st: progress.update(st.bytes_read, st.files))
         new = imp.import_path(args.src)
         if last is None:
@@ -52,7 +61,7 @@ def run(args) -> int:
             entries[new.name] = new
             merged = make_dir(entries.values(), store, name=last.dirent.name, meta=last.dirent.meta)
         store.flush()
-        entry = archive.update(merged, comment=args.comment)
+        entry = archive.update(merged, comment=args.comment, store_id=store_identity(store))
     print(entry.dirent)
     if imp.stats.errors:
         raise VTError(f"{len(imp.stats.errors)} objects could not be read")

@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 
-from vtstore.archive import Archive
+from vtstore.archive import Archive, store_identity
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import archive_of, use_clause_of
@@ -23,7 +23,8 @@ def register(sub) -> None:
             "Store the tree at DIR and append its new state to the archive DIR.vt"
             " (or -a ARCHIVE).  Files unchanged since the archive's last state (same"
             " size, mtime and ctime) are not read again.  Prints the new state's"
-            " dirent ref."
+            " dirent ref.  An archive belongs to the store its states were written"
+            " to: appending a state of another store is refused unless --force."
         ),
     )
     p.add_argument("dir", metavar="DIR")
@@ -36,6 +37,12 @@ def register(sub) -> None:
         "-x", "--one-file-system", action="store_true", help="do not cross filesystem boundaries"
     )
     p.add_argument("--full", action="store_true", help="read every file (ignore the stat cache)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="append even if the archive's latest state belongs to another store"
+        " (every file is read again)",
+    )
     p.set_defaults(func=run)
 
 
@@ -57,7 +64,11 @@ def run(args) -> int:
                 raise VTError(f"{args.archive}: pack appends to a whole archive, not a path in it")
         else:
             archive = Archive(archive_path_for(args.dir))
-        last = None if args.full else archive.last()
+        last = archive.last()
+        # a state whose blocks live in another store must not be built on: its
+        # unchanged files would name blocks this store does not have
+        if not archive.check_store(store, force=args.force, last=last) or args.full:
+            last = None
         imp = Importer(
             progress.store,
             one_filesystem=args.one_file_system,
@@ -67,7 +78,7 @@ def run(args) -> int:
         )
         dirent = imp.import_path(args.dir, last.dirent if last else None)
         store.flush()
-        entry = archive.update(dirent, comment=args.comment)
+        entry = archive.update(dirent, comment=args.comment, store_id=store_identity(store))
     st = imp.stats
     if not args.quiet:
         log.info(

@@ -11,7 +11,11 @@ from vtstore.tree.dirent import Dirent
 
 
 class TreeChecker:
-    """Walk everything reachable from dirents and blocks, verifying each stored block once."""
+    """Walk everything reachable from dirents and blocks, verifying each stored block once.
+
+    One checker can walk many roots (every state of an archive): blocks and
+    directory subtrees seen before are not walked again, and `problems`
+    accumulates."""
 
     def __init__(self, store, on_block: Callable[[int], None] | None = None):
         self.store = store
@@ -20,6 +24,7 @@ class TreeChecker:
         self.blocks = 0
         self.bytes = 0
         self._seen: set = set()
+        self._dirs_done: set = set()
 
     def _fetch(self, h, where: str) -> bytes | None:
         try:
@@ -85,6 +90,14 @@ class TreeChecker:
         if e.block is None:
             return
         if e.is_dir:
+            # a directory block already walked has had its whole subtree checked
+            # (content addressing): successive states of an archive share most
+            # of theirs, so checking every state costs what changed
+            key = _dir_key(e.block)
+            if key is not None:
+                if key in self._dirs_done:
+                    return
+                self._dirs_done.add(key)
             data = self.block_data(e.block, where, True)
             if data is None:
                 return
@@ -97,6 +110,18 @@ class TreeChecker:
                 self.dirent(sub, f"{path}/{sub.name}" if path else sub.name)
         else:
             self.block_data(e.block, where, False)
+
+
+def _dir_key(b: Block):
+    """The identity of a directory's block for `TreeChecker._dirs_done`: its
+    hashcode (with the slice of a sub-block), or None for literal data."""
+    from vtstore.blocks import SubBlock
+
+    if isinstance(b, SubBlock):
+        inner = _dir_key(b.superblock)
+        return None if inner is None else (inner, b.offset, b.span)
+    h = getattr(b, "hashcode", None)
+    return None if h is None else (h, b.span)
 
 
 def check(obj, store, on_block=None) -> TreeChecker:
