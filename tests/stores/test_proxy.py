@@ -108,3 +108,60 @@ def test_exports_of_read_stores(tmp_path):
     (tmp_path / "d" / "home.vt").write_text("")
     with DataDir(tmp_path / "d") as d, ProxyStore(save=[MemoryStore()], read=[d], owns=False) as p:
         assert set(p.exports) == {"home"}
+
+
+# -- copy2 under a read-only command ------------------------------------------------
+
+
+def _vt(*args, env):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", *args], capture_output=True, env=env
+    )
+
+
+@pytest.fixture
+def two_datadirs(tmp_path, vt_env):
+    """A local datadir (empty) and a 'remote' one holding a 3 MB file: several
+    hundred blocks, so a message per block would show."""
+    import os
+
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(3 << 20))
+    r = _vt("-q", "-S", str(remote), "save", str(f), env=vt_env)
+    assert r.returncode == 0, r.stderr
+    r2 = _vt("-q", "-S", str(local), "init", env=dict(vt_env, VT_CONFIG=str(tmp_path / "rc0")))
+    assert r2.returncode == 0, r2.stderr
+    return local, remote, f.read_bytes(), r.stdout.decode().strip()
+
+
+def test_read_only_command_copies_into_copy2(two_datadirs, vt_env):
+    """`vt cat` is read-only, yet copy2 (a cache the user asked for) is filled:
+    afterwards the local datadir alone serves the file; nothing is said."""
+    local, remote, data, ref = two_datadirs
+    spec = f"proxy(read={local},read2={remote},copy2={local})"
+    r = _vt("-S", spec, "cat", ref, env=vt_env)
+    assert r.returncode == 0 and r.stderr == b"", r.stderr[:500]
+    assert r.stdout == data
+    r = _vt("-S", str(local), "cat", ref, env=vt_env)
+    assert r.returncode == 0 and r.stdout == data, r.stderr[:500]
+
+
+def test_copy2_that_cannot_be_written_is_one_line(two_datadirs, vt_env, tmp_path):
+    """A copy2 store configured read-only: the read works, one warning in all."""
+    local, remote, data, ref = two_datadirs
+    rc = tmp_path / "vtrc"
+    rc.write_text(
+        f"[local]\ntype = datadir\npath = {local}\nreadonly = yes\n"
+        f"[remote]\ntype = datadir\npath = {remote}\n"
+        "[both]\ntype = proxy\nread = [local]\nread2 = [remote]\ncopy2 = [local]\n"
+    )
+    r = _vt("-c", str(rc), "-S", "[both]", "cat", ref, env=vt_env)
+    assert r.returncode == 0 and r.stdout == data
+    lines = r.stderr.decode().splitlines()
+    assert len(lines) == 1 and "copy2" in lines[0] and str(local) in lines[0], lines[:5]
+    r = _vt("-S", str(local), "info", env=vt_env)
+    assert b"blocks: 0" in r.stdout

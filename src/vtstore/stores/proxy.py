@@ -8,6 +8,10 @@ Roles (DESIGN §3):
 - `read2`: tried in order when no `read` store has the block.
 - `copy2`: a block found in a `read2` store is added to each of these (say, a
   local datadir in front of a remote store), after checking it hashes right.
+  This is a cache the user asked for, so it happens under a read-only command
+  too (a spec opens its copy2 stores writable even then).  A copy2 store that
+  refuses a block (read-only, no permission, full) gets one warning and no more
+  blocks from this proxy: the read itself has succeeded.
 - `save2`: written in the background, best effort: an add returns without
   waiting for them; failures are logged and counted in `save2_errors`, never
   raised; `flush` waits for the queue and flushes them.
@@ -72,6 +76,7 @@ class ProxyStore(Store):
         self._bg_futures: deque[Future] = deque()
         self._lock = threading.Lock()
         self.save2_errors = 0
+        self._copy2_live = list(self.copy2)  # the copy2 stores not yet given up on
         super().__init__(
             name=name or self._describe(),
             hashclass=hc,
@@ -181,15 +186,23 @@ class ProxyStore(Store):
         if data is not None:
             if not h.check(data):
                 raise CorruptBlockError(h, "read2 store returned wrong data")
-            for s in self.copy2:
-                try:
-                    s.add(data)
-                except Exception as e:  # noqa: BLE001 - the read itself succeeded
-                    log.warning("copy2 store %s: %s", s.name, e)
+            self._copy(data)
             return data
         if corrupt or corrupt2:
             raise corrupt or corrupt2
         return None
+
+    def _copy(self, data: bytes) -> None:
+        for s in list(self._copy2_live):
+            try:
+                s.add(data)
+            except Exception as e:  # noqa: BLE001 - the read itself succeeded
+                with self._lock:
+                    if s not in self._copy2_live:
+                        continue  # another reader gave up on it first
+                    self._copy2_live.remove(s)
+                # once per store: the next block would fail the same way
+                log.warning("copy2 store %s: %s (no more copies to it)", s.name, e)
 
     def _contains(self, h: HashCode) -> bool:
         return any(h in s for s in self.read) or any(h in s for s in self.read2)

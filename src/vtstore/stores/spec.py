@@ -444,6 +444,15 @@ def _open_proxy(spec: StoreSpec, ctx: OpenContext) -> Store:
     roles = {}
     opened = []
     try:
+        if ctx.readonly and spec.params.get("copy2"):
+            # copy2 is a cache the user configured: filled by read-only commands
+            # too, so its stores are opened first, writable (unless configured
+            # read-only themselves); a store in another role as well is shared
+            wctx = OpenContext(
+                ctx.config, False, ctx.hashclass, ctx.default_hashclass, ctx.opened, ctx.stack
+            )
+            for sub in spec.params["copy2"]:
+                opened.append(open_spec(sub, wctx))
         for role in PROXY_ROLES:
             subs = spec.params.get(role)
             if subs is None:
