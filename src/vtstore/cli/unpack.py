@@ -3,12 +3,81 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
+import re
+import sys
 
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
+
+#: exit status of a restore that finished but could not restore everything whole
+#: (the one of any failure: scripts that test for success need no change)
+EXIT_DAMAGED = 1
+#: --max-size for a target we cannot measure (and for a tar on a pipe)
+DEFAULT_MAX_SIZE = 16 << 40
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+class DamagedRestoreError(VTError):
+    """A restore went to its end, but some objects could not be restored whole."""
+
+    exit_code = EXIT_DAMAGED
+
+
+def parse_size(text: str) -> int | None:
+    """Bytes from `123`, `10K`, `1.5G`, `2TiB`...; `0` or `none` means no limit (None)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(?:I?B)?\s*", text, re.IGNORECASE)
+    if text.strip().lower() in ("none", "unlimited"):
+        return None
+    if not m:
+        raise VTError(f"bad size {text!r}: give bytes with an optional K, M, G, T or P")
+    n = int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    return n or None
+
+
+def parse_count(text: str) -> int | None:
+    """A count (`10000000`, `10M` in powers of 1000); `0` or `none` means no limit."""
+    if text.strip().lower() in ("none", "unlimited"):
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)\s*", text, re.IGNORECASE)
+    if not m:
+        raise VTError(f"bad count {text!r}")
+    n = int(m.group(1)) * {"": 1, "K": 10**3, "M": 10**6, "G": 10**9}[m.group(2).upper()]
+    return n or None
+
+
+def free_space(path: str, total: bool = False) -> int:
+    """Free (or, with `total`, all) bytes of the filesystem `path` is or would be on."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p) and p != os.path.dirname(p):
+        p = os.path.dirname(p)
+    try:
+        st = os.statvfs(p)
+    except OSError:
+        return DEFAULT_MAX_SIZE
+    blocks = st.f_blocks if total else (st.f_bfree if os.geteuid() == 0 else st.f_bavail)
+    return blocks * st.f_frsize
+
+
+def add_limit_options(p, size_default: str) -> None:
+    """--max-size and --max-files, shared with `vt export`."""
+    p.add_argument(
+        "--max-size",
+        metavar="SIZE",
+        help=(
+            "stop before restoring more than SIZE bytes of file content (suffixes K, M,"
+            f" G, T; 0 or none: no limit; default {size_default})"
+        ),
+    )
+    p.add_argument(
+        "--max-files",
+        metavar="N",
+        default=str(10_000_000),
+        help="stop before restoring more than N entries (0 or none: no limit; default 10000000)",
+    )
 
 
 def register(sub) -> None:
@@ -18,8 +87,12 @@ def register(sub) -> None:
         description=(
             "Restore X.vt's latest state (or the state at --at TIME), or a dirent ref"
             " printed by 'vt save -F' / 'vt pack', into DIR (default: X for X.vt, or"
-            " the dirent's name).  DIR must not exist or be empty.  Nothing is ever"
-            " written outside DIR."
+            " the dirent's name).  DIR must not exist or be empty, unless --resume."
+            "  Nothing is ever written outside DIR.  A missing or corrupt block does"
+            " not stop the restore: a file that cannot be read whole is written as"
+            " NAME.vt-damaged (unreadable ranges are holes), a damaged directory"
+            " gets the entries that can be read, and the command ends with a summary"
+            f" and exit status {EXIT_DAMAGED}."
         ),
     )
     p.add_argument("special", metavar="X.vt|DIRENT-REF")
@@ -28,6 +101,28 @@ def register(sub) -> None:
         "--at", metavar="TIME", help="ISO time or UNIX seconds: newest state not after it"
     )
     p.add_argument("--numeric-ids", action="store_true", help="restore owners by number only")
+    p.add_argument(
+        "--resume",
+        "--continue",
+        nargs="?",
+        const="quick",
+        choices=["quick", "verify"],
+        metavar="verify",
+        help=(
+            "complete an existing (interrupted) restore in DIR: keep files of the same"
+            " size and mtime (with =verify: and the same content), rewrite the others"
+        ),
+    )
+    p.add_argument(
+        "--safe",
+        action="store_true",
+        help=(
+            "for archives from elsewhere: create no device nodes, clear setuid/setgid"
+            " on files, restore no security.* or trusted.* xattrs (file capabilities)"
+        ),
+    )
+    add_limit_options(p, "the free space of DIR's filesystem")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(func=run)
 
 
@@ -46,11 +141,43 @@ def parse_time(text: str) -> float:
     return dt.timestamp()
 
 
+def finish(args, stats, verb: str) -> int:
+    """Print the summary of a restore; raise if anything was not restored whole."""
+    if getattr(args, "json", False):
+        print(json.dumps(stats.to_json()))
+    restored = f"{stats.files:,} files {verb}"
+    if stats.skipped:
+        restored += f" ({stats.skipped:,} already in place)"
+    if stats.unsafe_skipped:
+        restored += f", {stats.unsafe_skipped:,} device nodes skipped (--safe)"
+    if args.verbose:
+        for d in stats.damaged:
+            print(f"vt {args.command}: damaged: {d.path}: {'; '.join(d.what)}", file=sys.stderr)
+        for msg in stats.errors:
+            print(f"vt {args.command}: not restored: {msg}", file=sys.stderr)
+    if not stats.damaged and not stats.errors:
+        if args.verbose:
+            print(f"vt {args.command}: {restored}", file=sys.stderr)
+        return 0
+    parts = [restored]
+    if stats.damaged:
+        shown = [d.line() for d in stats.damaged[:5]]
+        more = len(stats.damaged) - len(shown)
+        tail = f", and {more:,} more (-v lists all)" if more else ""
+        parts.append(f"{len(stats.damaged):,} damaged: {', '.join(shown)}{tail}")
+    if stats.errors:
+        tail = f": {stats.errors[0]}" + (", ..." if len(stats.errors) > 1 else "")
+        parts.append(f"{len(stats.errors):,} could not be {verb}{tail}")
+        raise VTError(", ".join(parts))
+    raise DamagedRestoreError(", ".join(parts))
+
+
 def run(args) -> int:
     use_clause_of(args, args.special)
     from vtstore.tree.fsexport import Exporter
 
     when = parse_time(args.at) if args.at else None
+    max_files = parse_count(args.max_files)
     with open_store(args, readonly=True) as store:
         t = resolve_special(args.special, store, when=when)
         d = t.dirent
@@ -64,13 +191,20 @@ def run(args) -> int:
                 target = d.name
             else:
                 raise VTError("the ref has no name: give DIR")
+        if args.max_size is not None:
+            max_size = parse_size(args.max_size)
+        else:  # with --resume much of the tree may be there already
+            max_size = free_space(target, total=bool(args.resume))
         with TreeProgress(args, "unpack") as progress:
             exp = Exporter(
                 store,
                 numeric_ids=args.numeric_ids,
                 on_file=lambda st: progress.update(st.bytes, st.files),
+                resume=args.resume,
+                safe=args.safe,
+                links=getattr(t, "links", None),
+                max_files=max_files,
+                max_size=max_size,
             )
             stats = exp.export(d, target)
-    if stats.errors:
-        raise VTError(f"{len(stats.errors)} objects could not be restored")
-    return 0
+    return finish(args, stats, "restored")

@@ -1,4 +1,4 @@
-"""Export dirents to a real filesystem, safely.
+"""Export dirents to a real filesystem, safely, and past damage.
 
 Export never writes outside its target: every object is created relative to an
 open directory descriptor with `O_NOFOLLOW`/`O_EXCL` semantics, names were checked
@@ -7,6 +7,17 @@ followed while writing.  Holes (RLE zero leaves) are recreated as holes.
 Metadata is restored as far as the running user may: owner by name first, then by
 number (root only), then mode (after chown, which clears setuid), xattrs and ACLs,
 and times last (directories after their contents).
+
+Damage (a missing or corrupt block, a directory block that does not decode) does
+not stop a restore: a file whose content cannot all be read is written as
+`NAME.vt-damaged`, every readable range in place and every unreadable one a hole
+(reads as zeros); a directory whose entries cannot all be read gets the entries
+that can; each is recorded in `ExportStats.damaged`.  Errors of the target (a
+full disk, a read-only filesystem) stop the restore.  The walk is iterative and
+keeps a bounded number of directories open, so depth is limited only by the
+filesystem.  Limits on entries and bytes are checked before anything is written
+(see `tree_totals`), so a tree whose directories share children cannot expand
+to millions of files on disk.
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ import logging
 import os
 import pwd
 import stat as statmod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from vtstore.blocks import RLEBlock
-from vtstore.errors import FormatError, VTError
-from vtstore.tree.dir import dir_entries
+from vtstore.blocks import IndirectBlock, RLEBlock, SubBlock
+from vtstore.codec import Reader, encode_varint
+from vtstore.errors import CorruptBlockError, FormatError, MissingBlockError, VTError
+from vtstore.tree.dir import DIR_VERSION, decode_dir_data
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -32,6 +45,7 @@ from vtstore.tree.dirent import (
     T_SYMLINK,
     T_WHITEOUT,
     Dirent,
+    decode_dirent,
     fsenc,
 )
 from vtstore.tree.meta import cached_lookup
@@ -40,10 +54,43 @@ log = logging.getLogger(__name__)
 
 _WRITE_BUFFER = 1 << 20
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW
+#: directories kept open on the way down; deeper ones are reopened by name
+_MAX_OPEN_DIRS = 64
+#: the suffix of a file restored with unreadable ranges
+DAMAGED_SUFFIX = ".vt-damaged"
+#: the prefix of a file being rewritten by --resume (renamed over the old one)
+PART_PREFIX = ".vt-part-"
+#: what a damaged store raises; restores go on past these
+DAMAGE = (MissingBlockError, CorruptBlockError, FormatError)
+#: errors of the target that stop a restore (going on would only fail again)
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE}
+#: default --max-files
+DEFAULT_MAX_FILES = 10_000_000
+#: xattr namespaces `safe` restores none of (file capabilities are security.capability)
+UNSAFE_XATTR_PREFIXES = ("security.", "trusted.")
 
 
 class ExportError(VTError):
     """The target cannot be written (exists, not empty, not a directory...)."""
+
+
+class LimitError(VTError):
+    """A restore would exceed its --max-files or --max-size limit."""
+
+
+@dataclass
+class Damage:
+    """One object a restore could not restore whole: its path and what was wrong."""
+
+    path: str
+    what: list[str]
+    kind: str = "file"  # "file": written as NAME.vt-damaged; "dir": entries lost
+    lost_bytes: int = 0
+
+    def line(self) -> str:
+        more = f" and {len(self.what) - 2} more" if len(self.what) > 2 else ""
+        return f"{self.path} ({'; '.join(self.what[:2])}{more})"
 
 
 @dataclass
@@ -52,19 +99,280 @@ class ExportStats:
     dirs: int = 0
     others: int = 0
     bytes: int = 0
+    skipped: int = 0  # --resume: already in place
+    unsafe_skipped: int = 0  # safe: device nodes not created
     errors: list[str] = field(default_factory=list)
+    damaged: list[Damage] = field(default_factory=list)
+
+    @property
+    def entries(self) -> int:
+        return self.files + self.dirs + self.others
+
+    def to_json(self) -> dict:
+        return {
+            "files": self.files,
+            "dirs": self.dirs,
+            "others": self.others,
+            "bytes": self.bytes,
+            "skipped": self.skipped,
+            "unsafe_skipped": self.unsafe_skipped,
+            "errors": self.errors,
+            "damaged": [
+                {"path": d.path, "kind": d.kind, "what": d.what, "lost_bytes": d.lost_bytes}
+                for d in self.damaged
+            ],
+        }
+
+
+def damage_text(err: Exception) -> str:
+    """What a damage error says, without the store's name (the same in every line)."""
+    h = getattr(err, "hashcode", None)
+    if isinstance(err, MissingBlockError):
+        return f"missing block {h}"
+    return str(err)
+
+
+# -- reading past damage -------------------------------------------------------
+
+DATA, ZEROS, FILL, BAD, LEAF = range(5)
+
+
+def iter_content(block, store, fetch_leaves: bool = True) -> Iterator[tuple]:
+    """The content of `block` as `(kind, length, value)` pieces, in order, past damage.
+
+    Kinds: `DATA` (value: the bytes), `ZEROS` (an RLE run of zeros), `FILL` (an
+    RLE run of the octet `value`), `BAD` (value: the damage error; the range
+    cannot be read), and with `fetch_leaves=False` `LEAF` (value: `(leaf, start,
+    end)`, a stored leaf not read).  The walk is iterative, so a hostile chain of
+    indirect blocks cannot exhaust the stack, and a damaged indirect block costs
+    exactly the range it covers.
+    """
+    if block is None:
+        return
+    stack = [(block, 0, block.span)]
+    while stack:
+        b, s, e = stack.pop()
+        if s >= e:
+            continue
+        if isinstance(b, IndirectBlock):
+            try:
+                subs = b.subblocks(store)
+            except DAMAGE as err:
+                yield BAD, e - s, err
+                continue
+            todo = []
+            off = 0
+            for sub in subs:
+                end = off + sub.span
+                if end > s and off < e:
+                    todo.append((sub, max(s, off) - off, min(e, end) - off))
+                off = end
+            todo.reverse()
+            stack.extend(todo)
+        elif isinstance(b, SubBlock):
+            stack.append((b.superblock, b.offset + s, b.offset + e))
+        elif isinstance(b, RLEBlock):
+            yield (ZEROS, e - s, 0) if b.octet == 0 else (FILL, e - s, b.octet)
+        elif not fetch_leaves and hasattr(b, "hashcode"):
+            yield LEAF, e - s, (b, s, e)
+        else:
+            try:
+                data = b.leaf_data(store, s, e)
+            except DAMAGE as err:
+                yield BAD, e - s, err
+                continue
+            yield DATA, e - s, data
+
+
+def read_entries(d: Dirent, store) -> tuple[list[Dirent], list[str]]:
+    """The entries of directory `d` that can be read, and what could not be.
+
+    An intact directory decodes as one (order and names checked).  A damaged one
+    is salvaged run by run: each readable stretch of its data is decoded entry
+    by entry until it stops making sense, so one lost leaf of a large directory
+    loses only the entries in that leaf (and perhaps one beside it).
+    """
+    if d.type != T_DIR:
+        raise FormatError(f"{d.name or 'dirent'} is a {d.type_name}, not a directory")
+    if d.block is None:
+        return [], []
+    problems: list[str] = []
+    runs: list[bytearray] = [bytearray()]
+    for kind, n, value in iter_content(d.block, store):
+        if kind == BAD:
+            problems.append(damage_text(value))
+            runs.append(bytearray())
+        elif kind == DATA:
+            runs[-1] += value
+        else:  # an RLE run in a directory is nonsense; treat it as a gap
+            problems.append(f"{n} octets of run-length data")
+            runs.append(bytearray())
+    if not problems:
+        try:
+            return decode_dir_data(runs[0])[0], []
+        except FormatError as err:
+            problems.append(f"directory data: {err}")
+    entries: list[Dirent] = []
+    for i, run in enumerate(runs):
+        if i == 0:
+            r = Reader(run)
+            try:
+                if r.varint() != DIR_VERSION:
+                    raise FormatError("unknown directory version")
+                if r.varint() & 1:
+                    r.lbytes()
+            except FormatError:
+                continue
+            start = r.pos
+        else:
+            start = 0
+        entries.extend(_salvage_entries(memoryview(run)[start:]))
+    seen = set()
+    out = []
+    for e in entries:  # a salvaged run can repeat a name; keep the first
+        if e.name not in seen:
+            seen.add(e.name)
+            out.append(e)
+    return out, problems
+
+
+def _salvage_entries(data) -> list[Dirent]:
+    r = Reader(encode_varint(DIR_VERSION) + encode_varint(0) + bytes(data))
+    r.varint()
+    r.varint()
+    out = []
+    try:
+        while not r.at_end():
+            raw = r.lbytes()
+            if not raw:
+                r.lbytes()  # chaff
+                continue
+            e = decode_dirent(raw)
+            if not e.name:
+                break
+            out.append(e)
+    except FormatError:
+        pass
+    return out
+
+
+def tree_totals(
+    root: Dirent, store, max_entries: int | None = None, max_bytes: int | None = None
+) -> tuple[int, int]:
+    """`(entries, file bytes)` below `root` (itself included), without expanding shared
+    directories: each distinct directory block is read once and its totals reused,
+    so a DAG that expands to 10^8 files is measured in a few reads.
+
+    Raises `LimitError` as soon as some subtree alone exceeds a limit.  Unreadable
+    directories count as empty (the restore reports them).
+    """
+    if not root.is_dir:
+        return 1, root.size
+    if root.block is None:
+        return 1, 0
+    memo: dict = {}
+
+    def frame(block):
+        try:
+            entries = read_entries(Dirent(T_DIR, block=block), store)[0]
+        except DAMAGE:
+            entries = []
+        return [block, entries, 0, 0, 0]  # block, entries, next, entries, bytes
+
+    def check(n: int, b: int) -> None:
+        if max_entries is not None and n > max_entries:
+            raise LimitError(
+                f"the tree has more than {max_entries:,} entries (--max-files);"
+                " lift the limit if that is meant"
+            )
+        if max_bytes is not None and b > max_bytes:
+            raise LimitError(
+                f"the tree holds more than {max_bytes:,} bytes of files (--max-size);"
+                " lift the limit if that is meant"
+            )
+
+    stack = [frame(root.block)]
+    while stack:
+        f = stack[-1]
+        entries = f[1]
+        if f[2] < len(entries):
+            e = entries[f[2]]
+            if e.type == T_DIR and e.block is not None:
+                sub = memo.get(e.block)
+                if sub is None:
+                    stack.append(frame(e.block))
+                    continue
+                f[3] += sub[0]
+                f[4] += sub[1]
+            elif e.type == T_FILE:
+                f[4] += e.size
+            f[2] += 1
+            f[3] += 1
+            check(f[3], f[4])
+        else:
+            memo[f[0]] = (f[3], f[4])
+            stack.pop()
+    n, b = memo[root.block]
+    check(n + 1, b)
+    return n + 1, b
+
+
+# -- the exporter ----------------------------------------------------------------
+
+
+class _Frame:
+    """A directory on the way down: its fd (None when closed to save fds)."""
+
+    __slots__ = ("fd", "dirent", "rel", "entries", "i")
+
+    def __init__(self, fd, dirent, rel, entries):
+        self.fd = fd
+        self.dirent = dirent
+        self.rel = rel
+        self.entries = entries
+        self.i = 0
 
 
 class Exporter:
-    """One export run into a target directory."""
+    """One export run into a target directory.
 
-    def __init__(self, store, numeric_ids: bool = False, on_file=None):
+    `resume`: None (the target must be empty), "quick" (complete an existing
+    target: files of the same size and mtime, symlinks with the same target,
+    ... are kept, others rewritten under a temporary name and renamed into place)
+    or "verify" (also compare kept files' content with the tree's hashcodes).
+    `safe`: create no device nodes, clear setuid/setgid on non-directories and
+    restore no `security.*`/`trusted.*` xattrs (file capabilities among them).
+    `links`: an object with `resolve(ino) -> Dirent | None` giving the content of
+    a hard-link group whose first name is outside the exported subtree.
+    `max_files`/`max_size`: limits on entries and file bytes (None: no limit).
+    """
+
+    def __init__(
+        self,
+        store,
+        numeric_ids: bool = False,
+        on_file=None,
+        *,
+        resume: str | None = None,
+        safe: bool = False,
+        links=None,
+        max_files: int | None = None,
+        max_size: int | None = None,
+    ):
+        if resume not in (None, "quick", "verify"):
+            raise ValueError(f"resume must be None, 'quick' or 'verify', not {resume!r}")
         self.store = store
         self.numeric_ids = numeric_ids
         self.is_root = os.geteuid() == 0
         self.stats = ExportStats()
         self.on_file = on_file
-        self._links: dict[int, tuple[bytes, ...]] = {}
+        self.resume = resume
+        self.safe = safe
+        self.resolver = links
+        self.max_files = max_files
+        self.max_size = max_size
+        # inode group -> (path of its first name from the root, restored damaged)
+        self._links: dict[int, tuple[tuple[bytes, ...], bool]] = {}
         self._root_fd: int | None = None
         # per export: the user databases may change between runs, not during one
         self._uid_of = cached_lookup(lambda name: pwd.getpwnam(name).pw_uid)
@@ -74,6 +382,8 @@ class Exporter:
 
     def export(self, dirent: Dirent, target: str) -> ExportStats:
         """Write `dirent` at `target`: a directory's contents go into `target`."""
+        if self.max_files is not None or self.max_size is not None:
+            tree_totals(dirent, self.store, self.max_files, self.max_size)
         target_b = os.fsencode(target)
         if dirent.is_dir:
             try:
@@ -81,19 +391,18 @@ class Exporter:
             except FileExistsError:
                 if not os.path.isdir(target_b) or os.path.islink(target_b):
                     raise ExportError(f"{target} exists and is not a directory") from None
-                if os.listdir(target_b):
-                    raise ExportError(f"{target} is not empty") from None
-            fd = os.open(target_b, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+                if not self.resume and os.listdir(target_b):
+                    raise ExportError(f"{target} is not empty (--resume completes it)") from None
+            fd = os.open(target_b, _DIR_FLAGS)
             self._root_fd = fd
             try:
-                self._fill(fd, dirent, ())
-                self._apply_meta(fd, None, dirent)
+                self._walk(fd, dirent)
             finally:
                 os.close(fd)
                 self._root_fd = None
         else:
             parent, name = os.path.split(os.path.abspath(target_b))
-            if os.path.lexists(target_b):
+            if os.path.lexists(target_b) and not self.resume:
                 raise ExportError(f"{target} already exists")
             try:
                 fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -103,73 +412,137 @@ class Exporter:
             try:
                 if dirent.type == T_HARDLINK:
                     raise ExportError("a hard link on its own cannot be exported")
-                self._create(fd, name, dirent, ())
+                self._create(fd, name, dirent, (name,))
             finally:
                 os.close(fd)
                 self._root_fd = None
         return self.stats
 
+    # -- the walk ------------------------------------------------------------
+
+    def _entries(self, d: Dirent, rel: tuple[bytes, ...]) -> list[Dirent]:
+        entries, problems = read_entries(d, self.store)
+        if problems:
+            shown = _shown(rel) or "."
+            log.warning("directory %s is damaged: %s", shown, "; ".join(problems[:3]))
+            self.stats.damaged.append(Damage(shown, problems, kind="dir"))
+        return entries
+
+    def _walk(self, root_fd: int, root: Dirent) -> None:
+        frames = [_Frame(root_fd, root, (), self._entries(root, ()))]
+        while frames:
+            f = frames[-1]
+            if f.i < len(f.entries):
+                e = f.entries[f.i]
+                f.i += 1
+                name = fsenc(e.name)
+                rel = f.rel + (name,)
+                dfd = self._fd_of(frames, len(frames) - 1)
+                try:
+                    if e.type == T_DIR:
+                        sub = self._make_dir(dfd, name, e, rel)
+                        if sub is not None:
+                            frames.append(_Frame(sub, e, rel, self._entries(e, rel)))
+                            self._check_limits()
+                            if len(frames) > _MAX_OPEN_DIRS:
+                                old = frames[len(frames) - _MAX_OPEN_DIRS]
+                                if old.fd is not None:
+                                    os.close(old.fd)
+                                    old.fd = None
+                    else:
+                        self._create(dfd, name, e, rel)
+                except OSError as err:
+                    self._os_error(rel, err)
+            else:
+                fd = self._fd_of(frames, len(frames) - 1)
+                try:
+                    self._apply_meta(fd, None, f.dirent)
+                except OSError as err:
+                    self._os_error(f.rel, err)
+                if len(frames) > 1:
+                    os.close(fd)
+                frames.pop()
+
+    def _fd_of(self, frames: list[_Frame], j: int) -> int:
+        """The fd of directory `frames[j]`, reopened by name from an open ancestor."""
+        if frames[j].fd is not None:
+            return frames[j].fd
+        i = j
+        while frames[i].fd is None:
+            i -= 1
+        for k in range(i + 1, j + 1):
+            frames[k].fd = os.open(frames[k].rel[-1], _DIR_FLAGS, dir_fd=frames[k - 1].fd)
+            # keep only the last few of a long chain open: a 10,000-level tree
+            # must not need 10,000 fds on the way back up
+            if i < k - 1 <= j - _MAX_OPEN_DIRS:
+                os.close(frames[k - 1].fd)
+                frames[k - 1].fd = None
+        return frames[j].fd
+
+    def _os_error(self, rel: tuple[bytes, ...], err: OSError) -> None:
+        if err.errno in FATAL_ERRNOS:
+            raise err
+        msg = f"{_shown(rel)}: {err.strerror or err}"
+        log.warning("could not restore %s", msg)
+        self.stats.errors.append(msg)
+
+    def _check_limits(self) -> None:
+        st = self.stats
+        if self.max_files is not None and st.entries > self.max_files:
+            raise LimitError(f"more than {self.max_files:,} entries restored (--max-files)")
+        if self.max_size is not None and st.bytes > self.max_size:
+            raise LimitError(f"more than {self.max_size:,} bytes restored (--max-size)")
+
     # -- objects -----------------------------------------------------------
 
-    def _fill(self, dfd: int, d: Dirent, relpath: tuple[bytes, ...]) -> None:
-        for e in dir_entries(d, self.store):
-            name = fsenc(e.name)
-            try:
-                self._create(dfd, name, e, relpath + (name,))
-            except (VTError, FormatError):
+    def _make_dir(self, dfd: int, name: bytes, e: Dirent, rel) -> int | None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=dfd)
+        except FileExistsError:
+            if not self.resume:
                 raise
-            except OSError as err:
-                shown = b"/".join(relpath + (name,)).decode("utf-8", "replace")
-                msg = f"{shown}: {err.strerror or err}"
-                log.warning("could not restore %s", msg)
-                self.stats.errors.append(msg)
+            st = os.lstat(name, dir_fd=dfd)
+            if not statmod.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=dfd)
+                os.mkdir(name, 0o700, dir_fd=dfd)
+        self.stats.dirs += 1
+        return os.open(name, _DIR_FLAGS, dir_fd=dfd)
 
-    def _create(self, dfd: int, name: bytes, e: Dirent, relpath: tuple[bytes, ...]) -> None:
+    def _create(self, dfd: int, name: bytes, e: Dirent, rel: tuple[bytes, ...]) -> None:
+        t = e.type
+        if t == T_WHITEOUT:
+            return
+        if t == T_HARDLINK:
+            self._hardlink(dfd, name, e, rel)
+            return
+        if t == T_DEVICE and self.safe:
+            self.stats.unsafe_skipped += 1
+            log.info("%s: device node not created (safe)", _shown(rel))
+            return
+        replace = False
+        if self.resume:
+            st = _lstat(dfd, name)
+            if st is not None:
+                if self._matches(st, dfd, name, e):
+                    self.stats.skipped += 1
+                    self._count(e)
+                    if t == T_FILE and e.ino is not None:
+                        self._links.setdefault(e.ino, (rel, False))
+                    return
+                if statmod.S_ISDIR(st.st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
+                replace = True
+        if t == T_FILE:
+            self._file(dfd, name, e, rel, replace)
+            return
+        if replace:
+            os.unlink(name, dir_fd=dfd)
         meta = e.meta
         mode = meta.mode if meta is not None and meta.mode is not None else None
-        t = e.type
-        if t == T_FILE:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
-            try:
-                if e.block is not None:
-                    self._write_content(fd, e)
-                self._apply_meta(fd, None, e)
-            finally:
-                os.close(fd)
-            if e.ino is not None:
-                self._links.setdefault(e.ino, relpath or (name,))
-            self.stats.files += 1
-            if self.on_file:
-                self.on_file(self.stats)
-        elif t == T_DIR:
-            os.mkdir(name, 0o700, dir_fd=dfd)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW, dir_fd=dfd)
-            try:
-                self._fill(fd, e, relpath)
-                self._apply_meta(fd, None, e)
-            finally:
-                os.close(fd)
-            self.stats.dirs += 1
-        elif t == T_HARDLINK:
-            src = self._links.get(e.ino)
-            if src is None:
-                raise FormatError(
-                    f"hard link {e.name!r} to inode group {e.ino} which no earlier file has"
-                )
-            os.link(
-                b"/".join(src),
-                name,
-                src_dir_fd=self._root_fd,
-                dst_dir_fd=dfd,
-                follow_symlinks=False,
-            )
-            self.stats.files += 1
-        elif t == T_SYMLINK:
+        if t == T_SYMLINK:
             os.symlink(fsenc(e.target or ""), name, dir_fd=dfd)
-            self._apply_meta(None, (dfd, name), e)
-            self.stats.others += 1
         elif t in (T_DEVICE, T_FIFO, T_SOCKET):
-            perm = 0o600 if mode is None else mode
+            perm = 0o600 if mode is None else mode & 0o7777
             if t == T_FIFO:
                 os.mkfifo(name, perm, dir_fd=dfd)
             elif t == T_SOCKET:
@@ -178,36 +551,214 @@ class Exporter:
                 kind, major, minor = e.rdev
                 ftype = statmod.S_IFCHR if kind == "c" else statmod.S_IFBLK
                 os.mknod(name, perm | ftype, os.makedev(major, minor), dir_fd=dfd)
-            self._apply_meta(None, (dfd, name), e)
-            self.stats.others += 1
-        elif t == T_WHITEOUT:
-            pass
+        self._apply_meta(None, (dfd, name), e)
+        self._count(e)
 
-    def _write_content(self, fd: int, e: Dirent) -> None:
+    def _count(self, e: Dirent) -> None:
+        if e.type in (T_FILE, T_HARDLINK):
+            self.stats.files += 1
+            if self.on_file:
+                self.on_file(self.stats)
+        else:
+            self.stats.others += 1
+
+    def _file(self, dfd: int, name: bytes, e: Dirent, rel, replace: bool) -> None:
+        """Write a regular file (under a temporary name when it replaces one)."""
+        if self.max_size is not None and self.stats.bytes + e.size > self.max_size:
+            raise LimitError(
+                f"{_shown(rel)}: restoring it would pass {self.max_size:,} bytes (--max-size)"
+            )
+        tmp = PART_PREFIX.encode() + os.urandom(6).hex().encode() if replace else name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
+        try:
+            bad, lost = self._write_content(fd, e) if e.block is not None else ([], 0)
+            self._apply_meta(fd, None, e)
+        except BaseException:
+            os.close(fd)
+            if replace:
+                os.unlink(tmp, dir_fd=dfd)
+            raise
+        os.close(fd)
+        final = name
+        if bad:
+            final = name + DAMAGED_SUFFIX.encode()
+            shown = _shown(rel)
+            log.warning("%s is damaged: %s", shown, "; ".join(bad[:3]))
+            self.stats.damaged.append(Damage(shown, bad, kind="file", lost_bytes=lost))
+            if self.resume and _lstat(dfd, final) is not None:
+                os.unlink(final, dir_fd=dfd)
+            _rename_noreplace(dfd, tmp, final)
+            if replace:  # the old, non-matching file must not pass for a good one
+                os.unlink(name, dir_fd=dfd)
+        elif replace:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        if e.ino is not None:
+            self._links.setdefault(e.ino, (rel[:-1] + (final,), bool(bad)))
+        self._count(e)
+        self._check_limits()
+
+    def _write_content(self, fd: int, e: Dirent) -> tuple[list[str], int]:
+        """Write `e`'s content; return what could not be read and how many bytes."""
         buf = bytearray()
         pos = 0
         hole = False  # the content so far ends with a hole (seeked over)
-        store = self.store
-        for leaf, start, end in e.block.slices(store):
-            n = end - start
-            if isinstance(leaf, RLEBlock) and leaf.octet == 0 and n >= 4096:
+        bad: list[str] = []
+        lost = 0
+        for kind, n, value in iter_content(e.block, self.store):
+            if kind == DATA:
+                buf += value
+                hole = False
+                if len(buf) >= _WRITE_BUFFER:
+                    _write_all(fd, buf)
+                    buf.clear()
+            elif kind == FILL or (kind == ZEROS and n < 4096):
+                left = n
+                while left:
+                    k = min(left, _WRITE_BUFFER)
+                    buf += bytes((value,)) * k if value else bytes(k)
+                    left -= k
+                    if len(buf) >= _WRITE_BUFFER:
+                        _write_all(fd, buf)
+                        buf.clear()
+                hole = False
+            else:  # zeros or an unreadable range: a hole
+                if kind == BAD:
+                    bad.append(f"{damage_text(value)} (bytes {pos}-{pos + n - 1})")
+                    lost += n
                 if buf:
                     _write_all(fd, buf)
                     buf.clear()
                 os.lseek(fd, n, os.SEEK_CUR)
                 hole = True
-            else:
-                buf += leaf.leaf_data(store, start, end)
-                hole = False
-                if len(buf) >= _WRITE_BUFFER:
-                    _write_all(fd, buf)
-                    buf.clear()
             pos += n
         if buf:
             _write_all(fd, buf)
         if hole:  # a seek past the end does not make the file longer
             os.ftruncate(fd, pos)
         self.stats.bytes += pos
+        return bad, lost
+
+    def _hardlink(self, dfd: int, name: bytes, e: Dirent, rel) -> None:
+        src = self._links.get(e.ino)
+        if src is None:
+            first = self.resolver.resolve(e.ino) if self.resolver is not None else None
+            if first is None or first.type != T_FILE:
+                raise FormatError(
+                    f"hard link {e.name!r} to inode group {e.ino} which no earlier file has"
+                )
+            # the group's first name is outside this subtree: this name carries the content
+            self._create(dfd, name, first.with_changes(name=e.name, ino=e.ino), rel)
+            return
+        path, damaged = src
+        if damaged:
+            name = name + DAMAGED_SUFFIX.encode()
+            self.stats.damaged.append(
+                Damage(_shown(rel), [f"a hard link to the damaged {_shown(path)}"])
+            )
+        if self.resume:
+            st = _lstat(dfd, name)
+            if st is not None:
+                pst = self._lstat_path(path)
+                if pst is not None and (st.st_ino, st.st_dev) == (pst.st_ino, pst.st_dev):
+                    self.stats.skipped += 1
+                    self._count(e)
+                    return
+                if statmod.S_ISDIR(st.st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "a directory is in the way")
+                os.unlink(name, dir_fd=dfd)
+        pfd = self._open_parent(path)
+        try:
+            os.link(path[-1], name, src_dir_fd=pfd, dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            if pfd != self._root_fd:
+                os.close(pfd)
+        self._count(e)
+
+    def _open_parent(self, path: tuple[bytes, ...]) -> int:
+        """An fd of the directory holding `path` (from the root, following nothing)."""
+        fd = self._root_fd
+        for part in path[:-1]:
+            nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            if fd != self._root_fd:
+                os.close(fd)
+            fd = nfd
+        return fd
+
+    def _lstat_path(self, path: tuple[bytes, ...]):
+        try:
+            pfd = self._open_parent(path)
+        except OSError:
+            return None
+        try:
+            return _lstat(pfd, path[-1])
+        finally:
+            if pfd != self._root_fd:
+                os.close(pfd)
+
+    # -- --resume ------------------------------------------------------------
+
+    def _matches(self, st: os.stat_result, dfd: int, name: bytes, e: Dirent) -> bool:
+        """Whether the existing object `st` at `name` is already `e`."""
+        t = e.type
+        m = st.st_mode
+        if t == T_FILE:
+            if not statmod.S_ISREG(m) or st.st_size != e.size:
+                return False
+            mtime = e.meta.mtime_ns if e.meta is not None else None
+            if self.resume == "quick" and mtime is not None:
+                return st.st_mtime_ns == mtime
+            if mtime is not None and st.st_mtime_ns != mtime:
+                return False
+            return self._same_content(dfd, name, e)
+        if t == T_SYMLINK:
+            return statmod.S_ISLNK(m) and os.readlink(name, dir_fd=dfd) == fsenc(e.target or "")
+        if t == T_FIFO:
+            return statmod.S_ISFIFO(m)
+        if t == T_SOCKET:
+            return statmod.S_ISSOCK(m)
+        if t == T_DEVICE:
+            kind, major, minor = e.rdev
+            isdev = statmod.S_ISCHR(m) if kind == "c" else statmod.S_ISBLK(m)
+            return isdev and st.st_rdev == os.makedev(major, minor)
+        return False
+
+    def _same_content(self, dfd: int, name: bytes, e: Dirent) -> bool:
+        """Compare a file with `e`'s content: stored leaves by their hashcodes (only
+        the tree's indirect blocks are read from the store), runs by their bytes."""
+        if e.block is None:
+            return True
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=dfd)
+        try:
+            pos = 0
+            for kind, n, value in iter_content(e.block, self.store, fetch_leaves=False):
+                if kind == BAD:
+                    return False
+                if kind == LEAF:
+                    leaf, s, end = value
+                    data = os.pread(fd, n, pos)
+                    if s == 0 and end == leaf.span:
+                        if type(leaf.hashcode).from_data(data) != leaf.hashcode:
+                            return False
+                    else:
+                        try:
+                            if data != leaf.leaf_data(self.store, s, end):
+                                return False
+                        except DAMAGE:
+                            return False
+                else:
+                    octet = value if kind == FILL else 0
+                    done = 0
+                    while done < n:
+                        k = min(n - done, _WRITE_BUFFER)
+                        if os.pread(fd, k, pos + done).strip(bytes((octet,))):
+                            return False
+                        done += k
+                pos += n
+            return True
+        finally:
+            os.close(fd)
+
+    # -- metadata ------------------------------------------------------------
 
     def _apply_meta(self, fd: int | None, at: tuple[int, bytes] | None, e: Dirent) -> None:
         """Restore metadata on an open fd, or on `(dir_fd, name)` without following."""
@@ -231,10 +782,16 @@ class Exporter:
                 if err.errno not in (errno.EPERM, errno.EINVAL):
                     raise
         if meta.mode is not None and not e.is_symlink:
-            os.chmod(path, meta.mode, **kw)
+            mode = meta.mode
+            if self.safe and not e.is_dir:
+                mode &= ~(statmod.S_ISUID | statmod.S_ISGID)
+            os.chmod(path, mode, **kw)
         if meta.xattrs:
             xpath = path if fd is not None else f"/proc/self/fd/{at[0]}/".encode() + at[1]
             for xname, value in meta.xattrs:
+                if self.safe and xname.startswith(UNSAFE_XATTR_PREFIXES):
+                    log.info("xattr %s not restored (safe)", xname)
+                    continue
                 try:
                     if fd is not None:
                         os.setxattr(xpath, xname, value)
@@ -247,6 +804,25 @@ class Exporter:
         if meta.mtime_ns is not None:
             atime = meta.atime_ns if meta.atime_ns is not None else meta.mtime_ns
             os.utime(path, ns=(atime, meta.mtime_ns), **kw)
+
+
+def _shown(rel: tuple[bytes, ...]) -> str:
+    return b"/".join(rel).decode("utf-8", "replace")
+
+
+def _lstat(dfd: int, name: bytes):
+    try:
+        return os.lstat(name, dir_fd=dfd)
+    except FileNotFoundError:
+        return None
+
+
+def _rename_noreplace(dfd: int, src: bytes, dst: bytes) -> None:
+    """Rename within `dfd`, failing (EEXIST) rather than replacing `dst`."""
+    if src == dst:
+        return
+    os.link(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
+    os.unlink(src, dir_fd=dfd)
 
 
 def _write_all(fd: int, buf) -> None:

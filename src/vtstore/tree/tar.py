@@ -4,6 +4,7 @@ Members are written in the tree's walk order with pax headers carrying
 nanosecond mtimes, long names, user/group names and xattrs (`SCHILY.xattr.*`, POSIX
 ACLs included).  Hard links become tar hard links to the first name of their inode
 group.  Sockets cannot be represented in tar and are skipped with a warning.
+The walk is iterative (any depth) and goes on past damage (see `write_tar`).
 """
 
 from __future__ import annotations
@@ -12,30 +13,65 @@ import io
 import logging
 import struct
 import tarfile
+from collections.abc import Iterator
 
-from vtstore.tree.dir import walk
 from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_FILE, T_HARDLINK, T_SOCKET, T_SYMLINK
+from vtstore.tree.fsexport import (
+    BAD,
+    DATA,
+    FILL,
+    Damage,
+    ExportStats,
+    LimitError,
+    damage_text,
+    iter_content,
+    read_entries,
+    tree_totals,
+)
 
 log = logging.getLogger(__name__)
 
 
 class BlockReader(io.RawIOBase):
-    """A readable stream over a block's content (read sequentially, in leaf pieces)."""
+    """A readable stream over a block's content, read sequentially, past damage.
+
+    Runs (RLE) and unreadable ranges read as zeros, produced a MiB at a time so a
+    hostile run of a terabyte costs no memory; what could not be read is
+    collected in `bad` (one line per range) and `lost` (bytes).
+    """
 
     def __init__(self, block, store):
         super().__init__()
-        self._chunks = block.chunks(store) if block is not None else iter(())
+        self._pieces = iter_content(block, store)
         self._buf = memoryview(b"")
+        self._fill = 0  # bytes of `_octet` still to produce
+        self._octet = 0
+        self._pos = 0
+        self.bad: list[str] = []
+        self.lost = 0
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b) -> int:
         while not self._buf:
+            if self._fill:
+                k = min(self._fill, 1 << 20)
+                self._fill -= k
+                self._buf = memoryview(bytes((self._octet,)) * k if self._octet else bytes(k))
+                break
             try:
-                self._buf = memoryview(next(self._chunks))
+                kind, n, value = next(self._pieces)
             except StopIteration:
                 return 0
+            if kind == DATA:
+                self._buf = memoryview(value)
+            else:
+                if kind == BAD:
+                    self.bad.append(f"{damage_text(value)} (bytes {self._pos}-{self._pos + n - 1})")
+                    self.lost += n
+                self._fill, self._octet = n, value if kind == FILL else 0
+            self._pos += n
         n = min(len(b), len(self._buf))
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
@@ -89,9 +125,58 @@ def _info(path: str, e) -> tarfile.TarInfo:
     return ti
 
 
-def write_tar(root, store, fileobj) -> None:
-    """Write the tree under dirent `root` as a pax tar stream to `fileobj`."""
-    links: dict[int, str] = {}
+def walk_past_damage(root, store, stats: ExportStats) -> Iterator[tuple[str, object]]:
+    """`(relative path, dirent)` depth-first in name order, each dir before its
+    entries, iteratively (any depth); damaged directories yield what can be read
+    and are recorded in `stats.damaged`."""
+    yield "", root
+    if not root.is_dir:
+        return
+
+    def entries_of(d, path):
+        entries, problems = read_entries(d, store)
+        if problems:
+            log.warning("directory %s is damaged: %s", path or ".", "; ".join(problems[:3]))
+            stats.damaged.append(Damage(path or ".", problems, kind="dir"))
+        return iter(entries)
+
+    stack = [("", entries_of(root, ""))]
+    while stack:
+        prefix, it = stack[-1]
+        e = next(it, None)
+        if e is None:
+            stack.pop()
+            continue
+        path = f"{prefix}/{e.name}" if prefix else e.name
+        yield path, e
+        if e.is_dir:
+            stack.append((path, entries_of(e, path)))
+
+
+def write_tar(
+    root,
+    store,
+    fileobj,
+    *,
+    links=None,
+    max_files: int | None = None,
+    max_size: int | None = None,
+) -> ExportStats:
+    """Write the tree under dirent `root` as a pax tar stream to `fileobj`.
+
+    Goes on past damage: a file whose content cannot all be read is written
+    whole, its unreadable ranges as zeros, and recorded in the returned stats'
+    `damaged` (its size is in the header before the damage is found, so the
+    member cannot be dropped or cut short).  `links` (with `resolve(ino)`) gives
+    the content of a hard-link group whose first name is outside `root`; that
+    group's first name here becomes a regular member.  `max_files`/`max_size`
+    limit entries and file bytes (checked before anything is written, and as
+    members are written); hitting one raises `LimitError`.
+    """
+    stats = ExportStats()
+    if max_files is not None or max_size is not None:
+        tree_totals(root, store, max_files, max_size)
+    seen: dict[int, str] = {}
     with tarfile.open(
         fileobj=fileobj,
         mode="w|",
@@ -99,37 +184,61 @@ def write_tar(root, store, fileobj) -> None:
         encoding="utf-8",
         errors="surrogateescape",
     ) as tf:
-        for path, e in walk(root, store):
-            ti = _info(path, e)
+        for path, e in walk_past_damage(root, store, stats):
+            if max_files is not None and stats.entries >= max_files:
+                raise LimitError(f"more than {max_files:,} entries exported (--max-files)")
             t = e.type
+            if t == T_HARDLINK and e.ino not in seen and links is not None:
+                first = links.resolve(e.ino)
+                if first is not None and first.type == T_FILE:
+                    e, t = first.with_changes(name=e.name, ino=e.ino), T_FILE
+            ti = _info(path, e)
             if t == T_DIR:
                 ti.type = tarfile.DIRTYPE
                 tf.addfile(ti)
+                stats.dirs += 1
             elif t == T_FILE:
+                if max_size is not None and stats.bytes + e.size > max_size:
+                    raise LimitError(
+                        f"{path}: exporting it would pass {max_size:,} bytes (--max-size)"
+                    )
                 ti.type = tarfile.REGTYPE
                 ti.size = e.size
                 if e.ino is not None:
-                    links.setdefault(e.ino, path)
-                tf.addfile(ti, io.BufferedReader(BlockReader(e.block, store), 1 << 20))
+                    seen.setdefault(e.ino, path)
+                reader = BlockReader(e.block, store)
+                tf.addfile(ti, io.BufferedReader(reader, 1 << 20))
+                if reader.bad:
+                    log.warning("%s is damaged: %s", path, "; ".join(reader.bad[:3]))
+                    stats.damaged.append(Damage(path, reader.bad, lost_bytes=reader.lost))
+                stats.files += 1
+                stats.bytes += e.size
             elif t == T_HARDLINK:
-                target = links.get(e.ino)
+                target = seen.get(e.ino)
                 if target is None:
-                    log.warning("%s: hard link to an unknown inode group, skipped", path)
+                    msg = f"{path}: hard link to an unknown inode group {e.ino}, skipped"
+                    log.warning("%s", msg)
+                    stats.errors.append(msg)
                     continue
                 ti.type = tarfile.LNKTYPE
                 ti.linkname = target
                 tf.addfile(ti)
+                stats.files += 1
             elif t == T_SYMLINK:
                 ti.type = tarfile.SYMTYPE
                 ti.linkname = e.target or ""
                 tf.addfile(ti)
+                stats.others += 1
             elif t == T_FIFO:
                 ti.type = tarfile.FIFOTYPE
                 tf.addfile(ti)
+                stats.others += 1
             elif t == T_DEVICE:
                 kind, major, minor = e.rdev
                 ti.type = tarfile.CHRTYPE if kind == "c" else tarfile.BLKTYPE
                 ti.devmajor, ti.devminor = major, minor
                 tf.addfile(ti)
+                stats.others += 1
             elif t == T_SOCKET:
                 log.warning("%s: sockets cannot be stored in tar, skipped", path)
+    return stats
