@@ -197,9 +197,10 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
         raise VTError("pyfuse3 is not installed: vt mount needs it") from None
     from vtstore.fs.filesystem import FileSystem
     from vtstore.fs.fuse import Operations, mount_options
-    from vtstore.fs.history import History, history_top
+    from vtstore.fs.history import History, HistoryLinks, history_top
     from vtstore.fs.mount import Mount, serve
     from vtstore.tree.dir import resolve
+    from vtstore.tree.links import LinkResolver
 
     with open_store(args, readonly=readonly) as store:
         archive, top, sub = _resolve(args, store, readonly)
@@ -212,13 +213,16 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
             if archive is None:
                 raise VTError("-a needs an archive")
             fs = FileSystem(store, history_top(), readonly=True, **kw)
+            fs.links = HistoryLinks(fs)  # each state has its own hard-link groups
             fs.refresh_root = History(archive)
             mount = None
         else:
             root = resolve(top, "/".join(sub), store) if sub else top
             if not root.is_dir:
                 raise VTError(f"{args.special}: is a {root.type_name}, not a directory")
-            fs = FileSystem(store, root, readonly=readonly, **kw)
+            # a sub-path's hard links may have their file elsewhere in the tree
+            outer = LinkResolver(top, store) if sub else None
+            fs = FileSystem(store, root, readonly=readonly, outer=outer, **kw)
             mount = Mount(fs, archive, top, sub, comment=args.comment)
             fs.on_sync = mount.sync
         ops = Operations(fs, mount)

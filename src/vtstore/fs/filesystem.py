@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from vtstore.blocks import Block
+from vtstore.errors import VTError
 from vtstore.fs.cache import CachingStore, NotCached, PeekStore, Prefetcher
 from vtstore.fs.content import ContentChunker, Layer, splice_block
 from vtstore.fs.errors import FSError
@@ -103,6 +104,7 @@ class FileSystem:
         cache_bytes: int = 128 * 1024 * 1024,
         workers: int = 2,
         readahead: bool = True,
+        outer=None,
     ):
         if not root.is_dir:
             raise FSError(errno.ENOTDIR, f"{root.name or 'the ref'} is not a directory")
@@ -116,7 +118,7 @@ class FileSystem:
         self.inodes: dict[int, Node] = {}
         self._next_ino = ROOT_INO
         self.handles = HandleTable()
-        self.links = LinkTable(self.store, root)
+        self.links = LinkTable(self.store, root, outer=outer)
         self.root_name = root.name
         self.root = self._make_node(root)
         self._assign(self.root)
@@ -125,10 +127,15 @@ class FileSystem:
         self._forgotten: set[Node] = set()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vt-store")
         self.prefetcher = Prefetcher(self.store) if readahead else None
-        self.errors: list[str] = []
+        self.errors: list[str] = []  # files that could not be stored
+        self.read_errors = 0  # reads that failed on a missing or corrupt block
+        self._read_errors: set = set()
         self.generation = 0  # bumped on every change; the mount syncs when it moved
         self.on_sync = None  # called after an explicit sync request (x-vt-control sync)
         self.refresh_root = None  # the history view: called before the top is looked at
+        # files of link groups outside a mounted sub-path changed by the last syncs,
+        # by their path below the archive's top (Mount.sync writes them there)
+        self.outside_changes: dict[tuple[str, ...], Dirent] = {}
         self.closed = False
 
     # -- inode table ---------------------------------------------------------
@@ -169,12 +176,51 @@ class FileSystem:
             return SpecialNode(t, meta, d.rdev, d)
         raise FSError(errno.EIO, f"cannot mount a {d.type_name} dirent")
 
+    # -- damage ----------------------------------------------------------------
+
+    def path_text(self, node: Node) -> str:
+        """`node`'s path in the mount, for messages (`?` where it is not known)."""
+        if node is self.root:
+            return "/"
+        if isinstance(node, DirNode):
+            return "/" + "/".join(node.path())
+        if node.parent is not None:
+            return "/" + "/".join(node.parent.path() + (node.name,))
+        if node.gid is not None:
+            g = self.links.get(node.gid)
+            if g is not None and g.paths:
+                return "/" + "/".join(g.primary)
+        return f"?/{node.name}" if node.name else "?"
+
+    def note_read_error(self, what: str, err: BaseException) -> None:
+        """Log a read failure once (the same path and error are not repeated)."""
+        key = (what, str(err))
+        if key in self._read_errors:
+            return
+        if len(self._read_errors) < 100_000:
+            self._read_errors.add(key)
+        self.read_errors += 1
+        log.error("%s: %s", what, err)
+
+    def _note_error(self, msg: str) -> None:
+        self.note_read_error(msg, FSError(errno.EIO))
+
+    # -- directories' entries ------------------------------------------------------
+
     def children(self, d: DirNode) -> dict:
-        """The entries of `d` (loading them on first use)."""
+        """The entries of `d` (loading them on first use).
+
+        A directory whose blocks cannot be read is EIO (logged once), and stays
+        unloaded: a later look tries again.
+        """
         if d.children is None:
             kids: dict = {}
             if d.orig is not None and d.orig.block is not None:
-                entries, salt = decode_dir_data(d.orig.block.data(self.store))
+                try:
+                    entries, salt = decode_dir_data(d.orig.block.data(self.store))
+                except (VTError, KeyError) as e:
+                    self.note_read_error(f"directory {self.path_text(d)}", e)
+                    raise FSError(errno.EIO, str(e)) from None
                 d.salt = salt
                 for e in entries:
                     if e.type != T_WHITEOUT:
@@ -189,14 +235,21 @@ class FileSystem:
         if c is None or isinstance(c, Node):
             return c
         if c.ino is not None and c.type in (T_FILE, T_HARDLINK):
-            g = self.links.get(c.ino)
+            gid, g = self.links.group_for(d, c.ino)
             if g is None:
+                if c.type == T_FILE:  # a file whose group lost its other names
+                    node = self._make_node(c)
+                    node.parent = d
+                    node.name = name
+                    kids[name] = node
+                    return node
+                self._note_error(f"hard link {name!r} to inode group {c.ino}, which has no file")
                 raise FSError(errno.EIO, f"hard link {name!r} to unknown group {c.ino}")
             if g.node is None:
                 e = g.entry
                 meta = e.meta if e.meta is not None else Meta(mode=0o644)
                 node = FileNode(meta, e.block, e)
-                node.gid = g.gid
+                node.gid = gid
                 node.dirty = False
                 g.node = node
             node = g.node
@@ -639,6 +692,12 @@ class FileSystem:
             data = view.read(store, offset, end)
         except NotCached:
             return None
+        except (VTError, KeyError) as e:
+            # a missing or corrupt block: this read fails, the rest of the file does not
+            with self.lock:
+                what = f"file {self.path_text(h.node)}"
+            self.note_read_error(what, e)
+            raise FSError(errno.EIO, str(e)) from None
         pf = self.prefetcher
         if pf is not None and offset == h.next_read and end < view.span:
             # sequential: keep one window of leaves loading ahead of the reader
@@ -895,7 +954,7 @@ class FileSystem:
                 g = links.get(c.gid)
                 if mypath is None:
                     mypath = d.path()
-                if g.primary == mypath + (cname,):
+                if g.outside is None and g.primary == mypath + (cname,):
                     entries.append(c.to_dirent(cname, self))
                 else:
                     entries.append(HardLinkDirent(cname, c.gid))
@@ -938,6 +997,11 @@ class FileSystem:
             for gid in list(self.links.changed):
                 g = self.links.get(gid)
                 if g is None:
+                    continue
+                if g.outside is not None:
+                    # the file is outside the mounted sub-path: the mount writes it there
+                    if g.node is not None and g.paths:
+                        self.outside_changes[g.outside] = g.node.to_dirent(g.outside[-1], self)
                     continue
                 for p in g.paths:
                     dd = self._dir_at(p[:-1])

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 
+from vtstore.errors import VTError
 from vtstore.tree.dir import dir_entries, make_dir
 from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent
 from vtstore.tree.links import (  # the table's format lives with the tree (readers use it)
@@ -48,15 +49,22 @@ __all__ = ["LinkGroup", "LinkTable", "decode_ext", "encode_ext"]
 
 
 class LinkGroup:
-    """One hard-link group: its names and its shared file node (once made)."""
+    """One hard-link group: its names and its shared file node (once made).
 
-    __slots__ = ("gid", "paths", "entry", "node")
+    `outside` is set for a group of a mounted sub-path whose file lies outside
+    it: the path of that file below the archive's top.  Such a group keeps its
+    file there (the mount writes the new content through to it, see
+    `FileSystem.outside_changes`) and all its names in the mount stay links.
+    """
+
+    __slots__ = ("gid", "paths", "entry", "node", "outside")
 
     def __init__(self, gid: int, paths: set, entry: Dirent | None = None, node=None):
         self.gid = gid
         self.paths = paths
         self.entry = entry  # the stored table entry (content and meta), until a node exists
         self.node = node
+        self.outside: tuple[str, ...] | None = None
 
     @property
     def primary(self) -> tuple[str, ...] | None:
@@ -64,10 +72,17 @@ class LinkGroup:
 
 
 class LinkTable:
-    """The hard-link groups of a mounted tree; see the module docstring."""
+    """The hard-link groups of a mounted tree; see the module docstring.
 
-    def __init__(self, store, root: Dirent | None):
+    `outer` (a `tree.links.LinkResolver` over the whole archive state) is given
+    for a mount of a sub-path: groups whose file is outside the mounted
+    directory are found there, and new groups get numbers no group of the
+    whole tree has.
+    """
+
+    def __init__(self, store, root: Dirent | None, outer=None):
         self.store = store
+        self.outer = outer
         self.groups: dict[int, LinkGroup] = {}
         self.buckets: dict[int, Dirent | None] = {}  # stored bucket dirents, by number
         self.loaded: set[int] = set()
@@ -77,13 +92,22 @@ class LinkTable:
         self.count = 0
         self.complete = True  # False: the tree has links but no table yet
         self._root = root
-        info = decode_ext(root.ext) if root is not None else None
-        if info is not None:
-            block, self.next_gid, self.count = info
-            top = Dirent(T_DIR, block=block)
-            for b in dir_entries(top, store):
-                self.buckets[int(b.name, 16)] = b
-        elif root is not None:
+        self._outer_numbers = outer is None
+        try:
+            info = decode_ext(root.ext) if root is not None and outer is None else None
+            if info is not None:
+                block, next_gid, count = info
+                buckets = {
+                    int(b.name, 16): b for b in dir_entries(Dirent(T_DIR, block=block), store)
+                }
+                self.buckets, self.next_gid, self.count = buckets, next_gid, count
+        except (VTError, KeyError, ValueError) as e:
+            # a damaged table: the tree itself still says everything, walk it
+            log.warning("the hard-link table of the mounted tree is unreadable (%s)", e)
+            info = None
+        if info is None and root is not None:
+            # no table (packed from a real filesystem), a damaged one, or a sub-path
+            # whose groups may have their file outside it: build by one walk
             self.complete = False
 
     def __len__(self) -> int:
@@ -99,7 +123,11 @@ class LinkTable:
         if b is None:
             return
         for e in dir_entries(b, self.store):
-            gid = int(e.name, 16)
+            try:
+                gid = int(e.name, 16)
+            except ValueError:
+                log.warning("hard-link table entry %r is not a group number", e.name)
+                continue
             if gid not in self.groups:
                 self.groups[gid] = LinkGroup(gid, decode_paths(e.ext), entry=e)
 
@@ -109,7 +137,8 @@ class LinkTable:
         if self._root is None:
             return
         found: dict[int, LinkGroup] = {}
-        for path, e in iter_tree(self._root, self.store):
+        errors: list[str] = []  # unreadable directories: their groups stay unknown
+        for path, e in iter_tree(self._root, self.store, errors):
             if e.ino is None or e.type not in (T_FILE, T_HARDLINK) or not path:
                 continue
             g = found.get(e.ino)
@@ -119,6 +148,12 @@ class LinkTable:
             if e.type == T_FILE and g.entry is None:
                 g.entry = e
         for gid, g in found.items():
+            if g.entry is None and self.outer is not None:
+                g.entry = self.outer.resolve(gid)
+                g.outside = self.outer.path_of(gid)
+                if g.entry is not None:
+                    self.groups[gid] = g
+                    continue
             if g.entry is None:
                 log.warning("hard-link group %d has no file in the mounted tree", gid)
                 continue
@@ -127,7 +162,7 @@ class LinkTable:
             self.dirty_buckets.add(gid >> BUCKET_BITS)
             self.changed.add(gid)
             self.next_gid = max(self.next_gid, gid + 1)
-        self.count = len(self.groups)
+        self.count = sum(1 for g in self.groups.values() if g.outside is None)
 
     def get(self, gid: int) -> LinkGroup | None:
         """The group `gid`, loading its bucket (or building the table) if needed."""
@@ -145,15 +180,25 @@ class LinkTable:
         for n in list(self.buckets):
             self._load_bucket(n)
 
+    def group_for(self, d, ino: int) -> tuple[int, LinkGroup | None]:
+        """`(gid, group)` of the link dirent `ino` met in directory node `d`."""
+        return ino, self.get(ino)
+
     def nlink(self, gid: int) -> int:
         g = self.get(gid)
-        return len(g.paths) if g is not None else 1
+        if g is None:
+            return 1
+        return len(g.paths) + (g.outside is not None)
 
     # -- changing groups ------------------------------------------------------
 
     def new_group(self, node, paths: set) -> LinkGroup:
         if not self.complete:
             self._build()
+        if not self._outer_numbers:
+            # numbers must be new in the whole tree, not only in the mounted part
+            self._outer_numbers = True
+            self.next_gid = max(self.next_gid, self.outer.max_ino() + 1)
         gid = self.next_gid
         self.next_gid += 1
         self._load_bucket(gid >> BUCKET_BITS)
@@ -168,14 +213,15 @@ class LinkTable:
         self.dirty_buckets.add(gid >> BUCKET_BITS)
 
     def drop(self, gid: int) -> None:
-        if self.groups.pop(gid, None) is not None:
+        g = self.groups.pop(gid, None)
+        if g is not None and g.outside is None:
             self.count -= 1
         self.changed.discard(gid)
         self.dirty_buckets.add(gid >> BUCKET_BITS)
 
     def rename_prefix(self, old: tuple, new: tuple) -> None:
         """A directory moved: rewrite the names below it."""
-        if not self.count:
+        if self.complete and not self.groups and not self.buckets:
             return
         self.load_all()
         n = len(old)
@@ -203,7 +249,9 @@ class LinkTable:
         for n in sorted(self.dirty_buckets):
             self._load_bucket(n)
             entries = [
-                self.entry_of(g) for gid, g in self.groups.items() if gid >> BUCKET_BITS == n
+                self.entry_of(g)
+                for gid, g in self.groups.items()
+                if gid >> BUCKET_BITS == n and g.outside is None
             ]
             self.buckets[n] = make_dir(entries, self.store, name=f"{n:x}") if entries else None
             if not entries:

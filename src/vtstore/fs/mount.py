@@ -16,6 +16,7 @@ import threading
 
 import trio
 
+from vtstore.errors import FormatError
 from vtstore.tree.dir import decode_dir_data, make_dir
 from vtstore.tree.dirent import Dirent
 
@@ -23,16 +24,30 @@ log = logging.getLogger(__name__)
 
 
 def replace_at(top: Dirent, path: tuple[str, ...], new: Dirent, store) -> Dirent:
-    """`top` with the dirent at `path` below it replaced by `new`."""
+    """`top` with the dirent at `path` below it replaced by `new` (renamed to fit).
+
+    A loop, not recursion: `path` may be thousands of levels deep.
+    """
     if not path:
         return new.renamed(top.name)
-    entries, salt = decode_dir_data(top.block.data(store)) if top.block is not None else ([], None)
-    out = []
-    for e in entries:
-        if e.name == path[0]:
-            e = replace_at(e, path[1:], new, store)
-        out.append(e)
-    return make_dir(out, store, name=top.name, meta=top.meta, salt=salt, uuid=top.uuid, ext=top.ext)
+    # down: each directory on the way and its entries
+    chain: list[tuple[Dirent, list[Dirent], bytes | None, int]] = []
+    d = top
+    for part in path:
+        if not d.is_dir:
+            raise FormatError(f"{'/'.join(path)}: {d.name or 'top'} is not a directory")
+        entries, salt = decode_dir_data(d.block.data(store)) if d.block is not None else ([], None)
+        i = next((k for k, e in enumerate(entries) if e.name == part), None)
+        if i is None:
+            raise FormatError(f"{'/'.join(path)}: no entry {part!r}")
+        chain.append((d, entries, salt, i))
+        d = entries[i]
+    # up: re-encode each directory with its changed entry
+    cur = new
+    for d, entries, salt, i in reversed(chain):
+        entries[i] = cur.renamed(entries[i].name)
+        cur = make_dir(entries, store, name=d.name, meta=d.meta, salt=salt, uuid=d.uuid, ext=d.ext)
+    return cur
 
 
 class Mount:
@@ -58,6 +73,10 @@ class Mount:
             full = sub
             if self.subpath and self.top is not None:
                 full = replace_at(self.top, self.subpath, sub, self.fs.store)
+                # hard-linked files outside the sub-path whose content changed in it
+                outside, self.fs.outside_changes = self.fs.outside_changes, {}
+                for path, d in sorted(outside.items()):
+                    full = replace_at(full, path, d, self.fs.store)
                 self.fs.backend.flush()
             if full == self.last:
                 return False

@@ -193,7 +193,10 @@ class DirNode(Node):
     def nlink(self, fs) -> int:
         if self.unlinked:
             return 0
-        kids = fs.children(self)
+        try:
+            kids = fs.children(self)
+        except OSError:  # unreadable (logged): still list it in its parent
+            return 2
         return 2 + sum(
             1 for c in kids.values() if (c.type if isinstance(c, Node) else c.type) == T_DIR
         )

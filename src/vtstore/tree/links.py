@@ -72,8 +72,6 @@ def decode_ext(ext: bytes | None):
             nxt = Reader(value).varint()
         elif tag == TAG_COUNT:
             count = Reader(value).varint()
-    if block is None:
-        raise FormatError("vtfs ext without a table block")
     return block, nxt, count
 
 
@@ -99,6 +97,8 @@ def path_key(p: tuple[str, ...]):
 
 def table_entry(table_block, gid: int, store) -> tuple[Dirent, set] | None:
     """The stored entry of group `gid` in a link table and its names, or None."""
+    if table_block is None:
+        return None
     want = f"{gid >> BUCKET_BITS:x}"
     for b in dir_entries(Dirent(T_DIR, block=table_block), store):
         if b.name == want:
@@ -168,6 +168,7 @@ class LinkResolver:
         self.store = store
         self.errors: list[str] = []  # directories the walk could not read
         self._files: dict[int, Dirent] = {}
+        self._max_ino = 0
         self._paths: dict[int, tuple[str, ...]] = {}
         self._walk: Iterator[tuple[tuple[str, ...], Dirent]] | None = None
         self._done = False
@@ -195,6 +196,11 @@ class LinkResolver:
         if ino not in self._paths and ino not in self._files:
             self._walk_until(ino)
         return self._paths.get(ino)
+
+    def max_ino(self) -> int:
+        """The largest group number in the tree (0 if none): walks the whole tree."""
+        self._walk_until(-1)
+        return self._max_ino
 
     def resolve_link(self, d: Dirent) -> Dirent:
         """`d` itself, or for a hard-link dirent its group's file renamed to `d`'s name.
@@ -245,6 +251,8 @@ class LinkResolver:
         if self._walk is None:
             self._walk = iter_tree(self.root, self.store, self.errors)
         for path, e in self._walk:
+            if e.ino is not None and e.ino > self._max_ino:
+                self._max_ino = e.ino
             if e.type == T_FILE and e.ino is not None and e.ino not in self._files:
                 self._files[e.ino] = e
                 self._paths[e.ino] = path
