@@ -567,6 +567,8 @@ def decode_json(payload) -> dict:
         obj = json.loads(bytes(payload).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise FormatError(f"bad JSON payload: {e}") from None
+    except RecursionError:  # "[[[[..." deeper than the interpreter's stack
+        raise FormatError("bad JSON payload: nested too deeply") from None
     if not isinstance(obj, dict):
         raise FormatError("JSON payload is not an object")
     return obj
@@ -591,11 +593,13 @@ def error_for(code: int, detail: dict) -> Exception:
     """The vtstore exception an error response stands for."""
     message = str(detail.get("message", ERROR_NAMES.get(code, code)))
     hashcode = detail.get("hashcode")
-    if hashcode is not None:
+    if isinstance(hashcode, str):
         try:
             hashcode = parse_hashcode(hashcode)
         except FormatError:
             pass
+    elif hashcode is not None:
+        hashcode = repr(hashcode)[:100]  # a peer's odd value, shown, not trusted
     if code == E_MISSING:
         return MissingBlockError(hashcode, detail.get("store"))
     if code == E_CORRUPT:
