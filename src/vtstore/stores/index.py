@@ -7,9 +7,12 @@ One LMDB environment with three named databases:
 - `files`: 4-octet big-endian file number → JSON `{"uuid", "sealed", "indexed_to"}`
 - `meta`: counter name → 8-octet big-endian integer
 
-The map is 1 TiB of sparse address space, so it never needs resizing in
-normal use.  LMDB allows one open of an environment per process, so opens are
-shared, reference counted, by real path.  Writes are batched by the caller into
+The map starts small and grows when a write finds it full (see
+`vtstore.stores.lmdbenv`, which also checks the file before LMDB maps it and
+opens read-only media without a lock file).  Every value read is validated; a
+damaged index raises `IndexDamagedError`, one line naming the index and the
+cure (`vt reindex`).  LMDB allows one open of an environment per process, so
+opens are shared, reference counted, by real path.  Writes are batched by the caller into
 one transaction per `commit`; readers start a fresh read transaction per call and
 so always see what other processes have committed.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import struct
 import threading
@@ -29,8 +33,15 @@ import lmdb
 
 from vtstore.codec import encode_varint
 from vtstore.errors import FormatError, StoreError
+from vtstore.stores.lmdbenv import (
+    DAMAGE_ERRORS,
+    Gate,
+    IndexDamagedError,
+    initial_map_size,
+    open_env,
+)
 
-MAP_SIZE = 1 << 40
+__all__ = ["IndexDamagedError", "IndexEntry", "FileInfo", "LMDBIndex", "Snapshot"]
 #: entries per write transaction.  A transaction of random keys dirties (and
 #: copies, and writes) nearly one leaf page per entry until it has touched them
 #: all, so larger ones write far less per entry; LMDB holds the dirty pages in
@@ -119,19 +130,120 @@ class FileInfo:
 
     @classmethod
     def decode(cls, num: int, buf) -> FileInfo:
-        d = json.loads(bytes(buf))
-        return cls(num, d["uuid"], bool(d.get("sealed")), int(d.get("indexed_to", 0)))
+        """The inverse of `encode`; raises `FormatError` on anything else (the
+        uuid names a file, so it must be 32 hex digits)."""
+        try:
+            d = json.loads(bytes(buf).decode("ascii"))
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError too
+            raise FormatError(f"file table entry {num}: {e}") from None
+        if not isinstance(d, dict):
+            raise FormatError(f"file table entry {num}: not an object")
+        u, sealed, to = d.get("uuid"), d.get("sealed", False), d.get("indexed_to", 0)
+        if not isinstance(u, str) or not _UUID.fullmatch(u):
+            raise FormatError(f"file table entry {num}: bad uuid {u!r:.40}")
+        if not isinstance(sealed, bool) or type(to) is not int or not 0 <= to < 1 << 48:
+            raise FormatError(f"file table entry {num}: bad values")
+        return cls(num, u, sealed, to)
+
+
+_UUID = re.compile(r"[0-9a-f]{32}")
+
+
+def _filenum(k) -> int:
+    if len(k) != 4:
+        raise FormatError(f"file table key of {len(k)} octets")
+    return _FILENUM.unpack(k)[0]
+
+
+def _counter(v) -> int:
+    if len(v) != 8:
+        raise FormatError(f"counter of {len(v)} octets")
+    return _COUNTER.unpack(v)[0]
 
 
 class _SharedEnv:
-    def __init__(self, key: str, env: lmdb.Environment):
+    def __init__(self, key: str, path: str, env: lmdb.Environment, writable: bool):
         self.key = key
+        self.path = path
         self.env = env
+        self.writable = writable
         self.refs = 0
         self.write_lock = threading.Lock()
-        self.blocks = env.open_db(b"blocks")
-        self.files = env.open_db(b"files")
-        self.meta = env.open_db(b"meta")
+        self.gate = Gate()
+        create = writable
+        try:
+            self.blocks = env.open_db(b"blocks", create=create)
+            self.files = env.open_db(b"files", create=create)
+            self.meta = env.open_db(b"meta", create=create)
+        except lmdb.NotFoundError:
+            raise IndexDamagedError(path, "a table is missing") from None
+
+    def begin(self, write: bool = False, db=None) -> lmdb.Transaction:
+        """Begin a transaction; the caller has entered the gate.  Adopts a map
+        another process grew (LMDB says MAP_RESIZED) and retries."""
+        for _ in range(8):
+            try:
+                return self.env.begin(write=write, db=db)
+            except lmdb.MapResizedError:
+                self.gate.exit()
+                try:
+                    self.gate.resize(lambda: self.env.set_mapsize(0), self.path)
+                finally:
+                    self.gate.enter()
+        raise StoreError(f"index {self.path}: its map keeps being resized")
+
+    def grow(self) -> None:
+        """Double the map (a write found it full); the caller is outside the gate."""
+        env = self.env
+
+        def do():
+            env.set_mapsize(max(2 * env.info()["map_size"], initial_map_size(0)))
+
+        try:
+            self.gate.resize(do, self.path)
+        except lmdb.Error as e:
+            raise _lmdb_error(self.path, e) from None
+
+
+class _Reading:
+    """`with _Reading(shared, db) as txn`: one read transaction, in the gate;
+    LMDB damage errors and undecodable values become `IndexDamagedError`."""
+
+    __slots__ = ("sh", "db", "txn")
+
+    def __init__(self, sh: _SharedEnv, db=None):
+        self.sh = sh
+        self.db = db
+
+    def __enter__(self) -> lmdb.Transaction:
+        sh = self.sh
+        sh.gate.enter()
+        try:
+            self.txn = sh.begin(db=self.db)
+        except BaseException as e:
+            sh.gate.exit()
+            _reraise(sh.path, e)
+            raise
+        return self.txn
+
+    def __exit__(self, et, e, tb):
+        try:
+            self.txn.abort()
+        finally:
+            self.sh.gate.exit()
+        if e is not None:
+            _reraise(self.sh.path, e)
+        return False
+
+
+def _reraise(path: str, e: BaseException) -> None:
+    """Raise the error a read inside a transaction should surface as, if not `e`."""
+    if isinstance(e, DAMAGE_ERRORS):
+        raise IndexDamagedError(path, str(e).split(": ")[-1]) from None
+    if isinstance(e, FormatError):
+        raise IndexDamagedError(path, str(e)) from None
+    if isinstance(e, lmdb.Error):
+        raise _lmdb_error(path, e) from None
 
 
 _ENVS: dict[str, _SharedEnv] = {}
@@ -139,6 +251,8 @@ _ENVS_LOCK = threading.Lock()
 
 
 def _lmdb_error(path: str, e: Exception) -> StoreError:
+    if isinstance(e, DAMAGE_ERRORS):
+        return IndexDamagedError(path, str(e).split(": ")[-1])
     # LMDB reports a short write (a full disk) as EIO: say what it most likely is
     try:
         st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
@@ -161,17 +275,22 @@ class _SomePresent(Exception):
 class LMDBIndex:
     """The block index; every method is safe to call from several threads."""
 
-    def __init__(self, path: str, subdir: bool = True):
+    def __init__(self, path: str, subdir: bool = True, readonly: bool = False):
+        """Open (sharing this process's open) or create the index at `path`.
+
+        `readonly` opens of an index this process cannot write (read-only
+        media, no permission) go without a lock file; others create it.
+        """
         self.path = path
         key = os.path.realpath(path)
         with _ENVS_LOCK:
             shared = _ENVS.get(key)
             if shared is None:
                 try:
-                    env = lmdb.open(
+                    env, can_write = open_env(
                         path,
-                        map_size=MAP_SIZE,
-                        subdir=subdir,
+                        subdir,
+                        readonly,
                         max_dbs=4,
                         readahead=False,
                         max_readers=512,
@@ -183,17 +302,31 @@ class LMDBIndex:
                     )
                 except lmdb.Error as e:
                     raise _lmdb_error(path, e) from None
+                except OSError as e:
+                    raise StoreError(f"index {path}: {e.strerror or e}") from None
                 try:
-                    env.reader_check()  # clear slots of dead processes
-                    shared = _SharedEnv(key, env)
+                    if can_write:
+                        env.reader_check()  # clear slots of dead processes
+                    shared = _SharedEnv(key, path, env, can_write)
                 except lmdb.Error as e:
                     env.close()
                     raise _lmdb_error(path, e) from None
+                except StoreError:
+                    env.close()
+                    raise
                 _ENVS[key] = shared
             shared.refs += 1
         self._shared = shared
         self._env = shared.env
         self.closed = False
+
+    @property
+    def writable(self) -> bool:
+        """Whether this process can write the index (false on read-only media)."""
+        return self._shared.writable
+
+    def _reading(self, db=None) -> _Reading:
+        return _Reading(self._shared, db)
 
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""
@@ -207,7 +340,7 @@ class LMDBIndex:
         pages random inserts left a third empty."""
         sh = self._shared
         info = self._env.info()
-        with self._env.begin() as txn:
+        with self._reading() as txn:
             entries = sum(txn.stat(db)["entries"] for db in (sh.blocks, sh.files, sh.meta))
         # an entry: 8-octet node header, 2-octet pointer, 32-octet key, ~16-octet value
         packed = 4 + entries * 58 // (info.get("psize", 4096) or 4096)
@@ -230,9 +363,9 @@ class LMDBIndex:
             tmp = os.path.join(self.path, ".compact")
             try:
                 shutil.rmtree(tmp, ignore_errors=True)
-                os.mkdir(tmp)
+                os.mkdir(tmp, 0o700)
                 self._rebuild_into(tmp)
-            except (OSError, lmdb.Error):
+            except (OSError, lmdb.Error, StoreError):
                 shutil.rmtree(tmp, ignore_errors=True)
                 self.close_locked()
                 return False
@@ -257,9 +390,17 @@ class LMDBIndex:
         keeps pages as full as they were, about two thirds for random keys).
         """
         sh = self._shared
-        dst = lmdb.open(path, map_size=MAP_SIZE, subdir=True, max_dbs=4, metasync=False)
+        size = (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
+        dst = lmdb.open(
+            path,
+            map_size=initial_map_size(size),
+            subdir=True,
+            max_dbs=4,
+            metasync=False,
+            mode=0o600,
+        )
         try:
-            with self._env.begin() as src, dst.begin(write=True) as out:
+            with self._reading() as src, dst.begin(write=True) as out:
                 for name, db in ((b"blocks", sh.blocks), (b"files", sh.files), (b"meta", sh.meta)):
                     ddb = dst.open_db(name, txn=out)
                     out.cursor(db=ddb).putmulti(src.cursor(db=db), append=True)
@@ -282,23 +423,23 @@ class LMDBIndex:
 
     def get(self, digest) -> IndexEntry | None:
         """The entry for `digest`, or None."""
-        with self._env.begin(db=self._shared.blocks) as txn:
+        with self._reading(self._shared.blocks) as txn:
             v = txn.get(digest)
-        return None if v is None else IndexEntry.decode(v)
+            return None if v is None else IndexEntry.decode(v)
 
     def contains(self, digest) -> bool:
         """Whether `digest` is indexed."""
-        with self._env.begin(db=self._shared.blocks) as txn:
+        with self._reading(self._shared.blocks) as txn:
             return txn.get(digest) is not None
 
     def contains_many(self, digests: Iterable) -> list[bool]:
         """For each digest, whether it is indexed (one read transaction)."""
-        with self._env.begin(db=self._shared.blocks) as txn:
+        with self._reading(self._shared.blocks) as txn:
             return [txn.get(d) is not None for d in digests]
 
     def count(self) -> int:
         """The number of indexed blocks."""
-        with self._env.begin() as txn:
+        with self._reading() as txn:
             return txn.stat(self._shared.blocks)["entries"]
 
     def iter_keys(self, start=None, batch: int = 1024) -> Iterator[bytes]:
@@ -308,7 +449,7 @@ class LMDBIndex:
         inclusive = True
         while True:
             keys = []
-            with self._env.begin(db=self._shared.blocks) as txn:
+            with self._reading(self._shared.blocks) as txn:
                 cur = txn.cursor()
                 ok = cur.first() if key is None else cur.set_range(key)
                 if ok and not inclusive and cur.key() == key:
@@ -327,7 +468,7 @@ class LMDBIndex:
         key = None
         while True:
             items = []
-            with self._env.begin(db=self._shared.blocks) as txn:
+            with self._reading(self._shared.blocks) as txn:
                 cur = txn.cursor()
                 ok = cur.first() if key is None else cur.set_range(key)
                 if ok and key is not None and cur.key() == key:
@@ -407,10 +548,48 @@ class LMDBIndex:
     def _sync(self) -> None:
         """Make every committed transaction durable (the env is opened without
         metasync)."""
+        gate = self._shared.gate
+        gate.enter()  # msync touches the map: not while it is remapped
         try:
             self._env.sync(True)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
+        finally:
+            gate.exit()
+
+    def _write(self, body):
+        """Run `body(txn)` in a write transaction and commit; return its result.
+
+        A full map is grown and the transaction run again from the start, so
+        `body` must be repeatable.  An undecodable value read on the way is
+        index damage.
+        """
+        sh = self._shared
+        if not sh.writable:
+            raise StoreError(
+                f"index {self.path} is read-only (read-only media or no write permission)"
+            )
+        while True:
+            try:
+                with sh.write_lock:
+                    sh.gate.enter()
+                    try:
+                        txn = sh.begin(write=True)
+                        try:
+                            out = body(txn)
+                        except BaseException:
+                            txn.abort()
+                            raise
+                        txn.commit()
+                        return out
+                    finally:
+                        sh.gate.exit()
+            except lmdb.MapFullError:
+                sh.grow()
+            except FormatError as e:
+                raise IndexDamagedError(self.path, str(e)) from None
+            except lmdb.Error as e:
+                raise _lmdb_error(self.path, e) from None
 
     def _commit_txn(
         self, entries, files, counters, delete, replace, encoded: int | None = None
@@ -429,84 +608,86 @@ class LMDBIndex:
 
     def _txn(self, entries, files, counters, delete, replace, encoded, multi) -> tuple[int, int]:
         sh = self._shared
-        new = octets = 0
-        try:
-            with sh.write_lock, self._env.begin(write=True) as txn:
-                for digest in delete:
-                    txn.delete(digest, db=sh.blocks)
-                cur = txn.cursor(db=sh.blocks)
-                if encoded is None:
-                    for digest, entry in entries:
-                        if cur.put(digest, entry.encode(), overwrite=replace):
-                            new += 1
-                            octets += entry.data_length
-                    added = octets
+
+        def body(txn):
+            new = octets = 0
+            for digest in delete:
+                txn.delete(digest, db=sh.blocks)
+            cur = txn.cursor(db=sh.blocks)
+            if encoded is None:
+                for digest, entry in entries:
+                    if cur.put(digest, entry.encode(), overwrite=replace):
+                        new += 1
+                        octets += entry.data_length
+                added = octets
+            else:
+                if multi:
+                    new = cur.putmulti(entries, overwrite=False)[1]
+                    if new != len(entries):
+                        raise _SomePresent  # aborts the transaction
                 else:
-                    if multi:
-                        new = cur.putmulti(entries, overwrite=False)[1]
-                        if new != len(entries):
-                            raise _SomePresent  # aborts the transaction
-                    else:
-                        for digest, value in entries:
-                            if cur.put(digest, value, overwrite=False):
-                                new += 1
-                            else:
-                                octets += IndexEntry.decode(value).data_length
-                    added = encoded - octets if encoded >= 0 else 0
-                for fi in files:
-                    # indexed_to only grows and a seal is for ever, whoever commits
-                    k = _FILENUM.pack(fi.num)
-                    old = txn.get(k, db=sh.files)
-                    if old is not None:
-                        prev = FileInfo.decode(fi.num, old)
-                        if prev.uuid == fi.uuid:
-                            fi.indexed_to = max(fi.indexed_to, prev.indexed_to)
-                            fi.sealed = fi.sealed or prev.sealed
-                    txn.put(k, fi.encode(), db=sh.files)
-                incs = dict(counters or {})
-                if new:
-                    incs["blocks_added"] = incs.get("blocks_added", 0) + new
-                if added:
-                    incs["bytes_added"] = incs.get("bytes_added", 0) + added
-                for name, inc in incs.items():
-                    if inc:
-                        k = name.encode()
-                        old = txn.get(k, db=sh.meta)
-                        val = (_COUNTER.unpack(old)[0] if old else 0) + inc
-                        txn.put(k, _COUNTER.pack(max(val, 0)), db=sh.meta)
-        except lmdb.Error as e:
-            raise _lmdb_error(self.path, e) from None
-        return new, octets
+                    for digest, value in entries:
+                        if cur.put(digest, value, overwrite=False):
+                            new += 1
+                        else:
+                            octets += IndexEntry.decode(value).data_length
+                added = encoded - octets if encoded >= 0 else 0
+            for fi in files:
+                # indexed_to only grows and a seal is for ever, whoever commits
+                k = _FILENUM.pack(fi.num)
+                old = txn.get(k, db=sh.files)
+                if old is not None:
+                    prev = FileInfo.decode(fi.num, old)
+                    if prev.uuid == fi.uuid:
+                        fi.indexed_to = max(fi.indexed_to, prev.indexed_to)
+                        fi.sealed = fi.sealed or prev.sealed
+                txn.put(k, fi.encode(), db=sh.files)
+            incs = dict(counters or {})
+            if new:
+                incs["blocks_added"] = incs.get("blocks_added", 0) + new
+            if added:
+                incs["bytes_added"] = incs.get("bytes_added", 0) + added
+            for name, inc in incs.items():
+                if inc:
+                    k = name.encode()
+                    old = txn.get(k, db=sh.meta)
+                    val = (_counter(old) if old else 0) + inc
+                    txn.put(k, _COUNTER.pack(max(val, 0)), db=sh.meta)
+            return new, octets
+
+        return self._write(body)
 
     def delete_file_entries(self, num: int, digests: Iterable[bytes]) -> int:
         """Delete those of `digests` whose entry points into file `num`; drop the
         file from the table.  Return how many entries were deleted."""
         sh = self._shared
-        n = 0
-        try:
-            with sh.write_lock, self._env.begin(write=True) as txn:
-                for d in digests:
-                    v = txn.get(d, db=sh.blocks)
-                    if v is not None and IndexEntry.decode(v).filenum == num:
-                        txn.delete(d, db=sh.blocks)
-                        n += 1
-                txn.delete(_FILENUM.pack(num), db=sh.files)
-        except lmdb.Error as e:
-            raise _lmdb_error(self.path, e) from None
+        digests = list(digests)
+
+        def body(txn):
+            n = 0
+            for d in digests:
+                v = txn.get(d, db=sh.blocks)
+                if v is not None and IndexEntry.decode(v).filenum == num:
+                    txn.delete(d, db=sh.blocks)
+                    n += 1
+            txn.delete(_FILENUM.pack(num), db=sh.files)
+            return n
+
+        n = self._write(body)
         self._sync()
         return n
 
     def clear(self) -> None:
         """Empty the blocks and files tables and the block counters (before a reindex)."""
         sh = self._shared
-        try:
-            with sh.write_lock, self._env.begin(write=True) as txn:
-                txn.drop(sh.blocks, delete=False)
-                txn.drop(sh.files, delete=False)
-                for k in (b"blocks_added", b"bytes_added"):
-                    txn.delete(k, db=sh.meta)
-        except lmdb.Error as e:
-            raise _lmdb_error(self.path, e) from None
+
+        def body(txn):
+            txn.drop(sh.blocks, delete=False)
+            txn.drop(sh.files, delete=False)
+            for k in (b"blocks_added", b"bytes_added"):
+                txn.delete(k, db=sh.meta)
+
+        self._write(body)
         self._sync()
 
     # -- files and counters ----------------------------------------------
@@ -514,37 +695,45 @@ class LMDBIndex:
     def files(self) -> dict[int, FileInfo]:
         """The data file table."""
         out = {}
-        with self._env.begin(db=self._shared.files) as txn:
+        with self._reading(self._shared.files) as txn:
             for k, v in txn.cursor():
-                num = _FILENUM.unpack(k)[0]
+                num = _filenum(k)
                 out[num] = FileInfo.decode(num, v)
         return out
 
     def file_info(self, num: int) -> FileInfo | None:
         """One entry of the file table, or None."""
-        with self._env.begin(db=self._shared.files) as txn:
+        with self._reading(self._shared.files) as txn:
             v = txn.get(_FILENUM.pack(num))
-        return None if v is None else FileInfo.decode(num, v)
+            return None if v is None else FileInfo.decode(num, v)
 
     def new_file(self, uuid_hex: str, indexed_to: int) -> FileInfo:
         """Allocate the next file number for `uuid_hex` and record it."""
         sh = self._shared
-        try:
-            with sh.write_lock, self._env.begin(write=True) as txn:
-                old = txn.get(b"next_file", db=sh.meta)
-                num = _COUNTER.unpack(old)[0] if old else 1
-                txn.put(b"next_file", _COUNTER.pack(num + 1), db=sh.meta)
-                fi = FileInfo(num, uuid_hex, False, indexed_to)
-                txn.put(_FILENUM.pack(num), fi.encode(), db=sh.files)
-        except lmdb.Error as e:
-            raise _lmdb_error(self.path, e) from None
+
+        def body(txn):
+            old = txn.get(b"next_file", db=sh.meta)
+            num = _counter(old) if old else 1
+            txn.put(b"next_file", _COUNTER.pack(num + 1), db=sh.meta)
+            fi = FileInfo(num, uuid_hex, False, indexed_to)
+            txn.put(_FILENUM.pack(num), fi.encode(), db=sh.files)
+            return fi
+
+        fi = self._write(body)
         self._sync()
         return fi
 
     def counters(self) -> dict[str, int]:
         """Every counter in `meta`."""
-        with self._env.begin(db=self._shared.meta) as txn:
-            return {bytes(k).decode(): _COUNTER.unpack(v)[0] for k, v in txn.cursor()}
+        out = {}
+        with self._reading(self._shared.meta) as txn:
+            for k, v in txn.cursor():
+                try:
+                    name = bytes(k).decode("ascii")
+                except UnicodeDecodeError:
+                    raise FormatError("a counter name is not ASCII") from None
+                out[name] = _counter(v)
+        return out
 
     def snapshot(self) -> Snapshot:
         """A consistent read-only view (one read transaction) for long walks such
@@ -553,36 +742,58 @@ class LMDBIndex:
 
 
 class Snapshot:
-    """One read transaction over the whole index."""
+    """One read transaction over the whole index.  Damage met while walking it
+    raises `IndexDamagedError`; `raw_items` lets fsck see undecodable values."""
 
     def __init__(self, index: LMDBIndex):
         self._sh = index._shared
-        self._txn = index._env.begin()
+        self._r = _Reading(self._sh)
+        self._txn = self._r.__enter__()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self._txn.abort()
-        return False
+    def __exit__(self, et, e, tb):
+        return self._r.__exit__(et, e, tb)
 
     def get(self, digest) -> IndexEntry | None:
-        v = self._txn.get(digest, db=self._sh.blocks)
-        return None if v is None else IndexEntry.decode(v)
+        try:
+            v = self._txn.get(digest, db=self._sh.blocks)
+            return None if v is None else IndexEntry.decode(v)
+        except Exception as e:
+            _reraise(self._sh.path, e)
+            raise
 
     def count(self) -> int:
         return self._txn.stat(self._sh.blocks)["entries"]
 
     def files(self) -> dict[int, FileInfo]:
         out = {}
-        for k, v in self._txn.cursor(db=self._sh.files):
-            num = _FILENUM.unpack(k)[0]
-            out[num] = FileInfo.decode(num, v)
+        try:
+            for k, v in self._txn.cursor(db=self._sh.files):
+                num = _filenum(k)
+                out[num] = FileInfo.decode(num, v)
+        except Exception as e:
+            _reraise(self._sh.path, e)
+            raise
         return out
 
+    def raw_items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every `(digest, encoded entry)` in key order."""
+        try:
+            for k, v in self._txn.cursor(db=self._sh.blocks):
+                yield bytes(k), bytes(v)
+        except Exception as e:
+            _reraise(self._sh.path, e)
+            raise
+
     def items(self) -> Iterator[tuple[bytes, IndexEntry]]:
-        for k, v in self._txn.cursor(db=self._sh.blocks):
-            yield bytes(k), IndexEntry.decode(v)
+        for k, v in self.raw_items():
+            try:
+                e = IndexEntry.decode(v)
+            except FormatError as x:
+                raise IndexDamagedError(self._sh.path, str(x)) from None
+            yield k, e
 
 
 def iter_index_and_pending(hashclass, index, writer, start=None):

@@ -145,8 +145,16 @@ def read_block(fd: int, frames: FrameCache, h, e) -> bytes:
     """Read and verify the block `h` that index entry `e` places in the open
     data file `fd`; raise `CorruptBlockError` if it does not match."""
     from vtstore.errors import CorruptBlockError, FormatError
-    from vtstore.stores.vtd import ENC_MASK, ENC_PLAIN, decode_payload
+    from vtstore.stores.vtd import ENC_MASK, ENC_PLAIN, MAX_BLOCK_SIZE, MAX_PAYLOAD, decode_payload
 
+    # an entry from a damaged index must not ask for a huge read
+    if (
+        e.data_length > MAX_BLOCK_SIZE
+        or e.payload_length > MAX_PAYLOAD
+        or e.data_offset > MAX_PAYLOAD
+        or e.payload_offset >= 1 << 48
+    ):
+        raise CorruptBlockError(h, f"index entry out of bounds {tuple(e)} (damaged index?)")
     if e.flags & ENC_MASK == ENC_PLAIN:
         data = os.pread(fd, e.data_length, e.payload_offset + e.data_offset)
     else:

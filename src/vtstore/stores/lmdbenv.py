@@ -1,0 +1,253 @@
+"""Opening an LMDB environment safely: damage checks, read-only media, map growth.
+
+LMDB maps its file and trusts it: a `data.mdb` shorter than its meta pages say
+kills the process with SIGBUS on the first page past the end.  `check_meta_pages`
+reads the two meta pages with `pread` and checks them (magic, version, page
+size, last page inside the file, roots inside the used pages) before LMDB maps
+anything.  The layout (LMDB 0.9, 64-bit): a 16-octet page header, then
+`mm_magic` u32 @16, `mm_version` u32 @20, `mm_mapsize` u64 @32, the free and
+main `MDB_db` records @40 and @88 (48 octets each; `md_pad` of the first holds
+the page size, `md_root` is @40 in a record), `mm_last_pg` u64 @136,
+`mm_txnid` u64 @144.
+
+An environment whose directory (or file) is not writable, as on read-only
+media, is opened `readonly=True, lock=False`: LMDB cannot create or write
+`lock.mdb` there.  Without the lock file there is no reader table, so a writer
+of another user running at the same time could recycle pages a read is using;
+reads are short (one transaction per call) and every value read is validated
+and every block hash-checked, so that shows as an error, never as wrong data.
+
+The map starts small (`initial_map_size`) and grows when a write finds it full.
+`Gate` keeps every transaction of this process out while the map is remapped,
+as `mdb_env_set_mapsize` requires.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+
+import lmdb
+
+from vtstore.errors import StoreError
+
+MDB_MAGIC = 0xBEEFC0DE
+MDB_VERSION = 1
+_P_META = 0x08
+_P_INVALID = (1 << 64) - 1
+#: the smallest map: address space costs nothing until used, and most indexes
+#: never need more.  `$VT_INDEX_MAP_SIZE` (octets) lowers it for tests.
+MIN_MAP_SIZE = 64 << 20
+#: how long a map resize waits for this process's other transactions
+RESIZE_WAIT = 60.0
+#: LMDB errors that mean the file itself is bad, not the system
+DAMAGE_ERRORS = (
+    lmdb.CorruptedError,
+    lmdb.PageNotFoundError,
+    lmdb.InvalidError,
+    lmdb.VersionMismatchError,
+    lmdb.BadValsizeError,
+    lmdb.PageFullError,
+    lmdb.PanicError,
+    lmdb.IncompatibleError,
+    lmdb.BadDbiError,
+)
+
+
+class IndexDamagedError(StoreError):
+    """The index file is damaged (truncated, overwritten, not an index): the
+    data files are intact and `vt reindex` rebuilds it from them."""
+
+    def __init__(self, path: str, why: str):
+        self.path = path
+        self.why = why
+        super().__init__(
+            f"index {path} is damaged ({why}); run `vt reindex` (or `vt fsck --repair`)"
+            " to rebuild it from the data files"
+        )
+
+
+def data_file_of(path: str, subdir: bool) -> str:
+    """The LMDB data file of the environment at `path`."""
+    return os.path.join(path, "data.mdb") if subdir else path
+
+
+def lock_file_of(path: str, subdir: bool) -> str:
+    """The LMDB lock file of the environment at `path`."""
+    return os.path.join(path, "lock.mdb") if subdir else path + "-lock"
+
+
+def check_meta_pages(path: str, subdir: bool = True) -> int:
+    """Check the meta pages of the environment at `path` against its file's size;
+    return that size (0 for a missing or empty file, which LMDB initialises).
+
+    Raises `IndexDamagedError` for anything LMDB would trip over by mapping it.
+    """
+    f = data_file_of(path, subdir)
+    if subdir and os.path.lexists(path) and not os.path.isdir(path):
+        raise IndexDamagedError(path, "not a directory")
+    try:
+        fd = os.open(f, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    except IsADirectoryError:
+        raise IndexDamagedError(path, f"{os.path.basename(f)} is a directory") from None
+    except OSError as e:
+        raise StoreError(f"index {path}: {e.strerror or e}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return 0
+        head = os.pread(fd, 160, 0)
+        if len(head) < 160:
+            raise IndexDamagedError(path, f"file of {size} octets")
+        psize = struct.unpack_from("<I", head, 40)[0]
+        if psize < 512 or psize > 65536 or psize & (psize - 1):
+            raise IndexDamagedError(path, "bad page size in meta page 0")
+        if size < 2 * psize:
+            raise IndexDamagedError(path, f"file of {size} octets, shorter than its meta pages")
+        for n in (0, 1):
+            page = head if n == 0 else os.pread(fd, 160, psize)
+            _check_meta(path, n, page, psize, size)
+    except OSError as e:
+        raise StoreError(f"index {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
+    return size
+
+
+def _check_meta(path: str, n: int, page: bytes, psize: int, size: int) -> None:
+    pgno, _pad, flags = struct.unpack_from("<QHH", page, 0)
+    magic, version = struct.unpack_from("<II", page, 16)
+    if pgno != n or not flags & _P_META or magic != MDB_MAGIC:
+        raise IndexDamagedError(path, f"meta page {n} is not an LMDB meta page")
+    if version != MDB_VERSION:
+        raise IndexDamagedError(path, f"meta page {n} has LMDB version {version}")
+    if n and struct.unpack_from("<I", page, 40)[0] != psize:
+        raise IndexDamagedError(path, "the meta pages disagree on the page size")
+    last_pg = struct.unpack_from("<Q", page, 136)[0]
+    if last_pg < 1 or (last_pg + 1) * psize > size:
+        raise IndexDamagedError(
+            path,
+            f"meta page {n} claims {last_pg + 1} pages of {psize} octets,"
+            f" the file has {size} octets (truncated?)",
+        )
+    for off in (80, 128):
+        root = struct.unpack_from("<Q", page, off)[0]
+        if root != _P_INVALID and not 2 <= root <= last_pg:
+            raise IndexDamagedError(path, f"meta page {n} has a root page outside the file")
+
+
+def initial_map_size(file_size: int) -> int:
+    """The map size to open with: room for the file to double."""
+    floor = MIN_MAP_SIZE
+    env = os.environ.get("VT_INDEX_MAP_SIZE")
+    if env:
+        try:
+            floor = max(int(env), 1 << 20)
+        except ValueError:
+            pass
+    return _round(max(floor, 2 * file_size))
+
+
+def _round(n: int) -> int:
+    """Round up to a whole MiB (a multiple of any page size)."""
+    return -(-n // (1 << 20)) * (1 << 20)
+
+
+def writable(path: str, subdir: bool) -> bool:
+    """Whether this process may write the environment (its directory, and its
+    files if they exist): false on read-only media and without permission."""
+    d = path if subdir else (os.path.dirname(path) or ".")
+    if os.path.isdir(d) and not os.access(d, os.W_OK):
+        return False
+    if not os.path.isdir(d):
+        parent = os.path.dirname(os.path.abspath(d))
+        return os.access(parent, os.W_OK)
+    for f in (data_file_of(path, subdir), lock_file_of(path, subdir)):
+        if os.path.exists(f) and not os.access(f, os.W_OK):
+            return False
+    return True
+
+
+class Gate:
+    """Many transactions at once, or one map resize alone.
+
+    Each transaction of the process passes `enter`/`exit`; `resize` stops new
+    ones, waits for the running ones, and runs its function alone.  A thread
+    already inside may enter again even while a resize waits (it would wait for
+    itself otherwise); a resize from a thread that is inside fails instead.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._resizing = False
+        self._mine = threading.local()
+
+    def enter(self) -> None:
+        """A transaction begins."""
+        depth = getattr(self._mine, "depth", 0)
+        with self._cond:
+            while self._resizing and not depth:
+                self._cond.wait()
+            self._active += 1
+        self._mine.depth = depth + 1
+
+    def exit(self) -> None:
+        """A transaction ended."""
+        self._mine.depth -= 1
+        with self._cond:
+            self._active -= 1
+            if self._resizing and not self._active:
+                self._cond.notify_all()
+
+    def resize(self, fn, what: str) -> None:
+        """Run `fn` with no transaction of this process running."""
+        if getattr(self._mine, "depth", 0):
+            raise StoreError(f"index {what}: cannot grow the map inside a transaction")
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            try:
+                deadline = time.monotonic() + RESIZE_WAIT
+                while self._active:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise StoreError(
+                            f"index {what}: timed out waiting for readers to grow the map"
+                        )
+                    self._cond.wait(left)
+                fn()
+            finally:
+                self._resizing = False
+                self._cond.notify_all()
+
+
+def open_env(path: str, subdir: bool, readonly: bool, **kw) -> tuple[lmdb.Environment, bool]:
+    """Open the environment at `path` after checking its meta pages; return
+    `(env, writable)`.  A read-only `readonly` open of an environment this
+    process cannot write is lockless (see the module doc); a writable open of a
+    missing one creates it, its directory mode 0700 and files 0600."""
+    size = check_meta_pages(path, subdir)
+    can_write = writable(path, subdir)
+    if not can_write:
+        if size == 0:
+            raise IndexDamagedError(path, "missing or empty, and the store is read-only")
+        env = lmdb.open(
+            path,
+            map_size=initial_map_size(size),
+            subdir=subdir,
+            readonly=True,
+            lock=False,
+            create=False,
+            **kw,
+        )
+        return env, False
+    if subdir and not os.path.isdir(path):
+        os.mkdir(path, 0o700)
+    env = lmdb.open(path, map_size=initial_map_size(size), subdir=subdir, mode=0o600, **kw)
+    return env, True
