@@ -20,6 +20,15 @@ Binary blockref (see docs/FORMATS.md)::
     type     : 0 hashcode (default when not TYPED), 1 RLE, 2 literal, 3 sub-block
 
 The outer length lets a future reader skip fields it does not know.
+
+Limits (hostile input meets them as a `FormatError`, never a traceback): spans
+and offsets are below 2**64 (`MAX_SPAN`); sub-blocks nest at most
+`MAX_SUBBLOCK_DEPTH` deep (the writer makes depth 1: a range of a leaf); a walk
+through indirect blocks goes at most `MAX_INDIRECT_DEPTH` levels down (a
+`CorruptBlockError` past it: a tree of 2**64 octets is under 30 levels even at
+the smallest block size).  Walks are iterative, and `chunks` yields pieces of at
+most `CHUNK_SIZE` octets of a run, so a ref claiming an exabyte streams rather
+than allocates.
 """
 
 from __future__ import annotations
@@ -45,6 +54,22 @@ T_SUBBLOCK = 3
 MAX_LITERAL = 32
 #: The default maximum size of a stored block, also the fan-out limit of indirect blocks.
 DEFAULT_MAX_BLOCK_SIZE = 65536
+#: Spans, offsets and sizes are below 2**64: what a u64 holds, and far beyond any file.
+MAX_SPAN = (1 << 64) - 1
+#: Sub-blocks of sub-blocks nest at most this deep (the writer makes depth 1).
+MAX_SUBBLOCK_DEPTH = 64
+#: A walk through indirect blocks goes at most this many levels down.
+MAX_INDIRECT_DEPTH = 64
+#: `chunks` yields runs (RLE) in pieces of at most this many octets.
+CHUNK_SIZE = 1 << 20
+
+
+def _check_span(value: int, what: str = "span") -> int:
+    if value < 0:
+        raise ValueError(f"negative {what} {value}")
+    if value > MAX_SPAN:
+        raise ValueError(f"{what} {value} is not below 2**64")
+    return value
 
 
 class Block:
@@ -69,9 +94,16 @@ class Block:
         return b"".join(self.chunks(store))
 
     def chunks(self, store, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The bytes of `[start:end)` as a sequence of leaf pieces (no joining)."""
+        """The bytes of `[start:end)` as a sequence of leaf pieces (no joining).
+
+        A run (RLE) comes in pieces of at most `CHUNK_SIZE` octets, so memory
+        stays bounded whatever span a ref claims; stored leaves come whole.
+        """
         for leaf, lstart, lend in self.slices(store, start, end):
-            yield leaf.leaf_data(store, lstart, lend)
+            if lend - lstart > CHUNK_SIZE and type(leaf) is RLEBlock:
+                yield from leaf.pieces(lstart, lend)
+            else:
+                yield leaf.leaf_data(store, lstart, lend)
 
     def read(self, store, start: int = 0, end: int | None = None) -> bytes:
         """The bytes `[start:end)` of this block."""
@@ -88,14 +120,13 @@ class Block:
     def slices(self, store, start: int = 0, end: int | None = None):
         """Yield `(leaf, leaf_start, leaf_end)` covering `[start:end)` of this block.
 
-        Subtrees wholly outside the range are skipped without being fetched.
+        Subtrees wholly outside the range are skipped without being fetched.  The
+        walk keeps its own stack (no recursion), at most `MAX_INDIRECT_DEPTH`
+        indirect blocks deep.
         """
         start, end = _clip(self.span, start, end)
         if start < end:
-            yield from self._slices(store, start, end)
-
-    def _slices(self, store, start: int, end: int):
-        yield self, start, end
+            yield from _walk_slices(self, store, start, end)
 
     # -- binary form -------------------------------------------------------
 
@@ -111,6 +142,53 @@ class Block:
         from vtstore.transcribe import transcribe
 
         return transcribe(self)
+
+
+def _child_ranges(subs, start: int, end: int):
+    """`(child, child_start, child_end)` of the children overlapping `[start:end)`."""
+    offset = 0
+    for sub in subs:
+        sub_end = offset + sub.span
+        if sub_end > start:
+            if offset >= end:
+                return
+            yield sub, max(start, offset) - offset, min(end, sub_end) - offset
+        offset = sub_end
+
+
+def _leaves_of(block: Block, store) -> Iterator[Block]:
+    """The leaves of an indirect or sub-block: a leaf only partly covered comes
+    as a `SubBlock` of it."""
+    for leaf, s, e in block.slices(store):
+        yield leaf if (s == 0 and e == leaf.span) else SubBlock(leaf, s, e - s)
+
+
+def _walk_slices(block: Block, store, start: int, end: int):
+    """The leaf slices of `block[start:end)`, depth first with an explicit stack."""
+    stack: list = []
+    cur = (block, start, end)
+    while True:
+        b, s, e = cur
+        while type(b) is SubBlock:  # a range of a range: shift, no frame per level
+            s += b.offset
+            e += b.offset
+            b = b.superblock
+        if b.indirect:
+            if len(stack) >= MAX_INDIRECT_DEPTH:
+                raise CorruptBlockError(
+                    b.hashcode, f"indirect blocks nested more than {MAX_INDIRECT_DEPTH} deep"
+                )
+            stack.append(_child_ranges(b.subblocks(store), s, e))
+        else:
+            yield b, s, e
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is not None:
+                cur = nxt
+                break
+            stack.pop()
+        else:
+            return
 
 
 def _clip(span: int, start: int, end: int | None) -> tuple[int, int]:
@@ -129,8 +207,7 @@ class _HashRef(Block):
     def __init__(self, hashcode: HashCode, span: int):
         if not isinstance(hashcode, HashCode):
             raise TypeError(f"not a hashcode: {hashcode!r}")
-        if span < 0:
-            raise ValueError(f"negative span {span}")
+        _check_span(span)
         object.__setattr__(self, "hashcode", hashcode)
         object.__setattr__(self, "span", span)
 
@@ -212,20 +289,7 @@ class IndirectBlock(_HashRef):
         return subs
 
     def leaves(self, store) -> Iterator[Block]:
-        for sub in self.subblocks(store):
-            yield from sub.leaves(store)
-
-    def _slices(self, store, start: int, end: int):
-        offset = 0
-        for sub in self.subblocks(store):
-            sub_end = offset + sub.span
-            if sub_end > start:
-                if offset >= end:
-                    break
-                yield from sub._slices(
-                    store, max(start, offset) - offset, min(end, sub_end) - offset
-                )
-            offset = sub_end
+        return _leaves_of(self, store)
 
 
 class RLEBlock(Block):
@@ -234,8 +298,7 @@ class RLEBlock(Block):
     __slots__ = ("span", "octet")
 
     def __init__(self, span: int, octet: int = 0):
-        if span < 0:
-            raise ValueError(f"negative span {span}")
+        _check_span(span)
         if not 0 <= octet <= 255:
             raise ValueError(f"RLE octet must be 0..255, got {octet}")
         object.__setattr__(self, "span", span)
@@ -255,6 +318,18 @@ class RLEBlock(Block):
 
     def leaf_data(self, store, start: int, end: int) -> bytes:
         return bytes((self.octet,)) * (end - start)
+
+    def pieces(self, start: int, end: int, size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The octets `[start:end)` in pieces of at most `size` (one buffer reused)."""
+        n = end - start
+        if n <= 0:
+            return
+        full = bytes((self.octet,)) * min(size, n)
+        while n >= size:
+            yield full
+            n -= size
+        if n:
+            yield full[:n]
 
     def _encode_body(self) -> bytes:
         return (
@@ -319,6 +394,12 @@ class SubBlock(Block):
             raise ValueError(
                 f"sub-block {offset}+{span} outside its superblock of span {superblock.span}"
             )
+        depth, b = 1, superblock
+        while type(b) is SubBlock:
+            depth += 1
+            b = b.superblock
+        if depth > MAX_SUBBLOCK_DEPTH:
+            raise ValueError(f"sub-blocks nested more than {MAX_SUBBLOCK_DEPTH} deep")
         object.__setattr__(self, "superblock", superblock)
         object.__setattr__(self, "offset", offset)
         object.__setattr__(self, "span", span)
@@ -340,11 +421,7 @@ class SubBlock(Block):
         return f"SubBlock({self.superblock!r}, {self.offset}, {self.span})"
 
     def leaves(self, store) -> Iterator[Block]:
-        for leaf, s, e in self.slices(store):
-            yield leaf if (s == 0 and e == leaf.span) else SubBlock(leaf, s, e - s)
-
-    def _slices(self, store, start: int, end: int):
-        yield from self.superblock._slices(store, self.offset + start, self.offset + end)
+        return _leaves_of(self, store)
 
     def _encode_body(self) -> bytes:
         return (
@@ -360,22 +437,54 @@ class SubBlock(Block):
 
 
 def read_blockref(r: Reader) -> Block:
-    """Read one binary blockref from a `Reader`."""
-    start = r.pos
-    body = r.lbytes()
-    try:
-        return _decode_body(Reader(body), start + (len(encode_varint(len(body)))))
-    except FormatError:
-        raise
-    except ValueError as e:
-        raise FormatError(f"bad blockref at offset {start}: {e}") from None
+    """Read one binary blockref from a `Reader`.
+
+    Nested sub-blocks are read with a loop, not recursion: a ref nesting them
+    deeper than `MAX_SUBBLOCK_DEPTH` is a `FormatError`, as is any span or
+    offset not below 2**64.  Octets after a body's known fields are skipped
+    (the outer length is there for fields a later version adds).
+    """
+    chain: list[tuple[int, int, int]] = []  # enclosing sub-blocks: (offset, span, at)
+    base = 0  # where position 0 of `r` is in the outermost input, for messages
+    while True:
+        start = r.pos
+        body = r.lbytes()
+        at = base + r.pos - len(body)
+        br = Reader(body)
+        try:
+            got = _decode_body(br, at)
+        except FormatError:
+            raise
+        except ValueError as e:
+            raise FormatError(f"bad blockref at offset {base + start}: {e}") from None
+        if not isinstance(got, tuple):
+            block = got
+            break
+        if len(chain) >= MAX_SUBBLOCK_DEPTH:
+            raise FormatError(
+                f"sub-blocks nested more than {MAX_SUBBLOCK_DEPTH} deep at offset {at}"
+            )
+        chain.append((got[0], got[1], at))
+        r, base = br, at  # the superblock's ref follows in this body
+    for offset, span, at in reversed(chain):
+        if offset + span > block.span:
+            raise FormatError(
+                f"sub-block {offset}+{span} outside its superblock of span {block.span}"
+                f" at offset {at}"
+            )
+        block = SubBlock(block, offset, span)
+    return block
 
 
-def _decode_body(r: Reader, base: int) -> Block:
+def _decode_body(r: Reader, base: int) -> Block | tuple[int, int]:
+    """One body: a block, or for a sub-block `(offset, span)` with `r` left at
+    the superblock's ref."""
     flags = r.varint()
     if flags & ~_KNOWN_FLAGS:
         raise FormatError(f"unknown blockref flags 0x{flags:x} at offset {base}")
     span = r.varint()
+    if span > MAX_SPAN:
+        raise FormatError(f"span {span} at offset {base} is not below 2**64")
     btype = T_HASHCODE
     if flags & F_TYPED:
         tpos = base + r.pos
@@ -393,14 +502,7 @@ def _decode_body(r: Reader, base: int) -> Block:
         if span > MAX_LITERAL * 64:
             raise FormatError(f"literal block of {span} octets at offset {base} is too large")
         return LiteralBlock(r.take(span))
-    offset = r.varint()
-    superblock = read_blockref(r)
-    if offset + span > superblock.span:
-        raise FormatError(
-            f"sub-block {offset}+{span} outside its superblock of span {superblock.span}"
-            f" at offset {base}"
-        )
-    return SubBlock(superblock, offset, span)
+    return r.varint(), span
 
 
 def decode_blockref(data) -> Block:

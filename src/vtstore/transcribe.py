@@ -13,6 +13,12 @@ A transcription is `PREFIX{key:value,key:value,...}`.  Values are:
 
 `parse(transcribe(x)) == x` for every registered value.  Parse errors raise
 `FormatError` naming the offset.
+
+Limits: an integer has at most `MAX_DIGITS` (20) digits, enough for any u64 and
+any signed 64-bit time (the fields check their own ranges: spans and offsets
+below 2**64); values nest at most `MAX_DEPTH` (100) deep, which leaves room for
+a dirent around a chain of `MAX_SUBBLOCK_DEPTH` sub-blocks.  Past either, the
+text is a `FormatError`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ _PRINTERS: dict[type, Callable[[object], tuple[str, dict]]] = {}
 
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INT_RE = re.compile(r"-?[0-9]+")
+
+#: The most digits an integer may have (2**64 has 20): longer is a FormatError,
+#: not Python's int-to-str limit, and no field needs more.
+MAX_DIGITS = 20
+#: The deepest nesting of values (maps, lists, transcriptions) the parser accepts.
+MAX_DEPTH = 100
 _HEX_RE = re.compile(r"[0-9a-f]+")
 
 
@@ -136,8 +148,8 @@ class _Parser:
             raise self.error(f"expected {ch!r}")
 
     def value(self, depth: int = 0):
-        if depth > 64:
-            raise self.error("nesting too deep")
+        if depth > MAX_DEPTH:
+            raise self.error(f"values nested more than {MAX_DEPTH} deep")
         s, i = self.s, self.i
         if i >= len(s):
             raise self.error("unexpected end of text")
@@ -161,6 +173,9 @@ class _Parser:
             return self.mapping(depth)
         m = _INT_RE.match(s, i)
         if m:
+            digits = m.end() - m.start() - (c == "-")
+            if digits > MAX_DIGITS:
+                raise self.error(f"number of {digits} digits (at most {MAX_DIGITS})")
             self.i = m.end()
             return int(m.group())
         m = _IDENT_RE.match(s, i)
@@ -299,7 +314,9 @@ def _fields(fields: dict, required: tuple[str, ...], optional: tuple[str, ...] =
 
 def _int(v, what: str, lo: int = 0, hi: int | None = None) -> int:
     if type(v) is not int or v < lo or (hi is not None and v > hi):
-        raise FormatError(f"{what} must be an integer >= {lo}" + (f" and <= {hi}" if hi else ""))
+        raise FormatError(
+            f"{what} must be an integer >= {lo}" + (f" and <= {hi}" if hi is not None else "")
+        )
     return v
 
 
@@ -312,10 +329,13 @@ def _hashcode(v) -> HashCode:
 def _register_blocks() -> None:
     from vtstore import blocks as B
 
+    def span_of(v, what: str = "span") -> int:
+        return _int(v, what, 0, B.MAX_SPAN)
+
     def hashref(cls):
         def from_fields(f):
             _fields(f, ("hash", "span"))
-            return cls(_hashcode(f["hash"]), _int(f["span"], "span"))
+            return cls(_hashcode(f["hash"]), span_of(f["span"]))
 
         return from_fields
 
@@ -334,7 +354,7 @@ def _register_blocks() -> None:
 
     def rle(f):
         _fields(f, ("span", "octet"))
-        return B.RLEBlock(_int(f["span"], "span"), _int(f["octet"], "octet", 0, 255))
+        return B.RLEBlock(span_of(f["span"]), _int(f["octet"], "octet", 0, 255))
 
     register(B.RLEBlock, "RLE", lambda b: {"span": b.span, "octet": b.octet}, rle)
 
@@ -349,7 +369,7 @@ def _register_blocks() -> None:
         sb = f["block"]
         if not isinstance(sb, B.Block):
             raise FormatError("SubB block must be a block")
-        return B.SubBlock(sb, _int(f["offset"], "offset"), _int(f["span"], "span"))
+        return B.SubBlock(sb, span_of(f["offset"], "offset"), span_of(f["span"]))
 
     register(
         B.SubBlock,

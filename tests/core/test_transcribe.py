@@ -41,7 +41,7 @@ def test_literal_with_awkward_content():
 
 
 values = st.recursive(
-    st.one_of(st.integers(), st.text(), st.booleans(), st.none()),
+    st.one_of(st.integers(-(10**20) + 1, 10**20 - 1), st.text(), st.booleans(), st.none()),
     lambda kids: st.one_of(
         st.lists(kids, max_size=4),
         st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,5}", fullmatch=True), kids, max_size=4),

@@ -51,8 +51,9 @@ fs_text = st.binary(max_size=12).map(fsdec)  # any file-name octets, as the impo
 names = st.one_of(st.text(min_size=1, max_size=12), fs_text).filter(
     lambda s: s not in ("", ".", "..") and "/" not in s and "\0" not in s
 )
-big = st.integers(0, 2**70 - 1)  # the largest a 10-octet varint holds
-times = st.integers(-(2**69), 2**69 - 1)
+big = st.integers(0, 2**64 - 1)  # spans, offsets, ino: below 2**64
+ids = st.integers(0, 2**32 - 1)  # uid, gid, device numbers
+times = st.integers(-(2**63), 2**63 - 1)
 hashcodes = st.builds(
     lambda cls, d: cls.from_data(d),
     st.sampled_from([Hash_SHA1, Hash_SHA256, Hash_BLAKE3, Hash_SHA3_256]),
@@ -77,8 +78,8 @@ blocks = st.one_of(plain_blocks, plain_blocks, sub_blocks())
 metas = st.builds(
     Meta,
     mode=st.none() | st.integers(0, 0o7777),
-    uid=st.none() | big,
-    gid=st.none() | big,
+    uid=st.none() | ids,
+    gid=st.none() | ids,
     user=st.none() | st.text(max_size=6) | fs_text,
     group=st.none() | st.text(max_size=6) | fs_text,
     mtime_ns=st.none() | times,
@@ -110,7 +111,7 @@ def dirents(draw, named=True):
     if draw(st.integers(0, 2)) == 0:
         kw["ino"] = draw(big)
     if t == T_DEVICE or draw(st.integers(0, 5)) == 0:
-        kw["rdev"] = (draw(st.sampled_from("cb")), draw(big), draw(big))
+        kw["rdev"] = (draw(st.sampled_from("cb")), draw(ids), draw(ids))
     if draw(st.integers(0, 3)) == 0:
         kw["ext"] = draw(st.binary(max_size=10))
     return Dirent(t, **kw)
@@ -339,10 +340,10 @@ def test_hostile_names_are_refused_through_either_path(bad):
 
 
 def test_large_values_and_mode_bits():
-    m = Meta(mode=0o7777, uid=2**70 - 1, mtime_ns=-(2**69), ctime_ns=2**69 - 1)
-    d = Dirent(T_FILE, name="x", meta=m, block=RLEBlock(2**70 - 1), ino=2**64)
+    m = Meta(mode=0o7777, uid=2**32 - 1, mtime_ns=-(2**63), ctime_ns=2**63 - 1)
+    d = Dirent(T_FILE, name="x", meta=m, block=RLEBlock(2**64 - 1), ino=2**64 - 1)
     s = scan_both(d.encode())
-    assert s[3:6] == (-(2**69), 2**69 - 1, 2**70 - 1)
+    assert s[3:6] == (-(2**63), 2**63 - 1, 2**64 - 1)
     too_many_bits = encode_varint(1) + encode_bytes(encode_varint(0o10000))
     raw = encode_varint(T_FILE) + encode_varint(F_NAME) + encode_bytes(b"x")
     assert scan_both(raw + encode_varint(F_META) + encode_bytes(too_many_bits)) is None
@@ -358,6 +359,33 @@ def test_large_values_and_mode_bits():
         else:
             with pytest.raises(FormatError, match="too large"):
                 decode_dirent(d)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        encode_varint(F_INO) + encode_bytes(encode_varint(2**64)),
+        encode_varint(F_META) + encode_bytes(encode_varint(2) + encode_bytes(encode_varint(2**32))),
+        encode_varint(F_META) + encode_bytes(encode_varint(3) + encode_bytes(encode_varint(2**40))),
+        encode_varint(F_META) + encode_bytes(encode_varint(6) + encode_bytes(encode_varint(2**64))),
+        encode_varint(F_META)
+        + encode_bytes(encode_varint(10) + encode_bytes(encode_varint(2**65 + 1))),
+        encode_varint(8) + encode_bytes(b"c" + encode_varint(2**32) + encode_varint(1)),
+        encode_varint(8) + encode_bytes(b"b" + encode_varint(1) + encode_varint(2**33)),
+        # an RLE block of span 2**64
+        encode_varint(F_BLOCK)
+        + encode_bytes(encode_bytes(b"\x02" + encode_varint(2**64) + b"\x01A")),
+    ],
+)
+def test_numbers_out_of_range_are_refused_by_every_reader(field):
+    """Values a 10-octet varint holds but no field allows: both scanners defer
+    and the decoder raises FormatError (not an OverflowError in a later chown)."""
+    raw = encode_varint(T_DEVICE) + encode_varint(F_NAME) + encode_bytes(b"x") + field
+    assert scan_both(raw) is None
+    with pytest.raises(FormatError):
+        decode_dirent(raw)
+    with pytest.raises(FormatError):
+        EncodedEntry.from_raw(raw)
 
 
 @needs_c

@@ -17,6 +17,9 @@ __extension__ typedef unsigned __int128 u128; /* a GCC and Clang extension */
 
 #define MAX_VARINT_OCTETS 10
 #define MAX_LITERAL_SPAN (32 * 64)
+/* the ranges Dirent and Meta check: a value past one defers to the decoder */
+#define U64_MAX_ ((u128)UINT64_MAX) /* spans, ino, zig-zagged times */
+#define U32_MAX_ ((u128)0xFFFFFFFFu) /* uid, gid, device major and minor */
 
 /* One canonical varint at *pos (before end): 0 and the value, or -1. */
 static int
@@ -146,6 +149,8 @@ scan_meta(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, PyObject **mti
                 goto defer;
             if (tag == 1 && v > 07777)
                 goto defer;
+            if (v > ((tag == 2 || tag == 3) ? U32_MAX_ : U64_MAX_))
+                goto defer;
             if (tag == 6 || tag == 7) {
                 PyObject **slot = tag == 6 ? mtime : ctime;
                 PyObject *t = long_unzigzag(v);
@@ -212,7 +217,7 @@ scan_blockref(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, u128 *span
     if (varint(b, &p, end, &n) || n != (u128)(end - p) || p >= end)
         return DEFER;
     flags = b[p++];
-    if (varint(b, &p, end, span))
+    if (varint(b, &p, end, span) || *span > U64_MAX_)
         return DEFER;
     if (flags <= 1) { /* hashcode leaf or indirect, untyped */
         Py_ssize_t size;
@@ -310,14 +315,15 @@ scan_dirent(PyObject *self, PyObject *args)
         }
         case 7:
             p = pos;
-            if (varint(b, &p, vend, &v) || p != vend)
+            if (varint(b, &p, vend, &v) || p != vend || v > U64_MAX_)
                 goto defer;
             break;
         case 8:
             if (n < 3 || (b[pos] != 'c' && b[pos] != 'b'))
                 goto defer;
             p = pos + 1;
-            if (varint(b, &p, vend, &v) || varint(b, &p, vend, &v) || p != vend)
+            if (varint(b, &p, vend, &v) || v > U32_MAX_ || varint(b, &p, vend, &v) ||
+                v > U32_MAX_ || p != vend)
                 goto defer;
             break;
         default: /* 6 target, 9 ext: any octets */

@@ -14,7 +14,8 @@ Binary form::
 
 Unknown tags are skipped, so newer writers can add fields.  Names are checked on
 decode: no `/`, no NUL, not `.` or `..` -- a hostile store cannot make export
-write outside its target.
+write outside its target.  Numbers are range-checked whenever a `Dirent` is made
+(so by both decoders): `ino` below 2**64, device major and minor below 2**32.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ F_INO = 7
 F_RDEV = 8
 F_EXT = 9
 
+#: hard-link group numbers are below 2**64
+MAX_INO = (1 << 64) - 1
+#: device major and minor numbers are below 2**32 (Linux's dev_t halves)
+MAX_DEVNUM = (1 << 32) - 1
+
 
 def check_name(name: str, allow_empty: bool = True) -> str:
     """Return `name` if it is a safe single path component, else raise `FormatError`."""
@@ -106,8 +112,13 @@ class Dirent:
         if self.type not in TYPE_NAMES:
             raise FormatError(f"unknown dirent type {self.type}")
         check_name(self.name)
-        if self.rdev is not None and self.rdev[0] not in ("c", "b"):
-            raise FormatError(f"device kind must be 'c' or 'b', got {self.rdev[0]!r}")
+        if self.rdev is not None:
+            if self.rdev[0] not in ("c", "b"):
+                raise FormatError(f"device kind must be 'c' or 'b', got {self.rdev[0]!r}")
+            if not all(0 <= n <= MAX_DEVNUM for n in self.rdev[1:]):
+                raise FormatError(f"device numbers {self.rdev[1:]} are not below 2**32")
+        if self.ino is not None and not 0 <= self.ino <= MAX_INO:
+            raise FormatError(f"hard-link group {self.ino} is not below 2**64")
 
     # -- conveniences --------------------------------------------------------
 

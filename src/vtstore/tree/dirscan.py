@@ -43,6 +43,9 @@ _DIGEST_SIZE = {c.hashid: c.digest_size for c in hashclasses()}
 _META_RANK = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 10: 8, 8: 9, 9: 10}
 _META_INT = frozenset((1, 2, 3, 6, 7, 10))
 _MAX_LITERAL_SPAN = MAX_LITERAL * 64  # what decode_blockref accepts for a literal
+# the ranges Dirent and Meta check (a value past one is left to the decoder to refuse)
+_U64 = (1 << 64) - 1  # spans, ino, zig-zagged times
+_U32 = (1 << 32) - 1  # uid, gid, device major and minor
 
 # field bits of the `fields` summary: which dirent fields are present
 FB_META = 1 << F_META
@@ -107,6 +110,8 @@ def _scan_meta(buf, pos: int, end: int) -> tuple[int | None, int | None]:
             raise _Defer
         if tag in _META_INT:
             v = _whole_varint(buf, pos, vend)
+            if v > (_U32 if tag in (2, 3) else _U64):
+                raise _Defer
             if tag == 6:
                 mtime = v >> 1 if not v & 1 else -(v >> 1) - 1
             elif tag == 7:
@@ -141,6 +146,8 @@ def _scan_blockref(buf, pos: int, end: int) -> int:
         raise _Defer
     flags = buf[p]
     span, p = _varint_at(buf, p + 1, end)
+    if span > _U64:
+        raise _Defer
     if flags <= 1:  # a hashcode leaf or indirect block, untyped
         if p >= end:
             raise _Defer
@@ -199,12 +206,14 @@ def _scan(buf, pos: int, end: int) -> tuple:
         elif tag == 5:
             _scan_blockref(buf, pos, vend)
         elif tag == 7:
-            _whole_varint(buf, pos, vend)
+            if _whole_varint(buf, pos, vend) > _U64:
+                raise _Defer
         elif tag == 8:
             if n < 3 or buf[pos] not in b"cb":
                 raise _Defer
-            p = _varint_at(buf, pos + 1, vend)[1]
-            _whole_varint(buf, p, vend)
+            major, p = _varint_at(buf, pos + 1, vend)
+            if major > _U32 or _whole_varint(buf, p, vend) > _U32:
+                raise _Defer
         # 6 (target) and 9 (ext) hold any octets
         pos = vend
     if name is None:

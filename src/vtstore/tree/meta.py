@@ -3,7 +3,9 @@
 Binary form (inside a dirent's META field): a sequence of `varint(tag) lbytes(value)`
 fields; unknown tags are skipped so later versions can add fields.  Integers are
 varints inside the value; times are zig-zag varints of nanoseconds (they may be
-negative).  POSIX ACLs are kept as their `system.posix_acl_access` and
+negative).  Ranges, checked whenever a `Meta` is made (so by both decoders):
+uid and gid below 2**32 (`MAX_ID`), times within a signed 64-bit count of
+nanoseconds, mode within 07777.  POSIX ACLs are kept as their `system.posix_acl_access` and
 `system.posix_acl_default` xattrs, which is exactly what the kernel stores.
 """
 
@@ -25,6 +27,12 @@ M_CTIME = 7
 M_XATTR = 8
 M_MIME = 9
 M_ATIME = 10
+
+#: uids and gids are 32-bit on every system we restore to
+MAX_ID = (1 << 32) - 1
+#: times are signed 64-bit nanoseconds (years 1677 to 2262)
+MIN_TIME_NS = -(1 << 63)
+MAX_TIME_NS = (1 << 63) - 1
 
 ACL_ACCESS = "system.posix_acl_access"
 ACL_DEFAULT = "system.posix_acl_default"
@@ -64,6 +72,19 @@ class Meta:
     atime_ns: int | None = None
     xattrs: tuple[tuple[str, bytes], ...] = field(default=())
     mime_type: str | None = None
+
+    def __post_init__(self):
+        # bad values from either decoder stop here, not in a chown or utime later
+        if self.mode is not None and not 0 <= self.mode <= 0o7777:
+            raise FormatError(f"metadata mode {self.mode:o} is not within 07777")
+        for k in ("uid", "gid"):
+            v = getattr(self, k)
+            if v is not None and not 0 <= v <= MAX_ID:
+                raise FormatError(f"metadata {k} {v} is not below 2**32")
+        for k in ("mtime_ns", "ctime_ns", "atime_ns"):
+            v = getattr(self, k)
+            if v is not None and not MIN_TIME_NS <= v <= MAX_TIME_NS:
+                raise FormatError(f"metadata {k} {v} is not a signed 64-bit time")
 
     @classmethod
     def from_stat(
