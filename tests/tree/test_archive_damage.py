@@ -175,6 +175,10 @@ def test_fsck_reports_states_whose_blocks_are_missing(packed, tmp_path):
     assert f"damage: {path} line 4 (2017-07-14T02:40:00.000000Z): src: missing block".encode() in (
         r.stdout
     ), r.stdout.decode()
+    # vt log lists every state, the unreadable one without totals, and says so
+    r = vt(env, "log", str(path), check=False)
+    assert r.returncode == 1 and len(r.stdout.splitlines()) == 4
+    assert b"missing block" in r.stderr and b"could not be read" in r.stderr
     # missing blocks are reported, never repaired away: the line stays
     r = vt(env, "fsck", "--repair", str(path), check=False)
     assert r.returncode == 1 and len(_lines(path)) == 4
