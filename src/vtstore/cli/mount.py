@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from vtstore.cli.umount import dead_mount
 from vtstore.errors import VTError
 
 log = logging.getLogger(__name__)
@@ -16,8 +17,12 @@ def register(sub) -> None:
         "mount",
         help="mount an archive or ref with FUSE",
         description=(
-            "Mount SPECIAL (X.vt, [clause]name, or a dirent ref D{...}) at MOUNTPOINT"
-            " (default: X for X.vt, else the name), optionally only SUBPATH of it."
+            "Mount SPECIAL (X.vt, [clause]name, or a dirent ref D{...}) at MOUNTPOINT,"
+            " optionally only SUBPATH of it (or X.vt/SUBPATH).  Without MOUNTPOINT"
+            " the mount goes to a new directory X for X.vt (else the name); if that"
+            " exists (the directory X.vt was packed from, say) vt refuses rather"
+            " than mount over it.  An archive that does not exist yet is mounted"
+            " (empty) only with --create."
             " Changes are stored as blocks and recorded as a new archive state on"
             " fsync, every --sync-interval seconds, and at unmount, each time only"
             " if something changed.  Unmount with 'vt umount MOUNTPOINT'; SIGINT"
@@ -47,6 +52,11 @@ def register(sub) -> None:
     p.add_argument("--scratch-dir", metavar="DIR", help="where written data waits (default TMP)")
     p.add_argument("--cache-size", type=int, default=128, metavar="MiB", help="block cache")
     p.add_argument("-m", "--comment", help="comment stored with the recorded states")
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="mount an archive that does not exist yet (empty; created at the first state)",
+    )
     p.set_defaults(func=run)
 
 
@@ -87,6 +97,17 @@ def run(args) -> int:
     readonly = args.readonly or "ro" in opts or args.history
     mountpoint = args.mountpoint or _default_mountpoint(args.special)
     created = False
+    if dead_mount(mountpoint):
+        raise VTError(
+            f"{mountpoint}: a mount whose process died is still attached here"
+            f" (transport endpoint is not connected): run 'vt umount {mountpoint}'"
+        )
+    if not args.mountpoint and os.path.lexists(mountpoint):
+        # the default X of X.vt is most likely the very directory X.vt was packed from
+        raise VTError(
+            f"{args.special}: no MOUNTPOINT given and the default {mountpoint!r} exists:"
+            " give MOUNTPOINT (vt mount never mounts over a directory it was not given)"
+        )
     if not os.path.exists(mountpoint):
         if args.mountpoint:
             raise VTError(f"{mountpoint}: no such directory")
@@ -176,16 +197,31 @@ def _resolve(args, store, readonly: bool):
         return None, t.dirent, sub
     archive, inner = archive_of(special, store)
     sub = split_path(inner) + sub
+    if not os.path.exists(archive.path) and not args.create:
+        # a mistyped name must not become a new, empty archive
+        raise VTError(f"{archive.path}: no such archive (--create mounts a new one)")
     last = archive.last()
     if last is None:
         if readonly and not args.history:
             raise VTError(f"{archive.path}: archive has no states")
+        if sub:
+            raise VTError(f"{special}: the archive has no states, so no {'/'.join(sub)!r}")
         top = make_dir([], store)
     else:
         top = last.dirent
     if sub:
         resolve(top, "/".join(sub), store)
     return archive, top, sub
+
+
+def _check_readable(root, store, special: str) -> None:
+    """Refuse to mount a tree whose top directory cannot be read."""
+    from vtstore.tree.dir import dir_entries
+
+    try:
+        dir_entries(root, store)
+    except (VTError, KeyError) as e:
+        raise VTError(f"{special}: the top directory cannot be read: {e}") from None
 
 
 def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
@@ -220,6 +256,7 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
             root = resolve(top, "/".join(sub), store) if sub else top
             if not root.is_dir:
                 raise VTError(f"{args.special}: is a {root.type_name}, not a directory")
+            _check_readable(root, store, args.special)
             # a sub-path's hard links may have their file elsewhere in the tree
             outer = LinkResolver(top, store) if sub else None
             fs = FileSystem(store, root, readonly=readonly, outer=outer, **kw)

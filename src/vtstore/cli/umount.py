@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ def register(sub) -> None:
         help="unmount a vt mount",
         description=(
             "Unmount MOUNTPOINT and wait for the mount process to record its final"
-            " state and exit.  -l detaches a busy mount lazily."
+            " state and exit.  -l detaches a busy mount lazily.  A mount whose"
+            " process died ('transport endpoint is not connected') is detached too"
+            " (lazily if it is still in use), so the directory is usable again."
         ),
     )
     p.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -64,8 +67,24 @@ def unmount(mountpoint: str, lazy: bool = False) -> None:
     raise VTError(f"{mountpoint}: cannot unmount: {err}")
 
 
+def dead_mount(path: str) -> bool:
+    """Whether `path` is a mount whose FUSE process died (ENOTCONN on stat)."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ENOTCONN
+    return False
+
+
 def run(args) -> int:
     mnt = os.path.abspath(args.mountpoint)
+    if dead_mount(mnt):
+        # nobody will record anything: just detach it, lazily if something holds it
+        try:
+            unmount(mnt, args.lazy)
+        except VTError:
+            unmount(mnt, lazy=True)
+        return 0
     if not os.path.ismount(mnt):
         raise VTError(f"{mnt}: not a mount point")
     pid = mount_pid(mnt)
