@@ -45,16 +45,23 @@ class MboxScanner(Scanner):
         out: list[int] = []
         i = max(0, self._scan_from - base)
         n = len(data)
+        # the next "\n\n" and "\r\n\r\n" at or after the last search start
+        # (-1: none up to the end), searched again only once `i` has passed
+        # them: a search per message to the end of the buffer for the pattern
+        # a file never has (CRLF in an LF mbox) made the scan quadratic
+        lf = crlf = None
         while True:
             if self._in_header:
-                a = data.find(b"\n\n", i)
-                b = data.find(b"\r\n\r\n", i)
-                if a < 0 and b < 0:
+                if lf is None or 0 <= lf < i:
+                    lf = data.find(b"\n\n", i)
+                if crlf is None or 0 <= crlf < i:
+                    crlf = data.find(b"\r\n\r\n", i)
+                if lf < 0 and crlf < 0:
                     break
-                if b >= 0 and (a < 0 or b < a):
-                    end = b + 4
+                if crlf >= 0 and (lf < 0 or crlf < lf):
+                    end = crlf + 4
                 else:
-                    end = a + 2
+                    end = lf + 2
                 self._propose(out, base + end)
                 self._in_header = False
                 i = end
