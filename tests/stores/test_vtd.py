@@ -159,3 +159,22 @@ def test_a_flipped_byte_before_the_last_record_is_damage(blocks, data):
     cut = bytes(bad)[: ends[-2]]
     evs = list(vtd.scan_records(cut, start, committed=len(cut)))
     assert any(isinstance(e, vtd.Damage) for e in evs)
+
+
+def test_resync_over_a_run_of_zeros_is_fast():
+    """A crash often leaves zero-filled octets in a file: 32 MiB of them between
+    two good records is one Damage, found in well under a second per 16 MiB (each
+    zero octet was a candidate record start: 11 s per 16 MiB before)."""
+    import os
+    import time
+
+    header = vtd.encode_header("blake3", "00" * 16)
+    rec = vtd.FrameEncoder(compress=False).encode([os.urandom(1000)]).record
+    buf = header + rec + bytes(32 << 20) + rec
+    _, start = vtd.read_header(buf)
+    t0 = time.perf_counter()
+    events = list(vtd.scan_records(buf, start))
+    dt = time.perf_counter() - t0
+    assert [type(e).__name__ for e in events] == ["Record", "Damage", "Record"]
+    assert events[1].end - events[1].offset == 32 << 20
+    assert dt < 4, dt

@@ -357,7 +357,10 @@ def _plausible_at(buf, pos: int, end: int) -> bool:
     return q == stop
 
 
-_CANDIDATE = re.compile(rb"[\x00\x01]")
+# A record starts with flags 0 or 1 (blocks, plain or zstd) and a length that is
+# never 0, so its second octet is not 0: runs of zeros (what a crash often leaves
+# in a file) hold no candidate at all.  The lookahead keeps candidates overlapping.
+_CANDIDATE = re.compile(rb"[\x00\x01](?=[^\x00])")
 
 
 def _resync(buf, pos: int, end: int) -> Record | None:
@@ -396,8 +399,16 @@ def read_header(buf) -> tuple[dict, int]:
         meta = json.loads(bytes(buf[rec.payload_offset : rec.payload_offset + rec.payload_length]))
     except ValueError as e:
         raise FormatError(f"bad data file header JSON: {e}") from None
+    except RecursionError:  # "[[[[..." deeper than the interpreter's stack
+        raise FormatError("bad data file header JSON: nested too deeply") from None
     if not isinstance(meta, dict) or "hashclass" not in meta:
         raise FormatError("data file header lacks the hash class")
+    # the readers use these as text (a hash class name, a uuid to compare): check
+    # the types here, at the boundary, not where a number would raise TypeError
+    if not isinstance(meta["hashclass"], str) or not meta["hashclass"]:
+        raise FormatError(f"data file header: bad hash class {meta['hashclass']!r:.40}")
+    if not isinstance(meta.get("uuid", ""), str):
+        raise FormatError(f"data file header: bad uuid {meta['uuid']!r:.40}")
     return meta, rec.end
 
 
