@@ -16,6 +16,15 @@ a torn record: the next writer to adopt the file indexes the complete records an
 truncates the torn one.  The index can always be rebuilt from the data files
 (`reindex`).  With `max_size` the datadir is a cache: the oldest sealed data files
 are evicted to keep it under the cap.
+
+A damaged index (truncated, overwritten, missing while data files exist) does
+not stop the datadir from opening: `index_damage` says what is wrong, every
+use of the index raises it (one line naming `vt reindex`), and `reindex` /
+`fsck(repair=True)` build a new index from the data files.  A `readonly`
+datadir writes nothing: on read-only media or without write permission it
+takes no lock (the `lock` file is opened read-only if it can be) and reads the
+index without LMDB's lock file.  Everything a datadir creates is private to its
+owner: directories 0700, files 0600.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid as uuidlib
@@ -42,6 +52,7 @@ from vtstore.errors import (
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
 from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
+from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
 from vtstore.stores.readcache import FDCache, FrameCache, read_block
 from vtstore.stores.vtd import (
@@ -68,6 +79,13 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def _oserror(what: str, e: OSError) -> StoreError:
@@ -119,6 +137,8 @@ class DataDir(Store):
         self._want_chunker = chunker
         self.meta: dict | None = None
         self._index: LMDBIndex | None = None
+        #: why the index cannot be used (None when it can); see `reset_index`
+        self.index_damage: IndexDamagedError | None = None
         self._lockfd = -1
         self._writer: RecordWriter | None = None
         self._wrote = False  # this store opened a writer (see _compact_index)
@@ -218,18 +238,66 @@ class DataDir(Store):
             )
         self.hashclass = hc
         self.chunker = ch
+        self._take_shared_lock()
         try:
-            self._lockfd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(self._lockfd, fcntl.LOCK_SH)
-        except OSError as e:
-            self._release_lock()
-            raise _oserror(f"locking {self.path}", e) from None
-        try:
-            self._index = LMDBIndex(str(self.path / "index"))
+            self._open_index()
+        except IndexDamagedError as e:
+            self.index_damage = e
         except StoreError:
             self._release_lock()
             raise
         self.meta = meta
+
+    def _take_shared_lock(self) -> None:
+        """flock `lock` shared.  A read-only store creates nothing: it opens the
+        lock file read-only (flock needs no write permission) and goes without
+        a lock if even that fails, as on read-only media with no lock file."""
+        lock = self.path / "lock"
+        fd = -1
+        try:
+            if not self.readonly:
+                try:
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except OSError as e:
+                    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                        raise
+            if fd < 0:
+                try:
+                    fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    if e.errno not in (errno.ENOENT, errno.EACCES, errno.EPERM):
+                        raise
+            if fd >= 0:
+                fcntl.flock(fd, fcntl.LOCK_SH)
+                self._lockfd = fd
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+            raise _oserror(f"locking {self.path}", e) from None
+
+    def _open_index(self) -> None:
+        """Open the index; an index that is gone while data files exist is
+        damage (LMDB would make an empty one and every block would read as
+        missing)."""
+        ipath = self.path / "index"
+        mdb = ipath / "data.mdb"
+        try:
+            empty = not mdb.exists() or mdb.stat().st_size == 0
+        except OSError:
+            empty = False  # not a directory, say: the index checks say what
+        if empty and (ipath.is_dir() or not ipath.exists()):
+            n = sum(1 for _ in self._data_files())
+            if n:
+                raise IndexDamagedError(
+                    str(ipath), f"missing or empty while data/ holds {n} data files"
+                )
+        self._index = LMDBIndex(str(ipath), readonly=self.readonly)
+
+    def _data_files(self) -> Iterator[Path]:
+        try:
+            return iter(sorted((self.path / "data").glob("*.vtd")))
+        except OSError:
+            return iter(())
 
     def _release_lock(self) -> None:
         if self._lockfd >= 0:
@@ -238,11 +306,15 @@ class DataDir(Store):
 
     def _refresh(self) -> bool:
         """Pick up a datadir another process created since we looked."""
+        if self.index_damage is not None:
+            raise self.index_damage
         if self.meta is None and (self.path / METADATA).exists():
             self._open_existing()
         return self.meta is not None
 
     def _ensure_initialized(self) -> None:
+        if self.index_damage is not None:
+            raise self.index_damage
         if self.meta is not None or self._refresh():
             return
         meta = {
@@ -264,9 +336,12 @@ class DataDir(Store):
             # metadata first, then data/: another process looking in meanwhile
             # sees an empty directory (or hidden temporary files), never a
             # data/ without metadata
-            self.path.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.path.mkdir(mode=0o700, exist_ok=True)
             tmp = self.path / f".{METADATA}.{os.getpid()}.{threading.get_ident()}"
-            with open(tmp, "w") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with open(fd, "w") as f:
                 json.dump(meta, f, indent=1, sort_keys=True)
                 f.write("\n")
                 f.flush()
@@ -277,7 +352,7 @@ class DataDir(Store):
                 pass
             finally:
                 tmp.unlink()
-            (self.path / "data").mkdir(exist_ok=True)
+            (self.path / "data").mkdir(mode=0o700, exist_ok=True)
             _fsync_dir(self.path)
         except OSError as e:
             raise _oserror(f"creating datadir {self.path}", e) from None
@@ -306,7 +381,7 @@ class DataDir(Store):
 
         self._ensure_initialized()
         try:
-            (self.path / "data").mkdir(exist_ok=True)
+            (self.path / "data").mkdir(mode=0o700, exist_ok=True)
         except OSError as e:
             raise _oserror(f"datadir {self.path}", e) from None
         fd, fi, end = adopt_or_create(self)
@@ -336,7 +411,7 @@ class DataDir(Store):
         tmp = ddir / f".{u}.vtd.tmp"
         hdr = encode_header(self.hashclass.hashname, u, datadir=self.meta["uuid"])
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError as e:
             raise _oserror(f"creating {p}", e) from None
         try:
@@ -573,7 +648,7 @@ class DataDir(Store):
         if no other process has the datadir open).  Random keys leave an LMDB
         file about 3x its live pages; a pack of a GiB tree left 31 MiB for
         11 MiB of entries.  Return whether the index was closed doing it."""
-        if self.readonly or not self._wrote or self._lockfd < 0:
+        if self.readonly or not self._wrote or self._lockfd < 0 or self._index is None:
             return False
         try:
             pages, packed = self._index.bloat()
@@ -603,6 +678,50 @@ class DataDir(Store):
                     f"datadir {self.path} is in use by another store or process; close it first"
                 ) from None
             raise _oserror(f"locking {self.path}", e) from None
+
+    def reset_index(self) -> None:
+        """Replace the index, whatever state it is in (damaged, missing, a file),
+        with an empty one, for `reindex` to fill; takes the datadir lock
+        exclusively (release it with `unlock_exclusive`).  The dedup counters
+        are carried over when the old index can still be read."""
+        self._check_writable()
+        if self.meta is None:
+            self._ensure_initialized()
+        with self._wlock:
+            self._close_writer(seal=False)
+        try:
+            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(
+                    f"datadir {self.path} is in use by another store or process; close it first"
+                ) from None
+            raise _oserror(f"locking {self.path}", e) from None
+        keep = {}
+        if self._index is not None:
+            try:
+                c = self._index.counters()
+                keep = {k: c[k] for k in ("adds_dup", "bytes_dup") if c.get(k)}
+            except StoreError:
+                pass
+            self._index.close()
+            self._index = None
+        self._fds.close()
+        self._frames.clear()
+        self._files = {}
+        ipath = self.path / "index"
+        try:
+            if ipath.is_dir() and not ipath.is_symlink():
+                shutil.rmtree(ipath)
+            elif os.path.lexists(ipath):
+                ipath.unlink()
+            ipath.mkdir(mode=0o700)
+        except OSError as e:
+            raise _oserror(f"replacing the index {ipath}", e) from None
+        self._index = LMDBIndex(str(ipath))
+        self.index_damage = None
+        if keep:
+            self._index.commit(counters=keep)
 
     def unlock_exclusive(self) -> None:
         """Go back to the shared lock every open store holds."""
@@ -648,6 +767,13 @@ class DataDir(Store):
             "initialized": self.initialized,
         }
         if not self.initialized:
+            return d
+        if self.index_damage is not None:
+            # what a check or a reindex needs to size its progress bar
+            d.update(
+                index_damage=str(self.index_damage),
+                bytes_on_disk=sum(_size(p) for p in self._data_files()),
+            )
             return d
         self.flush()
         files = self._index.files()

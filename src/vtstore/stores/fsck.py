@@ -5,16 +5,20 @@ checks that the index agrees, in one consistent index snapshot.  Damage is
 anything wrong before the last complete record of a file, or anywhere in data
 the index says was flushed; an incomplete record at the very end is crash residue
 and only noted.  `repair=True` (which needs the datadir to itself) rewrites each
-damaged data file without its bad records, deletes index entries that point at
-nothing, and indexes good blocks the index lacked; the blocks in the bad records
-are lost and listed.  `reindex_datadir` rebuilds the whole index from the data
-files alone.
+damaged data file without its bad records and indexes good blocks the index
+lacked; when index entries disagree with the data, or the index itself is
+damaged, the whole index is rebuilt from the data files, so a block whose record
+is intact is never dropped.  Only blocks of bad records are lost, and listed.
+`reindex_datadir` rebuilds the whole index from the data files alone, whatever
+state the index directory is in.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import os
+import stat
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 from vtstore.errors import CorruptBlockError, FormatError, StoreError
 from vtstore.hashes import HashCode
 from vtstore.stores.index import IndexEntry
+from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.recovery import mapped, try_lock, walk_file
 from vtstore.stores.vtd import MAGIC, FrameEncoder, read_header
 
@@ -93,16 +98,46 @@ def fsck_datadir(dd: DataDir, repair: bool = False, progress: Progress = None) -
     if not dd.initialized:
         rep.notes.append("datadir not created yet (no blocks)")
         return rep
+    if dd.index_damage is not None and not repair:
+        return _damaged_index(dd, rep, dd.index_damage)
     if repair:
-        dd.lock_exclusive()
+        if dd.index_damage is not None:
+            _rebuild(dd, rep, dd.index_damage)
+        else:
+            dd.lock_exclusive()
     else:
         dd.flush()
     try:
-        _check(dd, rep, progress, repair)
+        try:
+            _check(dd, rep, progress, repair)
+        except IndexDamagedError as e:
+            if not repair:
+                return _damaged_index(dd, FsckReport(dd.name), e)
+            rep = FsckReport(dd.name)
+            _rebuild(dd, rep, e)
+            _check(dd, rep, progress, repair)
     finally:
         if repair:
             dd.unlock_exclusive()
     return rep
+
+
+def _damaged_index(dd: DataDir, rep: FsckReport, e: IndexDamagedError) -> FsckReport:
+    rep.problems.append(Problem("index", f"damaged: {e.why}"))
+    rep.notes.append("the data files were not checked; `vt fsck --repair` or `vt reindex` rebuilds")
+    return rep
+
+
+def _rebuild(dd: DataDir, rep: FsckReport, why: IndexDamagedError | str) -> FsckReport:
+    """Rebuild the index from the data files (under the exclusive lock)."""
+    what = f"damaged: {why.why}" if isinstance(why, IndexDamagedError) else why
+    if isinstance(why, IndexDamagedError):
+        rep.problems.append(Problem("index", what))
+    r = reindex_datadir(dd, keep_lock=True)
+    rep.repaired.append(
+        f"rebuilt the index from the data files ({r.index_entries} entries, {r.files} files)"
+    )
+    return r
 
 
 def _check(dd: DataDir, rep: FsckReport, progress: Progress, repair: bool) -> None:
@@ -197,8 +232,11 @@ def _check(dd: DataDir, rep: FsckReport, progress: Progress, repair: bool) -> No
         if confirmed != rep.index_entries:
             bad_entries = _find_bad_entries(dd, snap, valid, confirmed)
         for digest, e, why in bad_entries:
-            fi = files.get(e.filenum)
-            where = _where(dd, fi, e.payload_offset) if fi else f"data file #{e.filenum}"
+            fi = None if e is None else files.get(e.filenum)
+            if fi is not None:
+                where = _where(dd, fi, e.payload_offset)
+            else:
+                where = "index" if e is None else f"data file #{e.filenum}"
             rep.problems.append(Problem(where, f"index entry {why}", hc(digest)))
     if repair and rep.problems:
         _repair(dd, rep, files, damaged, unindexed, bad_entries)
@@ -209,7 +247,12 @@ def _find_bad_entries(dd: DataDir, snap, valid, confirmed: int) -> list:
     of pass one disagree)."""
     bad = []
     unsure = []
-    for digest, e in snap.items():
+    for digest, raw in snap.raw_items():
+        try:
+            e = IndexEntry.decode(raw)
+        except FormatError as x:
+            bad.append((digest, None, f"does not decode ({x})"))
+            continue
         spans = valid.get((e.filenum, e.payload_offset))
         if spans is None:
             bad.append((digest, e, "points at a damaged or missing record"))
@@ -223,41 +266,43 @@ def _find_bad_entries(dd: DataDir, snap, valid, confirmed: int) -> list:
         for digest, e in unsure:
             try:
                 dd._read_entry(dd.hashclass(digest), e)
-            except (CorruptBlockError, KeyError) as x:
+            except (CorruptBlockError, KeyError, StoreError) as x:
                 bad.append((digest, e, f"does not match its data ({x})"))
     return bad
 
 
 def _repair(dd: DataDir, rep: FsckReport, files, damaged, unindexed, bad_entries) -> None:
-    idx = dd._index
+    """Rewrite the damaged data files; then, if any index entry disagreed with
+    the data (or a data file is gone), rebuild the index from the data files,
+    which re-derives every intact block's entry instead of dropping it."""
     hc = dd.hashclass
-    lost = {}
+    by_file: dict[int, list] = {}
+    for d, e, _ in bad_entries:
+        if e is not None:
+            by_file.setdefault(e.filenum, []).append((d, e))
+    rebuild = bool(bad_entries)
     for num in sorted(damaged):
         fi = files[num]
         path = dd.data_file_path(fi)
         fd = try_lock(path)
         if fd is None:
             if not path.exists():
-                n = idx.delete_file_entries(num, [d for d, e, _ in bad_entries if e.filenum == num])
-                rep.repaired.append(f"forgot missing {_where(dd, fi)} ({n} index entries)")
+                rebuild = True
+                rep.repaired.append(f"forgot missing {_where(dd, fi)}")
             continue
         # blocks of a bad record that still decode and verify are worth keeping
         salvage = []
-        for d, e, _ in bad_entries:
-            if e.filenum == num:
-                try:
-                    salvage.append((d, dd._read_entry(hc(d), e)))
-                except (CorruptBlockError, KeyError, StoreError):
-                    pass
+        for d, e in by_file.get(num, ()):
+            try:
+                salvage.append((d, dd._read_entry(hc(d), e)))
+            except (CorruptBlockError, KeyError, StoreError):
+                pass
         try:
             kept, dropped, new_fi = _rewrite(dd, fd, fi, salvage)
         finally:
             os.close(fd)
-        saved = {d for d, _ in salvage}
-        gone = [d for d, e, _ in bad_entries if e.filenum == num and d not in saved]
-        idx.delete_file_entries(num, gone)
-        for d in gone:
-            lost[d] = True
+        # the entries still pointing into it are bad entries: a rebuild follows
+        dd._index.delete_file_entries(num, ())
         path.unlink(missing_ok=True)
         dd._fds.forget(num)
         dd._frames.discard_file(num)
@@ -265,16 +310,16 @@ def _repair(dd: DataDir, rep: FsckReport, files, damaged, unindexed, bad_entries
             f"rewrote {_where(dd, fi)} as {_where(dd, new_fi)}: kept {kept} blocks"
             f" ({len(salvage)} salvaged from bad records), dropped {dropped} bad regions"
         )
-    rest = [d for d, e, _ in bad_entries if e.filenum not in damaged]
-    if rest:
-        idx.commit(delete=rest)
-        lost.update(dict.fromkeys(rest, True))
-        rep.repaired.append(f"deleted {len(rest)} index entries that pointed at nothing")
-    fresh = [(d, e) for d, e in unindexed if e.filenum not in damaged]
-    if fresh:
-        idx.commit(fresh)
-        rep.repaired.append(f"indexed {len(fresh)} flushed blocks the index lacked")
-    for d in lost:
+    if rebuild:
+        why = f"{len(bad_entries)} index entries disagreed with the data files"
+        _rebuild(dd, rep, why)
+    else:
+        fresh = [(d, e) for d, e in unindexed if e.filenum not in damaged]
+        if fresh:
+            dd._index.commit(fresh)
+            rep.repaired.append(f"indexed {len(fresh)} flushed blocks the index lacked")
+    idx = dd._index
+    for d in dict.fromkeys(d for d, _, _ in bad_entries):
         if not idx.contains(d):
             rep.repaired.append(f"lost block {hc(d)} (fetch it from another store)")
     dd._files = idx.files()
@@ -305,7 +350,10 @@ def _rewrite(dd: DataDir, fd: int, fi, salvage) -> tuple[int, int, object]:
                     pos += os.pwrite(new_fd, raw[pos:], off + pos)
                 shift = off - ev.offset
                 for digest, e in found:
-                    cur = idx.get(digest)
+                    try:
+                        cur = idx.get(digest)
+                    except IndexDamagedError:
+                        cur = None  # a rebuild of the index follows
                     if cur is None or cur.filenum == fi.num:
                         batch.append(
                             (
@@ -340,64 +388,26 @@ def _rewrite(dd: DataDir, fd: int, fi, salvage) -> tuple[int, int, object]:
     return kept, dropped, new_fi
 
 
-def reindex_datadir(dd: DataDir, progress: Progress = None) -> FsckReport:
-    """Rebuild the index of `dd` from its data files; the report lists damage."""
+def reindex_datadir(dd: DataDir, progress: Progress = None, keep_lock: bool = False) -> FsckReport:
+    """Rebuild the index of `dd` from its data files into a new, empty index
+    (whatever state the old one is in); the report lists damage.  Takes the
+    datadir exclusively; `keep_lock` leaves it so (for fsck's repair)."""
     rep = FsckReport(dd.name)
-    dd.lock_exclusive()
+    dd.reset_index()
     try:
         idx = dd._index
         hc = dd.hashclass
-        idx.clear()
-        dd._files = {}
-        dd._frames.clear()
-        dd._fds.close()
-        for p in sorted((dd.path / "data").glob("*.vtd")):
-            fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+        for p in dd._data_files():
             try:
-                with mapped(fd) as buf:
-                    size = len(buf)
-                    damaged = False
-                    try:
-                        meta, start = read_header(buf)
-                        if meta.get("hashclass") != hc.hashname:
-                            rep.problems.append(
-                                Problem(f"data/{p.name}", f"holds {meta.get('hashclass')} blocks")
-                            )
-                            continue
-                    except FormatError as e:
-                        rep.problems.append(Problem(f"data/{p.name}@0", str(e)))
-                        start = min(len(MAGIC), size)
-                        damaged = True
-                    fi = idx.new_file(p.stem, start)
-                    rep.files += 1
-                    batch = []
-                    good_end = start
-                    for kind, ev, found in walk_file(buf, fi.num, hc, start, size):
-                        if kind == "blocks":
-                            rep.records += 1
-                            rep.blocks += len(found)
-                            rep.bytes += sum(e.data_length for _, e in found)
-                            batch.extend(found)
-                            good_end = ev.end
-                            if len(batch) >= COMMIT_EVERY:
-                                idx.commit(batch)
-                                batch = []
-                        elif kind == "damage":
-                            damaged = True
-                            rep.problems.append(
-                                Problem(
-                                    f"data/{p.name}@{ev.offset}",
-                                    f"{ev.end - ev.offset} bad octets: {ev.reason}",
-                                )
-                            )
-                        else:
-                            rep.notes.append(
-                                f"data/{p.name}@{ev.offset}: {ev.end - ev.offset} octets of"
-                                f" crash residue ({ev.reason})"
-                            )
-                    fi.indexed_to = good_end
-                    fi.sealed = damaged or size >= dd.data_file_size
-                    idx.commit(batch, files=[fi])
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    raise IsADirectoryError(errno.EISDIR, "not a regular file")
+            except OSError as e:
+                rep.problems.append(Problem(f"data/{p.name}", f"unreadable: {e.strerror or e}"))
+                continue
+            try:
+                size = _index_file(dd, idx, hc, fd, p, rep)
             finally:
                 os.close(fd)
             if progress:
@@ -405,8 +415,58 @@ def reindex_datadir(dd: DataDir, progress: Progress = None) -> FsckReport:
         rep.index_entries = idx.count()
         dd._files = idx.files()
     finally:
-        dd.unlock_exclusive()
+        if not keep_lock:
+            dd.unlock_exclusive()
     return rep
+
+
+def _index_file(dd: DataDir, idx, hc, fd: int, p, rep: FsckReport) -> int:
+    """Index every good record of one data file; return its size."""
+    with mapped(fd) as buf:
+        size = len(buf)
+        damaged = False
+        try:
+            meta, start = read_header(buf)
+            if meta.get("hashclass") != hc.hashname:
+                rep.problems.append(
+                    Problem(f"data/{p.name}", f"holds {meta.get('hashclass')} blocks")
+                )
+                return size
+        except FormatError as e:
+            rep.problems.append(Problem(f"data/{p.name}@0", str(e)))
+            start = min(len(MAGIC), size)
+            damaged = True
+        fi = idx.new_file(p.stem, start)
+        rep.files += 1
+        batch = []
+        good_end = start
+        for kind, ev, found in walk_file(buf, fi.num, hc, start, size):
+            if kind == "blocks":
+                rep.records += 1
+                rep.blocks += len(found)
+                rep.bytes += sum(e.data_length for _, e in found)
+                batch.extend(found)
+                good_end = ev.end
+                if len(batch) >= COMMIT_EVERY:
+                    idx.commit(batch)
+                    batch = []
+            elif kind == "damage":
+                damaged = True
+                rep.problems.append(
+                    Problem(
+                        f"data/{p.name}@{ev.offset}",
+                        f"{ev.end - ev.offset} bad octets: {ev.reason}",
+                    )
+                )
+            else:
+                rep.notes.append(
+                    f"data/{p.name}@{ev.offset}: {ev.end - ev.offset} octets of"
+                    f" crash residue ({ev.reason})"
+                )
+        fi.indexed_to = good_end
+        fi.sealed = damaged or size >= dd.data_file_size
+        idx.commit(batch, files=[fi])
+    return size
 
 
 def check_generic(store, progress: Progress = None) -> FsckReport:
