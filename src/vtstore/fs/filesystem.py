@@ -974,6 +974,24 @@ class FileSystem:
         d.dirty = False
         return out
 
+    def _encode_dirty_below(self, top: DirNode) -> None:
+        """Encode the dirty directories below `top`, deepest first.
+
+        A loop, not recursion (a tree may be thousands of levels deep): once
+        every dirty child is encoded, encoding a directory takes its children's
+        cached dirents and goes no deeper.
+        """
+        order: list[DirNode] = []
+        stack = [top]
+        while stack:
+            d = stack.pop()
+            order.append(d)
+            if d.children:
+                stack.extend(c for c in d.children.values() if isinstance(c, DirNode) and c.dirty)
+        for d in reversed(order[1:]):  # each child before its parent
+            if d.dirty:
+                self.encode_dir(d, d.name)
+
     def _dir_at(self, path: tuple) -> DirNode | None:
         d = self.root
         for part in path:
@@ -1011,6 +1029,7 @@ class FileSystem:
                         dd.dirty = True
             if self.links.dirty_buckets:
                 self.root.dirty = True
+            self._encode_dirty_below(self.root)
             top = self.root.to_dirent(self.root_name, self)
             self.links.changed.clear()
             for node in list(self._forgotten):
