@@ -110,3 +110,41 @@ def test_history_view_reads_links_of_every_state(place, mounts, tmp_path):
         assert os.stat(f"{mnt}/{n}/b/g").st_ino == os.stat(f"{mnt}/{n}/a/f").st_ino
     assert os.stat(f"{mnt}/{names[0]}/a/f").st_ino != os.stat(f"{mnt}/{names[1]}/a/f").st_ino
     m.umount()
+
+
+def test_write_then_unlink_every_name_in_the_subpath_keeps_the_outside_file(
+    place, mounts, tmp_path
+):
+    store, archive, mnt = place
+    src = tmp_path / "src"
+    make_linked(src, b"old content")
+    vt("-S", store, "pack", "-a", archive, str(src))
+    m = mounts(store, archive + "/b", mnt)
+    with open(f"{mnt}/g", "wb") as f:
+        f.write(b"changed, then every name here removed")
+    os.unlink(f"{mnt}/g")
+    os.unlink(f"{mnt}/h")
+    assert os.listdir(mnt) == []
+    assert m.umount() == 0
+    assert (
+        vt("-S", store, "cat", archive + "/a/f").stdout == "changed, then every name here removed"
+    )
+    assert vt("-S", store, "ls", archive + "/b").stdout == ""
+
+
+def test_mount_of_a_dirent_ref_with_a_path(place, mounts, tmp_path):
+    store, archive, mnt = place
+    src = tmp_path / "src"
+    make_linked(src, b"through a ref")
+    vt("-S", store, "pack", "-a", archive, str(src))
+    ref = str(Archive(archive).last().dirent)
+    m = mounts(store, ref + "/b", mnt)
+    with open(f"{mnt}/h", "rb") as f:
+        assert f.read() == b"through a ref"
+    with open(f"{mnt}/new", "w") as f:
+        f.write("new")
+    assert m.umount() == 0
+    new_top = m.output().strip().splitlines()[-1]
+    assert new_top.startswith("D{")
+    assert vt("-S", store, "cat", new_top + "/b/new").stdout == "new"
+    assert vt("-S", store, "cat", new_top + "/b/g").stdout == "through a ref"

@@ -185,16 +185,22 @@ def _detach_stdio() -> None:
 
 def _resolve(args, store, readonly: bool):
     """(archive or None, top dirent the mount starts from, subpath parts)."""
-    from vtstore.cli.refs import archive_of, is_ref_text, resolve_special
+    from vtstore.blocks import Block
+    from vtstore.cli.refs import archive_of, is_ref_text, parse_ref
     from vtstore.tree.dir import make_dir, resolve, split_path
 
     special = args.special
     sub = split_path(args.subpath) if args.subpath else []
     if is_ref_text(special) and not special.startswith("["):
-        t = resolve_special(special, store)
-        if t.dirent is None:
+        # D{...}/path: the whole ref is the top (its hard links may have their file
+        # outside the path), and the state printed at unmount is the whole new top
+        value, rest = parse_ref(special)
+        if isinstance(value, Block):
             raise VTError(f"{special}: a block ref has no tree; mount a dirent ref")
-        return None, t.dirent, sub
+        sub = split_path(rest) + sub
+        if sub:
+            resolve(value, "/".join(sub), store)
+        return None, value, sub
     archive, inner = archive_of(special, store)
     sub = split_path(inner) + sub
     if not os.path.exists(archive.path) and not args.create:

@@ -538,7 +538,8 @@ class FileSystem:
             g = self.links.get(node.gid)
             g.paths.discard(path)
             self.links.touch(node.gid)
-            if g.paths:
+            if g.paths or g.outside is not None:
+                # other names remain (here, or the group's file outside a sub-path mount)
                 node.meta = node.meta.with_changes(ctime_ns=_now())
                 return
             self.links.drop(node.gid)
@@ -1018,7 +1019,7 @@ class FileSystem:
                     continue
                 if g.outside is not None:
                     # the file is outside the mounted sub-path: the mount writes it there
-                    if g.node is not None and g.paths:
+                    if g.node is not None:
                         self.outside_changes[g.outside] = g.node.to_dirent(g.outside[-1], self)
                     continue
                 for p in g.paths:
