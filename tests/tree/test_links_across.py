@@ -172,3 +172,41 @@ def test_resolver_in_a_tree_2000_levels_deep():
     assert len(r.path_of(7)) == 2001
     t = resolve_special(str(top) + "/link", s)
     assert t.dirent.block.data(s) == b"bottom"
+
+
+def test_resolver_at_size_reads_each_directory_once(tmp_path):
+    """40,000 files in 400 directories, 2,000 groups: every group found in one walk."""
+    import time
+
+    with DataDir(tmp_path / "dd") as s:
+        dirs = []
+        for d in range(400):
+            files = [
+                FileDirent(
+                    f"f{i:03d}",
+                    block_for(b"%d/%d " % (d, i) * 8, s),
+                    ino=(d * 100 + i) // 20 + 1 if i % 20 == 0 else None,
+                )
+                for i in range(100)
+            ]
+            dirs.append(make_dir(files, s, name=f"d{d:03d}"))
+        top = make_dir(dirs, s)
+        n_dir_blocks = sum(len(list(d.block.leaves(s))) for d in dirs) + 1
+        reads = []
+
+        class Counting:
+            def __getattr__(self, name):
+                return getattr(s, name)
+
+            def __getitem__(self, h):
+                reads.append(h)
+                return s[h]
+
+        r = LinkResolver(top, Counting())
+        t0 = time.perf_counter()
+        found = [r.resolve(g) for g in range(2000, 0, -1)]  # the last first: one full walk
+        dt = time.perf_counter() - t0
+        assert all(f is not None for f in found)
+        assert len(set(reads)) == len(reads) <= n_dir_blocks + len(list(top.block.leaves(s)))
+        print(f"resolved 2,000 groups among 40,000 files in {dt:.3f} s, {len(reads)} reads")
+        assert dt < 10
