@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -231,3 +233,31 @@ def test_large_damaged_archive(packed, tmp_path):
         f"\n50,000-line archive: read {t_read:.2f} s, fsck {t_fsck:.2f} s, repair {t_repair:.2f} s"
     )
     assert t_read < 20 and t_fsck < 60 and t_repair < 60
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to nobody")
+def test_repair_without_write_permission_is_one_clear_error(packed):
+    """Another user may check root's archive but not rewrite it: one line on
+    stderr, the archive untouched, nothing left beside it."""
+    env, path = packed
+    insert_garbage(path)
+    before = path.read_bytes()
+    # pytest's own temporary directories are root's alone: use one anyone may enter
+    place = tempfile.mkdtemp(prefix="vt-archive-")
+    try:
+        os.chmod(place, 0o755)
+        theirs = os.path.join(place, "src.vt")
+        shutil.copy(path, theirs)
+        env = dict(env, HOME=place)
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        vtcmd = [sys.executable, "-m", "vtstore.cli.main", "-S", "memory:", "fsck"]
+        r = subprocess.run([*cmd, *vtcmd, theirs], capture_output=True, env=env)
+        assert r.returncode == 1 and f"damage: {theirs} line 2: ".encode() in r.stdout, r
+        r = subprocess.run([*cmd, *vtcmd, "--repair", theirs], capture_output=True, env=env)
+        assert r.returncode == 1 and b"Traceback" not in r.stderr
+        assert r.stderr.count(b"\n") == 1 and b"Permission denied" in r.stderr, r.stderr
+        with open(theirs, "rb") as f:
+            assert f.read() == before
+        assert os.listdir(place) == ["src.vt"]
+    finally:
+        shutil.rmtree(place)
