@@ -104,14 +104,16 @@ def register(sub) -> None:
     p.add_argument(
         "--resume",
         "--continue",
-        nargs="?",
-        const="quick",
-        choices=["quick", "verify"],
-        metavar="verify",
+        action="store_true",
         help=(
-            "complete an existing (interrupted) restore in DIR: keep files of the same"
-            " size and mtime (with =verify: and the same content), rewrite the others"
+            "complete an existing (interrupted) restore in DIR: keep what is already"
+            " in place (files of the same size and mtime), rewrite the rest"
         ),
+    )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="with --resume (implied): keep a file only if its content matches too",
     )
     p.add_argument(
         "--safe",
@@ -194,13 +196,13 @@ def run(args) -> int:
         if args.max_size is not None:
             max_size = parse_size(args.max_size)
         else:  # with --resume much of the tree may be there already
-            max_size = free_space(target, total=bool(args.resume))
+            max_size = free_space(target, total=args.resume or args.verify)
         with TreeProgress(args, "unpack") as progress:
             exp = Exporter(
                 store,
                 numeric_ids=args.numeric_ids,
                 on_file=lambda st: progress.update(st.bytes, st.files),
-                resume=args.resume,
+                resume="verify" if args.verify else ("quick" if args.resume else None),
                 safe=args.safe,
                 links=getattr(t, "links", None),
                 max_files=max_files,

@@ -745,6 +745,9 @@ class Exporter:
                                 return False
                         except DAMAGE:
                             return False
+                elif kind == DATA:  # a literal carried in the ref
+                    if os.pread(fd, n, pos) != value:
+                        return False
                 else:
                     octet = value if kind == FILL else 0
                     done = 0
