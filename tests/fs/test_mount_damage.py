@@ -60,6 +60,7 @@ def damaged(tmp_path_factory):
     for i in range(60):
         (src / "lost" / f"file-{i:03d}").write_text(f"in lost {i}\n")
         (src / "ok" / f"file-{i:03d}").write_text(f"in ok {i}\n")
+    os.link(src / "lost" / "file-000", src / "ok" / "zz-link")  # its file is in lost/
     full = tmp / "full"
     archive = str(tmp / "tree.vt")
     vt("-S", str(full), "pack", "-a", archive, str(src))
@@ -129,7 +130,9 @@ def test_reads_go_on_past_bad_blocks(damaged, mounts, tmp_path):
         assert errno_of(os.stat, f"{mnt}/lost/file-001") == errno.EIO
         assert os.path.isdir(f"{mnt}/lost")
         assert sorted(os.listdir(mnt)) == ["bad.bin", "big.bin", "lost", "ok", "small.txt"]
+        # a hard link whose file is in the unreadable directory: EIO for it alone
         assert len(os.listdir(f"{mnt}/ok")) == 60
+        assert errno_of(open, f"{mnt}/ok/zz-link") == errno.EIO
         with open(f"{mnt}/ok/file-007") as f:
             assert f.read() == "in ok 7\n"
         with open(f"{mnt}/small.txt") as f:

@@ -119,6 +119,9 @@ class FileSystem:
         self._next_ino = ROOT_INO
         self.handles = HandleTable()
         self.links = LinkTable(self.store, root, outer=outer)
+        self._read_errors: set = set()
+        self.read_errors = 0  # reads that failed on a missing or corrupt block
+        self.links.on_error = self.note_read_error
         self.root_name = root.name
         self.root = self._make_node(root)
         self._assign(self.root)
@@ -128,8 +131,6 @@ class FileSystem:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="vt-store")
         self.prefetcher = Prefetcher(self.store) if readahead else None
         self.errors: list[str] = []  # files that could not be stored
-        self.read_errors = 0  # reads that failed on a missing or corrupt block
-        self._read_errors: set = set()
         self.generation = 0  # bumped on every change; the mount syncs when it moved
         self.on_sync = None  # called after an explicit sync request (x-vt-control sync)
         self.refresh_root = None  # the history view: called before the top is looked at
@@ -203,7 +204,10 @@ class FileSystem:
         log.error("%s: %s", what, err)
 
     def _note_error(self, msg: str) -> None:
-        self.note_read_error(msg, FSError(errno.EIO))
+        if msg not in self._read_errors:
+            self._read_errors.add(msg)
+            self.read_errors += 1
+            log.error("%s", msg)
 
     # -- directories' entries ------------------------------------------------------
 
@@ -243,7 +247,10 @@ class FileSystem:
                     node.name = name
                     kids[name] = node
                     return node
-                self._note_error(f"hard link {name!r} to inode group {c.ino}, which has no file")
+                where = self.path_text(d).rstrip("/") + "/" + name
+                self._note_error(
+                    f"hard link {where}: no file of its inode group {c.ino} can be read"
+                )
                 raise FSError(errno.EIO, f"hard link {name!r} to unknown group {c.ino}")
             if g.node is None:
                 e = g.entry
@@ -849,7 +856,10 @@ class FileSystem:
                 name = h.names[i]
                 if name not in kids:
                     continue
-                node = self._child(d, name)
+                try:
+                    node = self._child(d, name)
+                except FSError:  # a hard link whose file cannot be found (logged)
+                    continue
                 self._assign(node)
                 if not node.nlookup:
                     self._forgotten.add(node)

@@ -101,6 +101,13 @@ class HistoryLinks:
         table = self.tables.get(state.name)
         if table is None:
             table = self.tables[state.name] = LinkTable(self.fs.store, state.orig)
+            prefix = f"/{state.name}"
+
+            def on_error(what: str, err: Exception, prefix=prefix) -> None:
+                kind, _, path = what.partition(" /")
+                self.fs.note_read_error(f"{kind} {prefix}/{path}".rstrip("/"), err)
+
+            table.on_error = on_error
         g = table.get(ino)
         if g is None:
             return ino, None

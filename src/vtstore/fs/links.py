@@ -93,6 +93,7 @@ class LinkTable:
         self.complete = True  # False: the tree has links but no table yet
         self._root = root
         self._outer_numbers = outer is None
+        self.on_error = None  # on_error(what, exception): a directory the walk cannot read
         try:
             info = decode_ext(root.ext) if root is not None and outer is None else None
             if info is not None:
@@ -137,8 +138,8 @@ class LinkTable:
         if self._root is None:
             return
         found: dict[int, LinkGroup] = {}
-        errors: list[str] = []  # unreadable directories: their groups stay unknown
-        for path, e in iter_tree(self._root, self.store, errors):
+        # an unreadable directory is skipped (its groups stay unknown), told to on_error
+        for path, e in iter_tree(self._root, self.store, self._unreadable):
             if e.ino is None or e.type not in (T_FILE, T_HARDLINK) or not path:
                 continue
             g = found.get(e.ino)
@@ -163,6 +164,12 @@ class LinkTable:
             self.changed.add(gid)
             self.next_gid = max(self.next_gid, gid + 1)
         self.count = sum(1 for g in self.groups.values() if g.outside is None)
+
+    def _unreadable(self, path: tuple[str, ...], err: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error("directory /" + "/".join(path), err)
+        else:
+            log.warning("directory /%s: %s", "/".join(path), err)
 
     def get(self, gid: int) -> LinkGroup | None:
         """The group `gid`, loading its bucket (or building the table) if needed."""

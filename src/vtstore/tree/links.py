@@ -23,7 +23,7 @@ resolve, which is what "every readable byte restorable" asks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from vtstore.blocks import decode_blockref
 from vtstore.codec import Reader, encode_bytes, encode_varint
@@ -111,14 +111,14 @@ def table_entry(table_block, gid: int, store) -> tuple[Dirent, set] | None:
 
 
 def iter_tree(
-    root: Dirent, store, errors: list[str] | None = None
+    root: Dirent, store, on_error: Callable[[tuple[str, ...], Exception], None] | None = None
 ) -> Iterator[tuple[tuple[str, ...], Dirent]]:
     """Every `(path parts, dirent)` below `root`, depth first in name order.
 
     The same order as `tree.dir.walk` (each directory before its entries), but
-    with an explicit stack instead of recursion.  With `errors` a directory
-    whose entries cannot be read is noted there and skipped; without it the
-    error propagates.
+    with an explicit stack instead of recursion.  With `on_error` a directory
+    whose entries cannot be read is passed to it (its path, the error) and
+    skipped; without it the error propagates.
     """
     yield (), root
     if not root.is_dir:
@@ -129,12 +129,9 @@ def iter_tree(
         try:
             return iter(dir_entries(d, store))
         except (VTError, KeyError) as e:
-            if errors is None:
+            if on_error is None:
                 raise
-            where = "/".join(path) or "top"
-            msg = f"{where}: directory unreadable: {e}"
-            log.warning("%s", msg)
-            errors.append(msg)
+            on_error(path, e)
             return None
 
     it = entries_of((), root)
@@ -197,6 +194,11 @@ class LinkResolver:
             self._walk_until(ino)
         return self._paths.get(ino)
 
+    def _unreadable(self, path: tuple[str, ...], err: Exception) -> None:
+        msg = f"{'/'.join(path) or 'top'}: directory unreadable: {err}"
+        log.warning("%s", msg)
+        self.errors.append(msg)
+
     def max_ino(self) -> int:
         """The largest group number in the tree (0 if none): walks the whole tree."""
         self._walk_until(-1)
@@ -249,7 +251,7 @@ class LinkResolver:
         if self._done:
             return self._files.get(ino)
         if self._walk is None:
-            self._walk = iter_tree(self.root, self.store, self.errors)
+            self._walk = iter_tree(self.root, self.store, self._unreadable)
         for path, e in self._walk:
             if e.ino is not None and e.ino > self._max_ino:
                 self._max_ino = e.ino
