@@ -149,3 +149,17 @@ def test_forced_pack_never_reuses_the_other_store_s_files(setup, tmp_path):
     out = tmp_path / "out"
     vt(env_b, "-q", "unpack", str(archive), str(out))
     assert (out / "d" / "big").read_bytes() == (src / "d" / "big").read_bytes()
+
+
+def test_fsck_of_a_named_archive_uses_its_clause_store(tmp_path, vt_env):
+    home = tmp_path / "home"
+    datadir = tmp_path / "dd"
+    (home / ".vtrc").write_text(f"[mine]\ntype = datadir\npath = {datadir}\n")
+    env = dict(vt_env, VT_CONFIG=str(home / ".vtrc"), VT_DIR=str(tmp_path / "default"))
+    src = tmp_path / "tree"
+    src.mkdir()
+    (src / "a").write_text("alpha")
+    vt(env, "-q", "pack", "-a", "[mine]proj", str(src))
+    assert Archive(datadir / "proj.vt").last().store_id == _uuid(datadir)
+    r = vt(env, "fsck", "[mine]proj")
+    assert b"[mine]proj: ok; 1 states" in r.stdout, r.stdout

@@ -141,6 +141,10 @@ def fsck_whole_store(args, store) -> int:
 
 
 def run(args) -> int:
+    if args.refs:
+        from vtstore.cli.refs import use_clause_of
+
+        use_clause_of(args, args.refs[0])  # `vt fsck [clause]NAME` checks in that store
     # refs and archives are checked, never repaired, in the store: it stays read-only
     with open_store(args, readonly=bool(args.refs) or not args.repair) as store:
         if not args.refs:
