@@ -249,3 +249,22 @@ def test_concurrent_appends_never_interleave(tmp_path):
     names = [e.dirent.name for e in Archive(p).entries()]
     assert sorted(names) == sorted(f"{t}{i}" for t in "abcd" for i in range(100))
     assert os.path.getsize(p) == sum(len(x) + 1 for x in open(p).read().splitlines())
+
+
+def test_store_check_looks_inside_a_literal_top_directory(tmp_path):
+    """A tiny top directory is carried in the line itself: the check looks at
+    the blocks of its entries instead."""
+    from vtstore.blocks import HashCodeBlock
+    from vtstore.stores.memory import MemoryStore
+    from vtstore.tree.dir import make_dir
+    from vtstore.tree.dirent import T_FILE
+
+    mine, other, scratch = MemoryStore(), MemoryStore(), MemoryStore()
+    h = mine.add(b"file content")
+    d = make_dir([Dirent(T_FILE, name="f", block=HashCodeBlock(h, 12))], scratch)
+    top = Dirent(T_DIR, name="t", block=LiteralBlock(scratch[d.block.hashcode]))
+    a = Archive(tmp_path / "lit.vt")
+    a.update(top)
+    assert a.check_store(mine)
+    with pytest.raises(ArchiveStoreError, match="not in"):
+        a.check_store(other)
