@@ -22,7 +22,15 @@ components joined by `/`).  Buckets are loaded on demand and only changed
 buckets are re-encoded, so a lookup costs two small directory reads and an
 update rewrites one bucket, however many hard links the tree has.
 A tree without a table (packed from a real filesystem) gets one built by one
-walk the first time a hard-linked dirent is met.
+walk the first time a hard-linked dirent is met.  The format's encoders and
+decoders live in `tree/links.py`, beside `LinkResolver`, which reads the table
+without a mount.
+
+A mount of a sub-path always builds its table by a walk of the sub-path, and
+finds the groups whose file lies outside it through a `LinkResolver` over the
+whole top (`outer`): such a group's names in the mount stay hard-link dirents
+and its changed content is written through to the file outside
+(`FileSystem.outside_changes`, applied by `Mount.sync`).
 """
 
 from __future__ import annotations
