@@ -19,7 +19,7 @@ from vtstore.cli.refs import resolve_special
 from vtstore.errors import FormatError, MissingBlockError
 from vtstore.stores.datadir import DataDir
 from vtstore.stores.memory import MemoryStore
-from vtstore.tree.dir import make_dir, resolve, walk
+from vtstore.tree.dir import dir_entries, make_dir, resolve, walk
 from vtstore.tree.dirent import T_FILE, T_HARDLINK, Dirent, FileDirent, HardLinkDirent
 from vtstore.tree.links import LinkResolver, iter_tree
 
@@ -210,3 +210,51 @@ def test_resolver_at_size_reads_each_directory_once(tmp_path):
         assert len(set(reads)) == len(reads) <= n_dir_blocks + len(list(top.block.leaves(s)))
         print(f"resolved 2,000 groups among 40,000 files in {dt:.3f} s, {len(reads)} reads")
         assert dt < 10
+
+
+def test_resolver_uses_a_mounts_table_and_checks_it():
+    """A tree written by a mount has a link table: used without a walk, but trusted
+    only where the tree agrees."""
+    import os as _os
+
+    from vtstore.fs.filesystem import ROOT_INO, FileSystem
+    from vtstore.fs.mount import replace_at
+
+    s = MemoryStore()
+    many = [
+        make_dir([FileDirent("y", block_for(b"%d" % i * 40, s))], s, name=f"n{i:03d}")
+        for i in range(200)
+    ]
+    fs = FileSystem(s, make_dir(many, s))
+    try:
+        fh, a = fs.create(ROOT_INO, "f", 0o100644, _os.O_WRONLY, 0, 0)
+        fs.write(fh, 0, b"linked content" * 10)
+        fs.release(fh)
+        d = fs.mkdir(ROOT_INO, "zd", 0o755, 0, 0)
+        fs.link(a.ino, d.ino, "again")
+        top = fs.sync()
+    finally:
+        fs.close()
+    assert top.ext and top.ext.startswith(b"VTFS")
+    link = resolve(top, "zd/again", s)
+    assert link.type == T_HARDLINK
+    reads = []
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(s, name)
+
+        def __getitem__(self, h):
+            reads.append(h)
+            return s[h]
+
+    r = LinkResolver(top, Counting())
+    f = r.resolve(link.ino)
+    assert f.name == "f" and f.block.data(s) == b"linked content" * 10
+    assert len(reads) < 10 and r._walk is None  # the table, no walk of 200 directories
+    # the tree changed under the table (the file moved): the tree wins
+    moved = make_dir([e for e in dir_entries(top, s) if e.name != "f"], s, ext=top.ext)
+    moved = replace_at(moved, ("zd", "again"), f.renamed("again"), s)
+    r = LinkResolver(moved, s)
+    g = r.resolve(link.ino)
+    assert g is not None and r.path_of(link.ino) == ("zd", "again")

@@ -26,7 +26,7 @@ from vtstore.fs.cache import CachingStore, NotCached, PeekStore, Prefetcher
 from vtstore.fs.content import ContentChunker, Layer, splice_block
 from vtstore.fs.errors import FSError
 from vtstore.fs.handles import HandleTable
-from vtstore.fs.links import LinkTable
+from vtstore.fs.links import EXT_MAGIC, LinkTable
 from vtstore.fs.nodes import (
     DirNode,
     FileNode,
@@ -976,6 +976,9 @@ class FileSystem:
         kw = {}
         if orig is not None:
             kw = {"uuid": orig.uuid, "ext": orig.ext}
+            if d is not self.root and orig.ext and orig.ext.startswith(EXT_MAGIC):
+                # the table of an earlier mount of this sub-directory: stale once it changes
+                kw["ext"] = None
         if d is self.root:
             kw["ext"] = links.encode_ext(orig.ext if orig is not None else None)
         out = make_dir(

@@ -13,7 +13,9 @@ thousands of levels deep is no problem.
 
 A tree written by a mount carries a table of its groups in its top dirent's
 `ext` (`fs/links.py`); when it has one the resolver looks there first: two
-small directory reads instead of a walk.
+small directory reads and a lookup of the path the table gives (which must hold
+the group's file, else the table is out of date and the tree is walked)
+instead of a walk.
 
 A directory that cannot be read (a missing or corrupt block) is skipped by the
 walk and recorded in `errors`: the groups whose file is elsewhere still
@@ -28,7 +30,7 @@ from collections.abc import Callable, Iterator
 from vtstore.blocks import decode_blockref
 from vtstore.codec import Reader, encode_bytes, encode_varint
 from vtstore.errors import FormatError, VTError
-from vtstore.tree.dir import dir_entries
+from vtstore.tree.dir import dir_entries, resolve
 from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent, fsdec, fsenc
 
 log = logging.getLogger(__name__)
@@ -237,12 +239,21 @@ class LinkResolver:
             return None
         if found is None:
             return None
-        entry, paths = found
+        _, paths = found
         primary = min(paths, key=path_key) if paths else None
-        d = entry.with_changes(name=primary[-1] if primary else entry.name, ext=None)
+        if primary is None:
+            return None
+        # the table is an index, the tree is the truth: the file must be where it says
+        try:
+            d = resolve(self.root, "/".join(primary), self.store)
+        except (VTError, KeyError):
+            d = None
+        if d is None or d.type != T_FILE or d.ino != ino:
+            log.warning("the tree's link table is out of date (group %d): walking instead", ino)
+            self._table = None
+            return None
         self._files[ino] = d
-        if primary:
-            self._paths[ino] = primary
+        self._paths[ino] = primary
         return d
 
     # -- the walk --------------------------------------------------------------
