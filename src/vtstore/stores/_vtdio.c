@@ -1358,6 +1358,119 @@ static PyObject *vt_sync_file_range(PyObject *Py_UNUSED(mod), PyObject *const *a
     Py_RETURN_NONE;
 }
 
+/* ---- map guard: a fault in a damaged LMDB map ends the process with one line ------- */
+
+/* LMDB trusts its file: a damaged page can send a read past the end of the file
+   (SIGBUS) or of the map (SIGSEGV).  The index registers each map it opens; a
+   fault whose address lies in (or just past) a registered map writes one line
+   naming that index to stderr and exits with status 1 instead of dying by a
+   signal.  Any other fault goes to the handler that was there before.  The
+   table is written under the GIL and read by the handler only. */
+
+#include <signal.h>
+
+#define GUARD_SLOTS 32
+#define GUARD_SLACK ((uintptr_t)1 << 32) /* a node size is at most 32 bits */
+#define GUARD_MSG 1024
+
+typedef struct {
+    volatile uintptr_t start, end; /* end includes the slack; 0: free slot */
+    char msg[GUARD_MSG];
+    volatile size_t msg_len;
+} guard_slot;
+
+static guard_slot guards[GUARD_SLOTS];
+static struct sigaction old_bus, old_segv;
+static int guard_installed;
+
+static void guard_handler(int sig, siginfo_t *si, void *ctx)
+{
+    uintptr_t a = (uintptr_t)si->si_addr;
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        uintptr_t s = guards[i].start, e = guards[i].end;
+        if (e && a >= s && a < e) {
+            ssize_t r = write(2, guards[i].msg, guards[i].msg_len);
+            (void)r;
+            _exit(1);
+        }
+    }
+    /* not ours: let the previous handler (or the default action) have it */
+    struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
+    sigaction(sig, old, NULL);
+    if (!(old->sa_flags & SA_SIGINFO) && old->sa_handler != SIG_DFL &&
+        old->sa_handler != SIG_IGN)
+        old->sa_handler(sig);
+    else if ((old->sa_flags & SA_SIGINFO) && old->sa_sigaction)
+        old->sa_sigaction(sig, si, ctx);
+    /* returning re-runs the faulting access under the old disposition */
+}
+
+static int guard_install(void)
+{
+    if (guard_installed)
+        return 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = guard_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &old_bus) < 0 || sigaction(SIGSEGV, &sa, &old_segv) < 0)
+        return -1;
+    guard_installed = 1;
+    return 0;
+}
+
+PyDoc_STRVAR(guard_map_doc,
+             "guard_map(address, size, message, /) -> None\n\n"
+             "Register the map [address, address + size) of a damaged-file risk: a\n"
+             "SIGBUS or SIGSEGV at an address in it (or up to 4 GiB past it) writes\n"
+             "`message` (bytes, at most 1023) to stderr and exits with status 1.");
+
+static PyObject *vt_guard_map(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (check_nargs("guard_map", nargs, 3, 3) < 0)
+        return NULL;
+    uint64_t addr, size;
+    if (get_u64(args[0], "address", &addr) < 0 || get_u64(args[1], "size", &size) < 0)
+        return NULL;
+    char *msg;
+    Py_ssize_t n;
+    if (PyBytes_AsStringAndSize(args[2], &msg, &n) < 0)
+        return NULL;
+    if (n >= GUARD_MSG)
+        n = GUARD_MSG - 1;
+    if (!addr || !size)
+        Py_RETURN_NONE;
+    if (guard_install() < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        if (guards[i].end == 0 || guards[i].start == (uintptr_t)addr) {
+            guards[i].end = 0; /* the handler skips it while it changes */
+            memcpy(guards[i].msg, msg, (size_t)n);
+            guards[i].msg_len = (size_t)n;
+            guards[i].start = (uintptr_t)addr;
+            __atomic_store_n(&guards[i].end, (uintptr_t)addr + (uintptr_t)size + GUARD_SLACK,
+                             __ATOMIC_RELEASE);
+            Py_RETURN_NONE;
+        }
+    }
+    Py_RETURN_NONE; /* table full: that map goes unguarded */
+}
+
+PyDoc_STRVAR(unguard_map_doc,
+             "unguard_map(address, /) -> None\n\nForget the map registered at `address`.");
+
+static PyObject *vt_unguard_map(PyObject *Py_UNUSED(mod), PyObject *arg)
+{
+    uint64_t addr;
+    if (get_u64(arg, "address", &addr) < 0)
+        return NULL;
+    for (int i = 0; i < GUARD_SLOTS; i++)
+        if (guards[i].end && guards[i].start == (uintptr_t)addr)
+            __atomic_store_n(&guards[i].end, 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 /* ---- module -------------------------------------------------------------------------- */
 
 static PyMethodDef vt_methods[] = {
@@ -1377,6 +1490,8 @@ static PyMethodDef vt_methods[] = {
      index_values_doc},
     {"sync_file_range", (PyCFunction)(void (*)(void))vt_sync_file_range, METH_FASTCALL,
      sync_file_range_doc},
+    {"guard_map", (PyCFunction)(void (*)(void))vt_guard_map, METH_FASTCALL, guard_map_doc},
+    {"unguard_map", (PyCFunction)vt_unguard_map, METH_O, unguard_map_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1389,7 +1504,8 @@ PyDoc_STRVAR(vt_doc,
              "entries_payload() builds a blocks payload (entry := varint(len) data) to\n"
              "compress; index_values() encodes the index entries of a record's blocks;\n"
              "crc32() is zlib.crc32, faster (PCLMULQDQ folding); sync_file_range()\n"
-             "wraps the Linux call.  Varints are those of vtstore.codec.");
+             "wraps the Linux call; guard_map() turns a fault in a damaged index's\n"
+             "map into one line and exit status 1.  Varints are those of vtstore.codec.");
 
 static struct PyModuleDef vt_module = {
     PyModuleDef_HEAD_INIT,

@@ -51,7 +51,13 @@ from vtstore.errors import (
 )
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.base import Store
-from vtstore.stores.index import FileInfo, IndexEntry, LMDBIndex, iter_index_and_pending
+from vtstore.stores.index import (
+    FileInfo,
+    IndexEntry,
+    LMDBIndex,
+    iter_index_and_pending,
+    probe_index,
+)
 from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
 from vtstore.stores.readcache import FDCache, FrameCache, read_block
@@ -700,6 +706,8 @@ class DataDir(Store):
         keep = {}
         if self._index is not None:
             try:
+                if self.index_damage is not None or probe_index(self._index.path):
+                    raise StoreError("unreadable")
                 c = self._index.counters()
                 keep = {k: c[k] for k in ("adds_dup", "bytes_dup") if c.get(k)}
             except StoreError:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 from vtstore.errors import CorruptBlockError, FormatError, StoreError
 from vtstore.hashes import HashCode
-from vtstore.stores.index import IndexEntry
+from vtstore.stores.index import IndexEntry, probe_index
 from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.recovery import mapped, try_lock, walk_file
 from vtstore.stores.vtd import MAGIC, FrameEncoder, read_header
@@ -98,6 +98,11 @@ def fsck_datadir(dd: DataDir, repair: bool = False, progress: Progress = None) -
     if not dd.initialized:
         rep.notes.append("datadir not created yet (no blocks)")
         return rep
+    if dd.index_damage is None:
+        # walk the whole index in a child first: a damaged page may crash a reader
+        why = probe_index(str(dd.path / "index"))
+        if why is not None:
+            dd.index_damage = IndexDamagedError(str(dd.path / "index"), why)
     if dd.index_damage is not None and not repair:
         return _damaged_index(dd, rep, dd.index_damage)
     if repair:

@@ -37,9 +37,11 @@ from vtstore.stores.lmdbenv import (
     DAMAGE_ERRORS,
     Gate,
     IndexDamagedError,
+    data_file_of,
     initial_map_size,
     open_env,
 )
+from vtstore.stores.vtdio import guard_map, unguard_map
 
 __all__ = ["IndexDamagedError", "IndexEntry", "FileInfo", "LMDBIndex", "Snapshot"]
 #: entries per write transaction.  A transaction of random keys dirties (and
@@ -162,7 +164,9 @@ def _counter(v) -> int:
 
 
 class _SharedEnv:
-    def __init__(self, key: str, path: str, env: lmdb.Environment, writable: bool):
+    def __init__(
+        self, key: str, path: str, env: lmdb.Environment, writable: bool, subdir: bool = True
+    ):
         self.key = key
         self.path = path
         self.env = env
@@ -170,13 +174,38 @@ class _SharedEnv:
         self.refs = 0
         self.write_lock = threading.Lock()
         self.gate = Gate()
+        self.data_file = data_file_of(path, subdir)
+        self.guarded = 0
+        self.guard()
         create = writable
         try:
             self.blocks = env.open_db(b"blocks", create=create)
             self.files = env.open_db(b"files", create=create)
             self.meta = env.open_db(b"meta", create=create)
         except lmdb.NotFoundError:
+            self.unguard()
             raise IndexDamagedError(path, "a table is missing") from None
+        except BaseException:
+            self.unguard()
+            raise
+
+    def guard(self) -> None:
+        """Register the map with the fault guard: a read a damaged page sends
+        past the file ends the process with one line, not a signal."""
+        addr, size = _map_of(self.data_file)
+        if self.guarded and self.guarded != addr:
+            unguard_map(self.guarded)
+        msg = (
+            f"vt: index {self.path} is damaged (a read went past its end); run `vt reindex`"
+            " (or `vt fsck --repair`) to rebuild it from the data files\n"
+        )
+        guard_map(addr, size, msg.encode(errors="replace"))
+        self.guarded = addr
+
+    def unguard(self) -> None:
+        if self.guarded:
+            unguard_map(self.guarded)
+            self.guarded = 0
 
     def begin(self, write: bool = False, db=None) -> lmdb.Transaction:
         """Begin a transaction; the caller has entered the gate.  Adopts a map
@@ -187,10 +216,14 @@ class _SharedEnv:
             except lmdb.MapResizedError:
                 self.gate.exit()
                 try:
-                    self.gate.resize(lambda: self.env.set_mapsize(0), self.path)
+                    self.gate.resize(self._adopt_size, self.path)
                 finally:
                     self.gate.enter()
         raise StoreError(f"index {self.path}: its map keeps being resized")
+
+    def _adopt_size(self) -> None:
+        self.env.set_mapsize(0)
+        self.guard()
 
     def grow(self) -> None:
         """Double the map (a write found it full); the caller is outside the gate."""
@@ -198,11 +231,29 @@ class _SharedEnv:
 
         def do():
             env.set_mapsize(max(2 * env.info()["map_size"], initial_map_size(0)))
+            self.guard()
 
         try:
             self.gate.resize(do, self.path)
         except lmdb.Error as e:
             raise _lmdb_error(self.path, e) from None
+
+
+def _map_of(path: str) -> tuple[int, int]:
+    """`(address, size)` of this process's map of the file at `path` (LMDB does
+    not say where it mapped it), or `(0, 0)`."""
+    try:
+        st = os.stat(path)
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and int(parts[4]) == st.st_ino:
+                    if os.path.realpath(parts[5].rstrip("\n")) == os.path.realpath(path):
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        return lo, hi - lo
+    except (OSError, ValueError):
+        pass
+    return 0, 0
 
 
 class _Reading:
@@ -307,7 +358,7 @@ class LMDBIndex:
                 try:
                     if can_write:
                         env.reader_check()  # clear slots of dead processes
-                    shared = _SharedEnv(key, path, env, can_write)
+                    shared = _SharedEnv(key, path, env, can_write, subdir)
                 except lmdb.Error as e:
                     env.close()
                     raise _lmdb_error(path, e) from None
@@ -417,6 +468,7 @@ class LMDBIndex:
         self._shared.refs -= 1
         if self._shared.refs == 0:
             del _ENVS[self._shared.key]
+            self._shared.unguard()
             self._env.close()
 
     # -- blocks --------------------------------------------------------------
@@ -816,3 +868,60 @@ def iter_index_and_pending(hashclass, index, writer, start=None):
                 last = k
 
     return gen()
+
+
+def probe_index(path: str, subdir: bool = True) -> str | None:
+    """Read every page of the index at `path` in a child process; return None if
+    it all reads and decodes, else what is wrong.
+
+    A damaged page can make LMDB read past the file (see the map guard), and
+    fsck and reindex must survive that to rebuild: the child takes the risk.
+    """
+    import subprocess
+    import sys
+
+    import vtstore
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(vtstore.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = "import sys; from vtstore.stores.index import _probe; sys.exit(_probe(sys.argv[1:]))"
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code, path, "1" if subdir else "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
+    except OSError as e:
+        return f"cannot check it: {e.strerror or e}"
+    if r.returncode == 0:
+        return None
+    if r.returncode < 0:
+        return f"reading it dies by signal {-r.returncode}"
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    last = lines[-1] if lines else f"exit status {r.returncode}"
+    m = re.search(r"is damaged \((.*)\); run", last)
+    return m.group(1) if m else last
+
+
+def _probe(argv: list[str]) -> int:
+    """The child of `probe_index`: walk and decode every table."""
+    import sys
+
+    path, subdir = argv[0], argv[1] == "1"
+    try:
+        idx = LMDBIndex(path, subdir=subdir, readonly=True)
+        try:
+            idx.counters()
+            with idx.snapshot() as snap:
+                snap.files()
+                for _ in snap.items():
+                    pass
+        finally:
+            idx.close()
+    except StoreError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    return 0

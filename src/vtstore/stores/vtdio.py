@@ -87,3 +87,14 @@ except ImportError:  # not built: the same in Python
 
     def sync_file_range(fd: int, offset: int, nbytes: int, flags: int) -> None:
         """Not available without the extension: a no-op (writeback starts later)."""
+
+
+try:  # an extension built before the map guard existed has none
+    from vtstore.stores._vtdio import guard_map, unguard_map
+except ImportError:
+
+    def guard_map(address: int, size: int, message: bytes) -> None:
+        """Without the extension a fault in a damaged map kills the process."""
+
+    def unguard_map(address: int) -> None:
+        """See `guard_map`."""
