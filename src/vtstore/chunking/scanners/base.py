@@ -185,11 +185,10 @@ class ParserScanner(Scanner):
                 continue
             need = w.n
             if not held and n - i >= need:
+                # served from the buffer; a peek leaves `i` where it is
                 data = bytes(mv[i : i + need])
-                i += need
-                if w.peek:
-                    held += data
-                else:
+                if not w.peek:
+                    i += need
                     self.pos += need
                 self._advance(data)
                 continue
@@ -209,7 +208,13 @@ class ParserScanner(Scanner):
                 break
             w = self._want
             if type(w) is _Skip:
-                self._held.clear()
+                # the skip cannot complete; what is held after it is still
+                # there to parse only if the skip ends inside it
+                held = self._held
+                k = min(w.n, len(held))
+                del held[:k]
+                self.pos += k
+                w.n -= k
                 self._advance(None)
             else:
                 self._advance(self._take(w.n, w.peek))

@@ -70,15 +70,20 @@ class MP3Scanner(ParserScanner):
 
     def parse(self):
         # any number of leading ID3v2 tags
+        last = 0
         while True:
             head = yield self.peek(10)
             if len(head) < 10 or head[:3] != b"ID3" or head[3] == 0xFF:
                 break
             size = 10 + _syncsafe(head[6:10]) + (10 if head[5] & 0x10 else 0)
-            if self.pos:
+            if self.pos > last:  # not already proposed as the previous tag's end
                 self.propose(self.pos)
+            end = self.pos + size
             yield self.skip(size)
-            self.propose(self.pos)
+            if self.pos != end:
+                return  # the stream ended inside the tag
+            self.propose(end)
+            last = end
         # the audio may start after some padding: look for two frames in a row
         head = yield self.peek(_RESYNC)
         k = _find_frames(head)

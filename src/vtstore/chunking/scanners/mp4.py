@@ -15,7 +15,7 @@ import bisect
 import struct
 from array import array
 
-from vtstore.chunking.scanners.base import MAX_READ, ParserScanner
+from vtstore.chunking.scanners.base import LOOKAHEAD, MAX_READ, ParserScanner
 
 __all__ = ["MP4Scanner"]
 
@@ -24,9 +24,15 @@ CONTAINERS = frozenset(
     b"moov trak mdia minf stbl udta edts dinf mvex moof traf mfra meta ilst sinf schi"
     b" tref iprp ipco".split()
 )
+#: boxes the parser reads or looks into rather than skips
+_SPECIAL = CONTAINERS | {b"moov", b"mdat"}
+_HEADER = struct.Struct(">I4s")
 #: the largest moov read into memory to find the sample tables
 MOOV_MAX = min(MAX_READ, 64 << 20)
 _MAX_DEPTH = 10
+#: sample offsets at or past this are ignored (no file is that large, and an
+#: array of int64 cannot hold them)
+_OFFSET_LIMIT = 1 << 62
 
 
 def _box_header(buf: bytes, i: int, end: int):
@@ -47,9 +53,12 @@ def _box_header(buf: bytes, i: int, end: int):
     return size, typ, hlen
 
 
+# box types are four printable characters (0xA9 starts iTunes tags: "\xa9nam")
+_TYPE_CHARS = bytes(range(32, 127)) + b"\xa9"
+
+
 def _plausible_type(typ: bytes) -> bool:
-    # box types are four printable characters (0xA9 starts iTunes tags: "\xa9nam")
-    return all(32 <= c < 127 or c == 0xA9 for c in typ)
+    return not typ.translate(None, _TYPE_CHARS)
 
 
 def _is_fullbox_meta(buf: bytes, i: int) -> bool:
@@ -58,10 +67,18 @@ def _is_fullbox_meta(buf: bytes, i: int) -> bool:
 
 
 class _SampleTables:
-    """Sample offsets gathered from one moov, for every track."""
+    """Sample offsets gathered from one moov, for every track.
+
+    Samples of varying size are listed one by one (there are at most as many
+    as the stsz table has entries, so the list is bounded by the moov read).
+    A chunk of constant-size samples is kept as a run (first offset, count,
+    size) and never expanded: its claimed count is a 32-bit field that a tiny
+    moov may set to 2**32-1.
+    """
 
     def __init__(self):
         self.offsets = array("q")
+        self.runs: list[tuple[int, int, int]] = []  # (first offset, samples, size)
 
     def add_track(self, stbl: dict) -> None:
         chunk_offsets = stbl.get("co")
@@ -79,12 +96,54 @@ class _SampleTables:
         for ci, off in enumerate(chunk_offsets, start=1):
             while run + 1 < len(stsc) and stsc[run + 1][0] <= ci:
                 run += 1
-            for _ in range(stsc[run][1]):
-                if sample >= n_samples:
-                    return
-                offsets.append(off)
-                off += const if const is not None else sizes[sample]
-                sample += 1
+            if sample >= n_samples:
+                return
+            k = min(stsc[run][1], n_samples - sample)
+            if k and const is not None:
+                self.runs.append((off, k, const))
+            else:
+                for size in sizes[sample : sample + k]:
+                    if off >= _OFFSET_LIMIT:
+                        break
+                    offsets.append(off)
+                    off += size
+            sample += k
+
+    def finish(self) -> _Samples | None:
+        """The samples, ready for lookups; None if there are none."""
+        if not self.offsets and not self.runs:
+            return None
+        return _Samples(self.offsets, self.runs)
+
+
+class _Samples:
+    """`next_at(t)`: the first sample start at or after offset `t`."""
+
+    def __init__(self, offsets: array, runs: list[tuple[int, int, int]]):
+        self.offsets = array("q", sorted(set(offsets)))
+        runs = sorted(set(runs))
+        self.run_starts = [r[0] for r in runs]
+        self.runs = runs
+
+    def next_at(self, t: int) -> int | None:
+        best = None
+        k = bisect.bisect_left(self.offsets, t)
+        if k < len(self.offsets):
+            best = self.offsets[k]
+        k = bisect.bisect_right(self.run_starts, t) - 1
+        if k >= 0:
+            first, count, size = self.runs[k]
+            if size > 0:
+                step = -(-(t - first) // size)
+                if step < count:
+                    off = first + step * size
+                    best = off if best is None else min(best, off)
+            elif first >= t:  # zero-size samples all start at `first`
+                best = first if best is None else min(best, first)
+        if k + 1 < len(self.runs):
+            off = self.run_starts[k + 1]
+            best = off if best is None else min(best, off)
+        return best
 
 
 def _parse_stbl_child(typ: bytes, buf: bytes, i: int, end: int, stbl: dict) -> None:
@@ -148,8 +207,26 @@ class MP4Scanner(ParserScanner):
     name = "mp4"
 
     def parse(self):
-        samples: array | None = None
+        samples: _Samples | None = None
         while True:
+            # fast path: a run of plain boxes walked inside one window (a
+            # request per window, not per box: a box may be 8 bytes); at most
+            # LOOKAHEAD so that every box start is proposed in time
+            win = yield self.peek(LOOKAHEAD)
+            base, n, i = self.pos, len(win), 0
+            out = self._out
+            while n - i >= 8:
+                size, typ = _HEADER.unpack_from(win, i)
+                if size < 8 or typ in _SPECIAL or typ.translate(None, _TYPE_CHARS):
+                    break
+                out.append(base + i)  # self.propose, inlined
+                i += size
+            if i:
+                yield self.skip(i)
+                if self.pos != base + i:
+                    return
+                continue
+            # one box at a time
             start = self.pos
             hdr = yield self.read(8)
             if len(hdr) < 8:
@@ -175,8 +252,7 @@ class MP4Scanner(ParserScanner):
                     return
                 tables = _SampleTables()
                 self._walk(payload, 0, len(payload), start + hlen, 1, tables, None)
-                if tables.offsets:
-                    samples = array("q", sorted(set(tables.offsets)))
+                samples = tables.finish()
             elif typ in CONTAINERS:
                 # other top-level containers (moof, mfra, meta): read and walk them too
                 if size - hlen <= MOOV_MAX:
@@ -190,23 +266,24 @@ class MP4Scanner(ParserScanner):
                 data_start = start + hlen
                 self.propose(data_start)
                 if samples is not None:
-                    self._propose_samples(samples, data_start, start + size)
-                yield self.skip(size - hlen)
+                    # one sample start per avg_size bytes, proposed as the data
+                    # goes by: the box and the tables may claim far more than
+                    # the stream holds
+                    spacing = self.params.avg_size
+                    end = start + size
+                    last = data_start
+                    while True:
+                        off = samples.next_at(last + spacing)
+                        if off is None or off >= end:
+                            break
+                        yield self.skip(off - self.pos)
+                        if self.pos != off:
+                            return  # the stream ended first
+                        self.propose(off)
+                        last = off
+                yield self.skip(start + size - self.pos)
             else:
                 yield self.skip(size - hlen)
-
-    def _propose_samples(self, samples: array, lo: int, hi: int) -> None:
-        """Propose sample starts in (lo, hi), at most one per avg_size bytes."""
-        spacing = self.params.avg_size
-        last = lo
-        first = bisect.bisect_right(samples, lo)
-        for k in range(first, len(samples)):
-            off = samples[k]
-            if off >= hi:
-                break
-            if off - last >= spacing:
-                self.propose(off)
-                last = off
 
     def _walk(self, buf, i, end, base, depth, tables, parent) -> None:
         """Propose the boxes in buf[i:end] (buf[0] is at absolute `base`)."""

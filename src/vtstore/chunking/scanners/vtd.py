@@ -15,7 +15,7 @@ chunking layer sits below the stores layer; keep the two in step.
 
 from __future__ import annotations
 
-from vtstore.chunking.scanners.base import ParserScanner
+from vtstore.chunking.scanners.base import LOOKAHEAD, ParserScanner
 
 __all__ = ["VTDScanner", "read_varint", "MAGIC"]
 
@@ -49,17 +49,33 @@ class VTDScanner(ParserScanner):
         head = yield self.peek(len(MAGIC))
         if head == MAGIC:
             yield self.skip(len(MAGIC))
+        # records are walked a window at a time (one request per window, not
+        # per record: a record may be 7 bytes); a window is at most LOOKAHEAD
+        # so that every record start is proposed in time
+        header = 2 * _MAX_VARINT
         while True:
-            head = yield self.peek(2 * _MAX_VARINT)
-            r = read_varint(head, 0)
-            if r is None:
-                return
-            flags, i = r
-            r = read_varint(head, i)
-            if r is None:
-                return
-            length, i = r
-            if flags not in VALID_FLAGS or not 0 < length <= MAX_PAYLOAD:
-                return
-            self.propose(self.pos)
-            yield self.skip(i + length + CRC_SIZE)
+            win = yield self.peek(LOOKAHEAD)
+            base, n, i = self.pos, len(win), 0
+            full = n == LOOKAHEAD
+            while i < n and (n - i >= header or not full):
+                flags = win[i]
+                if flags < 0x80 and i + 1 < n and win[i + 1] < 0x80:
+                    length, j = win[i + 1], i + 2  # the common one-byte varints
+                else:
+                    r = read_varint(win, i)
+                    if r is None:
+                        return
+                    flags, j = r
+                    r = read_varint(win, j)
+                    if r is None or r[1] - i > header:
+                        return
+                    length, j = r
+                if flags not in VALID_FLAGS or not 0 < length <= MAX_PAYLOAD:
+                    return
+                self.propose(base + i)
+                i = j + length + CRC_SIZE
+            if not i:
+                return  # nothing at all after the magic
+            yield self.skip(i)
+            if self.pos != base + i:
+                return  # the stream ended inside a record

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from vtstore.chunking.scanners.base import ParserScanner
+from vtstore.chunking.scanners.base import LOOKAHEAD, ParserScanner
 
 __all__ = ["ZipScanner"]
 
@@ -20,6 +20,8 @@ _LOCAL = b"PK\x03\x04"
 _CENTRAL = b"PK\x01\x02"
 _END = b"PK\x05\x06"
 _END64 = b"PK\x06\x06"
+#: flags, compressed and uncompressed sizes, name and extra lengths
+_LOCAL_FIELDS = struct.Struct("<6xH10xIIHH")
 
 
 def _zip64_sizes(extra: bytes, csize: int, usize: int) -> tuple[int, int]:
@@ -45,6 +47,28 @@ class ZipScanner(ParserScanner):
 
     def parse(self):
         while True:
+            # fast path: entries walked inside one window (a request per
+            # window, not per entry: an empty entry is 31 bytes); at most
+            # LOOKAHEAD so that every entry start is proposed in time
+            win = yield self.peek(LOOKAHEAD)
+            base, n, i = self.pos, len(win), 0
+            while n - i >= 30 and win[i : i + 4] == _LOCAL:
+                (flags, csize, usize, nlen, xlen) = _LOCAL_FIELDS.unpack_from(win, i)
+                data = i + 30 + nlen + xlen
+                if flags & 0x08 or data > n:
+                    break  # the one-entry path below handles these
+                if csize == 0xFFFFFFFF or usize == 0xFFFFFFFF:
+                    csize, usize = _zip64_sizes(win[i + 30 + nlen : data], csize, usize)
+                self.propose(base + i)
+                if csize >= DATA_SPLIT:
+                    self.propose(base + data)
+                i = data + csize
+            if i:
+                yield self.skip(i)
+                if self.pos != base + i:
+                    return
+                continue
+            # one entry at a time
             start = self.pos
             sig = yield self.peek(4)
             if sig in (_CENTRAL, _END, _END64):
