@@ -258,3 +258,22 @@ def test_resolver_uses_a_mounts_table_and_checks_it():
     r = LinkResolver(moved, s)
     g = r.resolve(link.ino)
     assert g is not None and r.path_of(link.ino) == ("zd", "again")
+
+
+def test_ls_recursive_goes_on_past_an_unreadable_directory(packed, tmp_path):
+    store, archive, _ = packed
+    top = Archive(archive).last().dirent
+    damaged = tmp_path / "damaged"
+    with DataDir(store, readonly=True) as s, DataDir(damaged) as d:
+        lost = resolve(top, "a", s).block
+        for h in s.hashcodes():
+            if h != getattr(lost, "hashcode", None):
+                d.add(s[h])
+    r = vt(damaged, "ls", "-lR", archive, check=False)
+    assert r.returncode == 1
+    out = r.stdout.decode()
+    assert "b:" in out and " g" in out and "plain" in out
+    err = r.stderr.decode().strip().splitlines()
+    assert len(err) == 1 and "a" in err[0] and "missing block" in err[0], err
+    r = vt(damaged, "ls", archive + "/a", check=False)
+    assert r.returncode == 1 and "missing block" in r.stderr.decode()
