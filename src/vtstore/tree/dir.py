@@ -17,6 +17,10 @@ block: three blocks to store, index and read instead of one).
 A salted directory starts every leaf with chaff derived from the salt and the
 leaf's first name: the salt keeps the directory's hash from being confirmed by
 guessing its listing, and being deterministic keeps unchanged leaves identical.
+
+Reading is bounded: directory data over `MAX_DIR_DATA` octets, or holding a
+run (an RLE leaf, which valid directory data never is), is a `FormatError`
+before anything is allocated; `walk` keeps its own stack, so depth is no limit.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from vtstore.blocks import (
     Block,
     IndirectBuilder,
     LiteralBlock,
+    RLEBlock,
     block_for,
 )
 from vtstore.codec import Reader, encode_bytes, encode_varint
@@ -44,6 +49,8 @@ DF_SALTED = 0x01
 _CUT_MASK = 0x1F  # a cut after ~1 in 32 entries
 #: no cut at a boundary name before a leaf holds this many octets
 MIN_PIECE = 4096
+#: the most octets of directory data a reader takes (about ten million entries)
+MAX_DIR_DATA = 1 << 30
 
 
 def _chaff(salt: bytes, first_name: bytes) -> bytes:
@@ -140,13 +147,33 @@ def decode_dir_data(data) -> tuple[list[Dirent], bytes | None]:
     return entries, salt
 
 
+def read_dir_data(block: Block, store) -> bytes:
+    """The directory data under `block`, refusing what no writer makes.
+
+    A ref can claim any span for free (`RLE{span:99999999999999,octet:1}`, an
+    indirect block repeating one leaf): data over `MAX_DIR_DATA`, or with a run
+    in it (valid directory data is never one repeated octet), is a `FormatError`
+    before it is allocated.
+    """
+    if block.span > MAX_DIR_DATA:
+        raise FormatError(
+            f"directory data of {block.span} octets is over the limit of {MAX_DIR_DATA}"
+        )
+    parts = []
+    for leaf, start, end in block.slices(store):
+        if type(leaf) is RLEBlock and end - start > 64:
+            raise FormatError(f"directory data holds a run of {end - start} octets")
+        parts.append(leaf.leaf_data(store, start, end))
+    return b"".join(parts)
+
+
 def dir_entries(d: Dirent, store) -> list[Dirent]:
     """The entries of directory dirent `d`, sorted by name."""
     if d.type != T_DIR:
         raise FormatError(f"{d.name or 'dirent'} is a {d.type_name}, not a directory")
     if d.block is None:
         return []
-    return decode_dir_data(d.block.data(store))[0]
+    return decode_dir_data(read_dir_data(d.block, store))[0]
 
 
 def make_dir(
@@ -198,15 +225,24 @@ def resolve(root: Dirent, path: str, store) -> Dirent:
 
 
 def walk(root: Dirent, store, prefix: str = "") -> Iterator[tuple[str, Dirent]]:
-    """Depth-first `(relative path, dirent)` in name order, each dir before its entries."""
+    """Depth-first `(relative path, dirent)` in name order, each dir before its entries.
+
+    An explicit stack of open directories, not recursion: any depth walks.
+    """
     yield prefix, root
-    if root.is_dir:
-        for e in dir_entries(root, store):
-            path = f"{prefix}/{e.name}" if prefix else e.name
-            if e.is_dir:
-                yield from walk(e, store, path)
-            else:
-                yield path, e
+    if not root.is_dir:
+        return
+    stack = [(prefix, iter(dir_entries(root, store)))]
+    while stack:
+        path, entries = stack[-1]
+        e = next(entries, None)
+        if e is None:
+            stack.pop()
+            continue
+        sub = f"{path}/{e.name}" if path else e.name
+        yield sub, e
+        if e.is_dir:
+            stack.append((sub, iter(dir_entries(e, store))))
 
 
 def tree_stats(root: Dirent, store) -> dict:

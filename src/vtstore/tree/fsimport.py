@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from vtstore.blocks import Block, LiteralBlock, leaf_block
 from vtstore.codec import encode_varint
-from vtstore.tree.dir import DIR_VERSION, encode_dir_entries
+from vtstore.tree.dir import DIR_VERSION, encode_dir_entries, read_dir_data
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -329,48 +329,86 @@ class Importer:
         return self._pool.submit(work)
 
     def _dir(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None):
-        prev_block = None
-        prev_entries: dict[bytes, EncodedEntry] = {}
-        same_meta = False
+        """The entry of the directory at `bpath` and everything below it.
+
+        Depth first with an explicit stack of open directories, not recursion:
+        a tree thousands of levels deep imports like a flat one.
+        """
+        stack = [self._open_dir(bpath, key, st, previous)]
+        while True:
+            frame = stack[-1]
+            child = self._next_subdir(frame)
+            if child is not None:
+                try:
+                    stack.append(self._open_dir(*child))
+                except OSError as e:
+                    self._error(fsdec(child[0]), e)
+                continue
+            item = self._close_dir(frame)
+            stack.pop()
+            if not stack:
+                return item
+            stack[-1].pending.append((frame.bpath, frame.key, item))
+
+    def _open_dir(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None) -> _DirFrame:
+        """Start a directory: its previous entries, metadata and sorted names."""
+        f = _DirFrame(bpath, key, st, previous)
         if previous is not None and previous.type == T_DIR:
             # the stat cache for the directory itself: its ctime changes with
             # any chmod, chown or xattr change, so its metadata is the stored one
-            same_meta = previous.ctime_ns == st.st_ctime_ns and previous.mtime_ns == st.st_mtime_ns
+            f.same_meta = (
+                previous.ctime_ns == st.st_ctime_ns and previous.mtime_ns == st.st_mtime_ns
+            )
             try:
-                prev_block = previous.block()
-                if prev_block is not None:
-                    data = prev_block.data(self.store)
+                f.prev_block = previous.block()
+                if f.prev_block is not None:
+                    data = read_dir_data(f.prev_block, self.store)
                     entries, _ = scan_dir_data(data)
-                    prev_entries = {e.key: e for e in entries}
+                    f.prev_entries = {e.key: e for e in entries}
             except Exception as e:  # a damaged previous state only costs reuse
                 log.warning(
                     "%s: previous state unreadable (%s); reading everything", fsdec(bpath), e
                 )
-                prev_entries = {}
-        meta = None if same_meta else meta_of(st, read_xattrs(fsdec(bpath)))
+                f.prev_entries = {}
+        f.meta = None if f.same_meta else meta_of(st, read_xattrs(fsdec(bpath)))
         try:
-            names = sorted(os.listdir(bpath))
+            f.names = sorted(os.listdir(bpath))
         except OSError as e:
             self._error(fsdec(bpath), e)
-            names = []
-        prefix = bpath if bpath.endswith(b"/") else bpath + b"/"
+        return f
+
+    def _next_subdir(self, f: _DirFrame):
+        """Take `f`'s entries in name order up to the next subdirectory; return
+        that one's `(path, name, stat, previous)`, or None when all are taken."""
+        names = f.names
+        prefix = f.bpath if f.bpath.endswith(b"/") else f.bpath + b"/"
         one_fs = self.one_filesystem
         lstat = os.lstat
         entry = self._entry
-        get_prev = prev_entries.get
-        pending: list = []
-        for bname in names:
+        get_prev = f.prev_entries.get
+        pending = f.pending
+        while f.next < len(names):
+            bname = names[f.next]
+            f.next += 1
             subpath = prefix + bname
             try:
                 sst = lstat(subpath)
-                if one_fs and statmod.S_ISDIR(sst.st_mode) and sst.st_dev != self._root_dev:
-                    continue
+                if statmod.S_ISDIR(sst.st_mode):
+                    if one_fs and sst.st_dev != self._root_dev:
+                        continue
+                    return subpath, bname, sst, get_prev(bname)
                 pending.append((subpath, bname, entry(subpath, bname, sst, get_prev(bname))))
             except OSError as e:
                 self._error(fsdec(subpath), e)
+        return None
+
+    def _close_dir(self, f: _DirFrame):
+        """Finish a directory whose entries are all taken: its entry."""
+        get_prev = f.prev_entries.get
+        prev_entries, prev_block, previous = f.prev_entries, f.prev_block, f.previous
         items: list = []
-        same = len(pending) == len(prev_entries)
-        for subpath, bname, item in pending:
+        same = len(f.pending) == len(prev_entries)
+        for subpath, bname, item in f.pending:
             if isinstance(item, Future):
                 try:
                     item = item.result()
@@ -392,12 +430,48 @@ class Importer:
             block = encode_dir_entries(((k, e.encode()) for k, e in items), self.store)
         else:
             block = _EMPTY_DIR
-        if same_meta and block == prev_block and previous.fields | _NAME_BIT == PLAIN_DIR_FIELDS:
-            if previous.key == key:
-                return previous
+        if (
+            f.same_meta
+            and block == prev_block
+            and previous.fields | _NAME_BIT == PLAIN_DIR_FIELDS
+            and previous.key == f.key
+        ):
+            return previous
+        meta = f.meta
         if meta is None:
             meta = previous.dirent().meta
-        return Dirent(T_DIR, name=fsdec(key), meta=meta, block=block)
+        return Dirent(T_DIR, name=fsdec(f.key), meta=meta, block=block)
+
+
+class _DirFrame:
+    """A directory being imported: what `_open_dir` found, the entries taken so far."""
+
+    __slots__ = (
+        "bpath",
+        "key",
+        "st",
+        "previous",
+        "prev_block",
+        "prev_entries",
+        "same_meta",
+        "meta",
+        "names",
+        "next",
+        "pending",
+    )
+
+    def __init__(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None):
+        self.bpath = bpath
+        self.key = key
+        self.st = st
+        self.previous = previous
+        self.prev_block: Block | None = None
+        self.prev_entries: dict[bytes, EncodedEntry] = {}
+        self.same_meta = False
+        self.meta: Meta | None = None
+        self.names: list[bytes] = []
+        self.next = 0
+        self.pending: list = []
 
 
 def import_tree(
