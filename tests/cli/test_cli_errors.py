@@ -192,3 +192,126 @@ def test_verbose_bad_ref_is_one_line(env, tmp_path):
     r = vt("-v", "-S", str(tmp_path / "s"), "cat", "B{", env=env)
     assert r.returncode in (1, 2)
     one_line(r, "cat")
+
+
+# -- bad input for every subcommand ------------------------------------------------
+
+HASH0 = "blake3:" + "0" * 64
+# (argv, what the line must say).  Paths are relative to a directory holding:
+# afile (a small file), adir/ (an empty directory), dir.vt/ (a directory named
+# like an archive), rand.vtd (random octets), text.vt (a line that is no state).
+BAD = [
+    (["init", "extra"], None),  # argparse: usage and exit 2
+    (["-c", "adir", "init"], "is a directory"),
+    (["-c", "", "info"], "empty config file name"),
+    (["-c", "rand.vtd", "info"], "not UTF-8"),
+    (["config", "nosuch"], "no clause [nosuch]"),
+    (["-S", "", "info"], "empty store spec"),
+    (["-S", "bogus:x", "info"], "unrecognised store spec"),
+    (["-S", "afile", "info"], "unrecognised store spec"),
+    (["-S", "./afile", "info"], "not a directory"),
+    (["-S", "file:rand.vtd", "info"], "not a vtstore data file"),
+    (["-S", "file:adir", "info"], None),  # FileStore: "No such device", no path
+    (["-S", "proxy(", "info"], "proxy"),
+    (["-S", "proxy(read=)", "info"], "store spec"),
+    (["-S", "[nosuch]", "info"], "no clause [nosuch]"),
+    (["-S", "unix:/nonexistent/vt.sock", "info"], "/nonexistent/vt.sock"),
+    (["-S", "|false", "info"], "|false"),
+    (["-S", "tcp:127.0.0.1:0", "info"], "port"),
+    (["-C", "", "info"], "empty store spec"),
+    (["-C", "./afile", "info"], "not a directory"),
+    (["save", "/nonexistent"], "/nonexistent"),
+    (["save", ""], None),
+    (["-S", "file:rand.vtd", "save", "afile"], "not a vtstore data file"),
+    (["cat", ""], None),
+    (["cat", "B{"], None),
+    (["cat", f"B{{hash:{HASH0},span:5}}"], "missing block"),
+    (["cat", "I{hash:blake3:zz,span:1}"], None),
+    (["cat", "dir.vt"], "Is a directory"),
+    (["cat", "afile"], "not an archive"),
+    (["cat", 'D{name:"a"}'], "not a file"),
+    (["ls", ""], None),
+    (["ls", "dir.vt"], "Is a directory"),
+    (["ls", "/nonexistent.vt"], None),
+    (["log", "dir.vt"], "Is a directory"),
+    (["log", "afile"], "not an archive"),
+    (["pack", "/nonexistent"], None),
+    (["pack", ""], None),
+    (["pack", "afile"], None),
+    (["unpack", "dir.vt"], "Is a directory"),
+    (["unpack", "/nonexistent.vt", "out"], None),
+    (["import", "/nonexistent", "x.vt"], None),
+    (["import", "adir", "dir.vt"], "Is a directory"),
+    (["export", "dir.vt"], "Is a directory"),
+    (["export", "/nonexistent.vt"], None),
+    (["fsck", "dir.vt"], "Is a directory"),
+    (["fsck", "/nonexistent"], None),
+    (["-S", "file:rand.vtd", "fsck"], "not a vtstore data file"),
+    (["-S", "memory:", "reindex"], "no index"),
+    (["scan", "/nonexistent"], None),
+    (["scan", "adir"], None),
+    (["scan", ""], None),
+    (["mount", "/nonexistent.vt", "adir"], None),
+    (["mount", "afile", "/nonexistent"], "/nonexistent"),
+    (["umount", "/nonexistent"], "not a mount point"),
+    (["umount", "adir"], "not a mount point"),
+    (["serve", "/nonexistent/x.sock"], "/nonexistent/x.sock"),
+    (["serve", "127.0.0.1:1", "x:bogus:"], "unrecognised store spec"),
+    (["serve", "127.0.0.1:1", "nocolon"], "NAME:STORESPEC"),
+    (["publish", "/nonexistent"], None),
+    (["publish", ""], None),
+    (["push", "x"], "not implemented"),
+    (["pull", "x"], "not implemented"),
+    (["httpd"], None),
+    (["ftp", "x.vt"], None),
+    (["benchmark", "nosuch"], None),
+    (["-H", "md5", "info"], "md5"),
+    (["-H", "", "info"], None),
+]
+
+
+@pytest.fixture
+def junk(tmp_path):
+    (tmp_path / "afile").write_text("a small file\n")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "dir.vt").mkdir()
+    (tmp_path / "rand.vtd").write_bytes(os.urandom(3000))
+    (tmp_path / "text.vt").write_text("not a state\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, needle", BAD, ids=lambda a: " ".join(a) if isinstance(a, list) else ""
+)
+def test_bad_input_is_one_line_never_a_traceback(junk, env, argv, needle):
+    env = dict(env, VT_DIR=str(junk / "vt"))
+    r = subprocess.run(
+        [*VT, *argv], capture_output=True, text=True, env=env, cwd=junk,
+        stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode in (1, 2), (r.returncode, r.stderr)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    if lines and lines[0].startswith("usage: "):  # argparse: usage, then one error line
+        assert r.returncode == 2 and lines[-1].startswith("vt"), r.stderr
+        return
+    cmd = next(a for a in argv if a in _COMMANDS)
+    assert len(lines) == 1 and lines[0].startswith(f"vt {cmd}: "), r.stderr
+    if needle:
+        assert needle in lines[0], lines[0]
+
+
+_COMMANDS = {c for _, c, _ in __import__("vtstore.cli.main").cli.main.COMMANDS}
+
+
+def test_damaged_archive_is_a_warning_and_one_error(junk, env):
+    """A .vt file of random octets: the command fails with one error line; the
+    lines before it are warnings about the damaged states (said once each by the
+    archive reader), never a traceback."""
+    (junk / "garbage.vt").write_bytes(os.urandom(3000))
+    for cmd in ("cat", "ls", "export", "unpack"):
+        r = vt(cmd, str(junk / "garbage.vt"), env=dict(env, VT_DIR=str(junk / "vt")))
+        assert "Traceback" not in r.stderr and r.returncode == 1, r.stderr
+        lines = r.stderr.splitlines()
+        assert lines[-1].startswith(f"vt {cmd}: ") and "no states" in lines[-1]
+        assert all(x.startswith("vt: ") for x in lines[:-1]), lines

@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.quiet:
         level = logging.ERROR
     logging.basicConfig(level=level, format="vt: %(message)s")
+    if args.hashclass is not None and not args.hashclass.strip():
+        parser.error("-H: an empty hash class name")  # not silently the default
     if args.hashclass:
         os.environ["VT_HASHCLASS"] = args.hashclass
     if not getattr(args, "func", None):
@@ -130,12 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         # flush here, not at interpreter exit, so a reader that went away is seen
         # as a BrokenPipeError below and not as "Exception ignored ..." and exit 120
         sys.stdout.flush()
-    except BrokenPipeError:
-        # first: it is an OSError too.  The reader went away (vt cat | head): exit
-        # as a process killed by SIGPIPE would, quietly
-        return _broken_pipe()
+    except BrokenPipeError as e:
+        # first: it is an OSError too.  If the reader of stdout went away (vt cat |
+        # head), exit as a process killed by SIGPIPE would, quietly; a pipe to
+        # anything else (a '|command' store) is an error like any other
+        if _stdout_gone():
+            return _broken_pipe()
+        _explain(args, e)
+        print(f"vt {args.command}: {_oserror_text(e)}", file=sys.stderr)
+        return 1
     except VTError as e:
-        if _caused_by_broken_pipe(e):
+        if _caused_by_broken_pipe(e) and _stdout_gone():
             return _broken_pipe()
         _explain(args, e)
         print(f"vt {args.command}: {e}", file=sys.stderr)
@@ -165,6 +172,20 @@ def _broken_pipe() -> int:
     except (OSError, ValueError):  # stdout already closed or replaced: nothing to flush
         pass
     return EXIT_BROKEN_PIPE
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reading end is closed (poll says
+    POLLERR or POLLHUP for the writing end then; a file or terminal never does)."""
+    import select
+
+    try:
+        p = select.poll()
+        p.register(sys.stdout.fileno(), select.POLLOUT)
+        events = p.poll(0)
+    except (OSError, ValueError):  # stdout closed or not a real file
+        return True
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events)
 
 
 def _caused_by_broken_pipe(e: BaseException) -> bool:

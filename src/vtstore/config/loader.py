@@ -268,6 +268,8 @@ def load_config(path=None, must_exist: bool | None = None) -> Config:
     defaults); only the default `~/.vtrc` may be absent."""
     if must_exist is None:
         must_exist = path is not None or bool(os.environ.get("VT_CONFIG"))
+    if path is not None and not os.fspath(path).strip():
+        raise ConfigError("empty config file name (-c '')")
     p = Path(os.path.expanduser(os.fspath(path))) if path is not None else default_config_path()
     sections = builtin_sections()
     file_keys: set = set()

@@ -112,7 +112,12 @@ class StreamStore(Store):
         try:
             self._link: Link | None = self._open_link(hashclass)
         except OSError as e:
-            raise StoreError(f"cannot connect to the block server: {e}") from None
+            # say which server: a bare "[Errno 2] No such file or directory" does not
+            msg = str(e)
+            where = name or spec or ""
+            if where and where not in msg:
+                msg = f"{where}: {e.strerror or msg}"
+            raise StoreError(f"cannot connect to the block server: {msg}") from None
         w = self._link.welcome
         super().__init__(
             name=name or spec or w.name, hashclass=w.hashclass, readonly=readonly or w.readonly

@@ -331,6 +331,11 @@ def open_store_from_args(args, readonly: bool = False) -> Store:
     # config is the layer above stores: imported here, where the CLI needs it
     from vtstore.config import load_config
 
+    for opt, attr in (("-S", "store_spec"), ("-C", "cache_spec")):
+        given = getattr(args, attr, None)
+        if given is not None and not given.strip():
+            # an empty -S (say, from an unset shell variable) must not mean the default
+            raise ConfigError(f"empty store spec: {opt} ''")
     config = load_config(getattr(args, "config_path", None))
     text = getattr(args, "store_spec", None) or os.environ.get("VT_STORE") or "[default]"
     hname = getattr(args, "hashclass", None) or os.environ.get("VT_HASHCLASS")
