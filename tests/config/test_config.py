@@ -281,3 +281,10 @@ def test_any_config_text_is_a_config_error_or_valid(tmp_path_factory, words):
             c.clause_spec(name)
     except ConfigError:
         pass
+
+
+def test_vt_config_shows_the_default_socket_path(tmp_path, vt_env):
+    p = write(tmp_path, "[remote]\ntype = unix\n")
+    r = vt(dict(vt_env, VT_DIR=str(tmp_path / "b")), "-c", str(p), "config")
+    assert r.returncode == 0, r.stderr
+    assert f"socket_path = {tmp_path / 'b' / 'remote.sock'}  # default of type unix" in r.stdout

@@ -226,7 +226,28 @@ class Config:
                         shown = raw
                 note = "" if (sec, key) in self._file_keys else "  # built-in"
                 out.append(f"{key} = {shown}{note}")
+            out.extend(self._type_defaults(sec))
         return "\n".join(out) + "\n"
+
+    def _type_defaults(self, sec: str) -> list[str]:
+        """The lines of the keys clause `sec` takes from its type's defaults."""
+        if sec == _GLOBAL:
+            return []
+        keys = self.sections[sec]
+        tname = str(keys.get("type", "")).strip()
+        ensure_provider(tname)
+        st = store_types().get(tname)
+        if st is None:
+            return []
+        out = []
+        for key, raw in st.defaults.items():
+            if key not in keys:
+                try:
+                    shown = self._value(sec, key, raw)
+                except ConfigError:
+                    shown = raw
+                out.append(f"{key} = {shown}  # default of type {tname}")
+        return out
 
 
 def _read_file(path: Path) -> dict[str, dict[str, str]]:
