@@ -73,6 +73,7 @@ class Mounted:
                 store,
                 "mount",
                 "-f",
+                "--create",
                 *opts,
                 special,
                 mnt,
