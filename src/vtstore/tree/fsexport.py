@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from vtstore.blocks import IndirectBlock, RLEBlock, SubBlock
 from vtstore.codec import Reader, encode_varint
 from vtstore.errors import CorruptBlockError, FormatError, MissingBlockError, VTError
-from vtstore.tree.dir import DIR_VERSION, decode_dir_data
+from vtstore.tree.dir import DIR_VERSION, MAX_DIR_DATA, decode_dir_data, read_dir_data
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -48,6 +48,7 @@ from vtstore.tree.dirent import (
     decode_dirent,
     fsenc,
 )
+from vtstore.tree.dirscan import scan_dir_data
 from vtstore.tree.meta import cached_lookup
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,8 @@ def read_entries(d: Dirent, store) -> tuple[list[Dirent], list[str]]:
         raise FormatError(f"{d.name or 'dirent'} is a {d.type_name}, not a directory")
     if d.block is None:
         return [], []
+    if d.block.span > MAX_DIR_DATA:  # a ref claims any span for free; no writer makes this
+        return [], [f"directory data of {d.block.span:,} octets is over the limit"]
     problems: list[str] = []
     runs: list[bytearray] = [bytearray()]
     for kind, n, value in iter_content(d.block, store):
@@ -273,10 +276,18 @@ def tree_totals(
     memo: dict = {}
 
     def frame(block):
+        # the quick scanner reads type, span and blockref without building dirents
         try:
-            entries = read_entries(Dirent(T_DIR, block=block), store)[0]
+            scanned = scan_dir_data(read_dir_data(block, store))[0]
+            entries = [
+                (x.type, x.span or 0, x.block() if x.type == T_DIR else None) for x in scanned
+            ]
         except DAMAGE:
-            entries = []
+            try:
+                found = read_entries(Dirent(T_DIR, block=block), store)[0]
+            except DAMAGE:
+                found = []
+            entries = [(x.type, x.size, x.block) for x in found]
         return [block, entries, 0, 0, 0]  # block, entries, next, entries, bytes
 
     def check(n: int, b: int) -> None:
@@ -296,16 +307,16 @@ def tree_totals(
         f = stack[-1]
         entries = f[1]
         if f[2] < len(entries):
-            e = entries[f[2]]
-            if e.type == T_DIR and e.block is not None:
-                sub = memo.get(e.block)
+            etype, span, block = entries[f[2]]
+            if etype == T_DIR and block is not None:
+                sub = memo.get(block)
                 if sub is None:
-                    stack.append(frame(e.block))
+                    stack.append(frame(block))
                     continue
                 f[3] += sub[0]
                 f[4] += sub[1]
-            elif e.type == T_FILE:
-                f[4] += e.size
+            elif etype == T_FILE:
+                f[4] += span
             f[2] += 1
             f[3] += 1
             check(f[3], f[4])
