@@ -163,3 +163,18 @@ def test_fsck_of_a_named_archive_uses_its_clause_store(tmp_path, vt_env):
     assert Archive(datadir / "proj.vt").last().store_id == _uuid(datadir)
     r = vt(env, "fsck", "[mine]proj")
     assert b"[mine]proj: ok; 1 states" in r.stdout, r.stdout
+
+
+def test_rw_mount_refuses_an_archive_of_another_store_and_records_its_own(setup, tmp_path):
+    """A read-write mount appends states: over another store's archive it is
+    refused before mounting; its own states record the store's uuid."""
+    _, archive, env_a, env_b = setup
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    before = archive.read_bytes()
+    r = vt(env_b, "mount", "-e", "true", str(archive), str(mnt), check=False)
+    assert r.returncode == 1 and b"belongs to another store" in r.stderr, r.stderr
+    assert archive.read_bytes() == before and not os.path.ismount(mnt)
+    vt(env_a, "mount", "-e", f"echo new > {mnt}/g", str(archive), str(mnt))
+    lines = [json.loads(x) for x in archive.read_text().splitlines()]
+    assert len(lines) == 2 and lines[-1]["store"] == _uuid(tmp_path / "A")

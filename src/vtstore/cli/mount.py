@@ -246,6 +246,9 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
 
     with open_store(args, readonly=readonly) as store:
         archive, top, sub = _resolve(args, store, readonly)
+        if archive is not None and not readonly and not args.history:
+            # states written here must be able to name this store's blocks
+            archive.check_store(store)
         kw = {
             "scratch_dir": args.scratch_dir,
             "cache_bytes": max(1, args.cache_size) << 20,

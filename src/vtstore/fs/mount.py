@@ -16,6 +16,7 @@ import threading
 
 import trio
 
+from vtstore.archive import store_identity
 from vtstore.errors import FormatError
 from vtstore.tree.dir import decode_dir_data, make_dir
 from vtstore.tree.dirent import Dirent
@@ -81,7 +82,9 @@ class Mount:
             if full == self.last:
                 return False
             if self.archive is not None:
-                self.archive.update(full, comment=self.comment)
+                self.archive.update(
+                    full, comment=self.comment, store_id=store_identity(self.fs.store)
+                )
             self.last = full
             if self.subpath:
                 self.top = full
