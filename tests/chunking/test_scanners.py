@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import shutil
 import struct
@@ -308,3 +309,20 @@ def test_parser_scanner_requests():
     assert sc.got == data[13:]
     with pytest.raises(ValueError):
         ParserScanner.read(-1)
+
+
+def test_mp4_moov_longer_than_a_buffer_keeps_the_scanner(formats):
+    """Boxes inside a moov read whole are proposed only once it is read: those the
+    chunker has passed are dropped, not the whole scanner (a faststart moov past a
+    buffer switched the scanner off, and mdat lost its sample cuts)."""
+    from vtstore.chunking import BlockifyStats, chunks_of
+
+    data = formats.build_mp4(b"x" * 300_000)  # a moov of 300 KB, buffers of 64 KiB
+    stats = BlockifyStats()
+    chunks = list(chunks_of(data, scanner="mp4", buffer_size=65536, stats=stats))
+    assert b"".join(chunks) == data
+    assert stats.scanner_failed is None
+    mdat_off, _ = formats.boxes_named(data, {b"mdat"})[-1]
+    ends = set(itertools.accumulate(map(len, chunks)))
+    assert mdat_off in ends
+    assert len([e for e in ends if e > mdat_off + 8]) > 50

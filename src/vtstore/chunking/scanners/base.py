@@ -229,9 +229,9 @@ class GuardedScanner:
     """Wraps a scanner so that a broken one cannot harm the output.
 
     A scanner that raises, or proposes something that is not an increasing
-    offset at or after `floor` (what the chunker has already passed), is
-    logged once and switched off; the chunker carries on with the rolling hash
-    alone.  Proposals beyond the end of the stream are reported at `finish`.
+    offset at or after `floor` (what the chunker has already passed; unless
+    it has `may_propose_late`), is logged once and switched off; the chunker
+    carries on with the rolling hash alone.  Proposals beyond the end of the stream are reported at `finish`.
     """
 
     def __init__(self, scanner: Scanner, label: str = ""):
@@ -240,6 +240,11 @@ class GuardedScanner:
         self.name = getattr(scanner, "name", type(scanner).__name__)
         self.failed: str | None = None
         self.proposed = 0
+        # a scanner that reads a whole structure before proposing inside it
+        # (an MP4 moov longer than a buffer) says so: the proposals the chunker
+        # has passed are dropped and counted, the scanner stays on
+        self.late_ok = bool(getattr(scanner, "may_propose_late", False))
+        self.late = 0
         self._last = -1
 
     def _fail(self, why: str) -> list[int]:
@@ -260,6 +265,9 @@ class GuardedScanner:
             if p <= self._last:
                 return self._fail(f"proposed {p} after {self._last} (not increasing)")
             if p < floor:
+                if self.late_ok:
+                    self.late += 1
+                    continue
                 return self._fail(f"proposed {p}, behind the chunker at {floor}")
             self._last = p
             good.append(p)

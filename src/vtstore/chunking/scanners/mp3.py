@@ -8,7 +8,7 @@ tag), and the start of a trailing APE or ID3v1 tag.
 
 from __future__ import annotations
 
-from vtstore.chunking.scanners.base import ParserScanner
+from vtstore.chunking.scanners.base import LOOKAHEAD, ParserScanner
 
 __all__ = ["MP3Scanner", "frame_length"]
 
@@ -45,7 +45,7 @@ def frame_length(hdr: bytes) -> int:
     return 144 * bitrate // rate + pad
 
 
-_RESYNC = 8192
+_RESYNC = LOOKAHEAD  # a frame found in this window is proposed in time
 
 
 def _find_frames(buf: bytes) -> int:

@@ -205,6 +205,9 @@ class MP4Scanner(ParserScanner):
     """Box boundaries of ISO BMFF files, and sample starts in mdat."""
 
     name = "mp4"
+    #: boxes inside a moov are proposed once the whole moov is read, maybe
+    #: after the chunker passed them (see GuardedScanner)
+    may_propose_late = True
 
     def parse(self):
         samples: _Samples | None = None
