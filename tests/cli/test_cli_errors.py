@@ -315,3 +315,16 @@ def test_damaged_archive_is_a_warning_and_one_error(junk, env):
         lines = r.stderr.splitlines()
         assert lines[-1].startswith(f"vt {cmd}: ") and "no states" in lines[-1]
         assert all(x.startswith("vt: ") for x in lines[:-1]), lines
+
+
+def test_closed_stdout_is_one_line_and_closed_stderr_keeps_stdout_clean(piped):
+    """`vt cat REF >&-`: an error, not a traceback; `vt cat B{ 2>&-`: the error
+    line goes nowhere, not into stdout (print(file=None) would write there)."""
+    tmp, env, ref = piped
+    base = [*VT, "cat"]
+    r = subprocess.run([*base, ref], stdout=None, stderr=subprocess.PIPE, text=True, env=env,
+                       cwd=tmp, close_fds=True, pass_fds=(), preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert r.returncode == 1 and r.stderr == "vt cat: standard output is closed\n", r.stderr
+    r = subprocess.run([*base, "B{"], stdout=subprocess.PIPE, stderr=None, text=True, env=env,
+                       cwd=tmp, preexec_fn=lambda: os.close(2))  # fmt: skip
+    assert r.returncode in (1, 2) and r.stdout == ""

@@ -9,6 +9,7 @@ placeholders that say so and exit 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `vt` with `argv`; return the exit code (also used by the console script)."""
+    _guard_closed_stdio()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING
@@ -157,6 +159,48 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vt {args.command}: interrupted", file=sys.stderr)
         return 130
     return rc
+
+
+class _ClosedStdout:
+    """Standard output when vt was started with it closed (`vt cat REF >&-`):
+    writing is an error, as `cat` says "write error: Bad file descriptor"."""
+
+    def write(self, data):
+        raise OSError(errno.EBADF, "standard output is closed")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return 1
+
+    @property
+    def buffer(self):
+        return self
+
+
+def _guard_closed_stdio() -> None:
+    """Keep descriptors 0-2 taken (by /dev/null) when vt starts with one closed,
+    so that no data file or socket opened later gets the number 1 and receives
+    what is printed; and make writing to a closed stdout a plain error."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            nul = os.open(os.devnull, os.O_RDWR)
+            if nul != fd:
+                os.dup2(nul, fd)
+                os.close(nul)
+            if fd == 1:
+                sys.stdout = _ClosedStdout()
+            elif fd == 0 and sys.stdin is None:
+                sys.stdin = open(0, closefd=False)  # noqa: SIM115 - for the whole run
+            elif fd == 2 and sys.stderr is None:
+                # print(file=sys.stderr) with stderr None would write to stdout
+                sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - for the whole run
 
 
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for `yes | head`
