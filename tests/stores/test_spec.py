@@ -188,3 +188,23 @@ def test_odd_spec_strings_open_or_raise_vterror(tmp_path_factory, words):
     except VTError:
         return
     store.close()
+
+
+def test_nesting_is_bounded(tmp_path):
+    """Proxies nested thousands deep, or clauses referring 2,000 deep: a
+    ConfigError, not a RecursionError."""
+    from vtstore.config import load_config
+
+    with pytest.raises(ConfigError, match="nested"):
+        parse_store_spec("proxy(read=" * 2000 + "memory:" + ")" * 2000)
+    assert parse_store_spec("proxy(read=" * 8 + "memory:" + ")" * 8).type == "proxy"
+    cfg = tmp_path / "vtrc"
+    cfg.write_text(
+        "".join(f"[c{i}]\ntype = proxy\nread = [c{i + 1}]\n" for i in range(2000))
+        + "[c2000]\ntype = memory\n"
+    )
+    config = load_config(cfg)
+    with pytest.raises(ConfigError, match="deep"):
+        open_store_spec("[c0]", config=config)
+    with open_store_spec("[c1990]", config=config) as st:
+        assert len(st) == 0

@@ -124,6 +124,9 @@ class StoreType:
 _TYPES: dict[str, StoreType] = {}
 _SCHEMES: dict[str, tuple[str, Callable[[str], dict]]] = {}
 PROXY_ROLES = ("save", "read", "read2", "copy2", "save2")
+#: How deep proxies may nest in a spec, and clauses refer to clauses: far more
+#: than any real setup, far less than the interpreter's stack.
+MAX_NESTING = 32
 
 
 def register_store_type(
@@ -182,16 +185,18 @@ def _split_top(text: str, seps: str) -> list[str]:
     return [p for p in out if p.strip()]
 
 
-def parse_spec_list(text: str) -> list[StoreSpec]:
+def parse_spec_list(text: str, _depth: int = 0) -> list[StoreSpec]:
     """Store specs separated by white space."""
     parts = _split_top(text, " \t\n")
     if not parts:
         raise ConfigError("expected at least one store spec")
-    return [parse_store_spec(p) for p in parts]
+    return [parse_store_spec(p, _depth) for p in parts]
 
 
-def parse_store_spec(text: str) -> StoreSpec:
+def parse_store_spec(text: str, _depth: int = 0) -> StoreSpec:
     """Parse one store spec; raises `ConfigError` naming what is wrong."""
+    if _depth > MAX_NESTING:
+        raise ConfigError(f"store spec nested more than {MAX_NESTING} proxies deep")
     t = str(text).strip()
     if not t:
         raise ConfigError("empty store spec")
@@ -212,7 +217,7 @@ def parse_store_spec(text: str) -> StoreSpec:
             raise ConfigError(f"unknown store form {m.group(1)}(...) in {t!r}")
         if not t.endswith(")"):
             raise ConfigError(f"store spec {t!r}: missing ')'")
-        return StoreSpec("proxy", _parse_proxy_args(t[m.end() : -1], t), t)
+        return StoreSpec("proxy", _parse_proxy_args(t[m.end() : -1], t, _depth + 1), t)
     for prefix in sorted(_SCHEMES, key=len, reverse=True):
         if t.startswith(prefix):
             type_name, parse = _SCHEMES[prefix]
@@ -232,7 +237,7 @@ def parse_store_spec(text: str) -> StoreSpec:
     )
 
 
-def _parse_proxy_args(body: str, whole: str) -> dict:
+def _parse_proxy_args(body: str, whole: str, depth: int = 1) -> dict:
     params: dict[str, list[StoreSpec]] = {}
     for arg in _split_top(body, ","):
         key, eq, value = arg.partition("=")
@@ -242,7 +247,7 @@ def _parse_proxy_args(body: str, whole: str) -> dict:
                 f"store spec {whole!r}: bad proxy argument {arg.strip()!r}"
                 f" (say ROLE=SPEC with ROLE one of {', '.join(PROXY_ROLES)})"
             )
-        params.setdefault(key, []).extend(parse_spec_list(value))
+        params.setdefault(key, []).extend(parse_spec_list(value, depth))
     if not params.get("save") and not params.get("read") and not params.get("read2"):
         raise ConfigError(f"store spec {whole!r}: a proxy needs save, read or read2 stores")
     return params
@@ -491,6 +496,8 @@ def _open_clause(spec: StoreSpec, ctx: OpenContext) -> Store:
     if f"[{name}]" in ctx.stack:
         loop = " -> ".join((*ctx.stack, f"[{name}]"))
         raise ConfigError(f"store clause [{name}] refers to itself: {loop}")
+    if len(ctx.stack) >= MAX_NESTING:
+        raise ConfigError(f"store clauses refer to each other more than {MAX_NESTING} deep")
     config = ctx.config
     if config is None:
         from vtstore.config import load_config
