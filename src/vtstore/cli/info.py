@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from vtstore.cli.common import open_store
+from vtstore.errors import StoreError
 
 
 def register(subparsers) -> None:
@@ -32,6 +33,8 @@ def run(args) -> int:
 
     with open_store(args, readonly=True) as store:
         d = store_info(store)
+    if d.get("index_damage"):
+        raise StoreError(d["index_damage"])
     if args.json:
         print(json.dumps(d, indent=1, default=str))
     else:

@@ -776,13 +776,19 @@ class DataDir(Store):
         }
         if not self.initialized:
             return d
-        if self.index_damage is not None:
-            # what a check or a reindex needs to size its progress bar
-            d.update(
-                index_damage=str(self.index_damage),
-                bytes_on_disk=sum(_size(p) for p in self._data_files()),
-            )
-            return d
+        if self.index_damage is None:
+            try:
+                return self._info(d)
+            except IndexDamagedError as e:
+                self.index_damage = e
+        # what a check or a reindex needs to size its progress bar
+        d.update(
+            index_damage=str(self.index_damage),
+            bytes_on_disk=sum(_size(p) for p in self._data_files()),
+        )
+        return d
+
+    def _info(self, d: dict) -> dict:
         self.flush()
         files = self._index.files()
         sizes = []

@@ -25,6 +25,7 @@ as `mdb_env_set_mapsize` requires.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import threading
 import time
@@ -97,7 +98,10 @@ def check_meta_pages(path: str, subdir: bool = True) -> int:
     except OSError as e:
         raise StoreError(f"index {path}: {e.strerror or e}") from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexDamagedError(path, f"{os.path.basename(f)} is not a regular file")
+        size = st.st_size
         if size == 0:
             return 0
         head = os.pread(fd, 160, 0)
