@@ -131,6 +131,8 @@ def test_resume_after_kill_9(store, tmp_path):
     assert rsync_diff(src, str(out)) != []
     r = vt(store, "unpack", src + ".vt", str(out), check=False)
     assert r.returncode == 1 and b"not empty" in r.stderr
+    (out / "dir00").mkdir(exist_ok=True)
+    (out / "dir00" / ".vt-part-0123456789ab").write_bytes(b"left by a killed --resume")
     r = vt(store, "unpack", "--resume", "--json", src + ".vt", str(out))
     summary = json.loads(r.stdout)
     assert summary["skipped"] >= 700 and summary["files"] == 2505, summary

@@ -439,8 +439,18 @@ class Exporter:
             self.stats.damaged.append(Damage(shown, problems, kind="dir"))
         return entries
 
+    def _sweep(self, fd: int, entries: list[Dirent]) -> None:
+        """--resume: remove what a killed rewrite left (temporary names not in the tree)."""
+        keep = {fsenc(e.name) for e in entries}
+        for n in os.listdir(fd):
+            name = os.fsencode(n)
+            if name.startswith(PART_PREFIX.encode()) and name not in keep:
+                os.unlink(name, dir_fd=fd)
+
     def _walk(self, root_fd: int, root: Dirent) -> None:
         frames = [_Frame(root_fd, root, (), self._entries(root, ()))]
+        if self.resume:
+            self._sweep(root_fd, frames[0].entries)
         while frames:
             f = frames[-1]
             if f.i < len(f.entries):
@@ -454,6 +464,8 @@ class Exporter:
                         sub = self._make_dir(dfd, name, e, rel)
                         if sub is not None:
                             frames.append(_Frame(sub, e, rel, self._entries(e, rel)))
+                            if self.resume:
+                                self._sweep(sub, frames[-1].entries)
                             self._check_limits()
                             if len(frames) > _MAX_OPEN_DIRS:
                                 old = frames[len(frames) - _MAX_OPEN_DIRS]
