@@ -273,3 +273,36 @@ def test_wrong_hash_length_for_its_class_in_binary():
     body = encode_varint(0) + encode_varint(5) + encode_varint(2) + b"\0" * 20  # ...short ones not
     with pytest.raises(FormatError, match="truncated"):
         decode_blockref(encode_bytes(body))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'SymLink{name:"l",target:"a\\x00b"}',
+        'F{name:"f",meta:{user:"ro\\x00ot"}}',
+        'F{name:"f",meta:{group:"\\x00"}}',
+        'F{name:"f",meta:{xattrs:[["user.a\\x00b","v"]]}}',
+        'F{name:"f",meta:{xattrs:[["","v"]]}}',
+    ],
+)
+def test_names_no_system_call_takes_are_refused_in_both_forms(text):
+    """A NUL in a symlink target, owner or xattr name would be a ValueError in
+    export's symlink/getpwnam/setxattr: it is a FormatError at decode instead,
+    in text and in binary, where both stat-cache scanners defer to the decoder."""
+    from vtstore.tree import dirscan
+
+    with pytest.raises(FormatError, match="NUL|empty"):
+        parse_dirent(text)
+    if "\\x00" in text:  # the same dirent in binary, the NUL put back
+        raw = parse_dirent(text.replace("\\x00", "x")).encode()
+        i = raw.index(b"x")
+        bad = raw[:i] + b"\0" + raw[i + 1 :]
+    else:  # a metadata field list with one xattr of an empty name
+        xattr = encode_varint(8) + encode_bytes(encode_bytes(b"") + b"v")
+        bad = encode_varint(0) + encode_varint(1) + encode_bytes(b"f")
+        bad += encode_varint(2) + encode_bytes(xattr)
+    assert dirscan.py_scan_dirent(bad) is None
+    if dirscan.c_scan_dirent is not None:
+        assert dirscan.c_scan_dirent(bad, 0, len(bad)) is None
+    with pytest.raises(FormatError, match="NUL|empty"):
+        decode_dirent(bad)

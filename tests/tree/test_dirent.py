@@ -17,18 +17,19 @@ from vtstore.tree.dirent import F_NAME, T_DEVICE, T_FILE, TYPE_NAMES
 names = st.text(min_size=1, max_size=20).filter(
     lambda s: s not in (".", "..") and "/" not in s and "\0" not in s
 )
+c_text = st.text(max_size=8).filter(lambda s: "\0" not in s)  # names a system call takes
 metas = st.builds(
     Meta,
     mode=st.none() | st.integers(0, 0o7777),
-    uid=st.none() | st.integers(0, 2**32),
-    gid=st.none() | st.integers(0, 2**32),
-    user=st.none() | st.text(max_size=8),
-    group=st.none() | st.text(max_size=8),
+    uid=st.none() | st.integers(0, 2**32 - 1),
+    gid=st.none() | st.integers(0, 2**32 - 1),
+    user=st.none() | c_text,
+    group=st.none() | c_text,
     mtime_ns=st.none() | st.integers(-(2**62), 2**62),
     ctime_ns=st.none() | st.integers(-(2**62), 2**62),
-    xattrs=st.lists(
-        st.tuples(st.text(min_size=1, max_size=10), st.binary(max_size=20)), max_size=3
-    ).map(lambda xs: tuple(sorted(dict(xs).items()))),
+    xattrs=st.lists(st.tuples(c_text.filter(bool), st.binary(max_size=20)), max_size=3).map(
+        lambda xs: tuple(sorted(dict(xs).items()))
+    ),
     mime_type=st.none() | st.text(max_size=10),
 )
 blocks = st.one_of(
@@ -48,7 +49,7 @@ def dirents(draw):
     if draw(st.booleans()):
         kw["prev"] = draw(blocks)
     if draw(st.booleans()):
-        kw["target"] = draw(st.text(max_size=30))
+        kw["target"] = draw(st.text(max_size=30).filter(lambda s: "\0" not in s))
     if draw(st.booleans()):
         kw["ino"] = draw(st.integers(0, 2**40))
     if t == T_DEVICE:

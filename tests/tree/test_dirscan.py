@@ -48,6 +48,9 @@ needs_c = pytest.mark.skipif(C is None, reason="vtstore.tree._treecodec is not b
 # -- strategies ----------------------------------------------------------------
 
 fs_text = st.binary(max_size=12).map(fsdec)  # any file-name octets, as the importer sees them
+# what a system call takes as a name: no NUL (and, for an xattr, not empty)
+c_text = st.one_of(st.text(max_size=6), fs_text).filter(lambda s: "\0" not in s)
+xattr_names = c_text.filter(bool)
 names = st.one_of(st.text(min_size=1, max_size=12), fs_text).filter(
     lambda s: s not in ("", ".", "..") and "/" not in s and "\0" not in s
 )
@@ -80,13 +83,13 @@ metas = st.builds(
     mode=st.none() | st.integers(0, 0o7777),
     uid=st.none() | ids,
     gid=st.none() | ids,
-    user=st.none() | st.text(max_size=6) | fs_text,
-    group=st.none() | st.text(max_size=6) | fs_text,
+    user=st.none() | c_text,
+    group=st.none() | c_text,
     mtime_ns=st.none() | times,
     ctime_ns=st.none() | times,
     atime_ns=st.none() | times,
     # sorted as Meta.from_stat sorts them; repeated names are kept
-    xattrs=st.lists(st.tuples(fs_text, st.binary(max_size=8)), max_size=4).map(
+    xattrs=st.lists(st.tuples(xattr_names, st.binary(max_size=8)), max_size=4).map(
         lambda xs: tuple(sorted(xs))
     ),
     mime_type=st.none() | st.text(max_size=8),
@@ -107,7 +110,7 @@ def dirents(draw, named=True):
     if draw(st.integers(0, 3)) == 0:
         kw["prev"] = draw(blocks)
     if draw(st.integers(0, 3)) == 0:
-        kw["target"] = draw(fs_text)
+        kw["target"] = draw(c_text)
     if draw(st.integers(0, 2)) == 0:
         kw["ino"] = draw(big)
     if t == T_DEVICE or draw(st.integers(0, 5)) == 0:

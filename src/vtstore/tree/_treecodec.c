@@ -162,7 +162,8 @@ scan_meta(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, PyObject **mti
         case 8: {
             PyObject *key;
             p = pos;
-            if (varint(b, &p, vend, &v) || v > (u128)(vend - p))
+            if (varint(b, &p, vend, &v) || v > (u128)(vend - p) || v == 0 ||
+                memchr(b + p, 0, (size_t)v))
                 goto defer;
             key = xattr_key(b, p, (Py_ssize_t)v, vend);
             if (!key)
@@ -192,7 +193,9 @@ scan_meta(const unsigned char *b, Py_ssize_t pos, Py_ssize_t end, PyObject **mti
             Py_DECREF(s);
             break;
         }
-        default: /* 4, 5: user and group names, any octets */
+        default: /* 4, 5: user and group names, no NUL */
+            if (memchr(b + pos, 0, (size_t)(vend - pos)))
+                goto defer;
             break;
         }
         pos = vend;
@@ -326,7 +329,11 @@ scan_dirent(PyObject *self, PyObject *args)
                 v > U32_MAX_ || p != vend)
                 goto defer;
             break;
-        default: /* 6 target, 9 ext: any octets */
+        case 6: /* a symlink target: no NUL */
+            if (memchr(b + pos, 0, n))
+                goto defer;
+            break;
+        default: /* 9 ext: any octets */
             break;
         }
         pos = vend;

@@ -15,7 +15,8 @@ Binary form::
 Unknown tags are skipped, so newer writers can add fields.  Names are checked on
 decode: no `/`, no NUL, not `.` or `..` -- a hostile store cannot make export
 write outside its target.  Numbers are range-checked whenever a `Dirent` is made
-(so by both decoders): `ino` below 2**64, device major and minor below 2**32.
+(so by both decoders): `ino` below 2**64, device major and minor below 2**32,
+no NUL in a symlink target.
 """
 
 from __future__ import annotations
@@ -117,6 +118,8 @@ class Dirent:
                 raise FormatError(f"device kind must be 'c' or 'b', got {self.rdev[0]!r}")
             if not all(0 <= n <= MAX_DEVNUM for n in self.rdev[1:]):
                 raise FormatError(f"device numbers {self.rdev[1:]} are not below 2**32")
+        if self.target is not None and "\0" in self.target:
+            raise FormatError("symlink target holds a NUL")
         if self.ino is not None and not 0 <= self.ino <= MAX_INO:
             raise FormatError(f"hard-link group {self.ino} is not below 2**64")
 

@@ -120,12 +120,15 @@ def _scan_meta(buf, pos: int, end: int) -> tuple[int | None, int | None]:
                 raise _Defer
         elif tag == 8:
             xn, p = _varint_at(buf, pos, vend)
-            if p + xn > vend:
+            if p + xn > vend or xn == 0 or 0 in buf[p : p + xn]:
                 raise _Defer
             key = (fsdec(buf[p : p + xn]), bytes(buf[p + xn : vend]))
             if last_xattr is not None and key < last_xattr:
                 raise _Defer
             last_xattr = key
+        elif tag in (4, 5):  # user, group: no NUL
+            if 0 in buf[pos:vend]:
+                raise _Defer
         elif tag == 9:
             try:
                 bytes(buf[pos:vend]).decode()
@@ -214,7 +217,10 @@ def _scan(buf, pos: int, end: int) -> tuple:
             major, p = _varint_at(buf, pos + 1, vend)
             if major > _U32 or _whole_varint(buf, p, vend) > _U32:
                 raise _Defer
-        # 6 (target) and 9 (ext) hold any octets
+        elif tag == 6:  # a symlink target: no NUL
+            if 0 in buf[pos:vend]:
+                raise _Defer
+        # 9 (ext) holds any octets
         pos = vend
     if name is None:
         raise _Defer

@@ -5,7 +5,8 @@ fields; unknown tags are skipped so later versions can add fields.  Integers are
 varints inside the value; times are zig-zag varints of nanoseconds (they may be
 negative).  Ranges, checked whenever a `Meta` is made (so by both decoders):
 uid and gid below 2**32 (`MAX_ID`), times within a signed 64-bit count of
-nanoseconds, mode within 07777.  POSIX ACLs are kept as their `system.posix_acl_access` and
+nanoseconds, mode within 07777; no NUL in user, group or xattr names, and no
+empty xattr name.  POSIX ACLs are kept as their `system.posix_acl_access` and
 `system.posix_acl_default` xattrs, which is exactly what the kernel stores.
 """
 
@@ -85,6 +86,14 @@ class Meta:
             v = getattr(self, k)
             if v is not None and not MIN_TIME_NS <= v <= MAX_TIME_NS:
                 raise FormatError(f"metadata {k} {v} is not a signed 64-bit time")
+        # no system call takes a NUL inside a name: refuse it here, not in export
+        for k in ("user", "group"):
+            v = getattr(self, k)
+            if v is not None and "\0" in v:
+                raise FormatError(f"metadata {k} name {v!r} holds a NUL")
+        for name, _ in self.xattrs:
+            if not name or "\0" in name:
+                raise FormatError(f"extended attribute name {name!r} is empty or holds a NUL")
 
     @classmethod
     def from_stat(
