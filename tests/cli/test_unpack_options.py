@@ -83,6 +83,17 @@ def test_unpack_and_export_go_on_past_damage(store, tmp_path):
     r = vt(store, "unpack", src + ".vt", str(tmp_path / "out3"), check=False)
     assert r.returncode == 1
 
+    # the blocks come back (fsck --repair drops the corrupt one, saving the two
+    # files again adds both): --resume restores them whole, keeps the rest
+    r = vt(store, "fsck", "--repair", check=False)
+    assert r.returncode == 1, r.stderr
+    vt(store, "save", f"{src}/d3/f007", f"{src}/d1/f013")
+    r = vt(store, "unpack", "--resume", "--json", src + ".vt", str(out))
+    assert json.loads(r.stdout)["skipped"] == 38
+    assert read_tree(out) == files
+
+    delete_blocks(store, [missing])
+    corrupt_block(store, one)
     tar = tmp_path / "t.tar"
     r = vt(store, "export", src + ".vt", "-o", str(tar), check=False)
     err = r.stderr.decode()

@@ -440,12 +440,16 @@ class Exporter:
         return entries
 
     def _sweep(self, fd: int, entries: list[Dirent]) -> None:
-        """--resume: remove what a killed rewrite left (temporary names not in the tree)."""
+        """--resume: remove what earlier runs left that the tree does not hold: the
+        temporary files of a killed rewrite, and damaged files (written again
+        below if still damaged, else restored whole under their own names)."""
         keep = {fsenc(e.name) for e in entries}
+        part, damaged = PART_PREFIX.encode(), DAMAGED_SUFFIX.encode()
         for n in os.listdir(fd):
             name = os.fsencode(n)
-            if name.startswith(PART_PREFIX.encode()) and name not in keep:
-                os.unlink(name, dir_fd=fd)
+            if (name.startswith(part) or name.endswith(damaged)) and name not in keep:
+                if not statmod.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
+                    os.unlink(name, dir_fd=fd)
 
     def _walk(self, root_fd: int, root: Dirent) -> None:
         frames = [_Frame(root_fd, root, (), self._entries(root, ()))]
