@@ -45,6 +45,8 @@ def frame_length(hdr: bytes) -> int:
     return 144 * bitrate // rate + pad
 
 
+#: frame length by header bytes 1-2 (at most 65,536 entries)
+_LENGTHS: dict[int, int] = {}
 _RESYNC = LOOKAHEAD  # a frame found in this window is proposed in time
 
 
@@ -69,21 +71,27 @@ class MP3Scanner(ParserScanner):
     name = "mp3"
 
     def parse(self):
-        # any number of leading ID3v2 tags
+        # any number of leading ID3v2 tags, walked a window at a time
         last = 0
         while True:
-            head = yield self.peek(10)
-            if len(head) < 10 or head[:3] != b"ID3" or head[3] == 0xFF:
+            win = yield self.peek(LOOKAHEAD)
+            base, n, i = self.pos, len(win), 0
+            while n - i >= 10 and win[i : i + 3] == b"ID3" and win[i + 3] != 0xFF:
+                if base + i > last:  # not already proposed as the previous tag's end
+                    self.propose(base + i)
+                i += 10 + _syncsafe(win[i + 6 : i + 10]) + (10 if win[i + 5] & 0x10 else 0)
+                if i > n:
+                    break  # the tag runs past the window
+                last = base + i
+                self.propose(last)
+            if not i:
                 break
-            size = 10 + _syncsafe(head[6:10]) + (10 if head[5] & 0x10 else 0)
-            if self.pos > last:  # not already proposed as the previous tag's end
-                self.propose(self.pos)
-            end = self.pos + size
-            yield self.skip(size)
-            if self.pos != end:
+            yield self.skip(i)
+            if self.pos != base + i:
                 return  # the stream ended inside the tag
-            self.propose(end)
-            last = end
+            if last != self.pos:
+                last = self.pos
+                self.propose(last)
         # the audio may start after some padding: look for two frames in a row
         head = yield self.peek(_RESYNC)
         k = _find_frames(head)
@@ -94,16 +102,31 @@ class MP3Scanner(ParserScanner):
             self.propose(self.pos)
         spacing = 2 * self.params.avg_size
         last = self.pos
+        # frames walked a window at a time (a request per window, not per
+        # frame: a frame may be 24 bytes); frame lengths depend on header
+        # bytes 1-2 only, so they are looked up in a table filled as met
+        lengths = _LENGTHS
         while True:
-            start = self.pos
-            hdr = yield self.peek(4)
-            n = frame_length(hdr)
-            if n == 0:
+            win = yield self.peek(LOOKAHEAD)
+            base, n, i = self.pos, len(win), 0
+            while n - i >= 4:
+                if win[i] != 0xFF:
+                    break
+                key = win[i + 1] << 8 | win[i + 2]
+                fl = lengths.get(key)
+                if fl is None:
+                    fl = lengths[key] = frame_length(win[i : i + 4])
+                if not fl:
+                    break
+                if base + i - last >= spacing:
+                    last = base + i
+                    self.propose(last)
+                i += fl
+            if not i:
                 break
-            if start - last >= spacing:
-                self.propose(start)
-                last = start
-            yield self.skip(n)
+            yield self.skip(i)
+            if self.pos != base + i:
+                return  # the stream ended inside a frame
         # what follows the last frame: a trailing tag is worth its own block
         tail = yield self.peek(8)
         if tail[:8] == b"APETAGEX" or tail[:3] == b"TAG" or tail[:3] == b"ID3":
