@@ -47,6 +47,7 @@ from vtstore.errors import (
     CorruptBlockError,
     FormatError,
     HashClassMismatchError,
+    ReadOnlyError,
     StoreError,
 )
 from vtstore.hashes import HashCode, hashclass_by_name
@@ -685,12 +686,27 @@ class DataDir(Store):
                 ) from None
             raise _oserror(f"locking {self.path}", e) from None
 
+    def check_can_write(self, what: str) -> None:
+        """Raise `ReadOnlyError` (one line) if this process cannot write the
+        datadir: a read-only store, read-only media, no write permission."""
+        self._check_writable()
+        lack = [
+            p
+            for p in (self.path, self.path / "data", self.path / "index")
+            if p.is_dir() and not os.access(p, os.W_OK)
+        ]
+        if lack or (self._index is not None and not self._index.writable):
+            raise ReadOnlyError(
+                f"cannot {what}: datadir {self.path} is not writable"
+                " (read-only media or no write permission)"
+            )
+
     def reset_index(self) -> None:
         """Replace the index, whatever state it is in (damaged, missing, a file),
         with an empty one, for `reindex` to fill; takes the datadir lock
         exclusively (release it with `unlock_exclusive`).  The dedup counters
         are carried over when the old index can still be read."""
-        self._check_writable()
+        self.check_can_write("rebuild the index")
         if self.meta is None:
             self._ensure_initialized()
         with self._wlock:

@@ -98,6 +98,8 @@ def fsck_datadir(dd: DataDir, repair: bool = False, progress: Progress = None) -
     if not dd.initialized:
         rep.notes.append("datadir not created yet (no blocks)")
         return rep
+    if repair:
+        dd.check_can_write("repair")
     if dd.index_damage is None:
         # walk the whole index in a child first: a damaged page may crash a reader
         why = probe_index(str(dd.path / "index"))

@@ -894,8 +894,8 @@ def probe_index(path: str, subdir: bool = True) -> str | None:
             text=True,
             errors="replace",
         )
-    except OSError as e:
-        return f"cannot check it: {e.strerror or e}"
+    except OSError:
+        return None  # no child here: the in-process walk (and the map guard) must do
     if r.returncode == 0:
         return None
     if r.returncode < 0:
