@@ -2,12 +2,20 @@
 """Chunking benchmark: the chunker, chunk+hash, fastcdc, blockify, beside b3sum/sha256sum.
 
     python3 bench/bench_chunk.py [--size 1G] [--file PATH] [--repeat 3] [--json out.json]
+                                 [--no-scanners | --scanners-only] [--scanner-size 32M]
     vt benchmark chunk [same options]
 
 Everything runs on one file of random data (made in a temporary directory
 unless --file is given), from the page cache, in the same run, so the ratios
 to `b3sum --num-threads 1` hold even on a busy machine; each figure is the
 best of --repeat runs.  Not part of the test suite.
+
+Then the format scanners, each on a real input of its format made in the run
+(a `git format-patch` mbox of a
+synthetic repository, a tar and a zip of the stdlib's sources, a multi-member
+gzip, an MP4 and an MP3 made by ffmpeg, source text, a .vtd data file): the
+plain chunker's MB/s on the same bytes beside the chunker with the scanner,
+and the scanner alone.
 """
 
 from __future__ import annotations
@@ -220,6 +228,201 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# -- the format scanners ---------------------------------------------------------------
+
+
+def _stdlib_files(limit: int) -> list[tuple[str, bytes]]:
+    """(relative name, content) of the stdlib's .py files, up to `limit` bytes in all."""
+    from pathlib import Path
+
+    root = Path(os.__file__).parent
+    out, total = [], 0
+    for p in sorted(root.rglob("*.py")):
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        out.append((str(p.relative_to(root)), data))
+        total += len(data)
+        if total >= limit:
+            break
+    return out
+
+
+def make_format_patch_mbox(path: str, size: int) -> None:
+    """`git format-patch --stdout --root` of a synthetic repository (git fast-import)
+    of one-function commits, until the mbox has about `size` bytes."""
+    import random
+
+    with tempfile.TemporaryDirectory(prefix="vt-bench-git-") as repo:
+        subprocess.run(["git", "init", "-q", repo], check=True)
+        rnd = random.Random(1)
+        files = {f"src/m{i}.py": [f"def f{i}_{j}(x):\n    return x + {j}\n" for j in range(40)]
+                 for i in range(97)}  # fmt: skip
+        n = max(100, size // 650)  # format-patch output is ~650 bytes per such commit
+        fi = subprocess.Popen(["git", "-C", repo, "fast-import", "--quiet"], stdin=subprocess.PIPE)
+        for k in range(1, n + 1):
+            name = f"src/m{k % 97}.py"
+            j = rnd.randrange(40)
+            files[name][j] = f"def f{k}_{j}(x):\n    return x * {rnd.randrange(1000)}\n"
+            body = "".join(files[name]).encode()
+            msg = f"change {k}: adjust {name}\n\nWhy change {k} was made.\n".encode()
+            fi.stdin.write(
+                b"commit refs/heads/main\ncommitter A U Thor <author@example.com> %d +0000\n"
+                b"data %d\n%s\nM 100644 inline %s\ndata %d\n%s\n"
+                % (1_700_000_000 + k, len(msg), msg, name.encode(), len(body), body)
+            )
+        fi.stdin.close()
+        if fi.wait():
+            raise RuntimeError("git fast-import failed")
+        with open(path, "wb") as f:
+            subprocess.run(
+                ["git", "-C", repo, "format-patch", "--stdout", "--root", "main"],
+                stdout=f,
+                check=True,
+            )
+
+
+def _make_inputs(tmp: str, size: int) -> dict[str, tuple[str, str]]:
+    """Real files of each format in `tmp`: {label: (scanner name, path)}."""
+    import gzip
+    import tarfile
+    import zipfile
+
+    # compressed formats get more source so that their files come near `size` too
+    files = _stdlib_files(4 * size)
+    some = _stdlib_files(size)
+    out: dict[str, tuple[str, str]] = {}
+
+    def add(label, scanner, name):
+        out[label] = (scanner, os.path.join(tmp, name))
+        return out[label][1]
+
+    if shutil.which("git"):
+        make_format_patch_mbox(add("git format-patch mbox", "mbox", "patches.mbox"), size)
+    with tarfile.open(add("tar of stdlib sources", "tar", "src.tar"), "w") as tf:
+        for name, data in some:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, _io_bytes(data))
+    with zipfile.ZipFile(add("zip of stdlib sources", "zip", "src.zip"), "w") as zf:
+        for name, data in files:
+            zf.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED)
+    text = b"".join(d for _, d in files)
+    with open(add("stdlib source text", "text", "src.py"), "wb") as f:
+        f.write(text[:size])
+    with open(add("gzip, a member per 64 KiB", "gzip", "src.gz"), "wb") as f:
+        for i in range(0, len(text), 1 << 16):
+            f.write(gzip.compress(text[i : i + (1 << 16)], mtime=0))
+    _make_vtd(add(".vtd data file", "vtd", "data.vtd"), text)
+    if shutil.which("ffmpeg"):
+        # noise keeps the encoder at its 8 Mbit/s: about 1 MB per second
+        seconds = max(4, size // 1_000_000)
+        mp4 = add("MP4 (ffmpeg, faststart)", "mp4", "video.mp4")
+        _ffmpeg(["-f", "lavfi", "-i", f"testsrc=duration={seconds}:size=640x480:rate=25",
+                 "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+                 "-vf", "noise=alls=30:allf=t", "-c:v", "libx264", "-preset", "ultrafast",
+                 "-b:v", "8M", "-maxrate", "8M", "-bufsize", "8M", "-c:a", "aac",
+                 "-movflags", "+faststart", mp4])  # fmt: skip
+        mp3 = add("MP3 (ffmpeg, 128 kbit/s)", "mp3", "audio.mp3")
+        _ffmpeg(["-f", "lavfi", "-i", f"sine=frequency=440:duration={size // 16000}",
+                 "-c:a", "libmp3lame", "-b:a", "128k", mp3])  # fmt: skip
+    return out
+
+
+def _io_bytes(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def _ffmpeg(args: list[str]) -> None:
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def _make_vtd(path: str, text: bytes) -> None:
+    """A .vtd file of records framed as the stores layer frames them (zstd frames of
+    64 KiB of text where the zstd module is there, else plain)."""
+    import zlib
+
+    try:
+        import zstandard
+
+        comp = zstandard.ZstdCompressor(level=3).compress
+        flags = 0x04
+    except ImportError:  # pragma: no cover - zstandard is a dependency
+        comp, flags = (lambda b: b), 0x00
+
+    def varint(n: int) -> bytes:
+        out = [n & 0x7F]
+        n >>= 7
+        while n:
+            out.append(0x80 | (n & 0x7F))
+            n >>= 7
+        return bytes(reversed(out))
+
+    with open(path, "wb") as f:
+        f.write(b"VTD\x01")
+        for i in range(0, len(text), 1 << 16):
+            payload = comp(text[i : i + (1 << 16)])
+            head = bytes([flags & 0x7F]) + varint(len(payload))
+            f.write(head + payload + zlib.crc32(payload, zlib.crc32(head)).to_bytes(4, "big"))
+
+
+def run_scanner_benchmark(size: int = 32 << 20, repeat: int = 3) -> list[dict]:
+    """Each scanner on a real input of its format: rows of MB/s (best of `repeat`) of
+    the plain chunker, the chunker with the scanner (`chunks_of`, as blockify cuts),
+    and the scanner alone (4 MiB feeds), with the proposals made and the cuts taken."""
+    from vtstore.chunking import BlockifyStats, chunks_of
+    from vtstore.chunking.scanners import scanner_by_name
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vt-bench-scan-") as tmp:
+        for label, (name, path) in _make_inputs(tmp, size).items():
+            with open(path, "rb") as f:
+                data = f.read()
+            stats = BlockifyStats()
+
+            def cut(scanner, stats=None, data=data):
+                for _ in chunks_of(data, scanner=scanner, stats=stats):
+                    pass
+
+            def alone(name=name, data=data):
+                sc = scanner_by_name(name)()
+                for i in range(0, len(data), 4 << 20):
+                    sc.feed(memoryview(data)[i : i + (4 << 20)])
+                sc.finish()
+
+            t_plain = _best(lambda: cut(None), repeat)
+            t_scan = _best(lambda name=name: cut(name), repeat)
+            t_alone = _best(alone, repeat)
+            cut(name, stats)
+            n = len(data)
+            rows.append({
+                "input": label, "scanner": name, "bytes": n,
+                "plain_mb_s": n / t_plain / 1e6, "with_scanner_mb_s": n / t_scan / 1e6,
+                "scanner_alone_mb_s": n / t_alone / 1e6, "proposed": stats.proposed,
+                "format_cuts": stats.cuts.get("format", 0), "failed": stats.scanner_failed,
+            })  # fmt: skip
+    return rows
+
+
+def format_scanner_table(rows: list[dict]) -> str:
+    """The rows of `run_scanner_benchmark` as a text table."""
+    lines = [
+        f"{'input':<28} {'scanner':<7} {'MB':>6} {'plain':>8} {'+scanner':>9} {'alone':>8}"
+        f" {'proposed':>9} {'fmt cuts':>9}   (MB/s)"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['input']:<28} {r['scanner']:<7} {r['bytes'] / 1e6:>6.1f} {r['plain_mb_s']:>8.0f}"
+            f" {r['with_scanner_mb_s']:>9.0f} {r['scanner_alone_mb_s']:>8.0f}"
+            f" {r['proposed']:>9} {r['format_cuts']:>9}"
+            + (f"  scanner off: {r['failed']}" if r["failed"] else "")
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry (also `vt benchmark chunk`)."""
     p = argparse.ArgumentParser(prog="bench_chunk", description=__doc__.split("\n\n")[0])
@@ -227,9 +430,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file", help="use this file instead of random data")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement (best is kept)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--no-scanners", action="store_true", help="skip the format scanners' table")
+    g.add_argument("--scanners-only", action="store_true", help="only the scanners' table")
+    p.add_argument(
+        "--scanner-size",
+        type=_size,
+        default=32 << 20,
+        help="about this much input per format for the scanners' table (default 32M)",
+    )
     args = p.parse_args(argv)
-    result = run_benchmark(args.size, args.file, args.repeat)
-    print(format_table(result))
+    result: dict = {}
+    if not args.scanners_only:
+        result = run_benchmark(args.size, args.file, args.repeat)
+        print(format_table(result))
+    if not args.no_scanners:
+        scanners = run_scanner_benchmark(args.scanner_size, args.repeat)
+        print(format_scanner_table(scanners))
+        result["scanners"] = scanners
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
