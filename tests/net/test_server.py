@@ -6,6 +6,7 @@ speak the protocol byte by byte with `RawClient`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import stat
@@ -20,6 +21,7 @@ from vtstore.hashes import Hash_BLAKE3
 from vtstore.net import BlockServer
 from vtstore.net import protocol as P
 from vtstore.net.protocol import RemoteError
+from vtstore.stores.datadir import DataDir
 from vtstore.stores.memory import MemoryStore
 from vtstore.tree.dirent import DirDirent
 
@@ -194,7 +196,6 @@ def test_archive_update_refused_on_readonly_export(serve, clients):
 
 
 def test_archives_of_a_datadir(serve, clients, tmp_path):
-    from vtstore.stores.datadir import DataDir
 
     with DataDir(tmp_path / "dd") as dd:
         dd.add(b"init")
@@ -211,7 +212,37 @@ def test_archives_of_a_datadir(serve, clients, tmp_path):
         assert st.archive_names() == ["photos"]
         local = Archive(dd.archive_path("photos")).last()
         assert local.dirent == d and local.when == 1234.5 and local.comment == "first"
-        assert st.exports["photos"].last() == entry
+        # the server records which store the state belongs to
+        last = st.exports["photos"].last()
+        assert last.store_id == dd.meta["uuid"]
+        assert dataclasses.replace(last, store_id=None) == entry
+        st.close()
+
+
+def test_archive_update_needs_the_state_s_blocks_and_records_the_store(serve, clients, tmp_path):
+    """A client cannot record a state whose blocks the export's store lacks
+    (it would name data that is not there); a good state records the datadir's
+    uuid like a local pack does."""
+    import json
+
+    from vtstore.net import RemoteArchive
+    from vtstore.tree.dir import make_dir
+    from vtstore.tree.dirent import FileDirent
+
+    with DataDir(tmp_path / "dd") as dd:
+        dd.add(b"init")
+        dd.flush()
+        _, spec = serve({"": dd})
+        st = clients(spec)
+        other = MemoryStore()
+        absent = make_dir([FileDirent("f", other.add(b"x" * 5000))], other, name="top")
+        with pytest.raises(RemoteError, match="not in"):
+            RemoteArchive(st, "photos").update(absent, when=1.0)
+        assert not os.path.exists(dd.archive_path("photos"))
+        here = make_dir([FileDirent("f", st.add(b"y" * 5000))], st, name="top")
+        RemoteArchive(st, "photos").update(here, when=2.0)
+        (line,) = open(dd.archive_path("photos")).read().splitlines()
+        assert json.loads(line)["store"] == dd.meta["uuid"]
         st.close()
 
 

@@ -85,14 +85,34 @@ def _archive_last_text(archive) -> str | None:
     return str(entry)
 
 
-def _archive_append(archive, text: str) -> None:
-    from vtstore.archive import Archive, parse_line
+def _archive_append(archive, text: str, store) -> None:
+    """Append a client's state line to an export's archive: only a state whose
+    top blocks the export's store holds, onto an archive of that store, and
+    recorded with that store's identity."""
+    from vtstore.archive import (
+        Archive,
+        ArchiveStoreError,
+        parse_line,
+        state_store_problem,
+        store_identity,
+    )
 
     if isinstance(archive, Archive):
         if "\n" in text:
             raise FormatError("an archive state is one line")
         e = parse_line(text)
-        archive.update(e.dirent, when=e.when, uuid=e.uuid, name=e.name, comment=e.comment)
+        why = state_store_problem(e, store)
+        if why is not None:
+            raise ArchiveStoreError(f"refused state for {archive.path}: {why}")
+        archive.check_store(store)
+        archive.update(
+            e.dirent,
+            when=e.when,
+            uuid=e.uuid,
+            name=e.name,
+            comment=e.comment,
+            store_id=e.store_id or store_identity(store),
+        )
     else:
         archive.update(text)
 
@@ -195,7 +215,7 @@ def _h_archive_update(export: Export, payload):
     if not isinstance(text, str):
         raise FormatError("ARCHIVE_UPDATE needs a string 'text'")
     with export.lock:
-        _archive_append(export.archive(name, create=True), text)
+        _archive_append(export.archive(name, create=True), text, export.store)
     return P.F_JSON, [P.encode_json({"name": name})]
 
 
