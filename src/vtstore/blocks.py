@@ -255,7 +255,7 @@ class HashCodeBlock(_HashRef):
 # Decoded children of recently used indirect blocks, keyed by hashcode.  Content
 # addressing makes this store-independent: the same hashcode always decodes to
 # the same children.  Bounded so long walks do not grow memory.
-_SUBBLOCK_CACHE: OrderedDict[HashCode, tuple] = OrderedDict()
+_SUBBLOCK_CACHE: OrderedDict[HashCode, tuple[tuple, int]] = OrderedDict()
 _SUBBLOCK_CACHE_MAX = 512
 _SUBBLOCK_LOCK = Lock()
 
@@ -267,25 +267,31 @@ class IndirectBlock(_HashRef):
     indirect = True
 
     def subblocks(self, store) -> tuple[Block, ...]:
-        """The child blocks, in order (decoded once, then cached)."""
+        """The child blocks, in order (decoded once, then cached).
+
+        Their spans must add up to this ref's span, cached or not: a ref
+        claiming another span for the same hashcode is a `CorruptBlockError`,
+        not short output.
+        """
         h = self.hashcode
         with _SUBBLOCK_LOCK:
-            subs = _SUBBLOCK_CACHE.get(h)
-            if subs is not None:
+            hit = _SUBBLOCK_CACHE.get(h)
+            if hit is not None:
                 _SUBBLOCK_CACHE.move_to_end(h)
-                return subs
-        raw = store[h]
-        try:
-            subs = tuple(decode_blockrefs(raw))
-        except FormatError as e:
-            raise CorruptBlockError(h, f"indirect block does not decode: {e}") from None
-        total = sum(b.span for b in subs)
+        if hit is None:
+            raw = store[h]
+            try:
+                subs = tuple(decode_blockrefs(raw))
+            except FormatError as e:
+                raise CorruptBlockError(h, f"indirect block does not decode: {e}") from None
+            hit = (subs, sum(b.span for b in subs))
+            with _SUBBLOCK_LOCK:
+                _SUBBLOCK_CACHE[h] = hit
+                if len(_SUBBLOCK_CACHE) > _SUBBLOCK_CACHE_MAX:
+                    _SUBBLOCK_CACHE.popitem(last=False)
+        subs, total = hit
         if total != self.span:
             raise CorruptBlockError(h, f"children span {total} but the ref says {self.span}")
-        with _SUBBLOCK_LOCK:
-            _SUBBLOCK_CACHE[h] = subs
-            if len(_SUBBLOCK_CACHE) > _SUBBLOCK_CACHE_MAX:
-                _SUBBLOCK_CACHE.popitem(last=False)
         return subs
 
     def leaves(self, store) -> Iterator[Block]:

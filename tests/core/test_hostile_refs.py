@@ -109,6 +109,7 @@ def test_indirect_block_whose_children_do_not_add_up_is_corrupt():
     store = MemoryStore()
     kids = [LiteralBlock(b"abc"), RLEBlock(10, 1)]
     h = store.add(b"".join(k.encode() for k in kids))
+    assert IndirectBlock(h, 13).read(store) == b"abc" + b"\x01" * 10  # now cached
     for claimed in (12, 14, HUGE):
         with pytest.raises(CorruptBlockError, match="children span 13"):
             b"".join(IndirectBlock(h, claimed).chunks(store))
