@@ -373,3 +373,26 @@ def test_dir_salvage_keeps_readable_runs(tmp_path):
     got, problems = read_entries(d, S)
     assert problems and 1500 < len(got) < 2000
     assert [e.name for e in got] == sorted(e.name for e in got)
+
+
+def test_a_damaged_file_never_keeps_its_own_name(tmp_path):
+    """A 250-octet name: NAME.vt-damaged would pass NAME_MAX, so it is shortened;
+    when even that is taken the partial file is removed, not left as NAME."""
+    from vtstore.blocks import HashCodeBlock
+    from vtstore.tree.meta import Meta
+
+    S = MemoryStore()
+    gone = HashCodeBlock(S.hashclass.from_data(b"never stored"), 5000)
+    long = "n" * 250
+    meta = Meta(mode=0o644, mtime_ns=1_600_000_000_000_000_000)
+    d = make_dir([Dirent(T_FILE, name=long, block=gone, meta=meta)], S)
+    stats = export_tree(d, S, str(tmp_path / "a"))
+    assert os.listdir(tmp_path / "a") == ["n" * 244 + DAMAGED_SUFFIX]
+    assert [x.path for x in stats.damaged] == [long]
+    taken = Dirent(T_FILE, name="n" * 244 + DAMAGED_SUFFIX, block=LiteralBlock(b"x"))
+    d2 = make_dir([Dirent(T_FILE, name=long, block=gone, meta=meta), taken], S)
+    stats = export_tree(d2, S, str(tmp_path / "b"))
+    # the real file of the shortened name comes first ('.' < 'n'); the damaged one
+    # cannot take that name: reported, removed, nothing passes for whole
+    assert long not in os.listdir(tmp_path / "b")
+    assert len(stats.errors) == 1 and len(stats.damaged) == 1

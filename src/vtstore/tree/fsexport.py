@@ -608,13 +608,19 @@ class Exporter:
         os.close(fd)
         final = name
         if bad:
-            final = name + DAMAGED_SUFFIX.encode()
+            final = damaged_name(name)
             shown = _shown(rel)
             log.warning("%s is damaged: %s", shown, "; ".join(bad[:3]))
             self.stats.damaged.append(Damage(shown, bad, kind="file", lost_bytes=lost))
             if self.resume and _lstat(dfd, final) is not None:
                 os.unlink(final, dir_fd=dfd)
-            _rename_noreplace(dfd, tmp, final)
+            try:
+                _rename_noreplace(dfd, tmp, final)
+            except OSError:
+                # never leave it under its own name: with its final mtime it
+                # would pass for a whole file (and --resume would keep it)
+                os.unlink(tmp, dir_fd=dfd)
+                raise
             if replace:  # the old, non-matching file must not pass for a good one
                 os.unlink(name, dir_fd=dfd)
         elif replace:
@@ -678,7 +684,7 @@ class Exporter:
             return
         path, damaged = src
         if damaged:
-            name = name + DAMAGED_SUFFIX.encode()
+            name = damaged_name(name)
             self.stats.damaged.append(
                 Damage(_shown(rel), [f"a hard link to the damaged {_shown(path)}"])
             )
@@ -834,6 +840,12 @@ class Exporter:
         if meta.mtime_ns is not None:
             atime = meta.atime_ns if meta.atime_ns is not None else meta.mtime_ns
             os.utime(path, ns=(atime, meta.mtime_ns), **kw)
+
+
+def damaged_name(name: bytes) -> bytes:
+    """`NAME.vt-damaged`, NAME shortened when the whole would pass NAME_MAX (255)."""
+    suffix = DAMAGED_SUFFIX.encode()
+    return name[: 255 - len(suffix)] + suffix
 
 
 def _shown(rel: tuple[bytes, ...]) -> str:
