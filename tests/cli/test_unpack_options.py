@@ -80,8 +80,18 @@ def test_unpack_and_export_go_on_past_damage(store, tmp_path):
     summary = json.loads(r.stdout)
     assert r.returncode == 1 and summary["files"] == 40
     assert {x["path"] for x in summary["damaged"]} == {"d3/f007", "d1/f013"}
-    r = vt(store, "unpack", src + ".vt", str(tmp_path / "out3"), check=False)
-    assert r.returncode == 1
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-v", "-S", str(store), "unpack"]
+        + [src + ".vt", str(tmp_path / "out3")],
+        capture_output=True,
+        text=True,
+    )
+    lines = r.stderr.splitlines()
+    assert r.returncode == 1 and lines[-1].startswith("vt unpack: 40 files restored, 2 damaged")
+    assert sorted(x.split(": ")[2] for x in lines if x.startswith("vt unpack: damaged: ")) == [
+        "d1/f013",
+        "d3/f007",
+    ]
 
     # the blocks come back (fsck --repair drops the corrupt one, saving the two
     # files again adds both): --resume restores them whole, keeps the rest
@@ -274,3 +284,25 @@ def test_thousand_level_tree(store, tmp_path, deep_out):
         names = tf.getnames()
     assert len(names) == 1002 and names[-1].endswith("/d999/bottom")
     assert sum(1 for n in names if n.count("/") == 999) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_full_disk_stops_the_restore(store, tmp_path):
+    """ENOSPC is not damage: the restore stops at once with one clear line."""
+    src = str(tmp_path / "src")
+    make_tree(src)  # 40 files, 4.4 MB
+    vt(store, "pack", src)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        # the default --max-size (the free space) refuses before writing anything
+        r = vt(store, "unpack", src + ".vt", str(small / "out"), check=False)
+        assert r.returncode == 1 and b"--max-size" in r.stderr, r.stderr
+        assert not (small / "out").exists() or not os.listdir(small / "out")
+        r = vt(store, "unpack", "--max-size", "none", src + ".vt", str(small / "out"), check=False)
+        err = r.stderr.decode()
+        assert r.returncode == 1 and err.count("\n") == 1, err
+        assert "No space left on device" in err and "damaged" not in err
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
