@@ -20,6 +20,7 @@ so always see what other processes have committed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -42,6 +43,8 @@ from vtstore.stores.lmdbenv import (
     open_env,
 )
 from vtstore.stores.vtdio import guard_map, unguard_map
+
+log = logging.getLogger(__name__)
 
 __all__ = ["IndexDamagedError", "IndexEntry", "FileInfo", "LMDBIndex", "Snapshot"]
 #: entries per write transaction.  A transaction of random keys dirties (and
@@ -230,8 +233,10 @@ class _SharedEnv:
         env = self.env
 
         def do():
-            env.set_mapsize(max(2 * env.info()["map_size"], initial_map_size(0)))
+            old = env.info()["map_size"]
+            env.set_mapsize(max(2 * old, initial_map_size(0)))
             self.guard()
+            log.debug("index %s: map grown from %d to %d octets", self.path, old, 2 * old)
 
         try:
             self.gate.resize(do, self.path)

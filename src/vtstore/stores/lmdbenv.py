@@ -150,15 +150,15 @@ def initial_map_size(file_size: int) -> int:
     env = os.environ.get("VT_INDEX_MAP_SIZE")
     if env:
         try:
-            floor = max(int(env), 1 << 20)
+            floor = max(int(env), 256 << 10)
         except ValueError:
             pass
     return _round(max(floor, 2 * file_size))
 
 
 def _round(n: int) -> int:
-    """Round up to a whole MiB (a multiple of any page size)."""
-    return -(-n // (1 << 20)) * (1 << 20)
+    """Round up to a whole 64 KiB (a multiple of any page size)."""
+    return -(-n // (64 << 10)) * (64 << 10)
 
 
 def writable(path: str, subdir: bool) -> bool:
