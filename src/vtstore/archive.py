@@ -238,6 +238,9 @@ def state_store_problem(entry: ArchiveEntry, store) -> str | None:
     return None
 
 
+WARN_DAMAGED_LINES = 3  # damaged lines named one by one when reading
+
+
 # -- reading -------------------------------------------------------------------------
 
 
@@ -345,11 +348,24 @@ class Archive:
             log.warning(
                 "%s line %d: ignoring an incomplete last line (torn write)", self.path, torn[0]
             )
+        damaged = []
         for n, _raw, entry, reason in _split(self.path, data):
             if entry is None:
-                log.warning("%s line %d: skipping a damaged state: %s", self.path, n, reason)
+                # the first few named; the rest counted once the reading ends
+                if len(damaged) < WARN_DAMAGED_LINES:
+                    log.warning("%s line %d: skipping a damaged state: %s", self.path, n, reason)
+                damaged.append(n)
                 continue
             yield entry
+        if len(damaged) > WARN_DAMAGED_LINES:
+            log.warning(
+                "%s: %d more damaged lines skipped (lines %d-%d); vt fsck %s lists them",
+                self.path,
+                len(damaged) - WARN_DAMAGED_LINES,
+                damaged[WARN_DAMAGED_LINES],
+                damaged[-1],
+                self.path,
+            )
 
     def scan(self) -> ArchiveScan:
         """Read every line: the states and the damaged lines (for `vt fsck`)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -171,6 +172,11 @@ def test_rw_mount_refuses_an_archive_of_another_store_and_records_its_own(setup,
     _, archive, env_a, env_b = setup
     mnt = tmp_path / "mnt"
     mnt.mkdir()
+    # B: a copy of A under another identity, so the tree reads but is not B's
+    shutil.copytree(tmp_path / "A", tmp_path / "B")
+    meta = json.loads((tmp_path / "B" / "datadir.json").read_text())
+    meta["uuid"] = "0" * 32
+    (tmp_path / "B" / "datadir.json").write_text(json.dumps(meta))
     before = archive.read_bytes()
     r = vt(env_b, "mount", "-e", "true", str(archive), str(mnt), check=False)
     assert r.returncode == 1 and b"belongs to another store" in r.stderr, r.stderr

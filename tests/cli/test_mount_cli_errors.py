@@ -137,3 +137,16 @@ def test_umount_of_a_dead_mount_still_held_open(packed, tmp_path):
             holder.kill()
             holder.wait()
         subprocess.run(["fusermount3", "-uz", mnt], capture_output=True)
+
+
+def test_unusable_scratch_dir_is_one_line_before_mounting(packed, tmp_path):
+    """A scratch directory that does not exist made a mount whose every write
+    failed with ENOENT; it is refused before mounting, daemon or foreground."""
+    store, archive, _ = packed
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for fg in ([], ["-f"]):
+        scratch = str(tmp_path / "nope")
+        r = vt("-S", store, "mount", *fg, "--scratch-dir", scratch, archive, str(mnt), check=False)
+        assert "--scratch-dir" in one_line_error(r)
+        assert not os.path.ismount(mnt)

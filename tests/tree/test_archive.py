@@ -83,6 +83,19 @@ def test_bad_line_is_skipped_with_a_located_warning(tmp_path, line, caplog):
     assert [d.lineno for d in scan.damaged] == [2] and scan.torn is None
 
 
+def test_many_damaged_lines_warn_a_few_then_a_count(tmp_path, caplog):
+    """3 KB of junk must not print a warning per line: the first few are named,
+    the rest summed up in one line that points at vt fsck."""
+    p = tmp_path / "junk.vt"
+    ok = json.dumps({"when": 1, "dirent": str(D("ok"))})
+    p.write_text(ok + "\n" + "".join(f"junk {i}\n" for i in range(40)) + ok + "\n")
+    assert len(list(Archive(p).entries())) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 4, warnings
+    assert "junk.vt line 2: " in warnings[0]
+    assert "37 more damaged lines skipped (lines 5-41)" in warnings[-1]
+
+
 def _huge(n=5000):
     return "9" * n
 

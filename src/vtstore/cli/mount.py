@@ -157,6 +157,9 @@ def _daemonize(args, opts, readonly, mountpoint, created) -> int:
         code = _serve(args, opts, readonly, mountpoint, w)
     except VTError as e:
         _tell(w, str(e))
+    except OSError as e:  # the environment refused something: one line, as in main
+        where = f"{os.fsdecode(e.filename)}: " if e.filename is not None else ""
+        _tell(w, f"{where}{e.strerror or e}")
     except BaseException as e:  # the parent must hear of any failure
         log.exception("mount failed")
         _tell(w, f"{type(e).__name__}: {e}")
@@ -230,6 +233,19 @@ def _check_readable(root, store, special: str) -> None:
         raise VTError(f"{special}: the top directory cannot be read: {e}") from None
 
 
+def _check_scratch_dir(path: str) -> None:
+    """Fail before mounting when written data could not wait in `path` (else
+    every write to the mount would fail with ENOENT or EACCES)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=path, prefix=".vt-scratch-check-")
+    except OSError as e:
+        raise VTError(f"--scratch-dir {path}: {e.strerror or e}") from None
+    os.close(fd)
+    os.unlink(name)
+
+
 def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
     from vtstore.cli.common import open_store
 
@@ -244,11 +260,10 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
     from vtstore.tree.dir import resolve
     from vtstore.tree.links import LinkResolver
 
+    if args.scratch_dir and not readonly:
+        _check_scratch_dir(args.scratch_dir)
     with open_store(args, readonly=readonly) as store:
         archive, top, sub = _resolve(args, store, readonly)
-        if archive is not None and not readonly and not args.history:
-            # states written here must be able to name this store's blocks
-            archive.check_store(store)
         kw = {
             "scratch_dir": args.scratch_dir,
             "cache_bytes": max(1, args.cache_size) << 20,
@@ -266,6 +281,9 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
             if not root.is_dir:
                 raise VTError(f"{args.special}: is a {root.type_name}, not a directory")
             _check_readable(root, store, args.special)
+            if archive is not None and not readonly:
+                # states written here must be able to name this store's blocks
+                archive.check_store(store)
             # a sub-path's hard links may have their file elsewhere in the tree
             outer = LinkResolver(top, store) if sub else None
             fs = FileSystem(store, root, readonly=readonly, outer=outer, **kw)
