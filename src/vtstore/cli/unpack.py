@@ -176,7 +176,7 @@ def finish(args, stats, verb: str) -> int:
 
 def run(args) -> int:
     use_clause_of(args, args.special)
-    from vtstore.tree.fsexport import Exporter
+    from vtstore.tree.fsexport import Exporter, LimitError
 
     when = parse_time(args.at) if args.at else None
     max_files = parse_count(args.max_files)
@@ -208,5 +208,12 @@ def run(args) -> int:
                 max_files=max_files,
                 max_size=max_size,
             )
-            stats = exp.export(d, target)
+            try:
+                stats = exp.export(d, target)
+            except LimitError as e:
+                if args.max_size is None and "--max-size" in str(e):
+                    what = "total size" if (args.resume or args.verify) else "free space"
+                    msg = f"{e} (the default: the {what} of {target}'s filesystem)"
+                    raise LimitError(msg) from None
+                raise
     return finish(args, stats, "restored")
