@@ -109,6 +109,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _empty_positional(parser: argparse.ArgumentParser, args) -> str | None:
+    """The metavar of a positional argument of the command given as "", if any."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cmd = sub.choices.get(args.command)
+    for action in cmd._actions if cmd is not None else ():
+        if action.option_strings or action.dest == "rest":
+            continue
+        value = getattr(args, action.dest, None)
+        values = value if isinstance(value, list) else [value]
+        if any(v == "" for v in values):
+            return action.metavar or action.dest
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run `vt` with `argv`; return the exit code (also used by the console script)."""
     _guard_closed_stdio()
@@ -128,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["VT_HASHCLASS"] = args.hashclass
     if not getattr(args, "func", None):
         parser.print_help()
+        return 2
+    empty = _empty_positional(parser, args)
+    if empty:
+        # "" is no path, ref or mountpoint (and "" as a path would mean ".")
+        print(f"vt {args.command}: {empty}: an empty argument", file=sys.stderr)
         return 2
     try:
         rc = int(args.func(args) or 0)
