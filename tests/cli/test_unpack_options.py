@@ -305,4 +305,4 @@ def test_a_full_disk_stops_the_restore(store, tmp_path):
         assert r.returncode == 1 and err.count("\n") == 1, err
         assert "No space left on device" in err and "damaged" not in err
     finally:
-        subprocess.run(["umount", str(small)], check=True)
+        subprocess.run(["umount", "-l", str(small)], check=True)

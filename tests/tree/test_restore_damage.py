@@ -396,3 +396,23 @@ def test_a_damaged_file_never_keeps_its_own_name(tmp_path):
     # cannot take that name: reported, removed, nothing passes for whole
     assert long not in os.listdir(tmp_path / "b")
     assert len(stats.errors) == 1 and len(stats.damaged) == 1
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs")
+def test_a_stopped_restore_leaves_no_fd_open(tmp_path, leftovers):
+    """ENOSPC 100 levels down stops the export and closes every directory."""
+    S = MemoryStore()
+    d = make_dir([Dirent(T_FILE, name="big", block=RLEBlock(2 << 20, 1))], S, name="d99")
+    for i in reversed(range(99)):
+        d = make_dir([d], S, name=f"d{i}")
+    top = make_dir([d], S)
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        with pytest.raises(OSError) as exc:
+            export_tree(top, S, str(small / "out"))
+        assert exc.value.errno == 28  # ENOSPC
+        leftovers.check()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)

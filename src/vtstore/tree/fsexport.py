@@ -455,40 +455,45 @@ class Exporter:
         frames = [_Frame(root_fd, root, (), self._entries(root, ()))]
         if self.resume:
             self._sweep(root_fd, frames[0].entries)
-        while frames:
-            f = frames[-1]
-            if f.i < len(f.entries):
-                e = f.entries[f.i]
-                f.i += 1
-                name = fsenc(e.name)
-                rel = f.rel + (name,)
-                dfd = self._fd_of(frames, len(frames) - 1)
-                try:
-                    if e.type == T_DIR:
-                        sub = self._make_dir(dfd, name, e, rel)
-                        if sub is not None:
-                            frames.append(_Frame(sub, e, rel, self._entries(e, rel)))
-                            if self.resume:
-                                self._sweep(sub, frames[-1].entries)
-                            self._check_limits()
-                            if len(frames) > _MAX_OPEN_DIRS:
-                                old = frames[len(frames) - _MAX_OPEN_DIRS]
-                                if old.fd is not None:
-                                    os.close(old.fd)
-                                    old.fd = None
-                    else:
-                        self._create(dfd, name, e, rel)
-                except OSError as err:
-                    self._os_error(rel, err)
-            else:
-                fd = self._fd_of(frames, len(frames) - 1)
-                try:
-                    self._apply_meta(fd, None, f.dirent)
-                except OSError as err:
-                    self._os_error(f.rel, err)
-                if len(frames) > 1:
-                    os.close(fd)
-                frames.pop()
+        try:
+            while frames:
+                f = frames[-1]
+                if f.i < len(f.entries):
+                    e = f.entries[f.i]
+                    f.i += 1
+                    name = fsenc(e.name)
+                    rel = f.rel + (name,)
+                    dfd = self._fd_of(frames, len(frames) - 1)
+                    try:
+                        if e.type == T_DIR:
+                            sub = self._make_dir(dfd, name, e, rel)
+                            if sub is not None:
+                                frames.append(_Frame(sub, e, rel, self._entries(e, rel)))
+                                if self.resume:
+                                    self._sweep(sub, frames[-1].entries)
+                                self._check_limits()
+                                if len(frames) > _MAX_OPEN_DIRS:
+                                    old = frames[len(frames) - _MAX_OPEN_DIRS]
+                                    if old.fd is not None:
+                                        os.close(old.fd)
+                                        old.fd = None
+                        else:
+                            self._create(dfd, name, e, rel)
+                    except OSError as err:
+                        self._os_error(rel, err)
+                else:
+                    fd = self._fd_of(frames, len(frames) - 1)
+                    try:
+                        self._apply_meta(fd, None, f.dirent)
+                    except OSError as err:
+                        self._os_error(f.rel, err)
+                    if len(frames) > 1:
+                        os.close(fd)
+                    frames.pop()
+        finally:  # an error that stops the restore leaves no directory open
+            for f in frames[1:]:
+                if f.fd is not None:
+                    os.close(f.fd)
 
     def _fd_of(self, frames: list[_Frame], j: int) -> int:
         """The fd of directory `frames[j]`, reopened by name from an open ancestor."""
