@@ -360,7 +360,10 @@ def _register_blocks() -> None:
 
     def lit(f):
         _fields(f, ("data",))
-        return B.LiteralBlock(text_to_bytes(f["data"]))
+        data = text_to_bytes(f["data"])
+        if len(data) > B.MAX_LITERAL * 64:  # what the binary reader takes
+            raise FormatError(f"literal block of {len(data)} octets is too large")
+        return B.LiteralBlock(data)
 
     register(B.LiteralBlock, "LB", lambda b: {"data": Binary(b.literal)}, lit)
 

@@ -229,6 +229,7 @@ def test_hostile_nested_text_ref_is_one_error_line(text):
         'HardLink{name:"x",ino:18446744073709551616}',
         "B{hash:sha1:" + "ab" * 32 + ",span:1}",
         "B{hash:blake3:" + "ab" * 20 + ",span:1}",
+        'LB{data:"' + "x" * 2049 + '"}',  # longer than the binary reader takes
     ],
 )
 def test_numbers_out_of_range_are_format_errors(text):
@@ -246,6 +247,8 @@ def test_largest_numbers_still_parse():
     )
     assert decode_dirent(d.encode()) == d
     assert parse_all("-" + "9" * 20) == -int("9" * 20)
+    lit = parse_all('LB{data:"' + "x" * 2048 + '"}')
+    assert decode_blockref(lit.encode()) == lit
 
 
 def test_binary_varint_longer_than_ten_octets_is_a_format_error():
