@@ -306,3 +306,26 @@ def test_a_full_disk_stops_the_restore(store, tmp_path):
         assert "No space left on device" in err and "damaged" not in err
     finally:
         subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops capabilities from root")
+def test_an_object_the_target_refuses_is_reported_and_the_rest_restored(store, tmp_path):
+    """Root without CAP_MKNOD (as in a container): the device node cannot be made;
+    that is reported in the summary, everything else is restored, exit 1."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    os.mknod(src / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    (src / "z").write_text("z")
+    vt(store, "pack", str(src))
+    out = tmp_path / "out"
+    r = subprocess.run(
+        ["setpriv", "--bounding-set=-mknod", sys.executable, "-m", "vtstore.cli.main", "-q"]
+        + ["-S", str(store), "unpack", f"{src}.vt", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and r.stderr == (
+        "vt unpack: 2 files restored, 1 could not be restored: null: Operation not permitted\n"
+    )
+    assert sorted(os.listdir(out)) == ["a", "z"]

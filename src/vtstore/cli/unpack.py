@@ -147,7 +147,7 @@ def finish(args, stats, verb: str) -> int:
     """Print the summary of a restore; raise if anything was not restored whole."""
     if getattr(args, "json", False):
         print(json.dumps(stats.to_json()))
-    restored = f"{stats.files:,} files {verb}"
+    restored = f"{stats.files:,} file{'' if stats.files == 1 else 's'} {verb}"
     if stats.skipped:
         restored += f" ({stats.skipped:,} already in place)"
     if stats.unsafe_skipped:
