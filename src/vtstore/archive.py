@@ -241,6 +241,33 @@ def state_store_problem(entry: ArchiveEntry, store) -> str | None:
 WARN_DAMAGED_LINES = 3  # damaged lines named one by one when reading
 
 
+# -- encoded (encrypted) lines -----------------------------------------------------
+
+#: how an encoded line begins; no NDJSON or legacy line can
+ENCODED_LINE_PREFIX = b"!"
+_LINE_CODECS: dict[str, object] = {}
+
+
+def register_line_codec(path, codec) -> None:
+    """Make `Archive(path)` encode its lines with `codec` (None: forget it).
+
+    A codec has `encode(line: bytes) -> bytes`, giving a line that begins with
+    `ENCODED_LINE_PREFIX` and holds no newline, and `decode(raw: bytes) ->
+    bytes`, raising `FormatError` on a line it cannot decode.  An encrypting
+    store (`vtstore.stores.crypt`) registers the paths of its archives here
+    while it is open, so every command that opens them by path encrypts."""
+    key = os.path.abspath(os.fspath(path))
+    if codec is None:
+        _LINE_CODECS.pop(key, None)
+    else:
+        _LINE_CODECS[key] = codec
+
+
+def line_codec_for(path):
+    """The codec registered for the archive at `path`, or None."""
+    return _LINE_CODECS.get(os.path.abspath(os.fspath(path)))
+
+
 # -- reading -------------------------------------------------------------------------
 
 
@@ -284,16 +311,29 @@ class ArchiveScan:
         return out
 
 
-def _split(path: str, data: bytes) -> Iterator[tuple[int, bytes, ArchiveEntry | None, str]]:
+def _split(
+    path: str, data: bytes, codec=None
+) -> Iterator[tuple[int, bytes, ArchiveEntry | None, str]]:
     """(line number, raw line, entry or None, reason) for each line that is not
-    blank or a comment; the torn tail is not included."""
+    blank or a comment; the torn tail is not included.  Encoded lines (see
+    `register_line_codec`) are decoded by `codec` first."""
     lines = data.split(b"\n")
     lines.pop()
     for n, raw in enumerate(lines, 1):
         if not raw.strip() or raw.lstrip().startswith(b"#"):
             continue
+        plain = raw
+        if raw.startswith(ENCODED_LINE_PREFIX):
+            if codec is None:
+                yield n, raw, None, "an encrypted line: read the archive through its crypt store"
+                continue
+            try:
+                plain = codec.decode(raw)
+            except FormatError as e:
+                yield n, raw, None, str(e)
+                continue
         try:
-            text = raw.decode("utf-8")
+            text = plain.decode("utf-8")
         except UnicodeDecodeError:
             yield n, raw, None, "not UTF-8"
             continue
@@ -314,8 +354,11 @@ def _torn_tail(data: bytes) -> tuple[int, bytes] | None:
 class Archive:
     """A `.vt` file: read its states, append new ones."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, codec=None):
         self.path = os.fspath(path)
+        #: encodes and decodes lines (an encrypting store's archives); by
+        #: default the codec registered for this path, if any
+        self.codec = codec if codec is not None else line_codec_for(self.path)
 
     def __repr__(self) -> str:
         return f"Archive({self.path!r})"
@@ -349,7 +392,7 @@ class Archive:
                 "%s line %d: ignoring an incomplete last line (torn write)", self.path, torn[0]
             )
         damaged = []
-        for n, _raw, entry, reason in _split(self.path, data):
+        for n, _raw, entry, reason in _split(self.path, data, self.codec):
             if entry is None:
                 # the first few named; the rest counted once the reading ends
                 if len(damaged) < WARN_DAMAGED_LINES:
@@ -374,7 +417,7 @@ class Archive:
         if data is None:
             raise ArchiveError(f"{self.path}: no such archive")
         res.lines = data.count(b"\n")
-        for n, raw, entry, reason in _split(self.path, data):
+        for n, raw, entry, reason in _split(self.path, data, self.codec):
             if entry is None:
                 res.damaged.append(DamagedLine(n, reason, raw))
             else:
@@ -460,6 +503,8 @@ class Archive:
             time.time() if when is None else when, dirent, uuid, name, comment, store_id
         )
         line = entry.to_line().encode("utf-8")
+        if self.codec is not None:
+            line = self.codec.encode(line[:-1]) + b"\n"
         fd = self._open_locked()
         try:
             # a previous writer may have died mid-line: that torn tail was never
@@ -497,7 +542,7 @@ class Archive:
             # would wait for our own exclusive one
             with open(self.path, "rb") as r:
                 data = r.read()
-            keep, damaged = _sort_lines(self.path, data)
+            keep, damaged = _sort_lines(self.path, data, self.codec)
             if not damaged:
                 return []
             aside = b"".join(
@@ -517,10 +562,10 @@ class Archive:
         return damaged
 
 
-def _sort_lines(path: str, data: bytes) -> tuple[bytes, list[DamagedLine]]:
+def _sort_lines(path: str, data: bytes, codec=None) -> tuple[bytes, list[DamagedLine]]:
     """The archive's good content (states, comments, blank lines, in order) and
     its damaged lines, the torn tail last."""
-    bad = {n: (raw, reason) for n, raw, entry, reason in _split(path, data) if entry is None}
+    bad = {n: (raw, reason) for n, raw, entry, reason in _split(path, data, codec) if entry is None}
     lines = data.split(b"\n")
     tail = lines.pop()
     keep = [raw + b"\n" for n, raw in enumerate(lines, 1) if n not in bad]
