@@ -8,7 +8,7 @@ from __future__ import annotations
 from vtstore.blocks import HashCodeBlock, IndirectBlock, LiteralBlock
 from vtstore.stores.memory import MemoryStore
 from vtstore.tree.dirent import T_DIR, Dirent, check_name
-from vtstore.tree.fsexport import LimitError, read_entries, tree_totals
+from vtstore.tree.salvage import LimitError, read_entries, tree_totals
 
 from .test_fuzz_dirblock import _seeds
 

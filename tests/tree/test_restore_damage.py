@@ -18,17 +18,10 @@ from vtstore.stores.datadir import DataDir
 from vtstore.stores.memory import MemoryStore
 from vtstore.tree.dir import make_dir, resolve, walk
 from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent
-from vtstore.tree.fsexport import (
-    DAMAGED_SUFFIX,
-    LEAF,
-    Exporter,
-    LimitError,
-    export_tree,
-    iter_content,
-    tree_totals,
-)
+from vtstore.tree.fsexport import DAMAGED_SUFFIX, Exporter, export_tree
 from vtstore.tree.fsimport import import_tree
 from vtstore.tree.links import LinkResolver
+from vtstore.tree.salvage import LEAF, LimitError, iter_content, tree_totals
 from vtstore.tree.tar import write_tar
 
 # -- damaging a real datadir ---------------------------------------------------
@@ -366,7 +359,7 @@ def test_dir_salvage_keeps_readable_runs(tmp_path):
         Dirent(T_FILE, name=f"n{i:05d}" + "x" * 60, block=LiteralBlock(b"z")) for i in range(2000)
     ]
     d = make_dir(entries, S)
-    from vtstore.tree.fsexport import read_entries
+    from vtstore.tree.salvage import read_entries
 
     leaves = leaf_hashcodes(d.block, S)
     del S._blocks[leaves[0]]  # the first leaf holds the header

@@ -176,7 +176,8 @@ def finish(args, stats, verb: str) -> int:
 
 def run(args) -> int:
     use_clause_of(args, args.special)
-    from vtstore.tree.fsexport import Exporter, LimitError
+    from vtstore.tree.fsexport import Exporter
+    from vtstore.tree.salvage import LimitError
 
     when = parse_time(args.at) if args.at else None
     max_files = parse_count(args.max_files)

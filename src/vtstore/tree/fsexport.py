@@ -28,13 +28,9 @@ import logging
 import os
 import pwd
 import stat as statmod
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from vtstore.blocks import IndirectBlock, RLEBlock, SubBlock
-from vtstore.codec import Reader, encode_varint
-from vtstore.errors import CorruptBlockError, FormatError, MissingBlockError, VTError
-from vtstore.tree.dir import DIR_VERSION, MAX_DIR_DATA, decode_dir_data, read_dir_data
+from vtstore.errors import FormatError, VTError
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -45,11 +41,23 @@ from vtstore.tree.dirent import (
     T_SYMLINK,
     T_WHITEOUT,
     Dirent,
-    decode_dirent,
     fsenc,
 )
-from vtstore.tree.dirscan import scan_dir_data
 from vtstore.tree.meta import cached_lookup
+from vtstore.tree.salvage import (
+    BAD,
+    DAMAGE,
+    DATA,
+    FILL,
+    LEAF,
+    ZEROS,
+    Damage,
+    LimitError,
+    damage_text,
+    iter_content,
+    read_entries,
+    tree_totals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +70,6 @@ _MAX_OPEN_DIRS = 64
 DAMAGED_SUFFIX = ".vt-damaged"
 #: the prefix of a file being rewritten by --resume (renamed over the old one)
 PART_PREFIX = ".vt-part-"
-#: what a damaged store raises; restores go on past these
-DAMAGE = (MissingBlockError, CorruptBlockError, FormatError)
 #: errors of the target that stop a restore (going on would only fail again)
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE}
 #: default --max-files
@@ -74,24 +80,6 @@ UNSAFE_XATTR_PREFIXES = ("security.", "trusted.")
 
 class ExportError(VTError):
     """The target cannot be written (exists, not empty, not a directory...)."""
-
-
-class LimitError(VTError):
-    """A restore would exceed its --max-files or --max-size limit."""
-
-
-@dataclass
-class Damage:
-    """One object a restore could not restore whole: its path and what was wrong."""
-
-    path: str
-    what: list[str]
-    kind: str = "file"  # "file": written as NAME.vt-damaged; "dir": entries lost
-    lost_bytes: int = 0
-
-    def line(self) -> str:
-        more = f" and {len(self.what) - 2} more" if len(self.what) > 2 else ""
-        return f"{self.path} ({'; '.join(self.what[:2])}{more})"
 
 
 @dataclass
@@ -123,209 +111,6 @@ class ExportStats:
                 for d in self.damaged
             ],
         }
-
-
-def damage_text(err: Exception) -> str:
-    """What a damage error says, without the store's name (the same in every line)."""
-    h = getattr(err, "hashcode", None)
-    if isinstance(err, MissingBlockError):
-        return f"missing block {h}"
-    return str(err)
-
-
-# -- reading past damage -------------------------------------------------------
-
-DATA, ZEROS, FILL, BAD, LEAF = range(5)
-
-
-def iter_content(block, store, fetch_leaves: bool = True) -> Iterator[tuple]:
-    """The content of `block` as `(kind, length, value)` pieces, in order, past damage.
-
-    Kinds: `DATA` (value: the bytes), `ZEROS` (an RLE run of zeros), `FILL` (an
-    RLE run of the octet `value`), `BAD` (value: the damage error; the range
-    cannot be read), and with `fetch_leaves=False` `LEAF` (value: `(leaf, start,
-    end)`, a stored leaf not read).  The walk is iterative, so a hostile chain of
-    indirect blocks cannot exhaust the stack, and a damaged indirect block costs
-    exactly the range it covers.
-    """
-    if block is None:
-        return
-    stack = [(block, 0, block.span)]
-    while stack:
-        b, s, e = stack.pop()
-        if s >= e:
-            continue
-        if isinstance(b, IndirectBlock):
-            try:
-                subs = b.subblocks(store)
-            except DAMAGE as err:
-                yield BAD, e - s, err
-                continue
-            todo = []
-            off = 0
-            for sub in subs:
-                end = off + sub.span
-                if end > s and off < e:
-                    todo.append((sub, max(s, off) - off, min(e, end) - off))
-                off = end
-            todo.reverse()
-            stack.extend(todo)
-        elif isinstance(b, SubBlock):
-            stack.append((b.superblock, b.offset + s, b.offset + e))
-        elif isinstance(b, RLEBlock):
-            yield (ZEROS, e - s, 0) if b.octet == 0 else (FILL, e - s, b.octet)
-        elif not fetch_leaves and hasattr(b, "hashcode"):
-            yield LEAF, e - s, (b, s, e)
-        else:
-            try:
-                data = b.leaf_data(store, s, e)
-            except DAMAGE as err:
-                yield BAD, e - s, err
-                continue
-            yield DATA, e - s, data
-
-
-def read_entries(d: Dirent, store) -> tuple[list[Dirent], list[str]]:
-    """The entries of directory `d` that can be read, and what could not be.
-
-    An intact directory decodes as one (order and names checked).  A damaged one
-    is salvaged run by run: each readable stretch of its data is decoded entry
-    by entry until it stops making sense, so one lost leaf of a large directory
-    loses only the entries in that leaf (and perhaps one beside it).
-    """
-    if d.type != T_DIR:
-        raise FormatError(f"{d.name or 'dirent'} is a {d.type_name}, not a directory")
-    if d.block is None:
-        return [], []
-    if d.block.span > MAX_DIR_DATA:  # a ref claims any span for free; no writer makes this
-        return [], [f"directory data of {d.block.span:,} octets is over the limit"]
-    problems: list[str] = []
-    runs: list[bytearray] = [bytearray()]
-    for kind, n, value in iter_content(d.block, store):
-        if kind == BAD:
-            problems.append(damage_text(value))
-            runs.append(bytearray())
-        elif kind == DATA:
-            runs[-1] += value
-        else:  # an RLE run in a directory is nonsense; treat it as a gap
-            problems.append(f"{n} octets of run-length data")
-            runs.append(bytearray())
-    if not problems:
-        try:
-            return decode_dir_data(runs[0])[0], []
-        except FormatError as err:
-            problems.append(f"directory data: {err}")
-    entries: list[Dirent] = []
-    for i, run in enumerate(runs):
-        if i == 0:
-            r = Reader(run)
-            try:
-                if r.varint() != DIR_VERSION:
-                    raise FormatError("unknown directory version")
-                if r.varint() & 1:
-                    r.lbytes()
-            except FormatError:
-                continue
-            start = r.pos
-        else:
-            start = 0
-        entries.extend(_salvage_entries(memoryview(run)[start:]))
-    seen = set()
-    out = []
-    for e in entries:  # a salvaged run can repeat a name; keep the first
-        if e.name not in seen:
-            seen.add(e.name)
-            out.append(e)
-    return out, problems
-
-
-def _salvage_entries(data) -> list[Dirent]:
-    r = Reader(encode_varint(DIR_VERSION) + encode_varint(0) + bytes(data))
-    r.varint()
-    r.varint()
-    out = []
-    try:
-        while not r.at_end():
-            raw = r.lbytes()
-            if not raw:
-                r.lbytes()  # chaff
-                continue
-            e = decode_dirent(raw)
-            if not e.name:
-                break
-            out.append(e)
-    except FormatError:
-        pass
-    return out
-
-
-def tree_totals(
-    root: Dirent, store, max_entries: int | None = None, max_bytes: int | None = None
-) -> tuple[int, int]:
-    """`(entries, file bytes)` below `root` (itself included), without expanding shared
-    directories: each distinct directory block is read once and its totals reused,
-    so a DAG that expands to 10^8 files is measured in a few reads.
-
-    Raises `LimitError` as soon as some subtree alone exceeds a limit.  Unreadable
-    directories count as empty (the restore reports them).
-    """
-    if not root.is_dir:
-        return 1, root.size
-    if root.block is None:
-        return 1, 0
-    memo: dict = {}
-
-    def frame(block):
-        # the quick scanner reads type, span and blockref without building dirents
-        try:
-            scanned = scan_dir_data(read_dir_data(block, store))[0]
-            entries = [
-                (x.type, x.span or 0, x.block() if x.type == T_DIR else None) for x in scanned
-            ]
-        except DAMAGE:
-            try:
-                found = read_entries(Dirent(T_DIR, block=block), store)[0]
-            except DAMAGE:
-                found = []
-            entries = [(x.type, x.size, x.block) for x in found]
-        return [block, entries, 0, 0, 0]  # block, entries, next, entries, bytes
-
-    def check(n: int, b: int) -> None:
-        if max_entries is not None and n > max_entries:
-            raise LimitError(
-                f"the tree has more than {max_entries:,} entries (--max-files);"
-                " lift the limit if that is meant"
-            )
-        if max_bytes is not None and b > max_bytes:
-            raise LimitError(
-                f"the tree holds more than {max_bytes:,} bytes of files (--max-size);"
-                " lift the limit if that is meant"
-            )
-
-    stack = [frame(root.block)]
-    while stack:
-        f = stack[-1]
-        entries = f[1]
-        if f[2] < len(entries):
-            etype, span, block = entries[f[2]]
-            if etype == T_DIR and block is not None:
-                sub = memo.get(block)
-                if sub is None:
-                    stack.append(frame(block))
-                    continue
-                f[3] += sub[0]
-                f[4] += sub[1]
-            elif etype == T_FILE:
-                f[4] += span
-            f[2] += 1
-            f[3] += 1
-            check(f[3], f[4])
-        else:
-            memo[f[0]] = (f[3], f[4])
-            stack.pop()
-    n, b = memo[root.block]
-    check(n + 1, b)
-    return n + 1, b
 
 
 # -- the exporter ----------------------------------------------------------------

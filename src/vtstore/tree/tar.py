@@ -16,12 +16,12 @@ import tarfile
 from collections.abc import Iterator
 
 from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_FILE, T_HARDLINK, T_SOCKET, T_SYMLINK
-from vtstore.tree.fsexport import (
+from vtstore.tree.fsexport import ExportStats
+from vtstore.tree.salvage import (
     BAD,
     DATA,
     FILL,
     Damage,
-    ExportStats,
     LimitError,
     damage_text,
     iter_content,
