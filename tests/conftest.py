@@ -153,6 +153,29 @@ class ProgressFactory(StoreFactory):
         return ProgressStore(DataDir(self.tmp / "dd", hashclass=self.hashclass, readonly=readonly))
 
 
+@store_factory("crypt-datadir")
+class CryptDataDirFactory(StoreFactory):
+    """A datadir encrypted at rest (`vtstore.stores.crypt`), its key file made
+    on first use with a cheap scrypt (the suite opens it many times)."""
+
+    def open(self, readonly=False):
+        from vtstore.stores.crypt import open_crypt
+        from vtstore.stores.crypt.keys import create_key_file
+        from vtstore.stores.datadir import DataDir
+
+        key = self.tmp / "crypt.key"
+        if not key.exists():
+            create_key_file(key, b"generic suite", log_n=10)
+        back = DataDir(self.tmp / "dd", hashclass=self.hashclass, readonly=readonly, compress=False)
+        return open_crypt(
+            back,
+            key_file=key,
+            passphrase=b"generic suite",
+            index=self.tmp / "crypt.idx",
+            readonly=readonly,
+        )
+
+
 def pytest_generate_tests(metafunc):
     if "store_factory" in metafunc.fixturenames:
         params = [(k, hc) for k in STORE_FACTORIES for hc in HASHCLASSES]
