@@ -15,13 +15,13 @@ from .test_fuzz_blockref import blocks
 from .test_fuzz_dirent import dirents, meta
 
 # not zeros: misread zeros are empty entries and chaff, thousands per input
-_FILL = bytes((i * 37 + 11) % 251 for i in range(4000))
+_FILL = bytes((i * 37 + 11) % 251 for i in range(8000))
 
 
 def _seeds() -> list[bytes]:
     store = MemoryStore()
     named = [d for d in dirents() if d.name]
-    # large directories cut into several leaves: few entries, each a few KiB
+    # large directories cut into two leaves: six entries of 8 KiB each
     # (every entry costs a decode per input, octets hardly cost)
     big = [
         FileDirent(
@@ -30,7 +30,7 @@ def _seeds() -> list[bytes]:
             meta=meta(i % 8) if i % 3 == 0 else None,
             ext=_FILL,
         )
-        for i in range(10)
+        for i in range(6)
     ]
     dirs = [
         make_dir([], store),
