@@ -478,16 +478,44 @@ class LMDBIndex:
 
     # -- blocks --------------------------------------------------------------
 
+    def _get_raw(self, digest):
+        """The stored value for `digest`, or None: every lookup's path, so the
+        gate and the transaction are inlined (see `_Reading` for the rest)."""
+        sh = self._shared
+        gate = sh.gate
+        gate.enter()
+        try:
+            txn = sh.env.begin(db=sh.blocks)
+        except lmdb.MapResizedError:
+            gate.exit()
+            with self._reading(sh.blocks) as txn:
+                return txn.get(digest)
+        except BaseException as e:
+            gate.exit()
+            _reraise(sh.path, e)
+            raise
+        try:
+            return txn.get(digest)
+        except BaseException as e:
+            _reraise(sh.path, e)
+            raise
+        finally:
+            txn.abort()
+            gate.exit()
+
     def get(self, digest) -> IndexEntry | None:
         """The entry for `digest`, or None."""
-        with self._reading(self._shared.blocks) as txn:
-            v = txn.get(digest)
-            return None if v is None else IndexEntry.decode(v)
+        v = self._get_raw(digest)
+        if v is None:
+            return None
+        try:
+            return IndexEntry.decode(v)
+        except FormatError as e:
+            raise IndexDamagedError(self.path, str(e)) from None
 
     def contains(self, digest) -> bool:
         """Whether `digest` is indexed."""
-        with self._reading(self._shared.blocks) as txn:
-            return txn.get(digest) is not None
+        return self._get_raw(digest) is not None
 
     def contains_many(self, digests: Iterable) -> list[bool]:
         """For each digest, whether it is indexed (one read transaction)."""

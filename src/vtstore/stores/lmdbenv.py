@@ -29,6 +29,7 @@ import stat
 import struct
 import threading
 import time
+from threading import get_ident
 
 import lmdb
 
@@ -183,36 +184,46 @@ class Gate:
     ones, waits for the running ones, and runs its function alone.  A thread
     already inside may enter again even while a resize waits (it would wait for
     itself otherwise); a resize from a thread that is inside fails instead.
+    The common path is one plain lock taken twice: every index call passes here.
     """
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._resizing = False
-        self._mine = threading.local()
+        self._depth: dict[int, int] = {}  # thread ident -> transactions it has open
 
     def enter(self) -> None:
         """A transaction begins."""
-        depth = getattr(self._mine, "depth", 0)
-        with self._cond:
-            while self._resizing and not depth:
-                self._cond.wait()
+        tid = get_ident()
+        with self._lock:
+            if self._resizing and tid not in self._depth:
+                while self._resizing:
+                    self._cond.wait()
             self._active += 1
-        self._mine.depth = depth + 1
+            d = self._depth
+            d[tid] = d.get(tid, 0) + 1
 
     def exit(self) -> None:
         """A transaction ended."""
-        self._mine.depth -= 1
-        with self._cond:
+        tid = get_ident()
+        with self._lock:
             self._active -= 1
+            d = self._depth
+            n = d[tid] - 1
+            if n:
+                d[tid] = n
+            else:
+                del d[tid]
             if self._resizing and not self._active:
                 self._cond.notify_all()
 
     def resize(self, fn, what: str) -> None:
         """Run `fn` with no transaction of this process running."""
-        if getattr(self._mine, "depth", 0):
-            raise StoreError(f"index {what}: cannot grow the map inside a transaction")
         with self._cond:
+            if get_ident() in self._depth:
+                raise StoreError(f"index {what}: cannot grow the map inside a transaction")
             while self._resizing:
                 self._cond.wait()
             self._resizing = True
