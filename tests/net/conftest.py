@@ -59,10 +59,13 @@ def no_leftover_threads():
 @pytest.fixture
 def serve():
     """`serve(exports, address="127.0.0.1:0", **server_kw) -> (server, spec)`: an
-    in-process BlockServer, shut down at the end of the test."""
+    in-process BlockServer, shut down at the end of the test.  Without `keys` it
+    runs with `insecure_no_auth` (the tests of authentication give keys)."""
     servers = []
 
     def start(exports, address="127.0.0.1:0", **kw):
+        if "keys" not in kw:
+            kw.setdefault("insecure_no_auth", True)
         srv = BlockServer(exports, **kw)
         servers.append(srv)
         return srv, srv.listen(address)
@@ -89,7 +92,8 @@ def clients():
 
 
 class ServerProcess:
-    """`vt -S STORE serve ADDRESS` in a child process."""
+    """`vt -S STORE serve ADDRESS` in a child process; with `--insecure-no-auth`
+    unless `extra` names `--auth-keys`."""
 
     def __init__(self, tmp: Path, store_spec: str, address: str, *extra: str):
         self.tmp = tmp
@@ -111,6 +115,7 @@ class ServerProcess:
                 "serve",
                 "--ready-file",
                 str(ready),
+                *(() if "--auth-keys" in self.extra else ("--insecure-no-auth",)),
                 self.address,
             )
             + list(self.extra),
@@ -166,6 +171,22 @@ class RawClient:
             self.sock = socket.create_connection((host, int(port)))
         self.sock.settimeout(timeout)
         self.rfile = self.sock.makefile("rb")
+
+    def auth(self, key, tag=1) -> P.Packet:
+        """The AUTH exchange with `key`; the last answer (an error, or the
+        server's proof, checked)."""
+        from vtstore.security.auth import ClientAuth
+
+        a = ClientAuth(key)
+        self.request(P.OP_AUTH, a.start(), tag=tag)
+        p = self.recv()
+        if p is None or p.is_error:
+            return p
+        self.request(P.OP_AUTH, a.respond(p.payload), tag=tag + 1)
+        p = self.recv()
+        if p is not None and not p.is_error:
+            assert a.verify(p.payload)
+        return p
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

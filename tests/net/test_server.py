@@ -325,7 +325,7 @@ def test_back_pressure_bounds_a_connection(serve, raw, tmp_path):
 def test_graceful_shutdown_answers_in_flight_requests(raw):
     store = SlowStore(delay=1.0)
     store.add(b"slow")
-    srv = BlockServer({"": store})
+    srv = BlockServer({"": store}, insecure_no_auth=True)
     spec = srv.listen("127.0.0.1:0")
     c = raw(spec)
     c.hello()

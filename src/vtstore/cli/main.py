@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("mount", "mount", "mount an archive or ref with FUSE"),
     ("umount", "umount", "unmount a vt mount"),
     ("serve", "serve", "serve stores over TCP, a UNIX socket or stdio"),
+    ("key", "key", "create, list and remove block server keys"),
     ("httpd", "httpd", "serve blocks and trees over HTTP"),
     ("push", "push", "copy blocks, trees or archives to another store"),
     ("pull", "pull", "copy blocks, trees or archives from another store"),

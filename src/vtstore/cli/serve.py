@@ -9,6 +9,12 @@ the clause's `exports`) adds a named export, reached by a client as
 `tcp:host:port#NAME` or `unix:/path.sock#NAME`.  SIGTERM or SIGINT stop
 the server gracefully: requests already received are answered and the stores are
 flushed.
+
+Who may connect: TCP clients authenticate with a key (`vt key new NAME`; the
+server's keys are in `{basedir}/server-keys`, or `--auth-keys FILE`), and each
+key has rights per export.  UNIX socket clients are let in by uid: the server's
+owner and root, and each `--allow-uid`.  stdio trusts whoever started it.
+`--tls-cert/--tls-key` put TCP in TLS (clients then say `tls:host:port`).
 """
 
 from __future__ import annotations
@@ -40,12 +46,84 @@ def register(sub) -> None:
     p.add_argument(
         "--workers", type=int, default=4, metavar="N", help="request worker threads (default 4)"
     )
+    a = p.add_argument_group("authentication and TLS")
+    a.add_argument(
+        "--auth-keys",
+        metavar="FILE",
+        help="the keys clients authenticate with (default {basedir}/server-keys, made by vt key)",
+    )
+    a.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve TCP without authentication: anyone who can connect reads and writes (tests)",
+    )
+    a.add_argument(
+        "--allow-uid",
+        action="append",
+        type=_uid,
+        default=[],
+        metavar="UID",
+        help="also let this uid use the UNIX socket (default: the server's owner and root)",
+    )
+    a.add_argument("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM) for TCP")
+    a.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM) for TCP")
     p.add_argument(
         "--ready-file",
         metavar="FILE",
         help="once listening, write the client store spec (e.g. tcp:127.0.0.1:PORT) to FILE",
     )
     p.set_defaults(func=run)
+
+
+def _uid(text: str) -> int:
+    """A uid number, or a user name."""
+    if text.isdigit():
+        return int(text)
+    import pwd
+
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no user {text!r}") from None
+
+
+def server_security(args, config, address: str) -> dict:
+    """The BlockServer keyword arguments for authentication and TLS: the keys,
+    the insecure mode (said loudly), extra uids and the TLS context."""
+    from vtstore.security.keys import KeyRing, default_server_keys
+
+    p = config.clause_spec("server").params
+    is_tcp = address != "-" and not (address.startswith(("/", "unix:", ".", "~")))
+    kw: dict = {"allow_uids": list(args.allow_uid)}
+    for text in str(p.get("allow_uid") or "").split():
+        kw["allow_uids"].append(_uid(text))
+    keys_path = args.auth_keys or p.get("auth_keys")
+    if keys_path:
+        kw["keys"] = KeyRing.load(keys_path)
+    else:
+        kw["keys"] = KeyRing.load(default_server_keys(config), missing_ok=True)
+    if args.insecure_no_auth:
+        kw["insecure_no_auth"] = True
+        if is_tcp:
+            print(
+                "vt serve: WARNING: --insecure-no-auth: anyone who can reach this port"
+                " can read, add and update archives",
+                file=sys.stderr,
+                flush=True,
+            )
+    elif is_tcp and not kw["keys"]:
+        raise ConfigError("TCP needs keys: run vt key new NAME, or --insecure-no-auth")
+    cert = args.tls_cert or p.get("tls_cert")
+    key = args.tls_key or p.get("tls_key")
+    if bool(cert) != bool(key):
+        raise ConfigError("TLS needs both --tls-cert and --tls-key")
+    if cert:
+        if not is_tcp:
+            raise ConfigError("--tls-cert/--tls-key are for TCP addresses")
+        from vtstore.security.tls import server_context
+
+        kw["tls_context"] = server_context(cert, key)
+    return kw
 
 
 def is_address(text: str) -> bool:
@@ -119,18 +197,21 @@ def run(args) -> int:
         for name, spec in given.items():
             exports[name] = open_store_spec(spec, config=config, readonly=args.readonly)
             stores.append(exports[name])
-        return _serve(args, address, exports)
+        security = server_security(args, config, address)
+        return _serve(args, address, exports, security)
     finally:
         for st in reversed(stores):
             st.close()
 
 
-def _serve(args, address: str, exports) -> int:
+def _serve(args, address: str, exports, security: dict | None = None) -> int:
     from vtstore.net.server import BlockServer  # here: other commands need no network code
 
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    server = BlockServer(exports, readonly=args.readonly, workers=max(1, args.workers))
+    server = BlockServer(
+        exports, readonly=args.readonly, workers=max(1, args.workers), **(security or {})
+    )
     conn = None
     try:
         if address == "-":

@@ -38,6 +38,22 @@ LIST_PAGE = 4096
 MAX_ATTEMPTS = 4
 
 
+def resolve_key(spec: str | None, key=None, key_file: str | None = None):
+    """The key a client authenticates with: `key`, else the one in `key_file`,
+    else (for `tcp:`/`tls:` specs) the one in `$VT_KEY_FILE`, else None."""
+    import os
+
+    if key is not None:
+        return key
+    if key_file is None and spec is not None and spec.startswith(("tcp:", "tls:")):
+        key_file = os.environ.get("VT_KEY_FILE") or None
+    if key_file is None:
+        return None
+    from vtstore.security.keys import load_key_file
+
+    return load_key_file(key_file)
+
+
 class RemoteArchive:
     """A named archive on the server, with the reading and appending methods of
     `vtstore.archive.Archive` (`last`, `update`)."""
@@ -84,14 +100,23 @@ class StreamStore(Store):
         batch_bytes: int = 1024 * 1024,
         batch_blocks: int = 512,
         retain_bytes: int = 64 * 1024 * 1024,
+        key=None,
+        key_file: str | None = None,
+        tls_ca: str | None = None,
+        tls_pin: str | None = None,
     ):
+        """`key` (a `vtstore.security.keys.Key`) or `key_file` authenticates the
+        connection (docs/PROTOCOL.md §2a); for `tcp:` and `tls:` specs without
+        either, `$VT_KEY_FILE` names the key file.  `tls_ca` / `tls_pin` say how
+        a `tls:` server's certificate is checked (`vtstore.security.tls`)."""
         if connect is None:
             if spec is None:
                 raise TypeError("StreamStore needs a spec or a connect function")
             target = spec
             if not spec.startswith("|") and "#" in spec:
                 target, _, export = spec.partition("#")
-            connect = client_transport_factory(target)
+            connect = client_transport_factory(target, tls_ca=tls_ca, tls_pin=tls_pin)
+        self._key = resolve_key(spec, key, key_file)
         self._connect = connect
         self._export = export
         self.reconnect_timeout = reconnect_timeout
@@ -130,7 +155,7 @@ class StreamStore(Store):
     def _open_link(self, hashclass) -> Link:
         link = Link(self._connect())
         try:
-            link.handshake(hashclass, self._export, self.connect_timeout)
+            link.handshake(hashclass, self._export, self.connect_timeout, key=self._key)
         except BaseException:
             link.abandon()
             raise

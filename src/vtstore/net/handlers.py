@@ -8,6 +8,7 @@ with an error.  The connection machinery is in `vtstore.net.server`.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 
@@ -25,6 +26,22 @@ LIST_MAX = 16384
 #: Most missing hashcodes one INDIRECT_COMPLETE answer lists.
 MISSING_MAX = 64
 
+#: The right each request needs (docs/PROTOCOL.md §2a); HELLO and FLUSH need
+#: none beyond an open channel (a FLUSH without the add right flushes nothing).
+OP_RIGHTS = {
+    P.OP_ADD: "add",
+    P.OP_GET: "read",
+    P.OP_CONTAINS: "read",
+    P.OP_HASHCODES: "read",
+    P.OP_HASH_OF_HASHCODES: "read",
+    P.OP_LENGTH: "read",
+    P.OP_ARCHIVE_LIST: "read",
+    P.OP_ARCHIVE_LAST: "read",
+    P.OP_INDIRECT_COMPLETE: "read",
+    P.OP_ARCHIVE_UPDATE: "archive",
+}
+ALL_RIGHTS = frozenset(OP_RIGHTS.values())
+
 
 class Export:
     """A store offered under a name, with the lock that serialises it if needed."""
@@ -37,6 +54,29 @@ class Export:
         self.lock = (
             contextlib.nullcontext() if getattr(store, "threadsafe", False) else threading.RLock()
         )
+        #: what the peer on this channel may do, and who it is (for messages)
+        self.rights = ALL_RIGHTS
+        self.principal = "this peer"
+
+    def for_peer(self, rights, principal: str) -> Export:
+        """A view of this export for one authenticated peer: the same store and
+        lock, limited to `rights` (a set of "read", "add", "archive")."""
+        view = copy.copy(self)
+        view.rights = frozenset(rights)
+        view.principal = principal
+        # without add (or archive) rights a FLUSH has nothing of this peer's to flush
+        view.readonly = self.readonly or not (view.rights & {"add", "archive"})
+        return view
+
+    def check_right(self, op: int) -> None:
+        """Refuse `op` with E_DENIED unless this peer's rights allow it."""
+        need = OP_RIGHTS.get(op)
+        if need is not None and need not in self.rights:
+            raise Reply(
+                P.E_DENIED,
+                f"{self.principal} has no {need} right on export {self.name or '(default)'}",
+                right=need,
+            )
 
     def archives(self) -> dict:
         """The archives this export's store offers, by name (see docs/PROTOCOL.md,
@@ -226,7 +266,7 @@ def _h_indirect_complete(export: Export, payload):
     return 0, [P.encode_completeness(not missing, checked, missing)]
 
 
-HANDLERS = {
+_HANDLERS = {
     P.OP_ADD: _h_add,
     P.OP_GET: _h_get,
     P.OP_CONTAINS: _h_contains,
@@ -238,6 +278,20 @@ HANDLERS = {
     P.OP_ARCHIVE_UPDATE: _h_archive_update,
     P.OP_INDIRECT_COMPLETE: _h_indirect_complete,
 }
+
+
+def _guarded(op: int, handler):
+    def run(export: Export, payload):
+        export.check_right(op)  # before the payload is even decoded
+        return handler(export, payload)
+
+    run.__name__ = handler.__name__
+    run.__doc__ = handler.__doc__
+    return run
+
+
+#: op -> handler; each checks the peer's right for its op first.
+HANDLERS = {op: _guarded(op, h) for op, h in _HANDLERS.items()}
 
 
 def error_payload(exc: BaseException) -> bytes:

@@ -38,15 +38,10 @@ class Link:
         self.max_packet = P.DEFAULT_MAX_PACKET
         self.reader: threading.Thread | None = None
 
-    def handshake(self, hashclass, export: str, timeout: float) -> P.Welcome:
-        """Send HELLO on channel 0 and read the answer, before the reader starts."""
-        sock = getattr(self.t, "sock", None)
-        if sock is not None:
-            sock.settimeout(timeout)
-        hello = P.encode_packet(P.OP_HELLO, 0, 0, 1, P.encode_hello(P.VERSION, hashclass, export))
-        self.next_tag = 2
+    def _exchange(self, op: int, tag: int, payload: bytes) -> P.Packet:
+        """One request and its answer, before the reader thread runs."""
         try:
-            self.t.send(hello)
+            self.t.send(P.encode_packet(op, 0, 0, tag, payload))
             pkt = P.read_packet(self.t.rfile, P.DEFAULT_MAX_PACKET)
         except OSError as e:
             raise ConnectionError(f"{self.t.description}: lost during the handshake: {e}") from None
@@ -54,8 +49,34 @@ class Link:
             raise ConnectionError(f"{self.t.description}: closed during the handshake")
         if pkt.is_error:
             raise P.error_for(*P.decode_error(pkt.payload))
-        if pkt.op != P.OP_HELLO or pkt.tag != 1:
+        if pkt.op != op or pkt.tag != tag:
             raise FormatError(f"{self.t.description}: unexpected answer to the handshake")
+        return pkt
+
+    def authenticate(self, key) -> None:
+        """The AUTH exchange (docs/PROTOCOL.md §2a) with `key`; raises `AuthError`
+        if the server refuses us or cannot prove it holds the key too."""
+        from vtstore.security.auth import ClientAuth
+
+        auth = ClientAuth(key)
+        nonce = self._exchange(P.OP_AUTH, 1, auth.start())
+        answer = self._exchange(P.OP_AUTH, 2, auth.respond(nonce.payload))
+        if not auth.verify(answer.payload):
+            raise P.AuthError(
+                P.E_AUTH,
+                {"message": f"{self.t.description} does not hold key {key.id!r}: not the server"},
+            )
+
+    def handshake(self, hashclass, export: str, timeout: float, key=None) -> P.Welcome:
+        """Authenticate with `key` (if given), then send HELLO on channel 0 and
+        read the answer, before the reader starts."""
+        sock = getattr(self.t, "sock", None)
+        if sock is not None:
+            sock.settimeout(timeout)
+        if key is not None:
+            self.authenticate(key)
+        pkt = self._exchange(P.OP_HELLO, 3, P.encode_hello(P.VERSION, hashclass, export))
+        self.next_tag = 4
         w = P.decode_welcome(pkt.payload)
         if sock is not None:
             sock.settimeout(None)

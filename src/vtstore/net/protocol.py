@@ -61,6 +61,7 @@ OP_ARCHIVE_LIST = 0x09
 OP_ARCHIVE_LAST = 0x0A
 OP_ARCHIVE_UPDATE = 0x0B
 OP_INDIRECT_COMPLETE = 0x0C
+OP_AUTH = 0x0D  # the challenge-response before the first HELLO (§2a)
 
 OP_NAMES = {
     OP_HELLO: "hello",
@@ -75,6 +76,7 @@ OP_NAMES = {
     OP_ARCHIVE_LAST: "archive_last",
     OP_ARCHIVE_UPDATE: "archive_update",
     OP_INDIRECT_COMPLETE: "indirect_complete",
+    OP_AUTH: "auth",
 }
 
 # -- flags ------------------------------------------------------------------------
@@ -101,6 +103,8 @@ E_NOT_SUPPORTED = 12  # e.g. archive requests on an export without archives
 E_STORE = 13  # any other store failure
 E_INTERNAL = 14  # a server bug
 E_SHUTDOWN = 15  # the server is stopping; reconnect later
+E_AUTH = 16  # authentication required, or failed (the connection is then closed)
+E_DENIED = 17  # the key (or peer) has no right to do this on this export
 
 ERROR_NAMES = {
     E_PROTOCOL: "protocol",
@@ -118,6 +122,8 @@ ERROR_NAMES = {
     E_STORE: "store",
     E_INTERNAL: "internal",
     E_SHUTDOWN: "shutdown",
+    E_AUTH: "auth",
+    E_DENIED: "denied",
 }
 
 #: hello flags
@@ -154,6 +160,14 @@ class RemoteError(StoreError):
         self.detail = detail
         name = ERROR_NAMES.get(code, f"error {code}")
         super().__init__(f"server: {detail.get('message', name)} ({name})")
+
+
+class AuthError(RemoteError):
+    """Authentication was required and missing, or failed (either side's proof)."""
+
+
+class AccessDenied(RemoteError):
+    """The server refused a request the key or peer has no right to make."""
 
 
 # -- framing ------------------------------------------------------------------------
@@ -347,6 +361,58 @@ def decode_welcome(payload) -> Welcome:
         max_outstanding,
         name,
     )
+
+
+# -- AUTH (docs/PROTOCOL.md §2a) -----------------------------------------------------
+
+AUTH_MAGIC = b"VTSA"
+AUTH_NONCE = 32  # octets of each side's nonce
+AUTH_PROOF = 32  # octets of an HMAC-SHA256
+AUTH_MAX_ID = 64  # longest key id
+
+
+def encode_auth_start(key_id: str, client_nonce: bytes) -> bytes:
+    """AUTH request, step 1: the key id and the client's nonce."""
+    kid = key_id.encode("utf-8")
+    return AUTH_MAGIC + b"\x01" + encode_varint(len(kid)) + kid + client_nonce
+
+
+def encode_auth_proof(proof: bytes) -> bytes:
+    """AUTH request, step 2: the client's proof."""
+    return AUTH_MAGIC + b"\x02" + proof
+
+
+def decode_auth_request(payload) -> tuple[int, str | None, bytes]:
+    """Parse an AUTH request: `(1, key_id, client_nonce)` or `(2, None, proof)`."""
+    r = Reader(payload)
+    if r.remaining < 5 or bytes(r.take(4)) != AUTH_MAGIC:
+        raise FormatError("not an AUTH request (bad magic)")
+    step = r.byte()
+    if step == 1:
+        kid = _utf8(r.lbytes(), "key id")
+        if not kid or len(kid) > AUTH_MAX_ID:
+            raise FormatError(f"a key id of 1 to {AUTH_MAX_ID} characters, not {len(kid)}")
+        if r.remaining != AUTH_NONCE:
+            raise FormatError(f"the client nonce is {AUTH_NONCE} octets")
+        return 1, kid, bytes(r.take(AUTH_NONCE))
+    if step == 2:
+        if r.remaining != AUTH_PROOF:
+            raise FormatError(f"the client proof is {AUTH_PROOF} octets")
+        return 2, None, bytes(r.take(AUTH_PROOF))
+    raise FormatError(f"unknown AUTH step {step}")
+
+
+def encode_auth_answer(step: int, value: bytes) -> bytes:
+    """AUTH answer: the step, then the server nonce (1) or the server proof (2)."""
+    return bytes((step,)) + value
+
+
+def decode_auth_answer(payload, step: int) -> bytes:
+    """Parse an AUTH answer of `step`; return the nonce or proof it carries."""
+    data = bytes(payload)
+    if len(data) != 1 + 32 or data[0] != step:
+        raise FormatError(f"bad AUTH answer to step {step}")
+    return data[1:]
 
 
 def _utf8(mv, what: str) -> str:
@@ -608,6 +674,10 @@ def error_for(code: int, detail: dict) -> Exception:
         return ReadOnlyError(f"server: {message}")
     if code == E_HASHCLASS:
         return HashClassMismatchError(f"server: {message}")
+    if code == E_AUTH:
+        return AuthError(code, detail)
+    if code == E_DENIED:
+        return AccessDenied(code, detail)
     return RemoteError(code, detail)
 
 

@@ -31,6 +31,7 @@ import queue
 import select
 import socket
 import stat
+import struct
 import threading
 import time
 from collections.abc import Mapping
@@ -40,12 +41,17 @@ from vtstore.errors import FormatError, StoreError, VTError
 from vtstore.net import protocol as P
 from vtstore.net.handlers import HANDLERS, Export, Reply, error_payload
 from vtstore.net.transport import FdTransport, SocketTransport, Transport, parse_hostport
+from vtstore.security.auth import AuthFailed, ServerAuth
 from vtstore.stores.base import Store
 
 log = logging.getLogger("vtstore.net")
 
 #: Most channels open at once on one connection.
 MAX_OPEN_CHANNELS = 16
+
+
+class NoKeysError(StoreError):
+    """A TCP listener was asked for on a server that has no keys to check."""
 
 
 # -- one connection ---------------------------------------------------------------------
@@ -189,6 +195,8 @@ class _Connection:
             return True
         if pkt.op == P.OP_HELLO:
             return self._hello(pkt, length)
+        if pkt.op == P.OP_AUTH:
+            return self._auth(pkt, length)
         export = self.channels.get(pkt.channel)
         if export is None:
             self._answer_error(
@@ -226,6 +234,79 @@ class _Connection:
                 self.running -= 1
                 self.cond.notify_all()
 
+    # -- handshake: who the peer is (docs/PROTOCOL.md §2a) -------------------------
+
+    def _peer_kind(self) -> str:
+        """What kind of peer this is ("tcp", "unix" or "stdio"): trust depends on it."""
+        sock = getattr(self.t, "sock", None)
+        if sock is None:
+            return "stdio"
+        return "unix" if sock.family == socket.AF_UNIX else "tcp"
+
+    def _auth_state(self) -> ServerAuth:
+        state = getattr(self, "_auth_obj", None)
+        if state is None:
+            state = self._auth_obj = ServerAuth(self.server.keys)
+        return state
+
+    def _peer_uid_problem(self) -> str | None:
+        """On a UNIX socket, why the peer's uid (SO_PEERCRED) is not let in, or None."""
+        if self._peer_kind() != "unix":
+            return None
+        uid = getattr(self, "_peer_uid", None)
+        if uid is None:
+            try:
+                creds = self.t.sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+                )
+                _pid, uid, _gid = struct.unpack("3i", creds)
+            except OSError as e:
+                return f"cannot tell the peer's uid: {e}"
+            self._peer_uid = uid
+        if uid in self.server.allowed_uids:
+            return None
+        return f"uid {uid} may not use this socket (allowed: the server's owner, root, --allow-uid)"
+
+    def _auth(self, pkt: P.Packet, length: int) -> bool:
+        """An AUTH request: answer it, or answer E_AUTH and close."""
+        try:
+            why = self._peer_uid_problem()
+            if why is not None:
+                raise AuthFailed(why)
+            if self.channels:
+                raise AuthFailed("AUTH comes before the first HELLO")
+            answer = self._auth_state().handle(pkt.payload)
+        except (AuthFailed, FormatError) as e:
+            log.warning("%s: authentication refused: %s", self.peer, e)
+            self._answer_error(pkt, Reply(P.E_AUTH, str(e)), length)
+            return False
+        if self._auth_state().done:
+            log.info("%s: authenticated as key %r", self.peer, self._auth_state().key.id)
+        self._answer(pkt, 0, [answer], length)
+        return True
+
+    def _peer_rights(self, export: Export) -> Export:
+        """The export as this peer may use it; raises `Reply` if it may not at all."""
+        kind = self._peer_kind()
+        why = self._peer_uid_problem()
+        if why is not None:
+            raise Reply(P.E_AUTH, why)
+        state = self._auth_state()
+        if state.step and not state.done:
+            raise Reply(P.E_AUTH, "authentication is not finished")
+        if state.done:
+            key = state.key
+            rights = key.rights_for(export.name)
+            if not rights:
+                raise Reply(
+                    P.E_DENIED,
+                    f"key {key.id!r} has no rights on export {export.name or '(default)'}",
+                )
+            return export.for_peer(rights, f"key {key.id!r}")
+        if kind == "tcp" and not self.server.insecure_no_auth:
+            raise Reply(P.E_AUTH, "authentication required: this server needs a key (AUTH)")
+        return export
+
     def _hello(self, pkt: P.Packet, length: int) -> bool:
         try:
             hello = P.decode_hello(pkt.payload)
@@ -251,6 +332,7 @@ class _Connection:
                     f" not {hello.hashclass.hashname}",
                     hashclass=export.hashclass.hashid,
                 )
+            export = self._peer_rights(export)
         except (VTError, Reply) as e:
             self._answer_error(pkt, e, length)
             # a stranger that fails its first handshake gets no second try
@@ -259,7 +341,7 @@ class _Connection:
         welcome = P.Welcome(
             version=min(hello.version, P.VERSION),
             hashclass=export.hashclass,
-            readonly=export.readonly,
+            readonly=export.readonly or "add" not in export.rights,
             archives=bool(export.archives()),
             max_packet=self.server.max_packet,
             max_outstanding=self.server.max_outstanding,
@@ -340,9 +422,22 @@ class BlockServer:
         max_packet: int = P.DEFAULT_MAX_PACKET,
         max_outstanding: int = 64,
         max_buffered: int = 32 * 1024 * 1024,
+        keys=None,
+        insecure_no_auth: bool = False,
+        allow_uids=(),
+        tls_context=None,
     ):
+        """`keys` (a `vtstore.security.keys.KeyRing`) are the keys TCP clients
+        authenticate with; TCP refuses to listen without them unless
+        `insecure_no_auth`.  UNIX socket peers are let in by uid (SO_PEERCRED):
+        this process's, root's and `allow_uids`.  `tls_context` (an
+        `ssl.SSLContext` for the server side) wraps every TCP connection in TLS."""
         if max_packet < P.HANDSHAKE_MAX_PACKET:
             raise ValueError(f"max_packet must be at least {P.HANDSHAKE_MAX_PACKET}")
+        self.keys = keys
+        self.insecure_no_auth = insecure_no_auth
+        self.allowed_uids = frozenset({os.geteuid(), 0, *allow_uids})
+        self.tls_context = tls_context
         self.exports = {name: Export(name, st, readonly) for name, st in exports.items()}
         self.max_packet = max_packet
         self.max_outstanding = max_outstanding
@@ -377,7 +472,7 @@ class BlockServer:
         client uses to reach it (`tcp:127.0.0.1:PORT`, `unix:/path.sock`)."""
         if address.startswith("unix:"):
             return self.listen_unix(address[5:])
-        if address.startswith("tcp:"):
+        if address.startswith(("tcp:", "tls:")):
             address = address[4:]
         if "/" in address or not address or address.startswith("."):
             return self.listen_unix(address)
@@ -385,9 +480,18 @@ class BlockServer:
         return self.listen_tcp(host, port)
 
     def listen_tcp(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on TCP; return `tcp:host:port` with the bound port."""
+        """Listen on TCP; return `tcp:host:port` (`tls:host:port` with TLS) with the
+        bound port.  Without keys, refused unless the server is `insecure_no_auth`."""
+        if not self.keys and not self.insecure_no_auth:
+            raise NoKeysError("TCP needs keys: run vt key new NAME, or --insecure-no-auth")
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        if self.tls_context is not None:
+            from vtstore.security.tls import TLSListenSocket
+
+            sock = TLSListenSocket(family, socket.SOCK_STREAM)
+            sock.tls_context = self.tls_context
+        else:
+            sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
@@ -396,7 +500,12 @@ class BlockServer:
             sock.close()
             raise StoreError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         bound = sock.getsockname()[1]
-        spec = f"tcp:[{host}]:{bound}" if family == socket.AF_INET6 else f"tcp:{host}:{bound}"
+        scheme = "tls" if self.tls_context is not None else "tcp"
+        spec = (
+            f"{scheme}:[{host}]:{bound}"
+            if family == socket.AF_INET6
+            else f"{scheme}:{host}:{bound}"
+        )
         self._start_listener(sock, spec, None, ())
         return spec
 

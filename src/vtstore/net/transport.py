@@ -58,15 +58,29 @@ class Transport:
 
 
 class SocketTransport(Transport):
-    """A connected stream socket (TCP or UNIX)."""
+    """A connected stream socket (TCP or UNIX), in TLS when `tls` (a
+    `vtstore.security.tls.TLSEngine`) is given or the socket was accepted by a
+    TLS listener (the server's handshake then runs on the first read)."""
 
-    def __init__(self, sock: socket.socket, description: str):
+    def __init__(self, sock: socket.socket, description: str, tls=None):
         self.sock = sock
         self.description = description
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # small answers must not wait for Nagle's timer
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.rfile = sock.makefile("rb", buffering=READ_BUFFER)
+        ctx = getattr(sock, "tls_server_context", None)
+        if tls is None and ctx is not None:
+            from vtstore.security.tls import TLSEngine
+
+            tls = TLSEngine(sock, ctx, server_side=True)
+        self.tls = tls
+        if tls is not None:
+            from vtstore.security.tls import tls_reader
+
+            self.rfile = tls_reader(tls, READ_BUFFER)
+            self.send = tls.send
+        else:
+            self.rfile = sock.makefile("rb", buffering=READ_BUFFER)
 
     def send(self, data) -> None:
         self.sock.sendall(data)
@@ -96,6 +110,27 @@ def connect_tcp(host: str, port: int, timeout: float = 10.0) -> SocketTransport:
     sock = socket.create_connection((host, port), timeout=timeout)
     sock.settimeout(None)
     return SocketTransport(sock, f"tcp:{host}:{port}")
+
+
+def connect_tls(
+    host: str, port: int, ca: str | None = None, pin: str | None = None, timeout: float = 10.0
+) -> SocketTransport:
+    """Connect to a block server over TCP in TLS, verifying its certificate against
+    `ca` (or the system's CAs), or accepting only the certificate pinned by `pin`."""
+    from vtstore.security.tls import TLSEngine, client_context
+
+    ctx = client_context(ca=ca, pin=pin)
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        engine = TLSEngine(
+            sock, ctx, server_side=False, server_hostname=host if pin is None else None, pin=pin
+        )
+        engine.handshake()
+        sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return SocketTransport(sock, f"tls:{host}:{port}", tls=engine)
 
 
 def connect_unix(path: str, timeout: float = 10.0) -> SocketTransport:
@@ -197,10 +232,11 @@ class FdTransport(Transport):
         pass
 
 
-def client_transport_factory(spec: str):
+def client_transport_factory(spec: str, tls_ca: str | None = None, tls_pin: str | None = None):
     """For a client store spec, a function that opens one new connection.
 
-    `tcp:host:port`, `unix:/path.sock` or `|command`.
+    `tcp:host:port`, `tls:host:port` (verified against `tls_ca` or the system's
+    CAs, or pinned by `tls_pin`), `unix:/path.sock` or `|command`.
     """
     if spec.startswith("|"):
         command = spec[1:].strip()
@@ -211,9 +247,16 @@ def client_transport_factory(spec: str):
     if sep and scheme == "tcp":
         host, port = parse_hostport(rest)
         return lambda: connect_tcp(host, port)
+    if sep and scheme == "tls":
+        host, port = parse_hostport(rest)
+        if tls_pin is not None:
+            from vtstore.security.tls import normalize_pin
+
+            normalize_pin(tls_pin)  # a bad pin is a setting error, found before connecting
+        return lambda: connect_tls(host, port, ca=tls_ca, pin=tls_pin)
     if sep and scheme == "unix":
         if not rest:
             raise ConfigError("store spec unix: needs a socket path")
         path = os.path.expanduser(rest)
         return lambda: connect_unix(path)
-    raise ConfigError(f"not a block server spec (tcp:, unix:, |command): {spec!r}")
+    raise ConfigError(f"not a block server spec (tcp:, tls:, unix:, |command): {spec!r}")

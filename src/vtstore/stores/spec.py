@@ -9,7 +9,7 @@ Forms (CLI `-S`, `$VT_STORE`, config values)::
     proxy(save=S...,read=S...,read2=S...,copy2=S...,save2=S...)
                              a ProxyStore; a role takes one or more specs
                              separated by spaces, or repeats (save=A,save=B)
-    tcp:HOST:PORT  unix:/PATH.sock  |COMMAND  http(s)://...  s3://BUCKET/PREFIX
+    tcp:HOST:PORT  tls:HOST:PORT  unix:/PATH.sock  |COMMAND  http(s)://...  s3://BUCKET/PREFIX
                              reserved: they raise NotAvailableError until the
                              network, HTTP and S3 layers register them
 
@@ -268,6 +268,7 @@ register_scheme("datadir:", "datadir", _path_param)
 register_scheme("file:", "file", _path_param)
 register_scheme("memory:", "memory", lambda rest: {"name": rest} if rest else {})
 register_scheme("tcp:", "tcp", _tcp_param)
+register_scheme("tls:", "tcp", lambda rest: {**_tcp_param(rest), "tls": True})  # TCP in TLS
 register_scheme("unix:", "unix", lambda rest: {"socket_path": _str(rest)})
 register_scheme("|", "command", lambda rest: {"command": _str(rest)})
 register_scheme("http://", "http", lambda rest: {"url": "http://" + _str(rest)})
