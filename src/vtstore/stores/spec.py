@@ -622,3 +622,22 @@ register_store_type(
     {"url": _str, "bucket": _str, "prefix": str, "endpoint": _str, "region": _str},
     "an S3 bucket",
 )
+
+
+# -- encryption at rest: vtstore.stores.crypt registers the real opener -------------
+
+PROVIDERS["crypt"] = "vtstore.stores.crypt"
+register_scheme("crypt:", "crypt", lambda rest: {"store": _str(rest)})
+register_store_type(
+    "crypt",
+    _not_yet,
+    {
+        "store": _str,
+        "key_file": _str,
+        "passphrase_file": _str,
+        "index": _str,
+        "compress": parse_bool,
+    },
+    "a store encrypted at rest",
+    required=("store",),
+)
