@@ -11,9 +11,11 @@ Threads, because the heavy work (hashing, compression, I/O) releases the GIL:
 
 Back-pressure instead of buffering: the reader reads a packet's length, checks it
 against the limit, then waits until fewer than `max_outstanding` requests are
-unanswered and fewer than `max_buffered` octets of requests and answers are held,
-and only then reads (allocates) the body.  A client that does not read its answers
-therefore stalls only itself.
+unanswered and the packet (with a reserve for its answer) fits both the server's
+one memory budget and the connection's share of it, and only then reads
+(allocates) the body.  A client that does not read its answers therefore stalls
+itself, never the server; the connection limit, the timeouts and the budget are
+in `vtstore.net.limits`.
 
 Ordering: requests on a connection run concurrently, except FLUSH, a barrier that
 waits for every request received before it and then flushes the export (so the
@@ -40,6 +42,15 @@ from concurrent.futures import ThreadPoolExecutor
 from vtstore.errors import FormatError, StoreError, VTError
 from vtstore.net import protocol as P
 from vtstore.net.handlers import HANDLERS, Export, Reply, error_payload
+from vtstore.net.limits import (
+    E_TIMEOUT,
+    HANDSHAKE_OUTSTANDING,
+    IO_STEP,
+    REQUEST_RESERVE,
+    Limits,
+    Warden,
+    request_need,
+)
 from vtstore.net.transport import FdTransport, SocketTransport, Transport, parse_hostport
 from vtstore.security.auth import AuthFailed, ServerAuth
 from vtstore.stores.base import Store
@@ -65,12 +76,19 @@ class _Connection:
         self.t = transport
         self.peer = peer
         self.channels: dict[int, Export] = {}
-        self.cond = threading.Condition()
+        self.cond = server._cond  # one lock and condition for the whole budget
         self.outstanding = 0  # requests admitted whose answer is not yet sent
         self.running = 0  # requests handed to the worker pool, not yet answered
-        self.buffered = 0  # octets of admitted requests and queued answers
+        self.buffered = 0  # octets of the budget charged to this connection
         self.stopping = False
         self.dead = False
+        self.timed_out = False
+        self.closed = False  # the writer is gone: the charges are given back
+        self.born = self.last_activity = time.monotonic()
+        self.rstate = "idle"  # the reader: idle (between packets), admit, body, dispatch
+        self.rdeadline: float | None = None  # for the step of a body being read
+        self.wdeadline: float | None = None  # for the step of an answer being sent
+        self.reserve = 0  # charged with the request being read, for its answer
         self.done = threading.Event()
         self.wq: queue.SimpleQueue = queue.SimpleQueue()
         self.reader = threading.Thread(
@@ -86,22 +104,46 @@ class _Connection:
 
     # -- budget ---------------------------------------------------------
 
-    def _admit(self, length: int) -> bool:
+    def _fits(self, charge: int) -> bool:
         s = self.server
+        if not self.channels:
+            # handshake packets are small and answered at once: never wait for them
+            return self.outstanding < HANDSHAKE_OUTSTANDING
+        if self.outstanding >= s.max_outstanding or s._used + charge > s.limits.memory:
+            return False
+        return not self.buffered or self.buffered + charge <= s.limits.per_connection
+
+    def _admit(self, charge: int) -> bool:
         with self.cond:
-            while not self.dead and (
-                self.outstanding >= s.max_outstanding
-                or (self.buffered and self.buffered + length > s.max_buffered)
-            ):
+            self.rstate = "admit"
+            while not self._fits(charge):
+                if self.dead or self.stopping:
+                    return False
                 self.cond.wait()
+            if self.dead:
+                return False
             self.outstanding += 1
-            self.buffered += length
-            return not self.dead
+            self._charge(charge)
+            return True
+
+    def _charge(self, n: int) -> None:
+        """Charge `n` octets to this connection and the server (`cond` held)."""
+        self.buffered += n
+        self.server._used += n
+
+    def _uncharge(self, n: int) -> None:
+        self.buffered -= n
+        self.server._used -= n
+        self.cond.notify_all()
 
     def _queue(self, data: bytes, charge: int, counted: bool = True) -> None:
+        # the request is done with: its body and reserve give way to the answer
         with self.cond:
-            self.buffered += len(data)
-        self.wq.put((data, charge + len(data), counted))
+            if self.closed:
+                return  # nobody sends it now; its charge went with the connection
+            self._uncharge(charge)
+            self._charge(len(data))
+        self.wq.put((data, len(data), counted))
 
     def _answer(self, pkt: P.Packet, flags: int, parts, charge: int) -> None:
         data = P.encode_packet(pkt.op, P.F_RESPONSE | flags, pkt.channel, pkt.tag, *parts)
@@ -128,15 +170,27 @@ class _Connection:
             data, charge, counted = item
             if not self.dead:
                 try:
-                    self.t.send(data)
+                    self._send(data)
                 except (OSError, ValueError) as e:
                     log.info("%s: cannot send: %s", self.peer, e)
                     self.kill()
             with self.cond:
-                self.buffered -= charge
+                self.wdeadline = None
+                self.last_activity = time.monotonic()
+                self._uncharge(charge)
                 if counted:
                     self.outstanding -= 1
-                self.cond.notify_all()
+
+    def _send(self, data: bytes) -> None:
+        """Send `data` a step at a time, each step within the io timeout."""
+        if len(data) <= IO_STEP:
+            self.wdeadline = time.monotonic() + self.server.limits.io_timeout
+            self.t.send(data)
+            return
+        mv = memoryview(data)
+        for off in range(0, len(mv), IO_STEP):
+            self.wdeadline = time.monotonic() + self.server.limits.io_timeout
+            self.t.send(mv[off : off + IO_STEP])
 
     # -- reader -------------------------------------------------------------
 
@@ -144,6 +198,7 @@ class _Connection:
         rfile = self.t.rfile
         try:
             while not self.stopping and not self.dead:
+                self.rstate = "idle"
                 prefix = rfile.read(4)
                 if not prefix:
                     break
@@ -159,20 +214,25 @@ class _Connection:
                 except FormatError as e:
                     self._fatal(P.E_PROTOCOL, str(e))
                     break
-                if not self._admit(length):
+                # after the handshake, a request is charged a reserve for its answer
+                self.reserve = REQUEST_RESERVE if self.channels else 0
+                charge = length + self.reserve
+                if not self._admit(charge):
                     break
                 try:
-                    body = P.read_exact(rfile, length)
+                    body = self._read_body(rfile, length)
                 except BaseException:
-                    self._release(length)  # a truncated packet is never answered
+                    self._release(charge)  # a truncated packet is never answered
                     raise
+                self.rstate = "dispatch"
+                self.last_activity = time.monotonic()
                 try:
                     pkt = P.decode_packet(body)
                 except FormatError as e:
-                    self._release(length)
+                    self._release(charge)
                     self._fatal(P.E_PROTOCOL, f"bad packet header: {e}")
                     break
-                if not self._dispatch(pkt, length):
+                if not self._dispatch(pkt, charge):
                     break
         except (P.TruncatedPacket, OSError, ValueError) as e:
             # ValueError: the transport was closed under us by a forced stop
@@ -182,11 +242,29 @@ class _Connection:
         finally:
             self._finish()
 
-    def _release(self, length: int) -> None:
+    def _read_body(self, rfile, length: int):
+        """Read a packet body of `length` octets, a step at a time, each step
+        within the io timeout (enforced by the warden)."""
+        io_timeout = self.server.limits.io_timeout
+        self.rdeadline = time.monotonic() + io_timeout
+        self.rstate = "body"
+        if length <= IO_STEP:
+            return P.read_exact(rfile, length)
+        buf = bytearray(length)
+        mv = memoryview(buf)
+        got = 0
+        while got < length:
+            self.rdeadline = time.monotonic() + io_timeout
+            n = rfile.readinto(mv[got : got + IO_STEP])
+            if not n:
+                raise P.TruncatedPacket(f"stream ended after {got} of {length} octets of a packet")
+            got += n
+        return mv.toreadonly()
+
+    def _release(self, charge: int) -> None:
         with self.cond:
             self.outstanding -= 1
-            self.buffered -= length
-            self.cond.notify_all()
+            self._uncharge(charge)
 
     def _dispatch(self, pkt: P.Packet, length: int) -> bool:
         """Handle one admitted request; False to close the connection."""
@@ -209,6 +287,15 @@ class _Connection:
         if pkt.op not in HANDLERS:
             self._answer_error(pkt, Reply(P.E_UNKNOWN_OP, f"unknown op {pkt.op}"), length)
             return True
+        try:
+            need = request_need(pkt)
+        except (Reply, FormatError) as e:
+            self._answer_error(pkt, e, length)
+            return True
+        if need < self.reserve:  # give back the part of the reserve it cannot use
+            with self.cond:
+                self._uncharge(self.reserve - need)
+            length -= self.reserve - need
         with self.cond:
             self.running += 1
         try:
@@ -374,6 +461,11 @@ class _Connection:
                 self.cond.wait()
         self.wq.put(None)
         self.writer.join()
+        with self.cond:
+            # a killed connection may leave answers unsent: give back every octet
+            self.closed = True
+            if self.buffered:
+                self._uncharge(self.buffered)
         self.t.shutdown()
         try:
             self.t.close()
@@ -386,6 +478,8 @@ class _Connection:
     def stop(self) -> None:
         """Stop reading new requests; those admitted are answered, then it closes."""
         self.stopping = True
+        with self.cond:
+            self.cond.notify_all()  # a reader waiting for the budget gives up
         if isinstance(self.t, SocketTransport):
             self.t.shutdown_read()
 
@@ -400,6 +494,45 @@ class _Connection:
             self.dead = True
             self.cond.notify_all()
         self.t.shutdown()
+
+    # -- timeouts (called by the warden; see vtstore.net.limits) ---------------
+
+    def check_deadlines(self, now: float) -> None:
+        """Close this connection if it is past one of its deadlines."""
+        if self.timed_out or self.dead or isinstance(self.t, FdTransport):
+            return  # stdio: the transport is trusted, and its reader cannot be woken
+        lim = self.server.limits
+        if self.wdeadline is not None and now > self.wdeadline:
+            why = f"the client does not read its answers ({IO_STEP // 1024} KiB not taken"
+            return self._time_out(f"{why} in {lim.io_timeout:g}s)", stuck=True)
+        if not self.channels:
+            if now - self.born > lim.handshake_timeout:
+                self._time_out(f"no handshake within {lim.handshake_timeout:g}s")
+        elif self.rstate == "body" and self.rdeadline is not None and now > self.rdeadline:
+            self._time_out(
+                f"a packet arrives too slowly (not {IO_STEP // 1024} KiB in {lim.io_timeout:g}s)"
+            )
+        elif (
+            self.rstate == "idle"
+            and not self.outstanding
+            and now - self.last_activity > lim.idle_timeout
+        ):
+            self._time_out(f"idle for {lim.idle_timeout:g}s")
+
+    def _time_out(self, why: str, stuck: bool = False) -> None:
+        """Tell the client why (unless its answers are stuck) and close."""
+        self.timed_out = True
+        if stuck:
+            log.warning("%s: %s; dropping the connection", self.peer, why)
+            self.kill()
+            return
+        self._fatal(E_TIMEOUT, why)
+        # the reader sees the end of the stream; what was admitted is answered
+        shutdown_read = getattr(self.t, "shutdown_read", None)
+        if shutdown_read is None:
+            self.kill()
+        else:
+            shutdown_read()
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -422,6 +555,7 @@ class BlockServer:
         max_packet: int = P.DEFAULT_MAX_PACKET,
         max_outstanding: int = 64,
         max_buffered: int = 32 * 1024 * 1024,
+        limits: Limits | None = None,
         keys=None,
         insecure_no_auth: bool = False,
         allow_uids=(),
@@ -441,7 +575,14 @@ class BlockServer:
         self.exports = {name: Export(name, st, readonly) for name, st in exports.items()}
         self.max_packet = max_packet
         self.max_outstanding = max_outstanding
-        self.max_buffered = max(max_buffered, max_packet)
+        # `limits` (vtstore.net.limits): the memory budget, connections, timeouts;
+        # `max_buffered` is the per-connection share of the budget
+        lim = limits or Limits(per_connection=max_buffered)
+        self.limits = lim.checked(max_packet)
+        self.max_buffered = self.limits.per_connection
+        self._cond = threading.Condition()  # guards the budget of every connection
+        self._used = 0  # octets of the budget charged
+        self._warden: Warden | None = None
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vt-serve-work")
         self._lock = threading.Lock()
         self._conns: set[_Connection] = set()
@@ -561,7 +702,37 @@ class BlockServer:
             sock.setblocking(True)
             n += 1
             peer = f"{spec}#{n}" if sock.family == socket.AF_UNIX else f"{addr[0]}:{addr[1]}"
+            why = self._refusal()
+            if why is not None:
+                self._start_warden().refuse(sock, peer, why)
+                continue
             self.serve_transport(SocketTransport(sock, peer), peer)
+
+    def _refusal(self) -> str | None:
+        """Why a new connection cannot be taken now, or None."""
+        lim = self.limits
+        with self._lock:
+            total = len(self._conns)
+            if total >= lim.max_connections:
+                return f"too many connections ({total}, the server's maximum); try again later"
+            shaking = sum(1 for c in self._conns if not c.channels)
+        if shaking >= lim.max_handshaking:
+            return (
+                f"too many connections in their handshake ({shaking}, half the server's"
+                f" maximum of {lim.max_connections}); try again later"
+            )
+        return None
+
+    def _start_warden(self) -> Warden:
+        with self._lock:
+            if self._warden is None:
+                self._warden = Warden(self)
+            return self._warden
+
+    def connections(self) -> list[_Connection]:
+        """The open client connections (a snapshot)."""
+        with self._lock:
+            return list(self._conns)
 
     # -- connections ----------------------------------------------------------------
 
@@ -576,6 +747,7 @@ class BlockServer:
                 return conn
             self._conns.add(conn)
         log.info("%s: connected", peer)
+        self._start_warden()
         conn.start()
         return conn
 
@@ -636,6 +808,8 @@ class BlockServer:
             if not c.reader.daemon:
                 c.reader.join(5)
                 c.writer.join(5)
+        if self._warden is not None:
+            self._warden.stop()
         self._wake_r.close()
         self._wake_w.close()
 
