@@ -36,6 +36,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("umount", "umount", "unmount a vt mount"),
     ("serve", "serve", "serve stores over TCP, a UNIX socket or stdio"),
     ("key", "key", "create, list and remove block server keys"),
+    ("crypt", "crypt", "make, re-wrap or show the key of a store encrypted at rest"),
     ("httpd", "httpd", "serve blocks and trees over HTTP"),
     ("push", "push", "copy blocks, trees or archives to another store"),
     ("pull", "pull", "copy blocks, trees or archives from another store"),

@@ -233,10 +233,12 @@ def key_info(path) -> dict:
     }
 
 
-def get_passphrase(passphrase_file=None, prompt: str = "passphrase: ", env: str = "VT_PASSPHRASE"):
+def get_passphrase(
+    passphrase_file=None, prompt: str = "passphrase: ", env: str | None = "VT_PASSPHRASE"
+) -> bytes:
     """The passphrase: `$VT_PASSPHRASE`, else the first line of
     `passphrase_file`, else asked on the terminal; `ConfigError` if none."""
-    v = os.environ.get(env)
+    v = os.environ.get(env) if env else None
     if v:
         return v.encode()
     if passphrase_file:
@@ -249,7 +251,7 @@ def get_passphrase(passphrase_file=None, prompt: str = "passphrase: ", env: str 
         if not line:
             raise ConfigError(f"passphrase file {p}: empty first line")
         return line
-    if _has_tty():
+    if has_tty():
         try:
             v = getpass.getpass(prompt)
         except (EOFError, KeyboardInterrupt):
@@ -261,7 +263,8 @@ def get_passphrase(passphrase_file=None, prompt: str = "passphrase: ", env: str 
     )
 
 
-def _has_tty() -> bool:
+def has_tty() -> bool:
+    """Whether a terminal can be asked for a passphrase."""
     try:
         fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
     except OSError:
