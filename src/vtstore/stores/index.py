@@ -35,18 +35,19 @@ import lmdb
 from vtstore.codec import encode_varint
 from vtstore.errors import FormatError, StoreError
 from vtstore.stores.lmdbenv import (
-    DAMAGE_ERRORS,
-    Gate,
     IndexDamagedError,
-    data_file_of,
+    Reading,
+    SharedEnv,
     initial_map_size,
+    lmdb_error,
     open_env,
+    probe_index,
+    reraise,
 )
-from vtstore.stores.vtdio import guard_map, unguard_map
 
 log = logging.getLogger(__name__)
 
-__all__ = ["IndexDamagedError", "IndexEntry", "FileInfo", "LMDBIndex", "Snapshot"]
+__all__ = ["IndexDamagedError", "IndexEntry", "FileInfo", "LMDBIndex", "Snapshot", "probe_index"]
 #: entries per write transaction.  A transaction of random keys dirties (and
 #: copies, and writes) nearly one leaf page per entry until it has touched them
 #: all, so larger ones write far less per entry; LMDB holds the dirty pages in
@@ -166,158 +167,8 @@ def _counter(v) -> int:
     return _COUNTER.unpack(v)[0]
 
 
-class _SharedEnv:
-    def __init__(
-        self, key: str, path: str, env: lmdb.Environment, writable: bool, subdir: bool = True
-    ):
-        self.key = key
-        self.path = path
-        self.env = env
-        self.writable = writable
-        self.refs = 0
-        self.write_lock = threading.Lock()
-        self.gate = Gate()
-        self.data_file = data_file_of(path, subdir)
-        self.guarded = 0
-        self.guard()
-        create = writable
-        try:
-            self.blocks = env.open_db(b"blocks", create=create)
-            self.files = env.open_db(b"files", create=create)
-            self.meta = env.open_db(b"meta", create=create)
-        except lmdb.NotFoundError:
-            self.unguard()
-            raise IndexDamagedError(path, "a table is missing") from None
-        except BaseException:
-            self.unguard()
-            raise
-
-    def guard(self) -> None:
-        """Register the map with the fault guard: a read a damaged page sends
-        past the file ends the process with one line, not a signal."""
-        addr, size = _map_of(self.data_file)
-        if self.guarded and self.guarded != addr:
-            unguard_map(self.guarded)
-        msg = (
-            f"vt: index {self.path} is damaged (a read went past its end); run `vt reindex`"
-            " (or `vt fsck --repair`) to rebuild it from the data files\n"
-        )
-        guard_map(addr, size, msg.encode(errors="replace"))
-        self.guarded = addr
-
-    def unguard(self) -> None:
-        if self.guarded:
-            unguard_map(self.guarded)
-            self.guarded = 0
-
-    def begin(self, write: bool = False, db=None) -> lmdb.Transaction:
-        """Begin a transaction; the caller has entered the gate.  Adopts a map
-        another process grew (LMDB says MAP_RESIZED) and retries."""
-        for _ in range(8):
-            try:
-                return self.env.begin(write=write, db=db)
-            except lmdb.MapResizedError:
-                self.gate.exit()
-                try:
-                    self.gate.resize(self._adopt_size, self.path)
-                finally:
-                    self.gate.enter()
-        raise StoreError(f"index {self.path}: its map keeps being resized")
-
-    def _adopt_size(self) -> None:
-        self.env.set_mapsize(0)
-        self.guard()
-
-    def grow(self) -> None:
-        """Double the map (a write found it full); the caller is outside the gate."""
-        env = self.env
-
-        def do():
-            old = env.info()["map_size"]
-            env.set_mapsize(max(2 * old, initial_map_size(0)))
-            self.guard()
-            log.debug("index %s: map grown from %d to %d octets", self.path, old, 2 * old)
-
-        try:
-            self.gate.resize(do, self.path)
-        except lmdb.Error as e:
-            raise _lmdb_error(self.path, e) from None
-
-
-def _map_of(path: str) -> tuple[int, int]:
-    """`(address, size)` of this process's map of the file at `path` (LMDB does
-    not say where it mapped it), or `(0, 0)`."""
-    try:
-        st = os.stat(path)
-        with open("/proc/self/maps") as f:
-            for line in f:
-                parts = line.split(None, 5)
-                if len(parts) == 6 and int(parts[4]) == st.st_ino:
-                    if os.path.realpath(parts[5].rstrip("\n")) == os.path.realpath(path):
-                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                        return lo, hi - lo
-    except (OSError, ValueError):
-        pass
-    return 0, 0
-
-
-class _Reading:
-    """`with _Reading(shared, db) as txn`: one read transaction, in the gate;
-    LMDB damage errors and undecodable values become `IndexDamagedError`."""
-
-    __slots__ = ("sh", "db", "txn")
-
-    def __init__(self, sh: _SharedEnv, db=None):
-        self.sh = sh
-        self.db = db
-
-    def __enter__(self) -> lmdb.Transaction:
-        sh = self.sh
-        sh.gate.enter()
-        try:
-            self.txn = sh.begin(db=self.db)
-        except BaseException as e:
-            sh.gate.exit()
-            _reraise(sh.path, e)
-            raise
-        return self.txn
-
-    def __exit__(self, et, e, tb):
-        try:
-            self.txn.abort()
-        finally:
-            self.sh.gate.exit()
-        if e is not None:
-            _reraise(self.sh.path, e)
-        return False
-
-
-def _reraise(path: str, e: BaseException) -> None:
-    """Raise the error a read inside a transaction should surface as, if not `e`."""
-    if isinstance(e, DAMAGE_ERRORS):
-        raise IndexDamagedError(path, str(e).split(": ")[-1]) from None
-    if isinstance(e, FormatError):
-        raise IndexDamagedError(path, str(e)) from None
-    if isinstance(e, lmdb.Error):
-        raise _lmdb_error(path, e) from None
-
-
-_ENVS: dict[str, _SharedEnv] = {}
+_ENVS: dict[str, SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
-
-
-def _lmdb_error(path: str, e: Exception) -> StoreError:
-    if isinstance(e, DAMAGE_ERRORS):
-        return IndexDamagedError(path, str(e).split(": ")[-1])
-    # LMDB reports a short write (a full disk) as EIO: say what it most likely is
-    try:
-        st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
-        full = st.f_bavail * st.f_frsize < max(1 << 20, st.f_blocks * st.f_frsize // 100)
-    except OSError:
-        full = False
-    if full and "No space left" not in str(e):
-        return StoreError(f"index {path}: No space left on device ({e})")
-    return StoreError(f"index {path}: {e}")
 
 
 def _first(item):
@@ -357,16 +208,16 @@ class LMDBIndex:
                         metasync=False,
                     )
                 except lmdb.Error as e:
-                    raise _lmdb_error(path, e) from None
+                    raise lmdb_error(path, e) from None
                 except OSError as e:
                     raise StoreError(f"index {path}: {e.strerror or e}") from None
                 try:
                     if can_write:
                         env.reader_check()  # clear slots of dead processes
-                    shared = _SharedEnv(key, path, env, can_write, subdir)
+                    shared = SharedEnv(key, path, env, can_write, subdir)
                 except lmdb.Error as e:
                     env.close()
-                    raise _lmdb_error(path, e) from None
+                    raise lmdb_error(path, e) from None
                 except StoreError:
                     env.close()
                     raise
@@ -381,8 +232,8 @@ class LMDBIndex:
         """Whether this process can write the index (false on read-only media)."""
         return self._shared.writable
 
-    def _reading(self, db=None) -> _Reading:
-        return _Reading(self._shared, db)
+    def _reading(self, db=None) -> Reading:
+        return Reading(self._shared, db)
 
     def close(self) -> None:
         """Release this handle; the environment closes with its last handle."""
@@ -492,12 +343,12 @@ class LMDBIndex:
                 return txn.get(digest)
         except BaseException as e:
             gate.exit()
-            _reraise(sh.path, e)
+            reraise(sh.path, e)
             raise
         try:
             return txn.get(digest)
         except BaseException as e:
-            _reraise(sh.path, e)
+            reraise(sh.path, e)
             raise
         finally:
             txn.abort()
@@ -638,7 +489,7 @@ class LMDBIndex:
         try:
             self._env.sync(True)
         except lmdb.Error as e:
-            raise _lmdb_error(self.path, e) from None
+            raise lmdb_error(self.path, e) from None
         finally:
             gate.exit()
 
@@ -674,7 +525,7 @@ class LMDBIndex:
             except FormatError as e:
                 raise IndexDamagedError(self.path, str(e)) from None
             except lmdb.Error as e:
-                raise _lmdb_error(self.path, e) from None
+                raise lmdb_error(self.path, e) from None
 
     def _commit_txn(
         self, entries, files, counters, delete, replace, encoded: int | None = None
@@ -832,7 +683,7 @@ class Snapshot:
 
     def __init__(self, index: LMDBIndex):
         self._sh = index._shared
-        self._r = _Reading(self._sh)
+        self._r = Reading(self._sh)
         self._txn = self._r.__enter__()
 
     def __enter__(self):
@@ -846,7 +697,7 @@ class Snapshot:
             v = self._txn.get(digest, db=self._sh.blocks)
             return None if v is None else IndexEntry.decode(v)
         except Exception as e:
-            _reraise(self._sh.path, e)
+            reraise(self._sh.path, e)
             raise
 
     def count(self) -> int:
@@ -859,7 +710,7 @@ class Snapshot:
                 num = _filenum(k)
                 out[num] = FileInfo.decode(num, v)
         except Exception as e:
-            _reraise(self._sh.path, e)
+            reraise(self._sh.path, e)
             raise
         return out
 
@@ -869,7 +720,7 @@ class Snapshot:
             for k, v in self._txn.cursor(db=self._sh.blocks):
                 yield bytes(k), bytes(v)
         except Exception as e:
-            _reraise(self._sh.path, e)
+            reraise(self._sh.path, e)
             raise
 
     def items(self) -> Iterator[tuple[bytes, IndexEntry]]:
@@ -901,60 +752,3 @@ def iter_index_and_pending(hashclass, index, writer, start=None):
                 last = k
 
     return gen()
-
-
-def probe_index(path: str, subdir: bool = True) -> str | None:
-    """Read every page of the index at `path` in a child process; return None if
-    it all reads and decodes, else what is wrong.
-
-    A damaged page can make LMDB read past the file (see the map guard), and
-    fsck and reindex must survive that to rebuild: the child takes the risk.
-    """
-    import subprocess
-    import sys
-
-    import vtstore
-
-    src = os.path.dirname(os.path.dirname(os.path.abspath(vtstore.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    code = "import sys; from vtstore.stores.index import _probe; sys.exit(_probe(sys.argv[1:]))"
-    try:
-        r = subprocess.run(
-            [sys.executable, "-c", code, path, "1" if subdir else "0"],
-            env=env,
-            capture_output=True,
-            text=True,
-            errors="replace",
-        )
-    except OSError:
-        return None  # no child here: the in-process walk (and the map guard) must do
-    if r.returncode == 0:
-        return None
-    if r.returncode < 0:
-        return f"reading it dies by signal {-r.returncode}"
-    lines = [x for x in r.stderr.splitlines() if x.strip()]
-    last = lines[-1] if lines else f"exit status {r.returncode}"
-    m = re.search(r"is damaged \((.*)\); run", last)
-    return m.group(1) if m else last
-
-
-def _probe(argv: list[str]) -> int:
-    """The child of `probe_index`: walk and decode every table."""
-    import sys
-
-    path, subdir = argv[0], argv[1] == "1"
-    try:
-        idx = LMDBIndex(path, subdir=subdir, readonly=True)
-        try:
-            idx.counters()
-            with idx.snapshot() as snap:
-                snap.files()
-                for _ in snap.items():
-                    pass
-        finally:
-            idx.close()
-    except StoreError as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    return 0

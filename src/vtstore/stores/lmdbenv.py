@@ -19,12 +19,19 @@ and every block hash-checked, so that shows as an error, never as wrong data.
 
 The map starts small (`initial_map_size`) and grows when a write finds it full.
 `Gate` keeps every transaction of this process out while the map is remapped,
-as `mdb_env_set_mapsize` requires.
+as `mdb_env_set_mapsize` requires.  `SharedEnv` is one process's open of an
+environment (LMDB allows one), with its gate and its fault guard: a read that
+a damaged page sends past the file ends the process with one line
+(`vtstore.stores.vtdio.guard_map`) instead of SIGBUS.  `Reading` is a read
+transaction that turns damage into `IndexDamagedError`; `probe_index` walks a
+whole index in a child process, for fsck and reindex to survive the worst.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import stat
 import struct
 import threading
@@ -33,7 +40,10 @@ from threading import get_ident
 
 import lmdb
 
-from vtstore.errors import StoreError
+from vtstore.errors import FormatError, StoreError
+from vtstore.stores.vtdio import guard_map, unguard_map
+
+log = logging.getLogger(__name__)
 
 MDB_MAGIC = 0xBEEFC0DE
 MDB_VERSION = 1
@@ -266,3 +276,215 @@ def open_env(path: str, subdir: bool, readonly: bool, **kw) -> tuple[lmdb.Enviro
         os.mkdir(path, 0o700)
     env = lmdb.open(path, map_size=initial_map_size(size), subdir=subdir, mode=0o600, **kw)
     return env, True
+
+
+def lmdb_error(path: str, e: Exception) -> StoreError:
+    """The one-line error for an LMDB error on the index at `path`."""
+    if isinstance(e, DAMAGE_ERRORS):
+        return IndexDamagedError(path, str(e).split(": ")[-1])
+    # LMDB reports a short write (a full disk) as EIO: say what it most likely is
+    try:
+        st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+        full = st.f_bavail * st.f_frsize < max(1 << 20, st.f_blocks * st.f_frsize // 100)
+    except OSError:
+        full = False
+    if full and "No space left" not in str(e):
+        return StoreError(f"index {path}: No space left on device ({e})")
+    return StoreError(f"index {path}: {e}")
+
+
+class SharedEnv:
+    """One process's open of an environment: its tables, its gate, its guard."""
+
+    def __init__(
+        self, key: str, path: str, env: lmdb.Environment, writable: bool, subdir: bool = True
+    ):
+        self.key = key
+        self.path = path
+        self.env = env
+        self.writable = writable
+        self.refs = 0
+        self.write_lock = threading.Lock()
+        self.gate = Gate()
+        self.data_file = data_file_of(path, subdir)
+        self.guarded = 0
+        self.guard()
+        create = writable
+        try:
+            self.blocks = env.open_db(b"blocks", create=create)
+            self.files = env.open_db(b"files", create=create)
+            self.meta = env.open_db(b"meta", create=create)
+        except lmdb.NotFoundError:
+            self.unguard()
+            raise IndexDamagedError(path, "a table is missing") from None
+        except BaseException:
+            self.unguard()
+            raise
+
+    def guard(self) -> None:
+        """Register the map with the fault guard: a read a damaged page sends
+        past the file ends the process with one line, not a signal."""
+        addr, size = _map_of(self.data_file)
+        if self.guarded and self.guarded != addr:
+            unguard_map(self.guarded)
+        msg = (
+            f"vt: index {self.path} is damaged (a read went past its end); run `vt reindex`"
+            " (or `vt fsck --repair`) to rebuild it from the data files\n"
+        )
+        guard_map(addr, size, msg.encode(errors="replace"))
+        self.guarded = addr
+
+    def unguard(self) -> None:
+        if self.guarded:
+            unguard_map(self.guarded)
+            self.guarded = 0
+
+    def begin(self, write: bool = False, db=None) -> lmdb.Transaction:
+        """Begin a transaction; the caller has entered the gate.  Adopts a map
+        another process grew (LMDB says MAP_RESIZED) and retries."""
+        for _ in range(8):
+            try:
+                return self.env.begin(write=write, db=db)
+            except lmdb.MapResizedError:
+                self.gate.exit()
+                try:
+                    self.gate.resize(self._adopt_size, self.path)
+                finally:
+                    self.gate.enter()
+        raise StoreError(f"index {self.path}: its map keeps being resized")
+
+    def _adopt_size(self) -> None:
+        self.env.set_mapsize(0)
+        self.guard()
+
+    def grow(self) -> None:
+        """Double the map (a write found it full); the caller is outside the gate."""
+        env = self.env
+
+        def do():
+            old = env.info()["map_size"]
+            env.set_mapsize(max(2 * old, initial_map_size(0)))
+            self.guard()
+            log.debug("index %s: map grown from %d to %d octets", self.path, old, 2 * old)
+
+        try:
+            self.gate.resize(do, self.path)
+        except lmdb.Error as e:
+            raise lmdb_error(self.path, e) from None
+
+
+def _map_of(path: str) -> tuple[int, int]:
+    """`(address, size)` of this process's map of the file at `path` (LMDB does
+    not say where it mapped it), or `(0, 0)`."""
+    try:
+        st = os.stat(path)
+        with open("/proc/self/maps") as f:
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and int(parts[4]) == st.st_ino:
+                    if os.path.realpath(parts[5].rstrip("\n")) == os.path.realpath(path):
+                        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                        return lo, hi - lo
+    except (OSError, ValueError):
+        pass
+    return 0, 0
+
+
+class Reading:
+    """`with Reading(shared, db) as txn`: one read transaction, in the gate;
+    LMDB damage errors and undecodable values become `IndexDamagedError`."""
+
+    __slots__ = ("sh", "db", "txn")
+
+    def __init__(self, sh: SharedEnv, db=None):
+        self.sh = sh
+        self.db = db
+
+    def __enter__(self) -> lmdb.Transaction:
+        sh = self.sh
+        sh.gate.enter()
+        try:
+            self.txn = sh.begin(db=self.db)
+        except BaseException as e:
+            sh.gate.exit()
+            reraise(sh.path, e)
+            raise
+        return self.txn
+
+    def __exit__(self, et, e, tb):
+        try:
+            self.txn.abort()
+        finally:
+            self.sh.gate.exit()
+        if e is not None:
+            reraise(self.sh.path, e)
+        return False
+
+
+def reraise(path: str, e: BaseException) -> None:
+    """Raise the error a read inside a transaction should surface as, if not `e`."""
+    if isinstance(e, DAMAGE_ERRORS):
+        raise IndexDamagedError(path, str(e).split(": ")[-1]) from None
+    if isinstance(e, FormatError):
+        raise IndexDamagedError(path, str(e)) from None
+    if isinstance(e, lmdb.Error):
+        raise lmdb_error(path, e) from None
+
+
+def probe_index(path: str, subdir: bool = True) -> str | None:
+    """Read every page of the index at `path` in a child process; return None if
+    it all reads and decodes, else what is wrong.
+
+    A damaged page can make LMDB read past the file (see the map guard), and
+    fsck and reindex must survive that to rebuild: the child takes the risk.
+    """
+    import subprocess
+    import sys
+
+    import vtstore
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(vtstore.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    code = "import sys; from vtstore.stores.lmdbenv import _probe; sys.exit(_probe(sys.argv[1:]))"
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code, path, "1" if subdir else "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
+    except OSError:
+        return None  # no child here: the in-process walk (and the map guard) must do
+    if r.returncode == 0:
+        return None
+    if r.returncode < 0:
+        return f"reading it dies by signal {-r.returncode}"
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    last = lines[-1] if lines else f"exit status {r.returncode}"
+    m = re.search(r"is damaged \((.*)\); run", last)
+    return m.group(1) if m else last
+
+
+def _probe(argv: list[str]) -> int:
+    """The child of `probe_index`: walk and decode every table."""
+    import sys
+
+    from vtstore.stores.index import LMDBIndex
+
+    path, subdir = argv[0], argv[1] == "1"
+    try:
+        idx = LMDBIndex(path, subdir=subdir, readonly=True)
+        try:
+            idx.counters()
+            with idx.snapshot() as snap:
+                snap.files()
+                for _ in snap.items():
+                    pass
+        finally:
+            idx.close()
+    except StoreError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    return 0
