@@ -659,7 +659,7 @@ class DataDir(Store):
             return False
         try:
             pages, packed = self._index.bloat()
-        except lmdb.Error:
+        except (lmdb.Error, StoreError):
             return False
         if pages < 1.5 * packed + 256:
             return False
