@@ -5,7 +5,7 @@ Block format on the backend (one backend block per plaintext block)::
     version (1) || flags (1: bit 0 = zstd) || tag (32) ||
     AES-256-GCM(block key, nonce = tag[:12], payload, aad = version || flags || tag)
 
-    tag = HMAC-SHA256(name key, hash class name || ":" || plaintext digest)
+    tag = BLAKE2b-256 keyed with the name key (hash class name || ":" || plaintext digest)
 
 The encryption is deterministic: the nonce is derived from the plaintext's
 hashcode, which determines the plaintext, so one nonce never encrypts two
@@ -25,6 +25,7 @@ the right octets or raises `CorruptBlockError`, never other data.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import logging
 import os
@@ -37,6 +38,8 @@ from vtstore.hashes import HashCode
 from vtstore.stores.base import Store
 from vtstore.stores.crypt.index import CryptIndex
 from vtstore.stores.crypt.keys import MasterKey
+from vtstore.stores.vtd import PLAIN_ENTROPY
+from vtstore.stores.vtdio import sample_entropy  # None without the extension
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,7 @@ class CryptStore(Store):
         self._lock = threading.Lock()
         self._local = threading.local()
         self._sorted: list[bytes] = []
+        self._plain_run = 0  # blocks in a row that zstd did not shrink
         super().__init__(
             name=name or f"crypt:{backend.name}",
             hashclass=backend.hashclass,
@@ -139,7 +143,7 @@ class CryptStore(Store):
 
     def tag(self, h: HashCode) -> bytes:
         """The keyed name tag of plaintext hashcode `h` (32 octets)."""
-        return hmac.digest(self._name_key, self._hname + h, "sha256")
+        return hashlib.blake2b(self._hname + h, key=self._name_key, digest_size=32).digest()
 
     def _zstd(self):
         loc = self._local
@@ -151,15 +155,30 @@ class CryptStore(Store):
             loc.d = zstandard.ZstdDecompressor()
         return loc
 
-    def seal(self, h: HashCode, data) -> bytes:
+    def _worth_compressing(self, datas) -> bool:
+        """Whether to try zstd on a batch: after a run of incompressible
+        blocks, only if a sample of the batch has low entropy (the datadir's
+        rule for its frames: random data never pays for a compression try)."""
+        if not self.compress:
+            return False
+        if self._plain_run < 4 or sample_entropy is None:
+            return True
+        if sum(len(d) for d in datas[:4]) < 4096:
+            return True
+        return sample_entropy(datas) < PLAIN_ENTROPY
+
+    def seal(self, h: HashCode, data, try_zstd: bool = True) -> bytes:
         """The backend block for plaintext `data` whose hashcode is `h`."""
         flags = 0
         payload = data
         n = len(data)
-        if self.compress and n >= 128:
+        if try_zstd and self.compress and n >= 128:
             z = self._zstd().c.compress(data)
             if len(z) <= n - (n >> 5):
                 payload, flags = z, F_ZSTD
+                self._plain_run = 0
+            else:
+                self._plain_run += 1
         t = self.tag(h)
         head = bytes((VERSION, flags)) + t
         return head + self._aead.encrypt(t[:12], bytes(payload), head)
@@ -248,7 +267,8 @@ class CryptStore(Store):
                 new_at[h] = i
         flags = [False] * len(hs)
         if new_at:
-            sealed = [self.seal(h, datas[i]) for h, i in new_at.items()]
+            z = self._worth_compressing([datas[i] for i in new_at.values()])
+            sealed = [self.seal(h, datas[i], z) for h, i in new_at.items()]
             add = self.backend.add_tree_many if tree else self.backend.add_many
             ns = add(sealed)
             with self._lock:

@@ -1,0 +1,209 @@
+"""Encryption at rest benchmark: a datadir encrypted by `crypt:` beside the
+plain datadir, add_many and get of the same blocks, and raw AES-256-GCM and
+blake3 throughput as baselines, all in the same run.
+
+    python3 bench/bench_crypt.py [--mib 256] [--block 8192] [--rounds 3]
+                                 [--text] [--json OUT] [--tmpdir DIR]
+
+The data is incompressible (os.urandom) unless --text.  Each store kind is
+measured `--rounds` times, the kinds interleaved, and the best round kept (the
+machine is shared and noisy: read the ratios).  Goal (issue 13): encrypted
+add and get at >= 70% of plain for incompressible data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import vtstore  # noqa: F401
+except ImportError:  # run from a source checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vtstore.hashes import Hash_BLAKE3
+from vtstore.stores.crypt import open_crypt
+from vtstore.stores.crypt.keys import create_key_file
+from vtstore.stores.datadir import DataDir
+
+BATCH = 256
+PW = b"benchmark passphrase"
+
+
+def make_blocks(mib: int, block: int, text: bool) -> list[bytes]:
+    n = mib * (1 << 20) // block
+    if not text:
+        return [os.urandom(block) for _ in range(n)]
+    words = [b"alpha ", b"beta ", b"gamma ", b"delta\n", b"epsilon ", b"return x\n"]
+    out = []
+    for i in range(n):
+        b = b"".join(words[(i * 7 + j * 13) % len(words)] for j in range(block // 5 + 1))
+        out.append((b"%08d " % i + b)[:block])
+    return out
+
+
+def rate(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e6
+
+
+def raw_aes(blocks: list[bytes]) -> float:
+    """AES-256-GCM encrypt of every block, one call each (the crypt store's unit)."""
+    aead = AESGCM(os.urandom(32))
+    nonce = os.urandom(12)
+    t = time.perf_counter()
+    for b in blocks:
+        aead.encrypt(nonce, b, b"")
+    return rate(sum(map(len, blocks)), time.perf_counter() - t)
+
+
+def raw_aes_big(total: int) -> float:
+    """AES-256-GCM over 4 MiB buffers: the cipher without per-call overhead."""
+    aead = AESGCM(os.urandom(32))
+    buf = os.urandom(4 << 20)
+    nonce = os.urandom(12)
+    n = max(1, total // len(buf))
+    t = time.perf_counter()
+    for _ in range(n):
+        aead.encrypt(nonce, buf, b"")
+    return rate(n * len(buf), time.perf_counter() - t)
+
+
+def raw_blake3(blocks: list[bytes]) -> float:
+    t = time.perf_counter()
+    Hash_BLAKE3.from_data_many(blocks)
+    return rate(sum(map(len, blocks)), time.perf_counter() - t)
+
+
+def one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict:
+    path = tmp / kind
+    shutil.rmtree(path, ignore_errors=True)
+    (tmp / f"{kind}.idx").unlink(missing_ok=True)
+
+    def opened():
+        if kind == "plain":
+            return DataDir(path)
+        back = DataDir(path, compress=False)
+        return open_crypt(
+            back,
+            key_file=keyfile,
+            passphrase=PW,
+            index=tmp / f"{kind}.idx",
+            compress=kind == "crypt",
+        )
+
+    total = sum(map(len, blocks))
+    s = opened()
+    t = time.perf_counter()
+    hs = []
+    for i in range(0, len(blocks), BATCH):
+        hs += s.add_many(blocks[i : i + BATCH])
+    s.close()  # flush: data durable, index committed
+    t_add = time.perf_counter() - t
+    s = opened()
+    t = time.perf_counter()
+    got = 0
+    for i in range(0, len(hs), BATCH):
+        got += sum(map(len, s.get_many(hs[i : i + BATCH])))
+    t_get = time.perf_counter() - t
+    s.close()
+    assert got == total
+    on_disk = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    if kind != "plain":
+        on_disk += (tmp / f"{kind}.idx").stat().st_size
+    shutil.rmtree(path, ignore_errors=True)
+    return {"add_mb_s": rate(total, t_add), "get_mb_s": rate(total, t_get), "bytes": on_disk}
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench_crypt", description=__doc__.split("\n\n")[0])
+    p.add_argument("--mib", type=int, default=256, help="data size in MiB (default 256)")
+    p.add_argument("--block", type=int, default=8192, help="block size (default 8192)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--text", action="store_true", help="compressible text, not random data")
+    p.add_argument("--json", metavar="OUT")
+    p.add_argument("--tmpdir")
+    a = p.parse_args(argv)
+    blocks = make_blocks(a.mib, a.block, a.text)
+    total = sum(map(len, blocks))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-crypt-", dir=a.tmpdir))
+    try:
+        keyfile = tmp / "crypt.key"
+        create_key_file(keyfile, PW, log_n=14)
+        kinds = ["plain", "crypt", "crypt-nozstd"]
+        best: dict[str, dict] = {}
+        for _ in range(a.rounds):
+            for k in kinds:
+                r = one_round(k, blocks, tmp, keyfile)
+                b = best.setdefault(k, r)
+                b["add_mb_s"] = max(b["add_mb_s"], r["add_mb_s"])
+                b["get_mb_s"] = max(b["get_mb_s"], r["get_mb_s"])
+        base = {
+            "aes_gcm_block_mb_s": max(raw_aes(blocks) for _ in range(a.rounds)),
+            "aes_gcm_4mib_mb_s": max(raw_aes_big(total) for _ in range(a.rounds)),
+            "blake3_mb_s": max(raw_blake3(blocks) for _ in range(a.rounds)),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    res = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
+        "machine": f"{os.cpu_count()} cores, {cpu}",
+        "python": platform.python_version(),
+        "data": f"{a.mib} MiB of {'text' if a.text else 'random'} {a.block}-octet blocks",
+        "baselines": base,
+        "stores": best,
+    }
+    plain = best["plain"]
+    print(f"# {res['data']}; {res['machine']}; {res['when']} commit {res['commit']}")
+    print(f"# best of {a.rounds} rounds; add = add_many({BATCH}) + close, get = get_many({BATCH})")
+    print("| store | add MB/s | vs plain | get MB/s | vs plain | on disk MB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in kinds:
+        r = best[k]
+        print(
+            f"| {k} | {r['add_mb_s']:.0f} | {r['add_mb_s'] / plain['add_mb_s']:.0%}"
+            f" | {r['get_mb_s']:.0f} | {r['get_mb_s'] / plain['get_mb_s']:.0%}"
+            f" | {r['bytes'] / 1e6:.1f} |"
+        )
+    print(
+        f"| raw AES-256-GCM, one call per block | {base['aes_gcm_block_mb_s']:.0f} | | | | |\n"
+        f"| raw AES-256-GCM, 4 MiB calls | {base['aes_gcm_4mib_mb_s']:.0f} | | | | |\n"
+        f"| raw blake3 (from_data_many) | {base['blake3_mb_s']:.0f} | | | | |"
+    )
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
