@@ -1,7 +1,7 @@
 """Every format scanner is linear in its input, on large adversarial inputs.
 
-Each case builds an input of its format at a base size N (a few MB) and at 4N
-(tens of MB, tens of thousands of records), shaped to hit the scanner's worst
+Each case builds an input of its format at a base size N (4 MB) and at 4N
+(16 MB: tens or hundreds of thousands of records), shaped to hit the scanner's worst
 case: many tiny records, records claiming huge lengths, a candidate boundary
 every few bytes, long lines or none, deep nesting, a truncated tail.  It runs
 the real chunking path (`chunks_of` with the scanner forced) and asserts:
@@ -11,8 +11,8 @@ the real chunking path (`chunks_of` with the scanner forced) and asserts:
   buffer there, so a search that restarts to the end of the buffer per record
   (the mbox bug: ~1 MB/s on a `git format-patch` mbox) is quadratic in N and
   fails the ratio instead of hiding inside fixed 4 MiB buffers;
-- a throughput floor at 4N with the normal buffers, relative to the plain
-  chunker on the same bytes measured in the same run (FLOOR_FACTOR);
+- a throughput floor at 4N, relative to the plain chunker on the same bytes
+  measured in the same run (FLOOR_FACTOR);
 - the scanner was not switched off by the guard (its proposals were valid),
   and the chunks put together are the input.
 """
@@ -31,13 +31,14 @@ import pytest
 from vtstore.chunking import BlockifyStats, chunks_of
 from vtstore.chunking.scanners.detect import SNIFF_BYTES, scanner_for
 
-#: time(4N) / time(N) must stay under this (linear is 4; quadratic is 16)
-RATIO_MAX = 6.0
+#: time(4N) / time(N) must stay under this: linear is 4, quadratic 16; linear
+#: scanners measured 2.5-6.6 while seven jobs shared the 2-core machine
+RATIO_MAX = 8.0
 #: the scanned rate at 4N must be at least the plain chunker's rate / this: a
 #: scanner does Python work per record, and the worst cases here have a record
-#: every 7-16 bytes, where the chunker hashes at GB/s (measured: 65-800x, see
-#: /work/notes/docs-scanners.md); a per-record search to the end of the buffer
-#: is far beyond it
+#: every 7-16 bytes, where the chunker hashes at GB/s (measured: 1-324x, see
+#: docs/PERFORMANCE.md); a per-record search to the end of the buffer is far
+#: beyond it
 FLOOR_FACTOR = 2000.0
 #: base size of every case; each is also run at 4 * BASE
 BASE = 4 << 20
