@@ -168,3 +168,21 @@ def test_other_user_cannot_read_the_key(env):
         assert len(r.stderr.decode().strip().splitlines()) == 1
     finally:
         shutil.rmtree(top)
+
+
+def test_mount_an_encrypted_archive(tmp_path, env, dd):
+    """FUSE: the mount daemon opens the crypt store and reads the encrypted
+    archive and blocks."""
+    src = tmp_path / "src"
+    make_tree(src)
+    S = ["-S", f"crypt:{dd}"]
+    run_vt(env, *S, "pack", str(src), "-a", "[enc]home")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    run_vt(env, *S, "mount", "[enc]home", str(mnt))
+    try:
+        assert sorted(os.listdir(mnt)) == ["notes.txt", "sub"]
+        assert (mnt / "sub" / "photo.raw").read_bytes() == (src / "sub" / "photo.raw").read_bytes()
+        assert (mnt / "notes.txt").read_bytes() == (src / "notes.txt").read_bytes()
+    finally:
+        run_vt(env, "umount", str(mnt))

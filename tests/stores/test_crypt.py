@@ -441,3 +441,18 @@ def test_two_processes_share_one_crypt_store(tmp_path, keyfile):
         for w in (b"one", b"two"):
             data = b"%s block 19.49" % w
             assert s[s.hashclass.from_data(data)] == data
+
+
+def test_compressible_blocks_compress_after_random_ones(tmp_path, keyfile):
+    """Random batches stop the zstd tries; a text batch after them is still
+    compressed (the backend cannot compress ciphertext)."""
+    with crypt_over(MemoryStore(), keyfile, tmp_path) as s:
+        for _ in range(4):
+            s.add_many([os.urandom(8192) for _ in range(64)])
+        assert s._plain_run >= 4
+        text = [texty(i, 8192) for i in range(64)]
+        hs = s.add_many(text)
+        sealed = [s.backend[Hash_BLAKE3(s.index.map[h])] for h in hs]
+        assert all(b[1] == 1 for b in sealed)  # the zstd flag
+        assert sum(map(len, sealed)) < sum(map(len, text)) / 10
+        assert s.get_many(hs) == text
