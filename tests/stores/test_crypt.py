@@ -149,7 +149,7 @@ def test_swapped_index_batches_read_as_missing(tmp_path, keyfile, caplog):
         for h in a + b:
             with pytest.raises(MissingBlockError):
                 s[h]
-        got = s.reindex()
+        got = s.reindex().as_dict()
         assert got == {"blocks": 20, "foreign": 0, "unreadable": 0}
         assert [s[h] for h in a] == [b"first %d" % i for i in range(10)]
     with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
@@ -172,7 +172,7 @@ def test_torn_index_tail(tmp_path, keyfile):
         s.add(b"c")
     with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
         assert len(s) == 6 and s.index.damaged == 0
-        assert s.reindex()["blocks"] == 11
+        assert s.reindex().blocks == 11
         assert [s[h] for h in b] == [b"b %d" % i for i in range(5)]
 
 
@@ -186,7 +186,7 @@ def test_reindex_counts_foreign_blocks(tmp_path, keyfile):
     s.close()
     with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
         assert len(s) == 0
-        assert s.reindex() == {"blocks": 30, "foreign": 1, "unreadable": 0}
+        assert s.reindex().as_dict() == {"blocks": 30, "foreign": 1, "unreadable": 0}
         assert sorted(hs) == list(s.hashcodes())
 
 
@@ -456,3 +456,33 @@ def test_compressible_blocks_compress_after_random_ones(tmp_path, keyfile):
         assert all(b[1] == 1 for b in sealed)  # the zstd flag
         assert sum(map(len, sealed)) < sum(map(len, text)) / 10
         assert s.get_many(hs) == text
+
+
+def test_hostile_key_files_are_one_error(tmp_path, keyfile):
+    """Random edits of a real key file, deep nesting, a huge file: always
+    CryptKeyError or the right key, never another exception or another key."""
+    import json
+
+    good = keyfile.read_bytes()
+    rnd = random.Random(5)
+    p = tmp_path / "hostile.key"
+    cases = [b"[" * 100_000, b'{"a":' * 50_000, b" " * (1 << 17), good[:-40]]
+    for _ in range(300):
+        b = bytearray(good)
+        for _ in range(rnd.randrange(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        cases.append(bytes(b))
+    d = json.loads(good)
+    d["kdf"].update(log_n=20, r=32)  # 4 GiB per guess: refused before scrypt runs
+    cases.append(json.dumps(d).encode())
+    real = unwrap(keyfile, PW)
+    opened = 0
+    for c in cases:
+        p.write_bytes(c)
+        try:
+            k = unwrap(p, PW)
+        except CryptKeyError:
+            continue
+        opened += 1  # an edit of what is not authenticated (white space, "created")
+        assert k == real, c[:80]
+    assert opened < 100

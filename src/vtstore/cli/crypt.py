@@ -187,8 +187,5 @@ def run(args) -> int:
         )
         with s:
             rep = s.reindex()
-        print(
-            f"{idx}: {rep['blocks']} blocks indexed, {rep['foreign']} blocks of another key"
-            f" or not encrypted, {rep['unreadable']} unreadable"
-        )
-        return 1 if rep["unreadable"] else 0
+        print("\n".join(rep.lines()))
+        return 0 if rep.ok else 1

@@ -38,7 +38,10 @@ FORMAT_NAME = "vtstore-crypt-key"
 FORMAT_VERSION = 1
 DEFAULT_LOG_N = 17
 MIN_LOG_N = 10  # tests only; `vt crypt init` refuses less than 14
-MAX_LOG_N = 22  # 4 GiB of memory per guess with r=8: more is a typo
+MAX_LOG_N = 20  # 1 GiB of memory per guess with r=8: more is a typo
+#: the most memory a key file may ask scrypt for (128 * r * n octets)
+MAX_SCRYPT_MEMORY = 1 << 30
+MAX_KEY_FILE = 1 << 16
 SCRYPT_R = 8
 SCRYPT_P = 1
 KEY_SIZE = 32
@@ -89,14 +92,18 @@ def read_key_file(path) -> dict:
     """The key file's JSON document, checked for shape (not for the passphrase)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_KEY_FILE + 1)
+        if len(raw) > MAX_KEY_FILE:
+            raise CryptKeyError(f"{path}: not a crypt key file (too large)")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise CryptKeyError(f"{path}: no such key file (create one with: vt crypt init)") from None
     except (OSError, UnicodeError) as e:
         raise CryptKeyError(f"{path}: {getattr(e, 'strerror', None) or e}") from None
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CryptKeyError(f"{path}: not a crypt key file (not JSON)") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
         raise CryptKeyError(f"{path}: not a crypt key file")
@@ -114,7 +121,12 @@ def read_key_file(path) -> dict:
     )
     if not ok:
         raise CryptKeyError(f"{path}: damaged key file (bad fields)")
-    if not (MIN_LOG_N <= kdf["log_n"] <= MAX_LOG_N and 1 <= kdf["r"] <= 32 and 1 <= kdf["p"] <= 16):
+    if not (
+        MIN_LOG_N <= kdf["log_n"] <= MAX_LOG_N
+        and 1 <= kdf["r"] <= 32
+        and 1 <= kdf["p"] <= 4
+        and 128 * kdf["r"] << kdf["log_n"] <= MAX_SCRYPT_MEMORY
+    ):
         raise CryptKeyError(f"{path}: damaged key file (scrypt parameters out of range)")
     return doc
 
@@ -130,7 +142,10 @@ def unwrap(path, passphrase: bytes) -> MasterKey:
     wrapped = _unb64(doc["wrapped"], "the wrapped key", path)
     if len(salt) < 16 or len(wrapped) != 12 + KEY_SIZE + 16:
         raise CryptKeyError(f"{path}: damaged key file (bad lengths)")
-    kek = derive_kek(passphrase, salt, kdf["log_n"], kdf["r"], kdf["p"])
+    try:
+        kek = derive_kek(passphrase, salt, kdf["log_n"], kdf["r"], kdf["p"])
+    except (ValueError, MemoryError) as e:
+        raise CryptKeyError(f"{path}: scrypt failed: {e}") from None
     try:
         secret = AESGCM(kek).decrypt(
             wrapped[:12], wrapped[12:], _aad(doc["key_id"], kdf["log_n"], kdf["r"], kdf["p"])

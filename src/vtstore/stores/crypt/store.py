@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from vtstore.errors import CorruptBlockError, FormatError, StoreError
@@ -90,6 +91,32 @@ class ArchiveLineCodec:
             raise FormatError(
                 "an encrypted line that fails authentication (tampered, or another key)"
             ) from None
+
+
+@dataclass
+class CryptReindexReport:
+    """What `CryptStore.reindex` found (the shape `vt reindex` prints)."""
+
+    index: str
+    blocks: int = 0
+    foreign: int = 0
+    unreadable: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """No backend block was unreadable."""
+        return not self.unreadable
+
+    def as_dict(self) -> dict:
+        """The counts."""
+        return {"blocks": self.blocks, "foreign": self.foreign, "unreadable": self.unreadable}
+
+    def lines(self) -> list[str]:
+        """One line for `vt reindex` and `vt crypt reindex`."""
+        return [
+            f"{self.index}: {self.blocks} blocks indexed, {self.foreign} blocks of another key"
+            f" or not encrypted, {self.unreadable} unreadable"
+        ]
 
 
 class CryptStore(Store):
@@ -384,31 +411,38 @@ class CryptStore(Store):
 
     # -- maintenance -----------------------------------------------------------
 
-    def reindex(self, progress=None) -> dict:
+    @property
+    def initialized(self) -> bool:
+        """Whether the backend exists yet (a datadir is created on first write)."""
+        return bool(getattr(self.backend, "initialized", True))
+
+    def reindex(self, progress=None) -> CryptReindexReport:
         """Rebuild the index from the backend alone: decrypt every backend block,
-        keep those this key made and that check.  Returns counts."""
+        keep those this key made and that check.  `progress(n)` is called with
+        the octets of each block read."""
         self._check_writable()
         self.flush()
         entries: dict[bytes, bytes] = {}
-        foreign = bad = 0
+        rep = CryptReindexReport(str(self.index.path))
         for n in self.backend.hashcodes():
             try:
                 blob = self.backend[n]
             except (CorruptBlockError, KeyError) as e:
                 log.warning("crypt reindex: backend block %s: %s", n, e)
-                bad += 1
+                rep.unreadable += 1
                 continue
             h = self._open_foreign(blob)
             if h is None:
-                foreign += 1
-                continue
-            entries[bytes(h)] = bytes(n)
+                rep.foreign += 1
+            else:
+                entries[bytes(h)] = bytes(n)
             if progress is not None:
-                progress(len(entries))
+                progress(len(blob))
         self.index.replace(entries)
+        rep.blocks = len(entries)
         with self._lock:
             self._sorted = []
-        return {"blocks": len(entries), "foreign": foreign, "unreadable": bad}
+        return rep
 
     def info(self) -> dict:
         """A description for `vt info`."""
