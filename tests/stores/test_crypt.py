@@ -486,3 +486,49 @@ def test_hostile_key_files_are_one_error(tmp_path, keyfile):
         opened += 1  # an edit of what is not authenticated (white space, "created")
         assert k == real, c[:80]
     assert opened < 100
+
+
+def test_hostile_index_files(tmp_path, keyfile):
+    """300 random edits of a real crypt index (bit flips, cuts, insertions,
+    a huge length): opening is fine or one StoreError, every block reads right
+    or is missing, never other data."""
+    from vtstore.errors import StoreError
+
+    dd = DataDir(tmp_path / "dd")
+    s = crypt_over(dd, keyfile, tmp_path)
+    blocks = [b"block %d " % i * 20 for i in range(60)]
+    hs = []
+    for i in range(0, 60, 20):
+        hs += s.add_many(blocks[i : i + 20])
+        s.flush()
+    s.close()
+    idx = tmp_path / "crypt.idx"
+    good = idx.read_bytes()
+    rnd = random.Random(9)
+    for trial in range(300):
+        b = bytearray(good)
+        how = trial % 4
+        if how == 0:
+            b[rnd.randrange(len(b))] ^= 1 << rnd.randrange(8)
+        elif how == 1:
+            del b[rnd.randrange(len(b)) :]
+        elif how == 2:
+            at = rnd.randrange(len(b))
+            b[at:at] = rnd.randbytes(rnd.randrange(1, 40))
+        else:
+            at = rnd.randrange(16, len(b) - 4)
+            b[at : at + 4] = rnd.choice([b"\xff\xff\xff\xff", b"\0\0\0\0", b"\0\0\0\x1c"])
+        idx.write_bytes(bytes(b))
+        try:
+            s = crypt_over(
+                DataDir(tmp_path / "dd", readonly=True), keyfile, tmp_path, readonly=True
+            )
+        except StoreError as e:
+            assert "crypt index" in str(e)
+            continue
+        with s:
+            for h, data in zip(hs, blocks, strict=True):
+                try:
+                    assert s[h] == data
+                except MissingBlockError:
+                    pass
