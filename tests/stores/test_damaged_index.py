@@ -169,6 +169,7 @@ def test_damaged_index_never_kills_vt_and_is_rebuilt(saved, tmp_path, name):
     # every command: a clean exit, one line if it fails
     vt(env, "-S", str(dd), "ls", "-l", ref)
     vt(env, "-S", str(dd), "info")
+    vt(env, "-S", str(dd), "save", str(saved[4] / "tree" / "f002"))
     r = vt(env, "-S", str(dd), "fsck")
     assert r.returncode in (0, 1), r.stderr
     # half the cases rebuild by reindex, half by repair
