@@ -125,6 +125,21 @@ def test_self_referencing_indirect_block_stops_at_the_depth_limit():
         me.read(store)
 
 
+def test_fsck_of_a_deep_chain_of_indirect_blocks_is_a_problem_not_a_crash():
+    """1,000 real indirect blocks, each the only child of the next (every hash
+    right): the checker reports the nesting instead of recursing 2,000 frames."""
+    from vtstore.tree.check import check
+
+    store = MemoryStore()
+    b = HashCodeBlock(store.add(b"leaf data"), 9)
+    for _ in range(1000):
+        b = IndirectBlock(store.add(b.encode()), 9)
+    c = check(b, store)
+    assert any("nested more than 64" in p for p in c.problems), c.problems
+    shallow = IndirectBlock(store.add(HashCodeBlock(store.add(b"x"), 1).encode()), 1)
+    assert check(shallow, store).problems == []
+
+
 def test_vt_cat_of_an_indirect_claiming_the_wrong_span(tmp_path):
     datadir = tmp_path / "store"
     kids = LiteralBlock(b"abcdefghij").encode() * 5 + RLEBlock(10, 1).encode()

@@ -78,6 +78,9 @@ def test_pack_and_repack_a_1000_level_tree(tmp_path, deep):
     inner = "/".join(["d"] * DEPTH) + "/f"
     out = vt(store, "cat", f"{src}.vt/{inner}").stdout
     assert out == b"bottom\nmore\n"
+    # fsck walks every state down to the bottom (it recursed once per level)
+    r = vt(store, "fsck", f"{src}.vt")
+    assert b"ok" in r.stdout and b"3 states" in r.stdout, r.stdout
 
 
 def test_import_walk_resolve_stats_merge_in_process(deep):

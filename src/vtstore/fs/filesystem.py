@@ -37,7 +37,7 @@ from vtstore.fs.nodes import (
     _user_name,
     default_meta,
 )
-from vtstore.tree.dir import decode_dir_data, make_dir
+from vtstore.tree.dir import decode_dir_data, make_dir, read_dir_data
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -221,7 +221,7 @@ class FileSystem:
             kids: dict = {}
             if d.orig is not None and d.orig.block is not None:
                 try:
-                    entries, salt = decode_dir_data(d.orig.block.data(self.store))
+                    entries, salt = decode_dir_data(read_dir_data(d.orig.block, self.store))
                 except (VTError, KeyError) as e:
                     self.note_read_error(f"directory {self.path_text(d)}", e)
                     raise FSError(errno.EIO, str(e)) from None
@@ -528,7 +528,11 @@ class FileSystem:
     def _dir_empty(self, d: Node | Dirent) -> bool:
         if isinstance(d, DirNode):
             return not self.children(d)
-        return not decode_dir_data(d.block.data(self.store))[0] if d.block is not None else True
+        return (
+            not decode_dir_data(read_dir_data(d.block, self.store))[0]
+            if d.block is not None
+            else True
+        )
 
     def _detach(self, d: DirNode, name: str) -> None:
         """Remove entry `name` of `d` (checks done by the caller)."""

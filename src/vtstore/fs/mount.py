@@ -18,7 +18,7 @@ import trio
 
 from vtstore.archive import store_identity
 from vtstore.errors import FormatError
-from vtstore.tree.dir import decode_dir_data, make_dir
+from vtstore.tree.dir import decode_dir_data, make_dir, read_dir_data
 from vtstore.tree.dirent import Dirent
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,9 @@ def replace_at(top: Dirent, path: tuple[str, ...], new: Dirent, store) -> Dirent
     for part in path:
         if not d.is_dir:
             raise FormatError(f"{'/'.join(path)}: {d.name or 'top'} is not a directory")
-        entries, salt = decode_dir_data(d.block.data(store)) if d.block is not None else ([], None)
+        entries, salt = (
+            decode_dir_data(read_dir_data(d.block, store)) if d.block is not None else ([], None)
+        )
         i = next((k for k, e in enumerate(entries) if e.name == part), None)
         if i is None:
             raise FormatError(f"{'/'.join(path)}: no entry {part!r}")

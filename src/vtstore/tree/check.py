@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from vtstore.blocks import Block, IndirectBlock, decode_blockrefs
 from vtstore.errors import CorruptBlockError, FormatError, MissingBlockError
-from vtstore.tree.dir import decode_dir_data
+from vtstore.tree.dir import MAX_DIR_DATA, decode_dir_data
 from vtstore.tree.dirent import Dirent
 
 
@@ -45,71 +45,111 @@ class TreeChecker:
         return data
 
     def block_data(self, b: Block, where: str, want_data: bool) -> bytes | None:
-        """Check `b` and everything below it; return its data if `want_data`."""
-        from vtstore.blocks import HashCodeBlock, SubBlock
+        """Check `b` and everything below it; return its data if `want_data`
+        (a directory's: bounded by `MAX_DIR_DATA`, and never a run).
 
-        if isinstance(b, SubBlock):
-            data = self.block_data(b.superblock, where, want_data)
-            return None if data is None else data[b.offset : b.offset + b.span]
-        if isinstance(b, IndirectBlock | HashCodeBlock):
-            key = (b.hashcode, want_data)
-            if not want_data and key in self._seen:
-                return None
-            self._seen.add(key)
-            raw = self._fetch(b.hashcode, where)
-            if raw is None:
-                return None
-            if isinstance(b, HashCodeBlock):
-                if len(raw) != b.span:
-                    self.problems.append(
-                        f"{where}: block {b.hashcode} has {len(raw)} octets, ref says {b.span}"
-                    )
-                    return None
-                return raw
-            try:
-                subs = list(decode_blockrefs(raw))
-            except FormatError as e:
-                self.problems.append(f"{where}: indirect block {b.hashcode} does not decode: {e}")
-                return None
-            if sum(s.span for s in subs) != b.span:
+        The walk keeps its own stack, at most `MAX_INDIRECT_DEPTH` levels, so a
+        hostile chain of indirect blocks (even one naming itself) is a problem
+        reported, not a `RecursionError`."""
+        from vtstore.blocks import MAX_INDIRECT_DEPTH, HashCodeBlock, RLEBlock, SubBlock
+
+        if want_data and b.span > MAX_DIR_DATA:
+            self.problems.append(f"{where}: directory data of {b.span:,} octets is over the limit")
+            return None
+        out = bytearray() if want_data else None
+        ok = True
+        stack = [(b, 0, b.span, 0)]
+        while stack:
+            blk, s, e, depth = stack.pop()
+            if depth > MAX_INDIRECT_DEPTH:
                 self.problems.append(
-                    f"{where}: indirect block {b.hashcode} children do not add up to its span"
+                    f"{where}: blocks nested more than {MAX_INDIRECT_DEPTH} levels deep"
                 )
                 return None
-            parts = [self.block_data(s, where, want_data) for s in subs]
-            if not want_data or any(p is None for p in parts):
-                return None
-            return b"".join(parts)
-        return b.data(self.store) if want_data else None
+            if isinstance(blk, SubBlock):
+                stack.append((blk.superblock, blk.offset + s, blk.offset + e, depth + 1))
+                continue
+            if isinstance(blk, IndirectBlock | HashCodeBlock):
+                key = (blk.hashcode, want_data)
+                if not want_data and key in self._seen:
+                    continue
+                self._seen.add(key)
+                raw = self._fetch(blk.hashcode, where)
+                if raw is None:
+                    ok = False
+                    continue
+                if isinstance(blk, HashCodeBlock):
+                    if len(raw) != blk.span:
+                        self.problems.append(
+                            f"{where}: block {blk.hashcode} has {len(raw)} octets,"
+                            f" ref says {blk.span}"
+                        )
+                        ok = False
+                    elif want_data:
+                        out += raw[s:e]
+                    continue
+                try:
+                    subs = list(decode_blockrefs(raw))
+                except FormatError as err:
+                    self.problems.append(
+                        f"{where}: indirect block {blk.hashcode} does not decode: {err}"
+                    )
+                    ok = False
+                    continue
+                if sum(x.span for x in subs) != blk.span:
+                    self.problems.append(
+                        f"{where}: indirect block {blk.hashcode} children do not add up to its span"
+                    )
+                    ok = False
+                    continue
+                todo = []
+                off = 0
+                for sub in subs:  # children in order; only the range wanted when reading
+                    end = off + sub.span
+                    if not want_data:
+                        todo.append((sub, 0, sub.span, depth + 1))
+                    elif end > s and off < e:
+                        todo.append((sub, max(s, off) - off, min(e, end) - off, depth + 1))
+                    off = end
+                stack.extend(reversed(todo))
+            elif want_data:
+                if isinstance(blk, RLEBlock):  # no writer puts a run in a directory
+                    self.problems.append(f"{where}: directory data holds a run of {e - s} octets")
+                    return None
+                out += blk.data(self.store)[s:e]
+        return bytes(out) if ok and want_data else None
 
-    def dirent(self, e: Dirent, path: str = "") -> None:
-        """Check dirent `e` and its subtree."""
-        where = path or e.name or "/"
-        if e.prev is not None:
-            self.block_data(e.prev, f"{where} (previous version)", False)
-        if e.block is None:
-            return
-        if e.is_dir:
+    def dirent(self, root: Dirent, path: str = "") -> None:
+        """Check dirent `root` and its subtree (iteratively: depth is unbounded)."""
+        todo = [(root, path)]
+        while todo:
+            e, path = todo.pop()
+            where = path or e.name or "/"
+            if e.prev is not None:
+                self.block_data(e.prev, f"{where} (previous version)", False)
+            if e.block is None:
+                continue
+            if not e.is_dir:
+                self.block_data(e.block, where, False)
+                continue
             # a directory block already walked has had its whole subtree checked
             # (content addressing): successive states of an archive share most
             # of theirs, so checking every state costs what changed
             key = _dir_key(e.block)
             if key is not None:
                 if key in self._dirs_done:
-                    return
+                    continue
                 self._dirs_done.add(key)
             data = self.block_data(e.block, where, True)
             if data is None:
-                return
+                continue
             try:
                 entries, _ = decode_dir_data(data)
             except FormatError as err:
                 self.problems.append(f"{where}: directory does not decode: {err}")
-                return
-            for sub in entries:
-                self.dirent(sub, f"{path}/{sub.name}" if path else sub.name)
-        else:
-            self.block_data(e.block, where, False)
+                continue
+            for sub in reversed(entries):
+                todo.append((sub, f"{path}/{sub.name}" if path else sub.name))
 
 
 def _dir_key(b: Block):
