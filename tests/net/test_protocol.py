@@ -4,6 +4,8 @@ Regenerate the vectors after a deliberate format change with
 `python tests/net/test_protocol.py --write` (and update docs/PROTOCOL.md).
 """
 
+import hashlib
+import hmac
 import json
 import sys
 from pathlib import Path
@@ -23,6 +25,22 @@ VECTORS_PATH = HERE / "protocol-vectors.json"
 
 H_HELLO = Hash_BLAKE3.from_data(b"hello")
 H_WORLD = Hash_BLAKE3.from_data(b"world!")
+
+# The AUTH vectors' key and nonces (docs/PROTOCOL.md §2a)
+AUTH_SECRET = bytes(range(32))
+AUTH_CLIENT_NONCE = b"\x11" * 32
+AUTH_SERVER_NONCE = b"\x22" * 32
+
+
+def auth_transcript() -> bytes:
+    """The AUTH step 1 request payload followed by its answer payload."""
+    start = b"VTSA\x01" + bytes([6]) + b"laptop" + AUTH_CLIENT_NONCE
+    return start + b"\x01" + AUTH_SERVER_NONCE
+
+
+def auth_proof(label: bytes) -> bytes:
+    """The spec's proof, computed here with hmac alone (not vtstore.security)."""
+    return hmac.new(AUTH_SECRET, label + auth_transcript(), hashlib.sha256).digest()
 
 
 def build_vectors() -> list[dict]:
@@ -138,6 +156,37 @@ def build_vectors() -> list[dict]:
             ),
         ),
         (
+            "auth_start",
+            "AUTH step 1, tag 1: key 'laptop', client nonce 32 x 11",
+            pk(P.OP_AUTH, 0, 0, 1, P.encode_auth_start("laptop", AUTH_CLIENT_NONCE)),
+        ),
+        (
+            "auth_challenge",
+            "AUTH answer to step 1, tag 1: server nonce 32 x 22",
+            pk(P.OP_AUTH, R, 0, 1, P.encode_auth_answer(1, AUTH_SERVER_NONCE)),
+        ),
+        (
+            "auth_proof",
+            "AUTH step 2, tag 2: the client proof for secret 00 01 .. 1f",
+            pk(P.OP_AUTH, 0, 0, 2, P.encode_auth_proof(auth_proof(b"vtsp-auth client\x00"))),
+        ),
+        (
+            "auth_proof_answer",
+            "AUTH answer to step 2, tag 2: the server proof",
+            pk(P.OP_AUTH, R, 0, 2, P.encode_auth_answer(2, auth_proof(b"vtsp-auth server\x00"))),
+        ),
+        (
+            "error_auth",
+            "error answer to HELLO tag 1 without AUTH: code 16 (auth); the server then closes",
+            pk(
+                P.OP_HELLO,
+                R | P.F_ERROR | P.F_JSON,
+                0,
+                1,
+                P.encode_error(P.E_AUTH, "authentication required"),
+            ),
+        ),
+        (
             "error_connection",
             "connection-level error (op 0, tag 0): code 3 (too large); the server then closes",
             pk(
@@ -164,6 +213,31 @@ def test_doc_shows_every_vector():
     for v in VECTORS:
         assert f"`{v['name']}`" in doc, v["name"]
         assert v["hex"] in doc, v["name"]
+
+
+def test_auth_code_matches_the_auth_vectors(monkeypatch):
+    """ClientAuth and ServerAuth, given the vectors' nonces, send exactly the
+    vectors' payloads, and each accepts the other's proof."""
+    from vtstore.security import auth as A
+    from vtstore.security.keys import Key, KeyRing
+
+    key = Key("laptop", AUTH_SECRET)
+    nonces = iter([AUTH_CLIENT_NONCE, AUTH_SERVER_NONCE])
+    monkeypatch.setattr(A, "new_nonce", lambda: next(nonces))
+    client = A.ClientAuth(key)
+    server = A.ServerAuth(KeyRing([key]))
+    start = client.start()
+    assert start == _packet("auth_start").payload
+    challenge = server.handle(start)
+    assert challenge == _packet("auth_challenge").payload
+    proof = client.respond(challenge)
+    assert proof == _packet("auth_proof").payload
+    answer = server.handle(proof)
+    assert answer == _packet("auth_proof_answer").payload
+    assert client.verify(answer) and server.key is key
+    assert P.decode_auth_request(start) == (1, "laptop", AUTH_CLIENT_NONCE)
+    code, detail = P.decode_error(_packet("error_auth").payload)
+    assert code == P.E_AUTH and isinstance(P.error_for(code, detail), P.AuthError)
 
 
 def _packet(name: str) -> P.Packet:
