@@ -1,8 +1,15 @@
 """Block server throughput: add and get of 8 KiB blocks over loopback TCP and a UNIX
-socket, beside the same store used locally, in the same run.
+socket, beside the same store used locally, in the same run; and what
+authentication and TLS cost: `vt save` and `vt cat` of a 1 GiB file through a
+plain TCP server (--insecure-no-auth), an authenticated one and an
+authenticated one in TLS, in the same run.
 
     python bench/bench_net.py [--blocks N] [--size 8192] [--stores memory,datadir]
-                              [--transports tcp,unix] [--repeat 3] [--json out.json]
+                              [--transports tcp,tcp-auth,tls,unix] [--repeat 3]
+                              [--save-mib 256] [--auth-mib 1024] [--json out.json]
+
+Transports: `tcp` (no authentication), `tcp-auth` (a key), `tls` (a key, TLS
+with a pinned self-signed certificate), `unix`.
 
 The server is a separate process (`BlockServer` over a fresh store per
 measurement), so client and server hash in parallel as they would across
@@ -43,7 +50,45 @@ def _open_local(kind: str, path: Path):
 # -- the server child -----------------------------------------------------------------
 
 
-def _serve_child(kind: str, path: str, address: str, ready: str) -> int:
+def _security(tmp: Path) -> dict:
+    """One key and one self-signed certificate for the whole run (files in tmp)."""
+    from vtstore.security.keys import Key, KeyRing, save_key_file
+    from vtstore.security.tls import make_self_signed
+
+    d = tmp / "security"
+    if not (d / "client.key").exists():
+        d.mkdir(exist_ok=True)
+        key = Key.generate("bench")
+        KeyRing([key], path=str(d / "server-keys")).save()
+        save_key_file(str(d / "client.key"), key)
+        pin = make_self_signed(str(d / "cert.pem"), str(d / "cert-key.pem"))
+        (d / "pin").write_text(pin)
+    return {
+        "dir": d,
+        "key_file": str(d / "client.key"),
+        "pin": (d / "pin").read_text(),
+    }
+
+
+def _server_kw(mode: str, secdir: str) -> dict:
+    """BlockServer keywords for a transport mode (see the module docstring)."""
+    if mode in ("tcp", "unix"):
+        return {"insecure_no_auth": True}
+    from vtstore.security.keys import KeyRing
+
+    kw = {"keys": KeyRing.load(os.path.join(secdir, "server-keys"))}
+    if mode == "tls":
+        from vtstore.security.tls import server_context
+
+        kw["tls_context"] = server_context(
+            os.path.join(secdir, "cert.pem"), os.path.join(secdir, "cert-key.pem")
+        )
+    return kw
+
+
+def _serve_child(
+    kind: str, path: str, address: str, ready: str, mode: str = "tcp", secdir: str = ""
+) -> int:
     import threading
 
     from vtstore.net import BlockServer
@@ -51,7 +96,7 @@ def _serve_child(kind: str, path: str, address: str, ready: str) -> int:
     store = _open_local(kind, Path(path))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with BlockServer({"": store}) as srv:
+    with BlockServer({"": store}, **_server_kw(mode, secdir)) as srv:
         spec = srv.listen(address)
         Path(ready + ".tmp").write_text(spec)
         os.replace(ready + ".tmp", ready)
@@ -64,11 +109,30 @@ def _serve_child(kind: str, path: str, address: str, ready: str) -> int:
 class _Server:
     def __init__(self, kind: str, tmp: Path, transport: str, n: int):
         self.dir = tmp / f"srv-{kind}-{transport}-{n}"
-        address = "127.0.0.1:0" if transport == "tcp" else str(tmp / f"s{n}.sock")
+        address = str(tmp / f"s{n}.sock") if transport == "unix" else "127.0.0.1:0"
         ready = str(tmp / f"ready-{n}")
         env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        sec = _security(tmp)
+        self.client_kw = {}
+        self.env = {}
+        if transport in ("tcp-auth", "tls"):
+            self.client_kw["key_file"] = sec["key_file"]
+            self.env["VT_KEY_FILE"] = sec["key_file"]
+        if transport == "tls":
+            self.client_kw["tls_pin"] = sec["pin"]
+            self.env["VT_TLS_PIN"] = sec["pin"]
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve-child", kind, str(self.dir), address, ready],
+            [
+                sys.executable,
+                __file__,
+                "--serve-child",
+                kind,
+                str(self.dir),
+                address,
+                ready,
+                transport,
+                str(sec["dir"]),
+            ],
             env=env,
         )
         deadline = time.monotonic() + 30
@@ -125,13 +189,20 @@ def run(argv: list[str] | None = None) -> dict:
     p.add_argument("--size", type=int, default=8192, help="block size (default 8192)")
     p.add_argument("--batch", type=int, default=256, help="blocks per add_many/get_many")
     p.add_argument("--stores", default="memory,datadir", help="store kinds to serve")
-    p.add_argument("--transports", default="tcp,unix")
+    p.add_argument("--transports", default="tcp,tcp-auth,tls,unix")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument(
         "--save-mib",
         type=int,
         default=256,
         help="size of the file for `vt save` local vs unix: (default 256; 0 skips)",
+    )
+    p.add_argument(
+        "--auth-mib",
+        type=int,
+        default=1024,
+        help="size of the file for vt save/cat over plain TCP, authenticated and TLS"
+        " (default 1024; 0 skips)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -153,13 +224,14 @@ def run(argv: list[str] | None = None) -> dict:
                 def remote(kind=kind, transport=transport):
                     counter[0] += 1
                     srv = _Server(kind, tmp, transport, counter[0])
-                    return StreamStore(srv.spec), srv.stop
+                    return StreamStore(srv.spec, **srv.client_kw), srv.stop
 
                 r = _measure(remote, blocks, args.batch, args.repeat)
                 r["add_ratio"] = r["add_MBps"] / base["add_MBps"]
                 r["get_ratio"] = r["get_MBps"] / base["get_MBps"]
                 rows.append({"store": kind, "transport": transport, **r})
         saves = _bench_save(tmp, args.save_mib, args.repeat) if args.save_mib else []
+        auth = _bench_auth(tmp, args.auth_mib, args.repeat) if args.auth_mib else []
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -169,6 +241,7 @@ def run(argv: list[str] | None = None) -> dict:
         "params": {"blocks": args.blocks, "size": args.size, "batch": args.batch},
         "results": rows,
         "save": saves,
+        "auth": auth,
     }
     _print(result)
     if args.json:
@@ -209,6 +282,53 @@ def _bench_save(tmp: Path, mib: int, repeat: int) -> list[dict]:
     ]
 
 
+def _vt(store_spec: str, args: list[str], env_extra: dict, stdout) -> tuple:
+    env = dict(os.environ, PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(env_extra)
+    t = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-q", "-S", store_spec, *args],
+        env=env,
+        check=True,
+        stdout=stdout,
+    )
+    return time.perf_counter() - t, r
+
+
+def _bench_auth(tmp: Path, mib: int, repeat: int) -> list[dict]:
+    """`vt save FILE` and `vt cat REF` through a served datadir over plain TCP,
+    authenticated TCP and authenticated TLS, the three interleaved in each round."""
+    path = tmp / "auth-input"
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(os.urandom(1 << 20))
+    modes = ("tcp", "tcp-auth", "tls")
+    best = {m: {"save": float("inf"), "cat": float("inf")} for m in modes}
+    for i in range(repeat):
+        for m in modes:
+            srv = _Server("datadir", tmp, m, 2000 + 10 * i + modes.index(m))
+            try:
+                secs, r = _vt(srv.spec, ["save", str(path)], srv.env, subprocess.PIPE)
+                best[m]["save"] = min(best[m]["save"], secs)
+                ref = r.stdout.decode().strip()
+                secs, _ = _vt(srv.spec, ["cat", ref], srv.env, subprocess.DEVNULL)
+                best[m]["cat"] = min(best[m]["cat"], secs)
+            finally:
+                srv.stop()
+                import shutil
+
+                shutil.rmtree(srv.dir, ignore_errors=True)
+    mb = mib * (1 << 20) / 1e6
+    rows = []
+    for m in modes:
+        row = {"transport": m, "MiB": mib}
+        for op in ("save", "cat"):
+            row[f"{op}_MBps"] = mb / best[m][op]
+            row[f"{op}_cost"] = best[m][op] / best["tcp"][op] - 1
+        rows.append(row)
+    return rows
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -236,13 +356,22 @@ def _print(result: dict) -> None:
     for r in result.get("save", []):
         ratio = f"{r['ratio']:.0%}" if "ratio" in r else "-"
         print(f"{r['command']:28} {r['MBps']:9.0f} MB/s {ratio:>6}")
+    if result.get("auth"):
+        mib = result["auth"][0]["MiB"]
+        print(f"vt save / vt cat of {mib} MiB through a served datadir (cost: time vs plain tcp)")
+        print(f"{'transport':9} {'save MB/s':>10} {'cost':>7} {'cat MB/s':>9} {'cost':>7}")
+        for r in result["auth"]:
+            print(
+                f"{r['transport']:9} {r['save_MBps']:10.0f} {r['save_cost']:+7.1%}"
+                f" {r['cat_MBps']:9.0f} {r['cat_cost']:+7.1%}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for `python bench/bench_net.py` and `vt benchmark net`."""
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--serve-child":
-        return _serve_child(*argv[1:5])
+        return _serve_child(*argv[1:7])
     run(argv)
     return 0
 
