@@ -537,3 +537,28 @@ def test_keys_do_not_cross_the_wire(keyed, raw):
     for blob in (start, nonce.payload, proof, answer.payload):
         assert key.secret not in bytes(blob) and key.secret.hex().encode() not in bytes(blob)
     assert len(proof) == 4 + 1 + 32 and ALL_RIGHTS
+
+
+def test_key_file_named_in_a_clause(keyed, tmp_path, monkeypatch):
+    """A `[remote]` clause of type tcp says `key_file`; `$VT_KEY_FILE` is not needed."""
+    from vtstore.config import load_config
+    from vtstore.stores.spec import open_store_spec
+
+    _, spec, store, keys = keyed
+    monkeypatch.delenv("VT_KEY_FILE", raising=False)
+    kf = tmp_path / "ro.key"
+    save_key_file(str(kf), keys["ro"])
+    host, port = spec[4:].rsplit(":", 1)
+    rc = tmp_path / "vtrc"
+    rc.write_text(
+        f"[GLOBAL]\nbasedir = {tmp_path}\n[remote]\ntype = tcp\nhost = {host}\nport = {port}\n"
+        f"key_file = {kf}\n[nokey]\ntype = tcp\nhost = {host}\nport = {port}\n"
+    )
+    config = load_config(str(rc))
+    with open_store_spec("[remote]", config=config) as st:
+        assert st.get(HC) == BLOCK and st.readonly
+    with pytest.raises(P.AuthError):
+        open_store_spec("[nokey]", config=config)
+    os.chmod(kf, 0o644)
+    with pytest.raises(KeyFileError, match="too open"):
+        open_store_spec("[remote]", config=config)
