@@ -532,3 +532,21 @@ def test_hostile_index_files(tmp_path, keyfile):
                     assert s[h] == data
                 except MissingBlockError:
                     pass
+
+
+def test_right_tag_wrong_plaintext_is_refused(tmp_path, keyfile):
+    """A block sealed under A's tag holding B's data (only a key holder could
+    make it: a bug, or a malicious client with the key): the final hash check
+    refuses it, in get and in get_many."""
+    back = MemoryStore()
+    s = crypt_over(back, keyfile, tmp_path)
+    a, b = s.add_many([b"data of A" * 50, b"data of B" * 50])
+    back._blocks[Hash_BLAKE3(s.index.map[a])] = s.seal(a, b"data of B" * 50)
+    with pytest.raises(CorruptBlockError, match="does not match its hash"):
+        s[a]
+    with pytest.raises(CorruptBlockError, match="does not match its hash"):
+        s.get_many([b, a])
+    assert s.get_many([b]) == [b"data of B" * 50]
+    with pytest.raises(MissingBlockError):
+        s.get_many([b, Hash_BLAKE3.from_data(b"absent")])
+    s.close()

@@ -34,7 +34,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vtstore.errors import CorruptBlockError, FormatError, StoreError
+from cryptography.exceptions import InvalidTag
+
+from vtstore.errors import CorruptBlockError, FormatError, MissingBlockError, StoreError
 from vtstore.hashes import HashCode
 from vtstore.stores.base import Store
 from vtstore.stores.crypt.index import CryptIndex
@@ -74,8 +76,6 @@ class ArchiveLineCodec:
 
     def decode(self, raw: bytes) -> bytes:
         """The line `encode` made; `FormatError` for anything else."""
-        from cryptography.exceptions import InvalidTag
-
         raw = raw.rstrip(b"\r")
         if not raw.startswith(ARCHIVE_PREFIX):
             raise FormatError("not an encrypted archive line")
@@ -212,8 +212,13 @@ class CryptStore(Store):
 
     def unseal(self, h: HashCode, blob) -> bytes:
         """The plaintext of backend block `blob` for `h`, or `CorruptBlockError`."""
-        from cryptography.exceptions import InvalidTag
+        payload = self._decrypt(h, blob)
+        if not h.check(payload):
+            raise CorruptBlockError(h, "decrypted data does not match its hash")
+        return payload
 
+    def _decrypt(self, h: HashCode, blob) -> bytes:
+        """`unseal` without the final hash check (the caller does it)."""
         blob = bytes(blob)
         if len(blob) < OVERHEAD:
             raise CorruptBlockError(h, "backend block too short for an encrypted block")
@@ -226,7 +231,7 @@ class CryptStore(Store):
                 h, "the backend block belongs to another block (moved or swapped), or another key"
             )
         try:
-            payload = self._aead.decrypt(t[:12], blob[HEADER:], head)
+            payload = self._aead.decrypt(t[:12], memoryview(blob)[HEADER:], head)
         except InvalidTag:
             raise CorruptBlockError(
                 h, "encrypted block fails authentication (tampered ciphertext)"
@@ -238,14 +243,10 @@ class CryptStore(Store):
                 payload = self._zstd().d.decompress(payload, max_output_size=MAX_PLAIN)
             except zstandard.ZstdError as e:
                 raise CorruptBlockError(h, f"does not decompress: {e}") from None
-        if not h.check(payload):
-            raise CorruptBlockError(h, "decrypted data does not match its hash")
         return payload
 
     def _open_foreign(self, blob) -> HashCode | None:
         """The plaintext hashcode of backend block `blob` if this key made it."""
-        from cryptography.exceptions import InvalidTag
-
         blob = bytes(blob)
         if len(blob) < OVERHEAD or blob[0] != VERSION or blob[1] & ~F_ZSTD:
             return None
@@ -323,6 +324,25 @@ class CryptStore(Store):
             log.warning("crypt store %s: %s is indexed but its backend block is gone", self.name, h)
             return None
         return self.unseal(h, blob)
+
+    def get_many(self, hashcodes) -> list[bytes]:
+        """The plaintext of each hashcode, in order; raises on the first
+        missing or corrupt one.  The plaintexts are checked against their
+        hashcodes in one batch (one native call for the lot)."""
+        self._check_open()
+        hs = [self.check_hashcode(h) for h in hashcodes]
+        bhc = self.backend.hashclass
+        out = []
+        for h in hs:
+            n = self._backend_name(h)
+            blob = None if n is None else self.backend.get(bhc(n))
+            if blob is None:
+                raise MissingBlockError(h, self.name)
+            out.append(self._decrypt(h, blob))
+        for h, got in zip(hs, self.hashclass.from_data_many(out), strict=True):
+            if got != h:
+                raise CorruptBlockError(h, "decrypted data does not match its hash")
+        return out
 
     def _contains(self, h: HashCode) -> bool:
         return self._backend_name(h) is not None
