@@ -35,6 +35,10 @@ N_PER_SCANNER = 100_000
 #: inputs for the cross-format and detection runs (each scanner is fed about
 #: N_MIXED / 9 of the cross-format inputs, on top of its own N_PER_SCANNER)
 N_MIXED = 30_000
+#: seconds one input may take: the inputs are a few KB, so a slow path shows in
+#: tests/chunking/test_scanner_scale.py, not here; 1 s (the harness default)
+#: failed the fixed-seed run only when the machine's load average was 29
+SLOW = 5.0
 #: small sizes, so that the spacing rules (text, MP3, MP4 samples) act inside the seeds
 PARAMS = ChunkParams(min_size=64, avg_size=256, max_size=4096)
 
@@ -213,7 +217,13 @@ def test_seeds_are_scanned():
 def test_fuzz_scanner(fuzz, name):
     """Mutated files of the scanner's own format: no exception, the contract holds."""
     seeds = SEEDS[name]
-    res = fuzz(lambda d: _feed_checked(name, d), seeds, n=N_PER_SCANNER, expected=(_NeverRaised,))
+    res = fuzz(
+        lambda d: _feed_checked(name, d),
+        seeds,
+        n=N_PER_SCANNER,
+        expected=(_NeverRaised,),
+        slow=SLOW,
+    )
     assert res.failures == [], res.summary() + "\n" + "\n".join(map(repr, res.failures[:5]))
 
 
@@ -225,7 +235,7 @@ def test_fuzz_scanners_on_each_others_formats(fuzz):
     def decode(data: bytes) -> None:
         _feed_checked(names[len(data) % len(names)], data)
 
-    res = fuzz(decode, seeds, n=N_MIXED, expected=(_NeverRaised,))
+    res = fuzz(decode, seeds, n=N_MIXED, expected=(_NeverRaised,), slow=SLOW)
     assert res.failures == [], res.summary() + "\n" + "\n".join(map(repr, res.failures[:5]))
 
 
@@ -244,5 +254,5 @@ def test_fuzz_detection(fuzz):
             cls = scanner_for(**kw)
             assert cls is None or cls in SCANNERS.values()
 
-    res = fuzz(decode, seeds, n=N_MIXED, expected=(_NeverRaised,))
+    res = fuzz(decode, seeds, n=N_MIXED, expected=(_NeverRaised,), slow=SLOW)
     assert res.failures == [], res.summary() + "\n" + "\n".join(map(repr, res.failures[:5]))
