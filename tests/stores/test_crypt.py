@@ -349,6 +349,7 @@ def test_rewrap_keeps_the_data(tmp_path, keyfile):
     assert before == after
     assert keyfile.stat().st_mode & 0o777 == 0o600
     assert not [p for p in keyfile.parent.iterdir() if p.name.startswith(".")]
+    assert (tmp_path / "crypt.idx").stat().st_mode & 0o777 == 0o600
 
 
 # -- specs ------------------------------------------------------------------------------
