@@ -165,6 +165,8 @@ class TLSEngine:
         self.send_lock = threading.Lock()  # orders what leaves the out BIO
         self._hs_lock = threading.Lock()
         self.handshaken = False
+        self._rbuf = bytearray(RECV_SIZE)  # raw octets, reused for every receive
+        self._rview = memoryview(self._rbuf)
 
     def handshake(self) -> None:
         """Run the TLS handshake (once; later calls return at once)."""
@@ -215,25 +217,36 @@ class TLSEngine:
             self.send_lock.release()
 
     def readinto(self, buf) -> int:
-        """Read decrypted octets into `buf`; 0 at the end of the stream."""
+        """Read decrypted octets into `buf` (as many records as are here, so a
+        large read costs few calls); 0 at the end of the stream."""
         self.handshake()
+        mv = memoryview(buf).cast("B")
+        size = len(mv)
         while True:
+            got = 0
+            eof = False
             with self.lock:
-                try:
-                    n = self.obj.read(len(buf), buf)
-                except ssl.SSLWantReadError:
-                    n = None
-                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                    return 0
+                while got < size:
+                    try:
+                        n = self.obj.read(size - got, mv[got:])
+                    except ssl.SSLWantReadError:
+                        break
+                    except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                        eof = True
+                        break
+                    if not n:
+                        eof = True
+                        break
+                    got += n
                 pending = self._out.pending
             if pending:
                 self._drain(blocking=False)
-            if n is not None:
-                return n
-            data = self.sock.recv(RECV_SIZE)
+            if got or eof:
+                return got
+            n = self.sock.recv_into(self._rbuf)
             with self.lock:
-                if data:
-                    self._in.write(data)
+                if n:
+                    self._in.write(self._rview[:n])
                 else:
                     self._in.write_eof()
 
