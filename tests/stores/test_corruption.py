@@ -217,3 +217,21 @@ def test_torn_tail_after_flush_is_residue(tmp_path):
         rep = s.fsck()
         assert rep.ok and not any("residue" in n for n in rep.notes), rep.lines()
         assert all(s[h] == b for h, b in zip(hs, blocks, strict=True))
+
+
+def test_repair_output_keeps_the_repairs_visible_past_a_long_damage_list(tmp_path, vt_env):
+    """Hundreds of damage lines are elided in the middle, but never the lines
+    saying what the repair did, nor the summary."""
+    path = tmp_path / "dd"
+    hs, _ = fill(path, n=1200, plain=True)
+    ents, files = entries(path, hs)
+    for h in hs[::4]:
+        e = ents[h]
+        flip(files[e.filenum], e.payload_offset + 7)
+    r = vt(vt_env, "-S", str(path), "fsck", "--repair")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    out = r.stdout.splitlines()
+    assert sum(x.startswith("damage: ") for x in out) > 10
+    assert any(x.startswith("repaired: ") for x in out), r.stdout[-3000:]
+    assert "more lines" in r.stdout  # the long list was elided
+    assert not out[-1].startswith(("damage: ", "repaired: "))  # the summary last

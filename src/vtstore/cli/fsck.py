@@ -127,15 +127,22 @@ def fsck_whole_store(args, store) -> int:
     from vtstore.stores.fsck import fsck_store
     from vtstore.stores.spec import store_info
 
-    total = store_info(store).get("bytes_on_disk")
+    # the size from the data files alone: nothing touches a maybe damaged index
+    # before fsck_store has probed it
+    data_bytes = getattr(store, "data_bytes", None)
+    total = data_bytes() if data_bytes else store_info(store).get("bytes_on_disk")
     with progress_bar(args, total=total, desc="fsck") as bar:
         reports = fsck_store(store, repair=args.repair, progress=bar.update)
     damaged = False
+    verbose = getattr(args, "verbose", 0)
     for rep in reports:
-        lines = rep.lines()
-        if not getattr(args, "verbose", 0):
-            lines = [x for x in lines if not x.startswith("note: ")] or lines
-        print_lines(lines)
+        # each kind elided on its own, so a long damage list never hides what
+        # the repair did; notes (crash residue and the like) only with -v
+        print_lines([f"damage: {p}" for p in rep.problems])
+        if verbose:
+            print_lines([f"note: {n}" for n in rep.notes])
+        print_lines([f"repaired: {r}" for r in rep.repaired])
+        print(rep.summary())
         damaged = damaged or not rep.ok
     return 1 if damaged else 0
 

@@ -300,6 +300,11 @@ class DataDir(Store):
                 )
         self._index = LMDBIndex(str(ipath), readonly=self.readonly)
 
+    def data_bytes(self) -> int:
+        """The size of every data file: what a check or reindex reads (from the
+        directory alone, so it is safe whatever state the index is in)."""
+        return sum(_size(p) for p in self._data_files())
+
     def _data_files(self) -> Iterator[Path]:
         try:
             return iter(sorted((self.path / "data").glob("*.vtd")))
@@ -800,7 +805,7 @@ class DataDir(Store):
         # what a check or a reindex needs to size its progress bar
         d.update(
             index_damage=str(self.index_damage),
-            bytes_on_disk=sum(_size(p) for p in self._data_files()),
+            bytes_on_disk=self.data_bytes(),
         )
         return d
 
