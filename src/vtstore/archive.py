@@ -268,6 +268,14 @@ def line_codec_for(path):
     return _LINE_CODECS.get(os.path.abspath(os.fspath(path)))
 
 
+def archive_in(path, store) -> Archive:
+    """`Archive(path)` read and written the way `store` keeps archives: through
+    an encrypting store (one with `archive_codec()`), its lines are encrypted,
+    whether the archive is one of the store's own or a file path like `DIR.vt`."""
+    codec_of = getattr(store, "archive_codec", None)
+    return Archive(os.fspath(path), codec_of() if codec_of is not None else None)
+
+
 # -- reading -------------------------------------------------------------------------
 
 

@@ -88,6 +88,28 @@ def test_pack_cat_unpack_through_crypt(tmp_path, env, dd):
     assert b"an encrypted line: read the archive through its crypt store" in r.stderr
 
 
+def test_file_path_archive_through_crypt_is_encrypted(tmp_path, env, dd):
+    """`vt pack DIR` through a crypt store writes DIR.vt beside DIR: its lines
+    are encrypted too (they hold the top ref, a plaintext hash), and every
+    command reading it through the store decrypts them."""
+    src = tmp_path / "secret-project"
+    make_tree(src)
+    S = ["-S", f"crypt:{dd}"]
+    ref = run_vt(env, *S, "pack", str(src)).stdout.decode().strip()
+    run_vt(env, *S, "pack", str(src))
+    archive = tmp_path / "secret-project.vt"
+    raw = archive.read_bytes()
+    assert raw.count(b"\n") == 2 and all(x.startswith(b"!") for x in raw.splitlines())
+    for h in re.findall(r"[0-9a-f]{64}", ref):
+        assert h.encode() not in raw and bytes.fromhex(h) not in raw
+    assert b"secret-project" not in raw
+    assert run_vt(env, *S, "cat", f"{archive}/notes.txt").stdout == (src / "notes.txt").read_bytes()
+    assert run_vt(env, *S, "log", str(archive)).stdout.count(b"\n") == 2
+    out = tmp_path / "out"
+    run_vt(env, *S, "unpack", str(archive), str(out))
+    assert (out / "sub" / "small").read_bytes() == b"tiny secret"
+
+
 def test_wrong_or_missing_passphrase_is_one_line(tmp_path, env, dd):
     S = ["-S", f"crypt:{dd}"]
     f = tmp_path / "f"

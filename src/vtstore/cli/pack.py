@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 
-from vtstore.archive import Archive, store_identity
+from vtstore.archive import archive_in, store_identity
 from vtstore.cli.common import open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import archive_of, use_clause_of
@@ -63,7 +63,7 @@ def run(args) -> int:
             if inner:
                 raise VTError(f"{args.archive}: pack appends to a whole archive, not a path in it")
         else:
-            archive = Archive(archive_path_for(args.dir))
+            archive = archive_in(archive_path_for(args.dir), store)
         last = archive.last()
         # a state whose blocks live in another store must not be built on: its
         # unchanged files would name blocks this store does not have

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from vtstore.archive import Archive, ArchiveEntry
+from vtstore.archive import Archive, ArchiveEntry, archive_in
 from vtstore.blocks import Block
 from vtstore.errors import FormatError, VTError
 from vtstore.transcribe import parse
@@ -93,9 +93,9 @@ def archive_of(text: str, store) -> tuple[Archive, str]:
         path_of = getattr(store, "archive_path", None)
         if path_of is None:
             raise VTError(f"{text}: store {store.name} keeps no named archives")
-        return Archive(str(path_of(name))), inner
+        return archive_in(str(path_of(name)), store), inner
     path, inner = split_archive_path(text)
-    return Archive(path), inner
+    return archive_in(path, store), inner
 
 
 def use_clause_of(args, special: str | None) -> None:
