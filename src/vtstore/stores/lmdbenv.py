@@ -272,8 +272,11 @@ def open_env(path: str, subdir: bool, readonly: bool, **kw) -> tuple[lmdb.Enviro
             **kw,
         )
         return env, False
-    if subdir and not os.path.isdir(path):
-        os.mkdir(path, 0o700)
+    if subdir:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:  # already there, or another process just made it
+            pass
     env = lmdb.open(path, map_size=initial_map_size(size), subdir=subdir, mode=0o600, **kw)
     return env, True
 
