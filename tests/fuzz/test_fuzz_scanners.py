@@ -11,7 +11,7 @@ Detection (`scanner_for`) is fuzzed too, on names, MIME types and first bytes.
 
 Inputs: `N_PER_SCANNER` per scanner, `N_MIXED` for the cross-format and the
 detection runs (the module takes 30-45 s on the 2-core machine when it is not
-shared); `$VT_FUZZ_N` overrides both as for every fuzz test.
+shared); `$VT_FUZZ_N` scales both as for every fuzz test.
 """
 
 from __future__ import annotations
