@@ -7,7 +7,7 @@ and a well-behaved client saves a large stream through it.
 A real `vt serve` child keeps a datadir behind a UNIX socket.  The good client
 (`vt save -`, fed incompressible data: a random MiB with a counter every 4 KiB, so
 no block repeats) connects first; then the attack opens its connections, each of
-one kind, and reopens any the server closes or refuses:
+one kind (with --reconnect, it reopens any the server closes or refuses):
 
 - silent: connects and sends nothing;
 - trickle: HELLO, then a length prefix announcing a packet of almost the largest
@@ -165,7 +165,7 @@ class Server:
 class Attack:
     """Hostile connections of the KINDS, driven by one thread with a selector."""
 
-    def __init__(self, path: str, counts: dict[str, int], reconnect: float = 0.5):
+    def __init__(self, path: str, counts: dict[str, int], reconnect: float | None = None):
         self.path = path
         self.counts = counts
         self.reconnect = reconnect
@@ -203,7 +203,7 @@ class Attack:
         except OSError as e:
             s.close()
             self._count_error(e)
-            self._pending.append((time.monotonic() + self.reconnect, kind))
+            self._again(kind)
             return
         s.setblocking(False)
         self.stats["opened"] += 1
@@ -226,7 +226,12 @@ class Attack:
         s.close()
         if by_server:
             self.stats["closed_by_server"] += 1
-        self._pending.append((time.monotonic() + self.reconnect, st["kind"]))
+        self._again(st["kind"])
+
+    def _again(self, kind: str) -> None:
+        """With `reconnect`, open another connection of `kind` that much later."""
+        if self.reconnect is not None:
+            self._pending.append((time.monotonic() + self.reconnect, kind))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -300,12 +305,18 @@ def run(
     serve_args: list[str] = (),
     settle: float = 3.0,
     readback: bool = True,
+    reconnect: float | None = None,
 ) -> dict:
     """Start the server, connect the good client, attack, save `size` octets, read
     them back; return the measurements."""
     srv = Server(tmp, list(serve_args))
-    attack = Attack(srv.sock, counts)
-    result: dict = {"size": size, "counts": counts, "serve_args": list(serve_args)}
+    attack = Attack(srv.sock, counts, reconnect)
+    result: dict = {
+        "size": size,
+        "counts": counts,
+        "serve_args": list(serve_args),
+        "reconnect": reconnect,
+    }
     try:
         result["rss_idle"] = srv.status("VmRSS")
         save = subprocess.Popen(
@@ -380,12 +391,24 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument(f"--{kind}", type=int, default=50, metavar="N")
     p.add_argument("--serve-arg", action="append", default=[], help="an argument to vt serve")
     p.add_argument("--no-readback", action="store_true")
+    p.add_argument(
+        "--reconnect",
+        type=float,
+        metavar="SECONDS",
+        help="reopen each connection the server closes or refuses after SECONDS"
+        " (default: each of the attack's connections is opened once)",
+    )
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     counts = {k: getattr(args, k) for k in KINDS}
     with tempfile.TemporaryDirectory(prefix="vt-limits-") as tmp:
         r = run(
-            Path(tmp), args.size_mib * MIB, counts, args.serve_arg, readback=not args.no_readback
+            Path(tmp),
+            args.size_mib * MIB,
+            counts,
+            args.serve_arg,
+            readback=not args.no_readback,
+            reconnect=args.reconnect,
         )
     r["machine"] = f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
     r["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

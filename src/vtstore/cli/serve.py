@@ -67,6 +67,39 @@ def register(sub) -> None:
     )
     a.add_argument("--tls-cert", metavar="FILE", help="TLS certificate chain (PEM) for TCP")
     a.add_argument("--tls-key", metavar="FILE", help="TLS private key (PEM) for TCP")
+    g = p.add_argument_group("resource limits (defaults in vtstore.net.limits)")
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="most clients at once; more are refused with an error (default 128); at"
+        " most half of them still in their handshake (the oldest gives way)",
+    )
+    g.add_argument(
+        "--memory",
+        metavar="SIZE",
+        help="memory budget for the requests and answers the whole server holds"
+        " (default 128MiB; one connection holds at most a quarter of it, 32MiB or more)",
+    )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection with nothing to do for this long (default 300)",
+    )
+    g.add_argument(
+        "--handshake-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection whose handshake is not done after this long (default 10)",
+    )
+    g.add_argument(
+        "--io-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="close a connection whose packet or answer moves less than 64 KiB in this"
+        " long (default 30)",
+    )
     p.add_argument(
         "--ready-file",
         metavar="FILE",
@@ -205,12 +238,17 @@ def run(args) -> int:
 
 
 def _serve(args, address: str, exports, security: dict | None = None) -> int:
+    from vtstore.net.limits import limits_from_options
     from vtstore.net.server import BlockServer  # here: other commands need no network code
 
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     server = BlockServer(
-        exports, readonly=args.readonly, workers=max(1, args.workers), **(security or {})
+        exports,
+        readonly=args.readonly,
+        workers=max(1, args.workers),
+        limits=limits_from_options(args),
+        **(security or {}),
     )
     conn = None
     try:

@@ -43,12 +43,15 @@ from vtstore.errors import FormatError, StoreError, VTError
 from vtstore.net import protocol as P
 from vtstore.net.handlers import HANDLERS, Export, Reply, error_payload
 from vtstore.net.limits import (
+    E_BUSY,
     E_TIMEOUT,
     HANDSHAKE_OUTSTANDING,
     IO_STEP,
+    PRESSURE_GRACE,
     REQUEST_RESERVE,
     Limits,
     Warden,
+    bound_malloc,
     request_need,
 )
 from vtstore.net.transport import FdTransport, SocketTransport, Transport, parse_hostport
@@ -86,8 +89,8 @@ class _Connection:
         self.closed = False  # the writer is gone: the charges are given back
         self.born = self.last_activity = time.monotonic()
         self.rstate = "idle"  # the reader: idle (between packets), admit, body, dispatch
-        self.rdeadline: float | None = None  # for the step of a body being read
-        self.wdeadline: float | None = None  # for the step of an answer being sent
+        self.rstep: float | None = None  # when the step of a body being read began
+        self.wstep: float | None = None  # when the step of an answer being sent began
         self.reserve = 0  # charged with the request being read, for its answer
         self.done = threading.Event()
         self.wq: queue.SimpleQueue = queue.SimpleQueue()
@@ -104,22 +107,35 @@ class _Connection:
 
     # -- budget ---------------------------------------------------------
 
-    def _fits(self, charge: int) -> bool:
+    def _blocker(self, charge: int) -> str | None:
+        """What keeps a request of `charge` octets out: None, "own" (this
+        connection's limits) or "budget" (the server's)."""
         s = self.server
         if not self.channels:
             # handshake packets are small and answered at once: never wait for them
-            return self.outstanding < HANDSHAKE_OUTSTANDING
-        if self.outstanding >= s.max_outstanding or s._used + charge > s.limits.memory:
-            return False
-        return not self.buffered or self.buffered + charge <= s.limits.per_connection
+            return None if self.outstanding < HANDSHAKE_OUTSTANDING else "own"
+        if self.outstanding >= s.max_outstanding:
+            return "own"
+        if self.buffered and self.buffered + charge > s.limits.per_connection:
+            return "own"
+        return "budget" if s._used + charge > s.limits.memory else None
 
     def _admit(self, charge: int) -> bool:
+        s = self.server
+        waiting = False  # counted in s._waiting: the warden is stricter meanwhile
         with self.cond:
             self.rstate = "admit"
-            while not self._fits(charge):
-                if self.dead or self.stopping:
-                    return False
-                self.cond.wait()
+            try:
+                while (why := self._blocker(charge)) is not None:
+                    if self.dead or self.stopping:
+                        return False
+                    if (why == "budget") != waiting:
+                        waiting = not waiting
+                        s._waiting += 1 if waiting else -1
+                    self.cond.wait()
+            finally:
+                if waiting:
+                    s._waiting -= 1
             if self.dead:
                 return False
             self.outstanding += 1
@@ -175,7 +191,7 @@ class _Connection:
                     log.info("%s: cannot send: %s", self.peer, e)
                     self.kill()
             with self.cond:
-                self.wdeadline = None
+                self.wstep = None
                 self.last_activity = time.monotonic()
                 self._uncharge(charge)
                 if counted:
@@ -184,12 +200,12 @@ class _Connection:
     def _send(self, data: bytes) -> None:
         """Send `data` a step at a time, each step within the io timeout."""
         if len(data) <= IO_STEP:
-            self.wdeadline = time.monotonic() + self.server.limits.io_timeout
+            self.wstep = time.monotonic()
             self.t.send(data)
             return
         mv = memoryview(data)
         for off in range(0, len(mv), IO_STEP):
-            self.wdeadline = time.monotonic() + self.server.limits.io_timeout
+            self.wstep = time.monotonic()
             self.t.send(mv[off : off + IO_STEP])
 
     # -- reader -------------------------------------------------------------
@@ -214,13 +230,20 @@ class _Connection:
                 except FormatError as e:
                     self._fatal(P.E_PROTOCOL, str(e))
                     break
+                head = None
+                if length > IO_STEP:
+                    # the first step comes before the budget is charged: a client that
+                    # announces a large packet and trickles it holds no budget
+                    self.rstep = time.monotonic()
+                    self.rstate = "body"
+                    head = P.read_exact(rfile, IO_STEP)
                 # after the handshake, a request is charged a reserve for its answer
                 self.reserve = REQUEST_RESERVE if self.channels else 0
                 charge = length + self.reserve
                 if not self._admit(charge):
                     break
                 try:
-                    body = self._read_body(rfile, length)
+                    body = self._read_body(rfile, length, head)
                 except BaseException:
                     self._release(charge)  # a truncated packet is never answered
                     raise
@@ -242,19 +265,20 @@ class _Connection:
         finally:
             self._finish()
 
-    def _read_body(self, rfile, length: int):
-        """Read a packet body of `length` octets, a step at a time, each step
-        within the io timeout (enforced by the warden)."""
-        io_timeout = self.server.limits.io_timeout
-        self.rdeadline = time.monotonic() + io_timeout
+    def _read_body(self, rfile, length: int, head: bytes | None):
+        """Read a packet body of `length` octets (of which `head`, if any, was read
+        already), a step at a time, each step within the io timeout (enforced by
+        the warden)."""
+        self.rstep = time.monotonic()
         self.rstate = "body"
-        if length <= IO_STEP:
+        if head is None:
             return P.read_exact(rfile, length)
         buf = bytearray(length)
+        buf[: len(head)] = head
         mv = memoryview(buf)
-        got = 0
+        got = len(head)
         while got < length:
-            self.rdeadline = time.monotonic() + io_timeout
+            self.rstep = time.monotonic()
             n = rfile.readinto(mv[got : got + IO_STEP])
             if not n:
                 raise P.TruncatedPacket(f"stream ended after {got} of {length} octets of a packet")
@@ -497,21 +521,25 @@ class _Connection:
 
     # -- timeouts (called by the warden; see vtstore.net.limits) ---------------
 
-    def check_deadlines(self, now: float) -> None:
-        """Close this connection if it is past one of its deadlines."""
+    def check_deadlines(self, now: float, pressure: bool = False) -> None:
+        """Close this connection if it is past one of its deadlines.  Under
+        `pressure` (others wait for the memory budget) a step of a packet or
+        an answer gets `PRESSURE_GRACE` seconds, not the io timeout: a stalled
+        connection must not keep its memory from those that move."""
         if self.timed_out or self.dead or isinstance(self.t, FdTransport):
             return  # stdio: the transport is trusted, and its reader cannot be woken
         lim = self.server.limits
-        if self.wdeadline is not None and now > self.wdeadline:
+        step = min(lim.io_timeout, PRESSURE_GRACE) if pressure else lim.io_timeout
+        when = f"in {step:g}s" + (" while others wait for memory" if pressure else "")
+        wstep, rstep = self.wstep, self.rstep
+        if wstep is not None and now - wstep > step:
             why = f"the client does not read its answers ({IO_STEP // 1024} KiB not taken"
-            return self._time_out(f"{why} in {lim.io_timeout:g}s)", stuck=True)
+            return self._time_out(f"{why} {when})", stuck=True)
         if not self.channels:
             if now - self.born > lim.handshake_timeout:
                 self._time_out(f"no handshake within {lim.handshake_timeout:g}s")
-        elif self.rstate == "body" and self.rdeadline is not None and now > self.rdeadline:
-            self._time_out(
-                f"a packet arrives too slowly (not {IO_STEP // 1024} KiB in {lim.io_timeout:g}s)"
-            )
+        elif self.rstate == "body" and rstep is not None and now - rstep > step:
+            self._time_out(f"a packet arrives too slowly (not {IO_STEP // 1024} KiB {when})")
         elif (
             self.rstate == "idle"
             and not self.outstanding
@@ -519,14 +547,21 @@ class _Connection:
         ):
             self._time_out(f"idle for {lim.idle_timeout:g}s")
 
-    def _time_out(self, why: str, stuck: bool = False) -> None:
+    def evict(self, why: str) -> None:
+        """Close a connection still in its handshake to make room (`E_BUSY`)."""
+        self._time_out(why, code=E_BUSY)
+
+    def _time_out(self, why: str, stuck: bool = False, code: int = E_TIMEOUT) -> None:
         """Tell the client why (unless its answers are stuck) and close."""
-        self.timed_out = True
+        with self.cond:
+            if self.timed_out:
+                return  # the warden and an eviction may both come
+            self.timed_out = True
         if stuck:
             log.warning("%s: %s; dropping the connection", self.peer, why)
             self.kill()
             return
-        self._fatal(E_TIMEOUT, why)
+        self._fatal(code, why)
         # the reader sees the end of the stream; what was admitted is answered
         shutdown_read = getattr(self.t, "shutdown_read", None)
         if shutdown_read is None:
@@ -582,7 +617,9 @@ class BlockServer:
         self.max_buffered = self.limits.per_connection
         self._cond = threading.Condition()  # guards the budget of every connection
         self._used = 0  # octets of the budget charged
+        self._waiting = 0  # readers waiting for the budget (not their own limits)
         self._warden: Warden | None = None
+        bound_malloc()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vt-serve-work")
         self._lock = threading.Lock()
         self._conns: set[_Connection] = set()
@@ -715,11 +752,13 @@ class BlockServer:
             total = len(self._conns)
             if total >= lim.max_connections:
                 return f"too many connections ({total}, the server's maximum); try again later"
-            shaking = sum(1 for c in self._conns if not c.channels)
-        if shaking >= lim.max_handshaking:
-            return (
-                f"too many connections in their handshake ({shaking}, half the server's"
-                f" maximum of {lim.max_connections}); try again later"
+            shaking = [c for c in self._conns if not c.channels and not c.timed_out]
+        if len(shaking) >= lim.max_handshaking:
+            # strangers must not lock everyone out: the oldest gives way to the new one
+            oldest = min(shaking, key=lambda c: c.born)
+            oldest.evict(
+                f"too many connections in their handshake ({len(shaking)}, half the"
+                f" server's maximum of {lim.max_connections}); this, the oldest, is closed"
             )
         return None
 
