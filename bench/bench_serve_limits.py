@@ -88,6 +88,7 @@ class Server:
         self.tmp = tmp
         self.sock = str(tmp / "vt.sock")
         ready = tmp / "ready"
+        self._stop = threading.Event()
         self.stderr = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             vt("-S", str(tmp / "dd"), "serve", "--ready-file", str(ready), self.sock, *extra),
@@ -104,7 +105,6 @@ class Server:
             time.sleep(0.02)
         self.spec = ready.read_text().strip()
         self.samples: list[int] = []
-        self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
         self._sampler.start()
 

@@ -238,7 +238,10 @@ class Warden:
     def _run(self) -> None:
         while not self.stopping.wait(self.tick):
             now = time.monotonic()
-            pressure = self.server._waiting > 0
+            # pressure: a reader waits for the budget, or did a moment ago (a busy
+            # client's waits are short but many)
+            srv = self.server
+            pressure = srv._waiting > 0 or now - srv._pressure_at < PRESSURE_GRACE
             for conn in self.server.connections():
                 try:
                     conn.check_deadlines(now, pressure)

@@ -132,6 +132,7 @@ class _Connection:
                     if (why == "budget") != waiting:
                         waiting = not waiting
                         s._waiting += 1 if waiting else -1
+                        s._pressure_at = time.monotonic()
                     self.cond.wait()
             finally:
                 if waiting:
@@ -618,6 +619,7 @@ class BlockServer:
         self._cond = threading.Condition()  # guards the budget of every connection
         self._used = 0  # octets of the budget charged
         self._waiting = 0  # readers waiting for the budget (not their own limits)
+        self._pressure_at = float("-inf")  # when one last began or ended such a wait
         self._warden: Warden | None = None
         bound_malloc()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vt-serve-work")
