@@ -393,3 +393,13 @@ def test_200_hostile_connections_during_a_save(tmp_path):
 def test_200_stalled_connections_during_a_1_gib_save(tmp_path):
     r = _attack_run(tmp_path, 1024, {"silent": 50, "trickle": 50, "stall": 50, "flood": 50})
     print({k: r[k] for k in ("rss_idle", "rss_peak", "save_seconds", "attack")})
+
+
+def test_refusal_over_tcp(serve, raw):
+    srv, spec = serve({"": MemoryStore()}, "127.0.0.1:0", limits=Limits(max_connections=1))
+    held = _established(raw, spec)
+    code, message = _connection_error(raw(spec))
+    assert code == E_BUSY and "too many connections (1" in message
+    with pytest.raises(StoreError, match="too many connections"):
+        StreamStore(spec, reconnect_timeout=0.5)
+    held.close()
