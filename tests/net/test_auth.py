@@ -93,19 +93,23 @@ def keyed(serve):
     return srv, spec, store, keys
 
 
-def _refused(c) -> P.Packet:
-    """Read until the server closes; return the error answers it sent."""
+def _refused(c, code: int) -> bool:
+    """Read until the server closes: every answer must be an error, and the error
+    `code`, unless the connection was reset (the server closed with our pipelined
+    requests unread, and the kernel's reset may overtake its error answer)."""
     errors = []
+    reset = False
     while True:
         try:
             p = c.recv()
         except (ConnectionResetError, P.TruncatedPacket):
+            reset = True
             break
         if p is None:
             break
         assert p.is_error, f"answered {P.OP_NAMES.get(p.op)} without authentication"
         errors.append(P.decode_error(p.payload)[0])
-    return errors
+    return errors == [code] or (reset and not errors)
 
 
 def _store_untouched(store):
@@ -123,12 +127,12 @@ def test_unauthenticated_client_is_refused_for_every_request_type(keyed, raw, op
     c = raw(spec)
     c.request(P.OP_HELLO, P.encode_hello(1, None, ""), tag=1)
     c.request(op, PAYLOADS[op], tag=2, flags=_flags(op))
-    assert _refused(c) == [P.E_AUTH]
+    assert _refused(c, P.E_AUTH)
     assert c.at_eof()
     # the request alone (no HELLO): refused, and the stranger is closed
     c2 = raw(spec)
     c2.request(op, PAYLOADS[op], tag=2, flags=_flags(op))
-    assert _refused(c2) == [P.E_CHANNEL]
+    assert _refused(c2, P.E_CHANNEL)
     _store_untouched(store)
 
 
@@ -146,7 +150,7 @@ def test_wrong_key_is_refused_for_every_request_type(keyed, raw, op):
     c.request(P.OP_AUTH, a.respond(nonce.payload), tag=2)
     c.request(P.OP_HELLO, P.encode_hello(1, None, ""), tag=3)
     c.request(op, PAYLOADS[op], tag=4, flags=_flags(op))
-    assert _refused(c) == [P.E_AUTH]
+    assert _refused(c, P.E_AUTH)
     _store_untouched(store)
 
 
@@ -199,7 +203,7 @@ def test_a_replayed_exchange_fails(keyed, raw):
     c2.request(P.OP_AUTH, proof, tag=2)
     c2.request(P.OP_HELLO, P.encode_hello(1, None, ""), tag=3)
     c2.request(P.OP_ADD, PAYLOADS[P.OP_ADD], tag=4)
-    assert _refused(c2) == [P.E_AUTH]
+    assert _refused(c2, P.E_AUTH)
     _store_untouched(store)
 
 
@@ -212,7 +216,7 @@ def test_one_attempt_per_connection(keyed, raw):
     assert not c.auth(keys["rw"]).is_error
     again = ClientAuth(keys["rw"])
     c.request(P.OP_AUTH, again.start(), tag=9)
-    assert _refused(c) == [P.E_AUTH]
+    assert _refused(c, P.E_AUTH)
 
 
 def test_client_refuses_a_server_without_the_key(raw):
