@@ -157,7 +157,7 @@ def bound_malloc() -> None:
 
 
 def _mib(n: int) -> str:
-    return f"{n / MIB:g} MiB"
+    return f"{-(-n // MIB)} MiB"  # rounded up: a budget of that size is enough
 
 
 def request_need(pkt: P.Packet) -> int:
@@ -287,7 +287,7 @@ def limits_from_options(args, max_packet: int = P.DEFAULT_MAX_PACKET) -> Limits:
         )
         return lim.checked(max_packet)
     except ValueError as e:
-        raise ConfigError(f"vt serve: {e}") from None
+        raise ConfigError(str(e)) from None
 
 
 def _given(value, default):
