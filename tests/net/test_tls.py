@@ -171,3 +171,24 @@ def test_bad_tls_files_are_one_clear_error(tmp_path, certs):
     with pytest.raises(TLSError):
         server_context(str(d / "c.pem"), str(d / "other-k.pem"))  # not its key
     assert isinstance(ssl.SSLContext, type)
+
+
+def test_a_stalled_tls_handshake_does_not_block_others(tls_server, certs, clients):
+    """The server runs each TLS handshake on the connection's own thread: clients
+    that connect and say nothing (or send garbage) do not hold up the next one."""
+    import socket
+
+    spec, store, key = tls_server
+    _, pin, _ = certs
+    host, port = spec[4:].rsplit(":", 1)
+    silent = [socket.create_connection((host, int(port))) for _ in range(5)]
+    garbage = socket.create_connection((host, int(port)))
+    garbage.sendall(b"\x16\x03\x01\x00\x05hello" + os.urandom(100))
+    try:
+        st = clients(spec, key=key, tls_pin=pin, connect_timeout=5)
+        h = st.add(b"still served " * 100)
+        st.flush()
+        assert h in store
+    finally:
+        for s in [*silent, garbage]:
+            s.close()
