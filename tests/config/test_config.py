@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -288,3 +289,22 @@ def test_vt_config_shows_the_default_socket_path(tmp_path, vt_env):
     r = vt(dict(vt_env, VT_DIR=str(tmp_path / "b")), "-c", str(p), "config")
     assert r.returncode == 0, r.stderr
     assert f"socket_path = {tmp_path / 'b' / 'remote.sock'}  # default of type unix" in r.stdout
+
+
+def test_file_keys_resolve_against_the_basedir(tmp_path):
+    """Keys naming files (a crypt clause's key and index, a server's TLS and
+    key files, a client's key file) are relative to basedir, like `path`."""
+    p = write(
+        tmp_path,
+        "[GLOBAL]\nbasedir = /srv/vt\n"
+        "[enc]\ntype = crypt\nstore = [default]\nkey_file = keys/enc.key\n"
+        "passphrase_file = ~/pw\nindex = enc.idx\n"
+        "[remote]\ntype = tcp\nhost = example.org\nport = 1\nkey_file = my.key\n"
+        "tls_ca = ca.pem\n",
+    )
+    c = load_config(p)
+    enc = c.clause_spec("enc").params
+    assert enc["key_file"] == "/srv/vt/keys/enc.key" and enc["index"] == "/srv/vt/enc.idx"
+    assert enc["passphrase_file"] == os.path.expanduser("~/pw")
+    remote = c.clause_spec("remote").params
+    assert remote["key_file"] == "/srv/vt/my.key" and remote["tls_ca"] == "/srv/vt/ca.pem"

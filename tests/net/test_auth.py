@@ -451,6 +451,9 @@ def test_vt_cli_end_to_end_with_keys(tmp_path, server_process, helpers):
     r = run("-S", spec, "cat", ref)
     assert r.returncode != 0 and "authentication required" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    # the global option names the key as the issue has it: vt --key-file FILE
+    r = run("--key-file", str(tmp_path / "w.key"), "-S", spec, "save", str(other))
+    assert r.returncode == 0, r.stderr
     assert srv.terminate() == 0
 
 

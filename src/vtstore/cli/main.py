@@ -93,6 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="hash class for new stores (default $VT_HASHCLASS or blake3)",
     )
+    p.add_argument(
+        "--key-file",
+        dest="key_file",
+        metavar="FILE",
+        help="the key for authenticating to tcp:/tls: block servers (default $VT_KEY_FILE;"
+        " made by 'vt key new')",
+    )
     g = p.add_mutually_exclusive_group()
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter")
     g.add_argument("-v", "--verbose", action="count", default=0, help="more detail; -vv debug")
@@ -142,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("-H: an empty hash class name")  # not silently the default
     if args.hashclass:
         os.environ["VT_HASHCLASS"] = args.hashclass
+    if args.key_file is not None:
+        if not args.key_file.strip():
+            parser.error("--key-file: an empty file name")
+        os.environ["VT_KEY_FILE"] = args.key_file
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

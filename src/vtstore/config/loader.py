@@ -12,7 +12,18 @@ from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.spec import StoreSpec, ensure_provider, store_types
 
 _SUBST = re.compile(r"\{(\w*)\}")
-_PATH_KEYS = ("path", "socket_path")
+# keys naming files: ~ expanded, relative to the configuration's basedir
+_PATH_KEYS = (
+    "path",
+    "socket_path",
+    "key_file",
+    "passphrase_file",
+    "index",
+    "auth_keys",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+)
 _GLOBAL = "GLOBAL"
 
 
