@@ -60,8 +60,8 @@ PRESSURE_GRACE = 2.0
 HANDSHAKE_OUTSTANDING = 4
 #: Error codes of the limits (numbers chosen clear of protocol.py's; protocol.py
 #: should adopt them).
-E_BUSY = getattr(P, "E_BUSY", 20)  # too many connections; try again later
-E_TIMEOUT = getattr(P, "E_TIMEOUT", 21)  # idle, too slow, or no handshake in time
+E_BUSY = P.E_BUSY  # too many connections; try again later
+E_TIMEOUT = P.E_TIMEOUT  # idle, too slow, or no handshake in time
 
 #: Most items one request may carry, and the octets each one costs the server
 #: while it runs (decoded objects and its part of the answer; measured: a

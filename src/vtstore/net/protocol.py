@@ -105,6 +105,8 @@ E_INTERNAL = 14  # a server bug
 E_SHUTDOWN = 15  # the server is stopping; reconnect later
 E_AUTH = 16  # authentication required, or failed (the connection is then closed)
 E_DENIED = 17  # the key (or peer) has no right to do this on this export
+E_BUSY = 20  # too many connections; try again later (the connection is then closed)
+E_TIMEOUT = 21  # idle, too slow, or no handshake in time (the connection is then closed)
 
 ERROR_NAMES = {
     E_PROTOCOL: "protocol",
@@ -124,6 +126,8 @@ ERROR_NAMES = {
     E_SHUTDOWN: "shutdown",
     E_AUTH: "auth",
     E_DENIED: "denied",
+    E_BUSY: "busy",
+    E_TIMEOUT: "timeout",
 }
 
 #: hello flags
