@@ -680,6 +680,11 @@ class DataDir(Store):
         """Take the datadir lock exclusively (no other open store anywhere)."""
         self._check_open()
         self._ensure_initialized()
+        self._flock_exclusive()
+
+    def _flock_exclusive(self) -> None:
+        """Close this store's writer and take the datadir lock exclusively, or
+        say in one line that another store or process has it open."""
         with self._wlock:
             self._close_writer(seal=False)
         try:
@@ -714,16 +719,7 @@ class DataDir(Store):
         self.check_can_write("rebuild the index")
         if self.meta is None:
             self._ensure_initialized()
-        with self._wlock:
-            self._close_writer(seal=False)
-        try:
-            fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StoreError(
-                    f"datadir {self.path} is in use by another store or process; close it first"
-                ) from None
-            raise _oserror(f"locking {self.path}", e) from None
+        self._flock_exclusive()
         keep = {}
         if self._index is not None:
             try:
