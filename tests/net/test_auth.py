@@ -112,6 +112,16 @@ def _refused(c, code: int) -> bool:
     return errors == [code] or (reset and not errors)
 
 
+def _pipelined(c, *requests) -> None:
+    """Send requests behind one the server will refuse; once it has refused and
+    closed, a send fails (EPIPE, or a reset): what is not sent is not served."""
+    try:
+        for op, payload, tag, flags in requests:
+            c.request(op, payload, tag=tag, flags=flags)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+
+
 def _store_untouched(store):
     assert list(store.hashcodes()) == [HC]
     assert store.lines == []
@@ -125,8 +135,9 @@ def test_unauthenticated_client_is_refused_for_every_request_type(keyed, raw, op
     """HELLO then the request, pipelined, without AUTH: E_AUTH, closed, nothing done."""
     _, spec, store, _ = keyed
     c = raw(spec)
-    c.request(P.OP_HELLO, P.encode_hello(1, None, ""), tag=1)
-    c.request(op, PAYLOADS[op], tag=2, flags=_flags(op))
+    _pipelined(
+        c, (P.OP_HELLO, P.encode_hello(1, None, ""), 1, 0), (op, PAYLOADS[op], 2, _flags(op))
+    )
     assert _refused(c, P.E_AUTH)
     assert c.at_eof()
     # the request alone (no HELLO): refused, and the stranger is closed
@@ -148,8 +159,9 @@ def test_wrong_key_is_refused_for_every_request_type(keyed, raw, op):
     nonce = c.recv()
     assert not nonce.is_error
     c.request(P.OP_AUTH, a.respond(nonce.payload), tag=2)
-    c.request(P.OP_HELLO, P.encode_hello(1, None, ""), tag=3)
-    c.request(op, PAYLOADS[op], tag=4, flags=_flags(op))
+    _pipelined(
+        c, (P.OP_HELLO, P.encode_hello(1, None, ""), 3, 0), (op, PAYLOADS[op], 4, _flags(op))
+    )
     assert _refused(c, P.E_AUTH)
     _store_untouched(store)
 
@@ -201,8 +213,9 @@ def test_a_replayed_exchange_fails(keyed, raw):
     nonce2 = c2.recv()
     assert nonce2.payload != nonce.payload
     c2.request(P.OP_AUTH, proof, tag=2)
-    c2.request(P.OP_HELLO, P.encode_hello(1, None, ""), tag=3)
-    c2.request(P.OP_ADD, PAYLOADS[P.OP_ADD], tag=4)
+    _pipelined(
+        c2, (P.OP_HELLO, P.encode_hello(1, None, ""), 3, 0), (P.OP_ADD, PAYLOADS[P.OP_ADD], 4, 0)
+    )
     assert _refused(c2, P.E_AUTH)
     _store_untouched(store)
 

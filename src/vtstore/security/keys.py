@@ -24,6 +24,7 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 
+from vtstore import fileio
 from vtstore.errors import ConfigError
 
 #: The three rights, in the order they are printed.
@@ -167,26 +168,12 @@ def _read_private(path: str, what: str) -> str:
 
 
 def write_private(path: str, text: str, exclusive: bool = False) -> None:
-    """Write `text` to `path` (mode 0600) atomically, through a temporary file."""
-    path = os.path.expanduser(os.fspath(path))
-    if exclusive and os.path.lexists(path):
-        raise KeyFileError(f"{path}: exists already (remove it first)")
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, mode=0o700, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    """Write `text` to `path` (mode 0600) atomically (`vtstore.fileio`); with
+    `exclusive`, never over an existing file."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        fileio.write_private(path, text.encode("utf-8"), replace=not exclusive)
+    except FileExistsError:
+        raise KeyFileError(f"{path}: exists already (remove it first)") from None
 
 
 def load_key_file(path: str) -> Key:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vtstore.errors import ConfigError, StoreError
+from vtstore.fileio import write_private
 
 FORMAT_NAME = "vtstore-crypt-key"
 FORMAT_VERSION = 1
@@ -174,37 +175,16 @@ def _wrap_doc(key: MasterKey, passphrase: bytes, log_n: int, created: str) -> di
 
 
 def _write_private(path: Path, doc: dict, replace: bool) -> None:
-    """Write `doc` to `path` 0600, durably; with `replace`, atomically over it."""
+    """Write `doc` to `path` 0600, durably; with `replace`, atomically over it,
+    else never over an existing key (that would lose data)."""
     data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            os.rename(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # never over an existing key: that would lose data
-            finally:
-                os.unlink(tmp)
-        dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_private(path, data, replace=replace)
     except FileExistsError:
         raise CryptKeyError(
             f"{path}: a key file exists already (vt crypt passwd re-wraps it)"
         ) from None
     except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise CryptKeyError(f"{path}: {e.strerror}") from None
 
 
