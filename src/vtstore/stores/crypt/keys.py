@@ -38,7 +38,7 @@ from vtstore.fileio import write_private
 FORMAT_NAME = "vtstore-crypt-key"
 FORMAT_VERSION = 1
 DEFAULT_LOG_N = 17
-MIN_LOG_N = 10  # tests only; `vt crypt init` refuses less than 14
+MIN_LOG_N = 10  # lower than any real use (17, the default): tests use 12 to be quick
 MAX_LOG_N = 20  # 1 GiB of memory per guess with r=8: more is a typo
 #: the most memory a key file may ask scrypt for (128 * r * n octets)
 MAX_SCRYPT_MEMORY = 1 << 30
