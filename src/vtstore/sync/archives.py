@@ -1,0 +1,124 @@
+"""Archives moving by state: copy the trees of an archive's states to another
+store and append them to the destination's archive of the same name.
+
+The order rule: an archive's lines are in time order and stay so.  Only the
+source states newer than the destination archive's latest state are appended
+(oldest first, after it); a source state at or before that time is not
+appended, even if the destination never had it, because appending it would put
+an older state after a newer one.  This also deduplicates: pushing the same
+archive twice appends nothing the second time, and two sources pushing into one
+archive interleave by time as far as the order allows (a state older than what
+the other source already pushed is reported as `older`, not appended).  Only
+the latest state of the destination is read, so a remote archive (a block
+server's `archive_last`/`archive_update`) works as well as a local file.
+
+A state is appended only after its whole tree arrived; a state whose tree had a
+bad source block stops the appending there (later states would leave it behind
+for good), and is reported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vtstore.archive import Archive, ArchiveEntry, archive_in, store_identity
+from vtstore.errors import VTError
+from vtstore.sync.tree import SyncStats, TreeSync
+
+
+@dataclass
+class ArchivePush:
+    """What pushing one archive did."""
+
+    source: str
+    dest: str
+    appended: list[ArchiveEntry] = field(default_factory=list)
+    #: states already in the destination (the same when and dirent as one there)
+    present: int = 0
+    #: states not newer than the destination's latest one, so not appended
+    older: int = 0
+    #: states held back because their trees could not be copied whole
+    held_back: int = 0
+    stats: list[SyncStats] = field(default_factory=list)
+
+
+def dest_archive(dst, name: str):
+    """The archive called `name` kept by store `dst`: a `.vt` file of a datadir
+    (or of an encrypting store), a block server's remote archive, else None."""
+    path_of = getattr(dst, "archive_path", None)
+    if path_of is not None:
+        return archive_in(str(path_of(name)), dst)
+    if hasattr(dst, "archive_last") and hasattr(dst, "archive_update"):
+        from vtstore.net.client import RemoteArchive
+
+        return RemoteArchive(dst, name)
+    return None
+
+
+def archive_name(text: str) -> str:
+    """The name an archive given as `X.vt` or `[clause]NAME` has in the destination."""
+    if text.startswith("[") and "]" in text:
+        return text[text.index("]") + 1 :].split("/", 1)[0]
+    base = os.path.basename(text.rstrip("/"))
+    return base[:-3] if base.endswith(".vt") else base
+
+
+def source_states(archive) -> list[ArchiveEntry]:
+    """Every state of a source archive, oldest first (a remote one: its latest)."""
+    if isinstance(archive, Archive):
+        if not archive.exists():
+            raise VTError(f"{archive.path}: no such archive")
+        return sorted(archive.entries(), key=lambda e: e.when)
+    last = archive.last()
+    return [] if last is None else [last]
+
+
+def push_archive(
+    src,
+    dst,
+    src_archive,
+    dst_archive,
+    *,
+    full: bool = False,
+    dry_run: bool = False,
+    force: bool = False,
+    on_progress: Callable[[SyncStats], None] | None = None,
+) -> ArchivePush:
+    """Copy the states of `src_archive` (blocks in `src`) that `dst_archive` lacks
+    into `dst` and append them (see the module docstring).  `dst_archive` None:
+    copy the trees of every state, append nothing."""
+    res = ArchivePush(str(src_archive), str(dst_archive))
+    states = source_states(src_archive)
+    last = dst_archive.last() if dst_archive is not None else None
+    todo = []
+    for e in states:
+        if last is not None and e.when <= last.when:
+            if e.when == last.when and str(e.dirent) == str(last.dirent):
+                res.present += 1
+            else:
+                res.older += 1
+            continue
+        todo.append(e)
+    if todo and isinstance(dst_archive, Archive) and not dry_run:
+        dst_archive.check_store(dst, force=force, last=last)
+    ident = store_identity(dst)
+    for i, e in enumerate(todo):
+        ts = TreeSync(src, dst, full=full, dry_run=dry_run, on_progress=on_progress)
+        ts.add_dirent(e.dirent, f"{src_archive}@{e.isotime}")
+        st = ts.run()
+        res.stats.append(st)
+        if st.problems or st.failed:
+            res.held_back = len(todo) - i
+            break
+        if dst_archive is None or dry_run:
+            if dry_run:
+                res.appended.append(e)
+            continue
+        if isinstance(dst_archive, Archive):
+            dst_archive.update(e.dirent, e.when, e.uuid, e.name, e.comment, store_id=ident)
+        else:
+            dst_archive.update(e.dirent, e.when, e.uuid, e.name, e.comment)
+        res.appended.append(e)
+    return res
