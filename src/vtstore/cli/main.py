@@ -45,6 +45,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("scan", "scan", "show how a file would be cut into blocks"),
     ("ftp", "ftp", "interactive shell over a tree"),
     ("publish", "publish", "store a path and print an x-vt: URI"),
+    ("migrate", "migrate", "copy trees into a store of another hash class"),
     ("benchmark", "benchmark", "measure chunking, hashing and store speed"),
 ]
 

@@ -1,0 +1,263 @@
+"""Hash migration (issue 14, item 6): `vt migrate` and `vtstore.sync.migrate`.
+
+Real datadirs and real `vt` processes: a tree with every kind of entry is packed
+into a blake3 store, migrated to sha3_256 and sha1, unpacked from the new store
+and compared with `rsync -naHAXc`; an archive of three states keeps its times and
+order; a migration killed with SIGKILL resumes from its map file; a missing
+source block is one clear error naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vtstore.archive import Archive
+from vtstore.blocks import HashCodeBlock, IndirectBlock, SubBlock, block_for, decode_blockrefs
+from vtstore.errors import CorruptBlockError, MissingBlockError
+from vtstore.hashes import Hash_BLAKE3, Hash_SHA1, Hash_SHA3_256
+from vtstore.stores.datadir import DataDir
+from vtstore.stores.memory import MemoryStore
+from vtstore.sync.migrate import MigrateError, Migrator, verify_trees
+from vtstore.tree.dir import dir_entries, make_dir, walk
+from vtstore.tree.dirent import T_DIR, Dirent, FileDirent, decode_dirent
+from vtstore.tree.links import decode_ext, encode_ext
+
+from ..tree.conftest import make_rich_tree, rsync_diff
+
+
+def vt(*args, check=True, store="memory:"):
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-S", str(store), *args],
+        capture_output=True,
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"vt {' '.join(args)} failed ({r.returncode}): {r.stderr.decode()}")
+    assert b"Traceback" not in r.stderr, r.stderr.decode()
+    return r
+
+
+def reachable_hashcodes(top: Dirent, store) -> list:
+    """Every hashcode the tree under `top` reaches: directory blocks, file
+    leaves and indirect blocks, previous versions and link tables."""
+    out = []
+    todo_blocks = []
+    todo_dirents = [top]
+    while todo_dirents:
+        d = todo_dirents.pop()
+        for _, e in walk(d, store):
+            if e.block is not None:
+                todo_blocks.append(e.block)
+            if e.prev is not None:
+                todo_blocks.append(e.prev)
+                todo_dirents.append(decode_dirent(e.prev.data(store)))
+            if e.type == T_DIR and e.ext:
+                t = decode_ext(e.ext)
+                if t is not None:
+                    todo_dirents.append(Dirent(T_DIR, block=t[0]))
+    while todo_blocks:
+        b = todo_blocks.pop()
+        while type(b) is SubBlock:
+            b = b.superblock
+        if isinstance(b, HashCodeBlock | IndirectBlock):
+            out.append(b.hashcode)
+            if isinstance(b, IndirectBlock):
+                todo_blocks.extend(decode_blockrefs(store[b.hashcode]))
+    return out
+
+
+@pytest.mark.parametrize("newclass", ["sha3_256", "sha1"])
+def test_rich_tree_migrates_byte_identical(tmp_path, newclass):
+    src = str(tmp_path / "src")
+    info = make_rich_tree(src)
+    old, new = tmp_path / "old", tmp_path / "new"
+    vt("-q", "pack", src, store=old)
+    archive = src + ".vt"
+    r = vt("migrate", str(old), str(new), "--hash", newclass, "--verify", archive)
+    assert b"verified" in r.stderr
+    out_archive = f"{src}.{newclass}.vt"
+    assert os.path.exists(out_archive) and os.path.exists(out_archive + ".map")
+    restored = str(tmp_path / "restored")
+    vt("-q", "unpack", out_archive, restored, store=new)
+    assert rsync_diff(src, restored) == []
+    # and the new tree names only new-class hashes, every one of them in the new store
+    (state,) = Archive(out_archive).entries()
+    with DataDir(str(new), readonly=True) as dst:
+        assert dst.hashclass.hashname == newclass
+        hcs = reachable_hashcodes(state.dirent, dst)
+        assert len(hcs) > 300
+        assert {type(h).hashname for h in hcs} == {newclass}
+        assert all(dst.contains_many(hcs))
+    assert info["device"] or os.geteuid() != 0
+
+
+def _pack_states(tmp_path, store, n=3):
+    src = str(tmp_path / "tree")
+    os.makedirs(src)
+    for i in range(n):
+        with open(f"{src}/f{i}", "wb") as f:
+            f.write(os.urandom(100_000 + i))
+        with open(f"{src}/common", "w") as f:
+            f.write(f"state {i}\n" * 1000)
+        vt("-q", "pack", src, store=store)
+        time.sleep(0.01)
+    return src
+
+
+def test_archive_states_keep_times_and_order(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    src = _pack_states(tmp_path, old)
+    archive = src + ".vt"
+    out = str(tmp_path / "migrated.vt")
+    vt("-q", "migrate", str(old), str(new), "--hash", "sha1", "-o", out, archive)
+    before = list(Archive(archive).entries())
+    after = list(Archive(out).entries())
+    assert len(before) == len(after) == 3
+    assert [e.when for e in after] == [e.when for e in before]
+    assert sorted(e.when for e in after) == [e.when for e in after]
+    for a, b in zip(before, after, strict=True):
+        assert (a.uuid, a.name, a.comment) == (b.uuid, b.name, b.comment)
+        assert a.dirent.block.hashcode != b.dirent.block.hashcode
+        assert type(b.dirent.block.hashcode) is Hash_SHA1
+    assert after[-1].store_id is not None and after[-1].store_id != before[-1].store_id
+    # the record of old top -> new top, one line per state
+    import json
+
+    recs = [json.loads(line) for line in open(out + ".map")]
+    assert [r["old"] for r in recs] == [str(e.dirent) for e in before]
+    assert [r["new"] for r in recs] == [str(e.dirent) for e in after]
+    # every state, not just the last, is the same tree
+    with DataDir(str(old), readonly=True) as s, DataDir(str(new), readonly=True) as d:
+        for a, b in zip(before, after, strict=True):
+            assert verify_trees(a.dirent, s, b.dirent, d) >= 3
+    restored = str(tmp_path / "restored")
+    vt("-q", "unpack", out, restored, store=new)
+    assert rsync_diff(src, restored) == []
+    # a second run (a resume of a finished migration) adds no state
+    vt("-q", "migrate", str(old), str(new), "-o", out, archive)
+    assert len(list(Archive(out).entries())) == 3
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path):
+    src = str(tmp_path / "big")
+    os.makedirs(src)
+    for d in range(12):
+        os.makedirs(f"{src}/d{d}")
+        for i in range(50):
+            with open(f"{src}/d{d}/f{i}", "wb") as f:
+                f.write(os.urandom(60_000))  # 36 MB in all
+    old, new = tmp_path / "old", tmp_path / "new"
+    vt("-q", "pack", src, store=old)
+    archive = src + ".vt"
+    mapfile = str(tmp_path / "m.map")
+    cmd = [sys.executable, "-m", "vtstore.cli.main", "-S", "memory:", "migrate"]
+    cmd += [str(old), str(new), "--hash", "sha3_256", "--map", mapfile, "--commit-every", "0.05"]
+    p = subprocess.Popen(cmd + [archive], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and p.poll() is None:
+        if os.path.exists(mapfile) and os.path.getsize(mapfile) > 40_000:
+            break
+        time.sleep(0.01)
+    assert p.poll() is None, "the migration finished before it could be killed"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    assert not Archive(src + ".sha3_256.vt").exists() or not list(
+        Archive(src + ".sha3_256.vt").entries()
+    )
+    t0 = time.monotonic()
+    r = vt("migrate", str(old), str(new), "--hash", "sha3_256", "--map", mapfile, archive)
+    second = time.monotonic() - t0
+    err = r.stderr.decode()
+    assert "resuming with" in err, err
+    resumed = int(err.split("resuming with ")[1].split()[0])
+    hashed = int(err.split("migrate: ")[-1].split()[0])
+    (state,) = Archive(archive).entries()
+    with DataDir(str(old), readonly=True) as s:
+        total = len(set(reachable_hashcodes(state.dirent, s)))  # leaves, indirect, dirs
+    # the blocks mapped before the kill are not hashed again
+    assert resumed > 500 and hashed <= total - 500, (total, err)
+    restored = str(tmp_path / "restored")
+    vt("-q", "unpack", src + ".sha3_256.vt", restored, store=new)
+    assert rsync_diff(src, restored) == []
+    print(f"resumed {resumed} mapped blocks, re-hashed {hashed}, second run {second:.2f}s")
+
+
+def test_missing_source_block_is_one_clear_error(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    f = tmp_path / "x"
+    f.write_bytes(os.urandom(5000))
+    vt("-q", "save", str(f), store=old)  # makes the datadir
+    missing = "blake3:" + "ab" * 32
+    ref = 'D{block:LB{data:"\\x01\\x00"}}'  # an empty directory: fine
+    r = vt("migrate", str(old), str(new), "--hash", "sha1", ref)
+    assert r.stdout.decode().startswith("D{")
+    for ref in (
+        f'F{{name:"x",block:B{{hash:{missing},span:5000}}}}',
+        f"I{{hash:{missing},span:9}}",
+    ):
+        r = vt("migrate", str(old), str(new), "--hash", "sha1", ref, check=False)
+        err = r.stderr.decode().strip()
+        assert r.returncode != 0 and len(err.splitlines()) == 1, err
+        assert "ab" * 32 in err, err
+
+
+def test_same_class_and_foreign_map_are_refused(tmp_path):
+    a = MemoryStore(hashclass=Hash_BLAKE3)
+    with pytest.raises(MigrateError, match="both hold blake3"):
+        Migrator(a, MemoryStore(hashclass=Hash_BLAKE3))
+    m = tmp_path / "m.map"
+    m.write_bytes(b"VTMIGRATE 1 blake3 sha1\n")
+    with pytest.raises(MigrateError, match="not a map of this migration"):
+        Migrator(a, MemoryStore(hashclass=Hash_SHA3_256), mapfile=str(m))
+
+
+def test_prev_link_table_subblock_and_corrupt_block():
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    dst = MemoryStore(hashclass=Hash_SHA1)
+    data = os.urandom(300_000)
+    leaf = HashCodeBlock(src.add(data[:40_000]), 40_000)
+    f1 = FileDirent("a", block=block_for(data, src, 4096))  # a 3-level indirect tree
+    f2 = FileDirent("b", block=SubBlock(leaf, 100, 5000))
+    older = make_dir([FileDirent("old", block=leaf)], src)
+    bucket = make_dir([FileDirent("1", block=leaf, ext=b"\x01a")], src, name="0")
+    table = make_dir([bucket], src)
+    top = make_dir(
+        [f1, f2],
+        src,
+        salt=b"s" * 16,
+        prev=block_for(older.encode(), src),
+        ext=encode_ext(table.block, 2, 1),
+    )
+    m = Migrator(src, dst)
+    new = m.dirent(top)
+    hcs = reachable_hashcodes(new, dst)
+    assert hcs and {type(h) for h in hcs} == {Hash_SHA1}
+    assert verify_trees(top, src, new, dst) == 3
+    assert decode_dirent(new.prev.data(dst)).name == ""
+    assert [e.name for e in dir_entries(decode_dirent(new.prev.data(dst)), dst)] == ["old"]
+    (b,) = dir_entries(Dirent(T_DIR, block=decode_ext(new.ext)[0]), dst)
+    assert [e.ext for e in dir_entries(b, dst)] == [b"\x01a"]
+    # a block whose data does not match its hash is reported, not copied
+    bad = MemoryStore(hashclass=Hash_BLAKE3)
+    h = bad.add(b"x" * 1000)
+    bad._blocks[h] = b"y" * 1000
+    with pytest.raises(CorruptBlockError):
+        Migrator(bad, MemoryStore(hashclass=Hash_SHA1)).block(HashCodeBlock(h, 1000))
+    with pytest.raises(MissingBlockError):
+        Migrator(MemoryStore(hashclass=Hash_BLAKE3), dst).block(leaf)
+
+
+def test_deep_tree_1000_levels():
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    dst = MemoryStore(hashclass=Hash_SHA3_256)
+    d = make_dir([FileDirent("f", block=block_for(os.urandom(100), src))], src, name="d")
+    for _ in range(999):
+        d = make_dir([d], src, name="d")
+    new = Migrator(src, dst).dirent(d)
+    assert verify_trees(d, src, new, dst) == 1001
