@@ -261,3 +261,69 @@ def test_deep_tree_1000_levels():
         d = make_dir([d], src, name="d")
     new = Migrator(src, dst).dirent(d)
     assert verify_trees(d, src, new, dst) == 1001
+
+
+def test_longer_digests_split_a_full_indirect_block():
+    """sha1 -> blake3: the refs of a full indirect block no longer fit one block."""
+    from vtstore.blocks import DEFAULT_MAX_BLOCK_SIZE, leaf_blocks, top_block_of
+
+    src = MemoryStore(hashclass=Hash_SHA1)
+    dst = MemoryStore(hashclass=Hash_BLAKE3)
+    datas = [os.urandom(100) for _ in range(3000)]
+    top = top_block_of(leaf_blocks(datas, src), src)
+    assert type(top) is IndirectBlock
+    new = Migrator(src, dst).block(top)
+    assert new.data(dst) == b"".join(datas)
+    todo = [new]
+    while todo:
+        b = todo.pop()
+        if type(b) is IndirectBlock:
+            raw = dst[b.hashcode]
+            assert len(raw) <= DEFAULT_MAX_BLOCK_SIZE
+            todo.extend(decode_blockrefs(raw))
+        else:
+            assert type(b.hashcode) is Hash_BLAKE3
+
+
+def test_verify_finds_a_difference():
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    dst = MemoryStore(hashclass=Hash_SHA1)
+    top = make_dir(
+        [FileDirent("a", block=block_for(os.urandom(50_000), src)), FileDirent("b")], src
+    )
+    new = Migrator(src, dst).dirent(top)
+    assert verify_trees(top, src, new, dst) == 3
+    other = make_dir(
+        [FileDirent("a", block=block_for(os.urandom(50_000), dst)), FileDirent("b")], dst
+    )
+    with pytest.raises(MigrateError, match="a: content differs"):
+        verify_trees(top, src, other, dst)
+    fewer = make_dir([FileDirent("a", block=block_for(os.urandom(5), dst))], dst)
+    with pytest.raises(MigrateError, match="differ"):
+        verify_trees(top, src, fewer, dst)
+
+
+def test_map_file_torn_tail_and_lost_blocks(tmp_path):
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    top = make_dir(
+        [FileDirent(f"f{i}", block=block_for(os.urandom(9000), src)) for i in range(20)], src
+    )
+    mapfile = str(tmp_path / "m.map")
+    with DataDir(str(tmp_path / "dst"), hashclass=Hash_SHA1) as dst:
+        m = Migrator(src, dst, mapfile=mapfile)
+        first = m.dirent(top)
+        m.commit()
+    size = os.path.getsize(mapfile)
+    with open(mapfile, "r+b") as f:
+        f.truncate(size - 7)  # a record cut by a kill
+    with DataDir(str(tmp_path / "dst"), hashclass=Hash_SHA1) as dst:
+        m = Migrator(src, dst, mapfile=mapfile)
+        assert m.map.loaded == 20  # 21 records, the torn last one (the directory) dropped
+        again = m.dirent(top)
+        assert again == first and m.stats.leaves_hashed == 0 and m.stats.reused == 20
+        m.commit()
+    # a destination that lost the blocks: the records are not trusted
+    with DataDir(str(tmp_path / "other"), hashclass=Hash_SHA1) as dst:
+        m = Migrator(src, dst, mapfile=mapfile)
+        assert m.map.loaded == 0 and m.map.dropped == 21
+        assert verify_trees(top, src, m.dirent(top), dst) == 21
