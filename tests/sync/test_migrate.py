@@ -327,3 +327,22 @@ def test_map_file_torn_tail_and_lost_blocks(tmp_path):
         m = Migrator(src, dst, mapfile=mapfile)
         assert m.map.loaded == 0 and m.map.dropped == 21
         assert verify_trees(top, src, m.dirent(top), dst) == 21
+
+
+def test_missing_block_inside_a_tree_names_the_entry(tmp_path):
+    from vtstore.sync.migrate import MigrateBlockError
+
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    gone = Hash_BLAKE3.from_data(b"not stored" * 10)
+    inner = make_dir([FileDirent("lost", block=HashCodeBlock(gone, 100))], src, name="sub")
+    top = make_dir([inner, FileDirent("ok", block=block_for(os.urandom(500), src))], src)
+    with pytest.raises(MigrateBlockError, match=f"sub/lost: .*{gone.hex_digest}") as ei:
+        Migrator(src, MemoryStore(hashclass=Hash_SHA1)).dirent(top)
+    assert ei.value.hashcode == gone
+    # from the command line: one line, no traceback, without --hash a clear hint
+    old = tmp_path / "old"
+    f = tmp_path / "x"
+    f.write_bytes(os.urandom(5000))
+    vt("-q", "save", str(f), store=old)
+    r = vt("migrate", str(old), str(tmp_path / "new"), str(f), check=False)
+    assert r.returncode != 0 and b"--hash" in r.stderr, r.stderr

@@ -75,6 +75,13 @@ def run(args) -> int:
         raise ConfigError("--output names the migrated archive of exactly one X.vt")
     with open_store_spec(args.src, config=config, readonly=True) as src:
         with open_store_spec(args.dst, config=config, hashclass=newclass) as dst:
+            if newclass is None and dst.hashclass is src.hashclass:
+                from vtstore.sync.migrate import MigrateError
+
+                raise MigrateError(
+                    f"{dst.name} holds {dst.hashclass.hashname} blocks, as {src.name} does:"
+                    " name the new class with --hash NAME"
+                )
             mapfile = None
             if args.map_path:
                 mapfile = args.map_path

@@ -62,7 +62,13 @@ from vtstore.blocks import (
     top_block_of,
 )
 from vtstore.codec import Reader, encode_varint
-from vtstore.errors import CorruptBlockError, FormatError, StoreError, VTError
+from vtstore.errors import (
+    CorruptBlockError,
+    FormatError,
+    MissingBlockError,
+    StoreError,
+    VTError,
+)
 from vtstore.hashes import read_hashcode
 from vtstore.tree.dir import decode_dir_data, encode_dir_block, read_dir_data
 from vtstore.tree.dirent import T_DIR, Dirent, decode_dirent
@@ -71,6 +77,7 @@ from vtstore.tree.links import decode_ext, encode_ext
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MigrateBlockError",
     "MigrateError",
     "MigrationMap",
     "Migrator",
@@ -91,6 +98,16 @@ MAX_NESTING = 64
 class MigrateError(StoreError):
     """A migration that cannot be done as asked (same hash class, a map file of
     other classes, an output archive that does not match its source)."""
+
+
+class MigrateBlockError(MigrateError):
+    """A block of the tree being migrated is missing or corrupt in the source;
+    the message names the entry, `cause` is the store's error."""
+
+    def __init__(self, msg: str, cause: VTError):
+        super().__init__(msg)
+        self.cause = cause
+        self.hashcode = getattr(cause, "hashcode", None)
 
 
 def _hashcode_of(b: Block):
@@ -371,20 +388,24 @@ class Migrator:
             frame = stack[-1]
             d, entries, i, out, salt = frame
             pushed = False
-            while i < len(entries):
-                e = entries[i]
-                i += 1
-                if e.type == T_DIR:
-                    got = self._open_dir(e, _nesting)
-                    if isinstance(got, Dirent):
-                        out.append(got)
+            try:
+                while i < len(entries):
+                    e = entries[i]
+                    i += 1
+                    if e.type == T_DIR:
+                        got = self._open_dir(e, _nesting)
+                        if isinstance(got, Dirent):
+                            out.append(got)
+                        else:
+                            frame[2] = i
+                            stack.append(got)
+                            pushed = True
+                            break
                     else:
-                        frame[2] = i
-                        stack.append(got)
-                        pushed = True
-                        break
-                else:
-                    out.append(self._simple(e, _nesting))
+                        out.append(self._simple(e, _nesting))
+            except (MissingBlockError, CorruptBlockError) as err:
+                where = "/".join([f[0].name for f in stack[1:]] + [e.name])
+                raise MigrateBlockError(f"{where}: {err}", err) from err
             if pushed:
                 continue
             stack.pop()
