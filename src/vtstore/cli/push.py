@@ -77,7 +77,7 @@ def _open(args, spec: str, readonly: bool):
     if not spec.strip():
         raise VTError(f"vt {args.command}: empty store spec")
     a = argparse.Namespace(**vars(args))
-    a.store_spec = None if spec == "-" else spec
+    a.store_spec = args.store_spec if spec == "-" else spec
     a.cache_spec = None
     return open_store_from_args(a, readonly=readonly)
 

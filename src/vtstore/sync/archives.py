@@ -75,6 +75,23 @@ def source_states(archive) -> list[ArchiveEntry]:
     return [] if last is None else [last]
 
 
+def _last_of(archive) -> ArchiveEntry | None:
+    """The latest state of a destination archive; None for none, or for a remote
+    archive the server does not have yet (the first update creates it)."""
+    if archive is None:
+        return None
+    if isinstance(archive, Archive):
+        return archive.last()
+    from vtstore.net import protocol as P
+
+    try:
+        return archive.last()
+    except P.RemoteError as e:
+        if getattr(e, "code", None) == P.E_NO_ARCHIVE:
+            return None
+        raise
+
+
 def push_archive(
     src,
     dst,
@@ -91,7 +108,7 @@ def push_archive(
     copy the trees of every state, append nothing."""
     res = ArchivePush(str(src_archive), str(dst_archive))
     states = source_states(src_archive)
-    last = dst_archive.last() if dst_archive is not None else None
+    last = _last_of(dst_archive)
     todo = []
     for e in states:
         if last is not None and e.when <= last.when:
@@ -103,10 +120,10 @@ def push_archive(
         todo.append(e)
     if todo and isinstance(dst_archive, Archive) and not dry_run:
         dst_archive.check_store(dst, force=force, last=last)
-    ident = store_identity(dst)
     for i, e in enumerate(todo):
         ts = TreeSync(src, dst, full=full, dry_run=dry_run, on_progress=on_progress)
-        ts.add_dirent(e.dirent, f"{src_archive}@{e.isotime}")
+        label = getattr(src_archive, "path", None) or str(src_archive)
+        ts.add_dirent(e.dirent, f"{label}@{e.isotime}")
         st = ts.run()
         res.stats.append(st)
         if st.problems or st.failed:
@@ -117,6 +134,8 @@ def push_archive(
                 res.appended.append(e)
             continue
         if isinstance(dst_archive, Archive):
+            # asked now: a datadir made by this push has its uuid once written to
+            ident = store_identity(dst)
             dst_archive.update(e.dirent, e.when, e.uuid, e.name, e.comment, store_id=ident)
         else:
             dst_archive.update(e.dirent, e.when, e.uuid, e.name, e.comment)

@@ -39,7 +39,7 @@ from vtstore.blocks import (
     SubBlock,
     decode_blockrefs,
 )
-from vtstore.errors import FormatError, VTError
+from vtstore.errors import FormatError, MissingBlockError, VTError
 from vtstore.tree.dir import decode_dir_data, read_dir_data
 from vtstore.tree.dirent import Dirent
 
@@ -283,6 +283,7 @@ class TreeSync:
         if not need:
             return out
         hcs = [h for h, _, _ in need]
+        errors: dict = {}
         try:
             datas = self.src.get_many(hcs)
         except VTError:  # find which: one at a time
@@ -290,13 +291,18 @@ class TreeSync:
             for h in hcs:
                 try:
                     datas.append(self.src[h])
-                except VTError:
+                except VTError as e:  # missing, or caught corrupt by the store itself
                     datas.append(None)
+                    errors[h] = e
         good = [d for d in datas if d is not None]
         sums = iter(self.src.hashclass.from_data_many(good))
         for (h, node, where), data in zip(need, datas, strict=True):
             if data is None:
-                self._problem(node, f"{where}: missing block {h} in {self.src.name}")
+                why = errors.get(h)
+                if why is None or isinstance(why, MissingBlockError):
+                    self._problem(node, f"{where}: missing block {h} in {self.src.name}")
+                else:
+                    self._problem(node, f"{where}: {self.src.name}: {why}")
                 continue
             if next(sums) != h:
                 self._problem(node, f"{where}: corrupt block {h} in {self.src.name}")

@@ -1,0 +1,241 @@
+"""`vt push` and `vt pull` end to end: real datadirs, real servers (unix:,
+tcp: with keys, a `|command` stdio server), killed processes, corrupt bytes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vtstore.archive import Archive
+from vtstore.stores.datadir import DataDir
+from vtstore.tree.check import check
+from vtstore.tree.dir import walk
+
+from ..net.conftest import ServerProcess, stdio_spec, subprocess_env
+from .conftest import make_tree
+
+
+def vt(*args, env=None, check_rc=True, timeout=300):
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env or subprocess_env(),
+        timeout=timeout,
+    )
+    assert "Traceback" not in r.stderr, r.stderr
+    if check_rc:
+        assert r.returncode == 0, f"vt {args} -> {r.returncode}: {r.stderr}"
+    return r
+
+
+def sent(r) -> int:
+    m = re.search(r"(?:sent|would send) (\d+) blocks", r.stdout)
+    assert m, r.stdout
+    return int(m.group(1))
+
+
+@pytest.fixture
+def packed(tmp_path):
+    """A datadir `s1` holding the archive `s1/t.vt` of a 150-file tree; yields (s1, tree)."""
+    tree = tmp_path / "t"
+    make_tree(tree, files=150, size=30_000)
+    vt("-q", "-S", str(tmp_path / "s1"), "pack", str(tree), "-a", str(tmp_path / "s1" / "t.vt"))
+    return tmp_path / "s1", tree
+
+
+@pytest.fixture
+def servers(tmp_path):
+    procs = []
+
+    def make(store_spec, address, *extra):
+        p = ServerProcess(tmp_path, store_spec, address, *extra)
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        p.kill()
+
+
+def states(path) -> list:
+    return [(e.when, str(e.dirent)) for e in Archive(str(path)).entries()]
+
+
+def test_push_pull_between_datadirs_archive_by_state(packed, tmp_path):
+    s1, tree = packed
+    s2 = tmp_path / "s2"
+    r = vt("push", str(s1), str(s2), "[default]t")
+    assert sent(r) > 150 and "appended 1 states" in r.stdout
+    assert states(s2 / "t.vt") == states(s1 / "t.vt")
+    with DataDir(s2, readonly=True) as dst:
+        e = Archive(str(s2 / "t.vt")).last()
+        assert check(e.dirent, dst).problems == []
+        assert e.store_id == dst.meta["uuid"]  # the destination's identity, not the source's
+    # again: nothing sent, no duplicate state; a dry run says the same
+    r = vt("push", str(s1), str(s2), str(s1 / "t.vt"))
+    assert sent(r) == 0 and "appended 0 states" in r.stdout and "1 already there" in r.stdout
+    assert len(states(s2 / "t.vt")) == 1
+    # a new state of the source: only what changed goes, the state is appended
+    (tree / "new").write_bytes(os.urandom(100_000))
+    vt("-q", "-S", str(s1), "pack", str(tree), "-a", str(s1 / "t.vt"))
+    r = vt("push", "-n", str(s1), str(s2), "[default]t")
+    n_dry = sent(r)
+    assert 0 < n_dry < 40 and "would append 1 states" in r.stdout
+    assert len(states(s2 / "t.vt")) == 1
+    r = vt("push", str(s1), str(s2), "[default]t")
+    assert sent(r) == n_dry
+    assert states(s2 / "t.vt") == states(s1 / "t.vt")
+    # pull the other way into a third store, default store given as '-'
+    s3 = tmp_path / "s3"
+    r = vt("-S", str(s3), "pull", str(s2), "-", "[default]t")
+    assert states(s3 / "t.vt") == states(s1 / "t.vt")
+    r = vt("-S", str(s3), "fsck", "[default]t", check_rc=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_archives_from_two_sources_merge_by_time_without_duplicates(tmp_path):
+    a, b, dst = tmp_path / "a", tmp_path / "b", tmp_path / "dst"
+    for name in "ab":
+        make_tree(tmp_path / f"tree{name}", files=5, seed=ord(name))
+    # states alternate in time: a1 < b1 < a2
+    vt("-q", "-S", str(a), "pack", str(tmp_path / "treea"), "-a", str(a / "x.vt"))
+    time.sleep(0.05)
+    vt("-q", "-S", str(b), "pack", str(tmp_path / "treeb"), "-a", str(b / "x.vt"))
+    time.sleep(0.05)
+    (tmp_path / "treea" / "more").write_text("more")
+    vt("-q", "-S", str(a), "pack", str(tmp_path / "treea"), "-a", str(a / "x.vt"))
+    vt("push", str(b), str(dst), "[default]x")
+    r = vt("push", str(a), str(dst), "[default]x")
+    # a1 is older than b1 (already there): not appended; a2 is
+    assert "appended 1 states" in r.stdout and "1 older" in r.stdout
+    got = states(dst / "x.vt")
+    assert got == sorted(got) and len(got) == len(set(got)) == 2
+    assert got == [states(b / "x.vt")[0], states(a / "x.vt")[1]]
+    vt("push", str(a), str(dst), "[default]x")
+    vt("push", str(b), str(dst), "[default]x")
+    assert states(dst / "x.vt") == got
+
+
+def test_push_to_unix_tcp_with_keys_and_stdio_servers(packed, tmp_path, servers):
+    s1, tree = packed
+    env = subprocess_env()
+    env["HOME"] = str(tmp_path / "home")
+    ring, wkey = tmp_path / "ring", tmp_path / "w.key"
+    vt("key", "new", "w", "--auth-keys", str(ring), "--key-file", str(wkey), env=env)
+    uspec = servers(str(tmp_path / "u"), f"unix:{tmp_path}/u.sock").start()
+    tspec = servers(str(tmp_path / "k"), "127.0.0.1:0", "--auth-keys", str(ring)).start()
+    ref = vt("-S", str(s1), "save", str(tree)).stdout.strip()
+    total = None
+    for spec, extra in [
+        (uspec, ()),
+        (tspec, ("--key-file", str(wkey))),
+        (stdio_spec(str(tmp_path / "p")), ()),
+    ]:
+        r = vt(*extra, "push", str(s1), spec, ref, env=env)
+        total = total or sent(r)
+        assert sent(r) == total > 150, (spec, r.stdout)
+        assert sent(vt(*extra, "push", str(s1), spec, ref, env=env)) == 0
+        # and back: pull from the server into a fresh datadir, the tree is whole
+        back = tmp_path / f"back{len(os.listdir(tmp_path))}"
+        vt(*extra, "pull", spec, str(back), ref, env=env)
+        r = vt("-S", str(back), "fsck", ref, check_rc=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+    # the named archive goes to the server's archive of the same name
+    r = vt("--key-file", str(wkey), "push", str(s1), tspec, "[default]t", env=env)
+    assert "appended 1 states" in r.stdout
+    assert states(tmp_path / "k" / "t.vt") != []
+    # without the key: one clear line, no traceback
+    r = vt("push", str(s1), tspec, ref, env={**env, "VT_KEY_FILE": ""}, check_rc=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_source_block_reported_and_not_propagated(packed, tmp_path):
+    s1, _ = packed
+    with DataDir(s1, readonly=True) as s:
+        root = Archive(str(s1 / "t.vt")).last().dirent
+        path, victim = next((p, d) for p, d in walk(root, s) if d.is_file and d.size > 20_000)
+        leaf = next(iter(victim.block.leaves(s)))
+        e = s._index.get(leaf.hashcode)
+        file = s.data_file_path(s._index.files()[e.filenum])
+    with open(file, "r+b") as f:
+        f.seek(e.payload_offset + e.payload_length // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x5A]))
+    s2 = tmp_path / "s2"
+    r = vt("push", str(s1), str(s2), "[default]t", check_rc=False)
+    assert r.returncode == 1
+    # the damaged frame may hold a few blocks: each is named with its path
+    bad = re.findall(r"(/\S+): \S+: corrupt block (blake3:[0-9a-f]{64})", r.stderr)
+    assert bad and "held back" in r.stdout, r.stderr
+    with DataDir(s2, readonly=True) as dst:
+        assert root.block.hashcode not in dst
+        held = {str(h) for h in dst.hashcodes()}
+        assert not any(h in held for _, h in bad)
+        assert len(dst) > 100  # the rest was copied
+    assert not (s2 / "t.vt").exists() or states(s2 / "t.vt") == []
+
+
+def test_two_pushes_into_one_destination_at_once(tmp_path, servers):
+    srcs = []
+    for name in "ab":
+        make_tree(tmp_path / f"t{name}", files=60, size=40_000, seed=ord(name))
+        vt("-q", "-S", str(tmp_path / name), "pack", str(tmp_path / f"t{name}"),
+           "-a", str(tmp_path / name / "t.vt"))  # fmt: skip
+        srcs.append(tmp_path / name)
+    spec = servers(str(tmp_path / "dst"), f"unix:{tmp_path}/d.sock").start()
+    for dst in (spec, str(tmp_path / "dd")):
+        cmds = [
+            [sys.executable, "-m", "vtstore.cli.main", "push", str(s), dst, str(s / "t.vt")]
+            for s in srcs
+        ]
+        procs = [subprocess.Popen(c, env=subprocess_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for c in cmds]  # fmt: skip
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (out, err) in zip(procs, outs, strict=True):
+            assert p.returncode == 0 and "Traceback" not in err, err
+        for s in srcs:
+            root = Archive(str(s / "t.vt")).last().dirent
+            # every block of both trees arrived: --full asks about each one
+            assert sent(vt("push", "--full", str(s), dst, str(root))) == 0
+
+
+@pytest.mark.slow
+def test_killed_push_resumes_without_resending(tmp_path):
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(6):
+        (big / f"f{i}").write_bytes(os.urandom(25 << 20))
+    s1, s2 = tmp_path / "s1", tmp_path / "s2"
+    ref = vt("-S", str(s1), "save", str(big)).stdout.strip()
+    total = sent(vt("push", "-n", str(s1), str(s2), ref))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vtstore.cli.main", "push", str(s1), str(s2), ref],
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    # kill -9 once a good part has arrived in the destination's data files
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        size = sum(f.stat().st_size for f in s2.rglob("*") if f.is_file()) if s2.exists() else 0
+        if size > 70 << 20 or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    with DataDir(s2) as d:
+        arrived = len(d)
+    assert 0 < arrived < total
+    r = vt("push", str(s1), str(s2), ref)
+    assert sent(r) == total - arrived
+    assert sent(vt("push", str(s1), str(s2), ref)) == 0
+    r = vt("-S", str(s2), "fsck", ref, check_rc=False)
+    assert r.returncode == 0, r.stdout + r.stderr
