@@ -269,3 +269,36 @@ def test_large_stores_differing_by_100_few_round_trips(tmp_path, served):
         # and now they are the same: one comparison
         r2 = sync_stores(a, remote_b)
         assert r2.identical and r2.round_trips == 1
+
+
+@pytest.mark.parametrize(
+    "leaf,first,tight",
+    [(64, 1024, False), (4, 16, False), (4, 16, True), (2, 4, True)],
+    ids=["default", "deep", "deep-short-windows", "deeper-short-windows"],
+)
+def test_random_differences_found_exactly(monkeypatch, leaf, first, tight):
+    """Over many random pairs the sync finds exactly the set differences, also
+    with a deep range tree and with windows that stop short of their range
+    (which the follow-up ranges must cover)."""
+    from vtstore.stores.memory import MemoryStore
+    from vtstore.sync import stores as S
+
+    monkeypatch.setattr(S, "LEAF", leaf)
+    monkeypatch.setattr(S, "FIRST_RANGE_KEYS", first)
+    if tight:
+        monkeypatch.setattr(
+            S._Walk, "_window", lambda self, lo, hi: max(1, int(self._expected(lo, hi) / 2))
+        )
+    rnd = random.Random(leaf * 1000 + first + tight)
+    for _ in range(25):
+        a, b = MemoryStore(), MemoryStore()
+        common = blocks(rnd.choice([0, 1, 5, 300, 3000]), b"c%d" % rnd.random())
+        a.add_many(common)
+        b.add_many(common)
+        ha = set(a.add_many(blocks(rnd.choice([0, 1, 3, 40]), b"A%d" % rnd.random())))
+        hb = set(b.add_many(blocks(rnd.choice([0, 1, 3, 40]), b"B%d" % rnd.random())))
+        r = sync_stores(a, b, both_ways=rnd.random() < 0.5)
+        assert r.sent_blocks == len(ha) and r.dst_only == len(hb), r.lines()
+        assert keyset(b) == keyset(a) | hb
+        if r.both_ways:
+            assert r.received_blocks == len(hb) and keyset(a) == keyset(b)
