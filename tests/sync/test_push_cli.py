@@ -199,7 +199,7 @@ def test_two_pushes_into_one_destination_at_once(tmp_path, servers):
         procs = [subprocess.Popen(c, env=subprocess_env(), stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for c in cmds]  # fmt: skip
         outs = [p.communicate(timeout=300) for p in procs]
-        for p, (out, err) in zip(procs, outs, strict=True):
+        for p, (_out, err) in zip(procs, outs, strict=True):
             assert p.returncode == 0 and "Traceback" not in err, err
         for s in srcs:
             root = Archive(str(s / "t.vt")).last().dirent
