@@ -78,7 +78,7 @@ def test_rich_tree_migrates_byte_identical(tmp_path, newclass):
     old, new = tmp_path / "old", tmp_path / "new"
     vt("-q", "pack", src, store=old)
     archive = src + ".vt"
-    r = vt("migrate", str(old), str(new), "--hash", newclass, "--verify", archive)
+    r = vt("migrate", "--hash", newclass, "--verify", str(old), str(new), archive)
     assert b"verified" in r.stderr
     out_archive = f"{src}.{newclass}.vt"
     assert os.path.exists(out_archive) and os.path.exists(out_archive + ".map")
@@ -114,7 +114,7 @@ def test_archive_states_keep_times_and_order(tmp_path):
     src = _pack_states(tmp_path, old)
     archive = src + ".vt"
     out = str(tmp_path / "migrated.vt")
-    vt("-q", "migrate", str(old), str(new), "--hash", "sha1", "-o", out, archive)
+    vt("-q", "migrate", "--hash", "sha1", "-o", out, str(old), str(new), archive)
     before = list(Archive(archive).entries())
     after = list(Archive(out).entries())
     assert len(before) == len(after) == 3
@@ -139,7 +139,7 @@ def test_archive_states_keep_times_and_order(tmp_path):
     vt("-q", "unpack", out, restored, store=new)
     assert rsync_diff(src, restored) == []
     # a second run (a resume of a finished migration) adds no state
-    vt("-q", "migrate", str(old), str(new), "-o", out, archive)
+    vt("-q", "migrate", "-o", out, str(old), str(new), archive)
     assert len(list(Archive(out).entries())) == 3
 
 
@@ -157,7 +157,7 @@ def test_resume_after_kill_9(tmp_path):
     archive = src + ".vt"
     mapfile = str(tmp_path / "m.map")
     cmd = [sys.executable, "-m", "vtstore.cli.main", "-S", "memory:", "migrate"]
-    cmd += [str(old), str(new), "--hash", "sha3_256", "--map", mapfile, "--commit-every", "0.05"]
+    cmd += ["--hash", "sha3_256", "--map", mapfile, "--commit-every", "0.05", str(old), str(new)]
     p = subprocess.Popen(cmd + [archive], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and p.poll() is None:
@@ -171,7 +171,7 @@ def test_resume_after_kill_9(tmp_path):
         Archive(src + ".sha3_256.vt").entries()
     )
     t0 = time.monotonic()
-    r = vt("migrate", str(old), str(new), "--hash", "sha3_256", "--map", mapfile, archive)
+    r = vt("migrate", "--hash", "sha3_256", "--map", mapfile, str(old), str(new), archive)
     second = time.monotonic() - t0
     err = r.stderr.decode()
     assert "resuming with" in err, err
@@ -195,13 +195,13 @@ def test_missing_source_block_is_one_clear_error(tmp_path):
     vt("-q", "save", str(f), store=old)  # makes the datadir
     missing = "blake3:" + "ab" * 32
     ref = 'D{block:LB{data:"\\x01\\x00"}}'  # an empty directory: fine
-    r = vt("migrate", str(old), str(new), "--hash", "sha1", ref)
+    r = vt("migrate", "--hash", "sha1", str(old), str(new), ref)
     assert r.stdout.decode().startswith("D{")
     for ref in (
         f'F{{name:"x",block:B{{hash:{missing},span:5000}}}}',
         f"I{{hash:{missing},span:9}}",
     ):
-        r = vt("migrate", str(old), str(new), "--hash", "sha1", ref, check=False)
+        r = vt("migrate", "--hash", "sha1", str(old), str(new), ref, check=False)
         err = r.stderr.decode().strip()
         assert r.returncode != 0 and len(err.splitlines()) == 1, err
         assert "ab" * 32 in err, err
@@ -346,3 +346,51 @@ def test_missing_block_inside_a_tree_names_the_entry(tmp_path):
     vt("-q", "save", str(f), store=old)
     r = vt("migrate", str(old), str(tmp_path / "new"), str(f), check=False)
     assert r.returncode != 0 and b"--hash" in r.stderr, r.stderr
+
+
+def test_every_named_archive_of_a_store(tmp_path):
+    """No WHAT: every archive SRC keeps; `[clause]NAME`: one of them."""
+    home = tmp_path / "home"
+    home.mkdir()
+    old, new = tmp_path / "old", tmp_path / "new"
+    (home / ".vtrc").write_text(
+        f"[old]\ntype = datadir\npath = {old}\n\n[new]\ntype = datadir\npath = {new}\n"
+        "hashclass = sha3_256\n"
+    )
+    env = dict(os.environ, HOME=str(home), VT_CONFIG=str(home / ".vtrc"))
+
+    def run(*args, check=True):
+        r = subprocess.run(
+            [sys.executable, "-m", "vtstore.cli.main", *args], capture_output=True, env=env
+        )
+        assert b"Traceback" not in r.stderr, r.stderr.decode()
+        if check:
+            assert r.returncode == 0, r.stderr.decode()
+        return r
+
+    trees = {}
+    for name in ("one", "two"):
+        src = tmp_path / name
+        src.mkdir()
+        (src / "f").write_bytes(os.urandom(70_000))
+        (src / "g").write_text(name)
+        run("-q", "pack", "-a", f"[old]{name}", str(src))
+        trees[name] = src
+    run("-q", "pack", "-a", "[old]one", str(trees["one"]))  # a second state
+    r = run("migrate", "[old]", "[new]", check=False)  # nothing named: every archive
+    assert r.returncode == 0, r.stderr.decode()
+    assert sorted(p.name for p in new.glob("*.vt")) == ["one.vt", "two.vt"]
+    assert (tmp_path / "new-migrate-blake3-sha3_256.map").exists()
+    assert len(list(Archive(str(new / "one.vt")).entries())) == 2
+    for name, src in trees.items():
+        run("-q", "unpack", f"[new]{name}", str(tmp_path / f"out-{name}"))
+        assert rsync_diff(str(src), str(tmp_path / f"out-{name}")) == []
+    # one named archive, into a third store
+    (home / ".vtrc").write_text(
+        (home / ".vtrc").read_text()
+        + f"\n[third]\ntype = datadir\npath = {tmp_path / 'third'}\nhashclass = sha1\n"
+    )
+    run("-q", "migrate", "[old]", "[third]", "[old]two")
+    assert [p.name for p in (tmp_path / "third").glob("*.vt")] == ["two.vt"]
+    r = run("migrate", "[new]", "[third]", "[new]nope", check=False)
+    assert r.returncode != 0 and b"no such archive" in r.stderr

@@ -19,15 +19,22 @@ def register(sub) -> None:
             " and dirent so the copy references only DST's hashes.  WHAT is an"
             " archive X.vt (every state goes, with its time, uuid, name and comment,"
             " to a new archive X.NEWCLASS.vt, or --output; X.NEWCLASS.vt.map gets"
-            " one line per state with the old and new top dirents) or a dirent or"
-            " block ref (the new ref is printed).  Resumable: the mapping of old"
+            " one line per state with the old and new top dirents), a named archive"
+            " [clause]NAME (to DST's archive NAME), or a dirent or block ref (the new"
+            " ref is printed); no WHAT migrates every archive SRC keeps.  Resumable: the mapping of old"
             " to new blocks is kept in --map (default DST-migrate-OLD-NEW.map"
-            " beside a datadir DST), and a second run reuses it."
+            " beside a datadir DST), and a second run reuses it.  Options go"
+            " before SRC (WHAT may be empty, so argparse takes what follows as WHAT)."
         ),
     )
     p.add_argument("src", metavar="SRC", help="the store to read (a store spec)")
     p.add_argument("dst", metavar="DST", help="the store to write (a store spec)")
-    p.add_argument("what", nargs="+", metavar="WHAT", help="X.vt, or a dirent or block ref")
+    p.add_argument(
+        "what",
+        nargs="*",
+        metavar="WHAT",
+        help="X.vt, [clause]NAME, or a dirent or block ref (none: every archive SRC keeps)",
+    )
     p.add_argument(
         "--hash",
         dest="to_hash",
@@ -85,9 +92,14 @@ def run(args) -> int:
             mapfile = None
             if args.map_path:
                 mapfile = args.map_path
-            elif not args.no_map and _is_path_spec(args.dst):
-                old, new = src.hashclass.hashname, dst.hashclass.hashname
-                mapfile = f"{args.dst.rstrip('/')}-migrate-{old}-{new}.map"
+            elif not args.no_map:
+                # beside a datadir (named by path or by a clause), not inside it
+                where = getattr(dst, "path", None) if hasattr(dst, "archive_path") else None
+                if where is None and _is_path_spec(args.dst):
+                    where = args.dst
+                if where is not None:
+                    old, new = src.hashclass.hashname, dst.hashclass.hashname
+                    mapfile = f"{str(where).rstrip('/')}-migrate-{old}-{new}.map"
             m = Migrator(src, dst, mapfile=mapfile, commit_every=args.commit_every)
             if m.map.loaded or m.map.dropped:
                 print(
@@ -96,8 +108,22 @@ def run(args) -> int:
                     file=sys.stderr,
                 )
             checks = []
+            jobs = _named_archives(src, dst) if not args.what else []
+            for name, path, out in jobs:
+                pairs = m.archive(path, out)
+                checks.extend(pairs)
+                if not args.quiet:
+                    print(f"{name}: {len(pairs)} states -> {out}", file=sys.stderr)
             for w in args.what:
-                if w in archives:
+                if w.startswith("[") and "]" in w:
+                    name = w[w.index("]") + 1 :]
+                    path = _archive_path(src, name, "SRC")
+                    out = args.output or _archive_path(dst, name, "DST")
+                    pairs = m.archive(path, out)
+                    checks.extend(pairs)
+                    if not args.quiet:
+                        print(f"{w}: {len(pairs)} states -> {out}", file=sys.stderr)
+                elif w in archives:
                     out = args.output or default_archive_output(w, dst.hashclass)
                     pairs = m.archive(w, out)
                     checks.extend(pairs)
@@ -128,6 +154,21 @@ def run(args) -> int:
                     file=sys.stderr,
                 )
     return 0
+
+
+def _archive_path(store, name: str, which: str) -> str:
+    path_of = getattr(store, "archive_path", None)
+    if path_of is None:
+        raise VTError(f"{which} {store.name} keeps no named archives")
+    return str(path_of(name))
+
+
+def _named_archives(src, dst) -> list[tuple[str, str, str]]:
+    """(name, source path, destination path) of every archive SRC keeps."""
+    exports = {k: v for k, v in src.exports.items() if str(v).endswith(".vt")}
+    if not exports:
+        raise VTError(f"{src.name} keeps no named archives: say what to migrate")
+    return [(n, str(p), _archive_path(dst, n, "DST")) for n, p in sorted(exports.items())]
 
 
 def _parse_ref(text: str):
