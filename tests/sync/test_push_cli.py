@@ -239,3 +239,25 @@ def test_killed_push_resumes_without_resending(tmp_path):
     assert sent(vt("push", str(s1), str(s2), ref)) == 0
     r = vt("-S", str(s2), "fsck", ref, check_rc=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_whole_store_push_and_bad_arguments(packed, tmp_path):
+    s1, _ = packed
+    s2 = tmp_path / "s2"
+    r = vt("push", "-n", str(s1), str(s2))
+    assert sent(r) > 150 and "whole store" in r.stdout
+    r = vt("push", str(s1), str(s2))
+    assert sent(r) > 150
+    with DataDir(s1, readonly=True) as a, DataDir(s2, readonly=True) as b:
+        assert set(a.hashcodes()) == set(b.hashcodes())
+    assert sent(vt("push", str(s1), str(s2))) == 0
+    # bad input: one line each, no traceback
+    for args in (
+        ("push", str(s1), "", "x.vt"),
+        ("push", str(s1), str(s2), str(tmp_path / "nope.vt")),
+        ("push", str(s1), str(s2), "B{bad"),
+        ("push", "--batch", "0", str(s1), str(s2), "[default]t"),
+        ("pull", "nosuchscheme:x", str(s2), "[default]t"),
+    ):
+        r = vt(*args, check_rc=False)
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)

@@ -12,7 +12,6 @@ kept by SRC); nothing means the whole store.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 
@@ -209,16 +208,28 @@ def _summary(args, t: _Totals, notes: list[str], elapsed: float) -> None:
 
 
 def _whole_store(args, src, dst) -> int:
+    """No WHAT: every block of SRC that DST lacks, by `vtstore.sync.stores.sync_stores`
+    (archives are not copied: name them)."""
     try:
         from vtstore.sync.stores import sync_stores
     except ImportError:
         raise VTError("whole-store sync is not available yet: name what to push") from None
-    kw = {}
-    params = inspect.signature(sync_stores).parameters
-    if "dry_run" in params:
-        kw["dry_run"] = args.dry_run
-    t0 = time.monotonic()
-    result = sync_stores(src, dst, **kw)
+    with progress_bar(args, desc=args.command, unit="blocks") as bar:
+        shown = [0]
+
+        def progress(done: int) -> None:
+            bar.update(done - shown[0])
+            shown[0] = done
+
+        rep = sync_stores(src, dst, dry_run=args.dry_run, progress=progress)
     if not args.quiet:
-        print(f"whole-store sync: {result} in {time.monotonic() - t0:.2f} s")
+        verb = "would send" if args.dry_run else "sent"
+        print(
+            f"{verb} {rep.sent_blocks} blocks ({rep.sent_bytes:,} bytes) of {rep.src_blocks},"
+            f" whole store, {rep.round_trips} round trips, in {rep.seconds:.2f} s"
+        )
+    if rep.problems:
+        for p in rep.problems[:20]:
+            print(f"vt {args.command}: {p}", file=sys.stderr)
+        raise SyncError(f"{len(rep.problems)} problems in {args.src}; the rest was copied")
     return 0
