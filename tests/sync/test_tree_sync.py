@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vtstore.blocks import decode_blockrefs
+from vtstore.blocks import IndirectBlock, decode_blockrefs
 from vtstore.errors import FormatError
 from vtstore.stores.datadir import DataDir
 from vtstore.stores.memory import MemoryStore
@@ -159,3 +159,39 @@ def test_resume_after_interruption_sends_only_the_rest(packed):
     s = sync_tree(src, dst, [root], batch=64)
     assert s.problems == [] and s.done == len(all_blocks(src)) - arrived
     assert check(root, dst).problems == []
+
+
+class Vouching(CountingStore):
+    """A destination that walks a tree itself, as a block server answers
+    INDIRECT_COMPLETE (`vtstore.net.indirect.missing_blocks` next to the store)."""
+
+    def missing_blocks(self, block):
+        from vtstore.net.indirect import missing_blocks
+
+        self.calls["vouch"] = self.calls.get("vouch", 0) + 1
+        return missing_blocks(self.inner, block)
+
+
+def test_full_uses_the_destinations_own_walk_and_finds_a_hole(packed):
+    src, root, _ = packed
+    mem = MemoryStore()
+    sync_tree(src, mem, [root])
+    plain = CountingStore(mem)
+    sync_tree(src, plain, [root], full=True)
+    dst = Vouching(mem)
+    s = sync_tree(src, dst, [root], full=True)
+    assert s.total == 0 and dst.calls["vouch"] > 10
+    # the files' leaves were not asked about one by one, nor their indirect blocks read
+    assert dst.blocks["contains"] < plain.blocks["contains"] / 2
+    # a leaf lost from the destination under a present indirect block: found, sent
+    from vtstore.tree.dir import walk
+
+    f = next(d for _, d in walk(root, src) if d.is_file and isinstance(d.block, IndirectBlock))
+    leaf = next(iter(f.block.leaves(src)))
+    del mem._blocks[leaf.hashcode]
+    mem._keys = type(mem._keys)()
+    mem._keys.extend(sorted(mem._blocks))
+    assert sync_tree(src, dst, [root]).total == 0  # trusting the top: not seen
+    s = sync_tree(src, Vouching(mem), [root], full=True)
+    assert s.done == 1 and leaf.hashcode in mem
+    assert check(root, mem).problems == []
