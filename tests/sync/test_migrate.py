@@ -16,6 +16,8 @@ import sys
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from vtstore.archive import Archive
 from vtstore.blocks import HashCodeBlock, IndirectBlock, SubBlock, block_for, decode_blockrefs
@@ -394,3 +396,70 @@ def test_every_named_archive_of_a_store(tmp_path):
     assert [p.name for p in (tmp_path / "third").glob("*.vt")] == ["two.vt"]
     r = run("migrate", "[new]", "[third]", "[new]nope", check=False)
     assert r.returncode != 0 and b"no such archive" in r.stderr
+
+
+def test_large_directory_keeps_entries_and_salt():
+    """20,000 entries: a chunked directory (an indirect block over many pieces)."""
+    from vtstore.tree.dir import decode_dir_data, read_dir_data
+
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    dst = MemoryStore(hashclass=Hash_SHA1)
+    shared = block_for(os.urandom(3000), src)
+    entries = [FileDirent(f"file-{i:06d}", block=shared) for i in range(20_000)]
+    top = make_dir(entries, src, salt=b"0123456789abcdef")
+    assert type(top.block) is IndirectBlock
+    m = Migrator(src, dst)
+    new = m.dirent(top)
+    assert type(new.block) is IndirectBlock
+    got, salt = decode_dir_data(read_dir_data(new.block, dst))
+    assert salt == b"0123456789abcdef" and len(got) == 20_000
+    assert m.stats.leaves_hashed == 1 and m.stats.reused == 19_999
+    assert verify_trees(top, src, new, dst) == 20_001
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cut=st.integers(0, 10_000),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4),
+)
+def test_map_file_damage_is_never_a_crash(tmp_path_factory, cut, flips):
+    """A damaged map file loads what decodes before the damage and cuts the rest."""
+    d = tmp_path_factory.mktemp("map")
+    src = _MAP_SRC
+    mapfile = d / "m.map"
+    mapfile.write_bytes(_MAP_BYTES)
+    raw = bytearray(_MAP_BYTES[: len(_MAP_BYTES) - cut % len(_MAP_BYTES)])
+    for at, octet in flips:
+        if raw:
+            raw[at % len(raw)] = octet
+    mapfile.write_bytes(bytes(raw))
+    dst = MemoryStore(hashclass=Hash_SHA1)
+    dst.add_many(list(_MAP_DST_DATA))
+    try:
+        m = Migrator(src, dst, mapfile=str(mapfile))
+    except MigrateError as e:
+        assert "not a map of this migration" in str(e)
+        return
+    new = m.dirent(_MAP_TOP)
+    assert verify_trees(_MAP_TOP, src, new, dst) == 31
+
+
+def _map_fixture():
+    import tempfile
+
+    src = MemoryStore(hashclass=Hash_BLAKE3)
+    top = make_dir(
+        [FileDirent(f"f{i}", block=block_for(os.urandom(5000 + i), src)) for i in range(30)], src
+    )
+    dst = MemoryStore(hashclass=Hash_SHA1)
+    with tempfile.TemporaryDirectory() as t:
+        m = Migrator(src, dst, mapfile=f"{t}/m.map")
+        m.dirent(top)
+        m.commit()
+        data = open(f"{t}/m.map", "rb").read()
+    return src, top, data, [dst[h] for h in dst]
+
+
+_MAP_SRC, _MAP_TOP, _MAP_BYTES, _MAP_DST_DATA = _map_fixture()

@@ -31,11 +31,12 @@ destination lacks is dropped anyway.
 Map file format::
 
     "VTMIGRATE 1 <oldclass> <newclass>\\n" record*
-    record := varint(len(body)) body
+    record := varint(len(body) + 4) body crc32(body, 4 octets little-endian)
     body   := role(1 octet: L leaf, I indirect, D directory, P prev dirent)
               hashcode(old, binary) blockref(new, binary)
 
-A torn last record (a kill mid-write) is cut off on loading.
+A torn last record (a kill mid-write), or one whose checksum fails, is cut off
+on loading with everything after it (that work is redone).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import hashlib
 import logging
 import os
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from vtstore.archive import archive_in, store_identity
@@ -155,7 +157,10 @@ class MigrationMap:
         recs: list[tuple[int, bytes, Block]] = []
         while not r.at_end():
             try:
-                body = r.lbytes()
+                rec = r.lbytes()
+                body = rec[:-4]
+                if len(rec) < 4 or zlib.crc32(body) != int.from_bytes(rec[-4:], "little"):
+                    raise FormatError("record checksum")
                 br = Reader(body)
                 role = br.byte()
                 old = read_hashcode(br)
@@ -189,7 +194,8 @@ class MigrationMap:
         self.memo[(role, old)] = new
         if self.path is not None:
             body = bytes((role,)) + old.encode() + new.encode()
-            self._pending.append(encode_varint(len(body)) + body)
+            rec = body + zlib.crc32(body).to_bytes(4, "little")
+            self._pending.append(encode_varint(len(rec)) + rec)
 
     def commit(self) -> None:
         """Flush the destination, then make the pending records durable."""
