@@ -162,7 +162,7 @@ def run(args) -> int:
                     totals.add(st, args.dry_run)
                 verb = "would append" if args.dry_run else "appended"
                 notes.append(
-                    f"{text}: {verb} {len(res.appended)} states to {dst_archive},"
+                    f"{text}: {verb} {len(res.appended)} states to {_label(dst_archive, dst)},"
                     f" {res.present} already there, {res.older} older than its latest"
                     + (f", {res.held_back} held back" if res.held_back else "")
                 )
@@ -177,6 +177,13 @@ def run(args) -> int:
             " (and what is above them) not copied; the rest was"
         )
     return 0
+
+
+def _label(archive, store) -> str:
+    """How the summary names a destination archive: its path, or STORE:NAME."""
+    if archive is None:
+        return f"{store.name} (none kept)"
+    return getattr(archive, "path", None) or f"{store.name}:{getattr(archive, 'name', '?')}"
 
 
 def _source_archive(text: str, src):
