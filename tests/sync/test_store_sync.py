@@ -302,3 +302,75 @@ def test_random_differences_found_exactly(monkeypatch, leaf, first, tight):
         assert keyset(b) == keyset(a) | hb
         if r.both_ways:
             assert r.received_blocks == len(hb) and keyset(a) == keyset(b)
+
+
+def _stdio_spec(store_spec: str) -> str:
+    """A `|command` spec running `vt -S STORE serve -` from this checkout (as
+    `|ssh host vt serve -` would, without the ssh)."""
+    import sys
+    from pathlib import Path
+
+    import vtstore
+
+    src = Path(vtstore.__file__).resolve().parents[1]
+    return f"|PYTHONPATH={src} {sys.executable} -m vtstore.cli.main -q -S {store_spec} serve -"
+
+
+def test_push_to_a_stdio_server_then_identical(tmp_path):
+    a, b, ha, hb = make_pair(tmp_path, 2000, 12, 3)
+    b.close()
+    with a, StreamStore(_stdio_spec(f"datadir:{tmp_path / 'b'}")) as remote:
+        r = sync_stores(a, remote, both_ways=True)
+        assert (r.sent_blocks, r.received_blocks) == (12, 3), r.lines()
+        r = sync_stores(remote, a)
+        assert r.identical and r.round_trips == 1
+    with DataDir(tmp_path / "b", readonly=True) as b2:
+        assert set(ha) <= keyset(b2) and len(b2) == 2015
+
+
+def test_interrupted_sync_resumes(tmp_path):
+    """A sync stopped after its first copy batch sends only the rest when run again."""
+    a, b, ha, _ = make_pair(tmp_path, 1000, 1000, 0)
+
+    class Stop(Exception):
+        pass
+
+    def stop(done):
+        raise Stop(done)
+
+    with a, b:
+        with pytest.raises(Stop):
+            sync_stores(a, b, progress=stop)
+        first = len(b) - 1000
+        assert 0 < first < 1000
+    with DataDir(tmp_path / "a") as a, DataDir(tmp_path / "b") as b:
+        r = sync_stores(a, b)
+        assert r.sent_blocks == 1000 - first
+        assert keyset(a) == keyset(b)
+
+
+def test_two_sources_into_one_destination_at_once(tmp_path, served):
+    """Two syncs into one served datadir at the same time: each sends its own,
+    the shared blocks arrive once, nothing is lost."""
+    a, b, ha, _ = make_pair(tmp_path, 3000, 200, 0)
+    b.close()
+    with a, DataDir(tmp_path / "b", readonly=True) as b_ro, DataDir(tmp_path / "d") as d:
+        dst1, _ = served(d)
+        dst2 = StreamStore(dst1.name)
+        reports = {}
+
+        def run(name, src, dst):
+            reports[name] = sync_stores(src, dst)
+
+        ts = [
+            threading.Thread(target=run, args=("a", a, dst1)),
+            threading.Thread(target=run, args=("b", b_ro, dst2)),
+        ]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        dst2.close()
+        assert reports["a"].problems == reports["b"].problems == []
+        assert keyset(d) == keyset(a)
+        assert reports["a"].sent_blocks >= 200 and reports["b"].sent_blocks <= 3000
