@@ -245,7 +245,6 @@ def test_push_and_pull_over_unix_socket(tmp_path, served):
             assert r.sent_blocks == len(a) and keyset(c) == keyset(a)
 
 
-@pytest.mark.slow
 def test_large_stores_differing_by_100_few_round_trips(tmp_path, served):
     """100k-block stores differing by 50 blocks each way, the destination
     behind a server: a few round trips, a small part of the keys listed."""
