@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,9 @@ from vtstore.stores.datadir import DataDir
 from vtstore.tree.check import check
 from vtstore.tree.dir import walk
 
+from ..net.conftest import SRC as SRC_DIR
 from ..net.conftest import ServerProcess, stdio_spec, subprocess_env
+from ..net.test_ssh import sshd  # noqa: F401 (a fixture)
 from .conftest import make_tree
 
 
@@ -261,3 +264,24 @@ def test_whole_store_push_and_bad_arguments(packed, tmp_path):
     ):
         r = vt(*args, check_rc=False)
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+@pytest.mark.skipif(
+    not (os.path.exists("/usr/sbin/sshd") and shutil.which("ssh")), reason="needs openssh"
+)
+def test_push_and_pull_through_ssh(packed, tmp_path, sshd):  # noqa: F811 (the fixture)
+    """`|ssh host vt serve -` as DST and as SRC: the archive's states land in the
+    remote datadir's archive, and a pull brings the tree back whole."""
+    s1, _ = packed
+    remote = tmp_path / "remote"
+    serve = f"PYTHONPATH={SRC_DIR} {sys.executable} -m vtstore.cli.main -q -S {remote} serve -"
+    spec = f"|{sshd()} '{serve}'"
+    r = vt("push", str(s1), spec, "[default]t")
+    assert sent(r) > 150 and "appended 1 states" in r.stdout
+    assert states(remote / "t.vt") == states(s1 / "t.vt")
+    assert sent(vt("push", str(s1), spec, "[default]t")) == 0
+    back = tmp_path / "back"
+    vt("pull", spec, str(back), "[default]t")
+    assert states(back / "t.vt") == states(s1 / "t.vt")
+    r = vt("-S", str(back), "fsck", "[default]t", check_rc=False)
+    assert r.returncode == 0, r.stdout + r.stderr
