@@ -93,6 +93,8 @@ ROLE_DIR = ord("D")
 ROLE_PREV = ord("P")
 _ROLES = (ROLE_LEAF, ROLE_INDIRECT, ROLE_DIR, ROLE_PREV)
 MAP_VERSION = 1
+#: how many octets of small files' leaves are read and added in one batch
+PREFETCH_BYTES = 8 << 20
 #: `prev` and link tables nest migrations inside a migration; this deep at most
 MAX_NESTING = 64
 
@@ -247,6 +249,7 @@ class Migrator:
         self.map = MigrationMap(dst, src.hashclass, dst.hashclass, mapfile)
         self.stats = MigrateStats()
         self.commit_every = commit_every
+        self._fresh: dict = {}  # leaves just migrated by `_prefetch`, met next by their entry
         self._last_commit = time.monotonic()
 
     # -- blocks ----------------------------------------------------------------
@@ -262,10 +265,14 @@ class Migrator:
         """New blocks for leaf blocks, the unmapped ones read and added in one batch."""
         out: list[Block | None] = []
         todo: dict = {}
+        fresh = self._fresh
         for b in leaves:
-            hit = self.map.get(ROLE_LEAF, b.hashcode)
+            hit = fresh.pop(b.hashcode, None) if fresh else None
+            if hit is None:
+                hit = self.map.get(ROLE_LEAF, b.hashcode)
+                if hit is not None and hit.span == b.span:
+                    self.stats.reused += 1
             if hit is not None and hit.span == b.span:
-                self.stats.reused += 1
                 out.append(hit)
             else:
                 todo.setdefault(b.hashcode, b)
@@ -435,7 +442,29 @@ class Migrator:
             entries, salt = decode_dir_data(read_dir_data(b, self.src))
         except FormatError as e:
             raise FormatError(f"directory {d.name or '(top)'!r}: {e}") from None
+        self._prefetch(entries)
         return [d, entries, 0, [], salt]
+
+    def _prefetch(self, entries: list[Dirent]) -> None:
+        """Migrate the one-leaf files of a directory in batches (one round trip
+        to a network store per batch, not per file).  A batch that fails is
+        left to the entries' own pass, which names the entry at fault."""
+        batch: list[HashCodeBlock] = []
+        size = 0
+        self._fresh.clear()
+        for e in entries:
+            b = e.block
+            if e.type != T_DIR and type(b) is HashCodeBlock:
+                if self.map.get(ROLE_LEAF, b.hashcode) is None:
+                    batch.append(b)
+                    size += b.span
+            if batch and (size >= PREFETCH_BYTES or e is entries[-1]):
+                try:
+                    for old, new in zip(batch, self._leaves(batch), strict=True):
+                        self._fresh[old.hashcode] = new  # not "reused" when met next
+                except (MissingBlockError, CorruptBlockError):
+                    pass
+                batch, size = [], 0
 
     def _close_dir(self, d: Dirent, out: list[Dirent], salt, nesting: int) -> Dirent:
         b = d.block
