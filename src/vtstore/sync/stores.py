@@ -52,10 +52,13 @@ FIRST_RANGE_KEYS = 1024
 MAX_FIRST = 4096
 #: keys asked for per listing request (a network server answers at most 16384)
 LIST_PAGE = 4096
-#: most requests of one kind sent to a store in one round (bounds memory)
+#: most comparisons sent to a store in one round
 ROUND_MAX = 2048
-#: blocks fetched per `get_many` when copying
-COPY_BATCH = 256
+#: most hashcodes one round of listings asks for (bounds the memory a round holds)
+LIST_ROUND_KEYS = 1 << 18
+#: blocks fetched per `get_many` when copying (a network store pipelines them:
+#: one round trip)
+COPY_BATCH = 1024
 
 
 @dataclass
@@ -314,10 +317,14 @@ class _Walk:
                 cmp.extend(self._split(lo, hi, min(FANOUT, max(2, math.ceil(e / LEAF)))))
 
     def _list(self, leaves: deque[_Leaf]):
-        batch = [leaves.popleft() for _ in range(min(len(leaves), ROUND_MAX // 4))]
+        batch: list[_Leaf] = []
         asks: list[list[tuple[_Leaf, tuple]]] = [[], []]
-        for leaf in batch:
+        weight = 0
+        while leaves and weight < LIST_ROUND_KEYS:
+            leaf = leaves.popleft()
+            batch.append(leaf)
             n = min(LIST_PAGE, self._window(leaf.lo, leaf.hi))
+            weight += n * ((leaf.next[0] is not None) + (leaf.next[1] is not None))
             for side in (0, 1):
                 if leaf.next[side] is not None:
                     asks[side].append((leaf, (self._key(leaf.next[side]), n)))
