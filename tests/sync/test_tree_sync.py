@@ -195,3 +195,15 @@ def test_full_uses_the_destinations_own_walk_and_finds_a_hole(packed):
     s = sync_tree(src, Vouching(mem), [root], full=True)
     assert s.done == 1 and leaf.hashcode in mem
     assert check(root, mem).problems == []
+
+
+def test_source_reads_are_batched_too(packed):
+    """A remote source (vt pull) is read a batch per round, directories included,
+    and each block read once: not a request per directory or per block."""
+    src, root, _ = packed
+    counting = CountingStore(src)
+    s = sync_tree(counting, MemoryStore(), [root])
+    dirs = 1 + 10 + 30
+    assert s.done > 400 and s.problems == []
+    assert counting.calls["get"] < dirs / 2, counting.calls
+    assert counting.blocks["get"] <= s.done + 5, counting.blocks

@@ -40,7 +40,7 @@ from vtstore.blocks import (
     decode_blockrefs,
 )
 from vtstore.errors import FormatError, MissingBlockError, VTError
-from vtstore.tree.dir import decode_dir_data, read_dir_data
+from vtstore.tree.dir import MAX_DIR_DATA, decode_dir_data, read_dir_data
 from vtstore.tree.dirent import Dirent
 
 #: how many blocks one round of the walk asks about, and one send batch holds at most
@@ -254,15 +254,19 @@ class TreeSync:
         fetched from the source in one batch, hashed, and kept for the send)."""
         need = []
         for item, blk, node in later:
-            if isinstance(blk, IndirectBlock) and (node < 0 or node not in self._cache):
-                need.append((blk.hashcode, node, item[2]))
+            # indirect blocks, and one-block directories (most): read in one batch
+            if isinstance(blk, IndirectBlock) or (item[1] == _DIR and blk.span <= MAX_DIR_DATA):
+                if node < 0 or node not in self._cache:
+                    need.append((blk.hashcode, node, item[2]))
         datas = self._fetch(need)
         for item, blk, node in later:
             _, kind, where, _parent = item
             if node in self._bad:
                 continue
+            raw = datas.get(blk.hashcode)
+            if raw is None and node >= 0:
+                raw = self._cache.get(node)
             if isinstance(blk, IndirectBlock):
-                raw = datas.get(blk.hashcode)
                 if raw is None:
                     continue
                 try:
@@ -285,11 +289,21 @@ class TreeSync:
                 if key in self._dirs_walked:
                     continue
                 self._dirs_walked.add(key)
-                self._walk_dir(blk, where, node)
+                if isinstance(blk, HashCodeBlock):
+                    if raw is None:
+                        continue  # _fetch reported it
+                    if len(raw) != blk.span:
+                        self._problem(
+                            node, f"{where}: block {blk.hashcode} is not {blk.span} octets"
+                        )
+                        continue
+                self._walk_dir(blk, where, node, raw if isinstance(blk, HashCodeBlock) else None)
 
-    def _walk_dir(self, blk: Block, where: str, node: int) -> None:
+    def _walk_dir(self, blk: Block, where: str, node: int, data=None) -> None:
         try:
-            entries, _ = decode_dir_data(read_dir_data(blk, _VerifyingReader(self.src)))
+            if data is None:
+                data = read_dir_data(blk, _VerifyingReader(self.src))
+            entries, _ = decode_dir_data(data)
         except VTError as e:  # missing, corrupt, or not directory data
             self._problem(node, f"{where}: directory {blk}: {e}")
             if node < 0:
@@ -329,12 +343,15 @@ class TreeSync:
                 self._problem(node, f"{where}: corrupt block {h} in {self.src.name}")
                 continue
             out[h] = data
-            if node >= 0 and not self._size[node]:  # an indirect block, seen in the walk
+            if node < 0:
+                continue
+            if not self._size[node]:  # an indirect block: its size is known now
                 self._size[node] = len(data)
                 self.stats.total_bytes += len(data)
-                if self._cache_bytes + len(data) <= CACHE_BYTES:
-                    self._cache[node] = data
-                    self._cache_bytes += len(data)
+            # what the walk read is kept for the send (up to a bound), not read twice
+            if self.stats.phase == "walk" and self._cache_bytes + len(data) <= CACHE_BYTES:
+                self._cache[node] = data
+                self._cache_bytes += len(data)
         return out
 
     # -- the send ------------------------------------------------------------
