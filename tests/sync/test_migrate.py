@@ -463,3 +463,43 @@ def _map_fixture():
 
 
 _MAP_SRC, _MAP_TOP, _MAP_BYTES, _MAP_DST_DATA = _map_fixture()
+
+
+def _serve(tmp_path, name: str, *global_args: str):
+    ready = tmp_path / f"ready-{name}"
+    p = subprocess.Popen(
+        [sys.executable, "-m", "vtstore.cli.main", "-q", *global_args, "serve"]
+        + ["--insecure-no-auth", "--ready-file", str(ready), str(tmp_path / f"{name}.sock")],
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert p.poll() is None and time.monotonic() < deadline, "vt serve did not start"
+        time.sleep(0.02)
+    return p, ready.read_text().strip()
+
+
+def test_between_two_servers_over_unix_sockets(tmp_path):
+    """SRC and DST are `vt serve` processes: the map file named by --map."""
+    src = str(tmp_path / "src")
+    make_rich_tree(src)
+    old, new = tmp_path / "old", tmp_path / "new"
+    vt("-q", "pack", src, store=old)
+    procs = []
+    try:
+        p1, spec1 = _serve(tmp_path, "s1", "-S", str(old))
+        procs.append(p1)
+        p2, spec2 = _serve(tmp_path, "s2", "-H", "sha1", "-S", str(new))
+        procs.append(p2)
+        out = str(tmp_path / "m.vt")
+        mapfile = str(tmp_path / "m.map")
+        r = vt("migrate", "--verify", "--map", mapfile, "-o", out, spec1, spec2, src + ".vt")
+        assert b"verified" in r.stderr and os.path.getsize(mapfile) > 1000
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            assert p.wait(30) == 0
+    restored = str(tmp_path / "restored")
+    vt("-q", "unpack", out, restored, store=new)
+    assert rsync_diff(src, restored) == []
