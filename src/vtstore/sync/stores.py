@@ -368,12 +368,7 @@ def _copy(
     blocks = nbytes = 0
     for i in range(0, len(hashcodes), COPY_BATCH):
         batch = hashcodes[i : i + COPY_BATCH]
-        report.requests += 1
-        report.round_trips += 1
-        try:
-            datas = src.get_many(batch)
-        except (CorruptBlockError, MissingBlockError):
-            datas = [_get_one(src, h, problems) for h in batch]
+        datas = _fetch(src, batch, report, problems)
         good_h, good_d = [], []
         for h, d in zip(batch, datas, strict=True):
             if d is None:
@@ -393,13 +388,47 @@ def _copy(
     return blocks, nbytes
 
 
+def _fetch(src: Store, batch: list[HashCode], report: SyncReport, problems: list[str]):
+    """The data of each of `batch` (None for a bad block, reported): one
+    `get_many`, asked again without each bad block its error names (so k bad
+    blocks cost k more round trips, not one per block of the batch)."""
+    todo = list(batch)
+    got: dict[HashCode, bytes] = {}
+    while todo:
+        report.requests += 1
+        report.round_trips += 1
+        try:
+            got.update(zip(todo, src.get_many(todo), strict=True))
+            break
+        except (CorruptBlockError, MissingBlockError) as e:
+            bad = e.hashcode
+            if not isinstance(bad, HashCode) or bad not in todo:
+                # an error that does not say which: block by block
+                for h in todo:
+                    report.requests += 1
+                    report.round_trips += 1
+                    d = _get_one(src, h, problems)
+                    if d is not None:
+                        got[h] = d
+                break
+            _report_bad(src, e, problems)
+            todo.remove(bad)
+    return [got.get(h) for h in batch]
+
+
+def _report_bad(src: Store, e: Exception, problems: list[str]) -> None:
+    if isinstance(e, CorruptBlockError):
+        problems.append(f"{e} (in {src.name}): not copied")
+    else:
+        problems.append(f"block {e.hashcode} vanished from {src.name} during the sync: not copied")
+
+
 def _get_one(src: Store, h: HashCode, problems: list[str]):
     try:
         return src[h]
-    except CorruptBlockError as e:
-        problems.append(f"{e} (in {src.name}): not copied")
-    except MissingBlockError:
-        problems.append(f"block {h} vanished from {src.name} during the sync: not copied")
+    except (CorruptBlockError, MissingBlockError) as e:
+        e.hashcode = h
+        _report_bad(src, e, problems)
     return None
 
 
