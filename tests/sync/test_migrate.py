@@ -503,3 +503,29 @@ def test_between_two_servers_over_unix_sockets(tmp_path):
     restored = str(tmp_path / "restored")
     vt("-q", "unpack", out, restored, store=new)
     assert rsync_diff(src, restored) == []
+
+
+def test_archive_resume_appends_only_missing_states(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    src = _pack_states(tmp_path, old)
+    out = str(tmp_path / "out.vt")
+    with DataDir(str(old), readonly=True) as s, DataDir(str(new), hashclass=Hash_SHA1) as d:
+        Migrator(s, d).archive(src + ".vt", out)
+        full = open(out, "rb").read()
+        lines = full.splitlines(keepends=True)
+        open(out, "wb").write(lines[0])  # killed after the first state
+        m = Migrator(s, d)
+        assert len(m.archive(src + ".vt", out)) == 3
+        assert open(out, "rb").read().count(b"\n") == 3
+        from vtstore.archive import parse_line
+
+        again = [(e.when, e.dirent) for e in Archive(out).entries()]
+        assert again == [
+            (parse_line(x.decode()).when, parse_line(x.decode()).dirent) for x in lines
+        ]
+        assert sum(1 for _ in open(out + ".map")) == 3
+        # an output that is not a migration of this archive is refused
+        other = str(tmp_path / "other.vt")
+        Archive(other).update(Dirent(T_DIR), when=1.0)
+        with pytest.raises(MigrateError, match="not a migration of"):
+            Migrator(s, d).archive(src + ".vt", other)
