@@ -20,13 +20,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from vtstore.blocks import Block
 from vtstore.errors import VTError
 from vtstore.fs.cache import CachingStore, NotCached, PeekStore, Prefetcher
-from vtstore.fs.content import ContentChunker, Layer, splice_block
+from vtstore.fs.content import ContentChunker, Layer
 from vtstore.fs.errors import FSError
 from vtstore.fs.handles import HandleTable
-from vtstore.fs.links import EXT_MAGIC, LinkTable
+from vtstore.fs.links import LinkTable
 from vtstore.fs.nodes import (
     DirNode,
     FileNode,
@@ -37,7 +36,8 @@ from vtstore.fs.nodes import (
     _user_name,
     default_meta,
 )
-from vtstore.tree.dir import decode_dir_data, make_dir, read_dir_data
+from vtstore.fs.storing import Storing
+from vtstore.tree.dir import decode_dir_data, read_dir_data
 from vtstore.tree.dirent import (
     T_DEVICE,
     T_DIR,
@@ -48,7 +48,6 @@ from vtstore.tree.dirent import (
     T_SYMLINK,
     T_WHITEOUT,
     Dirent,
-    HardLinkDirent,
     fsenc,
 )
 from vtstore.tree.meta import Meta
@@ -85,7 +84,7 @@ def _now() -> int:
     return time.time_ns()
 
 
-class FileSystem:
+class FileSystem(Storing):
     """A mounted tree; see the module docstring.
 
     `root` is the directory dirent to mount.  `readonly` refuses every change
@@ -769,66 +768,6 @@ class FileSystem:
             layers = self._freeze(node)
         self._wait(layers)
 
-    def _freeze(self, node: FileNode) -> list[Layer]:
-        """Hand the write layer to the storer; return the layers still being stored."""
-        top = node.top
-        if top is not None:
-            self._writing.discard(node)
-            node.top = None
-            if top.dirty and not node.unlinked:
-                top.frozen = True
-                node.frozen.append(top)
-                self._pool.submit(self._store_layer, node, top)
-        return list(node.frozen)
-
-    def _store_layer(self, node: FileNode, layer: Layer) -> None:
-        try:
-            base = layer.base
-            if isinstance(base, Layer):
-                base.done.wait()
-                if base.error is not None:
-                    layer.error = base.error
-                    return
-                base = layer.base if not isinstance(layer.base, Layer) else base.block
-            if base is None or node.unlinked:
-                return
-            mime = node.meta.mime_type
-            block = splice_block(layer, base, self.store, self.chunker, node.name or None, mime)
-            layer.block = block
-            with self.lock:
-                self._stored(node, layer, block)
-        except Exception as e:
-            layer.error = e
-            msg = f"storing {node.name or 'a file'} failed: {e}"
-            log.exception("%s", msg)
-            self.errors.append(msg)
-        finally:
-            layer.done.set()
-
-    def _stored(self, node: FileNode, layer: Layer, block: Block) -> None:
-        if layer in node.frozen:
-            node.frozen.remove(layer)
-        if node.unlinked:
-            return
-        node.block = block
-        if node.top is not None and node.top.base is layer:
-            node.top.base = block
-        for later in node.frozen:
-            if later.base is layer:
-                later.base = block
-        node.dirty = False  # force the propagation below
-        self._touch(node)
-        if not node.nlookup and not node.opens:
-            self._try_collapse(node)
-
-    @staticmethod
-    def _wait(layers: list[Layer]) -> None:
-        for layer in layers:
-            layer.done.wait()
-        for layer in layers:
-            if layer.error is not None:
-                raise FSError(errno.EIO, f"storing failed: {layer.error}")
-
     # -- directories -------------------------------------------------------------
 
     def opendir(self, ino: int) -> int:
@@ -951,109 +890,6 @@ class FileSystem:
             "favail": 1 << 32,
             "namemax": NAME_MAX,
         }
-
-    def encode_dir(self, d: DirNode, name: str) -> Dirent:
-        """Store directory node `d` (and its dirty descendants); return its dirent."""
-        entries = []
-        links = self.links
-        kids = self.children(d)
-        mypath = None
-        for cname, c in kids.items():
-            if isinstance(c, Dirent):
-                if c.ino is not None and c.type in (T_FILE, T_HARDLINK) and c.ino in links.changed:
-                    c = self._child(d, cname)
-                else:
-                    entries.append(c if c.name == cname else c.renamed(cname))
-                    continue
-            if c.gid is not None:
-                g = links.get(c.gid)
-                if mypath is None:
-                    mypath = d.path()
-                if g.outside is None and g.primary == mypath + (cname,):
-                    entries.append(c.to_dirent(cname, self))
-                else:
-                    entries.append(HardLinkDirent(cname, c.gid))
-                continue
-            entries.append(c.to_dirent(cname, self))
-            c.dirty = False
-        orig = d.orig
-        kw = {}
-        if orig is not None:
-            kw = {"uuid": orig.uuid, "ext": orig.ext}
-            if d is not self.root and orig.ext and orig.ext.startswith(EXT_MAGIC):
-                # the table of an earlier mount of this sub-directory: stale once it changes
-                kw["ext"] = None
-        if d is self.root:
-            kw["ext"] = links.encode_ext(orig.ext if orig is not None else None)
-        out = make_dir(
-            entries, self.store, name=name, meta=d.meta, salt=getattr(d, "salt", None), **kw
-        )
-        d.cached = out
-        d.dirty = False
-        return out
-
-    def _encode_dirty_below(self, top: DirNode) -> None:
-        """Encode the dirty directories below `top`, deepest first.
-
-        A loop, not recursion (a tree may be thousands of levels deep): once
-        every dirty child is encoded, encoding a directory takes its children's
-        cached dirents and goes no deeper.
-        """
-        order: list[DirNode] = []
-        stack = [top]
-        while stack:
-            d = stack.pop()
-            order.append(d)
-            if d.children:
-                stack.extend(c for c in d.children.values() if isinstance(c, DirNode) and c.dirty)
-        for d in reversed(order[1:]):  # each child before its parent
-            if d.dirty:
-                self.encode_dir(d, d.name)
-
-    def _dir_at(self, path: tuple) -> DirNode | None:
-        d = self.root
-        for part in path:
-            c = self._child(d, part) if part in self.children(d) else None
-            if c is None or c.type != T_DIR:
-                return None
-            d = c
-        return d
-
-    def sync(self) -> Dirent:
-        """Store every change; return the top dirent of the tree as it is now."""
-        with self.lock:
-            layers = []
-            for node in list(self._writing):
-                layers += self._freeze(node)
-            for node in self.inodes.values():
-                if isinstance(node, FileNode) and node.frozen:
-                    layers += node.frozen
-        self._wait(layers)
-        with self.lock:
-            for gid in list(self.links.changed):
-                g = self.links.get(gid)
-                if g is None:
-                    continue
-                if g.outside is not None:
-                    # the file is outside the mounted sub-path: the mount writes it there
-                    if g.node is not None:
-                        self.outside_changes[g.outside] = g.node.to_dirent(g.outside[-1], self)
-                    continue
-                for p in g.paths:
-                    dd = self._dir_at(p[:-1])
-                    if dd is not None:
-                        self._touch(dd)
-                        dd.cached = None
-                        dd.dirty = True
-            if self.links.dirty_buckets:
-                self.root.dirty = True
-            self._encode_dirty_below(self.root)
-            top = self.root.to_dirent(self.root_name, self)
-            self.links.changed.clear()
-            for node in list(self._forgotten):
-                self._try_collapse(node)
-        self.backend.flush()
-        return top
 
     def close(self) -> None:
         """Stop the background threads (call `sync` first to keep changes)."""
