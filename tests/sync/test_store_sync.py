@@ -378,3 +378,21 @@ def test_two_sources_into_one_destination_at_once(tmp_path, served):
         assert reports["a"].problems == reports["b"].problems == []
         assert keyset(d) == keyset(a)
         assert reports["a"].sent_blocks >= 200 and reports["b"].sent_blocks <= 3000
+
+
+def test_a_store_listing_out_of_order_is_an_error_not_a_hang():
+    """A broken store (or server) whose windows ignore their start gives one
+    clear error instead of a walk that never ends."""
+    from vtstore.errors import FormatError
+    from vtstore.stores.memory import MemoryStore
+
+    class IgnoresStart(MemoryStore):
+        def _iter_sorted(self, start):
+            return super()._iter_sorted(None)
+
+    for n in (300, 5000):
+        bad, good = IgnoresStart(), MemoryStore()
+        bad.add_many(blocks(n, b"x"))
+        good.add_many(blocks(n // 2, b"x"))
+        with pytest.raises(FormatError, match="ended before it"):
+            sync_stores(bad, good)

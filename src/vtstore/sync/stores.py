@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 from vtstore.errors import (
     CorruptBlockError,
+    FormatError,
     HashClassMismatchError,
     MissingBlockError,
     ReadOnlyError,
@@ -294,6 +295,14 @@ class _Walk:
         for clo, chi in self._split(lo, hi, k):
             leaves.append(_Leaf(clo, chi, a_empty, b_empty))
 
+    def _past(self, last: HashCode, lo: int, what: str) -> int:
+        """Where a window that ended at `last` continues; a peer whose window
+        ends before it began (a broken store or server) would loop forever."""
+        nxt = int.from_bytes(last, "big") + 1
+        if nxt <= lo:
+            raise FormatError(f"a {what} window from {self._key(lo)} ended before it: {last}")
+        return nxt
+
     def _covered(self, side: int, last: HashCode | None, hi: int) -> bool:
         return last is None or last == self.last[side] or int.from_bytes(last, "big") >= hi - 1
 
@@ -305,7 +314,7 @@ class _Walk:
             if ha == hb:
                 if not (self._covered(0, la, hi) and self._covered(1, lb, hi)):
                     # the windows stopped short of hi: compare the rest
-                    cmp.append((int.from_bytes(la, "big") + 1, hi))
+                    cmp.append((self._past(la, lo, "hash of hashcodes"), hi))
                 continue
             e = self._expected(lo, hi)
             if la is None or lb is None:
@@ -342,7 +351,7 @@ class _Walk:
                 if end or len(inside) < len(keys) or not keys:
                     leaf.next[side] = None
                 else:
-                    leaf.next[side] = int.from_bytes(keys[-1], "big") + 1
+                    leaf.next[side] = self._past(keys[-1], leaf.next[side], "listing")
         for leaf in batch:
             if leaf.next[0] is None and leaf.next[1] is None:
                 sa, sb = set(leaf.keys[0]), set(leaf.keys[1])
