@@ -8,14 +8,17 @@ each store for the hash of the hashcodes in a window starting at `lo`
 network store).  The window's length is the expected count of the range plus a
 margin, so it normally reaches past `hi`: equal hashes then prove the range
 equal; a window that stops short of `hi` is continued in a follow-up range
-after its last key.  A range whose hashes differ is split into sub-ranges, or,
+after its last key.  (A window reaching past `hi` can make a range look
+different for a difference just past it: a needless descent, never a missed
+difference.)  A range whose hashes differ is split into sub-ranges, or,
 once small (about `LEAF` keys), listed on both sides and diffed.  A side with
 no keys left from `lo` on is not asked again: the other side's keys there are
 listed, in parallel chunks.
 
 Every range of one round is asked for at once: on a network store
 (`vtstore.net.StreamStore`) the round's requests are pipelined on the
-connection, so a round costs one round trip whatever its size.  Two stores of
+connection, so a round costs one round trip whatever its size (the client has
+no public batch of windows yet: this uses its own `_pipeline`).  Two stores of
 N keys differing by d blocks reconcile in a handful of rounds (the depth of the
 range tree, about 4), against N/4096 sequential pages to list every key.
 
@@ -154,10 +157,8 @@ class _Peer:
     def __init__(self, store: Store):
         self.store = store
         self.requests = 0
-        try:
-            from vtstore.net.client import StreamStore
-        except ImportError:  # pragma: no cover - the net layer is part of the package
-            StreamStore = ()  # noqa: N806
+        from vtstore.net.client import StreamStore
+
         self.remote = isinstance(store, StreamStore)
 
     def _pipeline(self, op: int, windows, decode):
@@ -166,7 +167,7 @@ class _Peer:
         st = self.store
         st._check_open()
         # StreamStore has no public batch of windows yet: its own pipeline sends
-        # them all before waiting for any answer (see the module docstring)
+        # them all before waiting for any answer, retrying on a new connection
         pkts = st._pipeline([(op, [P.encode_window(s, False, n)], 0) for s, n in windows])
         return [decode(p.payload, st.hashclass) for p in pkts]
 
