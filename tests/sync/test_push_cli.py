@@ -299,3 +299,13 @@ def test_push_and_pull_through_ssh(packed, tmp_path, sshd):  # noqa: F811 (the f
     assert states(back / "t.vt") == states(s1 / "t.vt")
     r = vt("-S", str(back), "fsck", "[default]t", check_rc=False)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_clause_names_the_source_store(packed, tmp_path, vt_env):
+    """`vt push - DST [clause]NAME`: the clause of the archive is the source."""
+    s1, _ = packed
+    rc = tmp_path / "home" / ".vtrc"
+    rc.write_text(f"[src]\ntype = datadir\npath = {s1}\n")
+    env = {**vt_env, "PYTHONPATH": vt_env["PYTHONPATH"]}
+    r = vt("push", "-", str(tmp_path / "s2"), "[src]t", env=env)
+    assert sent(r) > 150 and states(tmp_path / "s2" / "t.vt") == states(s1 / "t.vt")

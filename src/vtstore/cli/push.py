@@ -6,7 +6,8 @@ word for fetching from a remote store).  A store given as `-` is the command's
 own store (`-S`, `$VT_STORE`, the config's `[default]`, the default datadir).
 WHAT is a ref (`vt save` output, a dirent or block transcription, with an
 optional `/path`), an archive file `X.vt`, or `[clause]NAME` (the archive NAME
-kept by SRC); nothing means the whole store.
+kept by SRC; with SRC `-` and no `-S`, the clause is SRC); nothing means the
+whole store.
 """
 
 from __future__ import annotations
@@ -117,7 +118,12 @@ def run(args) -> int:
     if args.batch < 1:
         raise VTError(f"--batch must be at least 1, got {args.batch}")
     t0 = time.monotonic()
-    with _open(args, args.src, readonly=True) as src, _open(args, args.dst, args.dry_run) as dst:
+    src_spec = args.src
+    clauses = [w[: w.index("]") + 1] for w in args.what if w.startswith("[") and "]" in w]
+    if src_spec == "-" and not args.store_spec and clauses:
+        # `vt push - DST [home]docs`: the archive's clause is the source store
+        src_spec = clauses[0]
+    with _open(args, src_spec, readonly=True) as src, _open(args, args.dst, args.dry_run) as dst:
         if not args.what:
             return _whole_store(args, src, dst)
         totals = _Totals()
