@@ -43,7 +43,7 @@ def _add_parser(sub, cmd: str, help_: str) -> None:
     )
     p.add_argument("src", metavar="SRC", help="the store to copy from ('-': the default store)")
     p.add_argument("dst", metavar="DST", help="the store to copy into ('-': the default store)")
-    p.add_argument("what", nargs="*", metavar="WHAT", help="refs, X.vt or [clause]NAME")
+    p.add_argument("what", nargs="*", default=[], metavar="WHAT", help="refs, X.vt or [clause]NAME")
     p.add_argument("-n", "--dry-run", action="store_true", help="walk and count what would be sent")
     p.add_argument(
         "--full",
