@@ -357,6 +357,12 @@ def test_key_files_readable_by_others_are_refused(tmp_path):
     os.chmod(ring, 0o644)
     with pytest.raises(KeyFileError, match="too open"):
         KeyRing.load(str(ring))
+    # a keyring over the size read is an error, never silently shortened
+    os.chmod(ring, 0o600)
+    with open(ring, "a") as f:
+        f.write(("#" * 1023 + "\n") * 4097)
+    with pytest.raises(KeyFileError, match="larger than 4 MiB"):
+        KeyRing.load(str(ring))
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ source block is one clear error naming it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -514,6 +515,8 @@ def test_archive_resume_appends_only_missing_states(tmp_path):
         full = open(out, "rb").read()
         lines = full.splitlines(keepends=True)
         open(out, "wb").write(lines[0])  # killed after the first state
+        side = open(out + ".map", "rb").read().splitlines(keepends=True)
+        open(out + ".map", "wb").write(side[0] + side[1][:17])  # ... in mid-append
         m = Migrator(s, d)
         assert len(m.archive(src + ".vt", out)) == 3
         assert open(out, "rb").read().count(b"\n") == 3
@@ -524,6 +527,8 @@ def test_archive_resume_appends_only_missing_states(tmp_path):
             (parse_line(x.decode()).when, parse_line(x.decode()).dirent) for x in lines
         ]
         assert sum(1 for _ in open(out + ".map")) == 3
+        # the torn record was cut off, not merged with the next one
+        assert [json.loads(x)["when"] for x in open(out + ".map")] == [w for w, _ in again]
         # an output that is not a migration of this archive is refused
         other = str(tmp_path / "other.vt")
         Archive(other).update(Dirent(T_DIR), when=1.0)

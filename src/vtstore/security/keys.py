@@ -147,6 +147,10 @@ def check_private(path: str, st: os.stat_result | None = None) -> None:
         )
 
 
+#: the largest key file or keyring read (about 30,000 keys)
+MAX_KEY_FILE = 4 << 20
+
+
 def _read_private(path: str, what: str) -> str:
     path = os.path.expanduser(os.fspath(path))
     try:
@@ -158,7 +162,9 @@ def _read_private(path: str, what: str) -> str:
     try:
         check_private(path, os.fstat(fd))
         with os.fdopen(fd, "rb", closefd=False) as f:
-            data = f.read(1 << 22)
+            data = f.read(MAX_KEY_FILE + 1)
+        if len(data) > MAX_KEY_FILE:  # never a silently shortened keyring
+            raise KeyFileError(f"{path}: {what} is larger than {MAX_KEY_FILE >> 20} MiB")
     finally:
         os.close(fd)
     try:

@@ -205,7 +205,7 @@ class MigrationMap:
         if self.path is None or not self._pending:
             return
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
                 if os.fstat(fd).st_size == 0:
                     os.write(fd, self._header)
@@ -547,11 +547,7 @@ class Migrator:
         ):
             raise MigrateError(f"{out_path} exists and is not a migration of {src_path}")
         refs_path = out_path + ".map"
-        try:
-            with open(refs_path, "rb") as f:
-                recorded = sum(1 for line in f if line.endswith(b"\n"))
-        except FileNotFoundError:
-            recorded = 0
+        recorded = _complete_lines(refs_path)
         pairs = []
         for i, st in enumerate(states):
             new = self.dirent(st.dirent)
@@ -578,6 +574,22 @@ class Migrator:
                 )
             self.stats.states += 1
         return pairs
+
+
+def _complete_lines(path: str) -> int:
+    """How many complete lines `path` holds; a torn last line (a crash in the
+    middle of an append) is cut off, so the next append starts a line."""
+    try:
+        with open(path, "r+b") as f:
+            data = f.read()
+            end = data.rfind(b"\n") + 1
+            if end < len(data):
+                f.truncate(end)
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        raise MigrateError(f"{path}: {e.strerror}") from None
+    return data.count(b"\n")
 
 
 def _append_line(path: str, line: str) -> None:
