@@ -262,8 +262,8 @@ BAD = [
     (["publish", ""], "an empty argument"),
     (["umount", ""], "MOUNTPOINT: an empty argument"),  # was: the current directory
     (["import", "afile", ""], "X.vt: an empty argument"),
-    (["push", "x"], "not implemented"),
-    (["pull", "x"], "not implemented"),
+    (["push", "x"], "required: DST"),
+    (["pull", "x"], "required: DST"),
     (["httpd"], None),
     (["ftp", "x.vt"], None),
     (["benchmark", "nosuch"], None),
@@ -296,6 +296,7 @@ def test_bad_input_is_one_line_never_a_traceback(junk, env, argv, needle):
     lines = [x for x in r.stderr.splitlines() if x.strip()]
     if lines and lines[0].startswith("usage: "):  # argparse: usage, then one error line
         assert r.returncode == 2 and lines[-1].startswith("vt"), r.stderr
+        assert not needle or needle in lines[-1], lines[-1]
         return
     cmd = next(a for a in argv if a in _COMMANDS)
     assert len(lines) == 1 and lines[0].startswith(f"vt {cmd}: "), r.stderr
