@@ -114,7 +114,17 @@ def test_daemon_mount_and_vt_umount(place, tmp_path):
 
 def test_exec_runs_the_command_and_returns_its_status(place):
     store, archive, mnt = place
-    r = vt("-S", store, "mount", "--create", "-e", f"echo hi > {mnt}/hi; exit 3", archive, mnt, check=False)
+    r = vt(
+        "-S",
+        store,
+        "mount",
+        "--create",
+        "-e",
+        f"echo hi > {mnt}/hi; exit 3",
+        archive,
+        mnt,
+        check=False,
+    )
     assert r.returncode == 3, r.stderr
     assert not os.path.ismount(mnt)
     assert vt("-S", store, "cat", f"{archive}/hi").stdout == "hi\n"
