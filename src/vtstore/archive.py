@@ -504,9 +504,14 @@ class Archive:
         name: str | None = None,
         comment: str | None = None,
         store_id: str | None = None,
-    ) -> ArchiveEntry:
+        if_newer: bool = False,
+    ) -> ArchiveEntry | None:
         """Append a new state, atomically, and make it durable.  `store_id`
-        (`store_identity` of the store holding its blocks) is recorded with it."""
+        (`store_identity` of the store holding its blocks) is recorded with it.
+
+        With `if_newer`, append only if the archive's latest state is older than
+        this one (checked under the archive's lock, so two writers cannot
+        interleave out of time order); return None when it was not appended."""
         entry = ArchiveEntry(
             time.time() if when is None else when, dirent, uuid, name, comment, store_id
         )
@@ -523,6 +528,11 @@ class Archive:
                 if keep != size:
                     log.warning("%s: dropping a torn last line before appending", self.path)
                     os.ftruncate(fd, keep)
+                    size = keep
+            if if_newer:
+                last = self._last_in(size)
+                if last is not None and last.when >= entry.when:
+                    return None
             n = os.write(fd, line)
             if n != len(line):
                 raise ArchiveError(f"{self.path}: short write appending a state")
@@ -532,6 +542,33 @@ class Archive:
         finally:
             os.close(fd)
         return entry
+
+    def _last_in(self, size: int) -> ArchiveEntry | None:
+        """The latest readable state in the first `size` octets of the archive,
+        read from the end a piece at a time.  The caller holds the exclusive
+        lock, so nobody appends meanwhile (and `last()`, which would take the
+        lock again, cannot be used)."""
+        with open(self.path, "rb") as f:
+            return self._last_of_file(f, size)
+
+    def _last_of_file(self, f, size: int) -> ArchiveEntry | None:
+        piece = 1 << 16
+        start = size
+        while start > 0:
+            start = max(0, start - piece)
+            f.seek(start)
+            data = f.read(size - start)
+            if start:  # the first line read may be a part of one
+                cut = data.find(b"\n")
+                if cut < 0:
+                    piece *= 2
+                    continue
+                data = data[cut + 1 :]
+            states = [e for _n, _raw, e, _why in _split(self.path, data, self.codec) if e]
+            if states:
+                return states[-1]
+            piece *= 2
+        return None
 
     def repair(self) -> list[DamagedLine]:
         """Set the damaged lines (and a torn tail) aside and keep the rest.

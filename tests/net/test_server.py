@@ -246,6 +246,29 @@ def test_archive_update_needs_the_state_s_blocks_and_records_the_store(serve, cl
         st.close()
 
 
+def test_archive_update_if_newer_is_checked_by_the_server(serve, clients, tmp_path):
+    """ARCHIVE_UPDATE with if_newer: the server appends only after an older
+    latest state, under the archive's lock, and says whether it appended."""
+    from vtstore.net import RemoteArchive
+    from vtstore.tree.dir import make_dir
+    from vtstore.tree.dirent import FileDirent
+
+    with DataDir(tmp_path / "dd") as dd:
+        dd.add(b"init")
+        dd.flush()
+        _, spec = serve({"": dd})
+        st = clients(spec)
+        top = make_dir([FileDirent("f", st.add(b"z" * 5000))], st, name="top")
+        ra = RemoteArchive(st, "photos")
+        assert ra.update_if_newer(top, 10.0) is True
+        assert ra.update_if_newer(top, 9.0) is False
+        assert ra.update_if_newer(top, 10.0) is False
+        assert ra.update_if_newer(top, 11.0) is True
+        whens = [e.when for e in Archive(dd.archive_path("photos")).entries()]
+        assert whens == [10.0, 11.0]
+        st.close()
+
+
 # -- UNIX sockets -----------------------------------------------------------------------------
 
 

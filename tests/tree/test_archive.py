@@ -281,3 +281,38 @@ def test_store_check_looks_inside_a_literal_top_directory(tmp_path):
     assert a.check_store(mine)
     with pytest.raises(ArchiveStoreError, match="not in"):
         a.check_store(other)
+
+
+def test_update_if_newer_is_one_step_under_the_lock(tmp_path):
+    """`if_newer` appends only after an older latest state, even when the last
+    lines are damaged or torn, and from many processes at once the file stays
+    in time order."""
+    import subprocess
+    import sys
+
+    p = tmp_path / "a.vt"
+    a = Archive(p)
+    assert a.update(D("one"), when=10.0, if_newer=True) is not None
+    assert a.update(D("old"), when=5.0, if_newer=True) is None
+    assert a.update(D("same"), when=10.0, if_newer=True) is None
+    with open(p, "a") as f:
+        f.write("junk line\n{torn")
+    assert a.update(D("two"), when=20.0, if_newer=True) is not None
+    assert [e.dirent.name for e in a.entries()] == ["one", "two"]
+    # a long archive: the latest is found from the end, past 64 KiB pieces
+    from vtstore.archive import ArchiveEntry
+
+    with open(p, "a") as f:
+        f.writelines(ArchiveEntry(100.0 + i, D(f"s{i}")).to_line() for i in range(3000))
+    assert a.update(D("late"), when=50.0, if_newer=True) is None
+    # racing processes, each appending its own times in random order
+    script = (
+        "import random, sys; from vtstore.archive import Archive;"
+        "from vtstore.tree.dirent import DirDirent as D;"
+        "a = Archive(sys.argv[1]); ts = list(range(5000, 5060)); random.shuffle(ts)\n"
+        "for t in ts: a.update(D('r'), when=float(t), if_newer=True)"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(p)]) for _ in range(4)]
+    assert all(pr.wait(timeout=120) == 0 for pr in procs)
+    whens = [e.when for e in a.entries()]
+    assert whens == sorted(whens) and len(whens) == len(set(whens))

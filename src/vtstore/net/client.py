@@ -80,6 +80,14 @@ class RemoteArchive:
         self.store.archive_update(self.name, entry.to_line().rstrip("\n"))
         return entry
 
+    def update_if_newer(self, dirent, when, uuid=None, name=None, comment=None) -> bool:
+        """Append a state only if the archive's latest is older (the server
+        checks under the archive's lock); return whether it was appended."""
+        from vtstore.archive import ArchiveEntry
+
+        entry = ArchiveEntry(when, dirent, uuid, name, comment)
+        return self.store.archive_update(self.name, entry.to_line().rstrip("\n"), if_newer=True)
+
 
 class StreamStore(Store):
     """A store served by a block server at `spec` (`tcp:host:port`,
@@ -597,13 +605,20 @@ class StreamStore(Store):
             raise FormatError(f"{self.name}: a bad archive state")
         return last
 
-    def archive_update(self, name: str, text: str) -> None:
+    def archive_update(self, name: str, text: str, if_newer: bool = False) -> bool:
         """Append state `text` to archive `name`.  Every block added so far is flushed
-        first, so the archive never names blocks the server may not have."""
+        first, so the archive never names blocks the server may not have.  With
+        `if_newer`, the server appends it only if the archive's latest state is
+        older (checked under its lock); return whether it was appended."""
         self._check_writable()
         self.flush()
-        payload = P.encode_json({"name": name, "text": text})
-        self._call(P.OP_ARCHIVE_UPDATE, [payload], P.F_JSON, idempotent=False)
+        req = {"name": name, "text": text}
+        if if_newer:
+            req["if_newer"] = True
+        pkt = self._call(P.OP_ARCHIVE_UPDATE, [P.encode_json(req)], P.F_JSON, idempotent=False)
+        answer = P.decode_json(pkt.payload) if pkt is not None and pkt.payload else {}
+        # a server before this flag answers without "appended": it appended
+        return answer.get("appended", True) is not False
 
     @property
     def exports(self) -> dict:

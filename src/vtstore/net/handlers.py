@@ -125,10 +125,12 @@ def _archive_last_text(archive) -> str | None:
     return str(entry)
 
 
-def _archive_append(archive, text: str, store) -> None:
+def _archive_append(archive, text: str, store, if_newer: bool = False) -> bool:
     """Append a client's state line to an export's archive: only a state whose
     top blocks the export's store holds, onto an archive of that store, and
-    recorded with that store's identity."""
+    recorded with that store's identity.  With `if_newer`, only if the
+    archive's latest state is older (checked under the archive's lock).
+    Return whether it was appended."""
     from vtstore.archive import (
         Archive,
         ArchiveStoreError,
@@ -145,16 +147,18 @@ def _archive_append(archive, text: str, store) -> None:
         if why is not None:
             raise ArchiveStoreError(f"refused state for {archive.path}: {why}")
         archive.check_store(store)
-        archive.update(
+        done = archive.update(
             e.dirent,
             when=e.when,
             uuid=e.uuid,
             name=e.name,
             comment=e.comment,
             store_id=e.store_id or store_identity(store),
+            if_newer=if_newer,
         )
-    else:
-        archive.update(text)
+        return done is not None
+    archive.update(text)
+    return True
 
 
 class Reply(Exception):
@@ -254,9 +258,12 @@ def _h_archive_update(export: Export, payload):
     text = obj.get("text")
     if not isinstance(text, str):
         raise FormatError("ARCHIVE_UPDATE needs a string 'text'")
+    if_newer = obj.get("if_newer", False)
+    if not isinstance(if_newer, bool):
+        raise FormatError("ARCHIVE_UPDATE's 'if_newer' is true or false")
     with export.lock:
-        _archive_append(export.archive(name, create=True), text, export.store)
-    return P.F_JSON, [P.encode_json({"name": name})]
+        done = _archive_append(export.archive(name, create=True), text, export.store, if_newer)
+    return P.F_JSON, [P.encode_json({"name": name, "appended": done})]
 
 
 def _h_indirect_complete(export: Export, payload):

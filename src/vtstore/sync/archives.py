@@ -12,11 +12,9 @@ the other source already pushed is reported as `older`, not appended).  Only
 the latest state of the destination is read, so a remote archive (a block
 server's `archive_last`/`archive_update`) works as well as a local file.
 
-Two pushes into one local archive at once take turns for the check and the
-append (a lock file beside it), so the order holds.  A server's archive is
-checked just before the append, but the server appends what it is given: two
-pushes racing into one remote archive can still append out of time order
-(the protocol's ARCHIVE_UPDATE would need an "only if newer" flag).
+Two pushes into one archive at once cannot interleave out of time order: the
+check and the append are one step under the archive's lock (`Archive.update`
+with `if_newer`; for a server's archive, ARCHIVE_UPDATE with `if_newer`).
 
 A state is appended only after its whole tree arrived; a state whose tree had a
 bad source block stops the appending there (later states would leave it behind
@@ -25,7 +23,6 @@ for good), and is reported.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,30 +146,15 @@ def push_archive(
 
 def _append_in_order(dst, archive, e: ArchiveEntry) -> bool:
     """Append `e` unless the archive's latest state is now at or after it
-    (another push got there first); return whether it was appended.
-
-    For a local archive the check and the append hold a lock beside it
-    (`.NAME.vt.push-lock`, a name no archive can have), so two pushes into one
-    archive cannot interleave out of time order.  For a remote archive the
-    check is made just before the append; the server appends what it is given."""
+    (another push got there first); return whether it was appended.  The check
+    and the append are one step under the archive's lock: `Archive.update`
+    with `if_newer` for a local archive, ARCHIVE_UPDATE with `if_newer` (the
+    server's own lock) for a server's."""
     if not isinstance(archive, Archive):
-        last = _last_of(archive)
-        if last is not None and e.when <= last.when:
-            return False
-        archive.update(e.dirent, e.when, e.uuid, e.name, e.comment)
-        return True
-    head, tail = os.path.split(os.path.abspath(archive.path))
-    fd = os.open(
-        os.path.join(head, f".{tail}.push-lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        return archive.update_if_newer(e.dirent, e.when, e.uuid, e.name, e.comment)
+    # asked now: a datadir made by this push has its uuid once written to
+    ident = store_identity(dst)
+    done = archive.update(
+        e.dirent, e.when, e.uuid, e.name, e.comment, store_id=ident, if_newer=True
     )
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        last = archive.last()
-        if last is not None and e.when <= last.when:
-            return False
-        # asked now: a datadir made by this push has its uuid once written to
-        ident = store_identity(dst)
-        archive.update(e.dirent, e.when, e.uuid, e.name, e.comment, store_id=ident)
-        return True
-    finally:
-        os.close(fd)
+    return done is not None
