@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vtstore.errors import FormatError, VTError
+from vtstore.fileio import write_durably
 from vtstore.tree.dirent import Dirent, parse_dirent
 
 log = logging.getLogger(__name__)
@@ -632,36 +633,9 @@ def _append_durably(path: str, data: bytes) -> None:
 
 
 def _replace_durably(path: str, data: bytes, st: os.stat_result) -> None:
-    """Write `data` to a temporary file beside `path` (same mode and owner as
-    `st`), make it durable, rename it over `path`, and sync the directory."""
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.repair-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, st.st_mode & 0o7777)
-            try:
-                os.fchown(fd, st.st_uid, st.st_gid)
-            except PermissionError:
-                pass  # not ours to give away: the new file stays the repairer's
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Replace `path` by `data` atomically and durably, keeping the mode and
+    owner of the file it replaces (`st`)."""
+    write_durably(path, data, replace=True, like=st)
 
 
 def _complete_length(path: str, size: int) -> int:

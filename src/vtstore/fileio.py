@@ -18,6 +18,14 @@ def write_private(path, data: bytes, replace: bool = True) -> None:
     With `replace`, over any file at `path`; else `FileExistsError` if `path`
     exists (a `link`, so two writers racing cannot both succeed).  Missing
     parent directories are created 0700."""
+    write_durably(path, data, replace=replace)
+
+
+def write_durably(
+    path, data: bytes, replace: bool = True, like: os.stat_result | None = None
+) -> None:
+    """`write_private`, or with `like` (the stat of the file being replaced)
+    the new file gets that file's mode and, where allowed, its owner."""
     path = os.path.abspath(os.path.expanduser(os.fspath(path)))
     d = os.path.dirname(path)
     os.makedirs(d, mode=0o700, exist_ok=True)
@@ -28,6 +36,12 @@ def write_private(path, data: bytes, replace: bool = True) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if like is not None:
+                os.fchmod(fd, like.st_mode & 0o7777)
+                try:
+                    os.fchown(fd, like.st_uid, like.st_gid)
+                except PermissionError:
+                    pass  # not ours to give away: the new file stays the writer's
             os.fsync(fd)
         finally:
             os.close(fd)
