@@ -224,25 +224,32 @@ def resolve(root: Dirent, path: str, store) -> Dirent:
     return e
 
 
-def walk(root: Dirent, store, prefix: str = "") -> Iterator[tuple[str, Dirent]]:
+def walk(root: Dirent, store, prefix: str = "", entries=None) -> Iterator[tuple[str, Dirent]]:
     """Depth-first `(relative path, dirent)` in name order, each dir before its entries.
 
     An explicit stack of open directories, not recursion: any depth walks.
+    `entries(dirent, path)` lists a directory (default: `dir_entries`, which
+    raises on damage; a restore passes one that salvages and reports).
     """
+    if entries is None:
+
+        def entries(d, _path):
+            return dir_entries(d, store)
+
     yield prefix, root
     if not root.is_dir:
         return
-    stack = [(prefix, iter(dir_entries(root, store)))]
+    stack = [(prefix, iter(entries(root, prefix)))]
     while stack:
-        path, entries = stack[-1]
-        e = next(entries, None)
+        path, listing = stack[-1]
+        e = next(listing, None)
         if e is None:
             stack.pop()
             continue
         sub = f"{path}/{e.name}" if path else e.name
         yield sub, e
         if e.is_dir:
-            stack.append((sub, iter(dir_entries(e, store))))
+            stack.append((sub, iter(entries(e, sub))))
 
 
 def tree_stats(root: Dirent, store) -> dict:

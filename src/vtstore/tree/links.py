@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from vtstore.blocks import decode_blockref
 from vtstore.codec import Reader, encode_bytes, encode_varint
 from vtstore.errors import FormatError, VTError
-from vtstore.tree.dir import dir_entries, resolve
+from vtstore.tree.dir import dir_entries, resolve, walk
 from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent, fsdec, fsenc
 
 log = logging.getLogger(__name__)
@@ -117,40 +117,25 @@ def iter_tree(
 ) -> Iterator[tuple[tuple[str, ...], Dirent]]:
     """Every `(path parts, dirent)` below `root`, depth first in name order.
 
-    The same order as `tree.dir.walk` (each directory before its entries), but
-    with an explicit stack instead of recursion.  With `on_error` a directory
+    `tree.dir.walk` with paths as tuples of names.  With `on_error` a directory
     whose entries cannot be read is passed to it (its path, the error) and
     skipped; without it the error propagates.
     """
-    yield (), root
-    if not root.is_dir:
-        return
-    stack: list[tuple[tuple[str, ...], Iterator[Dirent]]] = []
 
-    def entries_of(path: tuple[str, ...], d: Dirent) -> Iterator[Dirent] | None:
+    def parts(path: str) -> tuple[str, ...]:
+        return tuple(path.split("/")) if path else ()  # names never hold "/"
+
+    def entries_of(d: Dirent, path: str) -> list[Dirent]:
         try:
-            return iter(dir_entries(d, store))
+            return dir_entries(d, store)
         except (VTError, KeyError) as e:
             if on_error is None:
                 raise
-            on_error(path, e)
-            return None
+            on_error(parts(path), e)
+            return []
 
-    it = entries_of((), root)
-    if it is not None:
-        stack.append(((), it))
-    while stack:
-        path, it = stack[-1]
-        e = next(it, None)
-        if e is None:
-            stack.pop()
-            continue
-        sub = path + (e.name,)
-        yield sub, e
-        if e.type == T_DIR:
-            kids = entries_of(sub, e)
-            if kids is not None:
-                stack.append((sub, kids))
+    for path, e in walk(root, store, entries=entries_of):
+        yield parts(path), e
 
 
 class LinkResolver:

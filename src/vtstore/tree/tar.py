@@ -15,6 +15,7 @@ import struct
 import tarfile
 from collections.abc import Iterator
 
+from vtstore.tree.dir import walk
 from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_FILE, T_HARDLINK, T_SOCKET, T_SYMLINK
 from vtstore.tree.fsexport import ExportStats
 from vtstore.tree.salvage import (
@@ -129,28 +130,15 @@ def walk_past_damage(root, store, stats: ExportStats) -> Iterator[tuple[str, obj
     """`(relative path, dirent)` depth-first in name order, each dir before its
     entries, iteratively (any depth); damaged directories yield what can be read
     and are recorded in `stats.damaged`."""
-    yield "", root
-    if not root.is_dir:
-        return
 
     def entries_of(d, path):
         entries, problems = read_entries(d, store)
         if problems:
             log.warning("directory %s is damaged: %s", path or ".", "; ".join(problems[:3]))
             stats.damaged.append(Damage(path or ".", problems, kind="dir"))
-        return iter(entries)
+        return entries
 
-    stack = [("", entries_of(root, ""))]
-    while stack:
-        prefix, it = stack[-1]
-        e = next(it, None)
-        if e is None:
-            stack.pop()
-            continue
-        path = f"{prefix}/{e.name}" if prefix else e.name
-        yield path, e
-        if e.is_dir:
-            stack.append((path, entries_of(e, path)))
+    return walk(root, store, entries=entries_of)
 
 
 def write_tar(
