@@ -55,8 +55,9 @@ def resolve_key(spec: str | None, key=None, key_file: str | None = None):
 
 
 class RemoteArchive:
-    """A named archive on the server, with the reading and appending methods of
-    `vtstore.archive.Archive` (`last`, `update`)."""
+    """A named archive on the server, with the reading and appending surface of
+    `vtstore.archive.Archive`: `entries()`, `last()`, `at(when)`, `update(...)`,
+    `exists()`, and `path` (`SERVER:NAME`, for messages)."""
 
     def __init__(self, store: StreamStore, name: str):
         self.store = store
@@ -65,28 +66,72 @@ class RemoteArchive:
     def __repr__(self) -> str:
         return f"RemoteArchive({self.store.name!r}, {self.name!r})"
 
-    def last(self):
-        """The newest state (an `ArchiveEntry`), or None for an empty archive."""
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def path(self) -> str:
+        """What names this archive in messages: `SERVER:NAME`."""
+        return f"{self.store.name}:{self.name}"
+
+    def _parse(self, text: str):
         from vtstore.archive import parse_line
 
-        text = self.store.archive_last(self.name)
-        return None if text is None else parse_line(text, f"{self.store.name}:{self.name}: ")
+        return parse_line(text, f"{self.path}: ")
 
-    def update(self, dirent, when=None, uuid=None, name=None, comment=None):
-        """Append a new state; every block added to the store is flushed first."""
+    def exists(self) -> bool:
+        """Whether the server has this archive."""
+        try:
+            self.store.archive_last(self.name)
+        except P.RemoteError as e:
+            if e.code == P.E_NO_ARCHIVE:
+                return False
+            raise
+        return True
+
+    def last(self):
+        """The newest state (an `ArchiveEntry`), or None for an empty archive."""
+        text = self.store.archive_last(self.name)
+        return None if text is None else self._parse(text)
+
+    def entries(self):
+        """Every state, oldest first (from a server too old to send them all:
+        its latest only).  A damaged line is skipped, as the server does."""
+        for text in self.store.archive_states(self.name):
+            yield self._parse(text)
+
+    def at(self, when: float):
+        """The newest state no later than `when`."""
+        best = None
+        for e in self.entries():
+            if e.when <= when:
+                best = e
+        return best
+
+    def update(
+        self,
+        dirent,
+        when=None,
+        uuid=None,
+        name=None,
+        comment=None,
+        store_id=None,
+        if_newer: bool = False,
+    ):
+        """Append a new state; every block added to the store is flushed first
+        (the server records its own store's identity).  With `if_newer`, only if
+        the archive's latest state is older (checked under the server's lock);
+        return the state appended, or None when it was not."""
         from vtstore.archive import ArchiveEntry
 
         entry = ArchiveEntry(time.time() if when is None else when, dirent, uuid, name, comment)
-        self.store.archive_update(self.name, entry.to_line().rstrip("\n"))
-        return entry
+        done = self.store.archive_update(self.name, entry.to_line().rstrip("\n"), if_newer=if_newer)
+        return entry if done else None
 
     def update_if_newer(self, dirent, when, uuid=None, name=None, comment=None) -> bool:
         """Append a state only if the archive's latest is older (the server
         checks under the archive's lock); return whether it was appended."""
-        from vtstore.archive import ArchiveEntry
-
-        entry = ArchiveEntry(when, dirent, uuid, name, comment)
-        return self.store.archive_update(self.name, entry.to_line().rstrip("\n"), if_newer=True)
+        return self.update(dirent, when, uuid, name, comment, if_newer=True) is not None
 
 
 class StreamStore(Store):
@@ -619,6 +664,18 @@ class StreamStore(Store):
         answer = P.decode_json(pkt.payload) if pkt is not None and pkt.payload else {}
         # a server before this flag answers without "appended": it appended
         return answer.get("appended", True) is not False
+
+    def archive_states(self, name: str) -> list[str]:
+        """The text of every state of archive `name`, oldest first.  A server
+        before ARCHIVE_STATES answers E_UNKNOWN_OP: then its latest state only."""
+        last = self.archive_last(name)
+        return [] if last is None else [last]
+
+    def named_archive(self, name: str, create: bool = False) -> RemoteArchive:
+        """The server's archive `name` (`vtstore.named_archives`); the first
+        update creates it."""
+        self._check_open()
+        return RemoteArchive(self, name)
 
     @property
     def exports(self) -> dict:
