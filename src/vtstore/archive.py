@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -56,6 +58,29 @@ class ArchiveStoreError(ArchiveError):
     """Appending to an archive whose latest state lives in another store."""
 
 
+class StateNotFoundError(ArchiveError):
+    """A state selector (`@ID`, `@-N`, `@DATE`) that names no state of an archive."""
+
+
+class AmbiguousStateError(ArchiveError):
+    """A state ID prefix shared by several states of an archive."""
+
+
+#: hex digits of a short state ID, and the fewest a prefix may have
+SHORT_ID_LEN = 8
+MIN_ID_PREFIX = 4
+
+
+def state_id(when: float, dirent: Dirent, comment: str | None) -> str:
+    """The full ID of a state: 64 hex digits of BLAKE2b-256 over its canonical
+    text, `MICROSECONDS "\n" DIRENT-TEXT "\n" COMMENT` in UTF-8 (see
+    docs/FORMATS.md).  The time is in it, so two states of one tree made at
+    different times differ; the store and uuid are not, so a state keeps its
+    ID when it is pushed to another store."""
+    text = f"{round(when * 1_000_000)}\n{dirent}\n{comment or ''}"
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=32).hexdigest()
+
+
 @dataclass(frozen=True)
 class ArchiveEntry:
     """One state of an archive."""
@@ -67,6 +92,16 @@ class ArchiveEntry:
     comment: str | None = None
     #: the identity of the store holding the state's blocks (see `store_identity`)
     store_id: str | None = None
+
+    @functools.cached_property
+    def id(self) -> str:
+        """The state's full ID (`state_id`): 64 hex digits."""
+        return state_id(self.when, self.dirent, self.comment)
+
+    @property
+    def short_id(self) -> str:
+        """The first `SHORT_ID_LEN` hex digits of `id`, as listings show it."""
+        return self.id[:SHORT_ID_LEN]
 
     @property
     def isotime(self) -> str:
@@ -237,6 +272,104 @@ def state_store_problem(entry: ArchiveEntry, store) -> str | None:
         if not all(present):
             return f"the blocks of its latest state are not in {store.name}"
     return None
+
+
+# -- selecting a state -------------------------------------------------------------
+
+_INDEX = re.compile(r"[+-][0-9]{1,9}|[0-9]{1,3}")
+_ID_PREFIX = re.compile(rf"[0-9a-fA-F]{{{MIN_ID_PREFIX},64}}")
+_DATE = re.compile(
+    r"(?P<d>[0-9]{4}-[0-9]{2}-[0-9]{2})"
+    r"(?:[T ](?P<hm>[0-9]{2}:[0-9]{2})(?::(?P<s>[0-9]{2})(?P<f>\.[0-9]{1,6})?)?)?"
+    r"(?P<tz>Z|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+#: what `select_state` takes, for error messages and --help
+SELECTOR_HELP = (
+    "@latest, @-N (-1 the latest, -2 the one before), @N (0 the oldest), @ID"
+    " (a state ID prefix of 4+ hex digits), @DATE (YYYY-MM-DD[THH:MM[:SS]][Z]:"
+    " the last state made then or before, local time unless Z)"
+)
+
+
+def time_limit(text: str) -> float | None:
+    """The end of the time a date selector names (UNIX seconds, exclusive), or
+    None if `text` is no date.  A date names its whole day, `THH:MM` its whole
+    minute, `THH:MM:SS` its second: `@2026-12-01` takes the states made during
+    that day too.  Local time unless it ends with `Z` or an offset."""
+    m = _DATE.fullmatch(text)
+    if m is None:
+        return None
+    iso = m["d"] + "T" + (m["hm"] or "00:00") + ":" + (m["s"] or "00") + (m["f"] or "")
+    try:
+        dt = datetime.datetime.fromisoformat(iso)
+    except ValueError:
+        raise StateNotFoundError(f"@{text}: not a date and time") from None
+    tz = m["tz"]
+    if tz == "Z":
+        dt = dt.replace(tzinfo=datetime.UTC)
+    elif tz:
+        dt = datetime.datetime.fromisoformat(iso + tz)
+    if m["f"]:
+        step = datetime.timedelta(microseconds=1)
+    elif m["s"]:
+        step = datetime.timedelta(seconds=1)
+    elif m["hm"]:
+        step = datetime.timedelta(minutes=1)
+    else:
+        step = datetime.timedelta(days=1)
+    return (dt + step).timestamp()  # naive: local time, as mktime would take it
+
+
+def select_state(entries: list[ArchiveEntry], selector: str, where: str = "") -> ArchiveEntry:
+    """The state of `entries` (oldest first) that `selector` names (see
+    `SELECTOR_HELP`).  Raise `StateNotFoundError` when it names none,
+    `AmbiguousStateError` (listing the candidates) when an ID prefix fits several."""
+    sel = selector.strip()
+    label = f"{where}@{sel}"
+    if not entries:
+        raise StateNotFoundError(f"{label}: the archive has no states")
+    if sel in ("", "latest"):
+        return entries[-1]
+    if sel == "oldest":
+        return entries[0]
+    if _INDEX.fullmatch(sel):
+        i = int(sel)
+        if not -len(entries) <= i < len(entries):
+            raise StateNotFoundError(
+                f"{label}: the archive has {len(entries)} state"
+                f"{'' if len(entries) == 1 else 's'} (@0 to @{len(entries) - 1}, @-1 to"
+                f" @-{len(entries)})"
+            )
+        return entries[i]
+    if _ID_PREFIX.fullmatch(sel):
+        low = sel.lower()
+        found = [e for e in entries if e.id.startswith(low)]
+        ids = {e.id for e in found}
+        if len(ids) == 1:
+            return found[-1]
+        if ids:
+            shown = ", ".join(
+                f"{e.id[: max(len(low) + 2, SHORT_ID_LEN)]} ({e.isotime})" for e in found[:10]
+            )
+            more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+            raise AmbiguousStateError(
+                f"{label}: the ID prefix fits {len(found)} states: {shown}{more}; give more digits"
+            )
+        if time_limit(sel) is None:
+            raise StateNotFoundError(f"{label}: no state has an ID beginning with {low}")
+    limit = time_limit(sel)
+    if limit is None:
+        raise StateNotFoundError(f"{label}: not a state selector; use {SELECTOR_HELP}")
+    best = None
+    for e in entries:
+        if e.when < limit and (best is None or e.when >= best.when):
+            best = e
+    if best is None:
+        raise StateNotFoundError(
+            f"{label}: no state was made then or before (the oldest is {entries[0].isotime})"
+        )
+    return best
 
 
 WARN_DAMAGED_LINES = 3  # damaged lines named one by one when reading
@@ -451,6 +584,11 @@ class Archive:
             if e.when <= when:
                 best = e
         return best
+
+    def select(self, selector: str) -> ArchiveEntry:
+        """The state `selector` names (`select_state`), e.g. `latest`, `-2`, an ID
+        prefix or a date."""
+        return select_state(list(self.entries()), selector, os.path.basename(self.path))
 
     def check_store(self, store, force: bool = False, last=...) -> bool:
         """Refuse (`ArchiveStoreError`) to append states written to `store` when

@@ -8,7 +8,13 @@ A SPECIAL is one of:
 - an `x-vt:/REF/path` URI as printed by `vt publish`;
 - `[clause]NAME`: the archive NAME kept by the store of that config clause;
 
-each optionally followed by `/sub/path` into a directory.
+each optionally followed by `/sub/path` into a directory.  An archive (`X.vt`
+or `[clause]NAME`) may be followed by a state selector, `X.vt@SEL/sub/path`
+(see `vtstore.archive.select_state`): `@latest`, `@-2` (the one before the
+latest), `@0` (the oldest), `@1f3a` (a state ID prefix), `@2026-12-01` or
+`@2026-12-01T10:00` (the last state made then or before, local time unless
+`Z`).  An archive file whose own name holds `X.vt@...` is still that file: a
+path that exists on disk wins over a selector.
 
 A hard-linked file keeps its content in its first name only (the others are
 hard-link dirents naming its inode group), and that name may lie outside the
@@ -19,10 +25,9 @@ link resolves to the group's file under the link's name.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from vtstore.archive import Archive, ArchiveEntry, archive_in
+from vtstore.archive import Archive, ArchiveEntry, archive_in, select_state
 from vtstore.blocks import Block
 from vtstore.errors import FormatError, VTError
 from vtstore.transcribe import parse
@@ -75,6 +80,8 @@ def split_archive_path(text: str) -> tuple[str, str]:
         path, _, inner = text.partition(".vt/")
         path += ".vt"
     if not path.endswith(".vt"):
+        if ".vt@" in text:
+            raise VTError(f"{text}: this command takes a whole archive, not one state (@...)")
         raise VTError(f"{text}: not an archive (.vt file) or a ref")
     return path, inner
 
@@ -104,6 +111,66 @@ def use_clause_of(args, special: str | None) -> None:
         args.store_spec = special[: special.index("]") + 1]
 
 
+def split_selector(text: str) -> tuple[str, str | None]:
+    """`X.vt@SEL/path` -> (`X.vt/path`, `SEL`), `[c]NAME@SEL/path` -> (`[c]NAME/path`,
+    `SEL`); a SPECIAL without a selector -> (`text`, None).  Only the first
+    `.vt@` of a file path counts: a `@` further down the path is a file name's."""
+    if is_ref_text(text) and not text.startswith("["):
+        return text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return text, None
+        name, slash, inner = text[end + 1 :].partition("/")
+        if "@" not in name:
+            return text, None
+        name, _, sel = name.partition("@")
+        return text[: end + 1] + name + slash + inner, sel
+    i = text.find(".vt@")
+    if i < 0:
+        return text, None
+    sel, slash, inner = text[i + 4 :].partition("/")
+    return text[: i + 3] + slash + inner, sel
+
+
+def archive_target(text: str, store) -> tuple[Archive, str, str | None]:
+    """The archive a SPECIAL names, the path inside it, and its state selector
+    (None: none given).  A real archive whose name holds the `@` wins."""
+    plain, sel = split_selector(text)
+    if sel is not None:
+        try:
+            archive, inner = archive_of(text, store)
+        except VTError:
+            pass
+        else:
+            if archive.exists():
+                return archive, inner, None
+    archive, inner = archive_of(plain, store)
+    return archive, inner, sel
+
+
+def select_entry(archive, sel: str | None, when: float | None = None, text: str = ""):
+    """The state of `archive` that selector `sel` (else time `when`, else the
+    latest) names; raise a `VTError` naming `text` when there is none."""
+    if sel is not None and when is not None:
+        raise VTError(f"{text or archive.path}: give a state either as @{sel} or by time, not both")
+    if sel is not None:
+        return select_state(list(archive.entries()), sel, archive.path)
+    entry = archive.at(when) if when is not None else archive.last()
+    if entry is None:
+        raise VTError(f"{archive.path}: archive has no states" + (" at that time" if when else ""))
+    return entry
+
+
+def archive_state(text: str, store, when: float | None = None):
+    """(archive, selected state, inner path) for an archive SPECIAL with an
+    optional `@SEL`; the archive must exist and hold the state."""
+    archive, inner, sel = archive_target(text, store)
+    if not archive.exists():
+        raise VTError(f"{split_selector(text)[0]}: no such archive")
+    return archive, select_entry(archive, sel, when, text), inner
+
+
 def resolve_special(
     text: str, store, when: float | None = None, need_archive: bool = False
 ) -> Target:
@@ -117,13 +184,7 @@ def resolve_special(
         links = LinkResolver(value, store)
         d = resolve(value, rest, store) if rest.strip("/") else value
         return Target(dirent=_file_of(d, links, text), links=links)
-    archive, sub = archive_of(text, store)
-    path = archive.path
-    if not os.path.exists(path):
-        raise VTError(f"{text}: no such archive")
-    entry = archive.at(when) if when is not None else archive.last()
-    if entry is None:
-        raise VTError(f"{path}: archive has no states" + (" at that time" if when else ""))
+    archive, entry, sub = archive_state(text, store, when)
     links = LinkResolver(entry.dirent, store)
     d = resolve(entry.dirent, sub, store) if sub.strip("/") else entry.dirent
     return Target(dirent=_file_of(d, links, text), archive=archive, entry=entry, links=links)
