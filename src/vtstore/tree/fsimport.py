@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from vtstore.blocks import Block, LiteralBlock, leaf_block
 from vtstore.codec import encode_varint
+from vtstore.errors import VTError
 from vtstore.tree.dir import DIR_VERSION, encode_dir_entries, read_dir_data
 from vtstore.tree.dirent import (
     T_DEVICE,
@@ -51,6 +52,7 @@ from vtstore.tree.dirent import (
     fsenc,
 )
 from vtstore.tree.dirscan import PLAIN_DIR_FIELDS, EncodedEntry, scan_dir_data
+from vtstore.tree.filters import Filters
 from vtstore.tree.meta import Meta, cached_lookup
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,8 @@ class ImportStats:
     bytes_read: int = 0
     bytes_reused: int = 0
     files_reused: int = 0
+    #: entries left out by the filters (an excluded directory counts once)
+    excluded: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -201,12 +205,15 @@ class Importer:
         blockifier=default_file_blockifier,
         on_file: Callable[[ImportStats], None] | None = None,
         one_filesystem: bool = False,
+        filters: Filters | None = None,
     ):
         self.store = store
         self.workers = workers or max(2, (os.cpu_count() or 2))
         self.blockifier = blockifier
         self.on_file = on_file
         self.one_filesystem = one_filesystem
+        # None when nothing can be excluded: the walk then never builds a path
+        self.filters = filters if filters is not None and filters.active else None
         self.stats = ImportStats()
         self._inodes: dict[tuple[int, int], int] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -334,7 +341,7 @@ class Importer:
         Depth first with an explicit stack of open directories, not recursion:
         a tree thousands of levels deep imports like a flat one.
         """
-        stack = [self._open_dir(bpath, key, st, previous)]
+        stack = [self._open_dir(bpath, key, st, previous, "", None)]
         while True:
             frame = stack[-1]
             child = self._next_subdir(frame)
@@ -350,9 +357,13 @@ class Importer:
                 return item
             stack[-1].pending.append((frame.bpath, frame.key, item))
 
-    def _open_dir(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None) -> _DirFrame:
-        """Start a directory: its previous entries, metadata and sorted names."""
+    def _open_dir(
+        self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None, rel: str, scope
+    ) -> _DirFrame:
+        """Start a directory: its previous entries, metadata and sorted names,
+        and with filters the rules in force in it (`rel`: its path in the walk)."""
         f = _DirFrame(bpath, key, st, previous)
+        f.rel = rel
         if previous is not None and previous.type == T_DIR:
             # the stat cache for the directory itself: its ctime changes with
             # any chmod, chown or xattr change, so its metadata is the stored one
@@ -375,6 +386,12 @@ class Importer:
             f.names = sorted(os.listdir(bpath))
         except OSError as e:
             self._error(fsdec(bpath), e)
+        if self.filters is not None:
+            try:
+                f.scope = self.filters.enter(scope, rel, {fsdec(n) for n in f.names}, fsdec(bpath))
+            except VTError as e:  # a bad .vtignore: the directory is skipped, and said
+                self._error(fsdec(bpath), e)
+                f.names = []
         return f
 
     def _next_subdir(self, f: _DirFrame):
@@ -387,20 +404,39 @@ class Importer:
         entry = self._entry
         get_prev = f.prev_entries.get
         pending = f.pending
+        flt = self.filters
         while f.next < len(names):
             bname = names[f.next]
             f.next += 1
             subpath = prefix + bname
             try:
                 sst = lstat(subpath)
+                if flt is not None:
+                    name = fsdec(bname)
+                    rel = f.rel + "/" + name if f.rel else name
+                    if self._excluded(f, subpath, rel, name, sst):
+                        continue
                 if statmod.S_ISDIR(sst.st_mode):
                     if one_fs and sst.st_dev != self._root_dev:
                         continue
-                    return subpath, bname, sst, get_prev(bname)
+                    return subpath, bname, sst, get_prev(bname), rel if flt else "", f.scope
                 pending.append((subpath, bname, entry(subpath, bname, sst, get_prev(bname))))
             except OSError as e:
                 self._error(fsdec(subpath), e)
         return None
+
+    def _excluded(self, f: _DirFrame, subpath: bytes, rel: str, name: str, st) -> bool:
+        """Whether the filters leave out the entry `name` of directory `f`."""
+        flt = self.filters
+        mode = st.st_mode
+        is_dir = statmod.S_ISDIR(mode)
+        out = flt.excluded(f.scope, rel, name, is_dir, st.st_size, statmod.S_ISREG(mode)) or (
+            flt.skip is not None and flt.skip(subpath, st)
+        )
+        if out:
+            with self.stats.lock:
+                self.stats.excluded += 1
+        return out
 
     def _close_dir(self, f: _DirFrame):
         """Finish a directory whose entries are all taken: its entry."""
@@ -458,6 +494,8 @@ class _DirFrame:
         "names",
         "next",
         "pending",
+        "rel",
+        "scope",
     )
 
     def __init__(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None):
@@ -472,6 +510,8 @@ class _DirFrame:
         self.names: list[bytes] = []
         self.next = 0
         self.pending: list = []
+        self.rel = ""
+        self.scope = None
 
 
 def import_tree(
