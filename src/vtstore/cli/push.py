@@ -189,19 +189,13 @@ def _label(archive, store) -> str:
     """How the summary names a destination archive: its path, or STORE:NAME."""
     if archive is None:
         return f"{store.name} (none kept)"
-    return getattr(archive, "path", None) or f"{store.name}:{getattr(archive, 'name', '?')}"
+    return str(archive.path)
 
 
 def _source_archive(text: str, src):
     """The archive WHAT names in the source store."""
     from vtstore.cli.refs import archive_of
 
-    if text.startswith("[") and getattr(src, "archive_path", None) is None:
-        rem = archive_name(text)
-        if hasattr(src, "archive_last"):
-            from vtstore.net.client import RemoteArchive
-
-            return RemoteArchive(src, rem)
     archive, inner = archive_of(text, src)
     if inner.strip("/"):
         raise VTError(f"{text}: an archive is pushed whole, not a path inside it")

@@ -89,18 +89,19 @@ def split_archive_path(text: str) -> tuple[str, str]:
 def archive_of(text: str, store) -> tuple[Archive, str]:
     """The archive a SPECIAL names and the path inside it.
 
-    `[clause]NAME[/path]` is the archive NAME kept by the store (a datadir keeps
-    `NAME.vt` beside its data); anything else is an `X.vt[/path]` file path.
+    `[clause]NAME[/path]` is the archive NAME kept by the store, whatever its
+    kind (`vtstore.named_archives.open_archive`: a datadir's `NAME.vt`, a block
+    server's archive, ...; it need not exist yet); anything else is an
+    `X.vt[/path]` file path.
     """
     if text.startswith("["):
+        from vtstore.named_archives import open_archive
+
         clause, sep, rest = text[1:].partition("]")
         name, _, inner = rest.partition("/")
         if not sep or not clause or not name:
             raise VTError(f"{text}: a named archive is written [clause]NAME")
-        path_of = getattr(store, "archive_path", None)
-        if path_of is None:
-            raise VTError(f"{text}: store {store.name} keeps no named archives")
-        return archive_in(str(path_of(name)), store), inner
+        return open_archive(store, name, create=True), inner
     path, inner = split_archive_path(text)
     return archive_in(path, store), inner
 

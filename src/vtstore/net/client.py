@@ -108,6 +108,21 @@ class RemoteArchive:
                 best = e
         return best
 
+    def check_store(self, store, force: bool = False, last=...) -> bool:
+        """`Archive.check_store` for a server's archive: refuse to build on a
+        latest state whose top blocks `store` lacks.  The state's recorded store
+        identity is the server's datadir, which this side cannot name, so only
+        the blocks are checked here (the server checks again on update)."""
+        import dataclasses
+
+        from vtstore.archive import Archive
+
+        if last is ...:
+            last = self.last()
+        if last is not None:
+            last = dataclasses.replace(last, store_id=None)
+        return Archive.check_store(self, store, force, last)  # type: ignore[arg-type]
+
     def update(
         self,
         dirent,
@@ -668,8 +683,29 @@ class StreamStore(Store):
     def archive_states(self, name: str) -> list[str]:
         """The text of every state of archive `name`, oldest first.  A server
         before ARCHIVE_STATES answers E_UNKNOWN_OP: then its latest state only."""
-        last = self.archive_last(name)
-        return [] if last is None else [last]
+        self._check_open()
+        out: list[str] = []
+        start = 0
+        while True:
+            req = P.encode_json({"name": name, "start": start})
+            try:
+                pkt = self._call(P.OP_ARCHIVE_STATES, [req], P.F_JSON)
+            except P.RemoteError as e:
+                if e.code != P.E_UNKNOWN_OP or start:
+                    raise
+                last = self.archive_last(name)
+                return [] if last is None else [last]
+            obj = P.decode_json(pkt.payload)
+            states, after = obj.get("states"), obj.get("next")
+            if not isinstance(states, list) or not all(isinstance(t, str) for t in states):
+                raise FormatError(f"{self.name}: a bad list of archive states")
+            out.extend(states)
+            if after is None:
+                return out
+            # a page must move on, or a broken server would keep us here forever
+            if type(after) is not int or after != start + len(states) or not states:
+                raise FormatError(f"{self.name}: archive states continue at {after!r}")
+            start = after
 
     def named_archive(self, name: str, create: bool = False) -> RemoteArchive:
         """The server's archive `name` (`vtstore.named_archives`); the first

@@ -25,6 +25,10 @@ GET_ANSWER_BYTES = 1024 * 1024
 LIST_MAX = 16384
 #: Most missing hashcodes one INDIRECT_COMPLETE answer lists.
 MISSING_MAX = 64
+#: An ARCHIVE_STATES answer stops adding states once it holds this many octets
+#: of lines (it always holds one); within the budget the server's limits give
+#: a request of its kind (`vtstore.net.limits.SMALL_NEED`).
+STATES_ANSWER_BYTES = 48 * 1024
 
 #: The right each request needs (docs/PROTOCOL.md §2a); HELLO and FLUSH need
 #: none beyond an open channel (a FLUSH without the add right flushes nothing).
@@ -37,6 +41,7 @@ OP_RIGHTS = {
     P.OP_LENGTH: "read",
     P.OP_ARCHIVE_LIST: "read",
     P.OP_ARCHIVE_LAST: "read",
+    P.OP_ARCHIVE_STATES: "read",
     P.OP_INDIRECT_COMPLETE: "read",
     P.OP_ARCHIVE_UPDATE: "archive",
 }
@@ -115,14 +120,40 @@ def _as_archive(obj):
     return None
 
 
-def _archive_last_text(archive) -> str | None:
-    """The newest state as an archive line (without its newline), or None."""
-    entry = archive.last()
-    if entry is None:
-        return None
+def _line_of(entry) -> str:
+    """A state as an archive line without its newline."""
     if hasattr(entry, "to_line"):
         return entry.to_line().rstrip("\n")
     return str(entry)
+
+
+def _archive_last_text(archive) -> str | None:
+    """The newest state as an archive line (without its newline), or None."""
+    entry = archive.last()
+    return None if entry is None else _line_of(entry)
+
+
+def _archive_state_texts(archive, start: int) -> tuple[list[str], int | None]:
+    """The lines of the readable states from number `start` (0: the oldest),
+    up to `STATES_ANSWER_BYTES`, and the number of the next one (None: no more).
+    An archive object without `entries()` offers its latest state only."""
+    entries = getattr(archive, "entries", None)
+    if entries is None:
+        last = archive.last()
+        states = [] if last is None else [last]
+    else:
+        states = entries()
+    out: list[str] = []
+    size = 0
+    for i, entry in enumerate(states):
+        if i < start:
+            continue
+        if out and size >= STATES_ANSWER_BYTES:
+            return out, i
+        text = _line_of(entry)
+        out.append(text)
+        size += len(text.encode("utf-8")) + 1
+    return out, None
 
 
 def _archive_append(archive, text: str, store, if_newer: bool = False) -> bool:
@@ -156,6 +187,10 @@ def _archive_append(archive, text: str, store, if_newer: bool = False) -> bool:
             store_id=e.store_id or store_identity(store),
             if_newer=if_newer,
         )
+        return done is not None
+    if hasattr(archive, "update_if_newer"):  # a relayed server's archive
+        e = parse_line(text)
+        done = archive.update(e.dirent, e.when, e.uuid, e.name, e.comment, if_newer=if_newer)
         return done is not None
     archive.update(text)
     return True
@@ -250,6 +285,17 @@ def _h_archive_last(export: Export, payload):
     return P.F_JSON, [P.encode_json({"name": name, "last": last})]
 
 
+def _h_archive_states(export: Export, payload):
+    obj = P.decode_json(payload)
+    name = _archive_name(obj)
+    start = obj.get("start", 0)
+    if type(start) is not int or start < 0:
+        raise FormatError("ARCHIVE_STATES's 'start' is a state number >= 0")
+    with export.lock:
+        states, after = _archive_state_texts(export.archive(name), start)
+    return P.F_JSON, [P.encode_json({"name": name, "states": states, "next": after})]
+
+
 def _h_archive_update(export: Export, payload):
     if export.readonly:
         raise ReadOnlyError(f"export {export.name or '(default)'} is read-only")
@@ -283,6 +329,7 @@ _HANDLERS = {
     P.OP_ARCHIVE_LIST: _h_archive_list,
     P.OP_ARCHIVE_LAST: _h_archive_last,
     P.OP_ARCHIVE_UPDATE: _h_archive_update,
+    P.OP_ARCHIVE_STATES: _h_archive_states,
     P.OP_INDIRECT_COMPLETE: _h_indirect_complete,
 }
 

@@ -62,6 +62,7 @@ OP_ARCHIVE_LAST = 0x0A
 OP_ARCHIVE_UPDATE = 0x0B
 OP_INDIRECT_COMPLETE = 0x0C
 OP_AUTH = 0x0D  # the challenge-response before the first HELLO (§2a)
+OP_ARCHIVE_STATES = 0x0E  # every state of an archive, a page at a time
 
 OP_NAMES = {
     OP_HELLO: "hello",
@@ -77,6 +78,7 @@ OP_NAMES = {
     OP_ARCHIVE_UPDATE: "archive_update",
     OP_INDIRECT_COMPLETE: "indirect_complete",
     OP_AUTH: "auth",
+    OP_ARCHIVE_STATES: "archive_states",
 }
 
 # -- flags ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vtstore.archive import Archive, ArchiveEntry, archive_in, store_identity
+from vtstore.archive import Archive, ArchiveEntry, store_identity
 from vtstore.errors import VTError
 from vtstore.sync.tree import SyncStats, TreeSync
 
@@ -49,16 +49,15 @@ class ArchivePush:
 
 
 def dest_archive(dst, name: str):
-    """The archive called `name` kept by store `dst`: a `.vt` file of a datadir
-    (or of an encrypting store), a block server's remote archive, else None."""
-    path_of = getattr(dst, "archive_path", None)
-    if path_of is not None:
-        return archive_in(str(path_of(name)), dst)
-    if hasattr(dst, "archive_last") and hasattr(dst, "archive_update"):
-        from vtstore.net.client import RemoteArchive
+    """The archive called `name` kept by store `dst` (`vtstore.named_archives`:
+    a datadir's `.vt` file, a block server's archive, ...; created by the first
+    append), or None when `dst` keeps no named archives."""
+    from vtstore.named_archives import NoArchivesError, open_archive
 
-        return RemoteArchive(dst, name)
-    return None
+    try:
+        return open_archive(dst, name, create=True)
+    except NoArchivesError:
+        return None
 
 
 def archive_name(text: str) -> str:
@@ -70,13 +69,10 @@ def archive_name(text: str) -> str:
 
 
 def source_states(archive) -> list[ArchiveEntry]:
-    """Every state of a source archive, oldest first (a remote one: its latest)."""
-    if isinstance(archive, Archive):
-        if not archive.exists():
-            raise VTError(f"{archive.path}: no such archive")
-        return sorted(archive.entries(), key=lambda e: e.when)
-    last = archive.last()
-    return [] if last is None else [last]
+    """Every state of a source archive (local or a server's), oldest first."""
+    if not archive.exists():
+        raise VTError(f"{archive.path}: no such archive")
+    return sorted(archive.entries(), key=lambda e: e.when)
 
 
 def _last_of(archive) -> ArchiveEntry | None:
@@ -122,7 +118,7 @@ def push_archive(
                 res.older += 1
             continue
         todo.append(e)
-    if todo and isinstance(dst_archive, Archive) and not dry_run:
+    if todo and dst_archive is not None and not dry_run:
         dst_archive.check_store(dst, force=force, last=last)
     for i, e in enumerate(todo):
         ts = TreeSync(src, dst, full=full, dry_run=dry_run, on_progress=on_progress)
@@ -150,9 +146,8 @@ def _append_in_order(dst, archive, e: ArchiveEntry) -> bool:
     and the append are one step under the archive's lock: `Archive.update`
     with `if_newer` for a local archive, ARCHIVE_UPDATE with `if_newer` (the
     server's own lock) for a server's."""
-    if not isinstance(archive, Archive):
-        return archive.update_if_newer(e.dirent, e.when, e.uuid, e.name, e.comment)
-    # asked now: a datadir made by this push has its uuid once written to
+    # asked now: a datadir made by this push has its uuid once written to (a
+    # server records its own store's identity and ignores this)
     ident = store_identity(dst)
     done = archive.update(
         e.dirent, e.when, e.uuid, e.name, e.comment, store_id=ident, if_newer=True
