@@ -1,0 +1,193 @@
+"""The block API of `vt httpd` (`/b/...`), which the HTTP client store speaks.
+
+Binary where it carries blocks or hashcodes, JSON otherwise (docs/HTTP.md,
+"Block API"); hashcodes travel as bare digests of the export's hash class:
+
+- `GET /b/info`: `{"hashclass", "readonly", "max_body", "max_batch"}` (public);
+- `POST /b/get`: body = digests; answer = for each, `u32 length + data`
+  (`0xFFFFFFFF` for a block the store does not have), streamed;
+- `POST /b/contains`: body = digests; answer = one octet (0 or 1) each;
+- `POST /b/add`: body = `u32 length + data` per block; answer = their
+  digests (`add` right); `POST /b/flush` (`add` right);
+- `GET /b/hashcodes?start=HEX&after=1&length=N`: digests in order (a page);
+- `GET /b/hoh?start=HEX&after=1&length=N`: `{"hash", "last"}`;
+- `GET /b/len`: `{"length"}`;
+- `GET /b/archives`: `{"archives": [names]}`; `GET /b/archive/NAME`:
+  `{"states": [lines]}`; `POST /a/NAME` (or `/b/archive/NAME`): body `{"text",
+  "if_newer"}` appends a state (`archive` right): `{"appended"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from vtstore.errors import FormatError, VTError
+from vtstore.http.app import LIST_MAX, MAX_BATCH, MISSING, HTTPError, pack_lengths
+from vtstore.http.request import Request
+
+_U32 = struct.Struct(">I")
+
+
+def _digests(body: bytes, hashclass) -> list:
+    size = hashclass.digest_size
+    if len(body) % size:
+        raise HTTPError(400, f"the body is not a list of {hashclass.hashname} digests")
+    n = len(body) // size
+    if n > MAX_BATCH:
+        raise HTTPError(413, f"more than {MAX_BATCH} hashcodes in one request")
+    return [hashclass(body[i * size : (i + 1) * size]) for i in range(n)]
+
+
+def unpack_lengths(body, most: int | None = None) -> list:
+    """`u32 length + data` records -> their data (None for `MISSING`);
+    `FormatError` if they do not fill the body exactly."""
+    view = memoryview(body)
+    out = []
+    pos = 0
+    while pos < len(view):
+        if pos + 4 > len(view):
+            raise FormatError("a block record cut short")
+        (n,) = _U32.unpack_from(view, pos)
+        pos += 4
+        if n == MISSING:
+            out.append(None)
+            continue
+        if pos + n > len(view):
+            raise FormatError("a block record cut short")
+        out.append(view[pos : pos + n])
+        pos += n
+        if most is not None and len(out) > most:
+            raise FormatError(f"more than {most} blocks")
+    return out
+
+
+def _window(req: Request, hashclass):
+    q = req.query
+    start = None
+    if q.get("start"):
+        try:
+            start = hashclass.from_hex(q["start"])
+        except (ValueError, FormatError):
+            raise HTTPError(400, "a bad start hashcode") from None
+    after = q.get("after") in ("1", "yes", "true")
+    length = q.get("length")
+    if length is not None:
+        if not length.isdigit() or len(length) > 12:
+            raise HTTPError(400, "a bad length")
+        length = int(length)
+    return start, after, length
+
+
+async def block_api(app, req: Request, export, rest: list[str]) -> None:
+    """Answer one `/b/...` request."""
+    op = rest[0] if rest else ""
+    store = export.store
+    hc = export.hashclass
+    method = req.method
+    if op == "info" and method in ("GET", "HEAD"):
+        return await req.json(
+            {
+                "hashclass": hc.hashname,
+                "readonly": export.readonly,
+                "max_body": app.limits.max_body,
+                "max_batch": MAX_BATCH,
+            }
+        )
+    if op in ("get", "contains") and method == "POST":
+        limit = MAX_BATCH * hc.digest_size
+        body = await req.body(limit)
+        await app.authorize(req, export, "read", body)
+        hs = _digests(body, hc)
+        if op == "contains":
+            found = await app.run(export.lock, store.contains_many, hs)
+            return await req.respond(
+                200, [], bytes(bool(x) for x in found), "application/octet-stream"
+            )
+        await req.start(200, [(b"content-type", b"application/octet-stream")])
+
+        def fetch(group):
+            return pack_lengths(store.get(h) for h in group)
+
+        for i in range(0, len(hs), 64):
+            await req.send_body(await app.run(export.lock, fetch, hs[i : i + 64]))
+        return await req.finish()
+    if op in ("add", "flush") and method == "POST":
+        limit = app.limits.max_body
+        n = req.header("content-length")
+        async with app.budget.charge(int(n) if n and n.isdigit() else limit, app.limits.io_timeout):
+            body = await req.body(limit)
+            await app.authorize(req, export, "add", body)
+            if export.readonly:
+                raise HTTPError(403, "this export is read-only")
+            if op == "flush":
+                await app.run(export.lock, store.flush)
+                return await req.respond(204)
+            try:
+                datas = unpack_lengths(body)
+            except FormatError as e:
+                raise HTTPError(400, str(e)) from None
+            if any(d is None for d in datas):
+                raise HTTPError(400, "a missing-block record in an add")
+            hs = await app.run(export.lock, store.add_many, datas)
+        return await req.respond(200, [], b"".join(hs), "application/octet-stream")
+    if method not in ("GET", "HEAD"):
+        raise HTTPError(405, f"{method} is not allowed on /b/{op}")
+    if op == "hashcodes":
+        start, after, length = _window(req, hc)
+        length = LIST_MAX if length is None else min(length, LIST_MAX)
+
+        def page():
+            return b"".join(store.hashcodes(start=start, after=after, length=length))
+
+        return await req.respond(
+            200, [], await app.run(export.lock, page), "application/octet-stream"
+        )
+    if op == "hoh":
+        start, after, length = _window(req, hc)
+        h, last = await app.run(export.lock, store.hash_of_hashcodes, start, after, length)
+        return await req.json({"hash": h.hex_digest(), "last": last.hex_digest() if last else None})
+    if op == "len":
+        return await req.json({"length": await app.run(export.lock, len, store)})
+    if op == "archives":
+        from vtstore.named_archives import list_archives
+
+        return await req.json({"archives": await app.run(export.lock, list_archives, store)})
+    if op == "archive" and len(rest) == 2:
+        from vtstore.named_archives import open_archive
+
+        def states():
+            try:
+                archive = open_archive(store, rest[1])
+            except VTError as e:
+                raise HTTPError(404, str(e)) from None
+            return [e.to_line().rstrip("\n") for e in archive.entries()]
+
+        return await req.json({"states": await app.run(export.lock, states)})
+    raise HTTPError(404, f"no block API call {op!r}")
+
+
+async def archive_update(app, req: Request, export, name: str) -> None:
+    """`POST /a/NAME`: append a state (the `archive` right)."""
+    from vtstore.named_archives import open_archive
+    from vtstore.net.handlers import _archive_append
+
+    body = await req.body(1 << 20)
+    await app.authorize(req, export, "archive", body)
+    if export.readonly:
+        raise HTTPError(403, "this export is read-only")
+    try:
+        obj = json.loads(body)
+        text, if_newer = obj["text"], bool(obj.get("if_newer"))
+        if not isinstance(text, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise HTTPError(400, 'say {"text": "STATE LINE", "if_newer": false}') from None
+
+    def append():
+        archive = open_archive(export.store, name, create=True)
+        export.store.flush()
+        return _archive_append(archive, text, export.store, if_newer)
+
+    done = await app.run(export.lock, append)
+    await req.json({"appended": bool(done)})

@@ -1,0 +1,153 @@
+"""Running `HTTPApp` under Uvicorn: in the foreground (`vt httpd`) or in a
+thread of its own (tests, benchmarks), on a TCP port or a UNIX socket.
+
+Uvicorn uses httptools and uvloop when they are installed (they roughly double
+the small-request rate over h11 and asyncio's loop; docs/PERFORMANCE.md).  The
+limits of `HTTPLimits` map to Uvicorn's: `max_connections` to
+`limit_concurrency` (more get 503), `idle_timeout` to the keep-alive timeout,
+`max_header` to h11's incomplete-event limit; body size, the memory budget and
+the io timeout for request bodies are the app's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import socket
+import threading
+
+from vtstore.errors import ConfigError
+from vtstore.http.app import HTTPApp
+
+
+def _have(mod: str) -> bool:
+    return importlib.util.find_spec(mod) is not None
+
+
+def bind(address: str) -> tuple[socket.socket, str]:
+    """A listening socket for `HOST:PORT` (port 0: a free one), `[V6]:PORT` or
+    `/path.sock` (mode 0600), and the base URL clients use (`http://...` or
+    `http+unix://...`)."""
+    if address.startswith(("/", "./", "unix:")):
+        path = address.removeprefix("unix:")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            s.bind(path)
+        finally:
+            os.umask(old)
+        s.listen(1024)
+        return s, f"http+unix://{path}"
+    from vtstore.net.transport import parse_hostport
+
+    try:
+        host, port = parse_hostport(address, default_host="127.0.0.1")
+    except Exception:
+        raise ConfigError(f"not an address: {address!r} (say HOST:PORT or /path.sock)") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, port))
+    except OSError as e:
+        s.close()
+        raise ConfigError(f"cannot listen on {address}: {e.strerror}") from None
+    s.listen(1024)
+    port = s.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return s, f"http://{shown}:{port}/"
+
+
+def uvicorn_config(app: HTTPApp, tls_cert: str | None = None, tls_key: str | None = None):
+    """The Uvicorn configuration for `app` and its limits."""
+    import uvicorn
+
+    lim = app.limits
+    return uvicorn.Config(
+        app,
+        loop="uvloop" if _have("uvloop") else "asyncio",
+        http="httptools" if _have("httptools") else "h11",
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+        limit_concurrency=lim.max_connections,
+        timeout_keep_alive=max(1, int(lim.idle_timeout)),
+        h11_max_incomplete_event_size=lim.max_header,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        server_header=False,
+        date_header=True,
+    )
+
+
+class BackgroundServer:
+    """`HTTPApp` served in a thread; `start()` returns the base URL, `stop()` ends it."""
+
+    def __init__(self, app: HTTPApp, address: str = "127.0.0.1:0", **tls):
+        self.app = app
+        self.address = address
+        self.tls = tls
+        self.url: str | None = None
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 20.0) -> str:
+        import uvicorn
+
+        sock, url = bind(self.address)
+        if self.tls.get("tls_cert"):
+            url = url.replace("http://", "https://")
+        self.url = url
+        self._server = uvicorn.Server(uvicorn_config(self.app, **self.tls))
+
+        def run():
+            if _have("uvloop"):
+                import uvloop
+
+                uvloop.run(self._server.serve(sockets=[sock]))
+            else:
+                asyncio.run(self._server.serve(sockets=[sock]))
+            sock.close()
+
+        self._thread = threading.Thread(target=run, name="vt-httpd", daemon=True)
+        self._thread.start()
+        ready = threading.Event()
+        for _ in range(int(timeout / 0.01)):
+            if self._server.started or not self._thread.is_alive():
+                ready.set()
+                break
+            ready.wait(0.01)
+        if not self._server.started:
+            raise RuntimeError("vt httpd did not start")
+        return url
+
+    def stop(self) -> None:
+        """Stop serving (answers in progress finish) and join the thread."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+        self.app.close()
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+
+def serve_foreground(app: HTTPApp, sock: socket.socket, **tls) -> None:
+    """Serve until SIGINT or SIGTERM (Uvicorn handles both gracefully)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn_config(app, **tls))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        app.close()
