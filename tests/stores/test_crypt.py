@@ -1,6 +1,7 @@
 """Encryption at rest (`vtstore.stores.crypt`): tampering, moved blocks, what the
-backend reveals, the key file, the index, archives.  The generic store suite runs
-over the `crypt-datadir` kind of tests/conftest.py as well."""
+backend reveals, the key file, the format 1 index, archives.  The generic store
+suite runs over the `crypt-datadir` kind of tests/conftest.py as well (format 2,
+a new datadir); tests/stores/test_crypt_named.py has format 2's own tests."""
 
 from __future__ import annotations
 
@@ -51,7 +52,18 @@ def texty(i: int, size: int = 6000) -> bytes:
 def bname(s: CryptStore, h):
     """The backend hashcode of `h` (after the background adds are done)."""
     s.flush()
+    if s.format == 2:
+        return s._names((h,))[0]
     return Hash_BLAKE3(s.index.map[h])
+
+
+def format1_datadir(path, **kw) -> DataDir:
+    """A datadir that exists before the crypt store opens it: named by hashes
+    of the ciphertext, with a crypt index (format 1, as every crypt store
+    made before format 2)."""
+    dd = DataDir(path, **kw)
+    dd.create()
+    return dd
 
 
 def crypt_over(backend, keyfile, tmp_path, **kw) -> CryptStore:
@@ -135,7 +147,7 @@ def test_swapped_index_batches_read_as_missing(tmp_path, keyfile, caplog):
     """Batches of the encrypted index swapped (same length): both fail
     authentication, their blocks read as missing, never as other blocks, and
     reindex brings them all back."""
-    dd = DataDir(tmp_path / "dd")
+    dd = format1_datadir(tmp_path / "dd")
     s = crypt_over(dd, keyfile, tmp_path)
     a = s.add_many([b"first %d" % i for i in range(10)])
     s.flush()
@@ -165,7 +177,7 @@ def test_swapped_index_batches_read_as_missing(tmp_path, keyfile, caplog):
 def test_torn_index_tail(tmp_path, keyfile):
     """A crash mid-append leaves a torn batch: readers ignore it, the next
     append cuts it off, reindex recovers the blocks it named."""
-    s = crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path)
+    s = crypt_over(format1_datadir(tmp_path / "dd"), keyfile, tmp_path)
     a = s.add_many([b"a %d" % i for i in range(5)])
     s.flush()
     b = s.add_many([b"b %d" % i for i in range(5)])
@@ -183,7 +195,7 @@ def test_torn_index_tail(tmp_path, keyfile):
 
 
 def test_reindex_counts_foreign_blocks(tmp_path, keyfile):
-    dd = DataDir(tmp_path / "dd")
+    dd = format1_datadir(tmp_path / "dd")
     s = crypt_over(dd, keyfile, tmp_path)
     hs = s.add_many([os.urandom(1000) for _ in range(30)])
     dd.add(b"a plaintext block someone added to the datadir directly")
@@ -250,11 +262,12 @@ def test_backend_reveals_no_plaintext_hash_or_data(tmp_path, keyfile):
         assert entry.dirent.name == "secret-project" and entry.comment == "the secret plan"
 
 
-def test_same_key_dedups_other_key_does_not_link(tmp_path, keyfile):
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_same_key_dedups_other_key_does_not_link(tmp_path, keyfile, fmt):
     """Two crypt stores with the same key over one datadir (separate indexes)
     store each block once; another key gives other ciphertext and names."""
     blocks = [os.urandom(4000) for _ in range(50)]
-    with DataDir(tmp_path / "dd") as dd:
+    with (format1_datadir if fmt == 1 else DataDir)(tmp_path / "dd") as dd:
         s1 = open_crypt(dd, key_file=keyfile, passphrase=PW, index=tmp_path / "1.idx", owns=False)
         s2 = open_crypt(dd, key_file=keyfile, passphrase=PW, index=tmp_path / "2.idx", owns=False)
         assert s1.add_many(blocks) == s2.add_many(blocks)
@@ -267,7 +280,8 @@ def test_same_key_dedups_other_key_does_not_link(tmp_path, keyfile):
         s3.add_many(blocks)
         s3.flush()
         assert len(dd) == 100
-        assert not set(s1.index.map.values()) & set(s3.index.map.values())
+        assert s1.format == s3.format == fmt
+        assert not {bname(s1, h) for h in s1.hashcodes()} & {bname(s3, h) for h in s3.hashcodes()}
         for s in (s1, s2, s3):
             s.close()
 
@@ -325,9 +339,10 @@ def test_damaged_key_file_is_one_error(tmp_path, text):
         unwrap(p, PW)
 
 
-def test_rewrap_keeps_the_data(tmp_path, keyfile):
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_rewrap_keeps_the_data(tmp_path, keyfile, fmt):
     dd_path = tmp_path / "dd"
-    with crypt_over(DataDir(dd_path), keyfile, tmp_path) as s:
+    with crypt_over((format1_datadir if fmt == 1 else DataDir)(dd_path), keyfile, tmp_path) as s:
         hs = s.add_many([os.urandom(2000) for _ in range(20)])
     before = {f: open(f, "rb").read() for f in _all_files(dd_path) if "/data/" in f}
     old = unwrap(keyfile, PW)
@@ -349,7 +364,10 @@ def test_rewrap_keeps_the_data(tmp_path, keyfile):
     assert before == after
     assert keyfile.stat().st_mode & 0o777 == 0o600
     assert not [p for p in keyfile.parent.iterdir() if p.name.startswith(".")]
-    assert (tmp_path / "crypt.idx").stat().st_mode & 0o777 == 0o600
+    if fmt == 1:
+        assert (tmp_path / "crypt.idx").stat().st_mode & 0o777 == 0o600
+    else:  # format 2 keeps no index
+        assert not (tmp_path / "crypt.idx").exists()
 
 
 # -- specs ------------------------------------------------------------------------------
@@ -412,12 +430,17 @@ def test_archive_lines_are_encrypted_and_authenticated(tmp_path, keyfile, caplog
 # -- scale and processes -------------------------------------------------------------
 
 
-def test_tens_of_thousands_of_blocks(tmp_path, keyfile):
-    """20,000 blocks and 40 MB: written, reopened (index read back), listed, read."""
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_tens_of_thousands_of_blocks(tmp_path, keyfile, fmt):
+    """20,000 blocks and 40 MB: written, reopened (index read back, or every
+    block decrypted to list them), listed, read."""
     rnd = random.Random(11)
     small = [b"%d " % i * 3 for i in range(20_000)]
     big = [rnd.randbytes(40_000) for _ in range(1000)]
-    with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
+    with crypt_over(
+        (format1_datadir if fmt == 1 else DataDir)(tmp_path / "dd"), keyfile, tmp_path
+    ) as s:
+        assert s.format == fmt
         hs = s.add_many(small)
         hb = s.add_many(big)
     with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path, readonly=True) as s:
@@ -439,10 +462,15 @@ with open_crypt(DataDir(tmp + "/dd"), key_file=key, passphrase=b"%s", index=tmp 
 """
 
 
-def test_two_processes_share_one_crypt_store(tmp_path, keyfile):
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_two_processes_share_one_crypt_store(tmp_path, keyfile, fmt):
     # made first: two processes creating one datadir at once can fail with
     # "index .../index: File exists" (a datadir matter, not the crypt store's)
     with DataDir(tmp_path / "dd") as d:
+        if fmt == 2:
+            from vtstore.stores.crypt import prepare_backend
+
+            prepare_backend(d)
         d.create()
     code = WRITER % PW.decode()
     procs = [
@@ -451,7 +479,9 @@ def test_two_processes_share_one_crypt_store(tmp_path, keyfile):
     ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
-        assert len(s) == 2000 and s.index.damaged == 0
+        assert s.format == fmt and len(s) == 2000
+        assert fmt == 2 or s.index.damaged == 0
+        assert len(list(s.hashcodes())) == 2000
         for w in (b"one", b"two"):
             data = b"%s block 19.49" % w
             assert s[s.hashclass.from_data(data)] == data
@@ -508,7 +538,7 @@ def test_hostile_index_files(tmp_path, keyfile):
     or is missing, never other data."""
     from vtstore.errors import StoreError
 
-    dd = DataDir(tmp_path / "dd")
+    dd = format1_datadir(tmp_path / "dd")
     s = crypt_over(dd, keyfile, tmp_path)
     blocks = [b"block %d " % i * 20 for i in range(60)]
     hs = []

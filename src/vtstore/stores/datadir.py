@@ -99,6 +99,17 @@ def _oserror(what: str, e: OSError) -> StoreError:
     return StoreError(f"{what}: {e.strerror or e}")
 
 
+def _naming_class(name: str) -> type[HashCode]:
+    """The class naming a datadir's blocks: a content hash class, or for the
+    backend of a crypt store (format 2) the tag each encrypted block carries
+    (`crypt-blake3`, ...; `vtstore.stores.crypt.names`, a leaf module)."""
+    if isinstance(name, str) and name.startswith("crypt-"):
+        from vtstore.stores.crypt.names import tag_class_by_name
+
+        return tag_class_by_name(name)
+    return hashclass_by_name(name)
+
+
 class DataDir(Store):
     """A directory of append-only data files with an LMDB index.
 
@@ -195,6 +206,13 @@ class DataDir(Store):
         except (TypeError, ValueError):
             return None
 
+    def name_blocks_with(self, hashclass: type[HashCode]) -> None:
+        """Before the datadir exists on disk: make it name its blocks with
+        `hashclass` (a crypt store makes its backend name blocks by their tag:
+        `vtstore.stores.crypt.names`).  An existing datadir keeps its own."""
+        if self.meta is None:
+            self.hashclass = self._want_hashclass = hashclass
+
     def create(self) -> None:
         """Create the datadir on disk now rather than at the first write."""
         self._check_writable()
@@ -229,11 +247,13 @@ class DataDir(Store):
     def _open_existing(self) -> None:
         meta = self._load_meta()
         try:
-            hc = hashclass_by_name(meta["hashclass"])
+            hc = _naming_class(meta["hashclass"])
             ch = ChunkerParams.from_dict(meta["chunker"])
         except (KeyError, FormatError) as e:
             raise StoreError(f"{self.path / METADATA}: bad metadata: {e}") from None
-        if self._want_hashclass is not None and self._want_hashclass is not hc:
+        want = self._want_hashclass
+        # a crypt store's backend asked for by its plaintext class names its blocks by tag
+        if want is not None and want is not hc and getattr(hc, "plain", None) is not want:
             raise HashClassMismatchError(
                 f"datadir {self.path} holds {hc.hashname} blocks,"
                 f" not {self._want_hashclass.hashname}"

@@ -2,16 +2,18 @@
 
 `CryptStore` wraps any store (the backend): blocks are encrypted with
 AES-256-GCM under a master key kept in a key file, wrapped by a passphrase
-through scrypt (`keys`); the backend's names for blocks are hashes of
-ciphertext, which reveal no plaintext hash, and the map from plaintext hashcode
-to backend block is kept encrypted in the crypt index (`index`).  See
-docs/SECURITY.md and the docstrings of `store`, `keys` and `index`.
+through scrypt (`keys`).  The backend's names for blocks reveal no plaintext
+hash: a new datadir backend names each block by the keyed tag its header
+carries (format 2, `names`); older stores and other backends by the hash of the
+ciphertext, the map from plaintext hashcode to backend block kept encrypted in
+the crypt index (format 1, `index`).  See docs/SECURITY.md, docs/FORMATS.md §12
+and the docstrings of `store`, `names`, `keys` and `index`.
 
 Store specs::
 
     crypt:SPEC                 SPEC's store, encrypted; the key file is
-                               SPEC/crypt.key and the index SPEC/crypt.idx
-                               when SPEC is a datadir
+                               SPEC/crypt.key (and a format 1 store's index
+                               SPEC/crypt.idx) when SPEC is a datadir
     [clause] with type = crypt, store = SPEC, and optionally key_file = PATH,
         passphrase_file = PATH, index = PATH, compress = yes|no
 
@@ -27,6 +29,7 @@ from pathlib import Path
 from vtstore.errors import ConfigError
 from vtstore.stores.base import Store
 from vtstore.stores.crypt.keys import CryptKeyError, MasterKey, get_passphrase, unwrap
+from vtstore.stores.crypt.names import is_tag_class, tag_class
 from vtstore.stores.crypt.store import CryptStore
 from vtstore.stores.spec import (
     OpenContext,
@@ -39,7 +42,14 @@ from vtstore.stores.spec import (
     register_store_type,
 )
 
-__all__ = ["CryptStore", "CryptKeyError", "MasterKey", "default_paths", "open_crypt"]
+__all__ = [
+    "CryptStore",
+    "CryptKeyError",
+    "MasterKey",
+    "default_paths",
+    "open_crypt",
+    "prepare_backend",
+]
 
 KEY_FILE_NAME = "crypt.key"
 INDEX_NAME = "crypt.idx"
@@ -76,6 +86,19 @@ def default_paths(backend: Store, key_file=None, index=None) -> tuple[Path, Path
     return key_file, Path(os.path.expanduser(os.fspath(index)))
 
 
+def prepare_backend(backend: Store) -> Store:
+    """Make a datadir backend that does not exist yet a format 2 one: it will
+    name blocks by their tag (`names`).  An existing backend keeps its format."""
+    name_with = getattr(backend, "name_blocks_with", None)
+    if (
+        name_with is not None
+        and not getattr(backend, "initialized", True)
+        and not is_tag_class(backend.hashclass)
+    ):
+        name_with(tag_class(backend.hashclass))
+    return backend
+
+
 def open_crypt(
     backend: Store,
     *,
@@ -90,6 +113,7 @@ def open_crypt(
 ) -> CryptStore:
     """A `CryptStore` over `backend`, unwrapping its key file with `passphrase`
     (else `$VT_PASSPHRASE`, `passphrase_file`, the terminal)."""
+    prepare_backend(backend)
     kf, ip = default_paths(backend, key_file, index)
     if passphrase is None:
         passphrase = get_passphrase(passphrase_file, prompt=f"passphrase for {kf}: ")
