@@ -111,7 +111,7 @@ def hashcode_of(text: str) -> HashCode:
 
 def etag_of(h: HashCode) -> str:
     """The strong ETag of content named by hashcode `h`."""
-    return f'"{h.hashname}:{h.hex_digest()}"'
+    return f'"{h.hashname}:{h.hex_digest}"'
 
 
 class HTTPApp:
@@ -314,7 +314,7 @@ class HTTPApp:
         if req.method not in ("GET", "HEAD"):
             raise HTTPError(405, "GET, HEAD or PUT", [(b"allow", b"GET, HEAD, PUT")])
         if self.redirect_blocks and "raw" not in req.query:
-            loc = f"{self.redirect_blocks}/{h.hex_digest()}.{h.hashname}"
+            loc = f"{self.redirect_blocks}/{h.hex_digest}.{h.hashname}"
             return await req.respond(
                 302, [(b"location", loc.encode()), (b"cache-control", IMMUTABLE.encode())]
             )

@@ -146,7 +146,7 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
     if op == "hoh":
         start, after, length = _window(req, hc)
         h, last = await app.run(export.lock, store.hash_of_hashcodes, start, after, length)
-        return await req.json({"hash": h.hex_digest(), "last": last.hex_digest() if last else None})
+        return await req.json({"hash": h.hex_digest, "last": last.hex_digest if last else None})
     if op == "len":
         return await req.json({"length": await app.run(export.lock, len, store)})
     if op == "archives":

@@ -206,7 +206,7 @@ class HTTPStore(Store):
     # -- the store core ------------------------------------------------------------------
 
     def _path_of(self, h: HashCode) -> str:
-        return f"h/{h.hashname}:{h.hex_digest()}?raw"
+        return f"h/{h.hashname}:{h.hex_digest}?raw"
 
     def _get(self, h: HashCode) -> bytes | None:
         with self._ahead_lock:
@@ -310,7 +310,7 @@ class HTTPStore(Store):
         while True:
             q = f"b/hashcodes?length={LIST_PAGE}"
             if start is not None:
-                q += f"&start={start.hex_digest()}" + ("&after=1" if after else "")
+                q += f"&start={start.hex_digest}" + ("&after=1" if after else "")
             data = self._ok("GET", q)
             size = self.hashclass.digest_size
             if len(data) % size:
@@ -327,7 +327,7 @@ class HTTPStore(Store):
             self.check_hashcode(start)
         if length is not None and length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
-        q = "b/hoh?" + (f"start={start.hex_digest()}&" if start is not None else "")
+        q = "b/hoh?" + (f"start={start.hex_digest}&" if start is not None else "")
         q += ("after=1&" if after else "") + (f"length={length}" if length is not None else "")
         obj = self._json("GET", q)
         last = obj.get("last")

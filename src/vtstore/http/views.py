@@ -221,7 +221,11 @@ class TreeViews:
                 pages.preview_page(d.name or "file", crumbs[:-1], url, ctype, d.size, text)
             )
         h = getattr(block, "hashcode", None)
-        etag = f'"{h.hashname}:{h.hex_digest()}"' if h is not None else None
+        if h is not None:
+            etag = f'"{h.hashname}:{h.hex_digest}"'
+        else:  # inline data (literal, run): named by its ref, which holds all of it
+            ref = block.encode() if block is not None else b""
+            etag = f'"ref-{export.hashclass.from_data(ref).hex_digest}"'
         if block is None:
             content = Content.of_bytes(b"")
         else:
