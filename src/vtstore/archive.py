@@ -680,6 +680,9 @@ class Archive:
             raise ArchiveError(f"{self.path}: {e.strerror}") from None
         finally:
             os.close(fd)
+        from vtstore.lifecycle.registry import note_archive
+
+        note_archive(self.path, store_id)  # so that vt gc finds this archive's states
         return entry
 
     def _last_in(self, size: int) -> ArchiveEntry | None:

@@ -32,6 +32,10 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("import_", "import", "merge a tree into an archive's latest state"),
     ("export", "export", "write a tree as a tar stream"),
     ("log", "log", "show the history of an archive"),
+    ("forget", "forget", "drop the states a retention policy does not keep"),
+    ("gc", "gc", "reclaim the space of blocks no state needs any more"),
+    ("snapshots", "snapshots", "list the archives of a store and their states"),
+    ("diff", "diff", "show what changed between two states or trees"),
     ("mount", "mount", "mount an archive or ref with FUSE"),
     ("umount", "umount", "unmount a vt mount"),
     ("serve", "serve", "serve stores over TCP, a UNIX socket or stdio"),
@@ -47,6 +51,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("publish", "publish", "store a path and print an x-vt: URI"),
     ("migrate", "migrate", "copy trees into a store of another hash class"),
     ("benchmark", "benchmark", "measure chunking, hashing and store speed"),
+    ("help", "help", "explain a topic (stores, selectors, filters, ...) or a command"),
+    ("completion", "completion", "print a shell completion script (bash or zsh)"),
 ]
 
 log = logging.getLogger("vtstore")
@@ -136,6 +142,15 @@ def _empty_positional(parser: argparse.ArgumentParser, args) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Run `vt` with `argv`; return the exit code (also used by the console script)."""
     _guard_closed_stdio()
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["__complete"]:  # the shell completion scripts ask here
+        from vtstore.cli.completion import complete_main
+
+        return complete_main(argv[1:])
+    if not argv:
+        # an orientation for a person, still a usage error (2) for a script
+        _orientation()
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING
@@ -192,6 +207,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vt {args.command}: interrupted", file=sys.stderr)
         return 130
     return rc
+
+
+def _orientation() -> None:
+    """What `vt` with no arguments prints: where to start, and where the store is."""
+    from vtstore.config.loader import default_basedir
+
+    where = os.environ.get("VT_STORE") or default_basedir()
+    print(
+        "vt: a content-addressed store for files and directory trees.\n"
+        "\n"
+        "  vt pack DIR              back up DIR (its history goes to DIR.vt)\n"
+        "  vt log DIR.vt            list the states backed up\n"
+        "  vt ls DIR.vt/path        list a directory of the latest state\n"
+        "  vt unpack DIR.vt OUT     restore the latest state into OUT\n"
+        "  vt mount DIR.vt MNT      browse and change it as a filesystem\n"
+        "\n"
+        f"The store: {where}\n"
+        "(-S STORE, $VT_STORE or ~/.vtrc choose another one).\n"
+        "vt --help lists every command; vt help TOPIC explains stores, selectors,\n"
+        "filters, config, environment; vt help --man shows the manual."
+    )
 
 
 class _ClosedStdout:

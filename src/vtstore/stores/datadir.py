@@ -110,6 +110,17 @@ def _naming_class(name: str) -> type[HashCode]:
     return hashclass_by_name(name)
 
 
+#: datadir uuid -> path, for each datadir this process opened (see `open_datadir_path`)
+_OPEN_PATHS: dict[str, Path] = {}
+
+
+def open_datadir_path(uuid_hex: str) -> Path | None:
+    """The path of the datadir with this uuid if this process opened one: how
+    an archive update finds the datadir to register the archive with (the
+    archive knows only the uuid; see `vtstore.lifecycle.registry`)."""
+    return _OPEN_PATHS.get(uuid_hex)
+
+
 class DataDir(Store):
     """A directory of append-only data files with an LMDB index.
 
@@ -274,6 +285,7 @@ class DataDir(Store):
             self._release_lock()
             raise
         self.meta = meta
+        _OPEN_PATHS[str(meta.get("uuid"))] = self.path
 
     def _take_shared_lock(self) -> None:
         """flock `lock` shared.  A read-only store creates nothing: it opens the

@@ -1,0 +1,106 @@
+"""Forgetting states: rewrite an archive without the states a policy drops.
+
+The rewrite holds the archive's exclusive lock from the read to the rename:
+the file is read again under the lock, the policy applied to what is there
+then, and the kept lines (comments, blank and damaged lines too: forget judges
+states, not damage) are written to a temporary file, fsynced and renamed over
+the archive (`fileio.write_durably`, keeping its mode and owner).  An appender
+(`vt pack`) that waited for the lock finds the file replaced and appends to the
+new one, so a state appended concurrently is never lost; a kill at any point
+leaves the old file or the new one, whole.  The blocks of forgotten states stay
+in the store until `vt gc` reclaims them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from vtstore.archive import Archive, ArchiveEntry, ArchiveError, _replace_durably, _split
+from vtstore.lifecycle.policy import Policy, decide
+
+
+@dataclass
+class Verdict:
+    """One state and the reasons it is kept (none: it is forgotten)."""
+
+    lineno: int
+    entry: ArchiveEntry
+    reasons: list[str]
+
+    @property
+    def kept(self) -> bool:
+        return bool(self.reasons)
+
+    def to_json(self) -> dict:
+        e = self.entry
+        d = {"line": self.lineno, "when": e.when, "time": e.isotime, "dirent": str(e.dirent)}
+        sid = getattr(e, "short_id", None)
+        if sid:
+            d["id"] = sid
+        if e.comment is not None:
+            d["comment"] = e.comment
+        if self.reasons:
+            d["reasons"] = self.reasons
+        return d
+
+
+@dataclass
+class ForgetResult:
+    """What `forget` did to one archive (or, dry, would do)."""
+
+    path: str
+    verdicts: list[Verdict] = field(default_factory=list)
+    dry_run: bool = False
+
+    @property
+    def kept(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.kept]
+
+    @property
+    def forgotten(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.kept]
+
+    def to_json(self) -> dict:
+        return {
+            "archive": self.path,
+            "dry_run": self.dry_run,
+            "kept": [v.to_json() for v in self.kept],
+            "forgotten": [v.to_json() for v in self.forgotten],
+        }
+
+
+def _verdicts(archive: Archive, data: bytes, policy: Policy) -> list[Verdict]:
+    states = [(n, e) for n, _raw, e, _why in _split(archive.path, data, archive.codec) if e]
+    reasons = decide([e.when for _, e in states], [e.comment for _, e in states], policy)
+    return [Verdict(n, e, r) for (n, e), r in zip(states, reasons, strict=True)]
+
+
+def forget(archive: Archive, policy: Policy, dry_run: bool = False) -> ForgetResult:
+    """Apply `policy` to `archive`; unless `dry_run`, rewrite it without the
+    forgotten states (see the module docstring).  A missing archive is an
+    `ArchiveError`."""
+    if not archive.exists():
+        raise ArchiveError(f"{archive.path}: no such archive")
+    res = ForgetResult(archive.path, dry_run=dry_run)
+    if dry_run:
+        data = archive._read() or b""
+        res.verdicts = _verdicts(archive, data, policy)
+        return res
+    fd = archive._open_locked()
+    try:
+        # read through a second descriptor: a shared flock would wait for ours
+        with open(archive.path, "rb") as r:
+            data = r.read()
+        res.verdicts = _verdicts(archive, data, policy)
+        drop = {v.lineno for v in res.forgotten}
+        if drop:
+            lines = data.split(b"\n")
+            lines.pop()  # a torn tail: never acknowledged, as `update` would cut it
+            keep = b"".join(raw + b"\n" for n, raw in enumerate(lines, 1) if n not in drop)
+            _replace_durably(archive.path, keep, os.fstat(fd))
+    except OSError as e:
+        raise ArchiveError(f"{archive.path}: forget failed: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    return res

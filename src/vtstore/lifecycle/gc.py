@@ -1,0 +1,288 @@
+"""Garbage collection of a datadir: mark, copy, then a short exclusive sweep.
+
+The protocol (docs/GC.md says it for users):
+
+1. *Seal and snapshot.*  Idle unsealed data files last written before the grace
+   period are sealed; the candidates are the sealed files last written before
+   it, listed now.  No block is ever added to a sealed file, so every block in
+   a candidate predates the mark: blocks written after gc started are never
+   touched, and neither is anything written within the grace period (blocks a
+   `vt save` may have printed a ref to that no archive records yet).
+2. *Mark* (no lock beyond the shared one every open store holds; packs go on):
+   every state of every archive the store knows (`registry.known_archives`:
+   named archives and the registered `X.vt` files, plus `--archive`), and every
+   `--root`.  Any interior block that cannot be read stops gc before anything
+   is deleted.
+3. *Copy* (still shared): the live blocks of the candidates that are mostly
+   garbage are copied into new data files, the index pointed at the copies.
+4. *Sweep* (the datadir lock taken exclusively: it waits for the stores open
+   elsewhere, such as a running `vt pack`, to close, and holds new ones off
+   only for this step): the archives and roots are marked again (only what was
+   added since costs anything), so a state recorded meanwhile, even one whose
+   pack deduplicated against a block of a doomed file, is seen; such blocks are
+   copied too.  Then the doomed files' index entries are deleted and the files
+   unlinked.  A pack holds its store open until its state is in the archive,
+   so no pack can be between "found the block present" and "recorded it".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from vtstore.archive import archive_in
+from vtstore.errors import StoreError, VTError
+from vtstore.lifecycle.marks import Marker
+from vtstore.lifecycle.registry import known_archives
+from vtstore.stores import compact
+from vtstore.stores.progress import human_size as _size
+from vtstore.tree.dirent import Dirent
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 3600.0
+DEFAULT_THRESHOLD = 0.10
+DEFAULT_WAIT = 600.0
+
+
+class GCError(VTError):
+    """Garbage collection that stopped before deleting anything."""
+
+    exit_code = 1
+
+
+@dataclass
+class GCOptions:
+    """What `collect` does: see `vt gc --help`."""
+
+    grace: float = DEFAULT_GRACE
+    threshold: float = DEFAULT_THRESHOLD
+    wait: float = DEFAULT_WAIT
+    dry_run: bool = False
+    roots: list = field(default_factory=list)  # Dirent or Block values
+    archives: list[str] = field(default_factory=list)
+    ignore_damaged: bool = False
+
+
+@dataclass
+class GCReport:
+    """What `collect` found and did (sizes in octets)."""
+
+    dry_run: bool = False
+    archives: int = 0
+    states: int = 0
+    roots: int = 0
+    marked: int = 0
+    mark_bytes: int = 0
+    interior_reads: int = 0
+    candidate_files: int = 0
+    deleted_files: int = 0
+    rewritten_files: int = 0
+    kept_files: int = 0
+    live_bytes: int = 0
+    dead_bytes: int = 0
+    blocks_copied: int = 0
+    bytes_copied: int = 0
+    late_copies: int = 0
+    disk_before: int = 0
+    disk_after: int = 0
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def freed(self) -> int:
+        return max(self.disk_before - self.disk_after, 0)
+
+    def to_json(self) -> dict:
+        d = dict(self.__dict__)
+        d["freed"] = self.freed
+        return d
+
+    def lines(self) -> list[str]:
+        verb = "would delete" if self.dry_run else "deleted"
+        out = [
+            f"marked {self.marked:,} blocks reachable from {self.states:,} states of"
+            f" {self.archives} archives and {self.roots} roots"
+            f" ({self.interior_reads:,} interior blocks read)",
+            f"{self.candidate_files} data files old enough to collect: {verb}"
+            f" {self.deleted_files}, {'would rewrite' if self.dry_run else 'rewrote'}"
+            f" {self.rewritten_files}, kept {self.kept_files}",
+            f"garbage {_size(self.dead_bytes)} of {_size(self.live_bytes + self.dead_bytes)}"
+            f" in those files; copied {self.blocks_copied:,} live blocks"
+            f" ({_size(self.bytes_copied)})",
+        ]
+        if not self.dry_run:
+            out.append(
+                f"data files: {_size(self.disk_before)} -> {_size(self.disk_after)}"
+                f" ({_size(self.freed)} freed)"
+            )
+        return out
+
+
+def _mark_all(marker: Marker, dd, opts: GCOptions, report: GCReport) -> None:
+    """Mark every state of every known archive of this store, and the roots."""
+    uuid = dd.meta.get("uuid")
+    paths = known_archives(dd) + list(opts.archives)
+    report.archives = len(paths)
+    report.states = 0
+    for path in paths:
+        scan = archive_in(path, dd).scan()
+        damaged = [d for d in scan.damaged if not d.torn]
+        if damaged and not opts.ignore_damaged:
+            marker.problems.append(
+                f"{path} line {damaged[0].lineno}: a damaged state ({damaged[0].reason}) may"
+                f" need blocks of this store; vt fsck --repair {path} sets it aside"
+                " (or use --ignore-damaged)"
+            )
+        for n, e in scan.states:
+            if e.store_id is not None and e.store_id != uuid:
+                continue  # its blocks live in another store
+            report.states += 1
+            marker.dirent(e.dirent, f"{path} line {n}")
+    report.roots = len(opts.roots)
+    for r in opts.roots:
+        if isinstance(r, Dirent):
+            marker.dirent(r, "--root")
+        else:
+            marker.block(r, "--root")
+
+
+def _lock_exclusive(dd, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    delay = 0.01
+    while True:
+        try:
+            dd._flock_exclusive()
+            return
+        except StoreError:
+            if time.monotonic() >= deadline:
+                dd.unlock_exclusive()
+                raise GCError(
+                    f"datadir {dd.path} stayed in use by another process (a pack, a mount,"
+                    f" a server) for {wait:g}s; nothing was deleted (live blocks already"
+                    " copied stay); run vt gc again when it is idle, or give --wait"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+def collect(dd, opts: GCOptions | None = None, on_phase=None, on_bytes=None) -> GCReport:
+    """Collect the garbage of datadir `dd` (see the module docstring).
+
+    `on_phase(name, total)` is called as each phase starts (`total` in octets
+    when known), `on_bytes(n)` as work is done."""
+    from vtstore.stores.datadir import DataDir
+
+    opts = opts or GCOptions()
+    if not isinstance(dd, DataDir):
+        raise GCError(f"vt gc collects datadirs; {dd.name} is not one")
+    if not dd.initialized:
+        return GCReport(dry_run=opts.dry_run)
+    if not opts.dry_run:
+        dd.check_can_write("collect garbage")
+    if dd.index_damage is not None:
+        raise dd.index_damage
+    rep = GCReport(dry_run=opts.dry_run)
+    t = time.monotonic()
+
+    def phase(name: str, total=None) -> None:
+        nonlocal t
+        now = time.monotonic()
+        rep.seconds[name] = round(now - t, 3)
+        t = now
+        if on_phase is not None:
+            on_phase(name, total)
+
+    rep.disk_before = dd.data_bytes()
+    older = time.time() - opts.grace
+    if not opts.dry_run:
+        compact.seal_idle(dd, older)
+    cands = compact.candidates(dd, older)
+    rep.candidate_files = len(cands)
+    phase("setup")
+    marker = Marker(dd, on_block=on_bytes)
+    _mark_all(marker, dd, opts, rep)
+    _refuse_on_problems(marker)
+    rep.interior_reads = marker.reads
+    marks = marker.marks
+    phase("mark")
+    use = compact.usage(dd, cands, marks)
+    rep.marked, rep.mark_bytes = len(marks), marks.nbytes()
+    delete, rewrite = set(), set()
+    for num, u in use.items():
+        rep.live_bytes += u.live_bytes
+        rep.dead_bytes += u.dead_bytes
+        if u.dead_blocks == 0 and u.live_blocks:
+            continue
+        if u.live_blocks == 0:
+            delete.add(num)
+        elif u.unused >= opts.threshold:
+            rewrite.add(num)
+    rep.deleted_files, rep.rewritten_files = len(delete), len(rewrite)
+    rep.kept_files = len(cands) - len(delete) - len(rewrite)
+    phase("plan")
+    if opts.dry_run or not (delete or rewrite):
+        rep.disk_after = rep.disk_before
+        return rep
+    doomed = delete | rewrite
+    live, dead = compact.split_entries(dd, doomed, marks)
+    copier = compact.Copier(dd)
+    phase("copy", sum(use[n].live_bytes for n in rewrite))
+    try:
+        copier.copy((x for n in sorted(rewrite) for x in live[n]), on_bytes)
+    finally:
+        copier.finish()
+    rep.blocks_copied, rep.bytes_copied = copier.stats.blocks, copier.stats.bytes
+    phase("sweep")
+    _lock_exclusive(dd, opts.wait)
+    try:
+        compact.finish_pending(dd)
+        # what was recorded while we marked and copied
+        marker.new = set()
+        _mark_all(marker, dd, opts, rep)
+        _refuse_on_problems(marker)
+        late = []
+        with dd._index.snapshot() as snap:
+            for num in doomed:
+                keep = []
+                for d in dead[num]:
+                    if d in marker.new:
+                        e = snap.get(d)
+                        if e is not None and e.filenum == num:
+                            late.append((d, e))
+                            live[num].append((d, e))
+                            continue
+                    keep.append(d)
+                dead[num] = keep
+        if late:
+            c2 = compact.Copier(dd)
+            try:
+                c2.copy(late)
+            finally:
+                c2.finish()
+            rep.late_copies = len(late)
+            rep.blocks_copied += c2.stats.blocks
+            rep.bytes_copied += c2.stats.bytes
+        drop = {}
+        with dd._index.snapshot() as snap:
+            for num in doomed:
+                stuck = [d for d, _ in live[num] if (e := snap.get(d)) and e.filenum == num]
+                if stuck:  # a copy did not land: keep the file (never lose a block)
+                    log.warning("gc: data file %d keeps %d live blocks; kept", num, len(stuck))
+                    continue
+                drop[num] = dead[num]
+        compact.drop_files(dd, drop, cands)
+    finally:
+        dd.unlock_exclusive()
+    rep.disk_after = dd.data_bytes()
+    phase("done")
+    return rep
+
+
+def _refuse_on_problems(marker: Marker) -> None:
+    if marker.problems:
+        more = f" (and {len(marker.problems) - 1} more)" if len(marker.problems) > 1 else ""
+        raise GCError(
+            f"marking found a problem, so nothing was deleted: {marker.problems[0]}{more};"
+            " run vt fsck"
+        )

@@ -1,0 +1,162 @@
+"""Marking: the set of blocks reachable from a set of roots.
+
+`MarkSet` keeps digests as fixed-size records in 256 `bytearray`s (one per
+first octet), sorted and de-duplicated a bucket at a time as they grow, so its
+memory is the reachable set's digests (32 octets each for blake3) plus a little,
+not a Python object per block.  `Marker` walks dirents and blocks top-down,
+reading only interior blocks (indirect blocks and directory data), never file
+content: a leaf is marked by the hashcode its parent names.  An indirect block
+or directory met before is not walked again, so unchanged subtrees shared by
+many states cost one set lookup each (those sets hold only interior blocks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from vtstore.blocks import (
+    HashCodeBlock,
+    IndirectBlock,
+    LiteralBlock,
+    SubBlock,
+    decode_blockrefs,
+)
+from vtstore.errors import FormatError, VTError
+from vtstore.tree.dir import decode_dir_data, read_dir_data
+from vtstore.tree.dirent import Dirent
+
+
+class MarkSet:
+    """A set of equal-length digests, compact (see the module docstring).
+    `add` any time; `sorted_iter` yields each digest once, ascending."""
+
+    def __init__(self, digest_size: int):
+        self.n = digest_size
+        self._b = [bytearray() for _ in range(256)]
+        self._sorted = [0] * 256  # octets at the front of each bucket already sorted unique
+
+    def add(self, d: bytes) -> None:
+        b = self._b[d[0]]
+        b += d
+        if len(b) - self._sorted[d[0]] > max(1 << 16, self._sorted[d[0]]):
+            self._compact(d[0])
+
+    def _compact(self, i: int) -> None:
+        b, n = self._b[i], self.n
+        recs = sorted({bytes(b[j : j + n]) for j in range(0, len(b), n)})
+        self._b[i] = bytearray(b"".join(recs))
+        self._sorted[i] = len(self._b[i])
+
+    def __len__(self) -> int:
+        for i in range(256):
+            self._compact(i)
+        return sum(len(b) for b in self._b) // self.n
+
+    def nbytes(self) -> int:
+        """The memory the digests take."""
+        return sum(len(b) for b in self._b)
+
+    def sorted_iter(self) -> Iterator[bytes]:
+        """Every digest once, ascending (compacting each bucket on the way)."""
+        n = self.n
+        for i in range(256):
+            if len(self._b[i]) != self._sorted[i]:
+                self._compact(i)
+            b = bytes(self._b[i])
+            for j in range(0, len(b), n):
+                yield b[j : j + n]
+
+
+class Marker:
+    """Mark every block reachable from the dirents and blocks given.
+
+    `problems` lists the interior blocks that could not be read (missing,
+    corrupt, undecodable): below them nothing is known, so a collector must not
+    delete anything when there are any.  `new` (when a set is given) collects
+    the digests marked by this marker for the first time."""
+
+    def __init__(self, store, marks: MarkSet | None = None, on_block=None):
+        self.store = store
+        self.marks = marks if marks is not None else MarkSet(store.hashclass.digest_size)
+        self.on_block = on_block
+        self.problems: list[str] = []
+        self.interior: set[bytes] = set()  # indirect blocks walked
+        self.dirs: set[bytes] = set()  # directories whose entries were walked
+        self.new: set[bytes] | None = None
+        self.reads = 0
+
+    def _mark(self, h) -> None:
+        self.marks.add(h)
+        if self.new is not None:
+            self.new.add(bytes(h))
+
+    def _read(self, h, where: str) -> bytes | None:
+        try:
+            data = self.store[h]
+        except VTError as e:
+            self.problems.append(f"{where}: {e}")
+            return None
+        self.reads += 1
+        if self.on_block is not None:
+            self.on_block(len(data))
+        return data
+
+    def block(self, b, where: str = "") -> None:
+        """Mark `b` and every block under it (as data: a directory's entries
+        are not walked; see `dirent`)."""
+        todo = [b]
+        while todo:
+            b = todo.pop()
+            while isinstance(b, SubBlock):
+                b = b.superblock
+            if isinstance(b, HashCodeBlock):
+                self._mark(b.hashcode)
+            elif isinstance(b, IndirectBlock):
+                h = b.hashcode
+                if h in self.interior:
+                    continue
+                self.interior.add(h)
+                self._mark(h)
+                raw = self._read(h, where)
+                if raw is None:
+                    continue
+                try:
+                    todo.extend(decode_blockrefs(raw))
+                except FormatError as e:
+                    self.problems.append(f"{where}: indirect block {h} does not decode: {e}")
+
+    def dirent(self, root: Dirent, where: str = "") -> None:
+        """Mark everything `root` reaches: its blocks, a previous version's,
+        and for a directory every entry's, recursively."""
+        todo = [(root, where or root.name or "/")]
+        while todo:
+            d, path = todo.pop()
+            if d.prev is not None:
+                self.block(d.prev, path)
+            b = d.block
+            if b is None:
+                continue
+            if not d.is_dir:
+                self.block(b, path)
+                continue
+            top = b
+            while isinstance(top, SubBlock):
+                top = top.superblock
+            key = getattr(top, "hashcode", None)
+            if key is not None:
+                key = bytes(key) + b.span.to_bytes(8, "big")
+                if key in self.dirs:
+                    continue
+                self.dirs.add(key)
+            elif not isinstance(top, LiteralBlock):
+                continue  # a run: no entries
+            self.block(b, path)
+            try:
+                entries, _ = decode_dir_data(read_dir_data(b, self.store))
+            except VTError as e:
+                self.problems.append(f"{path}: directory {b}: {e}")
+                continue
+            self.reads += 1
+            base = path.rstrip("/")
+            for e in entries:
+                todo.append((e, f"{base}/{e.name}"))

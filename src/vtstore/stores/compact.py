@@ -1,0 +1,290 @@
+"""Reclaiming space in a datadir: the primitives `vt gc` uses.
+
+Given the set of live (marked) blocks, a sealed data file is left alone, deleted
+whole (no live block), or rewritten (too little of it live): its live blocks are
+copied into a new data file and then the old file goes.  The order makes a kill
+at any point harmless: the copies are written, fsynced and indexed (each index
+entry replaced to point at the copy) before the old file's entries are deleted,
+and the entries are deleted before the file is unlinked, so the index never
+names a block that is not on the disk.  A file whose entries were deleted but
+which was not unlinked yet is listed first in `gc-pending` (fsynced), and the
+next `vt gc` removes it; a writer adopting it meanwhile would only index its
+blocks again (garbage, not loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from vtstore.stores.index import FileInfo, IndexEntry
+from vtstore.stores.recovery import recover_tail, try_lock
+from vtstore.stores.writer import RecordWriter
+
+if TYPE_CHECKING:
+    from vtstore.stores.datadir import DataDir
+
+log = logging.getLogger(__name__)
+
+PENDING = "gc-pending"
+
+
+@dataclass
+class FileUsage:
+    """How much of one data file is live (block octets, before compression)."""
+
+    num: int
+    size: int = 0  # on disk
+    mtime: float = 0.0
+    live_blocks: int = 0
+    live_bytes: int = 0
+    dead_blocks: int = 0
+    dead_bytes: int = 0
+
+    @property
+    def unused(self) -> float:
+        """The fraction of the file's block octets no live state needs."""
+        total = self.live_bytes + self.dead_bytes
+        return self.dead_bytes / total if total else 1.0
+
+
+def seal_idle(dd: DataDir, older_than: float) -> list[int]:
+    """Seal the unsealed data files no writer holds whose last write is older
+    than `older_than` (UNIX time): their tail indexed first, as a writer
+    adopting them would.  A sealed file is never appended to again, so every
+    block in it predates this call (what makes it a safe gc candidate)."""
+    out = []
+    for num, fi in sorted(dd._index.files().items()):
+        if fi.sealed:
+            continue
+        path = dd.data_file_path(fi)
+        try:
+            if path.stat().st_mtime >= older_than:
+                continue
+        except FileNotFoundError:
+            continue
+        fd = try_lock(path)
+        if fd is None:
+            continue  # a live writer's
+        try:
+            end = recover_tail(dd, fd, fi)
+            if end is not None:
+                fi.sealed = True
+                dd._index.commit(files=[fi])
+            out.append(num)
+        finally:
+            os.close(fd)
+    return out
+
+
+def candidates(dd: DataDir, older_than: float) -> dict[int, FileInfo]:
+    """The sealed data files last written before `older_than`."""
+    out = {}
+    for num, fi in dd._index.files().items():
+        if not fi.sealed:
+            continue
+        try:
+            if dd.data_file_path(fi).stat().st_mtime < older_than:
+                out[num] = fi
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def merge_marks(items: Iterator[tuple[bytes, IndexEntry]], marks: Iterator[bytes]):
+    """`(digest, entry, live)` for each index item, `live` when the sorted
+    `marks` hold the digest; both inputs ascending (a linear merge)."""
+    m = next(marks, None)
+    for d, e in items:
+        while m is not None and m < d:
+            m = next(marks, None)
+        yield d, e, m == d
+
+
+def usage(dd: DataDir, files: dict[int, FileInfo], marks) -> dict[int, FileUsage]:
+    """Live and dead block octets of each of `files`, by one pass over the
+    index merged with `marks` (a `MarkSet`)."""
+    out = {num: FileUsage(num) for num in files}
+    for num, u in out.items():
+        try:
+            st = dd.data_file_path(files[num]).stat()
+            u.size, u.mtime = st.st_size, st.st_mtime
+        except FileNotFoundError:
+            pass
+    for _d, e, live in merge_marks(dd._index.iter_items(), marks.sorted_iter()):
+        u = out.get(e.filenum)
+        if u is None:
+            continue
+        if live:
+            u.live_blocks += 1
+            u.live_bytes += e.data_length
+        else:
+            u.dead_blocks += 1
+            u.dead_bytes += e.data_length
+    return out
+
+
+def split_entries(dd: DataDir, nums: set[int], marks):
+    """For the files `nums`: their live `(digest, entry)` items and their dead
+    digests, by file number."""
+    live: dict[int, list] = {n: [] for n in nums}
+    dead: dict[int, list] = {n: [] for n in nums}
+    for d, e, is_live in merge_marks(dd._index.iter_items(), marks.sorted_iter()):
+        if e.filenum in nums:
+            (live if is_live else dead)[e.filenum].append((d, e) if is_live else d)
+    return live, dead
+
+
+@dataclass
+class CopyStats:
+    blocks: int = 0
+    bytes: int = 0
+    files: list[int] = field(default_factory=list)
+
+
+class Copier:
+    """Writes copies of blocks into new data files of `dd` (as a writer does,
+    under each file's flock), pointing the index at the copies."""
+
+    def __init__(self, dd: DataDir):
+        self.dd = dd
+        self.stats = CopyStats()
+        self._w: RecordWriter | None = None
+        self._fd = -1
+        self._fi: FileInfo | None = None
+
+    def _open(self) -> RecordWriter:
+        fd, fi = self.dd.new_data_file()
+        self._fd, self._fi = fd, fi
+        self.stats.files.append(fi.num)
+        self._w = RecordWriter(
+            fd,
+            str(self.dd.data_file_path(fi)),
+            fi.num,
+            fi.indexed_to,
+            self._commit,
+            frame_size=self.dd.frame_size,
+            zstd_level=self.dd.zstd_level,
+            compress=self.dd.compress,
+        )
+        return self._w
+
+    def _commit(self, pairs: list[tuple[bytes, bytes]], nbytes: int, end: int) -> None:
+        fi = self._fi
+        fi.indexed_to = end
+        entries = [(d, IndexEntry.decode(v)) for d, v in pairs]
+        # replacing an entry is not a block added: keep the counters as they were
+        self.dd._index.commit(
+            entries,
+            files=[fi],
+            replace=True,
+            counters={"blocks_added": -len(entries), "bytes_added": -nbytes},
+        )
+
+    def copy(self, items: Iterable[tuple[bytes, IndexEntry]], progress=None) -> None:
+        """Copy each block `(digest, entry)` (read and verified from where
+        `entry` points) into the new file(s)."""
+        dd = self.dd
+        hc = dd.hashclass
+        for d, e in items:
+            data = dd._read_entry(hc(d), e)
+            w = self._w or self._open()
+            size = w.add(hc(d), data)
+            self.stats.blocks += 1
+            self.stats.bytes += len(data)
+            if progress is not None:
+                progress(len(data))
+            if size >= dd.data_file_size:
+                self._close(seal=True)
+
+    def _close(self, seal: bool) -> None:
+        w = self._w
+        if w is None:
+            return
+        try:
+            w.flush()
+        finally:
+            w.close()
+            self._w = None
+            try:
+                if seal and w.failed is None:
+                    self._fi.sealed = True
+                    self.dd._index.commit(files=[self._fi])
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+
+    def finish(self) -> None:
+        """Make every copy durable and indexed; seal the files written."""
+        self._close(seal=True)
+
+
+def _journal(dd: DataDir, uuids: list[str]) -> None:
+    from vtstore.fileio import write_durably
+
+    write_durably(dd.path / PENDING, "".join(u + "\n" for u in uuids).encode())
+
+
+def finish_pending(dd: DataDir) -> int:
+    """Unlink the data files a killed gc had dropped from the index but not yet
+    removed (listed in `gc-pending` and in no index file entry); return how many."""
+    p = dd.path / PENDING
+    try:
+        uuids = p.read_text().split()
+    except FileNotFoundError:
+        return 0
+    known = {fi.uuid for fi in dd._index.files().values()}
+    n = 0
+    for u in uuids:
+        if u in known or len(u) != 32:
+            continue
+        try:
+            (dd.path / "data" / f"{u}.vtd").unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    p.unlink(missing_ok=True)
+    return n
+
+
+def drop_files(dd: DataDir, dead: dict[int, list[bytes]], files: dict[int, FileInfo]) -> int:
+    """Delete the data files `dead` names: their index entries (those listed,
+    which must be every entry still pointing into the file) and the file table
+    entry, then the file.  Return the octets freed on disk."""
+    if not dead:
+        return 0
+    _journal(dd, [files[n].uuid for n in dead])
+    freed = 0
+    for num, digests in dead.items():
+        fi = files[num]
+        path = dd.data_file_path(fi)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        nbytes = 0
+        with dd._index.snapshot() as snap:
+            for d in digests:
+                e = snap.get(d)
+                if e is not None and e.filenum == num:
+                    nbytes += e.data_length
+        n = dd._index.delete_file_entries(num, digests)
+        dd._index.commit(counters={"blocks_added": -n, "bytes_added": -nbytes})
+        path.unlink(missing_ok=True)
+        dd._frames.discard_file(num)
+        dd._fds.forget(num)
+        dd._files.pop(num, None)
+        freed += size
+    from vtstore.stores.datadir import _fsync_dir
+
+    _fsync_dir(dd.path / "data")
+    (dd.path / PENDING).unlink(missing_ok=True)
+    return freed
+
+
+def now() -> float:
+    return time.time()
