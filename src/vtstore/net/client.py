@@ -79,25 +79,31 @@ class RemoteArchive:
 
         return parse_line(text, f"{self.path}: ")
 
-    def exists(self) -> bool:
-        """Whether the server has this archive."""
+    def _ask(self, call):
+        """`(call(name), True)`, or `(None, False)` when the server has no such archive (as
+        reading a missing `.vt` file gives nothing)."""
         try:
-            self.store.archive_last(self.name)
+            return call(self.name), True
         except P.RemoteError as e:
             if e.code == P.E_NO_ARCHIVE:
-                return False
+                return None, False
             raise
-        return True
+
+    def exists(self) -> bool:
+        """Whether the server has this archive."""
+        return self._ask(self.store.archive_last)[1]
 
     def last(self):
-        """The newest state (an `ArchiveEntry`), or None for an empty archive."""
-        text = self.store.archive_last(self.name)
+        """The newest state (an `ArchiveEntry`), or None for an empty or
+        missing archive."""
+        text = self._ask(self.store.archive_last)[0]
         return None if text is None else self._parse(text)
 
     def entries(self):
         """Every state, oldest first (from a server too old to send them all:
-        its latest only).  A damaged line is skipped, as the server does."""
-        for text in self.store.archive_states(self.name):
+        its latest only); nothing for a missing archive.  A damaged line is
+        skipped by the server, as reading a local archive does."""
+        for text in self._ask(self.store.archive_states)[0] or ():
             yield self._parse(text)
 
     def at(self, when: float):

@@ -80,6 +80,14 @@ def _str(text: str) -> str:
     return t
 
 
+def _archives_from(text: str) -> tuple[str, str]:
+    """`GLOB:STORESPEC`: where a clause's archives of those names live
+    (`vtstore.named_archives`)."""
+    from vtstore.named_archives import parse_archives_from
+
+    return parse_archives_from(text)
+
+
 def _port(text: str) -> int:
     n = int(text)
     if not 0 < n < 65536:
@@ -142,7 +150,11 @@ def register_store_type(
     bad value; `hashclass` and `readonly` are always allowed.  A clause must give
     each key of `required` unless `defaults` has a value for it (config text, so
     `{basedir}` and `{clause}` work); an opener can then rely on them all."""
-    allowed = {"hashclass": parse_hashclass, "readonly": parse_bool}
+    allowed = {
+        "hashclass": parse_hashclass,
+        "readonly": parse_bool,
+        "archives_from": _archives_from,
+    }
     allowed.update(keys or {})
     _TYPES[name] = StoreType(name, opener, allowed, doc, tuple(required), dict(defaults or {}))
 
@@ -508,9 +520,27 @@ def _open_clause(spec: StoreSpec, ctx: OpenContext) -> Store:
     old = ctx.stack
     ctx.stack = (*old, f"[{name}]")
     try:
-        return open_spec(sub, ctx)
+        store = open_spec(sub, ctx)
     finally:
         ctx.stack = old
+    if "archives_from" in sub.params and getattr(store, "archive_source", None) is None:
+        _send_archives(store, sub.params["archives_from"], ctx)
+    return store
+
+
+def _send_archives(store: Store, value: tuple[str, str], ctx: OpenContext) -> None:
+    """`archives_from = GLOB:SPEC`: the archive lookups of `store` for names
+    matching GLOB go to the store SPEC, opened on first use with the same
+    config and hash class, writable unless the command is read-only."""
+    from vtstore.named_archives import ArchiveSource, attach_archive_source
+
+    pattern, text = value
+    config, readonly, hashclass = ctx.config, ctx.readonly, store.hashclass
+
+    def opener(spec_text: str) -> Store:
+        return open_store_spec(spec_text, config=config, readonly=readonly, hashclass=hashclass)
+
+    attach_archive_source(store, ArchiveSource(pattern, text, opener))
 
 
 # The layers that provide the reserved types register them when imported; a

@@ -27,7 +27,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vtstore.archive import Archive, ArchiveEntry, store_identity
+from vtstore.archive import ArchiveEntry, store_identity
 from vtstore.errors import VTError
 from vtstore.sync.tree import SyncStats, TreeSync
 
@@ -76,20 +76,9 @@ def source_states(archive) -> list[ArchiveEntry]:
 
 
 def _last_of(archive) -> ArchiveEntry | None:
-    """The latest state of a destination archive; None for none, or for a remote
-    archive the server does not have yet (the first update creates it)."""
-    if archive is None:
-        return None
-    if isinstance(archive, Archive):
-        return archive.last()
-    from vtstore.net import protocol as P
-
-    try:
-        return archive.last()
-    except P.RemoteError as e:
-        if getattr(e, "code", None) == P.E_NO_ARCHIVE:
-            return None
-        raise
+    """The latest state of a destination archive; None for none (a missing
+    archive too: the first update creates it)."""
+    return None if archive is None else archive.last()
 
 
 def push_archive(
