@@ -59,3 +59,10 @@ class NotAvailableError(VTError):
     """A feature that is planned but not available yet."""
 
     exit_code = 2
+
+
+class UsageError(VTError):
+    """The command line asks for something that cannot be: a bad argument's value,
+    an unknown topic, options that do not go together (exit 2, like argparse)."""
+
+    exit_code = 2

@@ -225,7 +225,7 @@ def _orientation() -> None:
         "\n"
         f"The store: {where}\n"
         "(-S STORE, $VT_STORE or ~/.vtrc choose another one).\n"
-        "vt --help lists every command; vt help TOPIC explains stores, selectors,\n"
+        "vt --help lists all commands; vt help TOPIC explains stores, selectors,\n"
         "filters, config, environment; vt help --man shows the manual."
     )
 
