@@ -102,6 +102,7 @@ class HTTPStore(Store):
         self._ahead_bytes = 0
         self._ahead_lock = threading.Lock()
         self._ahead_busy: set = set()
+        self._dirty = False
         info = self._json("GET", "b/info")
         try:
             server_hc = hashclass_by_name(info["hashclass"])
@@ -290,6 +291,7 @@ class HTTPStore(Store):
         if cur:
             groups.append(cur)
         got = b"".join(self._map(lambda g: self._ok("POST", "b/add", pack_lengths(g)), groups))
+        self._dirty = True
         if got != b"".join(out):
             raise StoreError(f"{self.url}: the server stored other hashcodes than sent")
         return out
@@ -298,8 +300,11 @@ class HTTPStore(Store):
         self.add_many([data])
 
     def flush(self) -> None:
-        if not self.readonly and not self.closed:
+        """Make what this client added durable on the server (nothing to do if
+        it added nothing, so a reader needs no key to close)."""
+        if self._dirty and not self.closed:
             self._ok("POST", "b/flush", ok=(200, 204))
+            self._dirty = False
 
     def __len__(self) -> int:
         self._check_open()
@@ -400,6 +405,7 @@ class HTTPStore(Store):
         """Append state `text` to archive `name` (after flushing); whether it was."""
         self._check_writable()
         self.flush()
+        self._dirty = False
         body = json.dumps({"text": text, "if_newer": if_newer}).encode()
         return bool(self._json("POST", "a/" + quote(name, safe=""), body).get("appended"))
 

@@ -22,8 +22,8 @@ from vtstore.http import pages
 from vtstore.http.app import LockedReads
 from vtstore.http.content import IMMUTABLE, Content, content_type, disposition, send_content
 from vtstore.http.request import HTTPError, Request
-from vtstore.tree.dir import dir_entries, split_path, walk
-from vtstore.tree.dirent import T_HARDLINK, Dirent
+from vtstore.tree.dir import dir_entries, walk
+from vtstore.tree.dirent import T_HARDLINK, Dirent, check_name
 from vtstore.tree.links import LinkResolver
 
 #: What a listing or a history says to caches (they may change with the server).
@@ -146,11 +146,15 @@ class TreeViews:
     async def tree(self, req, export, root: Dirent, parts, top_url: str, crumbs, cache) -> None:
         """Answer for the entry at `parts` below `root`."""
         store = export.store
-        path = "/".join(p for p in parts if p)
         trailing = not parts or parts[-1] == ""
 
         def find():
-            names = split_path(path)  # refuses '..' and bad names
+            # each segment on its own: a decoded %2F stays inside its name (and fails)
+            names = [p for p in parts if p not in ("", ".")]
+            for p in names:
+                if p == "..":
+                    raise HTTPError(400, "a path may not climb out with '..'")
+                check_name(p)
             d = root
             links = None
             for name in names:
