@@ -396,3 +396,28 @@ def test_a_store_listing_out_of_order_is_an_error_not_a_hang():
         good.add_many(blocks(n // 2, b"x"))
         with pytest.raises(FormatError, match="ended before it"):
             sync_stores(bad, good)
+
+
+def test_public_batched_listing_matches_the_single_calls(tmp_path):
+    """`StreamStore.hash_of_hashcodes_many` and `hashcodes_many` answer what the
+    single calls answer, a window longer than a server page (16384) included."""
+    from vtstore.stores.memory import MemoryStore
+
+    inner = MemoryStore()
+    inner.add_many(blocks(20_000, b"p"))
+    srv = BlockServer({"": inner}, insecure_no_auth=True)
+    spec = srv.listen(f"unix:{tmp_path}/p.sock")
+    try:
+        with StreamStore(spec, readonly=True) as st:
+            keys = sorted(inner.hashcodes())
+            windows = [(None, None), (None, 20_000), (keys[100], 5), (keys[-3], 10), (keys[7], 0)]
+            assert st.hash_of_hashcodes_many(windows) == [
+                inner.hash_of_hashcodes(start=s, length=n) for s, n in windows
+            ]
+            assert st.hashcodes_many(windows) == [
+                list(inner.hashcodes(start=s, length=n)) for s, n in windows
+            ]
+            with pytest.raises(ValueError):
+                st.hashcodes_many([(None, -1)])
+    finally:
+        srv.shutdown()

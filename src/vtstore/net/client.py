@@ -636,6 +636,50 @@ class StreamStore(Store):
         pkt = self._call(P.OP_HASH_OF_HASHCODES, [P.encode_window(start, after, length)])
         return P.decode_hoh(pkt.payload, self.hashclass)
 
+    def _check_windows(self, windows) -> list[tuple[HashCode | None, int | None]]:
+        out = []
+        for start, length in windows:
+            if start is not None:
+                self.check_hashcode(start)
+            if length is not None and length < 0:
+                raise ValueError(f"length must be >= 0, got {length}")
+            out.append((start, length))
+        return out
+
+    def hash_of_hashcodes_many(self, windows) -> list[tuple[HashCode, HashCode | None]]:
+        """`hash_of_hashcodes(start, length=n)` of each window `(start, n)`
+        (`n` None: to the end), all requests sent before any answer is awaited:
+        one round trip for the lot (`vtstore.sync.stores` compares a round of
+        key ranges this way)."""
+        self._check_open()
+        windows = self._check_windows(windows)
+        self._settle()
+        pkts = self._pipeline(
+            [(P.OP_HASH_OF_HASHCODES, [P.encode_window(s, False, n)], 0) for s, n in windows]
+        )
+        return [P.decode_hoh(p.payload, self.hashclass) for p in pkts]
+
+    def hashcodes_many(self, windows) -> list[list[HashCode]]:
+        """`list(hashcodes(start, length=n))` of each window `(start, n)`, the
+        first page of every window pipelined (one round trip when each fits a
+        server page, 16384 keys); a window the server cut short is continued."""
+        self._check_open()
+        windows = self._check_windows(windows)
+        self._settle()
+        pkts = self._pipeline(
+            [(P.OP_HASHCODES, [P.encode_window(s, False, n)], 0) for s, n in windows]
+        )
+        out = []
+        for (_s, n), pkt in zip(windows, pkts, strict=True):
+            page, end = P.decode_listing(pkt.payload, self.hashclass)
+            if n is not None and len(page) > n:
+                raise FormatError(f"{self.name}: a listing of {len(page)} for {n}")
+            if not end and page and (n is None or len(page) < n):
+                left = None if n is None else n - len(page)
+                page = page + list(self._listing(page[-1], True, left))
+            out.append(page)
+        return out
+
     # -- indirect completeness ---------------------------------------------------------------
 
     def missing_blocks(self, block) -> tuple[int, list[HashCode]]:

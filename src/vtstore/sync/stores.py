@@ -17,8 +17,8 @@ listed, in parallel chunks.
 
 Every range of one round is asked for at once: on a network store
 (`vtstore.net.StreamStore`) the round's requests are pipelined on the
-connection, so a round costs one round trip whatever its size (the client has
-no public batch of windows yet: this uses its own `_pipeline`).  Two stores of
+connection (`StreamStore.hash_of_hashcodes_many`, `hashcodes_many`), so a
+round costs one round trip whatever its size.  Two stores of
 N keys differing by d blocks reconcile in a handful of rounds (the depth of the
 range tree, about 4), against N/4096 sequential pages to list every key.
 
@@ -150,65 +150,42 @@ class SyncReport:
 class _Peer:
     """One store as the sync asks it: a round's windows at once, counted.
 
-    A `StreamStore` gets the round's requests pipelined on its connection (one
-    round trip); any other store answers them one by one, locally.
+    A store with `hash_of_hashcodes_many`/`hashcodes_many` (a `StreamStore`
+    pipelines them: one round trip a round) gets each round as one call; any
+    other store answers window by window, locally.
     """
 
     def __init__(self, store: Store):
         self.store = store
         self.requests = 0
-        from vtstore.net.client import StreamStore
-
-        self.remote = isinstance(store, StreamStore)
-
-    def _pipeline(self, op: int, windows, decode):
-        from vtstore.net import protocol as P
-
-        st = self.store
-        st._check_open()
-        # StreamStore has no public batch of windows yet: its own pipeline sends
-        # them all before waiting for any answer, retrying on a new connection
-        pkts = st._pipeline([(op, [P.encode_window(s, False, n)], 0) for s, n in windows])
-        return [decode(p.payload, st.hashclass) for p in pkts]
 
     def start(self) -> tuple[int, HashCode, HashCode | None]:
-        """`(count, hash, last)` of the whole store: one round."""
+        """`(count, hash, last)` of the whole store: one round (the count is
+        asked from another thread, so on a network store both requests are in
+        flight together)."""
         self.requests += 2
-        if self.remote:
-            from vtstore.net import protocol as P
-
-            st = self.store
-            st._check_open()
-            n, hoh = st._pipeline(
-                [
-                    (P.OP_LENGTH, [], 0),
-                    (P.OP_HASH_OF_HASHCODES, [P.encode_window(None, False, None)], 0),
-                ]
-            )
-            return (P.decode_count(n.payload), *P.decode_hoh(hoh.payload, st.hashclass))
-        return (len(self.store), *self.store.hash_of_hashcodes())
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vt-sync-len") as ex:
+            count = ex.submit(len, self.store)
+            h, last = self.store.hash_of_hashcodes()
+            return count.result(), h, last
 
     def hoh(self, windows: list[tuple[HashCode | None, int | None]]):
         """`(hash, last)` of each window `(start, length)`."""
         self.requests += len(windows)
-        if self.remote:
-            from vtstore.net import protocol as P
-
-            return self._pipeline(P.OP_HASH_OF_HASHCODES, windows, P.decode_hoh)
+        many = getattr(self.store, "hash_of_hashcodes_many", None)
+        if many is not None:
+            return many(windows)
         return [self.store.hash_of_hashcodes(start=s, length=n) for s, n in windows]
 
     def pages(self, windows: list[tuple[HashCode | None, int]]):
         """`(hashcodes, end)` of each window `(start, length)`; `end`: nothing after."""
         self.requests += len(windows)
-        if self.remote:
-            from vtstore.net import protocol as P
-
-            return self._pipeline(P.OP_HASHCODES, windows, P.decode_listing)
-        out = []
-        for s, n in windows:
-            keys = list(self.store.hashcodes(start=s, length=n))
-            out.append((keys, len(keys) < n))
-        return out
+        many = getattr(self.store, "hashcodes_many", None)
+        if many is not None:
+            pages = many(windows)
+        else:
+            pages = [list(self.store.hashcodes(start=s, length=n)) for s, n in windows]
+        return [(keys, len(keys) < n) for keys, (_s, n) in zip(pages, windows, strict=True)]
 
 
 # -- the comparison -------------------------------------------------------------------------------
