@@ -18,7 +18,9 @@ def register(sub) -> None:
         help="mount an archive or ref with FUSE",
         description=(
             "Mount SPECIAL (X.vt, [clause]name, or a dirent ref D{...}) at MOUNTPOINT,"
-            " optionally only SUBPATH of it (or X.vt/SUBPATH).  Without MOUNTPOINT"
+            " optionally only SUBPATH of it (or X.vt/SUBPATH).  One state of an"
+            " archive (X.vt@-2, X.vt@ID, X.vt@2026-12-01: see 'vt log') is mounted"
+            " read-only.  Without MOUNTPOINT"
             " the mount goes to a new directory X for X.vt (else the name); if that"
             " exists (the directory X.vt was packed from, say) vt refuses rather"
             " than mount over it.  An archive that does not exist yet is mounted"
@@ -71,7 +73,9 @@ def _options(args) -> set[str]:
 
 
 def _default_mountpoint(special: str) -> str:
-    from vtstore.cli.refs import is_ref_text, parse_ref
+    from vtstore.cli.refs import is_ref_text, parse_ref, split_selector
+
+    special = split_selector(special)[0]
 
     if special.startswith("[") and "]" in special:
         name = special.split("]", 1)[1]
@@ -90,11 +94,13 @@ def _default_mountpoint(special: str) -> str:
 
 
 def run(args) -> int:
-    from vtstore.cli.refs import use_clause_of
+    from vtstore.cli.refs import split_selector, use_clause_of
 
     use_clause_of(args, args.special)
     opts = _options(args)
     readonly = args.readonly or "ro" in opts or args.history
+    # one state picked by @SEL is a view of the past: no new states on top of it
+    readonly = readonly or split_selector(args.special)[1] is not None
     mountpoint = args.mountpoint or _default_mountpoint(args.special)
     created = False
     if dead_mount(mountpoint):
@@ -189,7 +195,7 @@ def _detach_stdio() -> None:
 def _resolve(args, store, readonly: bool):
     """(archive or None, top dirent the mount starts from, subpath parts)."""
     from vtstore.blocks import Block
-    from vtstore.cli.refs import archive_of, is_ref_text, parse_ref
+    from vtstore.cli.refs import archive_target, is_ref_text, parse_ref, select_entry
     from vtstore.tree.dir import make_dir, resolve, split_path
 
     special = args.special
@@ -204,12 +210,17 @@ def _resolve(args, store, readonly: bool):
         if sub:
             resolve(value, "/".join(sub), store)
         return None, value, sub
-    archive, inner = archive_of(special, store)
+    archive, inner, sel = archive_target(special, store)
     sub = split_path(inner) + sub
-    if not os.path.exists(archive.path) and not args.create:
+    if not archive.exists() and not args.create:
         # a mistyped name must not become a new, empty archive
         raise VTError(f"{archive.path}: no such archive (--create mounts a new one)")
-    last = archive.last()
+    if sel is not None:
+        if args.history:
+            raise VTError(f"{special}: -a shows every state; mount the archive without @{sel}")
+        last = select_entry(archive, sel, text=special)
+    else:
+        last = archive.last()
     if last is None:
         if readonly and not args.history:
             raise VTError(f"{archive.path}: archive has no states")
