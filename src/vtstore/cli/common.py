@@ -1,7 +1,9 @@
-"""Helpers shared by the `vt` subcommands: opening the store, progress bars."""
+"""Helpers shared by the `vt` subcommands: opening the store, progress bars,
+exclude/include options."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from vtstore.stores.base import Store
@@ -74,3 +76,114 @@ def print_lines(lines, limit: int = 200, file=None) -> None:
         print(lines[-1], file=file)
     elif lines:
         print("\n".join(lines), file=file)
+
+
+class _RuleOption(argparse.Action):
+    """--exclude, --include and their -from forms, kept in command-line order
+    (the first matching rule wins, so the order is the meaning)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        specs = list(getattr(namespace, "filter_specs", None) or [])
+        specs.append((self.const, values))
+        namespace.filter_specs = specs
+
+
+def add_filter_options(p, source: bool = True) -> None:
+    """The exclude/include options of a command (docs/FILTERS.md).
+
+    `source`: the command walks a real tree (pack, save, import, mount), so the
+    per-directory rule files, cache tags and vt's own files count too; a
+    restore (unpack, export) gets the rules and --exclude-larger-than only.
+    """
+    g = p.add_argument_group("exclude and include rules (rsync's; see docs/FILTERS.md)")
+    from_file = "from FILE, one a line ('+ P'/'- P' say which; # comments)"
+    for opt, kind, metavar, what in (
+        ("--exclude", "-", "PATTERN", "leave out what PATTERN matches"),
+        ("--include", "+", "PATTERN", "take what PATTERN matches though a later rule excludes it"),
+        ("--exclude-from", "-from", "FILE", f"read exclude patterns {from_file}"),
+        ("--include-from", "+from", "FILE", f"read include patterns {from_file}"),
+    ):
+        g.add_argument(
+            opt,
+            metavar=metavar,
+            dest="filter_specs",
+            action=_RuleOption,
+            const=kind,
+            help=f"{what} (repeatable; the first matching rule wins)",
+        )
+    g.add_argument(
+        "--exclude-larger-than",
+        metavar="SIZE",
+        help="leave out regular files of more than SIZE bytes (suffixes K, M, G, T)",
+    )
+    if not source:
+        return
+    g.add_argument(
+        "--exclude-caches",
+        action="store_true",
+        help="keep only the CACHEDIR.TAG of directories it marks as caches",
+    )
+    g.add_argument(
+        "--exclude-if-present",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="keep only the file NAME of directories holding one (repeatable)",
+    )
+    g.add_argument(
+        "--vtignore",
+        metavar="NAME",
+        default=None,
+        help="the per-directory rule file (default .vtignore; '' reads none)",
+    )
+    g.add_argument(
+        "--no-default-excludes",
+        action="store_true",
+        help="store vt's own files too (its datadirs, cache and archives, left out by default)",
+    )
+
+
+def filters_from_args(args, store=None, archive_path: str | None = None):
+    """The `Filters` of a command line made by `add_filter_options`, with the
+    `.vtrc` rules (after the command line's) for a source walk; None when
+    nothing can be excluded."""
+    from vtstore.cli.unpack import parse_size
+    from vtstore.tree.filters import VTIGNORE, Filters, build_rules
+
+    specs = list(getattr(args, "filter_specs", None) or [])
+    source = hasattr(args, "exclude_caches")
+    config = None
+    if source:
+        from vtstore.config import load_config
+
+        config = load_config(getattr(args, "config_path", None))
+        specs += config.filter_specs()
+    larger = args.exclude_larger_than
+    flt = Filters(
+        build_rules(specs),
+        larger_than=parse_size(larger) if larger is not None else None,
+    )
+    if source:
+        flt.per_dir = VTIGNORE if args.vtignore is None else (args.vtignore or None)
+        flt.exclude_caches = args.exclude_caches
+        flt.exclude_if_present = list(args.exclude_if_present)
+        if not args.no_default_excludes:
+            flt.skip = own_files(store, archive_path, str(config.basedir))
+    return flt if flt.active else None
+
+
+def own_files(store, archive_path: str | None = None, basedir: str | None = None):
+    """The `OwnFiles` of a walk storing into `store`: vt's base directory (the
+    default datadir) and cache, the store, the archive being written and the
+    store's archives."""
+    from vtstore.archive import store_identity
+    from vtstore.config.loader import default_basedir, default_cachedir
+    from vtstore.tree.filters import OwnFiles
+
+    paths = [basedir or default_basedir(), default_basedir(), default_cachedir()]
+    for s in (store, getattr(store, "inner", None), getattr(store, "backend", None)):
+        if getattr(s, "path", None) is not None:
+            paths.append(str(s.path))
+    if archive_path:
+        paths.append(archive_path)
+    return OwnFiles(paths, store_identity(store) if store is not None else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import add_filter_options, filters_from_args, open_store
 from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.cli.unpack import (
     DEFAULT_MAX_SIZE,
@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("special", metavar="X.vt|REF")
     p.add_argument("-o", "--output", metavar="FILE", default="-", help="tar file (default stdout)")
     add_limit_options(p, "the free space of FILE's filesystem, 16T on a pipe")
+    add_filter_options(p, source=False)
     p.set_defaults(func=run)
 
 
@@ -43,6 +44,7 @@ def run(args) -> int:
     from vtstore.tree.tar import write_tar
 
     max_files = parse_count(args.max_files)
+    filters = filters_from_args(args)
     if args.max_size is not None:
         max_size = parse_size(args.max_size)
     else:
@@ -51,7 +53,12 @@ def run(args) -> int:
         t = resolve_special(args.special, store)
         if t.dirent is None:
             raise VTError(f"{args.special}: a bare block ref has no tree; use vt cat")
-        kw = {"links": getattr(t, "links", None), "max_files": max_files, "max_size": max_size}
+        kw = {
+            "links": getattr(t, "links", None),
+            "max_files": max_files,
+            "max_size": max_size,
+            "filters": filters,
+        }
         if args.output == "-":
             if sys.stdout.isatty():
                 raise VTError("refusing to write a tar to a terminal: use -o FILE")

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import add_filter_options, filters_from_args, open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
@@ -125,6 +125,7 @@ def register(sub) -> None:
     )
     add_limit_options(p, "the free space of DIR's filesystem")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    add_filter_options(p, source=False)
     p.set_defaults(func=run)
 
 
@@ -181,6 +182,7 @@ def run(args) -> int:
 
     when = parse_time(args.at) if args.at else None
     max_files = parse_count(args.max_files)
+    filters = filters_from_args(args)
     with open_store(args, readonly=True) as store:
         t = resolve_special(args.special, store, when=when)
         d = t.dirent
@@ -208,6 +210,7 @@ def run(args) -> int:
                 links=getattr(t, "links", None),
                 max_files=max_files,
                 max_size=max_size,
+                filters=filters,
             )
             try:
                 stats = exp.export(d, target)

@@ -25,6 +25,8 @@ _PATH_KEYS = (
     "tls_ca",
 )
 _GLOBAL = "GLOBAL"
+#: the keys [GLOBAL] may hold (exclude, exclude_from: vtstore.tree.filters rules)
+_GLOBAL_KEYS = ("basedir", "hashclass", "exclude", "exclude_from")
 
 
 def default_config_path() -> Path:
@@ -137,11 +139,27 @@ class Config:
     def _check_global(self) -> None:
         g = self.sections[_GLOBAL]
         for key in g:
-            if key not in ("basedir", "hashclass"):
-                raise self._err(_GLOBAL, key, "unknown key (known: basedir, hashclass)")
+            if key not in _GLOBAL_KEYS:
+                known = ", ".join(_GLOBAL_KEYS)
+                raise self._err(_GLOBAL, key, f"unknown key (known: {known})")
         if not g["basedir"].strip():
             raise self._err(_GLOBAL, "basedir", "empty value")
         self.hashclass  # noqa: B018 - validates
+
+    def filter_specs(self) -> list[tuple[str, str]]:
+        """The exclude rules of `[GLOBAL]`, for the commands that store trees
+        (docs/FILTERS.md): `exclude` holds rule lines (`PATTERN` excludes,
+        `+ PATTERN` includes, one a line), `exclude_from` rule files (one a
+        line, `~` expanded), as `(kind, value)` pairs for `build_rules`."""
+        g = self.sections[_GLOBAL]
+        out: list[tuple[str, str]] = []
+        for line in g.get("exclude", "").splitlines():
+            if line.strip():
+                out.append(("-", line.strip()))
+        for line in g.get("exclude_from", "").splitlines():
+            if line.strip():
+                out.append(("-from", os.path.expanduser(line.strip())))
+        return out
 
     # -- clauses --------------------------------------------------------------
 

@@ -23,8 +23,10 @@ hostile pattern can make the matcher backtrack exponentially.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -417,7 +419,6 @@ class Filters:
     exclude_if_present: list[str] = field(default_factory=list)
     larger_than: int | None = None
     skip: Callable | None = None
-    excluded_count: int = 0
 
     def __post_init__(self):
         self._root = Scope(tuple(self.rules), ())
@@ -476,19 +477,35 @@ class Filters:
     ) -> bool:
         """Whether the entry `name` at relative `path` is left out."""
         if scope.only is not None and name not in scope.only:
-            self.excluded_count += 1
             return True
         if self.larger_than is not None and size is not None and size > self.larger_than:
             if is_file if is_file is not None else not is_dir:
-                self.excluded_count += 1
                 return True
         for r in scope.rules:
             if r._match(path, name, is_dir):
-                if r.include:
-                    return False
-                self.excluded_count += 1
-                return True
+                return not r.include
         return False
+
+    def leaves_out(self, scope: Scope, path: str, name: str, bpath: bytes, st) -> bool:
+        """`excluded` for the real object at `bpath` of stat `st`, with `skip`."""
+        mode = st.st_mode
+        return self.excluded(
+            scope, path, name, stat.S_ISDIR(mode), st.st_size, stat.S_ISREG(mode)
+        ) or (self.skip is not None and self.skip(bpath, st))
+
+    def keep_entries(self, entries: list, path: str) -> list:
+        """The dirents of the stored directory at relative `path` ("" for the
+        top) that the rules keep: a restore's filter (no rule files or tags are
+        read from a stored tree)."""
+        prefix = path + "/" if path else ""
+        scope = self._root
+        return [
+            e
+            for e in entries
+            if not self.excluded(
+                scope, prefix + e.name, e.name, e.is_dir, e.size if e.is_file else None, e.is_file
+            )
+        ]
 
     def selects(self, paths: Iterable[tuple[str, bool]]) -> list[str]:
         """The relative paths (with `is_dir`) a walk would take, parents before
@@ -533,3 +550,64 @@ def build_rules(specs: Iterable[tuple[str, str]]) -> list:
                 r = Rule.make(include, value)  # a pattern starting # or ;
             _apply(rules, [r])
     return rules
+
+
+class OwnFiles:
+    """vt's own files met in a tree being stored: the `skip` of `Filters`.
+
+    Left out: the objects at `paths` (the default datadir, the cache, the
+    store, the archive being written: compared by device and inode, so any
+    name for them counts), any directory holding a datadir's metadata file,
+    and any `*.vt` file holding a state of the store `store_id`.  Storing them
+    would store the store into itself: every pack would grow it.
+    """
+
+    def __init__(self, paths: Iterable[str], store_id: str | None = None):
+        from vtstore.stores.datadir import FORMAT_NAME, METADATA
+
+        self._meta = b"/" + os.fsencode(METADATA)
+        self._format = FORMAT_NAME
+        self._ids = set()
+        for p in paths:
+            try:
+                st = os.stat(os.path.expanduser(p))
+            except OSError:
+                continue
+            self._ids.add((st.st_dev, st.st_ino))
+        self._mark = f'"store":"{store_id}"'.encode() if store_id else None
+        #: the paths left out (a walk and a progress scan may both look)
+        self.found: set[str] = set()
+
+    def __call__(self, bpath: bytes, st) -> bool:
+        """Whether the object at `bpath` (of stat `st`) is one of vt's own."""
+        mode = st.st_mode
+        if (st.st_dev, st.st_ino) in self._ids:
+            pass
+        elif stat.S_ISDIR(mode):
+            if not self._is_datadir(bpath):
+                return False
+        elif not (stat.S_ISREG(mode) and bpath.endswith(b".vt") and self._is_archive(bpath)):
+            return False
+        self.found.add(os.fsdecode(bpath))
+        return True
+
+    def _is_datadir(self, bpath: bytes) -> bool:
+        try:
+            with open(bpath + self._meta, "rb") as f:
+                data = f.read(1 << 16)
+        except OSError:
+            return False
+        try:
+            return json.loads(data).get("format") == self._format
+        except (ValueError, AttributeError):
+            return False
+
+    def _is_archive(self, bpath: bytes) -> bool:
+        if self._mark is None:
+            return False
+        try:
+            with open(bpath, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 16)))
+                return self._mark in f.read()
+        except OSError:
+            return False

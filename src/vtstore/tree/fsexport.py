@@ -41,6 +41,7 @@ from vtstore.tree.dirent import (
     T_SYMLINK,
     T_WHITEOUT,
     Dirent,
+    fsdec,
     fsenc,
 )
 from vtstore.tree.meta import cached_lookup
@@ -154,6 +155,7 @@ class Exporter:
         links=None,
         max_files: int | None = None,
         max_size: int | None = None,
+        filters=None,
     ):
         if resume not in (None, "quick", "verify"):
             raise ValueError(f"resume must be None, 'quick' or 'verify', not {resume!r}")
@@ -167,6 +169,7 @@ class Exporter:
         self.resolver = links
         self.max_files = max_files
         self.max_size = max_size
+        self.filters = filters
         # inode group -> (path of its first name from the root, restored damaged)
         self._links: dict[int, tuple[tuple[bytes, ...], bool]] = {}
         self._root_fd: int | None = None
@@ -178,6 +181,11 @@ class Exporter:
 
     def export(self, dirent: Dirent, target: str) -> ExportStats:
         """Write `dirent` at `target`: a directory's contents go into `target`."""
+        if self.filters is not None and self.resolver is None and dirent.is_dir:
+            from vtstore.tree.links import LinkResolver
+
+            # a hard link's first name may be left out: its group is looked up
+            self.resolver = LinkResolver(dirent, self.store)
         if self.max_files is not None or self.max_size is not None:
             tree_totals(dirent, self.store, self.max_files, self.max_size)
         target_b = os.fsencode(target)
@@ -222,6 +230,8 @@ class Exporter:
             shown = _shown(rel) or "."
             log.warning("directory %s is damaged: %s", shown, "; ".join(problems[:3]))
             self.stats.damaged.append(Damage(shown, problems, kind="dir"))
+        if self.filters is not None:
+            entries = self.filters.keep_entries(entries, "/".join(fsdec(n) for n in rel))
         return entries
 
     def _sweep(self, fd: int, entries: list[Dirent]) -> None:

@@ -74,6 +74,9 @@ class ImportStats:
     files_reused: int = 0
     #: entries left out by the filters (an excluded directory counts once)
     excluded: int = 0
+    #: files read because they are new, or changed since the previous state
+    files_new: int = 0
+    files_changed: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -325,6 +328,10 @@ class Importer:
             with self.stats.lock:
                 self.stats.files += 1
                 self.stats.bytes_read += block.span
+                if previous is None:
+                    self.stats.files_new += 1
+                else:
+                    self.stats.files_changed += 1
             if self.on_file:
                 self.on_file(self.stats)
             return Dirent(T_FILE, name=name, meta=meta, block=block, ino=gid)
@@ -427,12 +434,7 @@ class Importer:
 
     def _excluded(self, f: _DirFrame, subpath: bytes, rel: str, name: str, st) -> bool:
         """Whether the filters leave out the entry `name` of directory `f`."""
-        flt = self.filters
-        mode = st.st_mode
-        is_dir = statmod.S_ISDIR(mode)
-        out = flt.excluded(f.scope, rel, name, is_dir, st.st_size, statmod.S_ISREG(mode)) or (
-            flt.skip is not None and flt.skip(subpath, st)
-        )
+        out = self.filters.leaves_out(f.scope, rel, name, subpath, st)
         if out:
             with self.stats.lock:
                 self.stats.excluded += 1

@@ -126,16 +126,19 @@ def _info(path: str, e) -> tarfile.TarInfo:
     return ti
 
 
-def walk_past_damage(root, store, stats: ExportStats) -> Iterator[tuple[str, object]]:
+def walk_past_damage(root, store, stats: ExportStats, filters=None) -> Iterator[tuple[str, object]]:
     """`(relative path, dirent)` depth-first in name order, each dir before its
     entries, iteratively (any depth); damaged directories yield what can be read
-    and are recorded in `stats.damaged`."""
+    and are recorded in `stats.damaged`.  With `filters`, only the entries the
+    rules keep (an excluded directory is not read)."""
 
     def entries_of(d, path):
         entries, problems = read_entries(d, store)
         if problems:
             log.warning("directory %s is damaged: %s", path or ".", "; ".join(problems[:3]))
             stats.damaged.append(Damage(path or ".", problems, kind="dir"))
+        if filters is not None:
+            entries = filters.keep_entries(entries, path)
         return entries
 
     return walk(root, store, entries=entries_of)
@@ -149,6 +152,7 @@ def write_tar(
     links=None,
     max_files: int | None = None,
     max_size: int | None = None,
+    filters=None,
 ) -> ExportStats:
     """Write the tree under dirent `root` as a pax tar stream to `fileobj`.
 
@@ -159,7 +163,8 @@ def write_tar(
     the content of a hard-link group whose first name is outside `root`; that
     group's first name here becomes a regular member.  `max_files`/`max_size`
     limit entries and file bytes (checked before anything is written, and as
-    members are written); hitting one raises `LimitError`.
+    members are written); hitting one raises `LimitError`.  `filters`
+    (`vtstore.tree.filters.Filters`) writes only the entries its rules keep.
     """
     stats = ExportStats()
     if max_files is not None or max_size is not None:
@@ -172,7 +177,11 @@ def write_tar(
         encoding="utf-8",
         errors="surrogateescape",
     ) as tf:
-        for path, e in walk_past_damage(root, store, stats):
+        if filters is not None and links is None and root.is_dir:
+            from vtstore.tree.links import LinkResolver
+
+            links = LinkResolver(root, store)  # a group's first name may be left out
+        for path, e in walk_past_damage(root, store, stats, filters):
             if max_files is not None and stats.entries >= max_files:
                 raise LimitError(f"more than {max_files:,} entries exported (--max-files)")
             t = e.type
