@@ -55,9 +55,20 @@ class Target:
 
 
 def parse_ref(text: str) -> tuple[object, str]:
-    """Parse a transcribed ref and return `(value, rest-of-text)`."""
+    """Parse a transcribed ref and return `(value, rest-of-text)`.
+
+    `x-vt:/REF/path` and `x-vt://HOST:PORT/REF/path` (whose host
+    `use_clause_of` makes the store) give the REF and path; a URI copied from
+    a browser, with the ref percent-encoded (`D%7B...`), is decoded first."""
     if text.startswith("x-vt:"):
-        text = text[len("x-vt:") :].lstrip("/")
+        text = text[len("x-vt:") :]
+        if text.startswith("//"):  # an authority: the server, not part of the ref
+            text = "/" + text[2:].partition("/")[2]
+        text = text.lstrip("/")
+        if "{" not in text.split("/", 1)[0] and "%7b" in text[:8].lower():
+            from urllib.parse import unquote
+
+            text = unquote(text)
     value, end = parse(text)
     if not isinstance(value, Dirent | Block):
         raise FormatError(f"not a dirent or block ref: {text[:60]!r}")
@@ -107,9 +118,18 @@ def archive_of(text: str, store) -> tuple[Archive, str]:
 
 
 def use_clause_of(args, special: str | None) -> None:
-    """For a `[clause]NAME` special with no -S, make the clause the command's store."""
-    if special and special.startswith("[") and "]" in special and not args.store_spec:
+    """For a `[clause]NAME` special with no -S, make the clause the command's
+    store; for an `x-vt://HOST:PORT/...` URI with no -S, that host's `vt httpd`
+    (`http://HOST:PORT/`)."""
+    if not special or args.store_spec:
+        return
+    if special.startswith("[") and "]" in special:
         args.store_spec = special[: special.index("]") + 1]
+    elif special.startswith("x-vt://"):
+        host = special[len("x-vt://") :].split("/", 1)[0]
+        if not host:
+            raise VTError(f"{special[:60]}: say x-vt://HOST:PORT/REF/path")
+        args.store_spec = f"http://{host}/"
 
 
 def split_selector(text: str) -> tuple[str, str | None]:
