@@ -5,6 +5,7 @@ plain HTTP client that sends paths exactly as given."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -279,3 +280,192 @@ def http_factory(request, tmp_path):
     f = HTTPStoreFactory(tmp_path, request.param)
     yield f
     f.close_all()
+
+
+# -- a headless Chromium driven over the DevTools protocol ---------------------------
+
+
+class Browser:
+    """Debian's chromium, headless, driven over the DevTools protocol with a
+    minimal websocket client (RFC 6455 text frames; no extra package)."""
+
+    FLAGS = (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    )
+
+    def __init__(self, tmp: Path):
+        import re
+        import shutil
+
+        exe = shutil.which("chromium") or shutil.which("chromium-browser")
+        if exe is None:
+            pytest.skip("no chromium")
+        self.profile = tmp / "chromium-profile"
+        self.downloads = tmp / "downloads"
+        self.downloads.mkdir()
+        self.proc = subprocess.Popen(
+            [exe, *self.FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0"]
+            + ["about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        port = None
+        while port is None and time.monotonic() < deadline:
+            line = self.proc.stderr.readline().decode(errors="replace")
+            if not line and self.proc.poll() is not None:
+                raise RuntimeError("chromium exited")
+            m = re.search(r"DevTools listening on ws://127\.0\.0\.1:(\d+)/", line)
+            if m:
+                port = int(m.group(1))
+        self.port = port
+        # the page target's websocket
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/json/list")
+        targets = json.loads(conn.getresponse().read())
+        conn.close()
+        page = next(t for t in targets if t["type"] == "page")
+        self.sock = self._ws_connect(page["webSocketDebuggerUrl"])
+        self.next_id = 0
+        self.events: list[dict] = []
+        self.call("Page.enable")
+        self.call("Runtime.enable")
+        self.call(
+            "Browser.setDownloadBehavior",
+            behavior="allow",
+            downloadPath=str(self.downloads),
+            eventsEnabled=True,
+        )
+
+    # -- websocket ---------------------------------------------------------------
+    def _ws_connect(self, url: str) -> socket.socket:
+        import base64
+
+        u = urlsplit(url)
+        s = socket.create_connection((u.hostname, u.port), timeout=60)
+        key = base64.b64encode(os.urandom(16)).decode()
+        s.sendall(
+            (
+                f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert b" 101 " in head.split(b"\r\n", 1)[0], head
+        return s
+
+    def _send(self, text: str) -> None:
+        import struct
+
+        data = text.encode()
+        mask = os.urandom(4)
+        n = len(data)
+        if n < 126:
+            hdr = struct.pack("!BB", 0x81, 0x80 | n)
+        elif n < 1 << 16:
+            hdr = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+        else:
+            hdr = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        self.sock.sendall(hdr + mask + masked)
+
+    def _exact(self, n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("devtools closed")
+            buf += chunk
+        return buf
+
+    def _recv(self) -> dict:
+        import struct
+
+        parts = []
+        while True:
+            b0, b1 = self._exact(2)
+            n = b1 & 0x7F
+            if n == 126:
+                (n,) = struct.unpack("!H", self._exact(2))
+            elif n == 127:
+                (n,) = struct.unpack("!Q", self._exact(8))
+            parts.append(self._exact(n))
+            if b0 & 0x80:
+                return json.loads(b"".join(parts))
+
+    # -- the protocol ------------------------------------------------------------
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        my = self.next_id
+        self._send(json.dumps({"id": my, "method": method, "params": params}))
+        while True:
+            msg = self._recv()
+            if msg.get("id") == my:
+                if "error" in msg:
+                    raise RuntimeError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_event(self, method: str, timeout: float = 30.0, where=lambda p: True) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ev in enumerate(self.events):
+                if ev.get("method") == method and where(ev.get("params", {})):
+                    return self.events.pop(i)["params"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {method} event")
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                self.events.append(self._recv())
+            except TimeoutError:
+                pass
+            finally:
+                self.sock.settimeout(60)
+
+    def goto(self, url: str) -> None:
+        """Load `url` and wait for its load event."""
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired")
+
+    def js(self, expr: str):
+        r = self.call("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in r:
+            raise RuntimeError(r["exceptionDetails"])
+        return r["result"].get("value")
+
+    def screenshot(self, path: Path) -> bytes:
+        import base64
+
+        data = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
+        path.write_bytes(data)
+        return data
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        finally:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    b = Browser(tmp_path)
+    yield b
+    b.close()
