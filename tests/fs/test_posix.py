@@ -18,6 +18,8 @@ from .conftest import Mounted, needs_fuse
 pytestmark = needs_fuse
 
 NAMES = ["a", "b", "c", "d0", "d1", "d0/a", "d0/b", "d1/c", "d0/d1", "d0/d1/a"]
+# a name of NAME_MAX octets works, one octet more is ENAMETOOLONG in every call
+NAMES += ["d0/" + "m" * 255, "d1/" + "l" * 256]
 paths = st.sampled_from(NAMES)
 _counter = itertools.count()
 

@@ -59,6 +59,8 @@ RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 NAME_MAX = 255
 MIME_XATTR = "user.mime_type"
+# the xattr namespaces Linux knows; any other name is EOPNOTSUPP, as on tmpfs
+XATTR_NAMESPACES = ("user.", "trusted.", "security.", "system.")
 
 
 class FileHandle:
@@ -354,6 +356,11 @@ class FileSystem(Storing):
         if "/" in name or "\0" in name or not name:
             raise FSError(errno.EINVAL)
 
+    @staticmethod
+    def _check_xattr_name(name: str) -> None:
+        if not name.startswith(XATTR_NAMESPACES):
+            raise FSError(errno.EOPNOTSUPP)
+
     # -- attributes ------------------------------------------------------------
 
     def lookup(self, parent: int, name: str):
@@ -367,6 +374,9 @@ class FileSystem(Storing):
             elif name == "..":
                 node = d.parent or d
             else:
+                # FUSE passes names up to 1024 octets; POSIX says ENAMETOOLONG past NAME_MAX
+                if len(fsenc(name)) > NAME_MAX:
+                    raise FSError(errno.ENAMETOOLONG)
                 node = self._child(d, name)
                 if node is None:
                     raise FSError(errno.ENOENT)
@@ -822,6 +832,7 @@ class FileSystem(Storing):
 
         if name.startswith(control.PREFIX):
             return control.get(self, ino, name)
+        self._check_xattr_name(name)
         with self.lock:
             v = self.node(ino).meta.xattr(name)
             if v is None:
@@ -833,6 +844,7 @@ class FileSystem(Storing):
 
         if name.startswith(control.PREFIX):
             return control.set(self, ino, name, value)
+        self._check_xattr_name(name)
         with self.lock:
             node = self.node(ino)
             self._check_write()
@@ -849,6 +861,7 @@ class FileSystem(Storing):
             return [n for n, _ in self.node(ino).meta.xattrs]
 
     def removexattr(self, ino: int, name: str) -> None:
+        self._check_xattr_name(name)
         with self.lock:
             node = self.node(ino)
             self._check_write()
