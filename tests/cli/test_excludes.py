@@ -220,3 +220,18 @@ def test_restore_a_subset(tmp_path):
     vt(env, "export", archive, "-o", str(tar2), *only_docs)
     with tarfile.open(tar2) as t:
         assert {m.name.strip("./") for m in t.getmembers()} - {""} == want
+
+
+def test_save_and_import_take_the_rules(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_home(src)
+    env = home_env(tmp_path)
+    store = ["-S", str(tmp_path / "store")]
+    ref = vt(env, *store, "save", "--exclude", "*.o", "--exclude-caches", str(src))
+    r = vt(env, *store, "ls", "-R", ref.stdout.decode().strip()).stdout.decode()
+    assert "main.c" in r and "main.o" not in r and "blob" not in r and "CACHEDIR.TAG" in r
+    archive = str(tmp_path / "i.vt")
+    vt(env, *store, "import", "--exclude", "/Music/", "--exclude", "docs/", str(src), archive)
+    r = vt(env, *store, "ls", "-R", archive).stdout.decode()
+    assert "main.o" in r and "song.flac" not in r and "note1.txt" not in r

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from vtstore.archive import store_identity
-from vtstore.cli.common import open_store
+from vtstore.cli.common import add_filter_options, filters_from_args, open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import archive_of, use_clause_of
 from vtstore.errors import VTError
@@ -32,6 +32,7 @@ def register(sub) -> None:
         action="store_true",
         help="append even if the archive's latest state belongs to another store",
     )
+    add_filter_options(p)
     p.set_defaults(func=run)
 
 
@@ -48,7 +49,11 @@ def run(args) -> int:
             raise VTError(f"{args.archive}: import merges into a whole archive, not a path in it")
         last = archive.last()
         archive.check_store(store, force=args.force, last=last)
-        imp = Importer(progress.store, on_file=lambda st: progress.update(st.bytes_read, st.files))
+        imp = Importer(
+            progress.store,
+            on_file=lambda st: progress.update(st.bytes_read, st.files),
+            filters=filters_from_args(args, store, str(getattr(archive, "path", ""))),
+        )
         new = imp.import_path(args.src)
         if last is None:
             merged = new

@@ -68,9 +68,11 @@ def _unwritable(path: str) -> str | None:
     """Why the archive file `path` cannot be appended to (None if it can)."""
     if os.path.exists(path):
         return None if os.access(path, os.W_OK) else "not writable"
-    parent = os.path.dirname(path) or "."
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(parent):  # made when the store is (a datadir's archive)
+        parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        return f"no directory {parent}"
+        return f"{parent} is not a directory"
     return None if os.access(parent, os.W_OK | os.X_OK) else f"{parent} is not writable"
 
 
@@ -149,6 +151,9 @@ def run(args) -> int:
         )
         dirent = imp.import_path(args.dir, last.dirent if last else None)
         store.flush()
+        apath = str(archive.path)
+        if os.path.isabs(apath) and not os.path.isdir(os.path.dirname(apath)):
+            os.makedirs(os.path.dirname(apath), mode=0o700)  # a store that stored nothing yet
         entry = archive.update(dirent, comment=args.comment, store_id=store_identity(store))
         after = data_bytes(store)
     summary = _summary(imp.stats, progress.elapsed, archive, entry, before, after)

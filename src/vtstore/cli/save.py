@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import add_filter_options, filters_from_args, open_store
 from vtstore.errors import VTError
 
 
@@ -22,6 +22,7 @@ def register(sub) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="file, directory, or - for stdin")
     p.add_argument("-F", "--dirent", action="store_true", help="print dirents, not bare blocks")
+    add_filter_options(p)
     p.set_defaults(func=run)
 
 
@@ -32,6 +33,7 @@ def run(args) -> int:
 
     rc = 0
     with open_store(args) as store:
+        filters = filters_from_args(args, store)  # for the trees among the PATHs
         for path in args.paths:
             if path == "-":
                 block = blockify(sys.stdin.buffer, store)
@@ -39,7 +41,7 @@ def run(args) -> int:
                 continue
             if not os.path.lexists(path):
                 raise VTError(f"{path}: no such file or directory")
-            dirent, stats = import_tree(path, store)
+            dirent, stats = import_tree(path, store, filters=filters)
             if stats.errors:
                 rc = 1
             if dirent.type == T_FILE and not args.dirent:

@@ -211,6 +211,7 @@ def run(args) -> int:
                 max_files=max_files,
                 max_size=max_size,
                 filters=filters,
+                on_total=progress.set_total,
             )
             try:
                 stats = exp.export(d, target)

@@ -142,6 +142,9 @@ class Exporter:
     `links`: an object with `resolve(ino) -> Dirent | None` giving the content of
     a hard-link group whose first name is outside the exported subtree.
     `max_files`/`max_size`: limits on entries and file bytes (None: no limit).
+    `filters` (`vtstore.tree.filters.Filters`): restore only what its rules keep.
+    `on_total(nbytes)`: told the tree's file bytes before anything is written
+    (a progress bar's total; not with `filters`).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class Exporter:
         max_files: int | None = None,
         max_size: int | None = None,
         filters=None,
+        on_total=None,
     ):
         if resume not in (None, "quick", "verify"):
             raise ValueError(f"resume must be None, 'quick' or 'verify', not {resume!r}")
@@ -170,6 +174,7 @@ class Exporter:
         self.max_files = max_files
         self.max_size = max_size
         self.filters = filters
+        self.on_total = on_total
         # inode group -> (path of its first name from the root, restored damaged)
         self._links: dict[int, tuple[tuple[bytes, ...], bool]] = {}
         self._root_fd: int | None = None
@@ -186,8 +191,10 @@ class Exporter:
 
             # a hard link's first name may be left out: its group is looked up
             self.resolver = LinkResolver(dirent, self.store)
-        if self.max_files is not None or self.max_size is not None:
-            tree_totals(dirent, self.store, self.max_files, self.max_size)
+        if self.max_files is not None or self.max_size is not None or self.on_total:
+            _, nbytes = tree_totals(dirent, self.store, self.max_files, self.max_size)
+            if self.on_total is not None and self.filters is None:
+                self.on_total(nbytes)  # a progress bar's total (rules would make it less)
         target_b = os.fsencode(target)
         if dirent.is_dir:
             try:
