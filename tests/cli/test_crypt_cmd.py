@@ -151,12 +151,21 @@ def test_passwd_rewraps_without_touching_data(tmp_path, env, dd):
     assert r.returncode == 1 and (dd / "crypt.key").read_bytes() == key
 
 
-def test_info_reindex_and_init_twice(tmp_path, env, dd):
+def test_info_reindex_and_init_twice_format1(tmp_path, env):
+    """A crypt store over a datadir made before `vt crypt init` (as every crypt
+    store before format 2): its crypt index can be lost and rebuilt."""
+    from vtstore.stores.datadir import DataDir
+
+    dd = tmp_path / "dd"
+    with DataDir(dd) as d:
+        d.create()
+    run_vt(env, "crypt", "init", str(dd), "--scrypt-log-n", "12")
     f = tmp_path / "f"
     f.write_bytes(os.urandom(100_000))
     ref = run_vt(env, "-S", f"crypt:{dd}", "save", str(f)).stdout.decode().strip()
     info = run_vt(env, "crypt", "info", f"crypt:{dd}").stdout.decode()
     assert "kdf: scrypt n=2^12 r=8 p=1" in info and "index_bytes: " in info
+    assert "format: 1" in info
     (dd / "crypt.idx").unlink()
     r = run_vt(env, "-S", f"crypt:{dd}", "cat", ref, check=False)
     assert r.returncode == 1 and b"missing block" in r.stderr
@@ -167,6 +176,62 @@ def test_info_reindex_and_init_twice(tmp_path, env, dd):
     assert r.returncode == 1 and b"exists already" in r.stderr
     r = run_vt(env, "crypt", "info", str(tmp_path / "nothing"), check=False)
     assert r.returncode == 1 and b"vt crypt init" in r.stderr
+
+
+def test_format2_info_reindex_fsck_with_and_without_key(tmp_path, env, dd):
+    """`vt crypt init` makes a format 2 store: no crypt index; the datadir's
+    own index is rebuilt and checked without the key; `vt fsck crypt:` also
+    decrypts every block and finds what only the key can see."""
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(300_000))
+    ref = run_vt(env, "-S", f"crypt:{dd}", "save", str(f)).stdout.decode().strip()
+    info = run_vt(env, "crypt", "info", f"crypt:{dd}").stdout.decode()
+    assert "format: 2" in info and "\nindex" not in info
+    assert not (dd / "crypt.idx").exists()
+    r = run_vt(env, "crypt", "reindex", str(dd))
+    assert re.search(
+        rb": \d+ blocks decrypted and checked \(format 2: no crypt index\), 0 bl", r.stdout
+    )
+    nokey = {k: v for k, v in env.items() if k != "VT_PASSPHRASE"}
+    shutil.rmtree(dd / "index")  # the datadir's index: rebuilt from the data files alone
+    run_vt(nokey, "-S", str(dd), "reindex")
+    assert run_vt(env, "-S", f"crypt:{dd}", "cat", ref).stdout == f.read_bytes()
+    assert run_vt(nokey, "-S", str(dd), "fsck").returncode == 0
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-v", "-S", f"crypt:{dd}", "fsck"],
+        capture_output=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0 and re.search(rb"note: \d+ blocks decrypted and checked", r.stdout)
+    # a byte changed and the record's CRC made right again: only the key sees it
+    (data,) = (dd / "data").glob("*.vtd")
+    fix_crc_after_flip(data, os.path.getsize(data) - 5000)
+    assert run_vt(nokey, "-S", str(dd), "fsck").returncode == 0
+    r = run_vt(env, "-S", f"crypt:{dd}", "fsck", check=False)
+    assert r.returncode == 1 and b"fail authentication" in r.stdout, r.stdout
+    r = run_vt(env, "-S", f"crypt:{dd}", "cat", ref, check=False)
+    assert r.returncode == 1 and b"authentication" in r.stderr and len(r.stderr.splitlines()) == 1
+
+
+def fix_crc_after_flip(path, at: int) -> None:
+    """Flip one bit at `at` in a data file and rewrite the CRC of the record
+    holding it, as a tamperer who knows the format would."""
+    from vtstore.stores.vtd import Record, scan_records
+    from vtstore.stores.vtdio import crc32
+
+    raw = bytearray(Path(path).read_bytes())
+    (rec,) = [
+        r
+        for r in scan_records(bytes(raw), 0, len(raw))
+        if isinstance(r, Record) and r.payload_offset <= at < r.payload_offset + r.payload_length
+    ]
+    raw[at] ^= 0x10
+    head = bytes(raw[rec.offset : rec.payload_offset])
+    end = rec.payload_offset + rec.payload_length
+    crc = crc32(bytes(raw[rec.payload_offset : end]), crc32(head))
+    raw[end : end + 4] = crc.to_bytes(4, "big")
+    Path(path).write_bytes(bytes(raw))
 
 
 def test_other_user_cannot_read_the_key(env):

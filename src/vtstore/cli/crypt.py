@@ -2,8 +2,9 @@
 
     vt crypt init [STORE]      make a new key (a datadir backend is created too)
     vt crypt passwd [STORE]    wrap the key with a new passphrase (no data rewritten)
-    vt crypt info [STORE]      show the key file's id and KDF, and the index
-    vt crypt reindex [STORE]   rebuild the crypt index from the backend's blocks
+    vt crypt info [STORE]      show the key file's id and KDF, the store's format
+    vt crypt reindex [STORE]   decrypt every backend block: rebuild a format 1
+                               store's crypt index, count a format 2 store's blocks
 
 STORE is a crypt store (`crypt:SPEC`, or a clause of `type = crypt`) or the
 backend it wraps; default: -S, $VT_STORE, the [default] clause.  The key file
@@ -13,6 +14,12 @@ $VT_NEW_PASSPHRASE, else $VT_PASSPHRASE for init), --passphrase-file /
 --new-passphrase-file, else the terminal (asked twice for a new one).  Lose the
 passphrase (or the key file) and the data is lost: keep a copy of the key file
 and remember its passphrase.
+
+A datadir made by `vt crypt init` (or by the first write through `crypt:`) is
+format 2: it names each encrypted block by the keyed tag the block carries, so
+it needs no crypt index, and `vt fsck DATADIR` checks it without the key
+(framing, CRCs, names) while `vt fsck crypt:DATADIR` also decrypts every block.
+Stores made before (format 1) keep their crypt index (`crypt.idx`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("action", choices=("init", "passwd", "info", "reindex"))
     p.add_argument("store", nargs="?", metavar="STORE", help="crypt store or its backend")
     p.add_argument("--key-file", metavar="PATH", help="the key file (default: in the datadir)")
-    p.add_argument("--index", metavar="PATH", help="the crypt index (default: in the datadir)")
+    p.add_argument(
+        "--index", metavar="PATH", help="a format 1 store's crypt index (default: in the datadir)"
+    )
     p.add_argument("--passphrase-file", metavar="PATH", help="read the passphrase from PATH")
     p.add_argument(
         "--new-passphrase-file", metavar="PATH", help="passwd, init: the new passphrase from PATH"
@@ -106,6 +115,25 @@ def _key_paths(t: Target):
         return default_paths(backend, t.key_file, t.index)
 
 
+def _format(t: Target) -> int | None:
+    """A datadir backend's crypt format, from its metadata alone (no lock, no
+    index): 2 when it names blocks by their tag; None when unknown."""
+    import json
+    from pathlib import Path
+
+    from vtstore.stores.spec import StoreSpec
+
+    spec = t.backend_spec
+    if not (isinstance(spec, StoreSpec) and spec.type == "datadir"):
+        return None
+    meta = Path(os.path.expanduser(spec.params["path"])) / "datadir.json"
+    try:
+        name = json.loads(meta.read_text()).get("hashclass")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return 2 if isinstance(name, str) and name.startswith("crypt-") else 1
+
+
 @dataclass
 class _Located:
     """Stands for a datadir by its path, for `default_paths`."""
@@ -146,8 +174,11 @@ def run(args) -> int:
 
     t = _target(args)
     if args.action == "init":
+        from vtstore.stores.crypt import prepare_backend
+
         backend = _open_backend(t, readonly=False)
         with backend:
+            prepare_backend(backend)  # a new datadir is format 2
             create = getattr(backend, "create", None)
             if callable(create):
                 create()
@@ -163,8 +194,12 @@ def run(args) -> int:
         kf, idx = _key_paths(t)
         if args.action == "info":
             info = key_info(kf)
-            info["index"] = str(idx)
-            info["index_bytes"] = idx.stat().st_size if idx.exists() else 0
+            fmt = _format(t)
+            if fmt is not None:
+                info["format"] = fmt
+            if fmt != 2:
+                info["index"] = str(idx)
+                info["index_bytes"] = idx.stat().st_size if idx.exists() else 0
             for k, v in info.items():
                 print(f"{k}: {v}")
             return 0

@@ -38,7 +38,6 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -55,40 +54,12 @@ from vtstore.stores.vtdio import sample_entropy  # None without the extension
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ARCHIVE_PREFIX", "ArchiveLineCodec", "CryptStore", "CryptReindexReport", "tag_class"]
+__all__ = ["ARCHIVE_PREFIX", "ArchiveLineCodec", "CryptStore", "tag_class"]
 
 #: pending index entries that make `add_many` flush (backend first, then index)
 FLUSH_EVERY = 16384
 #: the largest block this store decompresses to
 MAX_PLAIN = 64 << 20
-#: backend blocks read per batch when a format 2 store lists or checks them all
-SCAN_BATCH = 256
-
-
-@dataclass
-class CryptReindexReport:
-    """What `CryptStore.reindex` found (the shape `vt reindex` prints)."""
-
-    index: str
-    blocks: int = 0
-    foreign: int = 0
-    unreadable: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """No backend block was unreadable."""
-        return not self.unreadable
-
-    def as_dict(self) -> dict:
-        """The counts."""
-        return {"blocks": self.blocks, "foreign": self.foreign, "unreadable": self.unreadable}
-
-    def lines(self) -> list[str]:
-        """One line for `vt reindex` and `vt crypt reindex`."""
-        return [
-            f"{self.index}: {self.blocks} blocks indexed, {self.foreign} blocks of another key"
-            f" or not encrypted, {self.unreadable} unreadable"
-        ]
 
 
 class CryptStore(Store):
@@ -386,7 +357,10 @@ class CryptStore(Store):
         n = self._backend_name(h)
         if n is None:
             return None
-        blob = self.backend.get(n)
+        try:
+            blob = self.backend.get(n)
+        except CorruptBlockError as e:  # name the plaintext hashcode, not the backend's
+            raise CorruptBlockError(h, f"backend block {n}: {e.detail}") from None
         if blob is None:
             if self.format == 1:
                 log.warning(
@@ -412,9 +386,11 @@ class CryptStore(Store):
                 names.append(n)
         try:
             blobs = self.backend.get_many(names)  # one batch: the backend's fast path
-        except MissingBlockError as e:  # name the plaintext hashcode, not the backend's
+        except (MissingBlockError, CorruptBlockError) as e:  # name the plaintext hashcode
             h = next((h for h, n in zip(hs, names, strict=True) if n == e.hashcode), hs[0])
-            raise MissingBlockError(h, self.name) from None
+            if isinstance(e, MissingBlockError):
+                raise MissingBlockError(h, self.name) from None
+            raise CorruptBlockError(h, f"backend block {e.hashcode}: {e.detail}") from None
         dec = self._decrypt
         if self.format == 2:
             out = [dec(h, b, n) for h, b, n in zip(hs, blobs, names, strict=True)]
@@ -531,29 +507,10 @@ class CryptStore(Store):
 
     def scan(self, progress=None) -> Iterator[tuple[object, HashCode | None, int, str | None]]:
         """Every backend block, decrypted and checked: `(name, h, size, error)`;
-        `h` is None for a block this key did not make, or one stored under a
-        name that is not its own; `error` says why a block could not be read.
-        `progress(n)` is called with the octets of each block read."""
-        b = self.backend
-        names = list(b.hashcodes())
-        for i in range(0, len(names), SCAN_BATCH):
-            part = names[i : i + SCAN_BATCH]
-            try:
-                blobs = b.get_many(part)
-            except (CorruptBlockError, MissingBlockError, KeyError):
-                blobs = None  # one at a time, to say which
-            for j, n in enumerate(part):
-                try:
-                    blob = blobs[j] if blobs is not None else b[n]
-                except (CorruptBlockError, KeyError) as e:
-                    yield n, None, 0, str(getattr(e, "detail", None) or e)
-                    continue
-                h = self._open_foreign(blob)
-                if h is not None and self.format == 2 and self._names((h,))[0] != n:
-                    h = None  # a block of this key under another name
-                if progress is not None:
-                    progress(len(blob))
-                yield n, h, len(blob), None
+        see `maintenance.scan`."""
+        from vtstore.stores.crypt.maintenance import scan
+
+        return scan(self, progress)
 
     def _listing_keys(self) -> list[bytes]:
         """Format 2: the sorted plaintext digests, found by decrypting every
@@ -577,31 +534,12 @@ class CryptStore(Store):
                 n, keys = self._listing
                 self._listing = (n + len(hs), sorted(set(keys).union(map(bytes, hs))))
 
-    def reindex(self, progress=None) -> CryptReindexReport:
-        """Format 1: rebuild the index from the backend alone: decrypt every
-        backend block, keep those this key made and that check.  Format 2 has
-        no index to rebuild: the same pass only counts.  `progress(n)` is
-        called with the octets of each block read."""
-        self._check_writable()
-        self.flush()
-        entries: dict[bytes, bytes] = {}
-        where = str(self.index.path) if self.index is not None else f"{self.name} (format 2)"
-        rep = CryptReindexReport(where)
-        for n, h, _, err in self.scan(progress):
-            if err is not None:
-                log.warning("crypt reindex: backend block %s: %s", n, err)
-                rep.unreadable += 1
-            elif h is None:
-                rep.foreign += 1
-            else:
-                entries[bytes(h)] = bytes(n)
-        if self.index is not None:
-            self.index.replace(entries)
-        rep.blocks = len(entries)
-        with self._lock:
-            self._sorted = []
-            self._listing = None
-        return rep
+    def reindex(self, progress=None):
+        """Format 1: rebuild the index from the backend alone; format 2 has
+        none, the same pass only counts.  See `maintenance.reindex`."""
+        from vtstore.stores.crypt.maintenance import reindex
+
+        return reindex(self, progress)
 
     def data_bytes(self) -> int:
         """What `fsck` reads, for its progress bar: the backend's data twice
@@ -610,37 +548,11 @@ class CryptStore(Store):
         return 2 * own() if own is not None else 0
 
     def fsck(self, repair: bool = False, progress=None):
-        """Check the backend without the key (a datadir: framing, CRC, names;
-        `repair` is its repair), then decrypt and authenticate every backend
-        block and hash its plaintext; one `FsckReport`."""
-        from vtstore.stores.fsck import FsckReport, Problem, check_generic
+        """The backend's own check without the key, then every block
+        decrypted; see `maintenance.fsck`."""
+        from vtstore.stores.crypt.maintenance import fsck
 
-        own = getattr(self.backend, "fsck", None)
-        rep = own(repair=repair, progress=progress) if own is not None else FsckReport(self.name)
-        rep.store = self.name
-        if self.format == 1:  # the index's blocks, each decrypted and hashed
-            gen = check_generic(self, progress)
-            rep.problems += gen.problems
-            rep.notes.append(f"{gen.blocks} indexed blocks decrypted and checked")
-            return rep
-        ok = foreign = 0
-        for n, h, _, err in self.scan(progress):
-            if err is not None:
-                rep.problems.append(Problem(self.name, f"backend block {n}: {err}"))
-            elif h is None:
-                foreign += 1
-            else:
-                ok += 1
-        rep.notes.append(f"{ok} blocks decrypted and checked (AES-GCM and the plaintext hash)")
-        if foreign:
-            rep.problems.append(
-                Problem(
-                    self.name,
-                    f"{foreign} backend blocks fail authentication under this key"
-                    " (tampered, another key's, or stored under another block's name)",
-                )
-            )
-        return rep
+        return fsck(self, repair, progress)
 
     def info(self) -> dict:
         """A description for `vt info`."""
