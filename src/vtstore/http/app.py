@@ -166,6 +166,20 @@ class HTTPApp:
 
         return await asyncio.get_running_loop().run_in_executor(self.pool, call)
 
+    async def read_block(self, export: Export, h: HashCode) -> bytes:
+        """One block, read on the event loop when the export's lock is free (a
+        hop to a worker thread costs more than reading a cached block; measured
+        in docs/PERFORMANCE.md), else in a worker thread."""
+        lock = export.lock
+        if not hasattr(lock, "acquire"):  # a thread-safe store: no lock at all
+            return export.store[h]
+        if lock.acquire(blocking=False):
+            try:
+                return export.store[h]
+            finally:
+                lock.release()
+        return await self.run(lock, export.store.__getitem__, h)
+
     # -- ASGI ------------------------------------------------------------------------------
 
     async def __call__(self, scope, receive, send):
@@ -318,7 +332,7 @@ class HTTPApp:
             return await req.respond(
                 302, [(b"location", loc.encode()), (b"cache-control", IMMUTABLE.encode())]
             )
-        data = await self.run(export.lock, export.store.__getitem__, h)
+        data = await self.read_block(export, h)
         await send_content(
             req,
             Content.of_bytes(data),

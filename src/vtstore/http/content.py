@@ -52,9 +52,11 @@ def content_type(name: str | None, stored: str | None, head: bytes) -> str:
 class Content:
     """`length` octets readable as pieces: `read(start, end)` yields buffers."""
 
-    def __init__(self, length: int, read: Callable[[int, int], Iterator]):
+    def __init__(self, length: int, read: Callable[[int, int], Iterator], data=None):
         self.length = length
         self.read = read
+        #: the whole content when it is in memory already (sent without a thread hop)
+        self.data = data
 
     @classmethod
     def of_bytes(cls, data) -> Content:
@@ -63,7 +65,7 @@ class Content:
         def read(start, end):
             yield view[start:end]
 
-        return cls(len(view), read)
+        return cls(len(view), read, view)
 
     @classmethod
     def of_block(cls, block, store) -> Content:
@@ -130,6 +132,9 @@ async def send_content(
     if want is None:
         headers.append((b"content-type", ctype.encode()))
         headers.append((b"content-length", str(length).encode()))
+        if content.data is not None:
+            await req.respond(200, headers, content.data)
+            return
         await req.start(200, headers)
         if req.method != "HEAD":
             await req.stream(content.read(0, length))
@@ -140,6 +145,9 @@ async def send_content(
         headers.append((b"content-type", ctype.encode()))
         headers.append((b"content-range", f"bytes {start}-{end - 1}/{length}".encode()))
         headers.append((b"content-length", str(end - start).encode()))
+        if content.data is not None:
+            await req.respond(206, headers, content.data[start:end])
+            return
         await req.start(206, headers)
         if req.method != "HEAD":
             await req.stream(content.read(start, end))

@@ -163,7 +163,8 @@ class Request:
         headers = list(headers or [])
         if ctype:
             headers.append((b"content-type", ctype.encode()))
-        headers.append((b"content-length", str(len(body)).encode()))
+        if not any(k == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(body)).encode()))
         await self.start(status, headers)
         self.sent += len(body)
         await self._send(
