@@ -32,10 +32,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 
-from vtstore.errors import VTError
-from vtstore.tree.dir import dir_entries, read_dir_data, walk
-from vtstore.tree.dirent import T_DIR, Dirent
-from vtstore.tree.dirscan import scan_dir_data
+from vtstore.codec import Reader, encode_varint
+from vtstore.errors import FormatError, VTError
+from vtstore.tree.dir import DF_SALTED, DIR_VERSION, dir_entries, read_dir_data, walk
+from vtstore.tree.dirent import T_DIR, Dirent, decode_dirent, fsenc
+
+#: how a binary directory dirent begins (its type varint)
+_DIR_TYPE = encode_varint(T_DIR)
 
 ADDED = "+"
 REMOVED = "-"
@@ -230,18 +233,17 @@ class TreeDiff:
                 return
             yield None, self._entries(path if not top else "", a, b)
 
-    def _listing(self, path: str, d: Dirent, store):
-        """The entries of `d` as {name octets: EncodedEntry}; None (and a damage
+    def _listing(self, path: str, d: Dirent, store) -> list[bytes] | None:
+        """The binary entries of directory `d`, in order; None (and a damage
         change in `self._damage`) when it cannot be read."""
         if d.block is None:
-            return {}
+            return []
         self.stats.dirs_read += 1
         try:
-            entries, _salt = scan_dir_data(read_dir_data(d.block, store))
+            return raw_entries(read_dir_data(d.block, store))
         except (VTError, KeyError) as e:
             self._damage = Change(DAMAGED, path or ".", None, d, error=str(e) or type(e).__name__)
             return None
-        return {e.key: e for e in entries}
 
     def _entries(self, prefix: str, a: Dirent, b: Dirent):
         self._damage = None
@@ -250,20 +252,24 @@ class TreeDiff:
         if new is None:
             yield self._damage, None
             return
-        for key in sorted(old.keys() | new.keys()):
-            ea, eb = old.get(key), new.get(key)
-            if ea is not None and eb is not None and ea.raw == eb.raw:
-                # the same binary entry: the same object, down to its content
-                self.stats.dirs_skipped += ea.type == T_DIR
-                continue
-            name = (eb or ea).name
+        # an entry in both listings, octet for octet, is the same object down to
+        # its content: only the others are decoded
+        in_old, in_new = set(old), set(new)
+        self.stats.dirs_skipped += sum(1 for r in old if r in in_new and r[:1] == _DIR_TYPE)
+        try:
+            gone = {
+                fsenc(e.name): e for e in map(decode_dirent, (r for r in old if r not in in_new))
+            }
+            came = {
+                fsenc(e.name): e for e in map(decode_dirent, (r for r in new if r not in in_old))
+            }
+        except VTError as e:
+            yield Change(DAMAGED, prefix or ".", None, b, error=str(e)), None
+            return
+        for key in sorted(gone.keys() | came.keys()):
+            da, db = gone.get(key), came.get(key)
+            name = (db or da).name
             sub = f"{prefix}/{name}" if prefix else name
-            try:
-                da = ea.dirent() if ea is not None else None
-                db = eb.dirent() if eb is not None else None
-            except VTError as e:
-                yield Change(DAMAGED, sub, error=str(e)), None
-                continue
             if da is None:
                 yield None, self._whole(ADDED, sub, db, self.store_b)
             elif db is None:
@@ -292,6 +298,29 @@ class TreeDiff:
                 yield pending.pop(0), None
         while pending:  # the listing of the last directory walked
             yield pending.pop(0), None
+
+
+def raw_entries(data) -> list[bytes]:
+    """The binary dirents of directory data, in order, without decoding them
+    (chaff skipped).  Order and names are checked when an entry is decoded."""
+    r = Reader(data)
+    version = r.varint()
+    if version != DIR_VERSION:
+        raise FormatError(f"unknown directory format version {version}")
+    flags = r.varint()
+    if flags & ~DF_SALTED:
+        raise FormatError(f"unknown directory flags 0x{flags:x} at offset 1")
+    if flags & DF_SALTED:
+        r.lbytes()
+    out = []
+    append = out.append
+    while not r.at_end():
+        raw = r.lbytes()
+        if raw:
+            append(bytes(raw))
+        else:
+            r.lbytes()  # chaff
+    return out
 
 
 def diff_trees(a: Dirent, b: Dirent, store, store_b=None, ctime: bool = False):
