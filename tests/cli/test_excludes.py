@@ -4,7 +4,8 @@
 - vt's own files (the datadir at ~/.local/share/vt, the archive) are never
   packed: five packs of an unchanged home add nothing to the store;
 - the rule options of `vt pack`, a `.vtrc` `exclude` key, rule-file errors;
-- a restore of a subset (`vt unpack`/`vt export` with rules).
+- a restore of a subset (`vt unpack`/`vt export` with rules);
+- `vt mount` rules: matched files live in the mount's scratch only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tarfile
 import pytest
 
 from vtstore.tree.filters import CACHEDIR_SIGNATURE
+
+from ..fs.conftest import mounts, needs_fuse  # noqa: F401 - the fixture
 
 VT = [sys.executable, "-m", "vtstore.cli.main"]
 
@@ -235,3 +238,41 @@ def test_save_and_import_take_the_rules(tmp_path):
     vt(env, *store, "import", "--exclude", "/Music/", "--exclude", "docs/", str(src), archive)
     r = vt(env, *store, "ls", "-R", archive).stdout.decode()
     assert "main.o" in r and "song.flac" not in r and "note1.txt" not in r
+
+
+@needs_fuse
+def test_mount_exclude_lives_in_scratch_only(tmp_path, mounts):  # noqa: F811
+    """A real FUSE mount with rules: what they match is readable in the mount,
+    absent from the recorded state, and its bytes never reach the store; a
+    matching file the state already had keeps its stored version."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "old.o").write_bytes(b"old object")
+    (src / "keep.txt").write_text("keep")
+    store = str(tmp_path / "store")
+    archive = str(tmp_path / "src.vt")
+    env = home_env(tmp_path)
+    vt(env, "-q", "-S", store, "pack", "-a", archive, str(src))
+    before = data_bytes(tmp_path / "store")
+    mnt = str(tmp_path / "mnt")
+    rules = ["--exclude", "*.o", "--exclude", "/build/", "--exclude-larger-than", "1M"]
+    m = mounts(store, archive, mnt, "--sync-interval", "0", *rules)
+    blobs = {name: os.urandom(2 << 20) for name in ("new.o", "build/out", "big.bin")}
+    os.mkdir(f"{mnt}/build")
+    for name, data in blobs.items():
+        with open(f"{mnt}/{name}", "wb") as f:
+            f.write(data)
+    with open(f"{mnt}/old.o", "wb") as f:
+        f.write(b"changed object")
+    with open(f"{mnt}/new.txt", "w") as f:
+        f.write("stored")
+    for name, data in blobs.items():
+        with open(f"{mnt}/{name}", "rb") as f:
+            assert f.read() == data, name
+    subprocess.run(["sync", "-f", f"{mnt}/new.txt"], check=False)
+    assert m.umount() == 0, m.output()
+    r = vt(env, "-S", store, "ls", "-R", archive).stdout.decode()
+    assert "new.txt" in r and "keep.txt" in r and "old.o" in r
+    assert "new.o" not in r and "build" not in r and "big.bin" not in r
+    assert vt(env, "-S", store, "cat", archive + "/old.o").stdout == b"old object"
+    assert data_bytes(tmp_path / "store") - before < 1 << 20  # 6 MiB written, none stored

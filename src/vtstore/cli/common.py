@@ -143,17 +143,19 @@ def add_filter_options(p, source: bool = True) -> None:
     )
 
 
-def filters_from_args(args, store=None, archive_path: str | None = None):
+def filters_from_args(
+    args, store=None, archive_path: str | None = None, config_rules: bool | None = None
+):
     """The `Filters` of a command line made by `add_filter_options`, with the
-    `.vtrc` rules (after the command line's) for a source walk; None when
-    nothing can be excluded."""
+    `.vtrc` rules (after the command line's) for a source walk or when
+    `config_rules`; None when nothing can be excluded."""
     from vtstore.cli.unpack import parse_size
     from vtstore.tree.filters import VTIGNORE, Filters, build_rules
 
     specs = list(getattr(args, "filter_specs", None) or [])
     source = hasattr(args, "exclude_caches")
     config = None
-    if source:
+    if source if config_rules is None else config_rules:
         from vtstore.config import load_config
 
         config = load_config(getattr(args, "config_path", None))

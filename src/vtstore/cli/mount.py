@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from vtstore.cli.common import add_filter_options, filters_from_args
 from vtstore.cli.umount import dead_mount
 from vtstore.errors import VTError
 
@@ -59,6 +60,8 @@ def register(sub) -> None:
         action="store_true",
         help="mount an archive that does not exist yet (empty; created at the first state)",
     )
+    # what the rules match lives in the mount's scratch only, never in the store
+    add_filter_options(p, source=False)
     p.set_defaults(func=run)
 
 
@@ -298,7 +301,8 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
             # a sub-path's hard links may have their file elsewhere in the tree
             outer = LinkResolver(top, store) if sub else None
             fs = FileSystem(store, root, readonly=readonly, outer=outer, **kw)
-            mount = Mount(fs, archive, top, sub, comment=args.comment)
+            filters = None if readonly else filters_from_args(args, config_rules=True)
+            mount = Mount(fs, archive, top, sub, comment=args.comment, filters=filters)
             fs.on_sync = mount.sync
         ops = Operations(fs, mount)
         options = mount_options(readonly, "allow_other" in opts)

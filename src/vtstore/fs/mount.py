@@ -5,6 +5,8 @@ gets a new line whenever a sync finds the tree changed; a mount of a dirent
 ref only remembers its newest state (printed at unmount).  States are recorded
 on fsync/fsyncdir, by the ticker every `sync_interval` seconds, on an explicit
 `x-vt-control sync`, and at unmount -- each time only if something changed.
+With exclude rules, what they match lives in the mount's scratch only and is
+absent from the recorded states.
 For a mount of a sub-path the new subtree is put back into the archive's top.
 """
 
@@ -56,8 +58,13 @@ def replace_at(top: Dirent, path: tuple[str, ...], new: Dirent, store) -> Dirent
 class Mount:
     """A `FileSystem` and the place its states are recorded."""
 
-    def __init__(self, fs, archive=None, top: Dirent | None = None, subpath=(), comment=None):
+    def __init__(
+        self, fs, archive=None, top: Dirent | None = None, subpath=(), comment=None, filters=None
+    ):
         self.fs = fs
+        # exclude rules (`vtstore.tree.filters.Filters`): what they match is
+        # never stored, its writes stay in the scratch (`Storing.left_out`)
+        fs.filters = filters
         self.archive = archive
         self.top = top  # the archive state the mount started from
         self.subpath = tuple(subpath)

@@ -37,6 +37,8 @@ class Storing:
     def _freeze(self, node: FileNode) -> list[Layer]:
         """Hand the write layer to the storer; return the layers still being stored."""
         top = node.top
+        if top is not None and self.left_out(node):
+            return list(node.frozen)  # the mount's rules: its writes stay in the scratch
         if top is not None:
             self._writing.discard(node)
             node.top = None
@@ -86,6 +88,37 @@ class Storing:
         if not node.nlookup and not node.opens:
             self._try_collapse(node)
 
+    def left_out(self, node, path: tuple[str, ...] | None = None) -> bool:
+        """Whether the mount's exclude rules (`self.filters`, set by `Mount`)
+        keep `node` (at `path` below the mount's top) out of the store.
+
+        A left-out file's writes stay in its scratch layer and its directory is
+        stored without it (with what the state had before, if anything), so
+        scratch files, build output and caches can live in a mount without
+        ever reaching the store.  Hard-linked objects are always stored.
+        """
+        flt = getattr(self, "filters", None)
+        if flt is None or node.gid is not None:
+            return False
+        if path is None:
+            if node.parent is None:
+                return False
+            path = node.parent.path() + (node.name,)
+        scope = flt.enter(None, "", ())
+        rel = ""
+        last = len(path) - 1
+        is_file = isinstance(node, FileNode)
+        for i, part in enumerate(path):
+            rel = f"{rel}/{part}" if rel else part
+            if i < last:
+                if flt.excluded(scope, rel, part, True):
+                    return True  # rsync's rule: nothing below an excluded directory
+            elif flt.excluded(
+                scope, rel, part, node.type == T_DIR, node.size if is_file else None, is_file
+            ):
+                return True
+        return False
+
     @staticmethod
     def _wait(layers: list[Layer]) -> None:
         for layer in layers:
@@ -100,6 +133,8 @@ class Storing:
         links = self.links
         kids = self.children(d)
         mypath = None
+        flt = getattr(self, "filters", None)
+        dpath = d.path() if flt is not None else ()
         for cname, c in kids.items():
             if isinstance(c, Dirent):
                 if c.ino is not None and c.type in (T_FILE, T_HARDLINK) and c.ino in links.changed:
@@ -107,6 +142,11 @@ class Storing:
                 else:
                     entries.append(c if c.name == cname else c.renamed(cname))
                     continue
+            if flt is not None and self.left_out(c, dpath + (cname,)):
+                # not stored: what the state had before stays, a new object is absent
+                if c.orig is not None:
+                    entries.append(c.orig if c.orig.name == cname else c.orig.renamed(cname))
+                continue
             if c.gid is not None:
                 g = links.get(c.gid)
                 if mypath is None:
@@ -147,7 +187,11 @@ class Storing:
             d = stack.pop()
             order.append(d)
             if d.children:
-                stack.extend(c for c in d.children.values() if isinstance(c, DirNode) and c.dirty)
+                stack.extend(
+                    c
+                    for c in d.children.values()
+                    if isinstance(c, DirNode) and c.dirty and not self.left_out(c)
+                )
         for d in reversed(order[1:]):  # each child before its parent
             if d.dirty:
                 self.encode_dir(d, d.name)
