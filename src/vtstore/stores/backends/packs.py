@@ -1,0 +1,612 @@
+"""`PackStore`: blocks in `.vtd` packs with index objects, over any backend.
+
+The layout under the store's prefix (docs/STORES.md, "Object storage")::
+
+    config              JSON: {"layout": "packs", "hashclass", "uuid", "version"}
+    data/<id>           a pack: a `.vtd` data file (docs/FORMATS.md), header uuid <id>
+    index/<id>          the pack's index object (`encode_pack_index`)
+    archives/NAME/KEY   archive states, one object each (`archives.py`)
+
+`<id>` is 32 random hex digits chosen by the writer, so writers on different
+machines never pick the same name; both objects are created with a
+conditional create and never rewritten.  A pack's data object is complete
+before its index object exists: a reader trusts only index objects.
+
+Writing: blocks go through the datadir's `RecordWriter` (frames, zstd) into a
+local spool file; at the size target, or at `flush`, the spool is sealed and
+uploaded by a pool of threads (retried with back-off by `Retrying`) while
+adding goes on into the next spool.  `flush` returns only when every pack and
+index object holding a block added so far is acknowledged by the server: that
+is the crash guarantee.  A sealed spool whose upload a crash cut off is
+uploaded by the next writable open (same cache directory); an unsealed one
+held nothing `flush` acknowledged and is removed.
+
+Reading: a local LMDB index (`LMDBIndex`, the datadir's) in the cache directory
+maps digests to (pack, record, span).  It is filled from the index objects
+not yet loaded (a listing of `index/` at open, and again on a miss, at most
+every `REFRESH_EVERY` seconds).  A block is read by a ranged GET of its record
+and the records after it up to `readahead` octets, kept in a bounded cache of
+records, so a tree read in order costs one request per `readahead`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+import uuid as uuidmod
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from vtstore.codec import decode_varint, encode_varint
+from vtstore.errors import (
+    CorruptBlockError,
+    FormatError,
+    StoreError,
+)
+from vtstore.hashes import HashCode
+from vtstore.stores.backends.base import Backend
+from vtstore.stores.backends.layout import LayoutStore
+from vtstore.stores.index import IndexEntry, LMDBIndex, iter_index_and_pending
+from vtstore.stores.readcache import FrameCache, read_block
+from vtstore.stores.vtd import (
+    DEFAULT_FRAME_SIZE,
+    DEFAULT_ZSTD_LEVEL,
+    TYPE_BLOCKS,
+    TYPE_MASK,
+    decode_payload,
+    encode_header,
+    parse_record_at,
+)
+from vtstore.stores.vtdio import crc32
+from vtstore.stores.writer import RecordWriter
+
+log = logging.getLogger(__name__)
+
+INDEX_MAGIC = b"VTPX\x01"
+DEFAULT_PACK_SIZE = 32 * 1024 * 1024
+DEFAULT_UPLOADS = 4
+DEFAULT_READAHEAD = 2 * 1024 * 1024
+DEFAULT_READ_CACHE = 64 * 1024 * 1024
+REFRESH_EVERY = 2.0
+#: an index object larger than this is refused (a pack of 64 MiB of 1-octet blocks)
+MAX_INDEX_OBJECT = 64 * 1024 * 1024
+
+
+# -- the index object -------------------------------------------------------------
+
+
+def encode_pack_index(pairs: list[tuple[bytes, bytes]], pack_size: int) -> bytes:
+    """The index object of a pack: `INDEX_MAGIC varint(count) varint(pack_size)`,
+    then per block its digest and `varint(n)` + its `IndexEntry` encoding
+    (file number 0), in digest order, then a CRC-32 of all before, 4 octets
+    big-endian."""
+    parts = [INDEX_MAGIC, encode_varint(len(pairs)), encode_varint(pack_size)]
+    for d, v in sorted(pairs):
+        parts += (d, encode_varint(len(v)), v)
+    body = b"".join(parts)
+    return body + crc32(body).to_bytes(4, "big")
+
+
+def decode_pack_index(buf, digest_size: int) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The inverse of `encode_pack_index`: `(pairs, pack_size)`; raises
+    `FormatError` on anything malformed."""
+    buf = bytes(buf)
+    if len(buf) < len(INDEX_MAGIC) + 6 or not buf.startswith(INDEX_MAGIC):
+        raise FormatError("not a pack index object")
+    if crc32(buf[:-4]) != int.from_bytes(buf[-4:], "big"):
+        raise FormatError("pack index object CRC mismatch")
+    end = len(buf) - 4
+    n, pos = decode_varint(buf, len(INDEX_MAGIC))
+    size, pos = decode_varint(buf, pos)
+    if n > end // (digest_size + 7):
+        raise FormatError(f"pack index object claims {n} entries")
+    pairs = []
+    for _ in range(n):
+        d = buf[pos : pos + digest_size]
+        k, pos = decode_varint(buf, pos + digest_size)
+        if k > 60 or pos + k > end:
+            raise FormatError("pack index entry runs past the end")
+        v = buf[pos : pos + k]
+        pos += k
+        e = IndexEntry.decode(v)
+        if e.filenum != 0 or e.payload_offset + e.payload_length > size:
+            raise FormatError("pack index entry points outside its pack")
+        pairs.append((d, v))
+    if pos != end:
+        raise FormatError("trailing octets in a pack index object")
+    return pairs, size
+
+
+def with_filenum(v: bytes, num: int) -> bytes:
+    """An encoded `IndexEntry` of file number 0 with `num` instead."""
+    return encode_varint(num) + v[1:]
+
+
+# -- spools ------------------------------------------------------------------------
+
+
+class _Spool:
+    """One pack being written locally, then uploaded."""
+
+    def __init__(self, path: str, pid: str, fd: int):
+        self.path = path
+        self.id = pid
+        self.fd = fd
+        self.writer: RecordWriter | None = None
+        self.pairs: list[tuple[bytes, bytes]] = []
+        self.nbytes = 0
+        self.end = 0
+        self.seq = 0  # the frame cache's file number for it (negative: a spool)
+
+    def committed(self, pairs, nbytes, end) -> None:
+        self.pairs.extend(pairs)
+        self.nbytes += nbytes
+        self.end = end
+
+
+class PackStore(LayoutStore):
+    """A store of packs and index objects on `backend`, with its local index
+    and spool in `cache_dir` (see the module docstring)."""
+
+    add_copies = True
+    layout = "packs"
+
+    def __init__(
+        self,
+        backend: Backend,
+        cache_dir,
+        *,
+        hashclass: type[HashCode] | None = None,
+        default_hashclass: type[HashCode] | None = None,
+        readonly: bool = False,
+        name: str | None = None,
+        config: dict | None = None,
+        pack_size: int = DEFAULT_PACK_SIZE,
+        uploads: int = DEFAULT_UPLOADS,
+        frame_size: int = DEFAULT_FRAME_SIZE,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        compress: bool = True,
+        readahead: int = DEFAULT_READAHEAD,
+        read_cache: int = DEFAULT_READ_CACHE,
+    ):
+        super().__init__(
+            backend,
+            hashclass=hashclass,
+            default_hashclass=default_hashclass,
+            readonly=readonly,
+            name=name,
+            config=config,
+        )
+        self.pack_size = pack_size
+        self.frame_size = frame_size
+        self.zstd_level = zstd_level
+        self.compress = compress
+        self.readahead = readahead
+        self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
+        self._lock = threading.RLock()  # the spool being written
+        self._slock = threading.Lock()  # `_spooled`
+        self._frames = FrameCache(read_cache)
+        self._spool: _Spool | None = None
+        self._spooled: dict[bytes, tuple[_Spool, bytes]] = {}
+        self._uploads: list[Future] = []
+        self._pool = ThreadPoolExecutor(max_workers=max(1, uploads), thread_name_prefix="vt-up")
+        self._max_sealed = max(1, uploads) + 1
+        self._failed: BaseException | None = None
+        self._last_refresh = 0.0
+        self._packs: dict[int, tuple[str, int]] = {}
+        self._spool_seq = 0
+        os.makedirs(os.path.join(self.cache_dir, "spool"), mode=0o700, exist_ok=True)
+        self.index = LMDBIndex(os.path.join(self.cache_dir, "index"))
+        try:
+            self._check_cache()
+            self.refresh(force=True)
+            if not readonly:
+                self._recover_spools()
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            self.index.close()
+            raise
+
+    # -- config and the local cache ------------------------------------------------
+
+    def _config_created(self) -> None:
+        self._check_cache()
+
+    def _check_cache(self) -> None:
+        """Empty the local index if it was built for another store at this place."""
+        if self.config is None:
+            return
+        mark = os.path.join(self.cache_dir, "store")
+        try:
+            with open(mark) as f:
+                known = f.read().strip()
+        except FileNotFoundError:
+            known = None
+        if known != self.config["uuid"]:
+            if known is not None:
+                log.info("%s: the cache belongs to another store; rebuilding it", self.cache_dir)
+                self.index.clear()
+            with open(mark + ".tmp", "w") as f:
+                f.write(self.config["uuid"] + "\n")
+            os.replace(mark + ".tmp", mark)
+
+    def refresh(self, force: bool = False) -> int:
+        """Load the index objects not in the local index yet; return how many.
+        Without `force`, at most once every `REFRESH_EVERY` seconds."""
+        now = time.monotonic()
+        if not force and now - self._last_refresh < REFRESH_EVERY:
+            return 0
+        self._last_refresh = now
+        known = {fi.uuid for fi in self.index.files().values()}
+        new = [
+            o.name[len("index/") :]
+            for o in self.backend.list("index/")
+            if o.name[len("index/") :] not in known and len(o.name) == len("index/") + 32
+        ]
+        if not new:
+            return 0
+        with ThreadPoolExecutor(max_workers=min(16, len(new))) as ex:
+            for pid, body in zip(
+                new, ex.map(lambda p: self.backend.get(f"index/{p}"), new), strict=True
+            ):
+                if body is None:
+                    continue
+                if len(body) > MAX_INDEX_OBJECT:
+                    log.warning("%s/index/%s: too large, skipped", self.backend.url, pid)
+                    continue
+                try:
+                    pairs, size = decode_pack_index(body, self.hashclass.digest_size)
+                except FormatError as e:
+                    log.warning("%s/index/%s: %s; skipped (see vt fsck)", self.backend.url, pid, e)
+                    continue
+                self._index_pack(pid, pairs, size)
+        return len(new)
+
+    def _index_pack(self, pid: str, pairs, size: int, nbytes: int | None = None) -> None:
+        """Enter one uploaded pack into the local index."""
+        fi = self.index.new_file(pid, size)
+        vals = [(d, with_filenum(v, fi.num)) for d, v in pairs]
+        if nbytes is None:
+            nbytes = sum(IndexEntry.decode(v).data_length for _, v in pairs)
+        self.index.commit_values(vals, nbytes)
+
+    def _pack_of(self, num: int) -> tuple[str, int]:
+        p = self._packs.get(num)
+        if p is None:
+            fi = self.index.file_info(num)
+            if fi is None:
+                raise StoreError(f"{self.name}: the local index names an unknown pack {num}")
+            p = self._packs[num] = (fi.uuid, fi.indexed_to)
+        return p
+
+    # -- writing -------------------------------------------------------------------
+
+    def _new_spool(self) -> _Spool:
+        pid = uuidmod.uuid4().hex
+        path = os.path.join(self.cache_dir, "spool", f"{pid}.vtd")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # so that another process's recovery leaves it be
+        header = encode_header(self.hashclass.hashname, pid)
+        os.pwrite(fd, header, 0)
+        sp = _Spool(path, pid, fd)
+        self._spool_seq += 1
+        sp.seq = -self._spool_seq  # frame cache key space of its own
+        sp.writer = RecordWriter(
+            fd,
+            path,
+            0,
+            len(header),
+            sp.committed,
+            frame_size=self.frame_size,
+            zstd_level=self.zstd_level,
+            compress=self.compress,
+            commit_count=1 << 40,
+            commit_bytes=1 << 60,
+            direct=False,
+        )
+        return sp
+
+    def _check_failed(self) -> None:
+        if self._failed is not None:
+            raise StoreError(f"{self.name}: an upload failed earlier: {self._failed}")
+
+    def add_many(self, datas: Sequence) -> list[HashCode]:
+        return self.add_many_reporting(datas)[0]
+
+    def add_tree_many(self, datas: Sequence) -> list[HashCode]:
+        return self._add(datas, tree=True)[0]
+
+    def add_tree_many_reporting(self, datas: Sequence):
+        return self._add(datas, tree=True)
+
+    def add_many_reporting(self, datas: Sequence):
+        return self._add(datas, tree=False)
+
+    def _add(self, datas: Sequence, tree: bool):
+        self._check_writable()
+        self._check_failed()
+        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
+        hs = self.hashclass.from_data_many(datas)
+        if not datas:
+            return hs, []
+        self._ensure_config()
+        present = self.index.contains_many([bytes(h) for h in hs])
+        new = [False] * len(hs)
+        todo = [i for i, p in enumerate(present) if not p and bytes(hs[i]) not in self._spooled]
+        with self._lock:
+            k = 0
+            while k < len(todo):
+                if self._spool is None:
+                    self._spool = self._new_spool()
+                idx = todo[k:]
+                taken, fresh, size = self._spool.writer.add_many(
+                    [hs[i] for i in idx], [datas[i] for i in idx], self.pack_size, tree
+                )
+                for i, f in zip(idx[:taken], fresh, strict=True):
+                    new[i] = f
+                k += taken
+                if size >= self.pack_size:
+                    self._seal()
+        return hs, new
+
+    def _seal(self) -> None:
+        """Finish the spool being written and queue its upload (with `_lock`)."""
+        sp = self._spool
+        if sp is None:
+            return
+        self._spool = None
+        w = sp.writer
+        try:
+            w.flush()
+        finally:
+            w.close()
+        if not sp.pairs:
+            self._drop_spool(sp)
+            return
+        with self._slock:
+            for d, v in sp.pairs:
+                self._spooled[d] = (sp, v)
+        body = encode_pack_index(sp.pairs, sp.end)
+        # the index beside the spool marks it sealed: recovery uploads it
+        with open(sp.path[: -len(".vtd")] + ".idx", "wb") as f:
+            f.write(body)
+            os.fsync(f.fileno())
+        # no more than a few sealed packs wait: adding waits for the uploads
+        self._uploads = [f for f in self._uploads if not f.done() or f.exception()]
+        while len(self._uploads) >= self._max_sealed:
+            self._uploads.pop(0).result()
+        self._uploads.append(self._pool.submit(self._upload, sp, body))
+
+    def _upload(self, sp: _Spool, body: bytes) -> None:
+        try:
+            data = os.pread(sp.fd, sp.end, 0)
+            if len(data) != sp.end:
+                raise StoreError(f"{sp.path}: spool file is short")
+            self.backend.put_if_absent(f"data/{sp.id}", data)
+            self.backend.put_if_absent(f"index/{sp.id}", body)
+            self._index_pack(sp.id, sp.pairs, sp.end, sp.nbytes)
+        except BaseException as e:
+            if self._failed is None:
+                self._failed = e
+            raise
+        # not `_lock`: `_seal` holds it while it waits for uploads
+        with self._slock:
+            for d, _ in sp.pairs:
+                if self._spooled.get(d, (None,))[0] is sp:
+                    del self._spooled[d]
+        self._drop_spool(sp)
+
+    def _drop_spool(self, sp: _Spool) -> None:
+        for suffix in (".idx", ".vtd"):
+            try:
+                os.unlink(sp.path[: -len(".vtd")] + suffix)
+            except FileNotFoundError:
+                pass
+        self._frames.discard_file(sp.seq)
+        os.close(sp.fd)
+        sp.fd = -1
+
+    def _recover_spools(self) -> None:
+        """Upload spools sealed by a writer that died; remove unsealed ones."""
+        d = os.path.join(self.cache_dir, "spool")
+        for f in sorted(os.listdir(d)):
+            if not f.endswith(".vtd") or len(f) != 36:
+                continue
+            path = os.path.join(d, f)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live writer's
+                continue
+            sp = _Spool(path, f[:32], fd)
+            sp.seq = 0
+            try:
+                with open(path[:-4] + ".idx", "rb") as fi:
+                    body = fi.read()
+                sp.pairs, sp.end = decode_pack_index(body, self.hashclass.digest_size)
+            except (FileNotFoundError, FormatError):
+                log.info("%s: removing an unsealed spool (nothing flushed was in it)", path)
+                self._drop_spool(sp)
+                continue
+            log.info("%s: uploading a pack a previous writer sealed", path)
+            self._upload(sp, body)
+
+    def flush(self) -> None:
+        """Return when every block added so far is in a pack and index object
+        the server acknowledged (and in the local index)."""
+        if self.readonly or self.closed:
+            return
+        with self._lock:
+            self._check_failed()
+            self._seal()
+            pending, self._uploads = self._uploads, []
+        for f in pending:
+            f.result()
+        self._check_failed()
+
+    def _close(self) -> None:
+        try:
+            with self._lock:
+                sp, self._spool = self._spool, None
+            if sp is not None:  # unflushed (close after a failure): not kept
+                sp.writer.close()
+                self._drop_spool(sp)
+        finally:
+            self._pool.shutdown(wait=True)
+            for sp in {id(s): s for s, _ in self._spooled.values()}.values():
+                if sp.fd >= 0:  # a failed upload's: the next open uploads it
+                    os.close(sp.fd)
+                    sp.fd = -1
+            self._spooled.clear()
+            self.index.close()
+            self.backend.close()
+
+    # -- reading ----------------------------------------------------------------
+
+    def _contains(self, h: HashCode) -> bool:
+        d = bytes(h)
+        if d in self._spooled or self.index.contains(d):
+            return True
+        sp = self._spool
+        return sp is not None and sp.writer.is_pending(h)
+
+    def contains_many(self, hashcodes) -> list[bool]:
+        self._check_open()
+        hs = [h if type(h) is self.hashclass else None for h in hashcodes]
+        got = self.index.contains_many([bytes(h) for h in hs if h is not None])
+        it = iter(got)
+        out = []
+        sp = self._spool
+        for h in hs:
+            if h is None:
+                out.append(False)
+                continue
+            ok = next(it) or bytes(h) in self._spooled
+            out.append(ok or (sp is not None and sp.writer.is_pending(h)))
+        return out
+
+    def _get(self, h: HashCode) -> bytes | None:
+        d = bytes(h)
+        sp = self._spool
+        if sp is not None:
+            x = sp.writer.lookup(h)
+            if isinstance(x, bytes):
+                return x
+            if x is not None:
+                return read_block(sp.fd, self._frames, h, x._replace(filenum=sp.seq))
+        got = self._spooled.get(d)
+        if got is not None:
+            sp, v = got
+            try:
+                e = IndexEntry.decode(v)._replace(filenum=sp.seq)
+                return read_block(sp.fd, self._frames, h, e)
+            except OSError:
+                pass  # uploaded and dropped meanwhile: it is in the index now
+        e = self.index.get(d)
+        if e is None and self.refresh():
+            e = self.index.get(d)
+        if e is None:
+            return None
+        return self._read_remote(h, e)
+
+    def _read_remote(self, h: HashCode, e: IndexEntry) -> bytes:
+        key = (e.filenum, e.payload_offset)
+        payload = self._frames.get(key)
+        if payload is None:
+            payload = self._fetch(h, e)
+        data = payload[e.data_offset : e.data_offset + e.data_length]
+        if len(data) != e.data_length or not h.check(data):
+            raise CorruptBlockError(h, f"pack {self._pack_of(e.filenum)[0]} does not hold it")
+        return data
+
+    def _fetch(self, h: HashCode, e: IndexEntry) -> bytes:
+        """Get the record `e` lies in and the records after it, up to
+        `readahead` octets; cache them all; return `e`'s decoded payload."""
+        pid, size = self._pack_of(e.filenum)
+        head = len(encode_varint(e.flags)) + len(encode_varint(e.payload_length))
+        start = e.payload_offset - head
+        need = head + e.payload_length + 4
+        end = min(max(start + need, start + self.readahead), max(size, start + need))
+        buf = self.backend.get_range(f"data/{pid}", start, end)
+        first = None
+        pos = 0
+        while pos < len(buf):
+            r = parse_record_at(buf, pos, len(buf))
+            if isinstance(r, str):
+                if first is None:
+                    raise CorruptBlockError(h, f"pack {pid} at {start}: {r}")
+                break
+            if r.flags & TYPE_MASK == TYPE_BLOCKS:
+                try:
+                    payload = decode_payload(
+                        r.flags,
+                        memoryview(buf)[r.payload_offset : r.payload_offset + r.payload_length],
+                    )
+                except FormatError as x:
+                    if first is None:
+                        raise CorruptBlockError(h, f"pack {pid} at {start}: {x}") from None
+                    break
+                if first is None:
+                    first = payload
+                else:
+                    self._frames.put((e.filenum, start + r.payload_offset), payload)
+            pos = r.end
+        if first is None:
+            raise CorruptBlockError(h, f"pack {pid} at {start}: no record")
+        self._frames.put((e.filenum, e.payload_offset), first)
+        return first
+
+    def __len__(self) -> int:
+        self._check_open()
+        with self._slock:
+            extra = set(self._spooled)
+        sp = self._spool
+        if sp is not None:
+            extra.update(bytes(h) for h in sp.writer.pending_keys())
+        extra = list(extra)
+        missing = [
+            d for d, ok in zip(extra, self.index.contains_many(extra), strict=True) if not ok
+        ]
+        return self.index.count() + len(missing)
+
+    def pending_keys(self) -> list:
+        """Blocks added and not yet in the local index (spooled or being written)."""
+        with self._slock:
+            out = [self.hashclass(d) for d in self._spooled]
+        sp = self._spool
+        if sp is not None:
+            out += sp.writer.pending_keys()
+        return out
+
+    def _iter_sorted(self, start: HashCode | None) -> Iterator[HashCode]:
+        return iter_index_and_pending(
+            self.hashclass, self.index, self, None if start is None else bytes(start)
+        )
+
+    # -- info and checking ----------------------------------------------------
+
+    def info(self) -> dict:
+        """What `vt info` shows."""
+        return {
+            "type": "packs",
+            "name": self.name,
+            "url": self.backend.url,
+            "hashclass": self.hashclass.hashname,
+            "blocks": len(self),
+            "packs": len(self.index.files()),
+            "cache": self.cache_dir,
+            "uuid": (self.config or {}).get("uuid"),
+        }
+
+    def fsck(self, repair: bool = False, progress=None):
+        """Check every pack against its index object (`packcheck.check_packs`)."""
+        from vtstore.stores.backends.packcheck import check_packs
+
+        return check_packs(self, repair=repair, progress=progress)
