@@ -167,6 +167,17 @@ def test_state_id_definition():
     assert ArchiveEntry(e.when, d, comment="hi", store_id="s2").id == e.id
     assert ArchiveEntry(e.when + 1, d, comment="hi").id != e.id
     assert ArchiveEntry(e.when, d).id != e.id
+    # the example of docs/FORMATS.md §9.1: the archive line of the test vectors
+    from pathlib import Path
+
+    from vtstore.archive import parse_line
+
+    root = Path(__file__).resolve().parents[2]
+    line = json.loads((root / "docs" / "format-vectors.json").read_text())["archive_line"]
+    v = parse_line(line)
+    doc = (root / "docs" / "FORMATS.md").read_text()
+    assert v.id == "b80147e3198c40b5d6f424e30857bbed0f45ebf89d3e03f6e3dd373918de5739"
+    assert f"ID `{v.id}`" in doc and f"short ID `{v.short_id}`" in doc
 
 
 def test_select_state_edges():
