@@ -131,3 +131,20 @@ def test_mount_x_vt_uri(sample, served, tmp_path):
     finally:
         vt(tmp_path, "umount", str(mnt), check=False)
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def test_httpd_process_stops_cleanly_and_bad_options(tmp_path, httpd_process):
+    p = httpd_process(str(tmp_path / "dd"))
+    with urllib.request.urlopen(p.url + "b/info") as resp:
+        assert json.loads(resp.read())["hashclass"] == "blake3"
+    assert p.stop() == 0
+    for args, needle in (
+        (["httpd", "--memory", "1MiB", "--max-body", "2MiB"], "--memory"),
+        (["httpd", "--max-body", "lots"], "not a size"),
+        (["httpd", "--tls-cert", "x.pem"], "TLS needs both"),
+        (["httpd", "999.1.1.1:80"], "cannot listen"),
+        (["httpd", "127.0.0.1:0", "bad-export"], "NAME:STORESPEC"),
+    ):
+        r = vt(tmp_path, "-S", str(tmp_path / "dd"), *args, check=False, timeout=30)
+        err = r.stderr.decode().strip()
+        assert r.returncode == 2 and len(err.splitlines()) == 1 and needle in err, (args, err)

@@ -143,11 +143,18 @@ class BackgroundServer:
 
 
 def serve_foreground(app: HTTPApp, sock: socket.socket, **tls) -> None:
-    """Serve until SIGINT or SIGTERM (Uvicorn handles both gracefully)."""
+    """Serve until SIGINT or SIGTERM: answers in progress finish, then return."""
+    import signal
+
     import uvicorn
 
     server = uvicorn.Server(uvicorn_config(app, **tls))
+    # Uvicorn shuts down gracefully on a signal and then raises it again for the
+    # handlers it found: ours do nothing, so a stop by signal exits 0 (as vt serve)
+    previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run(sockets=[sock])
     finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
         app.close()
