@@ -392,7 +392,7 @@ class HTTPApp:
 
 def _declared(req: Request, limit: int) -> int:
     n = req.header("content-length")
-    return min(int(n), limit) if n and n.isdigit() else limit
+    return min(int(n), limit) if n and n.isascii() and n.isdigit() else limit
 
 
 def _bare_request(app, scope, receive, send) -> Request:

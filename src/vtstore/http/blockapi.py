@@ -73,7 +73,7 @@ def _window(req: Request, hashclass):
     after = q.get("after") in ("1", "yes", "true")
     length = q.get("length")
     if length is not None:
-        if not length.isdigit() or len(length) > 12:
+        if not (length.isascii() and length.isdigit()) or len(length) > 12:
             raise HTTPError(400, "a bad length")
         length = int(length)
     return start, after, length
@@ -115,7 +115,9 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
     if op in ("add", "flush") and method == "POST":
         limit = app.limits.max_body
         n = req.header("content-length")
-        async with app.budget.charge(int(n) if n and n.isdigit() else limit, app.limits.io_timeout):
+        async with app.budget.charge(
+            int(n) if n and n.isascii() and n.isdigit() else limit, app.limits.io_timeout
+        ):
             body = await req.body(limit)
             await app.authorize(req, export, "add", body)
             if export.readonly:

@@ -9,12 +9,15 @@ and overlapping or adjacent ones are merged (RFC 9110 §14.2 allows both).
 
 from __future__ import annotations
 
+import re
 import secrets
 
 #: Most ranges one request may ask for (more: 416, rather than a huge answer).
 MAX_RANGES = 64
 #: Longest Range header looked at.
 MAX_RANGE_HEADER = 4096
+#: ASCII digits only (str.isdigit takes '¹' and other digits int() refuses)
+_DIGITS = re.compile(r"[0-9]*")
 
 
 class Unsatisfiable(Exception):
@@ -42,7 +45,7 @@ def parse_range(header: str | None, length: int) -> list[tuple[int, int]] | None
             continue
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        if not dash or not _DIGITS.fullmatch(first) or not _DIGITS.fullmatch(last):
             return None  # a syntax error: ignore the header
         if len(first) > 20 or len(last) > 20:  # no 400-digit numbers to convert
             if first and len(first) > 20:

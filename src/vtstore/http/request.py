@@ -96,7 +96,7 @@ class Request:
         arriving within the server's io timeout (408 otherwise)."""
         declared = self.header("content-length")
         if declared is not None:
-            if not declared.isdigit():
+            if not (declared.isascii() and declared.isdigit()):
                 raise HTTPError(400, "a bad Content-Length")
             if int(declared) > limit:
                 raise HTTPError(413, f"the request body is over {limit} octets")
