@@ -11,8 +11,9 @@ from vtstore.stores.progress import human_size
 from vtstore.tree.diff import DAMAGED, TreeDiff
 
 
-class DiffDamageError(VTError):
-    """Parts of a tree could not be read, so the diff is incomplete (diff(1)'s 2)."""
+class DiffError(VTError):
+    """Trouble: a bad argument, or parts of a tree that could not be read (so
+    the diff is incomplete).  Exit status 2, as diff(1): 1 means "different"."""
 
     exit_code = 2
 
@@ -114,6 +115,15 @@ def summary(stats) -> str:
 
 
 def run(args) -> int:
+    try:
+        return _run(args)
+    except DiffError:
+        raise
+    except VTError as e:
+        raise DiffError(str(e)) from None
+
+
+def _run(args) -> int:
     use_clause_of(args, args.a)
     with open_store(args, readonly=True) as store:
         a_text, b_text = _sides(args, store)
@@ -130,7 +140,7 @@ def run(args) -> int:
     elif not args.quiet:
         print(summary(stats))
     if stats.damaged:
-        raise DiffDamageError(
+        raise DiffError(
             f"{stats.damaged} part(s) could not be read, the diff is incomplete:"
             f" {stats.problems[0]}" + (", ..." if len(stats.problems) > 1 else "")
         )
