@@ -364,12 +364,17 @@ def read_rule_file(path: str, include: bool, base: str = "") -> list:
                 raise FilterError(f"{path}: a rule file over 4 MiB")
     except OSError as e:
         raise FilterError(f"{path}: {e.strerror}") from None
+    return parse_rules(text, path, include, base)
+
+
+def parse_rules(text: bytes, where: str, include: bool, base: str = "") -> list:
+    """The rules (and clear marks) of the text of a rule file named `where`."""
     out = []
     for n, line in enumerate(os.fsdecode(text).split("\n"), 1):
         try:
             r = parse_rule_line(line, include, base)
         except FilterError as e:
-            raise FilterError(f"{path} line {n}: {e}") from None
+            raise FilterError(f"{where} line {n}: {e}") from None
         if r is not None:
             out.append(r)
     return out
