@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -70,10 +71,26 @@ def run(argv, **kw) -> subprocess.CompletedProcess:
     return r
 
 
-def timed(argv) -> tuple[float, subprocess.CompletedProcess]:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds process `pid` has used (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(argv, server=None) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Wall seconds, CPU seconds (the command and its children, plus the
+    `vt serve` process `server` if given) and the result of running `argv`."""
+    c0, s0 = _children_cpu(), _proc_cpu(server.proc.pid) if server else 0.0
     t0 = time.perf_counter()
     r = run(argv)
-    return time.perf_counter() - t0, r
+    wall = time.perf_counter() - t0
+    cpu = _children_cpu() - c0 + (_proc_cpu(server.proc.pid) - s0 if server else 0.0)
+    return wall, cpu, r
 
 
 def make_tree(root: Path, size: int, files: int, seed: int = 1) -> list[Path]:
@@ -142,9 +159,13 @@ def main() -> int:
     rows: list[dict] = []
     server = sshd = None
 
-    def row(rnd: int, what: str, t: float, detail: str = "") -> None:
-        rows.append({"round": rnd, "step": what, "seconds": round(t, 3), "detail": detail})
-        print(f"  round {rnd}  {what:34} {t:8.2f} s  {detail}", flush=True)
+    def row(rnd: int, what: str, timing, detail: str = "") -> None:
+        t, cpu = timing[0], timing[1]
+        rows.append(
+            {"round": rnd, "step": what, "seconds": round(t, 3), "cpu": round(cpu, 3),
+             "detail": detail}
+        )  # fmt: skip
+        print(f"  round {rnd}  {what:30} {t:7.2f} s  cpu {cpu:6.2f} s  {detail}", flush=True)
 
     try:
         tree, src = tmp / "t", tmp / "src"
@@ -170,31 +191,31 @@ def main() -> int:
             if rnd == 2:
                 n = change(paths, args.change)
                 print(f"changed {n} files", flush=True)
-            t, _ = timed([*VT, "-q", "-S", str(src), "pack", str(tree), "-a", str(src / "t.vt")])
-            row(rnd, "vt pack (not a copy)", t)
+            tm = timed([*VT, "-q", "-S", str(src), "pack", str(tree), "-a", str(src / "t.vt")])
+            row(rnd, "vt pack (not a copy)", tm)
             if use_restic:
-                t, _ = timed(["restic", "-q", "-r", str(rsrc), "backup", str(tree)])
-                row(rnd, "restic backup (not a copy)", t)
-            t, r = timed([*VT, "push", str(src), server.spec, "[default]t"])
-            row(rnd, "vt push unix:", t, push_detail(r))
+                tm = timed(["restic", "-q", "-r", str(rsrc), "backup", str(tree)])
+                row(rnd, "restic backup (not a copy)", tm)
+            tm = timed([*VT, "push", str(src), server.spec, "[default]t"], server)
+            row(rnd, "vt push unix:", tm, push_detail(tm[2]))
             if sshd:
-                t, r = timed([*VT, "push", str(src), ssh_spec, "[default]t"])
-                row(rnd, "vt push |ssh", t, push_detail(r))
+                tm = timed([*VT, "push", str(src), ssh_spec, "[default]t"])
+                row(rnd, "vt push |ssh", tm, push_detail(tm[2]))
             if use_restic:
-                t, _ = timed(["restic", "-q", "-r", str(rdst), "copy", "--from-repo", str(rsrc)])
-                row(rnd, "restic copy (local)", t)
+                tm = timed(["restic", "-q", "-r", str(rdst), "copy", "--from-repo", str(rsrc)])
+                row(rnd, "restic copy (local)", tm)
                 if sshd:
-                    t, _ = timed(
+                    tm = timed(
                         ["restic", "-q", "-r", f"sftp:root@127.0.0.1:{rsftp}", *sftp, "copy",
                          "--from-repo", str(rsrc)]
                     )  # fmt: skip
-                    row(rnd, "restic copy (sftp over ssh)", t)
-            t, _ = timed(["rsync", "-a", f"{src}/", f"{tmp}/rsync-local/"])
-            row(rnd, "rsync -a datadir (local)", t)
+                    row(rnd, "restic copy (sftp over ssh)", tm)
+            tm = timed(["rsync", "-a", f"{src}/", f"{tmp}/rsync-local/"])
+            row(rnd, "rsync -a datadir (local)", tm)
             if sshd:
-                t, _ = timed(["rsync", "-a", "-e", ssh.rsplit(" ", 1)[0], f"{src}/",
+                tm = timed(["rsync", "-a", "-e", ssh.rsplit(" ", 1)[0], f"{src}/",
                               f"root@127.0.0.1:{tmp}/rsync-ssh/"])  # fmt: skip
-                row(rnd, "rsync -a datadir (ssh)", t)
+                row(rnd, "rsync -a datadir (ssh)", tm)
     finally:
         if server is not None:
             server.stop()
@@ -209,19 +230,27 @@ def main() -> int:
         f"\n{datetime.date.today()}, commit {commit}, {os.cpu_count()} CPUs;"
         f" tree: {size / 2**20:.0f} MiB in {args.files} files, {args.change:.0%} changed"
     )
-    second = {r["step"]: r["seconds"] for r in rows if r["round"] == 2}
-    print(f"{'step':36} {'1st s':>8} {'2nd s':>8}")
+    second = {r["step"]: r for r in rows if r["round"] == 2}
+    print(f"{'step':32} {'1st s':>7} {'cpu':>6} {'2nd s':>7} {'cpu':>6}")
     for r in rows:
         if r["round"] == 1:
-            print(f"{r['step']:36} {r['seconds']:8.2f} {second.get(r['step'], 0):8.2f}")
+            r2 = second.get(r["step"], {"seconds": 0, "cpu": 0})
+            print(
+                f"{r['step']:32} {r['seconds']:7.2f} {r['cpu']:6.2f}"
+                f" {r2['seconds']:7.2f} {r2['cpu']:6.2f}"
+            )
     for push, peer in (
         ("vt push unix:", "rsync -a datadir (local)"),
         ("vt push |ssh", "rsync -a datadir (ssh)"),
         ("vt push unix:", "restic copy (local)"),
         ("vt push |ssh", "restic copy (sftp over ssh)"),
     ):
-        if push in second and peer in second and second[peer]:
-            print(f"second {push} / {peer}: {second[push] / second[peer]:.0%}")
+        if push in second and peer in second and second[peer]["seconds"]:
+            a, b = second[push], second[peer]
+            print(
+                f"second {push} / {peer}: {a['seconds'] / b['seconds']:.0%} of the time,"
+                f" {a['cpu'] / max(b['cpu'], 1e-3):.0%} of the cpu"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"commit": commit, "rows": rows}, f, indent=1)
