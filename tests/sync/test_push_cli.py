@@ -317,3 +317,31 @@ def test_clause_names_the_source_store(packed, tmp_path, vt_env):
     env = {**vt_env, "PYTHONPATH": vt_env["PYTHONPATH"]}
     r = vt("push", "-", str(tmp_path / "s2"), "[src]t", env=env)
     assert sent(r) > 150 and states(tmp_path / "s2" / "t.vt") == states(s1 / "t.vt")
+
+
+def test_push_json_summary(tmp_path):
+    """`--json`: one object on stdout saying what was sent, skipped and appended;
+    the whole-store form prints the store sync's report."""
+    import json
+
+    tree, s1, s2 = tmp_path / "t", tmp_path / "s1", tmp_path / "s2"
+    make_tree(tree, files=30, size=10_000)
+    ref = vt("-S", str(s1), "save", str(tree)).stdout.strip()
+    vt("-q", "-S", str(s1), "pack", str(tree), "-a", "[default]t")
+    first = json.loads(vt("push", "--json", str(s1), str(s2), ref, "[default]t").stdout)
+    assert first["sent_blocks"] > 30 and first["failed_blocks"] == 0 and not first["problems"]
+    assert first["archives"] == [
+        {
+            "what": "[default]t",
+            "dest": str(s2 / "t.vt"),
+            "appended": 1,
+            "present": 0,
+            "older": 0,
+            "held_back": 0,
+        }
+    ]
+    again = json.loads(vt("push", "--json", str(s1), str(s2), ref, "[default]t").stdout)
+    assert again["sent_blocks"] == 0 and again["present_blocks"] >= 1
+    assert again["archives"][0]["present"] == 1
+    whole = json.loads(vt("push", "--json", str(s1), str(tmp_path / "s3")).stdout)
+    assert whole["sent_blocks"] == whole["src_blocks"] > 30

@@ -13,6 +13,7 @@ whole store.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -57,6 +58,12 @@ def _add_parser(sub, cmd: str, help_: str) -> None:
     )
     p.add_argument(
         "--batch", type=int, default=512, metavar="N", help="blocks per request (default 512)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (blocks and bytes sent, skipped, failed, states"
+        " appended per archive, seconds, problems) instead of the summary",
     )
     p.set_defaults(func=run)
 
@@ -113,6 +120,22 @@ class _Totals:
         self.failed += st.failed
         self.problems += st.problems
 
+    def to_json(self, args, archives: list, elapsed: float) -> dict:
+        """What `--json` prints."""
+        return {
+            "src": args.src,
+            "dst": args.dst,
+            "dry_run": args.dry_run,
+            "sent_blocks": self.sent,
+            "sent_bytes": self.bytes,
+            "present_blocks": self.present,
+            "subtrees_skipped": self.subtrees,
+            "failed_blocks": self.failed,
+            "archives": archives,
+            "seconds": round(elapsed, 3),
+            "problems": list(self.problems),
+        }
+
 
 def run(args) -> int:
     if args.batch < 1:
@@ -134,6 +157,7 @@ def run(args) -> int:
                 src, dst, full=args.full, dry_run=args.dry_run, batch=args.batch, on_progress=prog
             )
             archives = []
+            pushed: list[dict] = []  # for --json
             for text in args.what:
                 if is_ref_text(text):
                     t = resolve_special(text, src)
@@ -166,13 +190,27 @@ def run(args) -> int:
                 )
                 for st in res.stats:
                     totals.add(st, args.dry_run)
+                pushed.append(
+                    {
+                        "what": text,
+                        "dest": _label(dst_archive, dst),
+                        "appended": len(res.appended),
+                        "present": res.present,
+                        "older": res.older,
+                        "held_back": res.held_back,
+                    }
+                )
                 verb = "would append" if args.dry_run else "appended"
                 notes.append(
                     f"{text}: {verb} {len(res.appended)} states to {_label(dst_archive, dst)},"
                     f" {res.present} already there, {res.older} older than its latest"
                     + (f", {res.held_back} held back" if res.held_back else "")
                 )
-    _summary(args, totals, notes, time.monotonic() - t0)
+    elapsed = time.monotonic() - t0
+    if args.json:
+        print(json.dumps(totals.to_json(args, pushed, elapsed)))
+    else:
+        _summary(args, totals, notes, elapsed)
     if totals.problems:
         for p in totals.problems[:20]:
             print(f"vt {args.command}: {p}", file=sys.stderr)
@@ -229,7 +267,9 @@ def _whole_store(args, src, dst) -> int:
             shown[0] = done
 
         rep = sync_stores(src, dst, dry_run=args.dry_run, progress=progress)
-    if not args.quiet:
+    if args.json:
+        print(json.dumps(rep.to_json()))
+    elif not args.quiet:
         verb = "would send" if args.dry_run else "sent"
         print(
             f"{verb} {rep.sent_blocks} blocks ({rep.sent_bytes:,} bytes) of {rep.src_blocks},"
