@@ -131,6 +131,8 @@ def test_clause_name_over_each_server(kind, tmp_path, servers, env, request):
     old = tmp_path / "old"
     vt("-q", "unpack", "--at", str(local[0].when), "[k]web", str(old), env=env)
     assert not (old / "new").exists()
+    r = vt("fsck", "[k]web", env=env)
+    assert "ok; 2 states" in r.stdout, r.stdout
     # a name the server does not have: one line, no traceback
     r = vt("ls", "[k]nope", env=env, check_rc=False)
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1

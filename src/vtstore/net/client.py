@@ -106,6 +106,23 @@ class RemoteArchive:
         for text in self._ask(self.store.archive_states)[0] or ():
             yield self._parse(text)
 
+    def scan(self):
+        """The states for `vt fsck`, numbered from 1 (an `ArchiveScan`): the
+        server skips damaged lines, so none are listed; `vt fsck` on the
+        server's side sees them."""
+        from vtstore.archive import ArchiveError, ArchiveScan
+
+        if not self.exists():
+            raise ArchiveError(f"{self.path}: no such archive")
+        states = list(enumerate(self.entries(), 1))
+        return ArchiveScan(self.path, states, [], len(states))
+
+    def repair(self):
+        """A server's archive is repaired where it lives."""
+        from vtstore.archive import ArchiveError
+
+        raise ArchiveError(f"{self.path}: run vt fsck --repair on the server's side")
+
     def at(self, when: float):
         """The newest state no later than `when`."""
         best = None
