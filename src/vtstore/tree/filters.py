@@ -230,6 +230,21 @@ class _DFA:
         return self.n in s
 
 
+def _needed_literal(pattern: str) -> str:
+    """The longest run of literal characters of a glob ("" if none)."""
+    if not any(c in pattern for c in "*?["):
+        return pattern
+    best, run = "", []
+    for t in [*_tokens(pattern), ("*",)]:
+        if t[0] == "lit":
+            run.append(t[1])
+        else:
+            if len(run) > len(best):
+                best = "".join(run)
+            run = []
+    return best
+
+
 def compile_glob(pattern: str) -> Callable[[str], bool]:
     """A function telling whether a whole string matches the rsync glob `pattern`.
 
@@ -290,11 +305,13 @@ def _matcher(pattern: str, base: str) -> Callable[[str, str, bool], bool]:
     slashes = pattern.count("/")
     m = compile_glob(pattern)
     cut = len(base)
+    # a literal run any match contains: most names fail on `in`, not a matcher
+    need = _needed_literal(pattern)
 
     if not slashes and not wild2 and not anchored:
 
         def on_name(path, name, is_dir):
-            return (is_dir or not dir_only) and m(name)
+            return (is_dir or not dir_only) and need in name and m(name)
 
         return on_name
 
@@ -308,6 +325,8 @@ def _matcher(pattern: str, base: str) -> Callable[[str, str, bool], bool]:
                 path = path[cut:]
         if is_dir and wild3:
             path += "/"
+        if need not in ("/" + path if wild2_prefix else path):
+            return False
         if anchored:
             return m(path)
         if wild2_prefix:
