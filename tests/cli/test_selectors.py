@@ -208,3 +208,15 @@ def test_mount_a_state_read_only(h):
     )
     r = h.vt("mount", "-a", "src.vt@0", str(mnt), "-e", "true", check=False)
     assert r.returncode == 1 and b"-a shows every state" in r.stderr
+
+
+def test_ls_json(h):
+    r = h.vt("ls", "--json", "-R", "src.vt@0")
+    got = {j["path"]: j for j in map(json.loads, r.stdout.splitlines())}
+    assert set(got) == {"at@sign", "only0", "sub", "sub/f"}
+    assert got["sub/f"]["type"] == "file" and got["sub/f"]["size"] == 2
+    assert got["sub"]["type"] == "dir" and isinstance(got["sub"]["mtime"], float)
+    (one,) = map(json.loads, h.vt("ls", "--json", "src.vt@-1/sub/f").stdout.splitlines())
+    assert (
+        one["path"] == "f" and one["mode"] == (h.tmp / "src" / "sub" / "f").stat().st_mode & 0o7777
+    )

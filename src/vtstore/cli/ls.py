@@ -9,6 +9,7 @@ directory that cannot be read (it is reported on stderr and `ls` exits 1).
 
 from __future__ import annotations
 
+import json
 import logging
 import stat as statmod
 import sys
@@ -34,7 +35,31 @@ def register(sub) -> None:
     p.add_argument("refs", nargs="+", metavar="REF", help="dirent ref, X.vt, REF/path")
     p.add_argument("-l", "--long", action="store_true", help="mode, owner, size, time")
     p.add_argument("-R", "--recursive", action="store_true", help="list subdirectories too")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per entry: path, type, size, mode, owner, mtime, target",
+    )
     p.set_defaults(func=run)
+
+
+def entry_json(e, path: str) -> dict:
+    """An entry as `--json` prints it (names with undecodable octets escaped)."""
+    m = e.meta
+    d: dict = {"path": path, "type": e.type_name, "size": e.size}
+    if m is not None:
+        for k in ("mode", "uid", "gid", "user", "group"):
+            if getattr(m, k) is not None:
+                d[k] = getattr(m, k)
+        if m.mtime_ns is not None:
+            d["mtime"] = m.mtime_ns / 1e9
+    if e.target is not None:
+        d["target"] = e.target
+    if e.rdev is not None:
+        d["rdev"] = list(e.rdev)
+    if e.ino is not None:
+        d["link_group"] = e.ino
+    return d
 
 
 def _line(e, long: bool) -> str:
@@ -69,11 +94,17 @@ def run(args) -> int:
                 print(t.block)
                 continue
             if not d.is_dir:
-                print(_line(d, args.long))
+                print(_show(_shown(d, t.links, args.long or args.json), d.name, args))
                 continue
             header = text if len(args.refs) > 1 else None
             failed |= not _list(store, d, args, header, t.links)
     return 1 if failed else 0
+
+
+def _show(e, path: str, args) -> str:
+    if args.json:
+        return json.dumps(entry_json(e, path))
+    return _line(e, args.long)
 
 
 def _shown(e, links, long: bool):
@@ -95,9 +126,9 @@ def _list(store, top, args, header, links) -> bool:
     first = True
     while stack:
         prefix, d = stack.pop()
-        if not first:
+        if not first and not args.json:
             print()
-        if header or (args.recursive and prefix):
+        if not args.json and (header or (args.recursive and prefix)):
             print(f"{header if header and not prefix else prefix}:")
         first = False
         try:
@@ -109,7 +140,8 @@ def _list(store, top, args, header, links) -> bool:
             ok = False
             continue
         for e in entries:
-            print(_line(_shown(e, links, args.long), args.long))
+            path = f"{prefix}/{e.name}" if prefix else e.name
+            print(_show(_shown(e, links, args.long or args.json), path, args))
         if args.recursive:
             subdirs = [e for e in entries if e.is_dir]
             for e in reversed(subdirs):
