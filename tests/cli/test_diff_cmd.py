@@ -66,3 +66,9 @@ def test_a_missing_block_is_reported_not_raised(h, tmp_path):
     assert r.returncode == 2, r.stderr
     assert any(x.startswith("! .: missing block") for x in r.stdout.decode().splitlines())
     assert b"could not be read" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_two_files(h):
+    r = h.vt("diff", "src.vt@0/sub/f", "src.vt/sub/f", check=False)
+    assert r.returncode == 1 and r.stdout.decode().splitlines()[0] == "M f"
+    assert h.vt("diff", "src.vt@0/at@sign", "src.vt/at@sign").returncode == 0

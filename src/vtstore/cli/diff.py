@@ -129,7 +129,9 @@ def _run(args) -> int:
         a_text, b_text = _sides(args, store)
         a, b = _tree(a_text, store), _tree(b_text, store)
         d = TreeDiff(store, ctime=args.ctime)
-        for c in d.changes(a, b):
+        # two files: their line is named after the file, not "."
+        top = b.name if b.name and not (a.is_dir or b.is_dir) else "."
+        for c in d.changes(a, b, top):
             if args.json:
                 print(json.dumps(c.to_json()))
             elif not args.stat:
