@@ -9,6 +9,8 @@ import os
 import resource
 import subprocess
 
+import pytest
+
 from vtstore.archive import Archive
 from vtstore.lifecycle.gc import GCOptions, collect
 from vtstore.lifecycle.marks import MarkSet
@@ -145,6 +147,7 @@ def test_gc_refuses_other_stores(tmp_path, vt):
     assert r.returncode == 2 and "not a datadir" in r.stderr
 
 
+@pytest.mark.slow
 def test_memory_is_the_reachable_set(tmp_path):
     """Mark memory is the digests, not the data: a store of ~40k blocks."""
     dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"

@@ -178,3 +178,36 @@ def run(args) -> int:
         for line in rep.lines():
             print(line)
     return 0
+
+
+def run_push_move(args, open_fn) -> int:
+    """`vt push --move SRC DST`: push the named archives and every sealed data
+    file of datadir SRC to DST, dropping each file once DST confirms all its
+    blocks (`vtstore.lifecycle.pool`).  `open_fn(args, spec, readonly)` opens
+    a store as vt push does."""
+    from vtstore.archive import archive_in
+    from vtstore.lifecycle.pool import move
+    from vtstore.sync.archives import dest_archive, push_archive
+
+    if args.what:
+        raise UsageError("--move pushes whole data files and the named archives: give no WHAT")
+    if args.dry_run:
+        raise UsageError("--move cannot be a dry run; vt push -n SRC DST shows what SRC holds")
+    with open_fn(args, args.src, False) as src, open_fn(args, args.dst, False) as dst:
+        dd = datadir_of(src)
+
+        def push_archives() -> list[str]:
+            names = []
+            for name, path in dd.exports.items():
+                push_archive(
+                    src, dst, archive_in(path, src), dest_archive(dst, name), force=args.force
+                )
+                names.append(name)
+            return names
+
+        with progress_bar(args, total=dd.data_bytes(), desc="push --move") as bar:
+            rep = move(dd, dst, push_archives, bar.update)
+    if not args.quiet:
+        for line in rep.lines():
+            print(line)
+    return 0

@@ -65,6 +65,12 @@ def _add_parser(sub, cmd: str, help_: str) -> None:
         help="print one JSON object (blocks and bytes sent, skipped, failed, states"
         " appended per archive, seconds, problems) instead of the summary",
     )
+    p.add_argument(
+        "--move",
+        action="store_true",
+        help="push-and-delete pool: send SRC's named archives and every sealed data file,"
+        " and drop each file from SRC (a datadir) once DST confirms all its blocks",
+    )
     p.set_defaults(func=run)
 
 
@@ -138,6 +144,10 @@ class _Totals:
 
 
 def run(args) -> int:
+    if getattr(args, "move", False):
+        from vtstore.cli.gc import run_push_move
+
+        return run_push_move(args, _open)
     if args.batch < 1:
         raise VTError(f"--batch must be at least 1, got {args.batch}")
     t0 = time.monotonic()
