@@ -172,6 +172,9 @@ def test_vtrc_exclude_key(tmp_path):
     names = listing(env, json.loads(r.stdout)["dirent"])
     assert "src/proj/main.o" not in names and "src/proj/main.c" in names
     assert "Music" not in names
+    # vt config shows the rules as a value that reads back
+    shown = vt(env, "config").stdout.decode()
+    assert "exclude = *.o\n  + main.c\n  *.c\n" in shown
     # the command line comes first
     r = vt(env, "pack", "--json", "-a", str(tmp_path / "h2.vt"), "--include", "*.o", str(home))
     assert "src/proj/main.o" in listing(env, json.loads(r.stdout)["dirent"])

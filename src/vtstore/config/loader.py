@@ -254,6 +254,7 @@ class Config:
                     except ConfigError:
                         shown = raw
                 note = "" if (sec, key) in self._file_keys else "  # built-in"
+                shown = shown.replace("\n", "\n  ")  # a multi-line value (exclude)
                 out.append(f"{key} = {shown}{note}")
             out.extend(self._type_defaults(sec))
         return "\n".join(out) + "\n"
