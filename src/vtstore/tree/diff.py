@@ -233,24 +233,24 @@ class TreeDiff:
                 return
             yield None, self._entries(path if not top else "", a, b)
 
-    def _listing(self, path: str, d: Dirent, store) -> list[bytes] | None:
-        """The binary entries of directory `d`, in order; None (and a damage
-        change in `self._damage`) when it cannot be read."""
+    def _listing(self, path: str, d: Dirent, store) -> tuple[list[bytes] | None, Change | None]:
+        """(the binary entries of directory `d` in order, None) or, when it
+        cannot be read, (None, the damage change)."""
         if d.block is None:
-            return []
+            return [], None
         self.stats.dirs_read += 1
         try:
-            return raw_entries(read_dir_data(d.block, store))
+            return raw_entries(read_dir_data(d.block, store)), None
         except (VTError, KeyError) as e:
-            self._damage = Change(DAMAGED, path or ".", None, d, error=str(e) or type(e).__name__)
-            return None
+            return None, Change(DAMAGED, path or ".", None, d, error=str(e) or type(e).__name__)
 
     def _entries(self, prefix: str, a: Dirent, b: Dirent):
-        self._damage = None
-        old = self._listing(prefix, a, self.store)
-        new = self._listing(prefix, b, self.store_b) if old is not None else None
-        if new is None:
-            yield self._damage, None
+        old, damage = self._listing(prefix, a, self.store)
+        new = None
+        if old is not None:
+            new, damage = self._listing(prefix, b, self.store_b)
+        if damage is not None:
+            yield damage, None
             return
         # an entry in both listings, octet for octet, is the same object down to
         # its content: only the others are decoded
