@@ -167,3 +167,67 @@ def test_memory_is_the_reachable_set(tmp_path):
     assert rep.marked >= 40_000
     assert rep.mark_bytes == rep.marked * 32
     assert (rss1 - rss0) * 1024 < 60 << 20, (rss0, rss1)
+
+
+def test_store_held_open_elsewhere_gc_waits_then_stops(tmp_path, vt):
+    """The sweep needs the datadir to itself: with another process holding it
+    open past --wait, gc stops in one line, deleting nothing."""
+    import sys
+
+    dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"
+    pack_history(dd, arch, tree, range(4))
+    vt("-S", dd, "forget", "--keep-last", "1", arch)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom vtstore.stores.datadir import DataDir\n"
+            f"s = DataDir({str(dd)!r})\nprint('open', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=vt.env,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        before = data_kib(dd)
+        r = vt("-S", dd, "gc", "--grace", "0", "--wait", "1s", check=False)
+        assert r.returncode == 1 and "stayed in use" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+    assert check_archive(dd, arch) == 1
+    # the copies it made are kept; a second run finishes the job
+    vt("-S", dd, "gc", "--grace", "0")
+    assert data_kib(dd) < before
+    assert check_archive(dd, arch) == 1
+
+
+def test_other_user_gets_one_line(tmp_path, vt):
+    dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"
+    pack_history(dd, arch, tree, range(2))
+    os.chmod(tmp_path, 0o755)
+    import sys
+
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "vtstore.cli.main",
+            "-S",
+            str(dd),
+            "gc",
+            "--grace",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**vt.env, "HOME": "/tmp"},
+    )
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
