@@ -131,6 +131,11 @@ def test_clause_name_over_each_server(kind, tmp_path, servers, env, request):
     old = tmp_path / "old"
     vt("-q", "unpack", "--at", str(local[0].when), "[k]web", str(old), env=env)
     assert not (old / "new").exists()
+    # pull brings every state of the server's archive (ARCHIVE_STATES)
+    back = tmp_path / "back"
+    r = vt("pull", "[k]", str(back), "[k]web", env=env)
+    assert "appended 2 states" in r.stdout, r.stdout
+    assert [e.when for e in Archive(str(back / "web.vt")).entries()] == [e.when for e in local]
     r = vt("fsck", "[k]web", env=env)
     assert "ok; 2 states" in r.stdout, r.stdout
     # a name the server does not have: one line, no traceback
@@ -295,3 +300,25 @@ def test_archive_states_vectors_are_in_the_protocol_doc():
     )
     for name, pkt in (("archive_states", ask), ("archive_states_answer", answer)):
         assert f"`{name}`" in doc and pkt.hex() in doc, name
+
+
+def test_served_proxy_lists_and_creates_archives(serve, clients, tmp_path):
+    """A server of a proxy offers its read stores' archives and creates a new
+    one in its first save store that keeps archives."""
+    from vtstore.stores.proxy import ProxyStore
+
+    d1, d2 = DataDir(tmp_path / "d1"), DataDir(tmp_path / "d2")
+    open_archive(d2, "old", create=True).update(_state(d2, b"o"), when=1.0)
+    proxy = ProxyStore(save=[d1], read=[d1, d2])
+    try:
+        _, spec = serve({"": proxy})
+        st = clients(spec)
+        assert list_archives(st) == ["old"]
+        new = open_archive(st, "new", create=True)
+        assert new.update(_state(st, b"n"), when=2.0) is not None
+        assert list_archives(st) == ["new", "old"]
+        assert (tmp_path / "d1" / "new.vt").exists() and not (tmp_path / "d2" / "new.vt").exists()
+        assert [e.when for e in open_archive(st, "old").entries()] == [1.0]
+        st.close()
+    finally:
+        proxy.close()

@@ -98,13 +98,31 @@ class Export:
                 out[name] = archive
         return out
 
+    def archive_names(self) -> list[str]:
+        """The names ARCHIVE_LIST answers: the store's `exports` that are
+        archives, and the named archives it keeps (`vtstore.named_archives`:
+        a proxy's, a clause's `archives_from` store's)."""
+        from vtstore.named_archives import keeps_archives, list_archives
+
+        names = set(self.archives())
+        if keeps_archives(self.store):
+            names.update(list_archives(self.store))
+        return sorted(names)
+
     def archive(self, name: str, create: bool = False):
         """The archive `name`; with `create`, a new one if the store can hold it."""
-        archive = self.archives().get(name)
-        if archive is None and create and hasattr(self.store, "archive_path"):
-            from vtstore.archive import Archive
+        from vtstore.archive import ArchiveError
+        from vtstore.named_archives import NoArchivesError, open_archive
 
-            archive = Archive(self.store.archive_path(name))
+        archive = self.archives().get(name)
+        if archive is None:
+            try:
+                archive = open_archive(self.store, name, create=create)
+            except NoArchivesError:
+                pass
+            except ArchiveError:
+                if create:
+                    raise
         if archive is None:
             raise Reply(P.E_NO_ARCHIVE, f"no archive {name!r}", name=name)
         return archive
@@ -274,7 +292,7 @@ def _h_archive_list(export: Export, payload):
     if len(payload):
         raise FormatError("ARCHIVE_LIST takes no payload")
     with export.lock:
-        names = sorted(export.archives())
+        names = export.archive_names()
     return P.F_JSON, [P.encode_json({"archives": names})]
 
 
