@@ -236,3 +236,23 @@ def test_listing_sees_blocks_another_store_added(tmp_path, keyfile):  # noqa: F8
         assert list(s1.hashcodes()) == sorted(a + b + [c])
         s1.close()
         s2.close()
+
+
+def test_backend_syncs_without_the_key(tmp_path, keyfile):  # noqa: F811
+    """Two format 2 backends: a whole-store sync of the datadirs alone (no
+    key) copies the ciphertext, and the copy reads through the same key."""
+    from vtstore.stores.crypt import prepare_backend
+    from vtstore.sync.stores import sync_stores
+
+    blocks = [os.urandom(4000) for _ in range(300)]
+    with crypt_over(DataDir(tmp_path / "a"), keyfile, tmp_path) as s:
+        hs = s.add_many(blocks)
+    dst = DataDir(tmp_path / "b")
+    prepare_backend(dst)
+    with DataDir(tmp_path / "a") as a, dst:
+        sync_stores(a, dst)
+        assert len(dst) == len(a) == 300
+        sync_stores(a, dst)  # nothing left to send
+        assert len(dst) == 300
+    with crypt_over(DataDir(tmp_path / "b"), keyfile, tmp_path) as s:
+        assert s.format == 2 and s.get_many(hs) == blocks

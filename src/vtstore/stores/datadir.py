@@ -799,6 +799,16 @@ class DataDir(Store):
 
         return reindex_datadir(self, progress=progress)
 
+    def hash_of_hashcodes(self, start=None, after=False, length=None):
+        """`Store.hash_of_hashcodes`; a crypt store's backend, whose names are
+        tags and not a hash that `hashlib` knows, hashes its windows its own way
+        (`vtstore.stores.crypt.names.hash_of_names`)."""
+        of_names = getattr(self.hashclass, "hash_of_names", None)
+        if of_names is None:
+            return super().hash_of_hashcodes(start, after, length)
+        window = list(self.hashcodes(start=start, after=after, length=length))
+        return of_names(window), (window[-1] if window else None)
+
     # -- description ----------------------------------------------------------
 
     @property
