@@ -279,3 +279,20 @@ def test_mount_exclude_lives_in_scratch_only(tmp_path, mounts):  # noqa: F811
     assert "new.o" not in r and "build" not in r and "big.bin" not in r
     assert vt(env, "-S", store, "cat", archive + "/old.o").stdout == b"old object"
     assert data_bytes(tmp_path / "store") - before < 1 << 20  # 6 MiB written, none stored
+
+
+def test_rm_keeps_a_dir_with_excluded_entries(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_home(src)
+    env = home_env(tmp_path)
+    r = vt(
+        env, "pack", "--rm", "--exclude", "*.o", "-a", str(tmp_path / "a.vt"), str(src), check=False
+    )
+    assert (
+        r.returncode == 1
+        and b"excluded (not stored)" in r.stderr
+        and (src / "src/proj/main.o").exists()
+    )
+    vt(env, "pack", "--rm", "-a", str(tmp_path / "b.vt"), str(src))
+    assert not src.exists()

@@ -170,6 +170,11 @@ def run(args) -> int:
             f"{len(imp.stats.errors)} objects could not be read; the state was saved without them"
         )
     if args.rm:
+        if imp.stats.excluded:
+            # what the rules left out is not in the store: removing DIR would lose it
+            raise VTError(
+                f"--rm: {imp.stats.excluded:,} entries were excluded (not stored); {args.dir} is kept"
+            )
         shutil.rmtree(args.dir)
     return 0
 
