@@ -28,6 +28,7 @@ one, for messages).
 from __future__ import annotations
 
 import fnmatch
+import os
 
 from vtstore.archive import ArchiveError, archive_in
 
@@ -152,7 +153,9 @@ def list_archives(store, _hops: int = 0) -> list[str]:
     elif hasattr(k, "archive_names"):
         names.update(k.archive_names())
     elif hasattr(k, "archive_path"):
-        names.update(k.exports)
+        # `.vt` files only: an encrypting store over a block server lists the
+        # server's archives as its exports, which it cannot keep encrypted
+        names.update(n for n, v in k.exports.items() if isinstance(v, str | os.PathLike))
     src = getattr(k, "archive_source", None)
     if src is not None:
         # a name matching the glob is looked up in the other store only
