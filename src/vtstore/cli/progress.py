@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as statmod
 import threading
@@ -9,6 +10,8 @@ import time
 
 from vtstore.cli.common import progress_bar
 from vtstore.errors import VTError
+
+log = logging.getLogger(__name__)
 
 
 class TreeProgress:
@@ -62,9 +65,18 @@ class TreeProgress:
         if self.bar is None:
             return
         self._scanner = threading.Thread(
-            target=self._scan, args=(root, filters, one_filesystem), daemon=True, name="vt-scan"
+            target=self._scan_quietly,
+            args=(root, filters, one_filesystem),
+            daemon=True,
+            name="vt-scan",
         )
         self._scanner.start()
+
+    def _scan_quietly(self, root: str, flt, one_fs: bool) -> None:
+        try:
+            self._scan(root, flt, one_fs)
+        except Exception as e:  # only the bar's total is lost; the pack says the rest
+            log.debug("scanning %s for the progress total: %s", root, e)
 
     def _scan(self, root: str, flt, one_fs: bool) -> None:
         total = 0

@@ -531,23 +531,6 @@ class Filters:
             )
         ]
 
-    def selects(self, paths: Iterable[tuple[str, bool]]) -> list[str]:
-        """The relative paths (with `is_dir`) a walk would take, parents before
-        children, for tests and `--dry-run`: an excluded directory hides all
-        below it.  Per-directory files and tags are not read."""
-        out = []
-        gone: list[str] = []
-        for path, is_dir in paths:
-            if any(path.startswith(g) for g in gone):
-                continue
-            name = path.rsplit("/", 1)[-1]
-            if self.excluded(self._root, path, name, is_dir):
-                if is_dir:
-                    gone.append(path + "/")
-                continue
-            out.append(path)
-        return out
-
 
 def _is_cache_tag(dirpath: str) -> bool:
     """Whether `dirpath/CACHEDIR.TAG` starts with the standard signature."""
