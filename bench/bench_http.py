@@ -268,8 +268,13 @@ def main() -> int:
             from vtstore.transcribe import parse
 
             dirent, _ = parse(big_ref)
-            # 1. a large file
-            for name, spec in (("cat_http", srv.http), ("cat_unix", srv.unix)):
+            # 1. a large file (the datadir read in-process: what any server of it can reach)
+            res["load_before"] = os.getloadavg()[0]
+            for name, spec in (
+                ("cat_local", str(dd)),
+                ("cat_http", srv.http),
+                ("cat_unix", srv.unix),
+            ):
                 t = timed(lambda s=spec: vt("-S", s, "cat", big_ref))
                 res[name] = size / t / 1e6
             from vtstore.transcribe import transcribe
@@ -317,7 +322,9 @@ def main() -> int:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     mb = size / 1e6
+    res["load_after"] = os.getloadavg()[0]
     rows = [
+        ("vt -S DATADIR cat, local (MB/s)", res["cat_local"], res["cat_local"] / res["curl_nginx"]),
         ("vt -S http:// cat (MB/s)", res["cat_http"], res["cat_http"] / res["curl_nginx"]),
         ("vt -S unix: cat (MB/s)", res["cat_unix"], res["cat_unix"] / res["curl_nginx"]),
         ("curl vt httpd /i/ (MB/s)", res["curl_httpd"], res["curl_httpd"] / res["curl_nginx"]),
@@ -335,7 +342,10 @@ def main() -> int:
         ),
         ("curl: small static GETs/s nginx", res["curl_gets_nginx"], 1.0),
     ]
-    print(f"large file {mb:.0f} MB, tree of {args.files} files, {os.cpu_count()} cores")
+    print(
+        f"large file {mb:.0f} MB, tree of {args.files} files, {os.cpu_count()} cores,"
+        f" load average {res['load_before']:.1f} before, {res['load_after']:.1f} after"
+    )
     print(f"{'measure':34} {'value':>10}  ratio")
     for name, v, ratio in rows:
         print(f"{name:34} {v:10.1f}  {'' if ratio is None else f'{ratio:.2f}'}")

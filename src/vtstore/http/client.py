@@ -344,12 +344,12 @@ class HTTPStore(Store):
 
     def _read_ahead(self, data) -> None:
         """If `data` reads as an indirect block's refs, fetch its children ahead."""
-        from vtstore.blocks import HashCodeBlock, decode_blockrefs
+        from vtstore.blocks import decode_blockrefs
 
         if len(data) < 8 or self.closed:
             return
         try:
-            kids = [b.hashcode for b in decode_blockrefs(data) if type(b) is HashCodeBlock]
+            kids = [b.hashcode for b in decode_blockrefs(data) if getattr(b, "hashcode", None)]
         except Exception:  # noqa: BLE001 - most data is no list of refs
             return
         kids = [h for h in kids if type(h) is self.hashclass]
