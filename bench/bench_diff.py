@@ -8,7 +8,8 @@ Generates a tree of `--files` small files in directories of `--per-dir`
 `--changed` of the files (spread over the tree), packs again, then times:
 
 - `diff_trees` in-process (the diff itself, a warm store);
-- `vt diff X.vt@-2 X.vt@-1` as a user runs it (process start, store open);
+- `vt diff X.vt@-2 X.vt@-1` as a user runs it (process start, store open),
+  beside `vt ls X.vt@-1` (the same fixed costs, one small directory read);
 - baselines in the same run: a full walk of one state (`tree_stats`: what a
   diff that read everything would at least cost), `diff -rq` of the two real
   trees (a copy is kept), and `restic diff` of two snapshots of the same trees
@@ -110,6 +111,10 @@ def main() -> int:
             assert r.returncode == 1, r.stderr.decode()
 
         rows["vt diff (process)"] = _best(vt_diff, args.repeat)
+        # the fixed cost of any vt command: start, imports, open the store, read the archive
+        rows["vt ls X.vt@-1 (process baseline)"] = _best(
+            lambda: _vt(store, "ls", f"{archive}@-1"), args.repeat
+        )
         rows["python -c pass (startup)"] = _best(
             lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), args.repeat
         )
