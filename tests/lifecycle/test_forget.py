@@ -22,7 +22,7 @@ def _history(tmp_path, n=10, comments=None):
         for i in range(n):
             write_version(tree, i, files=6, size=2000)
             c = comments[i] if comments else f"day {i}"
-            pack(s, arch, tree, when=t0 + i * DAY, comment=c)
+            pack(s, arch, tree, when=t0 + i * DAY + i, comment=c)  # no state on a boundary
     return dd, arch
 
 
@@ -103,7 +103,7 @@ def test_concurrent_pack_loop_loses_no_state(tmp_path, vt):
     dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"
     write_version(tree, 0, files=4, size=1000)
     env = vt.env
-    n = 12
+    n = 8
     script = (
         "import subprocess, sys\n"
         f"for i in range({n}):\n"

@@ -27,7 +27,10 @@ The protocol (docs/GC.md says it for users):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -183,6 +186,29 @@ def collect(dd, opts: GCOptions | None = None, on_phase=None, on_bytes=None) -> 
     if dd.index_damage is not None:
         raise dd.index_damage
     rep = GCReport(dry_run=opts.dry_run)
+    if opts.dry_run:
+        return _collect(dd, opts, rep, on_phase, on_bytes)
+    with one_collector(dd):
+        return _collect(dd, opts, rep, on_phase, on_bytes)
+
+
+@contextlib.contextmanager
+def one_collector(dd):
+    """One gc at a time per datadir (`gc-lock`, flock'd): two would copy the
+    same blocks twice."""
+    path = dd.path / "gc-lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise GCError(f"another vt gc is running on {dd.path}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport:
     t = time.monotonic()
 
     def phase(name: str, total=None) -> None:

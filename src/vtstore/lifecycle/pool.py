@@ -97,8 +97,15 @@ def move(
     """Push the sealed data files of datadir `dd` to `dst` and drop each once
     `dst` confirms all its blocks (see the module docstring).
     `push_archives()`, called first, pushes the archives and names them."""
-    rep = MoveReport()
+    from vtstore.lifecycle.gc import one_collector
+
     dd.check_can_write("drop pushed data files")
+    with one_collector(dd):
+        return _move(dd, dst, push_archives, on_bytes)
+
+
+def _move(dd, dst, push_archives, on_bytes) -> MoveReport:
+    rep = MoveReport()
     if push_archives is not None:
         rep.archives = push_archives()
     files = {n: fi for n, fi in dd._index.files().items() if fi.sealed}
