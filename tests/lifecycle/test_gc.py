@@ -231,3 +231,18 @@ def test_other_user_gets_one_line(tmp_path, vt):
     )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_one_gc_at_a_time(tmp_path, vt):
+    import fcntl
+
+    dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"
+    pack_history(dd, arch, tree, range(2))
+    with open(dd / "gc-lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        r = vt("-S", dd, "gc", "--grace", "0", check=False)
+        assert r.returncode == 1 and "another vt gc is running" in r.stderr
+        r = vt("push", "--move", dd, tmp_path / "dst", check=False)
+        assert r.returncode == 1 and "another vt gc is running" in r.stderr
+        # a dry run reads only
+        vt("-S", dd, "gc", "--grace", "0", "--dry-run")
