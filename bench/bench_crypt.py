@@ -8,7 +8,9 @@ blake3 throughput as baselines, all in the same run.
 
 Kinds: `plain` (a datadir), `crypt` (format 2: the backend names blocks by
 their tag; zstd tried), `crypt-nozstd` (format 2, `compress = no`), `crypt-v1`
-(format 1: backend names are hashes of the ciphertext, with the crypt index).
+(format 1: backend names are hashes of the ciphertext, with the crypt index),
+`crypt-py` (format 2, `compress = no`, AES-GCM by `cryptography` one block per
+call even when the native batch extension `_cryptblocks` is built).
 The data is incompressible (os.urandom) unless --text.  Each kind is measured
 `--rounds` times, the kinds interleaved; the median and the best round are
 reported, each as a ratio to plain's median or best (the machine is shared
@@ -39,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vtstore.hashes import Hash_BLAKE3
 from vtstore.stores.crypt import open_crypt
+from vtstore.stores.crypt import store as crypt_store
 from vtstore.stores.crypt.keys import create_key_file
 from vtstore.stores.datadir import DataDir
 
@@ -90,10 +93,20 @@ def raw_blake3(blocks: list[bytes]) -> float:
     return rate(sum(map(len, blocks)), time.perf_counter() - t)
 
 
-KINDS = ("plain", "crypt", "crypt-nozstd", "crypt-v1")
+KINDS = ("plain", "crypt", "crypt-nozstd", "crypt-py", "crypt-v1")
 
 
 def one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict:
+    native = crypt_store._cryptblocks
+    if kind == "crypt-py":
+        crypt_store._cryptblocks = None
+    try:
+        return _one_round(kind, blocks, tmp, keyfile)
+    finally:
+        crypt_store._cryptblocks = native
+
+
+def _one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict:
     path = tmp / kind
     shutil.rmtree(path, ignore_errors=True)
     (tmp / f"{kind}.idx").unlink(missing_ok=True)
@@ -110,7 +123,7 @@ def one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict:
             key_file=keyfile,
             passphrase=PW,
             index=tmp / f"{kind}.idx",
-            compress=kind != "crypt-nozstd",
+            compress=kind not in ("crypt-nozstd", "crypt-py"),
         )
 
     total = sum(map(len, blocks))

@@ -19,13 +19,26 @@ from tests.stores.test_crypt import PW, crypt_over, format1_datadir, keyfile, te
 from vtstore.errors import CorruptBlockError, HashClassMismatchError
 from vtstore.hashes import Hash_BLAKE3, Hash_SHA256
 from vtstore.stores.crypt import open_crypt
+from vtstore.stores.crypt import store as crypt_store
 from vtstore.stores.crypt.names import TagCode, tag_class
 from vtstore.stores.datadir import DataDir
 from vtstore.stores.fsck import fsck_datadir
 from vtstore.stores.memory import MemoryStore
 
 
-def test_a_new_datadir_names_blocks_by_their_tag(tmp_path, keyfile):  # noqa: F811
+@pytest.fixture(params=["native", "python"])
+def aes_path(request, monkeypatch):
+    """Both ways of sealing and opening a batch: the native extension
+    `_cryptblocks` (skipped when not built) and `cryptography`, block by block."""
+    if request.param == "native":
+        if crypt_store._cryptblocks is None:
+            pytest.skip("vtstore.stores.crypt._cryptblocks is not built")
+    else:
+        monkeypatch.setattr(crypt_store, "_cryptblocks", None)
+    return request.param
+
+
+def test_a_new_datadir_names_blocks_by_their_tag(tmp_path, keyfile, aes_path):  # noqa: F811
     blocks = [os.urandom(5000) for _ in range(40)] + [texty(i) for i in range(40)]
     with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
         assert s.format == 2 and s.index is None
@@ -75,7 +88,7 @@ def test_block_moved_to_another_name_in_the_datadir(tmp_path, keyfile):  # noqa:
         assert not rep.ok and len(rep.problems) == 2
 
 
-def test_block_moved_in_a_backend_that_serves_anything(tmp_path, keyfile):  # noqa: F811
+def test_block_moved_in_a_backend_that_serves_anything(tmp_path, keyfile, aes_path):  # noqa: F811
     """A backend that returns whatever it holds under a name (a memory store
     naming blocks by tag, as a malicious server would): the crypt store
     checks the tag itself; a block of another key under the right name fails
@@ -103,7 +116,7 @@ def test_block_moved_in_a_backend_that_serves_anything(tmp_path, keyfile):  # no
     s.close()
 
 
-def test_every_flipped_byte_is_refused(tmp_path, keyfile):  # noqa: F811
+def test_every_flipped_byte_is_refused(tmp_path, keyfile, aes_path):  # noqa: F811
     back = MemoryStore(hashclass=tag_class(Hash_BLAKE3))
     with crypt_over(back, keyfile, tmp_path) as s:
         data = [os.urandom(200), texty(1, 2000)]
@@ -130,7 +143,7 @@ def _flip_in_data_file(dd_path, needle: bytes, offset: int) -> None:
     f.write_bytes(bytes(raw))
 
 
-def test_fsck_with_and_without_the_key(tmp_path, keyfile):  # noqa: F811
+def test_fsck_with_and_without_the_key(tmp_path, keyfile, aes_path):  # noqa: F811
     """Clean: both checks pass.  A flipped byte: the datadir's CRC sees it
     without the key, and the keyed check names the block.  A block of this key
     stored under a name that is not its own, CRCs intact: only the key sees
@@ -256,3 +269,52 @@ def test_backend_syncs_without_the_key(tmp_path, keyfile):  # noqa: F811
         assert len(dst) == 300
     with crypt_over(DataDir(tmp_path / "b"), keyfile, tmp_path) as s:
         assert s.format == 2 and s.get_many(hs) == blocks
+
+
+def test_native_batches_match_cryptography():
+    """`_cryptblocks` seals exactly what `cryptography`'s AESGCM does (sizes
+    from empty to 1 MiB, both flags, batches large enough for two threads),
+    opens it back, and says why a block does not open; bad arguments are
+    errors, not crashes."""
+    cb = crypt_store._cryptblocks
+    if cb is None:
+        pytest.skip("vtstore.stores.crypt._cryptblocks is not built")
+    import random
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    rnd = random.Random(3)
+    key = rnd.randbytes(32)
+    aead = AESGCM(key)
+    sizes = [0, 1, 15, 16, 17, 100, 8192, 65536, 1 << 20]
+    sizes += [rnd.randrange(0, 20000) for _ in range(600)]  # over 256 KiB: two threads
+    pays = [rnd.randbytes(n) for n in sizes]
+    tags = [rnd.randbytes(32) for _ in sizes]
+    flags = bytes(rnd.randrange(2) for _ in sizes)
+    views = [memoryview(bytearray(p)) for p in pays]
+    out = cb.seal_many(key, tags, flags, views)
+    for p, t, f, o in zip(pays, tags, flags, out, strict=True):
+        head = bytes((1, f)) + t
+        assert type(o) is bytes and o == head + aead.encrypt(t[:12], p, head)
+    assert cb.open_many(key, out, tags) == pays
+    bad = list(out[:6])
+    bad[0] = bad[0][:49]  # too short
+    bad[1] = b"\x02" + bad[1][1:]  # another version
+    bad[2] = bad[2][:1] + b"\x04" + bad[2][2:]  # an unknown flag
+    bad[4] = bad[4][:-1] + bytes([bad[4][-1] ^ 1])  # the GCM tag
+    bad[5] = bad[5][:60] + bytes([bad[5][60] ^ 1]) + bad[5][61:]  # the ciphertext
+    other = list(tags[:6])
+    other[3] = tags[4]  # moved: the block carries another tag
+    assert cb.open_many(key, bad, other) == [1, 2, 2, 3, 4, 4]
+    assert cb.open_many(rnd.randbytes(32), out[6:9], tags[6:9]) == [4, 4, 4]  # another key
+    with pytest.raises(ValueError):
+        cb.seal_many(key[:16], tags[:1], flags[:1], pays[:1])
+    with pytest.raises(TypeError):
+        cb.seal_many(key, [b"short"], b"\0", [b"x"])
+    with pytest.raises(ValueError):
+        cb.seal_many(key, tags[:2], b"\0", pays[:2])
+    with pytest.raises(ValueError):
+        cb.seal_many(key, tags[:1], b"\x02", pays[:1])
+    with pytest.raises(TypeError):
+        cb.open_many(key, [object()], tags[:1])
+    assert cb.seal_many(key, [], b"", []) == [] and cb.open_many(key, [], []) == []

@@ -52,6 +52,11 @@ from vtstore.stores.crypt.names import F_ZSTD, HEADER, OVERHEAD, VERSION, is_tag
 from vtstore.stores.vtd import PLAIN_ENTROPY
 from vtstore.stores.vtdio import sample_entropy  # None without the extension
 
+try:  # batch AES-256-GCM without the GIL (libcrypto); cryptography's AESGCM without it
+    from vtstore.stores.crypt import _cryptblocks
+except ImportError:  # pragma: no cover - an unbuilt checkout
+    _cryptblocks = None
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ARCHIVE_PREFIX", "ArchiveLineCodec", "CryptStore", "tag_class"]
@@ -94,7 +99,8 @@ class CryptStore(Store):
         self.key_file = None if key_file is None else str(key_file)
         self.compress = compress
         self.owns = owns
-        self._aead = AESGCM(key.subkey("block"))
+        self._block_key = key.subkey("block")
+        self._aead = AESGCM(self._block_key)
         self._name_key = key.subkey("name")
         self._codec = ArchiveLineCodec(key.subkey("archive"), key.key_id)
         self._archives: set[str] = set()
@@ -204,6 +210,9 @@ class CryptStore(Store):
             parts = [(0, data) for _, data in items]
         if tags is None:
             tags = [self.tag(h) for h, _ in items]
+        if _cryptblocks is not None:  # bytes the backend keeps without a copy
+            flags = bytes(f for f, _ in parts)
+            return _cryptblocks.seal_many(self._block_key, tags, flags, [p for _, p in parts])
         total = sum(len(p) for _, p in parts) + OVERHEAD * len(parts)
         loc = self._local
         arena = getattr(loc, "arena", None)
@@ -265,6 +274,12 @@ class CryptStore(Store):
         """`_decrypt` of a batch, the common case inline (the hot loop of
         reading); any block that is not plainly well-formed goes through
         `_decrypt`, which says what is wrong with it."""
+        if _cryptblocks is not None:
+            out = _cryptblocks.open_many(self._block_key, blobs, tags)
+            for i, (h, b, t, p) in enumerate(zip(hs, blobs, tags, out, strict=True)):
+                if type(p) is int or b[1] & F_ZSTD:
+                    out[i] = self._decrypt(h, b, t)  # compressed, or wrong: raises
+            return out
         dec = self._aead.decrypt
         out = []
         for h, b, t in zip(hs, blobs, tags, strict=True):
