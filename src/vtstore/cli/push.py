@@ -57,7 +57,12 @@ def _add_parser(sub, cmd: str, help_: str) -> None:
         help="append to a DST archive whose latest state belongs to another store",
     )
     p.add_argument(
-        "--batch", type=int, default=512, metavar="N", help="blocks per request (default 512)"
+        "--batch",
+        type=int,
+        default=512,
+        metavar="N",
+        help="blocks per add request (default 512); the walk asks DST about 8 times as many"
+        " per round trip",
     )
     p.add_argument(
         "--json",
@@ -116,6 +121,7 @@ class _Bar:
 class _Totals:
     def __init__(self):
         self.sent = self.bytes = self.present = self.subtrees = self.failed = 0
+        self.rounds = 0
         self.problems: list[str] = []
 
     def add(self, st: SyncStats, dry_run: bool = False) -> None:
@@ -124,6 +130,7 @@ class _Totals:
         self.present += st.present
         self.subtrees += st.subtrees_skipped
         self.failed += st.failed
+        self.rounds += st.rounds
         self.problems += st.problems
 
     def to_json(self, args, archives: list, elapsed: float) -> dict:
@@ -137,6 +144,7 @@ class _Totals:
             "present_blocks": self.present,
             "subtrees_skipped": self.subtrees,
             "failed_blocks": self.failed,
+            "walk_rounds": self.rounds,
             "archives": archives,
             "seconds": round(elapsed, 3),
             "problems": list(self.problems),
@@ -256,7 +264,8 @@ def _summary(args, t: _Totals, notes: list[str], elapsed: float) -> None:
     verb = "would send" if args.dry_run else "sent"
     print(
         f"{verb} {t.sent} blocks ({t.bytes:,} bytes), skipped {t.present} present"
-        f" ({t.subtrees} subtrees not walked), {t.failed} failed, in {elapsed:.2f} s"
+        f" ({t.subtrees} subtrees not walked), {t.failed} failed, {t.rounds} walk rounds,"
+        f" in {elapsed:.2f} s"
     )
     for n in notes:
         print(n)

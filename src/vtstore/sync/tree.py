@@ -1,8 +1,10 @@
 """Tree sync: copy everything reachable from dirents and blocks to another store.
 
-The walk goes top-down, one batch of blocks per round: a `contains_many` on the
-destination for each batch (one round trip for a network store), a
-`get_many` on the source for the interior blocks whose children it needs.  A
+The walk goes top-down, one batch of blocks per round (`WALK_ROUND_FACTOR`
+times the send batch, 4096 by default): a `contains_many` on the destination
+for each batch (one round trip for a network store, whose client pipelines
+its CONTAINS requests), a `get_many` on the source for the interior blocks
+whose children it needs.  A
 block the destination already holds ends the walk below it: its whole subtree
 is taken to be there too.  The blocks found missing are then sent bottom-up
 (children before parents, a post-order of the missing part of the DAG), in
@@ -43,8 +45,12 @@ from vtstore.errors import FormatError, MissingBlockError, VTError
 from vtstore.tree.dir import MAX_DIR_DATA, decode_dir_data, read_dir_data
 from vtstore.tree.dirent import Dirent
 
-#: how many blocks one round of the walk asks about, and one send batch holds at most
+#: how many blocks one send batch holds at most
 DEFAULT_BATCH = 512
+#: one round of the walk asks about this many times as many blocks: a round is a
+#: round trip to a remote destination (its CONTAINS requests are pipelined), so
+#: the walk of a tree whose directories changed costs few of them
+WALK_ROUND_FACTOR = 8
 #: one send batch holds at most this many octets
 BATCH_BYTES = 8 << 20
 #: interior blocks kept from the walk for the send (else fetched again)
@@ -65,6 +71,8 @@ class SyncStats:
     done: int = 0
     bytes_sent: int = 0
     checked: int = 0
+    #: rounds of the walk (each one `contains_many` on the destination)
+    rounds: int = 0
     present: int = 0
     subtrees_skipped: int = 0
     failed: int = 0
@@ -175,7 +183,8 @@ class TreeSync:
             self._report()
 
     def _walk_round(self) -> None:
-        items = [self._todo.popleft() for _ in range(min(self.batch, len(self._todo)))]
+        n = min(self.batch * WALK_ROUND_FACTOR, len(self._todo))
+        items = [self._todo.popleft() for _ in range(n)]
         ask: dict = {}  # hashcode -> first item naming it this round
         later: list = []  # (item, stored block) for the walk below, once answered
         for item in items:
@@ -209,6 +218,7 @@ class TreeSync:
             hcs = list(ask)
             answers = self.dst.contains_many(hcs)
             self.stats.checked += len(hcs)
+            self.stats.rounds += 1
             for h, there in zip(hcs, answers, strict=True):
                 pairs = ask[h]
                 (blk_item, blk) = pairs[0]
