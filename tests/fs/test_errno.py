@@ -197,7 +197,6 @@ def test_errno_matches_tmpfs(roots, what, call):
     assert outcome(call, mnt) == outcome(call, ref), what
 
 
-@pytest.mark.xfail(reason="hard links to non-files: issue 19 item 1, in progress")
 @pytest.mark.parametrize("what,call", LINK_SWEEP, ids=[w for w, _ in LINK_SWEEP])
 def test_links_of_every_type_match_tmpfs(roots, what, call):
     mnt, ref = roots

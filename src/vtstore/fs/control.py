@@ -11,7 +11,9 @@
   - `splice OFFSET REF [LENGTH]`: replace LENGTH octets (default 0: insert) at
     OFFSET with the content of block REF, by reference;
   - `crop START END`: keep only the octets `[START:END)`;
-  - `sync` (on any object): store everything and record the state now.
+  - `sync` (on any object): store everything and record the state now;
+- write `x-vt-archive-as` = `tar[=NAME]` on a directory: an archive-as view
+  (`views.py`); read it back; remove it with `setfattr -x`.
 
 Splice and crop cut leaves at the edges into sub-blocks, so they never read
 or store file data.  They are not listed by `listxattr`.
@@ -24,8 +26,10 @@ import time
 
 from vtstore.blocks import Block, SubBlock, top_block_of
 from vtstore.errors import FormatError
+from vtstore.fs import views
 from vtstore.fs.content import EMPTY
 from vtstore.fs.errors import FSError
+from vtstore.fs.nodes import ViewNode
 from vtstore.tree.dirent import T_DIR, T_FILE
 
 PREFIX = "x-vt-"
@@ -48,9 +52,11 @@ def get(fs, ino: int, name: str) -> bytes:
         import os
 
         return str(os.getpid()).encode()
+    if name == views.CONTROL:
+        return views.get(fs, node)
     if name != BLOCKREF:
         raise FSError(errno.ENODATA)
-    if node.type == T_FILE:
+    if node.type == T_FILE and not isinstance(node, ViewNode):
         return str(_committed_block(fs, node)).encode()
     if node.type == T_DIR:
         fs.sync()
@@ -106,9 +112,13 @@ def set(fs, ino: int, name: str, value: bytes) -> None:  # noqa: A001 - the xatt
         text = bytes(value).decode("utf-8")
     except UnicodeDecodeError:
         raise FSError(errno.EINVAL) from None
+    if name == views.CONTROL:
+        views.set_view(fs, ino, node, text)
+        return
     if name == BLOCKREF:
         if node.type != T_FILE:
             raise FSError(errno.EISDIR if node.type == T_DIR else errno.EINVAL)
+        fs._check_view(node)
         fs._check_append("setting content")
         block = _parse_block(text, fs)
         _committed_block(fs, node)
@@ -127,6 +137,7 @@ def set(fs, ino: int, name: str, value: bytes) -> None:  # noqa: A001 - the xatt
         return
     if node.type != T_FILE:
         raise FSError(errno.EINVAL, f"{op} needs a regular file")
+    fs._check_view(node)
     store = fs.store
     try:
         if op == "clone" and len(args) == 1:

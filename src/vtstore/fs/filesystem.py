@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from vtstore.errors import VTError
+from vtstore.fs import views
 from vtstore.fs.cache import CachingStore, NotCached, PeekStore, Prefetcher
 from vtstore.fs.content import ContentChunker, Layer
 from vtstore.fs.errors import FSError
@@ -32,6 +33,7 @@ from vtstore.fs.nodes import (
     Node,
     SpecialNode,
     SymlinkNode,
+    ViewNode,
     _group_name,
     _user_name,
     default_meta,
@@ -138,6 +140,8 @@ class FileSystem(Storing):
         # files of link groups outside a mounted sub-path changed by the last syncs,
         # by their path below the archive's top (Mount.sync writes them there)
         self.outside_changes: dict[tuple[str, ...], Dirent] = {}
+        self.view_nodes: dict[tuple[int, str], ViewNode] = {}  # archive-as views, views.py
+        self._outer_links = None
         self.closed = False
 
     # -- inode table ---------------------------------------------------------
@@ -239,10 +243,10 @@ class FileSystem(Storing):
         c = kids.get(name)
         if c is None or isinstance(c, Node):
             return c
-        if c.ino is not None and c.type in (T_FILE, T_HARDLINK):
+        if c.is_linked:
             gid, g = self.links.group_for(d, c.ino)
             if g is None:
-                if c.type == T_FILE:  # a file whose group lost its other names
+                if c.type != T_HARDLINK:  # an object whose group lost its other names
                     node = self._make_node(c)
                     node.parent = d
                     node.name = name
@@ -254,9 +258,7 @@ class FileSystem(Storing):
                 )
                 raise FSError(errno.EIO, f"hard link {name!r} to unknown group {c.ino}")
             if g.node is None:
-                e = g.entry
-                meta = e.meta if e.meta is not None else Meta(mode=0o644)
-                node = FileNode(meta, e.block, e)
+                node = self._make_node(g.entry)
                 node.gid = gid
                 node.dirty = False
                 g.node = node
@@ -357,6 +359,30 @@ class FileSystem(Storing):
             raise FSError(errno.EINVAL)
 
     @staticmethod
+    def _check_view(node: Node) -> None:
+        if isinstance(node, ViewNode):
+            raise FSError(errno.EPERM, "an archive-as view cannot be changed")
+
+    def _check_not_view(self, d: DirNode, name: str) -> None:
+        """A missing entry `name` of `d`: EPERM if it is a view, else ENOENT."""
+        if name in views.views_of(self, d):
+            raise FSError(errno.EPERM, "an archive-as view cannot be changed")
+        raise FSError(errno.ENOENT)
+
+    def outer_links(self):
+        """Hard-link groups of the whole stored tree, for views of its directories."""
+        if self.links.outer is not None:
+            return self.links.outer
+        top = self.root.synced
+        if top is None or top.block is None:
+            return None
+        if self._outer_links is None or self._outer_links.root != top:
+            from vtstore.tree.links import LinkResolver
+
+            self._outer_links = LinkResolver(top, self.store)
+        return self._outer_links
+
+    @staticmethod
     def _check_xattr_name(name: str) -> None:
         if not name.startswith(XATTR_NAMESPACES):
             raise FSError(errno.EOPNOTSUPP)
@@ -378,6 +404,8 @@ class FileSystem(Storing):
                 if len(fsenc(name)) > NAME_MAX:
                     raise FSError(errno.ENAMETOOLONG)
                 node = self._child(d, name)
+                if node is None:
+                    node = views.view_node(self, d, name)
                 if node is None:
                     raise FSError(errno.ENOENT)
             self._remember(node)
@@ -401,6 +429,7 @@ class FileSystem(Storing):
         with self.lock:
             node = self.node(ino)
             self._check_write()
+            self._check_view(node)
             now = _now()
             m = node.meta
             kw: dict = {}
@@ -505,13 +534,12 @@ class FileSystem(Storing):
             self._check_name(name)
             if node.type == T_DIR:
                 raise FSError(errno.EPERM)
+            self._check_view(node)
             if node.unlinked:
                 raise FSError(errno.ENOENT)
             kids = self.children(d)
             if name in kids:
                 raise FSError(errno.EEXIST)
-            if node.type != T_FILE:
-                raise FSError(errno.EPERM, "hard links are kept for regular files only")
             new_path = d.path() + (name,)
             if node.gid is None:
                 old_path = node.parent.path() + (node.name,)
@@ -547,7 +575,7 @@ class FileSystem(Storing):
         """Remove entry `name` of `d` (checks done by the caller)."""
         kids = self.children(d)
         c = kids[name]
-        if isinstance(c, Dirent) and c.ino is not None and c.type in (T_FILE, T_HARDLINK):
+        if isinstance(c, Dirent) and c.is_linked:
             c = self._child(d, name)  # a hard link: its group must hear of it
         del kids[name]
         if isinstance(c, Node):
@@ -581,7 +609,7 @@ class FileSystem(Storing):
             self._check_append("unlink")
             c = self.children(d).get(name)
             if c is None:
-                raise FSError(errno.ENOENT)
+                self._check_not_view(d, name)
             if c.type == T_DIR:
                 raise FSError(errno.EISDIR)
             self._detach(d, name)
@@ -603,6 +631,8 @@ class FileSystem(Storing):
                 raise FSError(errno.ENOTDIR)
             if not self._dir_empty(c):
                 raise FSError(errno.ENOTEMPTY)
+            if c.meta is not None and c.meta.xattr(views.ATTR) is not None:
+                d.views = None
             self._detach(d, name)
             self._touch_dir(d)
 
@@ -616,7 +646,7 @@ class FileSystem(Storing):
             skids = self.children(sd)
             dkids = self.children(dd)
             if old not in skids:
-                raise FSError(errno.ENOENT)
+                self._check_not_view(sd, old)
             src = self._child(sd, old)
             dst = self._child(dd, new) if new in dkids else None
             if flags & RENAME_EXCHANGE:
@@ -643,6 +673,9 @@ class FileSystem(Storing):
             now = _now()
             old_path = sd.path() + (old,)
             new_path = dd.path() + (new,)
+            for moving in (src, dst):
+                if moving is not None and moving.meta.xattr(views.ATTR) is not None:
+                    sd.views = dd.views = None  # a directory with a view moves or goes
             if flags & RENAME_EXCHANGE:
                 skids[old], dkids[new] = dst, src
                 self._moved(dst, sd, old, new_path, old_path)
@@ -687,6 +720,8 @@ class FileSystem(Storing):
                 raise FSError(errno.ENXIO)
             if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
                 self._check_write()
+                if isinstance(node, ViewNode):
+                    raise FSError(errno.EACCES, "an archive-as view is read-only")
             if flags & os.O_TRUNC and node.size and self.append_only:
                 self._check_append("truncation")
             fh = self._open_node(node, flags)
@@ -785,7 +820,9 @@ class FileSystem(Storing):
             d = self._dir(ino)
             if ino == ROOT_INO and self.refresh_root is not None:
                 self.refresh_root(self)
-            return self.handles.add(DirHandle(d, list(self.children(d))))
+            kids = self.children(d)
+            names = list(kids) + [n for n in views.views_of(self, d) if n not in kids]
+            return self.handles.add(DirHandle(d, names))
 
     def readdir(self, fh: int, start: int):
         """Entries from cookie `start`: `(name, attr, next_cookie, node)`.
@@ -807,10 +844,13 @@ class FileSystem(Storing):
             kids = self.children(d)
             for i in range(max(0, start - 2), len(h.names)):
                 name = h.names[i]
-                if name not in kids:
-                    continue
                 try:
-                    node = self._child(d, name)
+                    if name in kids:
+                        node = self._child(d, name)
+                    else:
+                        node = views.view_node(self, d, name)
+                        if node is None:
+                            continue
                 except FSError:  # a hard link whose file cannot be found (logged)
                     continue
                 self._assign(node)
@@ -848,6 +888,9 @@ class FileSystem(Storing):
         with self.lock:
             node = self.node(ino)
             self._check_write()
+            self._check_view(node)
+            if name == views.ATTR:
+                views.changed(node)
             xs = dict(node.meta.xattrs)
             xs[name] = bytes(value)
             kw: dict = {"xattrs": tuple(sorted(xs.items())), "ctime_ns": _now()}
@@ -861,10 +904,15 @@ class FileSystem(Storing):
             return [n for n, _ in self.node(ino).meta.xattrs]
 
     def removexattr(self, ino: int, name: str) -> None:
+        if name == views.CONTROL:
+            name = views.ATTR
         self._check_xattr_name(name)
         with self.lock:
             node = self.node(ino)
             self._check_write()
+            self._check_view(node)
+            if name == views.ATTR:
+                views.changed(node)
             xs = dict(node.meta.xattrs)
             if name not in xs:
                 raise FSError(errno.ENODATA)

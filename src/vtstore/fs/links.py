@@ -1,22 +1,25 @@
 """The persistent hard-link table of a mounted tree.
 
-In the tree a hard-linked file looks exactly as `vt pack` writes it, so
+In the tree a hard-linked object looks exactly as `vt pack` writes it, so
 `vt unpack` and every other reader restore it: the name first in walk order is
-a file dirent with `ino=GID` holding the content and metadata, every other
-name a hard-link dirent with `ino=GID`.  Finding the content of a hard-link
+a dirent of the object's type (file, symlink, device, fifo, socket) with
+`ino=GID` holding the content and metadata, every other name a hard-link
+dirent with `ino=GID`.  Finding the content of a hard-link
 dirent from there would need a walk of the whole tree, so the mount also keeps
 a table, stored with the tree (in the `ext` field of the mounted directory's
 dirent, see docs/FILESYSTEM.md):
 
-    ext    := "VTFS" varint(version = 1) field*
+    ext    := "VTFS" varint(version = 2) field*
     field  := varint(tag) lbytes(value)
     tag 1  : blockref of the table directory
     tag 2  : varint(next group id)
     tag 3  : varint(number of groups)
 
 The table directory holds one sub-directory ("bucket") per 1024 group ids,
-named by `gid >> 10` in hex, and in it one file dirent per group, named by the
-gid in hex: its metadata and content block, `ino=GID`, and in its `ext` the
+named by `gid >> 10` in hex, and in it one dirent per group, named by the gid
+in hex: the group's object (a file with its content block, a symlink with its
+target, a device with its numbers, a fifo or socket; version 1 tables hold
+files only), `ino=GID`, and in its `ext` the
 group's names as `lbytes(path)*` (paths relative to the mounted directory,
 components joined by `/`).  Buckets are loaded on demand and only changed
 buckets are re-encoded, so a lookup costs two small directory reads and an
@@ -39,7 +42,7 @@ import logging
 
 from vtstore.errors import VTError
 from vtstore.tree.dir import dir_entries, make_dir
-from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent
+from vtstore.tree.dirent import T_DIR, T_HARDLINK, Dirent
 from vtstore.tree.links import (  # the table's format lives with the tree (readers use it)
     BUCKET_BITS,
     EXT_MAGIC,
@@ -148,13 +151,13 @@ class LinkTable:
         found: dict[int, LinkGroup] = {}
         # an unreadable directory is skipped (its groups stay unknown), told to on_error
         for path, e in iter_tree(self._root, self.store, self._unreadable):
-            if e.ino is None or e.type not in (T_FILE, T_HARDLINK) or not path:
+            if not e.is_linked or not path:
                 continue
             g = found.get(e.ino)
             if g is None:
                 g = found[e.ino] = LinkGroup(e.ino, set())
             g.paths.add(path)
-            if e.type == T_FILE and g.entry is None:
+            if e.type != T_HARDLINK and g.entry is None:
                 g.entry = e
         for gid, g in found.items():
             if g.entry is None and self.outer is not None:
@@ -250,9 +253,9 @@ class LinkTable:
     def entry_of(self, g: LinkGroup) -> Dirent:
         name = f"{g.gid:x}"
         if g.node is not None:
-            d = Dirent(T_FILE, name=name, meta=g.node.meta, block=g.node.block, ino=g.gid)
+            d = g.node.group_dirent(name)
         else:
-            d = g.entry.with_changes(name=name, type=T_FILE)
+            d = g.entry.with_changes(name=name)
         return d.with_changes(ext=encode_paths(g.paths))
 
     def encode_ext(self, old_ext: bytes | None) -> bytes | None:

@@ -123,8 +123,21 @@ class Node:
             return replace(self.orig, name=name, meta=self.meta)
         return Dirent(self.type, name=name, meta=self.meta)
 
+    def with_object(self, d: Dirent) -> Dirent:
+        """`d` with this node's type-specific fields (content, target, device)."""
+        return d
+
+    def group_dirent(self, name: str) -> Dirent:
+        """The dirent of a hard-linked node's first name (and of its table entry).
+
+        Made afresh: `orig` may be a table entry, whose `ext` holds the names.
+        """
+        return self.with_object(Dirent(self.type, name=name, meta=self.meta, ino=self.gid))
+
     def to_dirent(self, name: str, fs) -> Dirent:
-        return self.base_dirent(name)
+        if self.gid is not None:
+            return self.group_dirent(name)
+        return self.with_object(self.base_dirent(name))
 
 
 def IFMT_of(node: Node) -> int:
@@ -165,22 +178,27 @@ class FileNode(Node):
             self.top = Layer(base, self.size, scratch_dir)
         return self.top
 
-    def to_dirent(self, name: str, fs) -> Dirent:
-        if self.gid is not None:  # the group's file dirent (see links.py)
-            return Dirent(T_FILE, name=name, meta=self.meta, block=self.block, ino=self.gid)
-        return replace(self.base_dirent(name), block=self.block)
+    def with_object(self, d: Dirent) -> Dirent:
+        return replace(d, block=self.block)
 
 
 class DirNode(Node):
-    """A directory: `children` is None until loaded from `orig`."""
+    """A directory: `children` is None until loaded from `orig`.
 
-    __slots__ = ("children", "cached", "salt")
+    `synced` is its dirent as last stored (what its archive-as views show);
+    `views` the archive-as views among its entries, by name (None: not yet
+    looked at, see `FileSystem.views`).
+    """
+
+    __slots__ = ("children", "cached", "salt", "synced", "views")
 
     def __init__(self, meta: Meta, orig: Dirent | None = None):
         super().__init__(T_DIR, meta, orig)
         self.salt: bytes | None = None
         self.children: dict | None = None if orig is not None else {}
         self.cached: Dirent | None = orig
+        self.synced: Dirent | None = orig
+        self.views: dict | None = None
 
     def path(self) -> tuple[str, ...]:
         parts = []
@@ -207,6 +225,22 @@ class DirNode(Node):
         return fs.encode_dir(self, name)
 
 
+class ViewNode(FileNode):
+    """A read-only file made from a directory (an archive-as view, `fs/views.py`).
+
+    Its `block` is the view (a `tree.tarview.TarView`: `span`, `read`,
+    `slices`); it is not an entry of its directory and is never stored.
+    """
+
+    __slots__ = ("source",)
+
+    def __init__(self, meta: Meta, view, source: Dirent):
+        super().__init__(meta, None, None)
+        self.block = view
+        self.source = source  # the directory dirent the view was made from
+        self.dirty = False
+
+
 class SymlinkNode(Node):
     """A symbolic link."""
 
@@ -220,8 +254,8 @@ class SymlinkNode(Node):
     def size(self) -> int:
         return len(self.target.encode("utf-8", "surrogateescape"))
 
-    def to_dirent(self, name: str, fs) -> Dirent:
-        return replace(self.base_dirent(name), target=self.target)
+    def with_object(self, d: Dirent) -> Dirent:
+        return replace(d, target=self.target)
 
 
 class SpecialNode(Node):
@@ -240,8 +274,8 @@ class SpecialNode(Node):
             return 0
         return os.makedev(self.rdev_tuple[1], self.rdev_tuple[2])
 
-    def to_dirent(self, name: str, fs) -> Dirent:
-        return replace(self.base_dirent(name), rdev=self.rdev_tuple)
+    def with_object(self, d: Dirent) -> Dirent:
+        return replace(d, rdev=self.rdev_tuple)
 
 
 def default_meta(mode: int, uid: int, gid: int, now: int | None = None) -> Meta:

@@ -22,8 +22,6 @@ from vtstore.fs.nodes import (
 from vtstore.tree.dir import make_dir
 from vtstore.tree.dirent import (
     T_DIR,
-    T_FILE,
-    T_HARDLINK,
     Dirent,
     HardLinkDirent,
 )
@@ -137,7 +135,7 @@ class Storing:
         dpath = d.path() if flt is not None else ()
         for cname, c in kids.items():
             if isinstance(c, Dirent):
-                if c.ino is not None and c.type in (T_FILE, T_HARDLINK) and c.ino in links.changed:
+                if c.is_linked and c.ino in links.changed:
                     c = self._child(d, cname)
                 else:
                     entries.append(c if c.name == cname else c.renamed(cname))
@@ -170,7 +168,7 @@ class Storing:
         out = make_dir(
             entries, self.store, name=name, meta=d.meta, salt=getattr(d, "salt", None), **kw
         )
-        d.cached = out
+        d.cached = d.synced = out
         d.dirty = False
         return out
 

@@ -69,6 +69,13 @@ F_INO = 7
 F_RDEV = 8
 F_EXT = 9
 
+#: the types that can head a hard-link group (the group's first name in walk
+#: order carries `ino=G` and the object; every later name is a T_HARDLINK).
+#: Files only in link-group format 1; every non-directory since format 2.
+GROUP_TYPES = frozenset((T_FILE, T_SYMLINK, T_DEVICE, T_FIFO, T_SOCKET))
+#: the types that are names of a hard-link group when they carry an `ino`
+LINKED_TYPES = GROUP_TYPES | {T_HARDLINK}
+
 #: hard-link group numbers are below 2**64
 MAX_INO = (1 << 64) - 1
 #: device major and minor numbers are below 2**32 (Linux's dev_t halves)
@@ -140,6 +147,11 @@ class Dirent:
     @property
     def is_symlink(self) -> bool:
         return self.type == T_SYMLINK
+
+    @property
+    def is_linked(self) -> bool:
+        """Whether this dirent is one name of a hard-link group."""
+        return self.ino is not None and self.type in LINKED_TYPES
 
     @property
     def size(self) -> int:

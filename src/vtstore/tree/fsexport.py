@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from vtstore.errors import FormatError, VTError
 from vtstore.tree.dirent import (
+    GROUP_TYPES,
     T_DEVICE,
     T_DIR,
     T_FIFO,
@@ -352,6 +353,8 @@ class Exporter:
         if t == T_DEVICE and self.safe:
             self.stats.unsafe_skipped += 1
             log.info("%s: device node not created (safe)", _shown(rel))
+            if e.ino is not None:
+                self._links.setdefault(e.ino, None)  # its other names are skipped too
             return
         replace = False
         if self.resume:
@@ -360,7 +363,7 @@ class Exporter:
                 if self._matches(st, dfd, name, e):
                     self.stats.skipped += 1
                     self._count(e)
-                    if t == T_FILE and e.ino is not None:
+                    if e.ino is not None:
                         self._links.setdefault(e.ino, (rel, False))
                     return
                 if statmod.S_ISDIR(st.st_mode):
@@ -387,6 +390,8 @@ class Exporter:
                 os.mknod(name, perm | ftype, os.makedev(major, minor), dir_fd=dfd)
         self._apply_meta(None, (dfd, name), e)
         self._count(e)
+        if e.ino is not None:  # the first name of a link group of a non-file
+            self._links.setdefault(e.ino, (rel, False))
 
     def _count(self, e: Dirent) -> None:
         if e.type in (T_FILE, T_HARDLINK):
@@ -479,10 +484,13 @@ class Exporter:
         return bad, lost
 
     def _hardlink(self, dfd: int, name: bytes, e: Dirent, rel) -> None:
+        if e.ino in self._links and self._links[e.ino] is None:
+            self.stats.unsafe_skipped += 1  # another name of a device left out (safe)
+            return
         src = self._links.get(e.ino)
         if src is None:
             first = self.resolver.resolve(e.ino) if self.resolver is not None else None
-            if first is None or first.type != T_FILE:
+            if first is None or first.type not in GROUP_TYPES:
                 raise FormatError(
                     f"hard link {e.name!r} to inode group {e.ino} which no earlier file has"
                 )

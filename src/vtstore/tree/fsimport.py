@@ -276,23 +276,27 @@ class Importer:
         mode = st.st_mode
         xattrs = read_xattrs(path)
         meta = meta_of(st, xattrs)
-        if statmod.S_ISREG(mode):
-            if st.st_nlink > 1:
-                key = (st.st_dev, st.st_ino)
-                gid = self._inodes.get(key)
-                if gid is not None:
-                    with self.stats.lock:
+        gid = None
+        if st.st_nlink > 1:
+            # any non-directory may have several names: the first in walk order
+            # carries the object and ino=GID, later ones are hard-link dirents
+            key = (st.st_dev, st.st_ino)
+            gid = self._inodes.get(key)
+            if gid is not None:
+                with self.stats.lock:
+                    if statmod.S_ISREG(mode):
                         self.stats.files += 1
-                    return Dirent(T_HARDLINK, name=name, ino=gid)
-                gid = self._inodes[key] = len(self._inodes) + 1
-            else:
-                gid = None
+                    else:
+                        self.stats.others += 1
+                return Dirent(T_HARDLINK, name=name, ino=gid)
+            gid = self._inodes[key] = len(self._inodes) + 1
+        if statmod.S_ISREG(mode):
             return self._file(path, name, st, meta, gid, previous)
         with self.stats.lock:
             self.stats.others += 1
         if statmod.S_ISLNK(mode):
             target = fsdec(os.readlink(os.fsencode(path)))
-            return Dirent(T_SYMLINK, name=name, meta=meta, target=target)
+            return Dirent(T_SYMLINK, name=name, meta=meta, target=target, ino=gid)
         if statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode):
             kind = "c" if statmod.S_ISCHR(mode) else "b"
             return Dirent(
@@ -300,11 +304,12 @@ class Importer:
                 name=name,
                 meta=meta,
                 rdev=(kind, os.major(st.st_rdev), os.minor(st.st_rdev)),
+                ino=gid,
             )
         if statmod.S_ISFIFO(mode):
-            return Dirent(T_FIFO, name=name, meta=meta)
+            return Dirent(T_FIFO, name=name, meta=meta, ino=gid)
         if statmod.S_ISSOCK(mode):
-            return Dirent(T_SOCKET, name=name, meta=meta)
+            return Dirent(T_SOCKET, name=name, meta=meta, ino=gid)
         raise OSError(f"unsupported file type {statmod.S_IFMT(mode):o}")
 
     def _file(self, path, name, st, meta, gid, previous: EncodedEntry | None):

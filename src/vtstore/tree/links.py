@@ -1,8 +1,11 @@
-"""Finding the file of a hard-link group anywhere in a tree.
+"""Finding the first name of a hard-link group anywhere in a tree.
 
-A hard-linked file is stored once: the name first in walk order is a file
-dirent with `ino=GID` carrying content and metadata, every other name a
-hard-link dirent with the same `ino` and nothing else (see `tree/fsimport.py`).
+A hard-linked object is stored once: the name first in walk order is a dirent
+of the object's type (file, symlink, device, fifo or socket: `GROUP_TYPES`)
+with `ino=GID` carrying content and metadata, every other name a hard-link
+dirent with the same `ino` and nothing else (see `tree/fsimport.py`).  Link
+groups of format 1 (table version 1) were files only; format 2 allows every
+non-directory, and both are read.
 A reader of a subtree (`vt cat X.vt/b/g`, `unpack X.vt/b`, `mount X.vt/b`, a
 state of the history view) can meet a hard-link dirent whose file lies outside
 what it reads.  `LinkResolver` answers "which file dirent is group GID?" for a
@@ -31,7 +34,7 @@ from vtstore.blocks import decode_blockref
 from vtstore.codec import Reader, encode_bytes, encode_varint
 from vtstore.errors import FormatError, VTError
 from vtstore.tree.dir import dir_entries, resolve, walk
-from vtstore.tree.dirent import T_DIR, T_FILE, T_HARDLINK, Dirent, fsdec, fsenc
+from vtstore.tree.dirent import GROUP_TYPES, T_DIR, T_HARDLINK, Dirent, fsdec, fsenc
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,10 @@ __all__ = ["LinkResolver", "iter_tree"]
 # -- the table a mount keeps in its top dirent's ext (see fs/links.py) --------
 
 EXT_MAGIC = b"VTFS"
-EXT_VERSION = 1
+# version 2: a group's entry may be any non-directory (version 1: files only);
+# a reader of version 1 refuses 2 and walks the tree instead
+EXT_VERSION = 2
+EXT_VERSIONS = (1, 2)
 TAG_TABLE = 1
 TAG_NEXT = 2
 TAG_COUNT = 3
@@ -62,7 +68,7 @@ def decode_ext(ext: bytes | None):
     if not ext or not ext.startswith(EXT_MAGIC):
         return None
     r = Reader(ext[len(EXT_MAGIC) :])
-    if r.varint() != EXT_VERSION:
+    if r.varint() not in EXT_VERSIONS:
         raise FormatError("unknown vtfs ext version")
     block, nxt, count = None, 1, 0
     while not r.at_end():
@@ -139,10 +145,11 @@ def iter_tree(
 
 
 class LinkResolver:
-    """The file dirent of each hard-link group of the tree under `root`.
+    """The first-name dirent of each hard-link group of the tree under `root`.
 
-    `resolve(ino)` returns the group's file dirent (named as it is in the
-    tree), or None if the tree has no file of that group.  `path_of(ino)`
+    `resolve(ino)` returns the group's dirent (a file, symlink, device, fifo
+    or socket named as it is in the tree), or None if the tree has no such
+    dirent of that group.  `path_of(ino)`
     gives where that file is (path parts below `root`), when the walk found
     it.  Safe to share between readers of one tree; not thread-safe.
     """
@@ -164,7 +171,7 @@ class LinkResolver:
         return f"<LinkResolver {state}>"
 
     def resolve(self, ino: int) -> Dirent | None:
-        """The T_FILE dirent holding the content and metadata of group `ino`."""
+        """The dirent holding the object and metadata of group `ino` (its first name)."""
         if ino is None:
             return None
         d = self._files.get(ino)
@@ -233,7 +240,7 @@ class LinkResolver:
             d = resolve(self.root, "/".join(primary), self.store)
         except (VTError, KeyError):
             d = None
-        if d is None or d.type != T_FILE or d.ino != ino:
+        if d is None or d.type not in GROUP_TYPES or d.ino != ino:
             log.warning("the tree's link table is out of date (group %d): walking instead", ino)
             self._table = None
             return None
@@ -251,7 +258,7 @@ class LinkResolver:
         for path, e in self._walk:
             if e.ino is not None and e.ino > self._max_ino:
                 self._max_ino = e.ino
-            if e.type == T_FILE and e.ino is not None and e.ino not in self._files:
+            if e.type in GROUP_TYPES and e.ino is not None and e.ino not in self._files:
                 self._files[e.ino] = e
                 self._paths[e.ino] = path
                 if e.ino == ino:

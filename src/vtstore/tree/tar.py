@@ -16,7 +16,16 @@ import tarfile
 from collections.abc import Iterator
 
 from vtstore.tree.dir import walk
-from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_FILE, T_HARDLINK, T_SOCKET, T_SYMLINK
+from vtstore.tree.dirent import (
+    GROUP_TYPES,
+    T_DEVICE,
+    T_DIR,
+    T_FIFO,
+    T_FILE,
+    T_HARDLINK,
+    T_SOCKET,
+    T_SYMLINK,
+)
 from vtstore.tree.fsexport import ExportStats
 from vtstore.tree.salvage import (
     BAD,
@@ -144,6 +153,82 @@ def walk_past_damage(root, store, stats: ExportStats, filters=None) -> Iterator[
     return walk(root, store, entries=entries_of)
 
 
+def tar_members(
+    root,
+    store,
+    stats: ExportStats,
+    *,
+    links=None,
+    max_files: int | None = None,
+    max_size: int | None = None,
+    filters=None,
+) -> Iterator[tuple[tarfile.TarInfo, object]]:
+    """The members of the tar of the tree under `root`, in walk order.
+
+    Yields `(TarInfo, dirent)` for a regular file (its content, `dirent.block`,
+    follows the header) and `(TarInfo, None)` for every other member; counts
+    them in `stats`.  The one place that decides what a tree is as tar: both
+    `write_tar` and the mount's tar view (`tree.tarview`) are made from it.
+    Arguments as for `write_tar`.
+    """
+    seen: dict[int, str] = {}
+    if filters is not None and links is None and root.is_dir:
+        from vtstore.tree.links import LinkResolver
+
+        links = LinkResolver(root, store)  # a group's first name may be left out
+    for path, e in walk_past_damage(root, store, stats, filters):
+        if max_files is not None and stats.entries >= max_files:
+            raise LimitError(f"more than {max_files:,} entries exported (--max-files)")
+        t = e.type
+        if t == T_HARDLINK and e.ino not in seen and links is not None:
+            first = links.resolve(e.ino)
+            if first is not None and first.type in GROUP_TYPES:
+                e, t = first.with_changes(name=e.name, ino=e.ino), first.type
+        if e.ino is not None and t in GROUP_TYPES and t != T_SOCKET:
+            seen.setdefault(e.ino, path)  # later names of the group link to this one
+        ti = _info(path, e)
+        if t == T_DIR:
+            ti.type = tarfile.DIRTYPE
+            yield ti, None
+            stats.dirs += 1
+        elif t == T_FILE:
+            if max_size is not None and stats.bytes + e.size > max_size:
+                raise LimitError(f"{path}: exporting it would pass {max_size:,} bytes (--max-size)")
+            ti.type = tarfile.REGTYPE
+            ti.size = e.size
+            yield ti, e
+            stats.files += 1
+            stats.bytes += e.size
+        elif t == T_HARDLINK:
+            target = seen.get(e.ino)
+            if target is None:
+                msg = f"{path}: hard link to an unknown inode group {e.ino}, skipped"
+                log.warning("%s", msg)
+                stats.errors.append(msg)
+                continue
+            ti.type = tarfile.LNKTYPE
+            ti.linkname = target
+            yield ti, None
+            stats.files += 1
+        elif t == T_SYMLINK:
+            ti.type = tarfile.SYMTYPE
+            ti.linkname = e.target or ""
+            yield ti, None
+            stats.others += 1
+        elif t == T_FIFO:
+            ti.type = tarfile.FIFOTYPE
+            yield ti, None
+            stats.others += 1
+        elif t == T_DEVICE:
+            kind, major, minor = e.rdev
+            ti.type = tarfile.CHRTYPE if kind == "c" else tarfile.BLKTYPE
+            ti.devmajor, ti.devminor = major, minor
+            yield ti, None
+            stats.others += 1
+        elif t == T_SOCKET:
+            log.warning("%s: sockets cannot be stored in tar, skipped", path)
+
+
 def write_tar(
     root,
     store,
@@ -169,7 +254,6 @@ def write_tar(
     stats = ExportStats()
     if max_files is not None or max_size is not None:
         tree_totals(root, store, max_files, max_size)
-    seen: dict[int, str] = {}
     with tarfile.open(
         fileobj=fileobj,
         mode="w|",
@@ -177,65 +261,22 @@ def write_tar(
         encoding="utf-8",
         errors="surrogateescape",
     ) as tf:
-        if filters is not None and links is None and root.is_dir:
-            from vtstore.tree.links import LinkResolver
-
-            links = LinkResolver(root, store)  # a group's first name may be left out
-        for path, e in walk_past_damage(root, store, stats, filters):
-            if max_files is not None and stats.entries >= max_files:
-                raise LimitError(f"more than {max_files:,} entries exported (--max-files)")
-            t = e.type
-            if t == T_HARDLINK and e.ino not in seen and links is not None:
-                first = links.resolve(e.ino)
-                if first is not None and first.type == T_FILE:
-                    e, t = first.with_changes(name=e.name, ino=e.ino), T_FILE
-            ti = _info(path, e)
-            if t == T_DIR:
-                ti.type = tarfile.DIRTYPE
+        members = tar_members(
+            root,
+            store,
+            stats,
+            links=links,
+            max_files=max_files,
+            max_size=max_size,
+            filters=filters,
+        )
+        for ti, e in members:
+            if e is None:
                 tf.addfile(ti)
-                stats.dirs += 1
-            elif t == T_FILE:
-                if max_size is not None and stats.bytes + e.size > max_size:
-                    raise LimitError(
-                        f"{path}: exporting it would pass {max_size:,} bytes (--max-size)"
-                    )
-                ti.type = tarfile.REGTYPE
-                ti.size = e.size
-                if e.ino is not None:
-                    seen.setdefault(e.ino, path)
-                reader = BlockReader(e.block, store)
-                tf.addfile(ti, io.BufferedReader(reader, 1 << 20))
-                if reader.bad:
-                    log.warning("%s is damaged: %s", path, "; ".join(reader.bad[:3]))
-                    stats.damaged.append(Damage(path, reader.bad, lost_bytes=reader.lost))
-                stats.files += 1
-                stats.bytes += e.size
-            elif t == T_HARDLINK:
-                target = seen.get(e.ino)
-                if target is None:
-                    msg = f"{path}: hard link to an unknown inode group {e.ino}, skipped"
-                    log.warning("%s", msg)
-                    stats.errors.append(msg)
-                    continue
-                ti.type = tarfile.LNKTYPE
-                ti.linkname = target
-                tf.addfile(ti)
-                stats.files += 1
-            elif t == T_SYMLINK:
-                ti.type = tarfile.SYMTYPE
-                ti.linkname = e.target or ""
-                tf.addfile(ti)
-                stats.others += 1
-            elif t == T_FIFO:
-                ti.type = tarfile.FIFOTYPE
-                tf.addfile(ti)
-                stats.others += 1
-            elif t == T_DEVICE:
-                kind, major, minor = e.rdev
-                ti.type = tarfile.CHRTYPE if kind == "c" else tarfile.BLKTYPE
-                ti.devmajor, ti.devminor = major, minor
-                tf.addfile(ti)
-                stats.others += 1
-            elif t == T_SOCKET:
-                log.warning("%s: sockets cannot be stored in tar, skipped", path)
+                continue
+            reader = BlockReader(e.block, store)
+            tf.addfile(ti, io.BufferedReader(reader, 1 << 20))
+            if reader.bad:
+                log.warning("%s is damaged: %s", ti.name, "; ".join(reader.bad[:3]))
+                stats.damaged.append(Damage(ti.name, reader.bad, lost_bytes=reader.lost))
     return stats
