@@ -301,15 +301,13 @@ def time_limit(text: str) -> float | None:
     if m is None:
         return None
     iso = m["d"] + "T" + (m["hm"] or "00:00") + ":" + (m["s"] or "00") + (m["f"] or "")
-    try:
-        dt = datetime.datetime.fromisoformat(iso)
+    tz = m["tz"]
+    try:  # a day, hour or offset out of range
+        dt = datetime.datetime.fromisoformat(iso + (tz if tz and tz != "Z" else ""))
     except ValueError:
         raise StateNotFoundError(f"@{text}: not a date and time") from None
-    tz = m["tz"]
     if tz == "Z":
         dt = dt.replace(tzinfo=datetime.UTC)
-    elif tz:
-        dt = datetime.datetime.fromisoformat(iso + tz)
     if m["f"]:
         step = datetime.timedelta(microseconds=1)
     elif m["s"]:
@@ -318,7 +316,10 @@ def time_limit(text: str) -> float | None:
         step = datetime.timedelta(minutes=1)
     else:
         step = datetime.timedelta(days=1)
-    return (dt + step).timestamp()  # naive: local time, as mktime would take it
+    try:
+        return (dt + step).timestamp()  # naive: local time, as mktime would take it
+    except (OverflowError, OSError, ValueError):  # the end of 9999-12-31: after every state
+        return float(MAX_WHEN) + 1
 
 
 def select_state(entries: list[ArchiveEntry], selector: str, where: str = "") -> ArchiveEntry:

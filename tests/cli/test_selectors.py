@@ -193,6 +193,10 @@ def test_select_state_edges():
         "%Y-%m-%dT%H:%M:%S+00:00"
     )
     assert select_state(es, offset, "x.vt") is es[1]
+    # found by the fuzzer: the end of year 9999, an offset of a day or more
+    assert select_state(es, "9999-12-31", "x.vt") is es[-1]
+    with pytest.raises(StateNotFoundError, match="not a date"):
+        select_state(es, "2025-12-01T10:00+25:30", "x.vt")
 
 
 @pytest.mark.skipif(not __import__("os").path.exists("/dev/fuse"), reason="no FUSE")
