@@ -13,6 +13,9 @@ copy into an empty destination:
 
 - `vt push SRC unix:SOCK [default]t` (a `vt serve` on a fresh datadir);
 - `vt push SRC '|ssh root@127.0.0.1 vt -S DIR serve -' [default]t`;
+- (second round only) the unix: push again into a copy of the first push's
+  datadir through a relay adding --rtt-ms of round-trip time (the walk's
+  round trips then show);
 - `restic -r DST copy --from-repo SRC` (DST made with --copy-chunker-params),
   and the same into an sftp: repository over the same ssh;
 - `rsync -a SRC/ DST/` of the datadir, and `rsync -a -e ssh` to the same sshd.
@@ -44,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "net"))
 
 from sshd import Sshd, available  # noqa: E402 (tests/net/sshd.py)
+
+from bench_store_sync import DelayRelay  # noqa: E402 (beside this file)
 
 
 def _size(text: str) -> int:
@@ -119,11 +124,11 @@ def change(paths: list[Path], fraction: float, seed: int = 2) -> int:
 class Server:
     """`vt serve` of a fresh datadir on a UNIX socket."""
 
-    def __init__(self, tmp: Path, store: Path):
-        ready = tmp / "ready"
+    def __init__(self, tmp: Path, store: Path, name: str = "s"):
+        ready = tmp / f"ready-{name}"
         self.proc = subprocess.Popen(
             [*VT, "-q", "-S", str(store), "serve", "--insecure-no-auth",
-             "--ready-file", str(ready), f"unix:{tmp}/s.sock"],
+             "--ready-file", str(ready), f"unix:{tmp}/{name}.sock"],
             stdin=subprocess.DEVNULL, env=ENV,
         )  # fmt: skip
         while not ready.exists():
@@ -147,6 +152,12 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=30000, help="files in the tree (default 30000)")
     ap.add_argument("--change", type=float, default=0.02, help="fraction rewritten (0.02)")
     ap.add_argument("--no-ssh", action="store_true", help="skip the copies over ssh")
+    ap.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=20.0,
+        help="also the second push over a relay adding this round-trip time (0: not)",
+    )
     ap.add_argument("--no-restic", action="store_true", help="skip restic")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
@@ -196,8 +207,21 @@ def main() -> int:
             if use_restic:
                 tm = timed(["restic", "-q", "-r", str(rsrc), "backup", str(tree)])
                 row(rnd, "restic backup (not a copy)", tm)
+            if rnd == 2 and args.rtt_ms:
+                # the same push into a copy of the first push's datadir, through
+                # a relay that delays each direction by half the round-trip time
+                far = Server(tmp, tmp / "dst-rtt", "far")
+                relay = DelayRelay(f"{tmp}/relay.sock", f"{tmp}/far.sock", args.rtt_ms / 2000)
+                try:
+                    tm = timed([*VT, "push", str(src), f"unix:{tmp}/relay.sock", "[default]t"], far)
+                finally:
+                    relay.close()
+                    far.stop()
+                row(rnd, f"vt push unix: +{args.rtt_ms:g} ms RTT", tm, push_detail(tm[2]))
             tm = timed([*VT, "push", str(src), server.spec, "[default]t"], server)
             row(rnd, "vt push unix:", tm, push_detail(tm[2]))
+            if rnd == 1 and args.rtt_ms:
+                run(["cp", "-a", str(tmp / "dst-unix"), str(tmp / "dst-rtt")])
             if sshd:
                 tm = timed([*VT, "push", str(src), ssh_spec, "[default]t"])
                 row(rnd, "vt push |ssh", tm, push_detail(tm[2]))
@@ -230,15 +254,15 @@ def main() -> int:
         f"\n{datetime.date.today()}, commit {commit}, {os.cpu_count()} CPUs;"
         f" tree: {size / 2**20:.0f} MiB in {args.files} files, {args.change:.0%} changed"
     )
+    first = {r["step"]: r for r in rows if r["round"] == 1}
     second = {r["step"]: r for r in rows if r["round"] == 2}
+    none = {"seconds": 0, "cpu": 0}
     print(f"{'step':32} {'1st s':>7} {'cpu':>6} {'2nd s':>7} {'cpu':>6}")
-    for r in rows:
-        if r["round"] == 1:
-            r2 = second.get(r["step"], {"seconds": 0, "cpu": 0})
-            print(
-                f"{r['step']:32} {r['seconds']:7.2f} {r['cpu']:6.2f}"
-                f" {r2['seconds']:7.2f} {r2['cpu']:6.2f}"
-            )
+    for step in dict.fromkeys(r["step"] for r in rows):
+        r1, r2 = first.get(step, none), second.get(step, none)
+        print(
+            f"{step:32} {r1['seconds']:7.2f} {r1['cpu']:6.2f} {r2['seconds']:7.2f} {r2['cpu']:6.2f}"
+        )
     for push, peer in (
         ("vt push unix:", "rsync -a datadir (local)"),
         ("vt push |ssh", "rsync -a datadir (ssh)"),
