@@ -160,6 +160,13 @@ CASES = [
     ("plus-minus-prefix", [("-", "+ core"), ("+", "- *.txt")]),
     ("deep-anchored-double", [("-", "/a/**/core")]),
     ("star-only-top", [("+", "/*"), ("-", "*")]),
+    # the manual's anchored forms: "- /foo/*/bar", "- /foo/**/bar"
+    ("anchored-infix-star", [("-", "/foo/*/bar")]),
+    ("anchored-infix-double", [("-", "/foo/**/bar")]),
+    # one user's home only, the rest of /home left out
+    ("one-home", [("+", "/home/"), ("+", "/home/user/"), ("-", "/home/*")]),
+    ("dir-contents-only", [("-", "/some/*"), ("+", "*/")]),
+    ("this-file-will-not-be-found", [("+", "/some/path/this-file-is-found"), ("-", "*")]),
 ]
 
 
