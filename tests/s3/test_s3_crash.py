@@ -101,8 +101,9 @@ def test_two_writers_at_once_both_land(tmp_path, weed, prefix, layout, vt_env):
         if layout == "packs":
             rep = s.fsck()
             assert rep.ok, rep.lines()
-            # batch 0 was written by both: twice in packs, once in the index
-            assert rep.index_entries == len(distinct) + 200
+            # batch 0 was written by both: twice in packs unless a writer saw
+            # the other's index objects at its open
+            assert len(distinct) <= rep.index_entries <= len(distinct) + 200
 
 
 def test_vt_pack_killed_mid_upload_then_packed_again(tmp_path, s3_env, weed, prefix):

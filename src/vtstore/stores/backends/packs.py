@@ -188,8 +188,10 @@ class PackStore(LayoutStore):
         self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
         self._lock = threading.RLock()  # the spool being written
         self._slock = threading.Lock()  # `_spooled`
+        self._ilock = threading.Lock()  # a pack moving from `_spooled` to the index
         self._frames = FrameCache(read_cache)
         self._spool: _Spool | None = None
+        self._sealing: list[_Spool] = []  # sealed, their writers finishing
         self._spooled: dict[bytes, tuple[_Spool, bytes]] = {}
         self._uploads: list[Future] = []
         self._pool = ThreadPoolExecutor(max_workers=max(1, uploads), thread_name_prefix="vt-up")
@@ -299,7 +301,7 @@ class PackStore(LayoutStore):
             path,
             0,
             len(header),
-            sp.committed,
+            lambda pairs, nbytes, end: self._committed(sp, pairs, nbytes, end),
             frame_size=self.frame_size,
             zstd_level=self.zstd_level,
             compress=self.compress,
@@ -308,6 +310,14 @@ class PackStore(LayoutStore):
             direct=False,
         )
         return sp
+
+    def _committed(self, sp: _Spool, pairs, nbytes: int, end: int) -> None:
+        """The writer's commit: its blocks move to `_spooled` before it drops
+        them from its pending ones, so a lookup or listing never misses them."""
+        with self._slock:
+            sp.committed(pairs, nbytes, end)
+            for d, v in pairs:
+                self._spooled[d] = (sp, v)
 
     def _check_failed(self) -> None:
         if self._failed is not None:
@@ -353,32 +363,64 @@ class PackStore(LayoutStore):
         return hs, new
 
     def _seal(self) -> None:
-        """Finish the spool being written and queue its upload (with `_lock`)."""
+        """Detach the spool being written and queue its sealing and upload
+        (with `_lock`): the writer's last frames, its sync and the upload run
+        on the upload threads while adding goes on into a new spool."""
         sp = self._spool
         if sp is None:
             return
-        self._spool = None
+        with self._slock:  # never in neither place for a lookup or listing
+            self._sealing.append(sp)
+            self._spool = None
+        # no more than a few sealed packs wait: adding waits for the uploads
+        self._uploads = [f for f in self._uploads if not f.done() or f.exception()]
+        while len(self._uploads) >= self._max_sealed:
+            self._uploads.pop(0).result()
+        self._uploads.append(self._pool.submit(self._finish, sp))
+
+    def _finish(self, sp: _Spool) -> None:
+        """Seal spool `sp` (an upload thread), then upload it."""
         w = sp.writer
         try:
-            w.flush()
-        finally:
-            w.close()
+            try:
+                w.flush()
+            finally:
+                w.close()
+            with self._slock:
+                self._sealing.remove(sp)
+        except BaseException as e:
+            with self._slock:
+                if sp in self._sealing:
+                    self._sealing.remove(sp)
+            if self._failed is None:
+                self._failed = e
+            raise
         if not sp.pairs:
             self._drop_spool(sp)
             return
-        with self._slock:
-            for d, v in sp.pairs:
-                self._spooled[d] = (sp, v)
         body = encode_pack_index(sp.pairs, sp.end)
         # the index beside the spool marks it sealed: recovery uploads it
         with open(sp.path[: -len(".vtd")] + ".idx", "wb") as f:
             f.write(body)
             os.fsync(f.fileno())
-        # no more than a few sealed packs wait: adding waits for the uploads
-        self._uploads = [f for f in self._uploads if not f.done() or f.exception()]
-        while len(self._uploads) >= self._max_sealed:
-            self._uploads.pop(0).result()
-        self._uploads.append(self._pool.submit(self._upload, sp, body))
+        self._upload(sp, body)
+
+    def _live(self) -> list[_Spool]:
+        """The spools whose writers may hold blocks not in `_spooled` yet."""
+        with self._slock:
+            return self._live_locked()
+
+    def _live_locked(self) -> list[_Spool]:
+        sp = self._spool
+        return [*self._sealing, sp] if sp is not None else list(self._sealing)
+
+    def _pending_digests(self) -> set[bytes]:
+        """Every block added and not yet in the local index, in one consistent look."""
+        with self._slock:
+            out = set(self._spooled)
+            for sp in self._live_locked():
+                out.update(bytes(h) for h in sp.writer.pending_keys())
+        return out
 
     def _upload(self, sp: _Spool, body: bytes) -> None:
         try:
@@ -387,16 +429,18 @@ class PackStore(LayoutStore):
                 raise StoreError(f"{sp.path}: spool file is short")
             self.backend.put_if_absent(f"data/{sp.id}", data)
             self.backend.put_if_absent(f"index/{sp.id}", body)
-            self._index_pack(sp.id, sp.pairs, sp.end, sp.nbytes)
         except BaseException as e:
             if self._failed is None:
                 self._failed = e
             raise
-        # not `_lock`: `_seal` holds it while it waits for uploads
-        with self._slock:
-            for d, _ in sp.pairs:
-                if self._spooled.get(d, (None,))[0] is sp:
-                    del self._spooled[d]
+        # not `_lock`: `_seal` holds it while it waits for uploads; `_ilock`
+        # so that `len` sees the pack in the index or in `_spooled`, once
+        with self._ilock:
+            self._index_pack(sp.id, sp.pairs, sp.end, sp.nbytes)
+            with self._slock:
+                for d, _ in sp.pairs:
+                    if self._spooled.get(d, (None,))[0] is sp:
+                        del self._spooled[d]
         self._drop_spool(sp)
 
     def _drop_spool(self, sp: _Spool) -> None:
@@ -460,7 +504,8 @@ class PackStore(LayoutStore):
                 self._drop_spool(sp)
         finally:
             self._pool.shutdown(wait=True)
-            for sp in {id(s): s for s, _ in self._spooled.values()}.values():
+            spools = [s for s, _ in self._spooled.values()] + self._sealing
+            for sp in {id(s): s for s in spools}.values():
                 if sp.fd >= 0:  # a failed upload's: the next open uploads it
                     os.close(sp.fd)
                     sp.fd = -1
@@ -474,8 +519,7 @@ class PackStore(LayoutStore):
         d = bytes(h)
         if d in self._spooled or self.index.contains(d):
             return True
-        sp = self._spool
-        return sp is not None and sp.writer.is_pending(h)
+        return any(sp.writer.is_pending(h) for sp in self._live())
 
     def contains_many(self, hashcodes) -> list[bool]:
         self._check_open()
@@ -483,19 +527,18 @@ class PackStore(LayoutStore):
         got = self.index.contains_many([bytes(h) for h in hs if h is not None])
         it = iter(got)
         out = []
-        sp = self._spool
+        live = self._live()
         for h in hs:
             if h is None:
                 out.append(False)
                 continue
             ok = next(it) or bytes(h) in self._spooled
-            out.append(ok or (sp is not None and sp.writer.is_pending(h)))
+            out.append(ok or any(sp.writer.is_pending(h) for sp in live))
         return out
 
     def _get(self, h: HashCode) -> bytes | None:
         d = bytes(h)
-        sp = self._spool
-        if sp is not None:
+        for sp in self._live():
             x = sp.writer.lookup(h)
             if isinstance(x, bytes):
                 return x
@@ -565,25 +608,16 @@ class PackStore(LayoutStore):
 
     def __len__(self) -> int:
         self._check_open()
-        with self._slock:
-            extra = set(self._spooled)
-        sp = self._spool
-        if sp is not None:
-            extra.update(bytes(h) for h in sp.writer.pending_keys())
-        extra = list(extra)
-        missing = [
-            d for d, ok in zip(extra, self.index.contains_many(extra), strict=True) if not ok
-        ]
-        return self.index.count() + len(missing)
+        with self._ilock:
+            extra = list(self._pending_digests())
+            missing = [
+                d for d, ok in zip(extra, self.index.contains_many(extra), strict=True) if not ok
+            ]
+            return self.index.count() + len(missing)
 
     def pending_keys(self) -> list:
         """Blocks added and not yet in the local index (spooled or being written)."""
-        with self._slock:
-            out = [self.hashclass(d) for d in self._spooled]
-        sp = self._spool
-        if sp is not None:
-            out += sp.writer.pending_keys()
-        return out
+        return [self.hashclass(d) for d in self._pending_digests()]
 
     def _iter_sorted(self, start: HashCode | None) -> Iterator[HashCode]:
         return iter_index_and_pending(
