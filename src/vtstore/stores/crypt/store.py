@@ -261,14 +261,16 @@ class CryptStore(Store):
             raise CorruptBlockError(
                 h, "encrypted block fails authentication (tampered ciphertext)"
             ) from None
-        if head[1] & F_ZSTD:
-            import zstandard
+        return self._unzstd(h, payload) if head[1] & F_ZSTD else payload
 
-            try:
-                payload = self._zstd().d.decompress(payload, max_output_size=MAX_PLAIN)
-            except zstandard.ZstdError as e:
-                raise CorruptBlockError(h, f"does not decompress: {e}") from None
-        return payload
+    def _unzstd(self, h: HashCode, payload) -> bytes:
+        """The zstd frame of an authenticated block, decompressed (bounded)."""
+        import zstandard
+
+        try:
+            return self._zstd().d.decompress(payload, max_output_size=MAX_PLAIN)
+        except zstandard.ZstdError as e:
+            raise CorruptBlockError(h, f"does not decompress: {e}") from None
 
     def _open_many(self, hs, blobs, tags) -> list:
         """`_decrypt` of a batch, the common case inline (the hot loop of
@@ -277,8 +279,11 @@ class CryptStore(Store):
         if _cryptblocks is not None:
             out = _cryptblocks.open_many(self._block_key, blobs, tags)
             for i, (h, b, t, p) in enumerate(zip(hs, blobs, tags, out, strict=True)):
-                if type(p) is int or b[1] & F_ZSTD:
-                    out[i] = self._decrypt(h, b, t)  # compressed, or wrong: raises
+                if type(p) is int:
+                    self._decrypt(h, b, t)  # raises, saying what is wrong
+                    raise CorruptBlockError(h, f"encrypted block refused ({p})")  # not reached
+                if b[1] & F_ZSTD:
+                    out[i] = self._unzstd(h, p)
             return out
         dec = self._aead.decrypt
         out = []
