@@ -296,3 +296,27 @@ def test_rm_keeps_a_dir_with_excluded_entries(tmp_path):
     )
     vt(env, "pack", "--rm", "-a", str(tmp_path / "b.vt"), str(src))
     assert not src.exists()
+
+
+def test_own_archives_and_any_datadir_are_left_out(tmp_path):
+    """An archive of this store and any datadir inside the packed tree are
+    vt's own files; an archive of another store is the user's data."""
+    home = tmp_path / "home"
+    home.mkdir()
+    make_home(home)
+    env = home_env(home)
+    vt(env, "-q", "pack", "-a", str(home / "docs.vt"), str(home / "docs"))  # this store
+    other = ["-S", str(home / "otherstore")]  # a second datadir, inside the tree
+    vt(env, "-q", *other, "pack", "-a", str(home / "music.vt"), str(home / "Music"))
+    s = json.loads(vt(env, "pack", "--json", "-a", str(tmp_path / "h.vt"), str(home)).stdout)
+    names = listing(env, s["dirent"])
+    assert "docs.vt" not in names and "otherstore" not in names
+    assert "music.vt" in names and "docs/note3.txt" in names
+    assert {str(home / "docs.vt"), str(home / "otherstore")} <= set(s["own_files_left_out"])
+    s = json.loads(
+        vt(
+            env, "pack", "--json", "--no-default-excludes", "-a", str(tmp_path / "h2.vt"), str(home)
+        ).stdout
+    )
+    names = listing(env, s["dirent"])
+    assert "docs.vt" in names and "otherstore/datadir.json" in names
