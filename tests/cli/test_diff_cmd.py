@@ -44,7 +44,9 @@ def test_json(h):
 
 
 def test_trouble_is_exit_2_and_one_line(h):
-    for args in (["nope.vt", "src.vt"], ["src.vt@-9", "src.vt"], ["src.vt@0", "B{x}"]):
+    ref = str(h.states[0].dirent)
+    bad = (["nope.vt", "src.vt"], ["src.vt@-9", "src.vt"], ["src.vt@0", "B{x}"], [ref, "@1"])
+    for args in bad:
         r = h.vt("diff", *args, check=False)
         err = r.stderr.decode().strip()
         assert r.returncode == 2 and len(err.splitlines()) == 1, (args, err)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 
 from vtstore.cli.common import open_store
-from vtstore.cli.refs import archive_target, resolve_special, split_selector, use_clause_of
+from vtstore.cli.refs import (
+    archive_target,
+    is_ref_text,
+    resolve_special,
+    split_selector,
+    use_clause_of,
+)
 from vtstore.errors import VTError
 from vtstore.stores.progress import human_size
 from vtstore.tree.diff import DAMAGED, TreeDiff
@@ -51,6 +57,8 @@ def _sides(args, store) -> tuple[str, str]:
     """The two SPECIALs: `B` as given, `@SEL` on A's archive, or A's last two states."""
     a, b = args.a, args.b
     if b is not None and b.startswith("@"):
+        if is_ref_text(a) and not a.startswith("["):
+            raise VTError(f"B as {b} is a state of A's archive, and A is a ref: give B in full")
         plain, _sel = split_selector(a)
         head, slash, inner = plain, "", ""
         if plain.startswith("["):
