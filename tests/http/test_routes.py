@@ -257,3 +257,46 @@ def test_redirect_blocks(sample, httpd, client):
     st, hd, _ = c.get(f"/h/{h}")
     assert st == 302 and hd["location"] == f"https://cdn.example/blocks/{h.hex_digest}.blake3"
     assert c.get(f"/h/{h}?raw")[2] == b"somewhere else too"
+
+
+def test_https_with_the_client_store(sample, tmp_path):
+    from vtstore.http.app import HTTPApp
+    from vtstore.http.client import HTTPStore
+    from vtstore.http.server import BackgroundServer
+    from vtstore.security.tls import make_self_signed
+
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    make_self_signed(str(cert), str(key))
+    app = HTTPApp({"": sample.store}, insecure_no_auth=True)
+    with BackgroundServer(app, tls_cert=str(cert), tls_key=str(key)) as srv:
+        assert srv.url.startswith("https://127.0.0.1:")
+        with HTTPStore(srv.url, tls_ca=str(cert), readonly=True) as s:
+            f = file_dirent(sample, "big.bin")
+            assert f.block.data(s) == sample.big
+        from vtstore.errors import StoreError
+
+        with pytest.raises(StoreError):  # an unknown certificate is refused
+            HTTPStore(srv.url)
+
+
+def test_unix_socket_listener(sample, tmp_path):
+    import http.client
+    import socket
+
+    from vtstore.http.app import HTTPApp
+    from vtstore.http.server import BackgroundServer
+
+    path = tmp_path / "h.sock"
+    with BackgroundServer(HTTPApp({"": sample.store}), address=str(path)) as srv:
+        assert srv.url == f"http+unix://{path}"
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+        class UnixConn(http.client.HTTPConnection):
+            def connect(self):
+                self.sock = socket.socket(socket.AF_UNIX)
+                self.sock.connect(str(path))
+
+        c = UnixConn("localhost")
+        c.request("GET", d(sample, "a.txt"))
+        assert c.getresponse().read() == b"changed\n"
+        c.close()
