@@ -401,9 +401,8 @@ def _bare_request(app, scope, receive, send) -> Request:
     req = Request.__new__(Request)
     req.app, req.scope, req.receive, req._send = app, scope, receive, send
     req.method = scope.get("method", "GET")
-    req.headers, req.query = {}, {}
+    req._headers, req.query, req._qs = [], {}, b""
     req.raw_path = scope.get("raw_path") or b"/"
-    req.target = req.raw_path.decode("latin-1")
     req.started, req.status, req.sent = False, 0, 0
     return req
 

@@ -30,6 +30,11 @@ def split_path(raw: bytes) -> list[str]:
     that is not absolute, not UTF-8, or has a NUL in a segment."""
     if not raw.startswith(b"/"):
         raise HTTPError(400, "the request target must be an absolute path")
+    if b"%" not in raw and b"\0" not in raw:  # the common case: nothing encoded
+        try:
+            return raw[1:].decode("utf-8").split("/")
+        except UnicodeDecodeError:
+            raise HTTPError(400, "a path segment is not UTF-8") from None
     out = []
     for seg in raw[1:].split(b"/"):
         try:
@@ -51,10 +56,10 @@ class Request:
         "receive",
         "_send",
         "method",
-        "headers",
+        "_headers",
         "raw_path",
         "query",
-        "target",
+        "_qs",
         "started",
         "status",
         "sent",
@@ -66,26 +71,35 @@ class Request:
         self.receive = receive
         self._send = send
         self.method = scope["method"]
-        size = 0
-        headers = {}
-        for k, v in scope["headers"]:
-            size += len(k) + len(v) + 4
-            headers[k.decode("latin-1")] = v.decode("latin-1")
-        self.headers = headers
+        self._headers = scope["headers"]  # decoded only for the few looked up
         self.raw_path = scope.get("raw_path") or scope["path"].encode()
-        qs = scope.get("query_string", b"")
-        parsed = parse_qs(qs.decode("latin-1"), keep_blank_values=True, max_num_fields=32)
-        self.query = {k: v[-1] for k, v in parsed.items()}
-        self.target = self.raw_path.decode("latin-1") + ("?" + qs.decode("latin-1") if qs else "")
+        qs = self._qs = scope.get("query_string", b"")
+        if qs:
+            parsed = parse_qs(qs.decode("latin-1"), keep_blank_values=True, max_num_fields=32)
+            self.query = {k: v[-1] for k, v in parsed.items()}
+        else:
+            self.query = {}
         self.started = False
         self.status = 0
         self.sent = 0
+        size = sum(len(k) + len(v) + 4 for k, v in self._headers)
         if size > app.limits.max_header:
             raise HTTPError(431, f"request headers over {app.limits.max_header} octets")
 
+    @property
+    def target(self) -> str:
+        """The request target as sent: the raw path and the query."""
+        qs = self._qs
+        return self.raw_path.decode("latin-1") + ("?" + qs.decode("latin-1") if qs else "")
+
     def header(self, name: str) -> str | None:
         """A request header's value (the last one, if repeated), or None."""
-        return self.headers.get(name)
+        key = name.encode()
+        found = None
+        for k, v in self._headers:
+            if k == key:
+                found = v
+        return None if found is None else found.decode("latin-1")
 
     def wants_json(self) -> bool:
         """Whether the client asked for JSON (`Accept: application/json` or `?json`)."""
