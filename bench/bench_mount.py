@@ -4,7 +4,10 @@
 - writing it through the mount (cp + a recorded sync) vs `vt save` of it;
 - `cp -a` of a 10,000-file tree into and out of the mount, `ls -lR` of it;
 - metadata operations per second (create, stat, rename, unlink) on the mount
-  vs a local directory.
+  vs a local directory;
+- reading archive-as tar views (`x-vt-archive-as tar`: of a directory holding
+  the large file, and of the 10,000-file tree) vs `vt export` of the same
+  directory to a pipe (goal >= 0.7).
 
 Run:  python bench/bench_mount.py [--size-mb 256] [--files 10000] [--json out.json]
 Needs root and /dev/fuse.  Ratios are what hold on a shared, noisy machine.
@@ -123,6 +126,20 @@ def main() -> int:
             t_cp_out = timed(["cp", "-a", os.path.join(mnt, "tree"), out])
             ops_mnt = meta_ops(mnt, args.meta)
             del t_cp_in_sync
+            os.mkdir(os.path.join(mnt, "bigdir"))
+            os.rename(os.path.join(mnt, "copy.bin"), os.path.join(mnt, "bigdir", "copy.bin"))
+            views = {}
+            for d in ("bigdir", "tree"):
+                os.setxattr(os.path.join(mnt, d), "x-vt-archive-as", b"tar")  # records a state
+            for d in ("bigdir", "tree"):
+                drop_caches()
+                t_view = timed(["cat", os.path.join(mnt, d + ".tar")], stdout=subprocess.DEVNULL)
+                drop_caches()
+                t_export = timed(
+                    ["sh", "-c", 'exec "$@" | cat > /dev/null', "sh", *VT, "-S", store]
+                    + ["export", f"{archive}/{d}"]
+                )
+                views[d] = (os.path.getsize(os.path.join(mnt, d + ".tar")), t_view, t_export)
         finally:
             m.close()
         t_cp_local = timed(["cp", "-a", tree, os.path.join(work, "tree2")])
@@ -147,6 +164,10 @@ def main() -> int:
                 "meta_ops_local_per_s": ops_local,
             }
         )
+        for d, (size, t_view, t_export) in views.items():
+            results[f"tar_view_{d}_MBps"] = size / 1e6 / t_view
+            results[f"vt_export_{d}_MBps"] = size / 1e6 / t_export
+            results[f"tar_view_{d}_ratio"] = t_export / t_view
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)
@@ -188,6 +209,15 @@ def main() -> int:
             f"{results['meta_ops_per_s'] / results['meta_ops_local_per_s']:.2f}",
         ),
     ]
+    for d, what in (("bigdir", f"{args.size_mb} MiB file"), ("tree", f"{args.files} files")):
+        rows.append(
+            (
+                f"tar view read ({what})",
+                f"{results[f'tar_view_{d}_MBps']:.0f} MB/s",
+                f"vt export {results[f'vt_export_{d}_MBps']:.0f} MB/s",
+                f"{results[f'tar_view_{d}_ratio']:.2f}",
+            )
+        )
     print(f"{'measure':28} {'mount':>14} {'baseline':>22} {'ratio':>7}")
     for r in rows:
         print(f"{r[0]:28} {r[1]:>14} {r[2]:>22} {r[3]:>7}")

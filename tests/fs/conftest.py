@@ -56,6 +56,19 @@ def _dead_mount(mnt: str) -> bool:
         return e.errno == 107  # ENOTCONN
 
 
+def rsync_diff(src: str, dst: str, times: bool = True) -> list[str]:
+    """Lines of `rsync -naHAXc --itemize-changes src/ dst/` (empty when equal);
+    without `times` for trees made side by side rather than copied."""
+    opts = [] if times else ["--no-times"]
+    r = subprocess.run(
+        ["rsync", "-naHAXc", *opts, "--itemize-changes", f"{src}/", f"{dst}/"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return [line for line in r.stdout.splitlines() if line.strip()]
+
+
 class Mounted:
     """A `vt mount -f` child process serving `mnt`."""
 

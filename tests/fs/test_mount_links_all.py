@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import time
 
-from .conftest import needs_fuse, vt
+from .conftest import needs_fuse, rsync_diff, vt
 
 pytestmark = needs_fuse
 
@@ -37,18 +36,6 @@ def make_objects(root: str) -> None:
 
 
 NAMES = [*KINDS, "symlink", "file"]
-
-
-def rsync_diff(src: str, dst: str, times: bool = True) -> list[str]:
-    """`rsync -naHAXc` differences; without `times` for trees made side by side."""
-    opts = [] if times else ["--no-times"]
-    r = subprocess.run(
-        ["rsync", "-naHAXc", *opts, "--itemize-changes", f"{src}/", f"{dst}/"],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    return [line for line in r.stdout.splitlines() if line.strip()]
 
 
 def test_links_of_every_type_through_the_mount(place, mounts, tmp_path):

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from .conftest import needs_fuse, vt
+from .conftest import needs_fuse, rsync_diff, vt
 
 pytestmark = needs_fuse
 
@@ -36,16 +36,6 @@ def make_tree(root: str) -> None:
     os.setxattr(f"{root}/data/sub/f1", "user.note", b"kept")
     with open(f"{root}/outside", "w") as f:
         f.write("not in the view")
-
-
-def rsync_diff(src: str, dst: str) -> list[str]:
-    r = subprocess.run(
-        ["rsync", "-naHAXc", "--itemize-changes", f"{src}/", f"{dst}/"],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    return [line for line in r.stdout.splitlines() if line.strip()]
 
 
 def untar(tarpath: str, out: str) -> None:

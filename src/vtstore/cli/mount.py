@@ -60,6 +60,18 @@ def register(sub) -> None:
         action="store_true",
         help="mount an archive that does not exist yet (empty; created at the first state)",
     )
+    p.add_argument(
+        "--refs",
+        action="store_true",
+        help="vt mount --refs MOUNTPOINT: the refs view of the store, read-only:"
+        " MOUNTPOINT/D{...}/path is that dirent ref's tree, resolved on demand",
+    )
+    p.add_argument(
+        "--salt-dirs",
+        action="store_true",
+        help="salt the directory blocks this mount writes (as vt pack --salt-dirs);"
+        " a salted tree keeps its salt without it",
+    )
     # what the rules match lives in the mount's scratch only, never in the store
     add_filter_options(p, source=False)
     p.set_defaults(func=run)
@@ -99,6 +111,12 @@ def _default_mountpoint(special: str) -> str:
 def run(args) -> int:
     from vtstore.cli.refs import split_selector, use_clause_of
 
+    if getattr(args, "refs", False):
+        # the one positional is the mountpoint: the view is of the whole store
+        if args.mountpoint or args.history:
+            raise VTError("--refs takes only MOUNTPOINT (and no -a)")
+        args.mountpoint, args.special = args.special, ""
+        args.readonly = True
     use_clause_of(args, args.special)
     opts = _options(args)
     readonly = args.readonly or "ro" in opts or args.history
@@ -277,13 +295,19 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
     if args.scratch_dir and not readonly:
         _check_scratch_dir(args.scratch_dir)
     with open_store(args, readonly=readonly) as store:
-        archive, top, sub = _resolve(args, store, readonly)
+        refs = getattr(args, "refs", False)
+        archive, top, sub = (None, None, []) if refs else _resolve(args, store, readonly)
         kw = {
             "scratch_dir": args.scratch_dir,
             "cache_bytes": max(1, args.cache_size) << 20,
             "append_only": "append" in opts,
         }
-        if args.history:
+        if refs:
+            from vtstore.fs.refs import refs_filesystem
+
+            fs = refs_filesystem(store, **kw)
+            mount = None
+        elif args.history:
             if archive is None:
                 raise VTError("-a needs an archive")
             fs = FileSystem(store, history_top(), readonly=True, **kw)
@@ -300,6 +324,10 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
                 archive.check_store(store)
             # a sub-path's hard links may have their file elsewhere in the tree
             outer = LinkResolver(top, store) if sub else None
+            if getattr(args, "salt_dirs", False) and not readonly:
+                from vtstore.tree.dir import new_salt
+
+                kw["dir_salt"] = new_salt()  # used where the tree has no salt yet
             fs = FileSystem(store, root, readonly=readonly, outer=outer, **kw)
             filters = None if readonly else filters_from_args(args, config_rules=True)
             mount = Mount(fs, archive, top, sub, comment=args.comment, filters=filters)

@@ -47,6 +47,13 @@ def register(sub) -> None:
     )
     p.add_argument("--full", action="store_true", help="read every file (ignore the stat cache)")
     p.add_argument(
+        "--salt-dirs",
+        action="store_true",
+        help="salt every directory block with random chaff, so equal directories of"
+        " different trees share no block (an archive whose latest state is salted"
+        " keeps its salt, with or without this option)",
+    )
+    p.add_argument(
         "--force",
         action="store_true",
         help="append even if the archive's latest state belongs to another store"
@@ -57,6 +64,23 @@ def register(sub) -> None:
     )
     add_filter_options(p)
     p.set_defaults(func=run)
+
+
+def dir_salt_for(wanted: bool, previous, store) -> tuple[bytes | None, bool]:
+    """`(salt, reuse the previous state's directory blocks)` for a new state.
+
+    A salted previous state keeps its salt (its unchanged directories are
+    reused); `wanted` on an unsalted one starts a salt (every directory is
+    written again, salted).
+    """
+    from vtstore.tree.dir import new_salt, salt_of
+
+    old = salt_of(previous, store)
+    if old is not None:
+        return old, True
+    if wanted:
+        return new_salt(), previous is None
+    return None, True
 
 
 def archive_path_for(dirpath: str) -> str:
@@ -141,8 +165,11 @@ def run(args) -> int:
             last = None
         before = data_bytes(store)
         progress.scan_tree(args.dir, filters, args.one_file_system)
+        salt, reuse_dirs = dir_salt_for(args.salt_dirs, last.dirent if last else None, store)
         imp = Importer(
             progress.store,
+            salt=salt,
+            reuse_dir_blocks=reuse_dirs,
             one_filesystem=args.one_file_system,
             filters=filters,
             on_file=lambda st: progress.update(

@@ -38,6 +38,7 @@ from vtstore.fs.nodes import (
     _user_name,
     default_meta,
 )
+from vtstore.fs.refs import REF_NAME_MAX
 from vtstore.fs.storing import Storing
 from vtstore.tree.dir import decode_dir_data, read_dir_data
 from vtstore.tree.dirent import (
@@ -108,6 +109,7 @@ class FileSystem(Storing):
         workers: int = 2,
         readahead: bool = True,
         outer=None,
+        dir_salt: bytes | None = None,
     ):
         if not root.is_dir:
             raise FSError(errno.ENOTDIR, f"{root.name or 'the ref'} is not a directory")
@@ -137,12 +139,26 @@ class FileSystem(Storing):
         self.generation = 0  # bumped on every change; the mount syncs when it moved
         self.on_sync = None  # called after an explicit sync request (x-vt-control sync)
         self.refresh_root = None  # the history view: called before the top is looked at
+        self.on_missing = None  # the refs view: on_missing(name) -> a dirent for the top
         # files of link groups outside a mounted sub-path changed by the last syncs,
         # by their path below the archive's top (Mount.sync writes them there)
         self.outside_changes: dict[tuple[str, ...], Dirent] = {}
         self.view_nodes: dict[tuple[int, str], ViewNode] = {}  # archive-as views, views.py
+        self.dir_salt = dir_salt  # salt for directories written (see salt_for)
         self._outer_links = None
         self.closed = False
+
+    def salt_for(self, d: DirNode) -> bytes | None:
+        """The salt to encode directory `d` with: its own, else the mount's.
+
+        A salted tree stays salted: a directory without a salt (new, or packed
+        before) gets the mounted top's salt, or `dir_salt` (`--salt-dirs`).
+        """
+        if d.salt is not None:
+            return d.salt
+        if self.root.salt is not None:
+            return self.root.salt
+        return self.dir_salt
 
     # -- inode table ---------------------------------------------------------
 
@@ -400,10 +416,17 @@ class FileSystem(Storing):
             elif name == "..":
                 node = d.parent or d
             else:
-                # FUSE passes names up to 1024 octets; POSIX says ENAMETOOLONG past NAME_MAX
-                if len(fsenc(name)) > NAME_MAX:
+                # FUSE passes names up to 1024 octets; POSIX says ENAMETOOLONG past
+                # NAME_MAX (the refs view's top takes refs, which are longer)
+                refs = d is self.root and self.on_missing is not None
+                if len(fsenc(name)) > (REF_NAME_MAX if refs else NAME_MAX):
                     raise FSError(errno.ENAMETOOLONG)
                 node = self._child(d, name)
+                if node is None and refs:
+                    e = self.on_missing(name)
+                    if e is not None:
+                        self.children(d)[name] = e
+                        node = self._child(d, name)
                 if node is None:
                     node = views.view_node(self, d, name)
                 if node is None:

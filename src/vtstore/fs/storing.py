@@ -165,9 +165,7 @@ class Storing:
                 kw["ext"] = None
         if d is self.root:
             kw["ext"] = links.encode_ext(orig.ext if orig is not None else None)
-        out = make_dir(
-            entries, self.store, name=name, meta=d.meta, salt=getattr(d, "salt", None), **kw
-        )
+        out = make_dir(entries, self.store, name=name, meta=d.meta, salt=self.salt_for(d), **kw)
         d.cached = d.synced = out
         d.dirty = False
         return out

@@ -40,7 +40,7 @@ from vtstore.blocks import (
     block_for,
 )
 from vtstore.codec import Reader, encode_bytes, encode_varint
-from vtstore.errors import FormatError
+from vtstore.errors import FormatError, VTError
 from vtstore.tree.dirent import T_DIR, Dirent, check_name, decode_dirent, fsdec, fsenc
 from vtstore.tree.meta import Meta
 
@@ -197,6 +197,20 @@ def make_dir(
 def new_salt() -> bytes:
     """A fresh random directory salt."""
     return os.urandom(16)
+
+
+def salt_of(d: Dirent | None, store) -> bytes | None:
+    """The salt of directory dirent `d`'s block (None: unsalted, not a directory, unreadable).
+
+    `vt pack --salt-dirs` and `vt mount --salt-dirs` keep an archive's salt from
+    one state to the next, so unchanged directories keep their blocks.
+    """
+    if d is None or not d.is_dir or d.block is None:
+        return None
+    try:
+        return decode_dir_data(read_dir_data(d.block, store))[1]
+    except (VTError, KeyError):
+        return None
 
 
 def split_path(path: str) -> list[str]:

@@ -209,8 +209,14 @@ class Importer:
         on_file: Callable[[ImportStats], None] | None = None,
         one_filesystem: bool = False,
         filters: Filters | None = None,
+        salt: bytes | None = None,
+        reuse_dir_blocks: bool = True,
     ):
         self.store = store
+        # salted directories (FORMATS.md §7): every directory block carries chaff
+        # from `salt`; reuse_dir_blocks=False when the previous state's salt differs
+        self.salt = salt
+        self.reuse_dir_blocks = reuse_dir_blocks
         self.workers = workers or max(2, (os.cpu_count() or 2))
         self.blockifier = blockifier
         self.on_file = on_file
@@ -465,14 +471,16 @@ class Importer:
             items.append((bname, item))
         with self.stats.lock:
             self.stats.dirs += 1
-        if prev_block is not None and prev_entries and same:
+        if prev_block is not None and prev_entries and same and self.reuse_dir_blocks:
             # nothing below changed: the previous encoding is this one too
             block = prev_block
         elif items:
             # unchanged entries are written back as the octets they were read as
-            block = encode_dir_entries(((k, e.encode()) for k, e in items), self.store)
+            block = encode_dir_entries(((k, e.encode()) for k, e in items), self.store, self.salt)
         else:
-            block = _EMPTY_DIR
+            block = (
+                _EMPTY_DIR if self.salt is None else encode_dir_entries((), self.store, self.salt)
+            )
         if (
             f.same_meta
             and block == prev_block
