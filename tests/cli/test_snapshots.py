@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -108,3 +109,28 @@ def test_log_totals_by_diff_equal_a_walk_of_each_state(tmp_path):
 
     series = list(stats_series([E(d) for d in tops], store))
     assert [s for _, s, _ in series] == [tree_stats(d, store) for d in tops]
+
+
+@pytest.mark.slow
+def test_a_long_history(h, tmp_path):
+    """20,000 states: log, selectors by ID, index and date, snapshots --latest."""
+    from vtstore.archive import ArchiveEntry
+
+    top = h.states[0].dirent
+    entries = [
+        ArchiveEntry(1_600_000_000 + 3600 * i, top, comment=f"run {i}") for i in range(20_000)
+    ]
+    big = tmp_path / "big.vt"
+    big.write_text("".join(e.to_line() for e in entries))
+    r = h.vt("log", "--brief", str(big))
+    lines = r.stdout.decode().splitlines()
+    assert len(lines) == 20_000 and lines[12_345].startswith(entries[12_345].short_id)
+    for sel in (entries[12_345].short_id, "-7655", "+12345"):
+        (line,) = h.vt("log", "--brief", f"{big}@{sel}").stdout.decode().splitlines()
+        assert line.endswith("run 12345"), sel
+    day = datetime.datetime.fromtimestamp(entries[12_345].when).strftime("%Y-%m-%dT%H:%M:%S")
+    (line,) = h.vt("log", "--brief", f"{big}@{day}").stdout.decode().splitlines()
+    assert line.endswith("run 12345")
+    assert h.vt("cat", f"{big}@+12345/sub/f").stdout == b"v0"
+    (line,) = h.vt("snapshots", "--latest", str(big)).stdout.decode().splitlines()
+    assert line.endswith("run 19999")
