@@ -190,6 +190,9 @@ class Copier:
         `entry` points) into the new file(s)."""
         dd = self.dd
         hc = dd.hashclass
+        # in file order: each frame is read and decompressed once (in digest
+        # order every block would decompress its whole frame again)
+        items = sorted(items, key=lambda x: (x[1].filenum, x[1].payload_offset, x[1].data_offset))
         for d, e in items:
             data = dd._read_entry(hc(d), e)
             w = self._w or self._open()
