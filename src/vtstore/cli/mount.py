@@ -61,6 +61,13 @@ def register(sub) -> None:
         help="mount an archive that does not exist yet (empty; created at the first state)",
     )
     p.add_argument(
+        "--every-archive",
+        dest="all_archives",
+        action="store_true",
+        help="with -a: vt mount -a --every-archive MOUNTPOINT shows every archive of"
+        " the store, every state, and a 'latest' link per archive",
+    )
+    p.add_argument(
         "--refs",
         action="store_true",
         help="vt mount --refs MOUNTPOINT: the refs view of the store, read-only:"
@@ -111,10 +118,12 @@ def _default_mountpoint(special: str) -> str:
 def run(args) -> int:
     from vtstore.cli.refs import split_selector, use_clause_of
 
-    if getattr(args, "refs", False):
+    if getattr(args, "all_archives", False) and not args.history:
+        raise VTError("--every-archive goes with -a: vt mount -a --every-archive MOUNTPOINT")
+    if getattr(args, "refs", False) or getattr(args, "all_archives", False):
         # the one positional is the mountpoint: the view is of the whole store
-        if args.mountpoint or args.history:
-            raise VTError("--refs takes only MOUNTPOINT (and no -a)")
+        if args.mountpoint or (args.history and args.refs):
+            raise VTError("--refs and -a --every-archive take only MOUNTPOINT (and not each other)")
         args.mountpoint, args.special = args.special, ""
         args.readonly = True
     use_clause_of(args, args.special)
@@ -296,7 +305,8 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
         _check_scratch_dir(args.scratch_dir)
     with open_store(args, readonly=readonly) as store:
         refs = getattr(args, "refs", False)
-        archive, top, sub = (None, None, []) if refs else _resolve(args, store, readonly)
+        whole = getattr(args, "all_archives", False)
+        archive, top, sub = (None, None, []) if refs or whole else _resolve(args, store, readonly)
         kw = {
             "scratch_dir": args.scratch_dir,
             "cache_bytes": max(1, args.cache_size) << 20,
@@ -306,6 +316,13 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
             from vtstore.fs.refs import refs_filesystem
 
             fs = refs_filesystem(store, **kw)
+            mount = None
+        elif whole:
+            from vtstore.fs.history import StoreHistory
+
+            fs = FileSystem(store, history_top(), readonly=True, **kw)
+            fs.links = HistoryLinks(fs, depth=2)  # archive/state: each state its own groups
+            fs.refresh_root = StoreHistory(store)
             mount = None
         elif args.history:
             if archive is None:

@@ -409,8 +409,8 @@ class FileSystem(Storing):
         """The attributes of `name` in directory `parent` (counted as a lookup)."""
         with self.lock:
             d = self._dir(parent)
-            if parent == ROOT_INO and self.refresh_root is not None:
-                self.refresh_root(self)
+            if self.refresh_root is not None and (d is self.root or d.parent is self.root):
+                self.refresh_root(self)  # the history views: states recorded meanwhile
             if name == ".":
                 node = d
             elif name == "..":
@@ -841,7 +841,7 @@ class FileSystem(Storing):
     def opendir(self, ino: int) -> int:
         with self.lock:
             d = self._dir(ino)
-            if ino == ROOT_INO and self.refresh_root is not None:
+            if self.refresh_root is not None and (d is self.root or d.parent is self.root):
                 self.refresh_root(self)
             kids = self.children(d)
             names = list(kids) + [n for n in views.views_of(self, d) if n not in kids]

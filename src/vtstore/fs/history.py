@@ -5,6 +5,10 @@ state's ISO 8601 UTC time (a `~N` suffix keeps equal times apart).  It is
 refreshed whenever the archive file changes, so states recorded while mounted
 (by another mount, `vt pack`, ...) appear live.
 
+The whole-store view (`vt mount -a --every-archive MNT`, `StoreHistory`) has one such
+directory per archive of the store (`named_archives.list_archives`), each with
+a `latest` symlink to its newest state; archives made meanwhile appear too.
+
 Every state is a tree of its own, with its own hard-link groups whose numbers
 collide from one state to the next: `HistoryLinks` keeps one link table per
 state, made when a hard link of that state is first met, and gives each
@@ -19,7 +23,7 @@ import time
 
 from vtstore.errors import VTError
 from vtstore.fs.links import LinkGroup, LinkTable
-from vtstore.tree.dirent import T_DIR, Dirent
+from vtstore.tree.dirent import T_DIR, T_SYMLINK, Dirent
 from vtstore.tree.meta import Meta
 
 log = logging.getLogger(__name__)
@@ -32,10 +36,16 @@ def history_top() -> Dirent:
 
 
 class History:
-    """Refreshes a `FileSystem`'s top directory from an archive (call it with the fs)."""
+    """Refreshes a `FileSystem`'s top directory from an archive (call it with the fs).
 
-    def __init__(self, archive):
+    With `target` (a directory node) it fills that directory instead, and with
+    `latest` keeps a `latest` symlink there to the newest state.
+    """
+
+    def __init__(self, archive, target=None, latest: bool = False):
         self.archive = archive
+        self.target = target
+        self.latest = latest
         self._seen = None
         self._count = 0
         self._names: set[str] = set()
@@ -48,7 +58,8 @@ class History:
             sig = None
         if sig == self._seen:
             return
-        kids = fs.children(fs.root)
+        top = self.target if self.target is not None else fs.root
+        kids = fs.children(top)
         added = False
         try:
             entries = list(self.archive.entries())
@@ -68,8 +79,53 @@ class History:
             self._names.add(name)
             kids[name] = entry.dirent.renamed(name)
             added = True
+            newest = name
         if added:
-            fs.root.meta = fs.root.meta.with_changes(mtime_ns=time.time_ns())
+            top.meta = top.meta.with_changes(mtime_ns=time.time_ns())
+            if self.latest:
+                kids["latest"] = Dirent(T_SYMLINK, name="latest", target=newest, meta=_LINK_META)
+
+
+_LINK_META = Meta(mode=0o777, uid=os.getuid(), gid=os.getgid(), mtime_ns=0)
+
+
+class StoreHistory:
+    """Refreshes the whole-store view: a directory per archive of `store`.
+
+    Called before the top or an archive's directory is looked at: lists the
+    store's archives (new ones appear) and refreshes each archive's `History`
+    (a `stat` of its file when nothing changed).
+    """
+
+    def __init__(self, store):
+        self.store = store
+        self.archives: dict[str, History] = {}
+
+    def __call__(self, fs) -> None:
+        from vtstore.fs.nodes import DirNode
+        from vtstore.named_archives import list_archives, open_archive
+
+        kids = fs.children(fs.root)
+        try:
+            names = list_archives(self.store)
+        except (VTError, OSError) as e:
+            fs.note_read_error("the store's archives", e)
+            names = []
+        for name in names:
+            if name in self.archives or name in kids or "/" in name or name in (".", ".."):
+                continue
+            try:
+                archive = open_archive(self.store, name)
+            except (VTError, OSError) as e:
+                fs.note_read_error(f"archive {name}", e)
+                continue
+            d = DirNode(history_top().meta)  # made here, never stored (the view is read-only)
+            d.parent = fs.root
+            d.name = name
+            kids[name] = d
+            self.archives[name] = History(archive, target=d, latest=True)
+        for h in self.archives.values():
+            h(fs)
 
 
 class HistoryLinks:
@@ -79,11 +135,12 @@ class HistoryLinks:
     groups and counting their names is needed.
     """
 
-    def __init__(self, fs):
+    def __init__(self, fs, depth: int = 1):
         self.fs = fs
-        self.tables: dict[str, LinkTable] = {}
+        self.depth = depth  # states are this deep below the top (2: archive/state)
+        self.tables: dict[tuple, LinkTable] = {}
         self.groups: dict[int, LinkGroup] = {}  # by number in the view
-        self._numbers: dict[tuple[str, int], int] = {}
+        self._numbers: dict[tuple[tuple, int], int] = {}
         self.changed: set[int] = set()
         self.dirty_buckets: set[int] = set()
         self.count = 0
@@ -93,15 +150,21 @@ class HistoryLinks:
 
     def group_for(self, d, ino: int):
         """`(number in the view, group)` of link dirent `ino` met in directory node `d`."""
-        state = d
-        while state.parent is not None and state.parent is not self.fs.root:
-            state = state.parent
-        if state is self.fs.root or state.orig is None:
+        chain = []  # d and its ancestors below the top, the top's child last
+        n = d
+        while n is not None and n is not self.fs.root:
+            chain.append(n)
+            n = n.parent
+        if len(chain) < self.depth:
             return ino, None
-        table = self.tables.get(state.name)
+        state = chain[-self.depth]
+        if state.orig is None:
+            return ino, None
+        key = tuple(c.name for c in reversed(chain[-self.depth :]))
+        table = self.tables.get(key)
         if table is None:
-            table = self.tables[state.name] = LinkTable(self.fs.store, state.orig)
-            prefix = f"/{state.name}"
+            table = self.tables[key] = LinkTable(self.fs.store, state.orig)
+            prefix = "/" + "/".join(key)
 
             def on_error(what: str, err: Exception, prefix=prefix) -> None:
                 kind, _, path = what.partition(" /")
@@ -111,10 +174,10 @@ class HistoryLinks:
         g = table.get(ino)
         if g is None:
             return ino, None
-        key = (state.name, ino)
-        n = self._numbers.get(key)
+        number = (key, ino)
+        n = self._numbers.get(number)
         if n is None:
-            n = self._numbers[key] = len(self._numbers) + 1
+            n = self._numbers[number] = len(self._numbers) + 1
             self.groups[n] = g
         return n, g
 
