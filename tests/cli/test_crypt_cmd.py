@@ -4,6 +4,7 @@ a passphrase file, and a user who may not read the key."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -188,6 +189,10 @@ def test_format2_info_reindex_fsck_with_and_without_key(tmp_path, env, dd):
     info = run_vt(env, "crypt", "info", f"crypt:{dd}").stdout.decode()
     assert "format: 2" in info and "\nindex" not in info
     assert not (dd / "crypt.idx").exists()
+    got = json.loads(run_vt(env, "crypt", "info", str(dd), "--json").stdout)
+    assert got["format"] == 2 and len(got["key_id"]) == 16 and "index" not in got
+    got = json.loads(run_vt(env, "crypt", "reindex", str(dd), "--json").stdout)
+    assert got["format"] == 2 and got["blocks"] > 5 and got["foreign"] == got["unreadable"] == 0
     r = run_vt(env, "crypt", "reindex", str(dd))
     assert re.search(
         rb": \d+ blocks decrypted and checked \(format 2: no crypt index\), 0 bl", r.stdout

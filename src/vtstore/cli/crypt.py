@@ -54,6 +54,12 @@ def register(subparsers) -> None:
         help="init, passwd: scrypt cost 2^N (default 17: 128 MiB, about a second;"
         " less is for tests only)",
     )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: the key file and key id (init, passwd), the key and"
+        " format (info), the counts (reindex)",
+    )
     p.set_defaults(func=run)
 
 
@@ -113,6 +119,14 @@ def _key_paths(t: Target):
         return default_paths(_Located(home), kf, t.index or home / "crypt.idx")
     with _open_backend(t, readonly=True) as backend:
         return default_paths(backend, t.key_file, t.index)
+
+
+def _json(obj: dict) -> int:
+    """Print `obj` as one JSON object (`--json`); exit code 0."""
+    import json
+
+    print(json.dumps(obj, sort_keys=True, default=str))
+    return 0
 
 
 def _format(t: Target) -> int | None:
@@ -185,6 +199,8 @@ def run(args) -> int:
             kf, idx = default_paths(backend, t.key_file, t.index)
             pw = _new_passphrase(args, "init")
             key = create_key_file(kf, pw, args.scrypt_log_n or DEFAULT_LOG_N)
+        if args.json:
+            return _json({"key_file": str(kf), "key_id": key.key_id, "store": backend.name})
         print(f"{kf}: new key {key.key_id} for {backend.name}")
         print("keep a copy of this key file and its passphrase: without both the data is lost")
         return 0
@@ -200,6 +216,8 @@ def run(args) -> int:
             if fmt != 2:
                 info["index"] = str(idx)
                 info["index_bytes"] = idx.stat().st_size if idx.exists() else 0
+            if args.json:
+                return _json(info)
             for k, v in info.items():
                 print(f"{k}: {v}")
             return 0
@@ -209,6 +227,8 @@ def run(args) -> int:
         unwrap(kf, old)  # a wrong passphrase is refused before asking for a new one
         new = _new_passphrase(args, "passwd")
         key = rewrap(kf, old, new, args.scrypt_log_n)
+        if args.json:
+            return _json({"key_file": str(kf), "key_id": key.key_id})
         print(f"{kf}: key {key.key_id} wrapped with the new passphrase")
         return 0
     backend = _open_backend(t, readonly=False)
@@ -222,5 +242,8 @@ def run(args) -> int:
         )
         with s:
             rep = s.reindex()
-        print("\n".join(rep.lines()))
+        if args.json:
+            _json({"index": rep.index, "format": rep.format, **rep.as_dict()})
+        else:
+            print("\n".join(rep.lines()))
         return 0 if rep.ok else 1
