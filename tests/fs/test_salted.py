@@ -40,7 +40,7 @@ def dir_blocks(store_path: str, archive: str) -> set:
                 out.add(b.hashcode)
             elif isinstance(b, IndirectBlock):
                 out.add(b.hashcode)
-                stack.extend(b.children(S))
+                stack.extend(b.subblocks(S))
         return out
 
 

@@ -139,3 +139,40 @@ def test_named_view_hidden_by_a_real_entry_and_removed(place, mounts, tmp_path):
         time.sleep(0.1)
     assert not os.path.exists(f"{mnt}/backup.tar")
     assert m.umount() == 0, m.output()
+
+
+def test_vtd_view_and_vt_ar(place, mounts, tmp_path):
+    store, archive, mnt = place
+    src = str(tmp_path / "src")
+    make_tree(src)
+    vt("-S", store, "pack", "-a", archive, src)
+    m = mounts(store, archive, mnt)
+    os.setxattr(f"{mnt}/data", "x-vt-archive-as", b"vtd")
+    assert "data.vtd" in os.listdir(mnt)
+    copy = tmp_path / "copy.vtd"
+    with open(f"{mnt}/data.vtd", "rb") as f, open(copy, "wb") as out:
+        out.write(f.read())
+    # the same octets from vt export --format vtd of the recorded state
+    exported = tmp_path / "export.vtd"
+    vt("-S", store, "export", "--format", "vtd", "-o", str(exported), archive + "/data")
+    assert exported.read_bytes() == copy.read_bytes()
+    assert m.umount() == 0, m.output()
+    # the view opened as a file: store and unpacked: the directory, exactly
+    top = vt("ar", "list", str(copy)).stdout.splitlines()[0]
+    assert top.startswith("D{")
+    out = str(tmp_path / "out")
+    vt("-S", f"file:{copy}", "unpack", top, out)
+    os.setxattr(f"{src}/data", "user.vt.archive-as", b"vtd")  # what the control stored
+    assert rsync_diff(f"{src}/data", out) == []
+    # vt ar: create from a directory on disk, list, extract
+    bundle = str(tmp_path / "b.vtd")
+    ref = vt("ar", "create", bundle, f"{src}/data").stdout.strip()
+    listed = vt("ar", "list", bundle).stdout.splitlines()
+    assert listed[0] == ref and "sub/f1" in listed and "sub/" in listed
+    vt("ar", "extract", bundle, str(tmp_path / "x"))
+    assert rsync_diff(f"{src}/data", str(tmp_path / "x")) == []
+    r = vt("ar", "create", bundle, f"{src}/data", check=False)
+    assert r.returncode == 1 and "already exists" in r.stderr
+    (tmp_path / "junk.vtd").write_bytes(b"junk")
+    r = vt("ar", "list", str(tmp_path / "junk.vtd"), check=False)
+    assert r.returncode != 0 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1

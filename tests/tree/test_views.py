@@ -122,3 +122,63 @@ def test_a_large_file_view_is_seekable(tmp_path):
     assert (
         v.read(S, off + (20 << 20), off + (20 << 20) + 1000) == data[20 << 20 : (20 << 20) + 1000]
     )
+
+
+# -- the .vtd bundle view ------------------------------------------------------
+
+
+def test_vtd_view_is_a_store_with_the_whole_tree(packed, tmp_path):
+    from vtstore.blocks import HashCodeBlock
+    from vtstore.stores.filestore import FileStore
+    from vtstore.tree.dir import walk as walk_tree
+    from vtstore.tree.fsexport import export_tree
+    from vtstore.tree.vtdview import VtdView, read_top
+
+    src, S, top = packed
+    v = VtdView(top, S)
+    path = tmp_path / "t.vtd"
+    with open(path, "wb") as f:
+        assert v.write_to(f, chunk=100_003) == v.span
+    whole = path.read_bytes()
+    rnd = random.Random(3)
+    for _ in range(200):
+        a = rnd.randrange(v.span)
+        b = a + rnd.choice([1, 13, 4096, 70_000, 1 << 21])
+        assert v.read(S, a, b) == whole[a:b], (a, b)
+    assert read_top(str(path)) == top
+    # top block first, then every directory block, then the data
+    kinds = [
+        "top" if isinstance(o, bytes) else ("leaf" if isinstance(o, HashCodeBlock) else "ind")
+        for o, _ in v._items
+    ]
+    assert kinds[0] == "top"
+    dirs = {
+        e.block.hashcode for _, e in walk_tree(top, S) if e.is_dir and hasattr(e.block, "hashcode")
+    }
+    pos = {o.hashcode: i for i, (o, _) in enumerate(v._items) if not isinstance(o, bytes)}
+    first_data = min(i for h, i in pos.items() if h not in dirs)
+    assert all(pos[h] < first_data for h in dirs)
+    with FileStore(str(path), readonly=True) as fs:
+        out = str(tmp_path / "out")
+        stats = export_tree(read_top(str(path)), fs, out)
+        assert not stats.errors and not stats.damaged
+    assert rsync_diff(src, out) == []
+
+
+def test_the_same_tree_makes_the_same_bundle(packed):
+    from vtstore.tree.vtdview import VtdView
+
+    _, S, top = packed
+    a, b = VtdView(top, S), VtdView(top, S)
+    assert a.span == b.span and a.read(S, 0, 4096) == b.read(S, 0, 4096)
+
+
+def test_a_bad_bundle_is_one_format_error(tmp_path):
+    from vtstore.errors import FormatError
+    from vtstore.tree.vtdview import read_top
+
+    for data in (b"", b"not a bundle", b"VTD\x01\x04\x05{}abc"):
+        p = tmp_path / "bad.vtd"
+        p.write_bytes(data)
+        with pytest.raises(FormatError):
+            read_top(str(p))

@@ -34,9 +34,31 @@ def register(sub) -> None:
     )
     p.add_argument("special", metavar="X.vt|REF")
     p.add_argument("-o", "--output", metavar="FILE", default="-", help="tar file (default stdout)")
+    p.add_argument(
+        "--format",
+        choices=("tar", "vtd"),
+        default="tar",
+        help="tar (default), or vtd: a self-contained .vtd bundle of the tree's blocks"
+        " (top block first; -S file:X.vtd opens it, vt ar reads it)",
+    )
     add_limit_options(p, "the free space of FILE's filesystem, 16T on a pipe")
     add_filter_options(p, source=False)
     p.set_defaults(func=run)
+
+
+def _export_vtd(top, store, output: str) -> int:
+    from vtstore.tree.vtdview import VtdView
+
+    view = VtdView(top, store)
+    if output == "-":
+        if sys.stdout.isatty():
+            raise VTError("refusing to write a bundle to a terminal: use -o FILE")
+        view.write_to(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+    else:
+        with open(output, "wb") as f:
+            view.write_to(f)
+    return 0
 
 
 def run(args) -> int:
@@ -53,6 +75,8 @@ def run(args) -> int:
         t = resolve_special(args.special, store)
         if t.dirent is None:
             raise VTError(f"{args.special}: a bare block ref has no tree; use vt cat")
+        if getattr(args, "format", "tar") == "vtd":
+            return _export_vtd(t.dirent, store, args.output)
         kw = {
             "links": getattr(t, "links", None),
             "max_files": max_files,

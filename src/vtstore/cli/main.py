@@ -31,6 +31,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("unpack", "unpack", "restore the latest state of an archive"),
     ("import_", "import", "merge a tree into an archive's latest state"),
     ("export", "export", "write a tree as a tar stream"),
+    ("ar", "ar", "create, list and extract self-contained .vtd bundles"),
     ("log", "log", "show the history of an archive"),
     ("forget", "forget", "drop the states a retention policy does not keep"),
     ("gc", "gc", "reclaim the space of blocks no state needs any more"),

@@ -1,4 +1,4 @@
-"""Archive-as views: a directory shown beside itself as a read-only tar file.
+"""Archive-as views: a directory shown beside itself as a read-only tar or .vtd file.
 
 `setfattr -n x-vt-archive-as -v 'tar[=NAME]' DIR` stores the xattr
 `user.vt.archive-as` on DIR (so it is packed, unpacked and mounted again like
@@ -6,6 +6,9 @@ any user xattr; setting that xattr directly is the same) and a read-only file
 NAME (default `DIR.tar`) appears in DIR's parent: DIR as a pax tar, octet for
 octet what `vt export --format tar` writes, laid out from the dirents and read
 from the blocks at any offset (`tree.tarview.TarView`), never built on disk.
+`vtd[=NAME]` (default `DIR.vtd`) shows DIR as a self-contained `.vtd` bundle
+instead (`tree.vtdview.VtdView`: top block first, then the directory blocks,
+then the data; `file:NAME` opens a copy of it as a store, `vt ar` reads it).
 The view shows DIR as last stored: setting the control stores DIR first, and
 later changes show from the next sync (`fsync`, `x-vt-control sync`, the
 ticker).  A real entry of the same name hides the view.  A view cannot be
@@ -28,7 +31,7 @@ from vtstore.tree.meta import Meta
 
 ATTR = "user.vt.archive-as"
 CONTROL = "x-vt-archive-as"
-SUFFIXES = {"tar": ".tar"}
+SUFFIXES = {"tar": ".tar", "vtd": ".vtd"}
 NAME_MAX = 255
 
 
@@ -41,7 +44,7 @@ def parse(value: bytes, dirname: str) -> tuple[str, str]:
     kind, eq, name = text.partition("=")
     kind = kind.strip()
     if kind not in SUFFIXES:
-        raise FSError(errno.EINVAL, f"archive-as: unknown view type {kind!r} (tar)")
+        raise FSError(errno.EINVAL, f"archive-as: unknown view type {kind!r} (tar, vtd)")
     name = name.strip() if eq else dirname + SUFFIXES[kind]
     if (
         not name
@@ -84,7 +87,7 @@ def view_node(fs, d: DirNode, name: str) -> ViewNode | None:
     v = views_of(fs, d).get(name)
     if v is None:
         return None
-    cname, _kind = v
+    cname, kind = v
     c = fs._child(d, cname)
     if c is None or c.type != T_DIR:
         return None
@@ -97,9 +100,14 @@ def view_node(fs, d: DirNode, name: str) -> ViewNode | None:
         if node.ino and node.ino not in fs.inodes:  # forgotten by the kernel meanwhile
             fs.inodes[node.ino] = node
         return node
-    from vtstore.tree.tarview import TarView
+    if kind == "vtd":
+        from vtstore.tree.vtdview import VtdView
 
-    tv = TarView(source, fs.store, links=fs.outer_links())
+        tv = VtdView(source, fs.store)
+    else:
+        from vtstore.tree.tarview import TarView
+
+        tv = TarView(source, fs.store, links=fs.outer_links())
     m = c.meta
     t = (source.meta.mtime_ns if source.meta is not None else None) or m.mtime_ns
     meta = Meta(
