@@ -21,9 +21,13 @@ from vtstore.blocks import (
     SubBlock,
     decode_blockrefs,
 )
+from vtstore.codec import decode_varint
 from vtstore.errors import FormatError, VTError
-from vtstore.tree.dir import decode_dir_data, read_dir_data
-from vtstore.tree.dirent import Dirent
+from vtstore.tree.dir import read_dir_data
+from vtstore.tree.dirent import F_PREV, T_DIR, Dirent
+from vtstore.tree.dirscan import FB_BLOCK, scan_dir_data
+
+_FB_PREV = 1 << F_PREV
 
 
 class MarkSet:
@@ -67,6 +71,40 @@ class MarkSet:
                 yield b[j : j + n]
 
 
+def _scan_refs(raw: bytes, hashid: int, dsize: int):
+    """The children of an indirect block whose refs are all plain hashcode
+    refs of this hash class (what the writers make): `(leaf digests,
+    [(indirect digest, span)])`; None for anything else, which the full
+    decoder (`decode_blockrefs`) then reads or rejects.  About 3x faster than
+    building a `Block` per child, for the walk's bulk: the leaves."""
+    leaves, inner = [], []
+    pos, n = 0, len(raw)
+    try:
+        while pos < n:
+            ln = raw[pos]
+            start, end = pos + 1, pos + 1 + ln
+            if ln >= 0x80 or end > n:
+                return None
+            flags = raw[start]
+            if flags > 1:  # typed (run, literal, sub-block) or unknown flags
+                return None
+            p = start + 1
+            while raw[p] & 0x80:  # the span, not needed to mark
+                p += 1
+            if raw[p + 1] != hashid or p + 2 + dsize != end:
+                return None
+            d = raw[p + 2 : end]
+            if flags:
+                span, _ = decode_varint(raw, start + 1, p + 1)
+                inner.append((d, span))
+            else:
+                leaves.append(d)
+            pos = end
+    except (IndexError, FormatError):
+        return None
+    return leaves, inner
+
+
 class Marker:
     """Mark every block reachable from the dirents and blocks given.
 
@@ -86,7 +124,7 @@ class Marker:
         self.reads = 0
 
     def _mark(self, h) -> None:
-        self.marks.add(h)
+        self.marks.add(h)  # a HashCode or its digest as bytes
         if self.new is not None:
             self.new.add(bytes(h))
 
@@ -104,6 +142,7 @@ class Marker:
     def block(self, b, where: str = "") -> None:
         """Mark `b` and every block under it (as data: a directory's entries
         are not walked; see `dirent`)."""
+        hc = self.store.hashclass
         todo = [b]
         while todo:
             b = todo.pop()
@@ -113,12 +152,20 @@ class Marker:
                 self._mark(b.hashcode)
             elif isinstance(b, IndirectBlock):
                 h = b.hashcode
-                if h in self.interior:
+                key = bytes(h)
+                if key in self.interior:
                     continue
-                self.interior.add(h)
-                self._mark(h)
+                self.interior.add(key)
+                self._mark(key)
                 raw = self._read(h, where)
                 if raw is None:
+                    continue
+                fast = _scan_refs(raw, hc.hashid, hc.digest_size)
+                if fast is not None:
+                    leaves, inner = fast
+                    for d in leaves:
+                        self._mark(d)
+                    todo.extend(IndirectBlock(hc(d), span) for d, span in inner)
                     continue
                 try:
                     todo.extend(decode_blockrefs(raw))
@@ -127,16 +174,17 @@ class Marker:
 
     def dirent(self, root: Dirent, where: str = "") -> None:
         """Mark everything `root` reaches: its blocks, a previous version's,
-        and for a directory every entry's, recursively."""
-        todo = [(root, where or root.name or "/")]
+        and for a directory every entry's, recursively.  Directory entries are
+        read with the stat cache's scanner (`scan_dir_data`): only the content
+        blockref of each is decoded, not its metadata."""
+        todo = [(root.is_dir, root.block, root.prev, where or root.name or "/")]
         while todo:
-            d, path = todo.pop()
-            if d.prev is not None:
-                self.block(d.prev, path)
-            b = d.block
+            is_dir, b, prev, path = todo.pop()
+            if prev is not None:
+                self.block(prev, path)
             if b is None:
                 continue
-            if not d.is_dir:
+            if not is_dir:
                 self.block(b, path)
                 continue
             top = b
@@ -152,11 +200,18 @@ class Marker:
                 continue  # a run: no entries
             self.block(b, path)
             try:
-                entries, _ = decode_dir_data(read_dir_data(b, self.store))
+                entries, _ = scan_dir_data(read_dir_data(b, self.store))
             except VTError as e:
                 self.problems.append(f"{path}: directory {b}: {e}")
                 continue
             self.reads += 1
             base = path.rstrip("/")
-            for e in entries:
-                todo.append((e, f"{base}/{e.name}"))
+            try:
+                for e in entries:
+                    if e.fields & _FB_PREV:
+                        d = e.dirent()
+                        todo.append((d.is_dir, d.block, d.prev, f"{base}/{d.name}"))
+                    elif e.fields & FB_BLOCK:
+                        todo.append((e.type == T_DIR, e.block(), None, f"{base}/{e.name}"))
+            except VTError as err:
+                self.problems.append(f"{path}: directory {b}: {err}")
