@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -278,3 +279,31 @@ def test_mount_an_encrypted_archive(tmp_path, env, dd):
         assert (mnt / "notes.txt").read_bytes() == (src / "notes.txt").read_bytes()
     finally:
         run_vt(env, "umount", str(mnt))
+
+
+def test_serving_a_format2_backend_is_refused_in_one_line(tmp_path, env, dd):
+    """A block server of a format 2 datadir names a hash class no client knows
+    (its names are tags): the client says so in one line, it does not hang."""
+    f = tmp_path / "f"
+    f.write_bytes(os.urandom(50_000))
+    run_vt(env, "-S", f"crypt:{dd}", "save", str(f))
+    sock, ready = tmp_path / "s.sock", tmp_path / "ready"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vtstore.cli.main", "-q", "-S", str(dd), "serve"]
+        + [f"unix:{sock}", "--ready-file", str(ready)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(300):
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        r = run_vt(env, "-S", f"unix:{sock}", "info", check=False)
+        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+        assert b"unknown hash class id 66" in r.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

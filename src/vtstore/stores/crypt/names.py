@@ -35,6 +35,8 @@ F_ZSTD = 1
 HEADER = 2 + 32
 OVERHEAD = HEADER + 16
 TAG_SIZE = 32
+#: tag classes' ids: this plus the plaintext class's id (never registered)
+TAG_ID_BASE = 64
 
 _CLASSES: dict[str, type[HashCode]] = {}
 
@@ -101,6 +103,9 @@ def tag_class(plain: type[HashCode]) -> type[TagCode]:
         # would register it with the content hashes (hashclasses(), blockrefs)
         cls = type(f"Tag_{plain.hashname.upper()}", (TagCode,), {"__slots__": ()})
         cls.hashname = name
+        # an id no content hash has (and none registered): a block server's
+        # hello names it, so a client that does not know it refuses in one line
+        cls.hashid = TAG_ID_BASE + plain.hashid
         cls.plain = plain
         cls.__doc__ = f"The name of a crypt store's backend block holding {plain.hashname} data."
         _CLASSES[name] = cls
