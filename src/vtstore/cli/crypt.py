@@ -17,8 +17,9 @@ and remember its passphrase.
 
 A datadir made by `vt crypt init` (or by the first write through `crypt:`) is
 format 2: it names each encrypted block by the keyed tag the block carries, so
-it needs no crypt index, and `vt fsck DATADIR` checks it without the key
-(framing, CRCs, names) while `vt fsck crypt:DATADIR` also decrypts every block.
+it needs no crypt index, and `vt -S DATADIR fsck` checks it without the key
+(framing, CRCs, names) while `vt -S crypt:DATADIR fsck` also decrypts every
+block.
 Stores made before (format 1) keep their crypt index (`crypt.idx`).
 """
 
