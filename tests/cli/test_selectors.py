@@ -155,12 +155,12 @@ def test_ambiguous_prefix_through_vt(h, tmp_path):
 
 
 def test_state_id_definition():
-    """The ID is BLAKE2b-256 of `MICROSECONDS\\nDIRENT\\nCOMMENT` (docs/FORMATS.md)."""
+    """The ID is BLAKE2b-256 of `MICROSECONDS\\nBINARY-DIRENT\\nCOMMENT` (FORMATS.md §9.1)."""
     import hashlib
 
     d = DirDirent(name="x")
     e = ArchiveEntry(1764581400.123456, d, comment="hi", store_id="s1")
-    text = f"1764581400123456\n{d}\nhi".encode()
+    text = b"1764581400123456\n" + d.encode() + b"\nhi"
     assert e.id == hashlib.blake2b(text, digest_size=32).hexdigest() == state_id(e.when, d, "hi")
     assert e.short_id == e.id[:8]
     # the store it lives in is not part of it; the time and comment are
@@ -176,7 +176,8 @@ def test_state_id_definition():
     line = json.loads((root / "docs" / "format-vectors.json").read_text())["archive_line"]
     v = parse_line(line)
     doc = (root / "docs" / "FORMATS.md").read_text()
-    assert v.id == "b80147e3198c40b5d6f424e30857bbed0f45ebf89d3e03f6e3dd373918de5739"
+    assert v.id == "fe4a050fe87cc72150358e96fc5770159a438a1569b4c88eece0546ae37b4ea4"
+    assert v.dirent.encode().hex() in doc
     assert f"ID `{v.id}`" in doc and f"short ID `{v.short_id}`" in doc
 
 
@@ -224,3 +225,22 @@ def test_ls_json(h):
     assert (
         one["path"] == "f" and one["mode"] == (h.tmp / "src" / "sub" / "f").stat().st_mode & 0o7777
     )
+
+
+def test_a_printed_time_names_its_state(tmp_path):
+    """`unpack --at TIME` with the time `vt log --json` prints picks that state:
+    an ISO time read back as a float is often a hair below the recorded one
+    (38% of random times), so `Archive.at` compares microseconds."""
+    import random
+
+    from vtstore.archive import Archive
+    from vtstore.cli.unpack import parse_time
+
+    rng = random.Random(16)
+    whens = sorted(1.7e9 + rng.random() * 1e8 for _ in range(300))
+    path = tmp_path / "t.vt"
+    path.write_text("".join(ArchiveEntry(w, DirDirent()).to_line() for w in whens))
+    archive = Archive(str(path))
+    entries = list(archive.entries())
+    for e in entries:
+        assert archive.at(parse_time(e.isotime)) == e
