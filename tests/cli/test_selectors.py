@@ -114,7 +114,8 @@ def test_errors_are_one_line(h):
         ("src.vt@1999-01-01", b"no state was made then or before"),
         ("src.vt@yesterday", b"not a state selector"),
         ("src.vt@2026-13-45", b"not a date"),
-        ("nope.vt@-1", b"no such archive"),
+        ("nope.vt@-1", b"nope.vt: no such archive"),
+        ("[c]nope@0", b"[c]nope: no such archive"),
     ]
     for sel, needle in cases:
         r = h.vt("cat", f"{sel}/sub/f", check=False)

@@ -188,7 +188,11 @@ def archive_state(text: str, store, when: float | None = None):
     optional `@SEL`; the archive must exist and hold the state."""
     archive, inner, sel = archive_target(text, store)
     if not archive.exists():
-        raise VTError(f"{split_selector(text)[0]}: no such archive")
+        shown = text
+        if sel is not None:  # the archive, without the selector and the path after it
+            plain = split_selector(text)[0]
+            shown = plain[: len(plain) - len(inner)].rstrip("/") if inner else plain
+        raise VTError(f"{shown}: no such archive")
     return archive, select_entry(archive, sel, when, text), inner
 
 
