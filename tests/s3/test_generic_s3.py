@@ -3,7 +3,8 @@
 Every test of that suite that takes a `store_factory` runs here on SeaweedFS
 in both layouts (`s3://`: packs, small ones so that a test spans several;
 `s3+blocks://`: one object per block) and on the pack layout over a local
-directory backend, for each hash class of the suite.
+directory backend (packs spooled on disk and in memory), for each hash class
+of the suite.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ CASES = [
     and "store_factory" in inspect.signature(fn).parameters
 ]
 KINDS = [
-    (k, hc) for k in ("s3-packs", "s3-blocks", "local-packs") for hc in (Hash_BLAKE3, Hash_SHA1)
+    (k, hc)
+    for k in ("s3-packs", "s3-blocks", "local-packs", "local-packs-memory")
+    for hc in (Hash_BLAKE3, Hash_SHA1)
 ]
 
 
@@ -57,7 +60,7 @@ class ObjectStoreFactory:
         from vtstore.stores.backends.objects import BlockObjectStore
         from vtstore.stores.backends.packs import PackStore
 
-        if self.kind == "local-packs":
+        if self.kind.startswith("local-packs"):
             backend = LocalDirBackend(self.tmp / "objects")
         else:
             backend = Retrying(self.weed.backend(self.prefix), max_time=20)
@@ -70,6 +73,7 @@ class ObjectStoreFactory:
             readonly=readonly,
             pack_size=256 * 1024,
             uploads=2,
+            spool="memory" if self.kind.endswith("memory") else "disk",
         )
 
     def close_all(self) -> None:

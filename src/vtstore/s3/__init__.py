@@ -14,6 +14,7 @@ Importing this package registers the `s3` store type over the reserved one of
     cache = ~/.cache/vt/s3/offsite (the local index and spool of the pack layout)
     uploads = 4                    (packs uploaded at once)
     pack_size = 32MiB
+    spool = disk                   (or memory: packs built in RAM, no disk writes)
     parallel = 32                  (requests at once, blocks layout)
     retry_time = 60                (seconds of retries before giving up)
     profile = NAME                 (of ~/.aws/credentials; else $AWS_PROFILE)
@@ -54,6 +55,13 @@ def _layout(text: str) -> str:
     t = str(text).strip().lower()
     if t not in LAYOUTS:
         raise ValueError(f"layout is packs or blocks, not {text!r}")
+    return t
+
+
+def _spool(text: str) -> str:
+    t = str(text).strip().lower()
+    if t not in ("disk", "memory"):
+        raise ValueError(f"spool is disk or memory, not {text!r}")
     return t
 
 
@@ -126,7 +134,7 @@ def open_s3(spec: S.StoreSpec, ctx: S.OpenContext):
         if layout == "blocks":
             return BlockObjectStore(backend, parallel=p.get("parallel", 32), **common)
         cache = p.get("cache") or default_cache_dir(endpoint, bucket, prefix)
-        kw = {k: p[k] for k in ("frame_size", "zstd_level", "compress") if k in p}
+        kw = {k: p[k] for k in ("frame_size", "zstd_level", "compress", "spool") if k in p}
         return PackStore(
             backend,
             os.path.expanduser(cache),
@@ -148,6 +156,7 @@ S3_KEYS = {
     "endpoint": S._str,
     "region": S._str,
     "layout": _layout,
+    "spool": _spool,
     "cache": S._str,
     "uploads": _count,
     "parallel": _count,

@@ -39,21 +39,12 @@ class BlockObjectStore(LayoutStore):
         self,
         backend: Backend,
         *,
-        hashclass: type[HashCode] | None = None,
-        default_hashclass: type[HashCode] | None = None,
-        readonly: bool = False,
-        name: str | None = None,
-        config: dict | None = None,
         parallel: int = DEFAULT_PARALLEL,
+        **common,
     ):
-        super().__init__(
-            backend,
-            hashclass=hashclass,
-            default_hashclass=default_hashclass,
-            readonly=readonly,
-            name=name,
-            config=config,
-        )
+        """`common`: `LayoutStore`'s hashclass, default_hashclass, readonly,
+        name and config."""
+        super().__init__(backend, **common)
         self.parallel = max(1, parallel)
         self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="vt-obj")
         self._lock = threading.Lock()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import mmap
 import os
 import threading
 import time
@@ -159,11 +160,6 @@ class PackStore(LayoutStore):
         backend: Backend,
         cache_dir,
         *,
-        hashclass: type[HashCode] | None = None,
-        default_hashclass: type[HashCode] | None = None,
-        readonly: bool = False,
-        name: str | None = None,
-        config: dict | None = None,
         pack_size: int = DEFAULT_PACK_SIZE,
         uploads: int = DEFAULT_UPLOADS,
         frame_size: int = DEFAULT_FRAME_SIZE,
@@ -171,16 +167,19 @@ class PackStore(LayoutStore):
         compress: bool = True,
         readahead: int = DEFAULT_READAHEAD,
         read_cache: int = DEFAULT_READ_CACHE,
+        spool: str = "disk",
+        **common,
     ):
-        super().__init__(
-            backend,
-            hashclass=hashclass,
-            default_hashclass=default_hashclass,
-            readonly=readonly,
-            name=name,
-            config=config,
-        )
+        """`common`: `LayoutStore`'s hashclass, default_hashclass, readonly,
+        name and config."""
+        super().__init__(backend, **common)
         self.pack_size = pack_size
+        if spool not in ("disk", "memory"):
+            raise ValueError(f"spool is disk or memory, not {spool!r}")
+        #: where packs are built: files in the cache directory (a sealed pack a
+        #: crash kept from the server is uploaded by the next open), or memory
+        #: (memfd: no disk writes; what a crash cut off was never acknowledged)
+        self.spool = spool
         self.frame_size = frame_size
         self.zstd_level = zstd_level
         self.compress = compress
@@ -205,7 +204,7 @@ class PackStore(LayoutStore):
         try:
             self._check_cache()
             self.refresh(force=True)
-            if not readonly:
+            if not self.readonly:
                 self._recover_spools()
         except BaseException:
             self._pool.shutdown(wait=False)
@@ -289,7 +288,11 @@ class PackStore(LayoutStore):
     def _new_spool(self) -> _Spool:
         pid = uuidmod.uuid4().hex
         path = os.path.join(self.cache_dir, "spool", f"{pid}.vtd")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        if self.spool == "memory":
+            fd = os.memfd_create(f"vt-spool-{pid}", os.MFD_CLOEXEC)
+            path = f"memory:{pid}.vtd"
+        else:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)  # so that another process's recovery leaves it be
         header = encode_header(self.hashclass.hashname, pid)
         os.pwrite(fd, header, 0)
@@ -399,10 +402,11 @@ class PackStore(LayoutStore):
             self._drop_spool(sp)
             return
         body = encode_pack_index(sp.pairs, sp.end)
-        # the index beside the spool marks it sealed: recovery uploads it
-        with open(sp.path[: -len(".vtd")] + ".idx", "wb") as f:
-            f.write(body)
-            os.fsync(f.fileno())
+        if self.spool == "disk":
+            # the index beside the spool marks it sealed: recovery uploads it
+            with open(sp.path[: -len(".vtd")] + ".idx", "wb") as f:
+                f.write(body)
+                os.fsync(f.fileno())
         self._upload(sp, body)
 
     def _live(self) -> list[_Spool]:
@@ -424,10 +428,15 @@ class PackStore(LayoutStore):
 
     def _upload(self, sp: _Spool, body: bytes) -> None:
         try:
-            data = os.pread(sp.fd, sp.end, 0)
-            if len(data) != sp.end:
+            if os.fstat(sp.fd).st_size < sp.end:
                 raise StoreError(f"{sp.path}: spool file is short")
-            self.backend.put_if_absent(f"data/{sp.id}", data)
+            # mapped, not read: the client sends from the page cache, no copy here
+            with mmap.mmap(sp.fd, sp.end, prot=mmap.PROT_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    self.backend.put_if_absent(f"data/{sp.id}", view)
+                finally:
+                    view.release()  # else closing the map fails, hiding the error
             self.backend.put_if_absent(f"index/{sp.id}", body)
         except BaseException as e:
             if self._failed is None:
@@ -444,7 +453,7 @@ class PackStore(LayoutStore):
         self._drop_spool(sp)
 
     def _drop_spool(self, sp: _Spool) -> None:
-        for suffix in (".idx", ".vtd"):
+        for suffix in (".idx", ".vtd") if self.spool == "disk" else ():
             try:
                 os.unlink(sp.path[: -len(".vtd")] + suffix)
             except FileNotFoundError:
