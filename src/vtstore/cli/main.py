@@ -37,6 +37,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("gc", "gc", "reclaim the space of blocks no state needs any more"),
     ("snapshots", "snapshots", "list the archives of a store and their states"),
     ("diff", "diff", "show what changed between two states or trees"),
+    ("merge", "merge", "merge two states or trees three-way"),
     ("mount", "mount", "mount an archive or ref with FUSE"),
     ("umount", "umount", "unmount a vt mount"),
     ("serve", "serve", "serve stores over TCP, a UNIX socket or stdio"),

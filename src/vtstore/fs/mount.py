@@ -70,9 +70,39 @@ class Mount:
         self.subpath = tuple(subpath)
         self.comment = comment
         self.last: Dirent | None = top
+        # three-way merge with states others record meanwhile (docs/FILESYSTEM.md):
+        # `own` is this mount's tree as last recorded (the merge base of its next
+        # change), `recorded` what it appended last (its own tree, or a merge)
+        self.own: Dirent | None = top
+        self.recorded: Dirent | None = top
+        self.merged = False
+        self.conflicts: list[str] = []
         self.states = 0
         self._lock = threading.Lock()
         fs.on_sync = None
+
+    def _merged(self, full: Dirent) -> tuple[Dirent, str | None]:
+        """What to record for the mount's tree `full`: itself, or, once another
+        writer recorded a state since this mount's last one, the three-way merge
+        of this mount's changes into the archive's latest state."""
+        from vtstore.tree.merge import merge3
+
+        latest = self.archive.last()
+        theirs = latest.dirent if latest is not None else None
+        if theirs is None or (not self.merged and theirs == self.recorded):
+            self.own = self.recorded = full
+            return full, self.comment
+        merged, conflicts = merge3(self.own, full, theirs, self.fs.store)
+        self.fs.backend.flush()
+        self.merged = True
+        self.own, self.recorded = full, merged
+        self.conflicts += conflicts
+        note = f"merged with state {latest.short_id}" if hasattr(latest, "short_id") else "merged"
+        if conflicts:
+            shown = ", ".join(conflicts[:5]) + (", ..." if len(conflicts) > 5 else "")
+            note += f"; conflicts kept as *.vt-conflict: {shown}"
+            log.warning("%s: %s", self.archive.path, note)
+        return merged, f"{self.comment}; {note}" if self.comment else note
 
     def sync(self) -> bool:
         """Store every change and record a new state if the tree changed."""
@@ -91,9 +121,8 @@ class Mount:
             if full == self.last:
                 return False
             if self.archive is not None:
-                self.archive.update(
-                    full, comment=self.comment, store_id=store_identity(self.fs.store)
-                )
+                state, comment = self._merged(full)
+                self.archive.update(state, comment=comment, store_id=store_identity(self.fs.store))
             self.last = full
             if self.subpath:
                 self.top = full

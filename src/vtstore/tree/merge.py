@@ -46,3 +46,89 @@ def _open(base: Dirent, overlay: Dirent, store):
     todo = dir_entries(overlay, store)
     todo.reverse()  # popped from the end: name order
     return base, overlay, entries, todo
+
+
+# -- three-way merge -----------------------------------------------------------
+
+CONFLICT_SUFFIX = ".vt-conflict"
+
+
+def _conflict_name(name: str, taken) -> str:
+    """A name for the other side's version of `name` that no entry has."""
+    n = 1
+    cand = f"{name}{CONFLICT_SUFFIX}"
+    while cand in taken:
+        n += 1
+        cand = f"{name}{CONFLICT_SUFFIX}{n}"
+    return cand
+
+
+def merge3(base: Dirent | None, ours: Dirent, theirs: Dirent, store) -> tuple[Dirent, list[str]]:
+    """Merge the changes `base -> ours` and `base -> theirs` of a directory tree.
+
+    Entry by entry, by name: what only one side changed (added, removed,
+    replaced) takes that side's change; what both changed the same way takes
+    it once; directories both sides changed are merged the same way, level by
+    level (an explicit stack: any depth).  A real conflict (both changed one
+    non-directory differently, or one removed what the other changed) keeps
+    both: ours under the name, theirs under `NAME.vt-conflict` (a number added
+    if that is taken); a removal against a change keeps the changed one.
+    Returns the merged dirent (ours' name; metadata of the side that changed
+    it, ours when both did) and the conflicting paths, `/`-joined.
+    Unchanged subtrees are taken as they are, unread: the cost follows what
+    changed.  Hard-link groups new on both sides may share a number (the
+    merged tree then joins them); the mount's link table of the top is dropped
+    (readers walk).
+    """
+    conflicts: list[str] = []
+
+    def entries(d: Dirent | None) -> dict[str, Dirent]:
+        if d is None or not d.is_dir or d.block is None:
+            return {}
+        return {e.name: e for e in dir_entries(d, store)}
+
+    def frame(path: str, b, o, t):
+        be, oe, te = entries(b), entries(o), entries(t)
+        names = sorted(set(be) | set(oe) | set(te), reverse=True)
+        return path, b, o, t, be, oe, te, names, {}
+
+    stack = [frame("", base, ours, theirs)]
+    while True:
+        path, b, o, t, be, oe, te, names, out = stack[-1]
+        descended = False
+        while names:
+            name = names.pop()
+            bd, od, td = be.get(name), oe.get(name), te.get(name)
+            if od == td or td == bd:
+                keep = od
+            elif od == bd:
+                keep = td
+            elif od is not None and td is not None and od.is_dir and td.is_dir:
+                sub = f"{path}/{name}" if path else name
+                stack.append(frame(sub, bd if bd is not None and bd.is_dir else None, od, td))
+                descended = True
+                break
+            else:
+                where = f"{path}/{name}" if path else name
+                conflicts.append(where)
+                if od is None or td is None:
+                    keep = od if od is not None else td  # removed here, changed there
+                else:
+                    keep = od
+                    other = _conflict_name(name, set(oe) | set(te) | set(out))
+                    out[other] = td.renamed(other)
+            if keep is not None:
+                out[name] = keep
+        if descended:
+            continue
+        if o.meta == t.meta or (b is not None and t.meta == b.meta):
+            meta = o.meta
+        elif b is not None and o.meta == b.meta:
+            meta = t.meta
+        else:
+            meta = o.meta
+        done = make_dir(list(out.values()), store, name=o.name, meta=meta)
+        stack.pop()
+        if not stack:
+            return done, conflicts
+        stack[-1][8][o.name] = done
