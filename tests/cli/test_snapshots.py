@@ -134,3 +134,49 @@ def test_a_long_history(h, tmp_path):
     assert h.vt("cat", f"{big}@+12345/sub/f").stdout == b"v0"
     (line,) = h.vt("snapshots", "--latest", str(big)).stdout.decode().splitlines()
     assert line.endswith("run 19999")
+
+
+def test_log_on_an_80_column_terminal(h):
+    """On a terminal: a header, and every line within the terminal's width."""
+    import shlex
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "vtstore.cli.main"]
+    for args in (["log", "[c]long-named-archive-of-someone"], ["snapshots", "-s", "[c]"]):
+        cmd = "stty cols 80 rows 40; exec " + " ".join(shlex.quote(a) for a in base + args)
+        r = subprocess.run(
+            ["script", "-qec", cmd, "/dev/null"], capture_output=True, env=h.env, cwd=h.tmp
+        )
+        lines = r.stdout.decode().replace("\r", "").splitlines()
+        assert r.returncode == 0 and lines, r.stdout
+        assert "ID" in lines[0] and "COMMENT" in lines[0], lines
+        assert all(len(ln) <= 80 for ln in lines) and lines[-1].endswith("..."), lines
+
+
+def test_an_archive_another_user_cannot_read(h):
+    """uid 65534 meets one line naming the archive, not a traceback."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="vt-private-")  # pytest's own tmp is closed to others
+    try:
+        os.chmod(d, 0o755)
+        shutil.copy(h.archive, f"{d}/src.vt")
+        os.chmod(f"{d}/src.vt", 0o600)
+        env = {"PATH": os.environ["PATH"], "HOME": d}
+        for args in (["log", f"{d}/src.vt"], ["cat", f"{d}/src.vt@-1/sub/f"]):
+            r = subprocess.run(
+                ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+                + [sys.executable, "-m", "vtstore.cli.main", "-S", "memory:", *args],
+                capture_output=True,
+                env=env,
+                cwd=d,
+            )
+            err = r.stderr.decode().strip()
+            assert r.returncode == 1 and err.endswith(f"{d}/src.vt: Permission denied"), err
+            assert len(err.splitlines()) == 1 and "Traceback" not in err
+    finally:
+        shutil.rmtree(d)
