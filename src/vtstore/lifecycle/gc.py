@@ -251,11 +251,11 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         rep.disk_after = rep.disk_before
         return rep
     doomed = delete | rewrite
-    live, dead = compact.split_entries(dd, doomed, marks)
+    live, dead, partial = compact.split_entries(dd, doomed, marks)
     copier = compact.Copier(dd)
     phase("copy", sum(use[n].live_bytes for n in rewrite))
     try:
-        copier.copy((x for n in sorted(rewrite) for x in live[n]), on_bytes)
+        copier.copy((x for n in sorted(rewrite) for x in live[n]), on_bytes, partial)
     finally:
         copier.finish()
     rep.blocks_copied, rep.bytes_copied = copier.stats.blocks, copier.stats.bytes

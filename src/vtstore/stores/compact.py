@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vtstore.codec import encode_varint
 from vtstore.stores.index import FileInfo, IndexEntry
 from vtstore.stores.recovery import recover_tail, try_lock
 from vtstore.stores.writer import RecordWriter
@@ -130,13 +132,19 @@ def usage(dd: DataDir, files: dict[int, FileInfo], marks) -> dict[int, FileUsage
 
 def split_entries(dd: DataDir, nums: set[int], marks):
     """For the files `nums`: their live `(digest, entry)` items and their dead
-    digests, by file number."""
+    digests, by file number, and the records `(filenum, payload_offset)` that
+    hold a dead block."""
     live: dict[int, list] = {n: [] for n in nums}
     dead: dict[int, list] = {n: [] for n in nums}
+    partial: set[tuple[int, int]] = set()
     for d, e, is_live in merge_marks(dd._index.iter_items(), marks.sorted_iter()):
         if e.filenum in nums:
-            (live if is_live else dead)[e.filenum].append((d, e) if is_live else d)
-    return live, dead
+            if is_live:
+                live[e.filenum].append((d, e))
+            else:
+                dead[e.filenum].append(d)
+                partial.add((e.filenum, e.payload_offset))
+    return live, dead, partial
 
 
 @dataclass
@@ -144,6 +152,15 @@ class CopyStats:
     blocks: int = 0
     bytes: int = 0
     files: list[int] = field(default_factory=list)
+
+
+class _RawFile:
+    """A new data file that whole records are appended to as they are."""
+
+    def __init__(self, fd: int, fi: FileInfo):
+        self.fd, self.fi = fd, fi
+        self.off = self.committed = fi.indexed_to
+        self.entries: list = []
 
 
 class Copier:
@@ -154,6 +171,7 @@ class Copier:
         self.dd = dd
         self.stats = CopyStats()
         self._w: RecordWriter | None = None
+        self._raw: _RawFile | None = None
         self._fd = -1
         self._fi: FileInfo | None = None
 
@@ -185,24 +203,101 @@ class Copier:
             counters={"blocks_added": -len(entries), "bytes_added": -nbytes},
         )
 
-    def copy(self, items: Iterable[tuple[bytes, IndexEntry]], progress=None) -> None:
+    def copy(
+        self, items: Iterable[tuple[bytes, IndexEntry]], progress=None, partial=frozenset()
+    ) -> None:
         """Copy each block `(digest, entry)` (read and verified from where
-        `entry` points) into the new file(s)."""
+        `entry` points) into the new file(s).  A record not in `partial`
+        (`(filenum, payload_offset)` of the records holding dead blocks) is
+        copied whole, as stored, once its CRC checks: no decompression, no
+        compression, and the blocks keep their place in it."""
         dd = self.dd
         hc = dd.hashclass
         # in file order: each frame is read and decompressed once (in digest
         # order every block would decompress its whole frame again)
         items = sorted(items, key=lambda x: (x[1].filenum, x[1].payload_offset, x[1].data_offset))
-        for d, e in items:
-            data = dd._read_entry(hc(d), e)
-            w = self._w or self._open()
-            size = w.add(hc(d), data)
+        i = 0
+        while i < len(items):
+            e0 = items[i][1]
+            key = (e0.filenum, e0.payload_offset)
+            j = i + 1
+            while j < len(items) and (items[j][1].filenum, items[j][1].payload_offset) == key:
+                j += 1
+            group = items[i:j]
+            i = j
+            if key not in partial and self._copy_record(group, progress):
+                continue
+            for d, e in group:
+                data = dd._read_entry(hc(d), e)
+                w = self._w or self._open()
+                size = w.add(hc(d), data)
+                self.stats.blocks += 1
+                self.stats.bytes += len(data)
+                if progress is not None:
+                    progress(len(data))
+                if size >= dd.data_file_size:
+                    self._close(seal=True)
+
+    def _copy_record(self, group: list, progress) -> bool:
+        """Append the record holding `group` (all its indexed blocks) to the raw
+        file as it is; False (copy block by block) if it does not check."""
+        dd = self.dd
+        e0 = group[0][1]
+        hdr = encode_varint(e0.flags) + encode_varint(e0.payload_length)
+        start = e0.payload_offset - len(hdr)
+        length = len(hdr) + e0.payload_length + 4
+        if start < 0 or e0.payload_length > (64 << 20):
+            return False
+        try:
+            with dd._fds.fd(e0.filenum) as fd:
+                rec = os.pread(fd, length, start)
+        except OSError:
+            return False
+        if (
+            len(rec) != length
+            or rec[: len(hdr)] != hdr
+            or zlib.crc32(memoryview(rec)[:-4]) != int.from_bytes(rec[-4:], "big")
+        ):
+            return False
+        r = self._raw or self._open_raw()
+        off = r.off
+        os.pwrite(r.fd, rec, off)
+        r.off += length
+        for d, e in group:
+            r.entries.append((d, e._replace(filenum=r.fi.num, payload_offset=off + len(hdr))))
             self.stats.blocks += 1
-            self.stats.bytes += len(data)
+            self.stats.bytes += e.data_length
             if progress is not None:
-                progress(len(data))
-            if size >= dd.data_file_size:
-                self._close(seal=True)
+                progress(e.data_length)
+        if r.off - r.committed >= (64 << 20) or r.off >= dd.data_file_size:
+            self._commit_raw(seal=r.off >= dd.data_file_size)
+        return True
+
+    def _open_raw(self) -> _RawFile:
+        fd, fi = self.dd.new_data_file()
+        self.stats.files.append(fi.num)
+        self._raw = _RawFile(fd, fi)
+        return self._raw
+
+    def _commit_raw(self, seal: bool) -> None:
+        r = self._raw
+        if r is None:
+            return
+        os.fdatasync(r.fd)  # the records are durable before the index names them
+        r.fi.indexed_to = r.off
+        r.fi.sealed = r.fi.sealed or seal
+        nbytes = sum(e.data_length for _, e in r.entries)
+        self.dd._index.commit(
+            r.entries,
+            files=[r.fi],
+            replace=True,
+            counters={"blocks_added": -len(r.entries), "bytes_added": -nbytes},
+        )
+        r.entries = []
+        r.committed = r.off
+        if seal:
+            os.close(r.fd)
+            self._raw = None
 
     def _close(self, seal: bool) -> None:
         w = self._w
@@ -223,7 +318,10 @@ class Copier:
 
     def finish(self) -> None:
         """Make every copy durable and indexed; seal the files written."""
-        self._close(seal=True)
+        try:
+            self._close(seal=True)
+        finally:
+            self._commit_raw(seal=True)
 
 
 def _journal(dd: DataDir, uuids: list[str]) -> None:
