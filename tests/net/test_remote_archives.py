@@ -322,3 +322,36 @@ def test_served_proxy_lists_and_creates_archives(serve, clients, tmp_path):
         st.close()
     finally:
         proxy.close()
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs FUSE (as root)"
+)
+def test_mount_a_server_archive(tmp_path, servers, env):
+    """`vt mount [clause]NAME` of a unix: server's archive: read-only it shows
+    the latest state; read-write, the unmount appends a new state there."""
+    _clauses(tmp_path, servers, env, "unix")
+    tree = tmp_path / "tree"
+    make_tree(tree, files=10, size=5_000)
+    vt("-q", "pack", str(tree), "-a", "[k]web", env=env)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    f = next(p for p in tree.rglob("*") if p.is_file())
+    try:
+        vt("mount", "-r", "[k]web", str(mnt), env=env)
+        assert (mnt / f.relative_to(tree)).read_bytes() == f.read_bytes()
+        vt("umount", str(mnt), env=env)
+        vt("mount", "[k]web", str(mnt), env=env)
+        (mnt / "added").write_bytes(b"written through the mount")
+        vt("umount", str(mnt), env=env)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+    assert len(vt("log", "--brief", "[k]web", env=env).stdout.splitlines()) == 2
+    r = subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "cat", "[k]web/added"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    assert r.stdout == b"written through the mount"
