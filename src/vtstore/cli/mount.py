@@ -54,6 +54,14 @@ def register(sub) -> None:
     p.add_argument("--sync-interval", type=float, default=60.0, metavar="SECONDS", help="0: never")
     p.add_argument("--scratch-dir", metavar="DIR", help="where written data waits (default TMP)")
     p.add_argument("--cache-size", type=int, default=128, metavar="MiB", help="block cache")
+    p.add_argument(
+        "--stream-mb",
+        type=int,
+        default=64,
+        metavar="MiB",
+        help="store a file still open for writing each time this much was written to it"
+        " (logs, downloads: bounds the scratch space per file; 0: only at close and sync)",
+    )
     p.add_argument("-m", "--comment", help="comment stored with the recorded states")
     p.add_argument(
         "--create",
@@ -311,6 +319,7 @@ def _serve(args, opts, readonly, mountpoint, ready_fd) -> int:
             "scratch_dir": args.scratch_dir,
             "cache_bytes": max(1, args.cache_size) << 20,
             "append_only": "append" in opts,
+            "stream_bytes": max(0, getattr(args, "stream_mb", 64)) << 20,
         }
         if refs:
             from vtstore.fs.refs import refs_filesystem

@@ -86,6 +86,7 @@ class Layer:
         self.ends: list[int] = []
         self.scratch: Scratch | None = None
         self.scratch_dir = scratch_dir
+        self.written = 0  # octets written into this layer (streaming stores it past a bound)
         self.frozen = False
         self.block: Block | None = None  # set when the frozen layer has been stored
         self.error: BaseException | None = None
@@ -102,6 +103,7 @@ class Layer:
         if self.scratch is None:
             self.scratch = Scratch(self.scratch_dir)
         self.scratch.pwrite(data, offset)
+        self.written += n
         self._add_extent(offset, offset + n)
         if offset + n > self.size:
             self.size = offset + n

@@ -110,6 +110,7 @@ class FileSystem(Storing):
         readahead: bool = True,
         outer=None,
         dir_salt: bytes | None = None,
+        stream_bytes: int | None = 64 << 20,
     ):
         if not root.is_dir:
             raise FSError(errno.ENOTDIR, f"{root.name or 'the ref'} is not a directory")
@@ -145,6 +146,9 @@ class FileSystem(Storing):
         self.outside_changes: dict[tuple[str, ...], Dirent] = {}
         self.view_nodes: dict[tuple[int, str], ViewNode] = {}  # archive-as views, views.py
         self.dir_salt = dir_salt  # salt for directories written (see salt_for)
+        # streaming: a file written past this many octets since its layer began is
+        # stored while still open (a log, a download), so scratch use stays bounded
+        self.stream_bytes = stream_bytes
         self._outer_links = None
         self.closed = False
 
@@ -796,8 +800,11 @@ class FileSystem(Storing):
                 raise FSError(errno.EBADF)
             if self.append_only and offset < node.size:
                 self._check_append("overwrite")
-            node.layer(self.scratch_dir).write(offset, data)
+            layer = node.layer(self.scratch_dir)
+            layer.write(offset, data)
             self._writing.add(node)
+            if self.stream_bytes and layer.written >= self.stream_bytes and not node.unlinked:
+                self._freeze(node)  # store what was written so far; a new layer takes the rest
             now = _now()
             node.meta = replace(node.meta, mtime_ns=now, ctime_ns=now)
             if not node.dirty:
