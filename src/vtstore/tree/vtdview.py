@@ -159,22 +159,34 @@ class VtdView:
         return pos
 
 
+def top_of(buf) -> Dirent:
+    """The top dirent of a `.vtd` bundle given as a buffer (its first block).
+
+    Raises `FormatError` for anything that is not a bundle: bad magic or
+    header, no intact blocks record after it, a first block that is no dirent.
+    """
+    _, pos = read_header(buf)
+    rec = parse_record_at(buf, pos, len(buf))
+    if isinstance(rec, str):
+        raise FormatError(f"no block record after the header: {rec}")
+    if rec.flags & 0x0C != TYPE_BLOCKS:
+        raise FormatError("the record after the header holds no blocks")
+    stored = buf[rec.payload_offset : rec.payload_offset + rec.payload_length]
+    payload = decode_payload(rec.flags, stored)
+    doff, dlen = next(iter_entries(payload))
+    try:
+        return decode_dirent(payload[doff : doff + dlen])
+    except FormatError as e:
+        raise FormatError(f"the first block is not a dirent: {e}") from None
+
+
 def read_top(path: str) -> Dirent:
     """The top dirent of the `.vtd` bundle at `path` (its first block)."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
+        if os.fstat(f.fileno()).st_size == 0:
             raise FormatError(f"{path}: empty file, not a .vtd bundle")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-            _, pos = read_header(buf)
-            rec = parse_record_at(buf, pos, size)
-            if isinstance(rec, str):
-                raise FormatError(f"{path}: no block record after the header: {rec}")
-            stored = buf[rec.payload_offset : rec.payload_offset + rec.payload_length]
-            payload = decode_payload(rec.flags, stored)
-            doff, dlen = next(iter_entries(payload))
             try:
-                top = decode_dirent(payload[doff : doff + dlen])
+                return top_of(buf)
             except FormatError as e:
-                raise FormatError(f"{path}: the first block is not a dirent: {e}") from None
-    return top
+                raise FormatError(f"{path}: {e}") from None
