@@ -16,6 +16,7 @@ import pytest
 
 from vtstore.archive import Archive
 from vtstore.blocks import HashCodeBlock
+from vtstore.errors import FormatError
 from vtstore.named_archives import list_archives, open_archive
 from vtstore.net import StreamStore
 from vtstore.net import protocol as P
@@ -355,3 +356,35 @@ def test_mount_a_server_archive(tmp_path, servers, env):
         timeout=120,
     )
     assert r.stdout == b"written through the mount"
+
+
+@pytest.mark.parametrize(
+    "request_obj",
+    [{"name": "h", "start": -1}, {"name": "h", "start": "0"}, {"name": "h", "start": True},
+     {"name": "h", "start": 1.5}, {"start": 0}, {"name": ""}],
+)  # fmt: skip
+def test_archive_states_refuses_bad_requests(serve, clients, tmp_path, request_obj):
+    """A malformed ARCHIVE_STATES is one E_PROTOCOL answer; the channel goes on."""
+    with DataDir(tmp_path / "dd") as dd:
+        open_archive(dd, "h", create=True).update(_state(dd, b"x"), when=1.0)
+        dd.flush()
+        _, spec = serve({"": dd})
+        st = clients(spec)
+        with pytest.raises(P.RemoteError) as ei:
+            st._call(P.OP_ARCHIVE_STATES, [P.encode_json(request_obj)], P.F_JSON)
+        assert ei.value.code == P.E_PROTOCOL
+        assert len(st.archive_states("h")) == 1
+
+
+def test_a_server_whose_pages_do_not_move_on_is_refused(serve, clients, tmp_path, monkeypatch):
+    """A broken server answering `next` that does not advance: a FormatError,
+    not an endless loop."""
+    from vtstore.net import handlers
+
+    monkeypatch.setattr(handlers, "_archive_state_texts", lambda archive, start: (["x"], start))
+    with DataDir(tmp_path / "dd") as dd:
+        open_archive(dd, "h", create=True).update(_state(dd, b"x"), when=1.0)
+        dd.flush()
+        _, spec = serve({"": dd})
+        with pytest.raises(FormatError, match="continue at"):
+            clients(spec).archive_states("h")
