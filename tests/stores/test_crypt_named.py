@@ -318,3 +318,20 @@ def test_native_batches_match_cryptography():
     with pytest.raises(TypeError):
         cb.open_many(key, [object()], tags[:1])
     assert cb.seal_many(key, [], b"", []) == [] and cb.open_many(key, [], []) == []
+
+
+def test_large_batches_hash_on_two_threads_and_stop_at_close(tmp_path, keyfile):  # noqa: F811
+    """A large batch is hashed half on the store's own thread: the same
+    hashcodes in the same order as hashed alone, and the thread is gone once
+    the store is closed."""
+    import threading
+
+    blocks = [os.urandom(2000) for _ in range(300)]
+    s = crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path)
+    hs = s.add_many(blocks)
+    assert hs == Hash_BLAKE3.from_data_many(blocks)
+    assert any(t.name.startswith("vt-crypt-hash") for t in threading.enumerate())
+    s.close()
+    assert not any(t.name.startswith("vt-crypt-hash") for t in threading.enumerate())
+    with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
+        assert s.get_many(hs) == blocks
