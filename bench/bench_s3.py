@@ -72,6 +72,12 @@ def env_for(weed: Weed, tmp: Path) -> dict:
     return env
 
 
+def server_cpu(weed: Weed) -> float:
+    """CPU seconds the SeaweedFS process has used (user + system)."""
+    f = Path(f"/proc/{weed.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(argv, env) -> float:
     t = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -200,6 +206,7 @@ def main(argv=None) -> int:
             timed([restic, "-r", repo, "init"], env)
 
         def row(what: str, tool: str, argv: list, nbytes: int) -> None:
+            cpu0 = server_cpu(weed)
             try:  # a step that fails is reported, and the run goes on
                 secs = timed(argv, env)
             except SystemExit as e:
@@ -211,9 +218,14 @@ def main(argv=None) -> int:
                 "tool": tool,
                 "seconds": round(secs, 2),
                 "MBps": round(nbytes / secs / 1e6, 1),
+                "server_cpu": round(server_cpu(weed) - cpu0, 1),
             }
             out["rows"].append(r)
-            print(f"{what:14} {tool:14} {secs:8.2f} s {r['MBps']:8.1f} MB/s", flush=True)
+            print(
+                f"{what:14} {tool:14} {secs:8.2f} s {r['MBps']:8.1f} MB/s"
+                f"   server CPU {r['server_cpu']:6.1f} s",
+                flush=True,
+            )
 
         for rnd in ("first pack", "second pack"):
             if rnd == "second pack":
