@@ -6,9 +6,8 @@ must mark everything such an archive's states reach.  So `Archive.update`
 calls `note_archive` after appending a state whose `store` is a datadir this
 process has open; the archive's absolute path is then appended, once, to the
 datadir's `archive-paths` file (one path per line, under an exclusive flock,
-fsynced).  `known_archives` lists the named archives, the registered paths that
-still exist, and the archives named by `VT_ARCHIVES` in the store's clause
-(`archives_from`) if the replication layer provides them.
+fsynced).  `known_archives` lists the named archives and the registered paths that
+still exist.
 """
 
 from __future__ import annotations
@@ -92,16 +91,10 @@ def registered(ddpath: Path) -> list[str]:
 
 
 def known_archives(store) -> list[str]:
-    """Every archive `store` (a datadir) knows: its named archives, then the
-    registered ones that still exist."""
-    out = []
-    try:
-        from vtstore.named_archives import list_archives  # the replication layer's list
-
-        out += [str(p) for p in _paths_of(list_archives(store))]
-    except ImportError:
-        pass
-    out += [str(p) for p in getattr(store, "exports", {}).values()]
+    """Every archive file `store` (a datadir) knows: its named archives
+    (`NAME.vt` beside its data), then the registered ones that still exist,
+    each once."""
+    out = [str(p) for p in getattr(store, "exports", {}).values()]
     ddpath = getattr(store, "path", None)
     if ddpath is not None:
         out += [p for p in registered(Path(ddpath)) if os.path.isfile(p)]
@@ -112,14 +105,3 @@ def known_archives(store) -> list[str]:
             seen.add(rp)
             uniq.append(p)
     return uniq
-
-
-def _paths_of(items) -> list:
-    """Archive paths from what `list_archives` returns (paths, archives or
-    records with a `path`); others (remote archives) are left to their store."""
-    out = []
-    for it in items:
-        p = it if isinstance(it, str | os.PathLike) else getattr(it, "path", None)
-        if p is not None and os.path.isfile(p):
-            out.append(p)
-    return out
