@@ -127,3 +127,18 @@ def test_concurrent_pack_loop_loses_no_state(tmp_path, vt):
     got = [e.comment for e in Archive(arch).entries()]
     assert got == [f"keep-{i}" for i in range(n)], got
     assert rewrites >= 3, rewrites
+
+
+def test_forget_named_states(tmp_path, vt):
+    """`X.vt@SEL` forgets exactly the states named (restic's `forget ID`)."""
+    dd, arch = _history(tmp_path, n=5)
+    states = list(Archive(arch).entries())
+    r = vt("-S", dd, "forget", f"{arch}@{states[1].short_id}", f"{arch}@-1", "--json")
+    (a,) = json.loads(r.stdout)["archives"]
+    assert sorted(v["comment"] for v in a["forgotten"]) == ["day 1", "day 4"]
+    assert [e.comment for e in Archive(arch).entries()] == ["day 0", "day 2", "day 3"]
+    r = vt("-S", dd, "forget", f"{arch}@-1", "--keep-last", "1", check=False)
+    assert r.returncode == 2 and "not both" in r.stderr
+    r = vt("-S", dd, "forget", f"{arch}@ffffffff", check=False)
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1
+    assert len(list(Archive(arch).entries())) == 3

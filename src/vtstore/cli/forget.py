@@ -30,7 +30,8 @@ def register(sub) -> None:
         "archives",
         nargs="*",
         metavar="ARCHIVE",
-        help="X.vt or [clause]NAME (or --all for every archive the store knows)",
+        help="X.vt or [clause]NAME (or --all for every archive the store knows);"
+        " X.vt@ID (any state selector) forgets that state, no policy needed",
     )
     p.add_argument("--all", action="store_true", help="every archive the store knows")
     k = p.add_argument_group("what to keep")
@@ -91,26 +92,36 @@ def _policy(args):
     )
 
 
-def _paths(args, store) -> list:
-    from vtstore.archive import archive_in
-    from vtstore.cli.refs import archive_of
+def _targets(args, store) -> list:
+    """`(archive, selectors)` for each archive to work on; selectors (`@SEL`
+    after an archive) name states to forget one by one."""
+    from vtstore.archive import archive_in, select_state
+    from vtstore.cli.refs import archive_target
     from vtstore.lifecycle.registry import known_archives
 
     if args.all and args.archives:
         raise UsageError("give archives or --all, not both")
     if args.all:
-        return [archive_in(p, store) for p in known_archives(datadir_of(store))]
+        return [(archive_in(p, store), []) for p in known_archives(datadir_of(store))]
     if not args.archives:
         raise UsageError("which archives? give X.vt or [clause]NAME, or --all")
-    out = []
+    out: dict[str, tuple] = {}
     for text in args.archives:
-        if "@" in text.rpartition("/")[2] and not text.endswith(".vt"):
-            raise UsageError(f"{text}: forget takes whole archives; the policy picks the states")
-        archive, inner = archive_of(text, store)
+        archive, inner, sel = archive_target(text, store)
         if inner:
             raise UsageError(f"{text}: forget takes a whole archive, not a path in it")
-        out.append(archive)
-    return out
+        a, sels = out.setdefault(archive.path, (archive, []))
+        if sel is not None:
+            if not a.exists():
+                raise UsageError(f"{text}: no such archive")
+            sels.append(select_state(list(a.entries()), sel, a.path).id)
+    return list(out.values())
+
+
+def _has_selector(text: str) -> bool:
+    from vtstore.cli.refs import split_selector
+
+    return split_selector(text)[1] is not None
 
 
 def _local(when: float) -> str:
@@ -134,7 +145,10 @@ def run(args) -> int:
     from vtstore.lifecycle.forget import forget
 
     policy = _policy(args)
-    if policy.empty():
+    named = any(_has_selector(t) for t in args.archives)
+    if named and not policy.empty():
+        raise UsageError("give states to forget (X.vt@ID) or a policy, not both")
+    if policy.empty() and not named:
         raise UsageError(
             "no policy given, so every state would be forgotten: say what to keep"
             " (--keep-last N, --keep-daily N, --keep-within 30d, ...)"
@@ -144,10 +158,11 @@ def run(args) -> int:
     out = {"archives": []}
     readonly = not (args.prune and not args.dry_run)
     with open_store(args, readonly=readonly) as store:
-        archives = _paths(args, store)
+        archives = _targets(args, store)
         results = []
-        for a in archives:
-            res = forget(a, policy, dry_run=args.dry_run)
+        for a, ids in archives:
+            drop = set(ids) if named else None
+            res = forget(a, policy, dry_run=args.dry_run, drop_ids=drop)
             results.append(res)
             if args.json:
                 out["archives"].append(res.to_json())

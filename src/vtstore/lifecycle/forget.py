@@ -70,29 +70,35 @@ class ForgetResult:
         }
 
 
-def _verdicts(archive: Archive, data: bytes, policy: Policy) -> list[Verdict]:
+def _verdicts(archive: Archive, data: bytes, policy: Policy, drop_ids=None) -> list[Verdict]:
     states = [(n, e) for n, _raw, e, _why in _split(archive.path, data, archive.codec) if e]
-    reasons = decide([e.when for _, e in states], [e.comment for _, e in states], policy)
+    if drop_ids is not None:  # states named one by one (`X.vt@ID`): the rest stay
+        reasons = [[] if e.id in drop_ids else ["not named"] for _, e in states]
+    else:
+        reasons = decide([e.when for _, e in states], [e.comment for _, e in states], policy)
     return [Verdict(n, e, r) for (n, e), r in zip(states, reasons, strict=True)]
 
 
-def forget(archive: Archive, policy: Policy, dry_run: bool = False) -> ForgetResult:
+def forget(
+    archive: Archive, policy: Policy, dry_run: bool = False, drop_ids: set[str] | None = None
+) -> ForgetResult:
     """Apply `policy` to `archive`; unless `dry_run`, rewrite it without the
-    forgotten states (see the module docstring).  A missing archive is an
-    `ArchiveError`."""
+    forgotten states (see the module docstring).  With `drop_ids` (full state
+    IDs) the policy is not used: exactly those states go.  A missing archive
+    is an `ArchiveError`."""
     if not archive.exists():
         raise ArchiveError(f"{archive.path}: no such archive")
     res = ForgetResult(archive.path, dry_run=dry_run)
     if dry_run:
         data = archive._read() or b""
-        res.verdicts = _verdicts(archive, data, policy)
+        res.verdicts = _verdicts(archive, data, policy, drop_ids)
         return res
     fd = archive._open_locked()
     try:
         # read through a second descriptor: a shared flock would wait for ours
         with open(archive.path, "rb") as r:
             data = r.read()
-        res.verdicts = _verdicts(archive, data, policy)
+        res.verdicts = _verdicts(archive, data, policy, drop_ids)
         drop = {v.lineno for v in res.forgotten}
         if drop:
             lines = data.split(b"\n")
