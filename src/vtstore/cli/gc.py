@@ -132,14 +132,12 @@ def run_gc(args, store, dry_run: bool):
         nonlocal bar
         if bar is not None:
             bar.close()
-        desc = {"mark": "plan", "plan": "plan", "copy": "copy", "sweep": "sweep"}.get(name, name)
-        bar = progress_bar(args, total=total, desc=f"gc {desc}")
+        bar = progress_bar(args, total=total, desc=f"gc {name}")
 
     def on_bytes(n):
         if bar is not None:
             bar.update(n)
 
-    on_phase("mark", None)
     try:
         rep = collect(dd, opts, on_phase=on_phase, on_bytes=on_bytes)
     finally:

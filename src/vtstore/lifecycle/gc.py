@@ -211,12 +211,15 @@ def one_collector(dd):
 def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport:
     t = time.monotonic()
 
+    current = "setup"
+
     def phase(name: str, total=None) -> None:
-        nonlocal t
+        """Phase `name` starts: the one before it ends (`rep.seconds`)."""
+        nonlocal t, current
         now = time.monotonic()
-        rep.seconds[name] = round(now - t, 3)
-        t = now
-        if on_phase is not None:
+        rep.seconds[current] = round(now - t, 3)
+        t, current = now, name
+        if on_phase is not None and name != "done":
             on_phase(name, total)
 
     rep.disk_before = dd.data_bytes()
@@ -225,13 +228,13 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         compact.seal_idle(dd, older)
     cands = compact.candidates(dd, older)
     rep.candidate_files = len(cands)
-    phase("setup")
+    phase("mark")
     marker = Marker(dd, on_block=on_bytes)
     _mark_all(marker, dd, opts, rep)
     _refuse_on_problems(marker)
     rep.interior_reads = marker.reads
     marks = marker.marks
-    phase("mark")
+    phase("plan")
     use = compact.usage(dd, cands, marks)
     rep.marked, rep.mark_bytes = len(marks), marks.nbytes()
     delete, rewrite = set(), set()
@@ -246,14 +249,14 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             rewrite.add(num)
     rep.deleted_files, rep.rewritten_files = len(delete), len(rewrite)
     rep.kept_files = len(cands) - len(delete) - len(rewrite)
-    phase("plan")
     if opts.dry_run or not (delete or rewrite):
+        phase("done")
         rep.disk_after = rep.disk_before
         return rep
     doomed = delete | rewrite
+    phase("copy", sum(use[n].live_bytes for n in rewrite))
     live, dead, partial = compact.split_entries(dd, doomed, marks)
     copier = compact.Copier(dd)
-    phase("copy", sum(use[n].live_bytes for n in rewrite))
     try:
         copier.copy((x for n in sorted(rewrite) for x in live[n]), on_bytes, partial)
     finally:
