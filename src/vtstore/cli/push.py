@@ -121,7 +121,7 @@ class _Bar:
 class _Totals:
     def __init__(self):
         self.sent = self.bytes = self.present = self.subtrees = self.failed = 0
-        self.rounds = 0
+        self.rounds = self.unchanged = 0
         self.problems: list[str] = []
 
     def add(self, st: SyncStats, dry_run: bool = False) -> None:
@@ -131,6 +131,7 @@ class _Totals:
         self.subtrees += st.subtrees_skipped
         self.failed += st.failed
         self.rounds += st.rounds
+        self.unchanged += st.unchanged
         self.problems += st.problems
 
     def to_json(self, args, archives: list, elapsed: float) -> dict:
@@ -145,6 +146,7 @@ class _Totals:
             "subtrees_skipped": self.subtrees,
             "failed_blocks": self.failed,
             "walk_rounds": self.rounds,
+            "unchanged_entries": self.unchanged,
             "archives": archives,
             "seconds": round(elapsed, 3),
             "problems": list(self.problems),
@@ -264,7 +266,8 @@ def _summary(args, t: _Totals, notes: list[str], elapsed: float) -> None:
     verb = "would send" if args.dry_run else "sent"
     print(
         f"{verb} {t.sent} blocks ({t.bytes:,} bytes), skipped {t.present} present"
-        f" ({t.subtrees} subtrees not walked), {t.failed} failed, {t.rounds} walk rounds,"
+        f" ({t.subtrees} subtrees not walked, {t.unchanged} entries as in DST's last state),"
+        f" {t.failed} failed, {t.rounds} walk rounds,"
         f" in {elapsed:.2f} s"
     )
     for n in notes:

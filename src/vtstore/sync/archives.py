@@ -109,15 +109,20 @@ def push_archive(
         todo.append(e)
     if todo and dst_archive is not None and not dry_run:
         dst_archive.check_store(dst, force=force, last=last)
+    # a tree the destination holds whole: each state's walk compares its
+    # directories with it (TreeSync.add_dirent), then with the state before
+    base = None if last is None or full else _held_whole(dst, last.dirent)
     for i, e in enumerate(todo):
         ts = TreeSync(src, dst, full=full, dry_run=dry_run, on_progress=on_progress)
         label = getattr(src_archive, "path", None) or str(src_archive)
-        ts.add_dirent(e.dirent, f"{label}@{e.isotime}")
+        ts.add_dirent(e.dirent, f"{label}@{e.isotime}", base=base)
         st = ts.run()
         res.stats.append(st)
         if st.problems or st.failed:
             res.held_back = len(todo) - i
             break
+        if not dry_run:
+            base = e.dirent  # its whole tree is in dst now
         if dst_archive is None or dry_run:
             if dry_run:
                 res.appended.append(e)
@@ -127,6 +132,17 @@ def push_archive(
         else:  # another writer appended a newer state meanwhile
             res.older += 1
     return res
+
+
+def _held_whole(dst, d):
+    """`d` if `dst` holds its top block (and so, as vt writes, its whole
+    tree), else None."""
+    from vtstore.blocks import HashCodeBlock, IndirectBlock
+
+    b = d.block
+    if not isinstance(b, HashCodeBlock | IndirectBlock):
+        return None
+    return d if dst.contains_many([b.hashcode])[0] else None
 
 
 def _append_in_order(dst, archive, e: ArchiveEntry) -> bool:

@@ -42,8 +42,9 @@ from vtstore.blocks import (
     decode_blockrefs,
 )
 from vtstore.errors import FormatError, MissingBlockError, VTError
+from vtstore.tree.diff import raw_entries
 from vtstore.tree.dir import MAX_DIR_DATA, decode_dir_data, read_dir_data
-from vtstore.tree.dirent import Dirent
+from vtstore.tree.dirent import Dirent, decode_dirent
 
 #: how many blocks one send batch holds at most
 DEFAULT_BATCH = 512
@@ -73,6 +74,8 @@ class SyncStats:
     checked: int = 0
     #: rounds of the walk (each one `contains_many` on the destination)
     rounds: int = 0
+    #: directory entries equal to the base tree's (`TreeSync.add_dirent`), not walked
+    unchanged: int = 0
     present: int = 0
     subtrees_skipped: int = 0
     failed: int = 0
@@ -142,19 +145,32 @@ class TreeSync:
 
     # -- roots -------------------------------------------------------------
 
-    def add_dirent(self, d: Dirent, where: str = "") -> None:
-        """Copy `d` and everything below it."""
-        self._add_entry(d, where or d.name or "/", -1)
+    def add_dirent(self, d: Dirent, where: str = "", base: Dirent | None = None) -> None:
+        """Copy `d` and everything below it.
+
+        `base`, a tree the destination holds whole (the state of the archive
+        this one follows, its top block present there), makes the walk compare
+        each directory it has to read with the same directory of `base`: an
+        entry equal to one there, octet for octet, names blocks the destination
+        holds, so it is neither decoded nor asked about (a second push of a
+        tree with a few changed files asks about those files only).  Ignored
+        with `full`."""
+        if base is not None and (self.full or not (base.is_dir and d.is_dir)):
+            base = None
+        self._add_entry(d, where or d.name or "/", -1, base.block if base else None)
 
     def add_block(self, b: Block, where: str = "", is_dir: bool = False) -> None:
         """Copy block `b` and the blocks below it (a directory's entries too if `is_dir`)."""
-        self._todo.append((b, _DIR if is_dir else _DATA, where or str(b)[:40], -1))
+        self._todo.append((b, _DIR if is_dir else _DATA, where or str(b)[:40], -1, None))
 
-    def _add_entry(self, d: Dirent, where: str, parent: int) -> None:
+    def _add_entry(self, d: Dirent, where: str, parent: int, base: Block | None = None) -> None:
+        """Queue `d`'s blocks; `base`: the block of the directory of the base tree
+        at the same path, if `d` is a directory and there is one."""
         if d.prev is not None:
-            self._todo.append((d.prev, _DATA, f"{where} (previous version)", parent))
+            self._todo.append((d.prev, _DATA, f"{where} (previous version)", parent, None))
         if d.block is not None:
-            self._todo.append((d.block, _DIR if d.is_dir else _DATA, where, parent))
+            kind = _DIR if d.is_dir else _DATA
+            self._todo.append((d.block, kind, where, parent, base if kind == _DIR else None))
 
     # -- the walk ------------------------------------------------------------
 
@@ -188,13 +204,13 @@ class TreeSync:
         ask: dict = {}  # hashcode -> first item naming it this round
         later: list = []  # (item, stored block) for the walk below, once answered
         for item in items:
-            blk, kind, where, parent = item
+            blk, kind, where, parent, base = item
             if kind == _DIR and not isinstance(blk, HashCodeBlock | IndirectBlock):
                 # literal or sub-block directory data: no block of its own vouches
                 # for the entries, so they are always walked
-                self._walk_dir(blk, where, parent)
+                self._walk_dir(blk, where, parent, base=base)
                 if isinstance(blk, SubBlock):
-                    self._todo.append((blk.superblock, _DATA, where, parent))
+                    self._todo.append((blk.superblock, _DATA, where, parent, None))
                 continue
             while isinstance(blk, SubBlock):
                 blk = blk.superblock
@@ -207,7 +223,7 @@ class TreeSync:
                 if kind == _DIR and (h, blk.span) not in self._dirs_walked:
                     # its blocks are queued already; the entries are not
                     self._dirs_walked.add((h, blk.span))
-                    self._walk_dir(blk, where, node)
+                    self._walk_dir(blk, where, node, base=base)
                 continue
             if h in self._present:
                 if self.full and kind == _DIR and (h, blk.span) not in self._dirs_walked:
@@ -270,7 +286,7 @@ class TreeSync:
                     need.append((blk.hashcode, node, item[2]))
         datas = self._fetch(need)
         for item, blk, node in later:
-            _, kind, where, _parent = item
+            _, kind, where, _parent, base = item
             if node in self._bad:
                 continue
             raw = datas.get(blk.hashcode)
@@ -293,7 +309,7 @@ class TreeSync:
                     continue
                 # a directory's data blocks are plain data below its top block
                 for s in subs:
-                    self._todo.append((s, _DATA, where, node))
+                    self._todo.append((s, _DATA, where, node, None))
             if kind == _DIR:
                 key = (blk.hashcode, blk.span)
                 if key in self._dirs_walked:
@@ -307,20 +323,52 @@ class TreeSync:
                             node, f"{where}: block {blk.hashcode} is not {blk.span} octets"
                         )
                         continue
-                self._walk_dir(blk, where, node, raw if isinstance(blk, HashCodeBlock) else None)
+                data = raw if isinstance(blk, HashCodeBlock) else None
+                self._walk_dir(blk, where, node, data, base)
 
-    def _walk_dir(self, blk: Block, where: str, node: int, data=None) -> None:
+    def _walk_dir(self, blk: Block, where: str, node: int, data=None, base=None) -> None:
+        bases: dict = {}
         try:
             if data is None:
                 data = read_dir_data(blk, _VerifyingReader(self.src))
-            entries, _ = decode_dir_data(data)
+            changed = self._changed_entries(data, base, bases) if base is not None else None
+            entries = decode_dir_data(data)[0] if changed is None else changed
         except VTError as e:  # missing, corrupt, or not directory data
             self._problem(node, f"{where}: directory {blk}: {e}")
             if node < 0:
                 self.stats.failed += 1
             return
         for e in entries:
-            self._add_entry(e, f"{where.rstrip('/')}/{e.name}", node)
+            self._add_entry(e, f"{where.rstrip('/')}/{e.name}", node, bases.get(e.name))
+
+    def _changed_entries(self, data, base: Block, bases: dict) -> list[Dirent] | None:
+        """The entries of directory `data` that differ from those of the base
+        directory `base` (None when the base cannot be read or decoded: then
+        every entry is walked); `bases` gets, for each changed entry, the block
+        of the base's directory of the same name.  An entry equal to one of
+        the base's, octet for octet, is the same object down to its content,
+        which the destination holds (`add_dirent`)."""
+        new = raw_entries(data)
+        try:
+            old = raw_entries(read_dir_data(base, _VerifyingReader(self.src)))
+            in_new = set(new)
+            for e in map(decode_dirent, (r for r in old if r not in in_new)):
+                if e.is_dir and e.block is not None:
+                    bases[e.name] = e.block
+        except VTError:
+            bases.clear()
+            return None
+        in_old = set(old)
+        out = []
+        for r in new:
+            if r in in_old:
+                self.stats.unchanged += 1
+                continue
+            e = decode_dirent(r)
+            if not e.name:
+                raise FormatError("a directory entry without a name")
+            out.append(e)
+        return out
 
     def _fetch(self, need: list) -> dict:
         """The verified data of `need` ((hashcode, node, where) ...) from the source."""
