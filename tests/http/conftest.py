@@ -78,6 +78,22 @@ class Client:
         self.conn.close()
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_threads():
+    """Every server, worker pool and client a test starts is stopped by it."""
+    import threading
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not extra or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not extra, f"threads left running: {[t.name for t in extra]}"
+
+
 @pytest.fixture
 def httpd():
     """`httpd(exports, **app_kw) -> base URL`: an in-process server (Uvicorn in a
