@@ -300,3 +300,50 @@ def test_unix_socket_listener(sample, tmp_path):
         c.request("GET", d(sample, "a.txt"))
         assert c.getresponse().read() == b"changed\n"
         c.close()
+
+
+def test_history_sizes_reuse_unchanged_directories_within_a_budget(
+    tmp_path, httpd, client, monkeypatch
+):
+    """40 states of a 2,000-file tree, each changing one file: the history's
+    sizes read each unchanged directory once (its totals are remembered by
+    block), and a page stops reading at its entry budget (older states: no size)."""
+    from vtstore.archive import Archive
+    from vtstore.blocks import LiteralBlock
+    from vtstore.http import views
+    from vtstore.stores.datadir import DataDir
+    from vtstore.tree.dir import make_dir
+    from vtstore.tree.dirent import FileDirent
+
+    store = DataDir(tmp_path / "dd")
+    subs = [
+        make_dir(
+            [FileDirent(f"f{j:03d}", LiteralBlock(b"x" * 10)) for j in range(100)],
+            store,
+            name=f"d{i:02d}",
+        )
+        for i in range(20)
+    ]
+    arch = Archive(str(store.archive_path("big")))
+    for k in range(40):
+        i = k % 20
+        files = [
+            FileDirent(f"f{j:03d}", LiteralBlock(b"x" * (10 + (k if j == 0 else 0))))
+            for j in range(100)
+        ]
+        subs[i] = make_dir(files, store, name=f"d{i:02d}")
+        arch.update(make_dir(subs, store), when=1_700_000_000.0 + k)
+    store.flush()
+    c = client(httpd({"": store}))
+    states = json.loads(c.get("/a/big/?json")[2])["states"]
+    assert len(states) == 40
+    # newest state: f000 of directory i last grew by 20 + i octets
+    assert states[0]["files"] == 2000 and states[0]["bytes"] == 2000 * 10 + sum(range(20, 40))
+    # a budget a little over one whole tree: the newest state whole, then only
+    # the changed directory of each older one
+    monkeypatch.setattr(views, "SIZE_WALK_MAX", 2020 + 5 * 120)
+    c2 = client(httpd({"": store}))  # a fresh server: nothing remembered
+    states = json.loads(c2.get("/a/big/?json")[2])["states"]
+    known = [s["files"] for s in states]
+    assert known[:5] == [2000] * 5 and known[-1] is None
+    store.close()

@@ -22,7 +22,7 @@ from vtstore.http import pages
 from vtstore.http.app import LockedReads
 from vtstore.http.content import IMMUTABLE, Content, content_type, disposition, send_content
 from vtstore.http.request import HTTPError, Request
-from vtstore.tree.dir import dir_entries, walk
+from vtstore.tree.dir import dir_entries
 from vtstore.tree.dirent import T_HARDLINK, Dirent, check_name
 from vtstore.tree.links import LinkResolver
 
@@ -33,6 +33,8 @@ PREVIEW_TEXT = 256 * 1024
 #: Most changes a diff page lists; entries a history's sizes may walk in all.
 DIFF_MAX = 2000
 SIZE_WALK_MAX = 200_000
+#: Directory totals remembered (by directory block; they never change).
+SIZE_CACHE = 65536
 #: Pieces of tar output queued between the writer thread and the connection.
 TAR_QUEUE = 8
 
@@ -131,7 +133,7 @@ class TreeViews:
 
     def __init__(self, app):
         self.app = app
-        self._sizes: OrderedDict = OrderedDict()  # top ref -> (files, bytes); immutable
+        self._sizes: OrderedDict = OrderedDict()  # dir block -> (files, bytes); immutable
 
     # -- /d/ --------------------------------------------------------------------------------
 
@@ -350,34 +352,61 @@ class TreeViews:
             req, export, entry.dirent, rest[2:], top, crumbs, IMMUTABLE if full else None
         )
 
-    def _state_info(self, e, store) -> dict:
+    def _state_info(self, e, store, budget: list) -> dict:
         d = {"id": e.short_id, "full_id": e.id, "when": e.when, "time": e.isotime}
         if e.comment:
             d["comment"] = e.comment
-        key = str(e.dirent)
-        sizes = self._sizes.get(key)
-        if sizes is None:
-            files = nbytes = n = 0
-            for _, x in walk(e.dirent, store):
-                n += 1
-                if n > SIZE_WALK_MAX:
-                    files = nbytes = None
-                    break
-                if x.is_file:
-                    files += 1
-                    nbytes += x.size
-            sizes = self._sizes[key] = (files, nbytes)
-            if len(self._sizes) > 4096:
-                self._sizes.popitem(last=False)
-        d["files"], d["bytes"] = sizes
+        sizes = self._totals(e.dirent, store, budget) if e.dirent.is_dir else None
+        d["files"], d["bytes"] = sizes if sizes is not None else (None, None)
         return d
+
+    def _totals(self, root: Dirent, store, budget: list) -> tuple[int, int] | None:
+        """`(files, bytes)` of the tree under directory `root`, or None once
+        `budget[0]` entries have been read.  Totals are remembered per
+        directory block (immutable), so the states of one archive, which share
+        most directories, cost only what changed between them; iterative, so
+        any depth."""
+        sizes = self._sizes
+        hit = sizes.get(str(root.block))
+        if hit is not None:
+            return hit
+        stack = [[root, iter(dir_entries(root, store)), 0, 0]]
+        while stack:
+            top = stack[-1]
+            e = next(top[1], None)
+            if e is None:
+                stack.pop()
+                res = (top[2], top[3])
+                sizes[str(top[0].block)] = res
+                if len(sizes) > SIZE_CACHE:
+                    sizes.popitem(last=False)
+                if not stack:
+                    return res
+                stack[-1][2] += res[0]
+                stack[-1][3] += res[1]
+                continue
+            budget[0] -= 1
+            if budget[0] < 0:
+                return None
+            if e.is_dir:
+                hit = sizes.get(str(e.block))
+                if hit is None:
+                    stack.append([e, iter(dir_entries(e, store)), 0, 0])
+                else:
+                    top[2] += hit[0]
+                    top[3] += hit[1]
+            elif e.is_file:
+                top[2] += 1
+                top[3] += e.size
+        return None
 
     async def history(self, req, export, base: str, name: str, entries) -> None:
         def info():
             out = []
+            budget = [SIZE_WALK_MAX]  # entries read for sizes, for this whole page
             for e in reversed(entries):
                 try:
-                    out.append(self._state_info(e, export.store))
+                    out.append(self._state_info(e, export.store, budget))
                 except VTError:
                     out.append({"id": e.short_id, "full_id": e.id, "when": e.when})
             return out
