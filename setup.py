@@ -33,5 +33,16 @@ setup(
             libraries=["m"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
+        # batch AES-256-GCM for encrypted stores, over the system's libcrypto
+        # (Debian: libssl-dev).  Optional: without it the crypt store uses the
+        # `cryptography` package, slower per block, same bytes.
+        Extension(
+            "vtstore.stores.crypt._cryptblocks",
+            sources=["src/vtstore/stores/crypt/_cryptblocks.c"],
+            depends=["src/vtstore/_vtbuf.h"],
+            libraries=["crypto", "pthread"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
+            optional=True,
+        ),
     ]
 )
