@@ -115,3 +115,24 @@ def test_client_store_signs(sample, httpd, ring):
         s.add(b"no key")
     with HTTPStore(url, key=reader) as s, pytest.raises(StoreError, match="no add right"):
         s.add(b"read key")
+
+
+def test_other_methods_never_read_without_the_right(sample, httpd, client, ring):
+    ring, writer, reader = ring
+    c = client(httpd({"": sample.store}, keys=ring, read_key=True))
+    from urllib.parse import quote
+
+    for method in ("PUT", "POST", "DELETE", "PATCH", "OPTIONS"):
+        for target in (
+            "/a/proj/latest/a.txt",
+            "/a/proj/",
+            "/a/",
+            f"/d/{quote(sample.ref, safe='')}/a.txt",
+            "/i/x",
+            "/",
+        ):
+            st, _, body = c(method, target, body=b"")
+            assert st in (401, 405), (method, target, st)
+            assert b"changed" not in body
+    # and GET of the block API's write routes is refused as such
+    assert c.get("/b/add")[0] in (401, 405)

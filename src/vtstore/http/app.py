@@ -249,7 +249,14 @@ class HTTPApp:
         rest = segs[1:]
         if kind == "" and len(segs) <= 1:
             return await self.index(req, export, base)
-        if req.method not in ("GET", "HEAD") and kind not in ("h", "b", "a"):
+        # each write is one exact route that checks its own right; any other
+        # method anywhere is refused here, before it could read without the read right
+        write = (
+            (req.method == "PUT" and kind == "h")
+            or (req.method == "POST" and kind == "b")
+            or (req.method == "POST" and kind == "a" and len(rest) == 1 and rest[0])
+        )
+        if req.method not in ("GET", "HEAD") and not write:
             raise HTTPError(405, f"{req.method} is not allowed here", [(b"allow", b"GET, HEAD")])
         if kind != "b" or rest[:1] != ["info"]:
             if req.method in ("GET", "HEAD"):
