@@ -99,6 +99,14 @@ def test_read_key_and_public_exports(sample, httpd, client, ring):
     st, _, body = c("GET", f"/h/{h}", headers={"Authorization": sign(reader, "GET", f"/h/{h}")})
     assert st == 200 and body == b"private block"
     assert c.get(f"/x/pub/h/{hp}")[2] == b"public block"
+    # the front page of a public export lists only what the requester may read
+    st, _, body = c.get("/x/pub/", accept="application/json")
+    assert st == 200 and [x["name"] for x in json.loads(body)["exports"]] == ["pub"]
+    st, _, body = c(
+        "GET", "/x/pub/?json", headers={"Authorization": sign(reader, "GET", "/x/pub/?json")}
+    )
+    assert [x["name"] for x in json.loads(body)["exports"]] == ["", "pub"]
+    assert json.loads(body)["exports"][0]["archives"] == ["proj"]
     assert c.get("/b/info")[0] == 200  # what a client needs to start talking
 
 

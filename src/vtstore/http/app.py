@@ -292,33 +292,53 @@ class HTTPApp:
             )
 
     async def index(self, req: Request, export: Export, base: str) -> None:
+        """The front page: the exports this requester may read, and their archives."""
         from vtstore.named_archives import list_archives
 
-        def describe():
-            out = []
-            for name, x in sorted(self.exports.items()):
-                try:
-                    archives = list_archives(x.store)
-                except VTError:
-                    archives = []
-                try:
-                    blocks = len(x.store)
-                except (VTError, NotImplementedError, TypeError):
-                    blocks = "?"
-                out.append(
-                    {
-                        "name": name,
-                        "base": "/" if not name else pages.href("x", name) + "/",
-                        "hashclass": x.hashclass.hashname,
-                        "blocks": blocks,
-                        "archives": archives,
-                        "readonly": x.readonly,
-                    }
-                )
-            return out
+        key = None
+        if self.read_key and not self.insecure_no_auth and req.header("authorization"):
+            try:  # checked once: a signature is good for one use
+                key = self.verifier.check(req.header("authorization"), req.method, req.target)
+            except AuthRefused as e:
+                raise HTTPError(
+                    401, str(e), [(b"www-authenticate", b'VT-HMAC realm="vt"')]
+                ) from None
 
-        await self.authorize(req, export, "read")
-        info = await self.run(contextlib.nullcontext(), describe)
+        def readable(name: str) -> bool:
+            if not self.read_key or self.insecure_no_auth or name in self.public:
+                return True
+            return key is not None and "read" in key.rights_for(name)
+
+        if not readable(export.name):
+            raise HTTPError(
+                401 if key is None else 403,
+                "this needs a key with the read right (Authorization: VT-HMAC)",
+                [(b"www-authenticate", b'VT-HMAC realm="vt"')],
+            )
+
+        def describe(name: str, x: Export) -> dict:
+            try:
+                archives = list_archives(x.store)
+            except VTError:
+                archives = []
+            try:
+                blocks = len(x.store)
+            except (VTError, NotImplementedError, TypeError):
+                blocks = "?"
+            return {
+                "name": name,
+                "base": "/" if not name else pages.href("x", name) + "/",
+                "hashclass": x.hashclass.hashname,
+                "blocks": blocks,
+                "archives": archives,
+                "readonly": x.readonly,
+            }
+
+        info = [
+            await self.run(x.lock, describe, name, x)
+            for name, x in sorted(self.exports.items())
+            if readable(name)
+        ]
         if req.wants_json():
             return await req.json({"exports": info})
         await req.html(pages.index_page(info))
