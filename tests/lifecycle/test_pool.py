@@ -33,10 +33,10 @@ class Either:
         raise MissingBlockError(h)
 
 
-def _fill(pool, tree, versions):
+def _fill(pool, tree, versions, size=24_000):
     with DataDir(pool, data_file_size=128 << 10) as s:
         for v in versions:
-            write_version(tree, v)
+            write_version(tree, v, size=size)
             pack(s, str(pool / "home.vt"), tree, comment=f"v{v}")
 
 
@@ -65,14 +65,23 @@ def test_push_move_drops_sealed_files_after_confirmation(tmp_path, vt):
 
 
 def test_push_move_killed_loses_nothing(tmp_path, vt):
+    """Killed at random points of its work (after the interpreter started:
+    the delays are measured), a push --move loses nothing."""
     pool, dst, tree = tmp_path / "pool", tmp_path / "dst", tmp_path / "t"
     rnd = random.Random(14)
-    v = killed = 0
-    for _round in range(6):
-        _fill(pool, tree, range(v, v + 3))
+    t = time.monotonic()
+    vt("push", "--help")
+    start = time.monotonic() - t
+    _fill(pool, tree, range(3), size=150_000)
+    t = time.monotonic()
+    vt("push", "--move", pool, dst)
+    work = max(time.monotonic() - t - start, 0.05)
+    v, killed = 3, 0
+    for _round in range(8):
+        _fill(pool, tree, range(v, v + 3), size=150_000)
         v += 3
         p = popen_vt(vt.env, "-q", "push", "--move", pool, dst)
-        time.sleep(rnd.uniform(0.3, 1.2))
+        time.sleep(start + rnd.uniform(0.0, 1.0) * work)
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             killed += 1
@@ -82,7 +91,7 @@ def test_push_move_killed_loses_nothing(tmp_path, vt):
             both = Either(a, b)
             for e in Archive(str(pool / "home.vt")).entries():
                 assert check(e.dirent, both).problems == [], e.comment
-    assert killed >= 2, killed
+    assert killed >= 1, killed
     vt("push", "--move", pool, dst)
     assert _sealed(pool) == 0
     assert check_archive(dst, str(dst / "home.vt")) == v
