@@ -159,3 +159,22 @@ def test_vt_merge_of_two_states(tmp_path):
     assert Archive(archive).last().comment == "merged"
     r = vt("-S", store, "merge", archive, 'D{name:"x"}', check=False)
     assert r.returncode == 1 and "give --base" in r.stderr
+
+
+def test_merge3_keeps_a_salted_tree_salted():
+    from vtstore.tree.dir import new_salt, salt_of
+
+    S = MemoryStore()
+    salt = new_salt()
+    fs = FileSystem(S, make_dir([], S), dir_salt=salt)
+    try:
+        fs.mkdir(ROOT_INO, "d", 0o755, 0, 0)
+        base = fs.sync()
+    finally:
+        fs.close()
+    ours = _fs_tree(S, {"d/o": b"o"}, base)
+    theirs = _fs_tree(S, {"d/t": b"t"}, base)
+    merged, conflicts = merge3(base, ours, theirs, S)
+    assert conflicts == [] and _contents(merged, S) == {"d/o": b"o", "d/t": b"t"}
+    assert salt_of(merged, S) == salt
+    assert all(salt_of(e, S) == salt for _, e in walk(merged, S) if e.is_dir)

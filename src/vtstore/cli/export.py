@@ -76,6 +76,8 @@ def run(args) -> int:
         if t.dirent is None:
             raise VTError(f"{args.special}: a bare block ref has no tree; use vt cat")
         if getattr(args, "format", "tar") == "vtd":
+            if filters is not None and filters.active:
+                raise VTError("--format vtd bundles a whole tree: the filter options do not apply")
             return _export_vtd(t.dirent, store, args.output)
         kw = {
             "links": getattr(t, "links", None),

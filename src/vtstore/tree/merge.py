@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vtstore.tree.dir import dir_entries, make_dir
+from vtstore.tree.dir import dir_entries, make_dir, salt_of
 from vtstore.tree.dirent import T_WHITEOUT, Dirent
 
 
@@ -76,11 +76,13 @@ def merge3(base: Dirent | None, ours: Dirent, theirs: Dirent, store) -> tuple[Di
     Returns the merged dirent (ours' name; metadata of the side that changed
     it, ours when both did) and the conflicting paths, `/`-joined.
     Unchanged subtrees are taken as they are, unread: the cost follows what
-    changed.  Hard-link groups new on both sides may share a number (the
+    changed.  The merged directories get the salt of `ours`' top, if salted.
+    Hard-link groups new on both sides may share a number (the
     merged tree then joins them); the mount's link table of the top is dropped
     (readers walk).
     """
     conflicts: list[str] = []
+    salt: bytes | None | bool = False  # not looked up yet
 
     def entries(d: Dirent | None) -> dict[str, Dirent]:
         if d is None or not d.is_dir or d.block is None:
@@ -127,7 +129,10 @@ def merge3(base: Dirent | None, ours: Dirent, theirs: Dirent, store) -> tuple[Di
             meta = t.meta
         else:
             meta = o.meta
-        done = make_dir(list(out.values()), store, name=o.name, meta=meta)
+        # a salted tree stays salted (the salt of the merged tree's top, ours)
+        if salt is False:
+            salt = salt_of(ours, store)
+        done = make_dir(list(out.values()), store, name=o.name, meta=meta, salt=salt)
         stack.pop()
         if not stack:
             return done, conflicts
