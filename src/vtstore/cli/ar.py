@@ -88,6 +88,7 @@ def _tree_of(args, source: str):
 
 
 def run_create(args) -> int:
+    from vtstore.cli.progress import TreeProgress
     from vtstore.tree.vtdview import VtdView
 
     if not args.bundle.endswith(".vtd"):
@@ -99,8 +100,11 @@ def run_create(args) -> int:
         view = VtdView(top, store)
         tmp = args.bundle + ".part"
         try:
-            with open(tmp, "wb") as f:
-                n = view.write_to(f)
+            with open(tmp, "wb") as f, TreeProgress(args, "ar create", total=view.span) as bar:
+                n = 0
+                while n < view.span:  # 4 MiB at a time: the bar moves, memory stays flat
+                    n += f.write(view.read(store, n, n + (4 << 20)))
+                    bar.update(n, 0, f" of {len(view):,} blocks")
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(tmp, args.bundle)
@@ -149,11 +153,17 @@ def run_list(args) -> int:
 
 
 def run_extract(args) -> int:
+    from vtstore.cli.progress import TreeProgress
     from vtstore.cli.unpack import finish
-    from vtstore.tree.fsexport import export_tree
+    from vtstore.tree.fsexport import Exporter
 
     top, store = _open(args.bundle)
     target = args.dir or top.name or os.path.basename(args.bundle)[: -len(".vtd")]
-    with store:
-        stats = export_tree(top, store, target)
+    with store, TreeProgress(args, "ar extract") as bar:
+        exp = Exporter(
+            store,
+            on_file=lambda st: bar.update(st.bytes, st.files),
+            on_total=bar.set_total,
+        )
+        stats = exp.export(top, target)
     return finish(args, stats, "extracted")
