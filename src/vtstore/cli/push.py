@@ -206,6 +206,7 @@ def run(args) -> int:
                     full=args.full,
                     dry_run=args.dry_run,
                     force=args.force,
+                    batch=args.batch,
                     on_progress=prog,
                 )
                 for st in res.stats:

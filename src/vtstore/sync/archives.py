@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from vtstore.archive import ArchiveEntry, store_identity
 from vtstore.errors import VTError
-from vtstore.sync.tree import SyncStats, TreeSync
+from vtstore.sync.tree import DEFAULT_BATCH, SyncStats, TreeSync
 
 
 @dataclass
@@ -90,6 +90,7 @@ def push_archive(
     full: bool = False,
     dry_run: bool = False,
     force: bool = False,
+    batch: int = DEFAULT_BATCH,
     on_progress: Callable[[SyncStats], None] | None = None,
 ) -> ArchivePush:
     """Copy the states of `src_archive` (blocks in `src`) that `dst_archive` lacks
@@ -113,7 +114,7 @@ def push_archive(
     # directories with it (TreeSync.add_dirent), then with the state before
     base = None if last is None or full else _held_whole(dst, last.dirent)
     for i, e in enumerate(todo):
-        ts = TreeSync(src, dst, full=full, dry_run=dry_run, on_progress=on_progress)
+        ts = TreeSync(src, dst, full=full, dry_run=dry_run, batch=batch, on_progress=on_progress)
         label = getattr(src_archive, "path", None) or str(src_archive)
         ts.add_dirent(e.dirent, f"{label}@{e.isotime}", base=base)
         st = ts.run()
