@@ -72,6 +72,8 @@ DEFAULT_UPLOADS = 4
 DEFAULT_READAHEAD = 2 * 1024 * 1024
 DEFAULT_READ_CACHE = 64 * 1024 * 1024
 REFRESH_EVERY = 2.0
+#: windows being prefetched at most (reading in order needs one)
+MAX_PREFETCH = 4
 #: an index object larger than this is refused (a pack of 64 MiB of 1-octet blocks)
 MAX_INDEX_OBJECT = 64 * 1024 * 1024
 
@@ -189,6 +191,9 @@ class PackStore(LayoutStore):
         self._slock = threading.Lock()  # `_spooled`
         self._ilock = threading.Lock()  # a pack moving from `_spooled` to the index
         self._frames = FrameCache(read_cache)
+        self._readers: ThreadPoolExecutor | None = None  # prefetching
+        self._inflight: dict[tuple[int, int], Future] = {}
+        self._trigger: dict[tuple[int, int], tuple[str, int, int]] = {}
         self._spool: _Spool | None = None
         self._sealing: list[_Spool] = []  # sealed, their writers finishing
         self._spooled: dict[bytes, tuple[_Spool, bytes]] = {}
@@ -513,6 +518,8 @@ class PackStore(LayoutStore):
                 self._drop_spool(sp)
         finally:
             self._pool.shutdown(wait=True)
+            if self._readers is not None:
+                self._readers.shutdown(wait=True, cancel_futures=True)
             spools = [s for s, _ in self._spooled.values()] + self._sealing
             for sp in {id(s): s for s in spools}.values():
                 if sp.fd >= 0:  # a failed upload's: the next open uploads it
@@ -573,27 +580,30 @@ class PackStore(LayoutStore):
         payload = self._frames.get(key)
         if payload is None:
             payload = self._fetch(h, e)
+        else:
+            after = self._trigger.pop(key, None)
+            if after is not None:  # reading into a prefetched window: get the next
+                self._prefetch(e.filenum, *after)
         data = payload[e.data_offset : e.data_offset + e.data_length]
         if len(data) != e.data_length or not h.check(data):
             raise CorruptBlockError(h, f"pack {self._pack_of(e.filenum)[0]} does not hold it")
         return data
 
-    def _fetch(self, h: HashCode, e: IndexEntry) -> bytes:
-        """Get the record `e` lies in and the records after it, up to
-        `readahead` octets; cache them all; return `e`'s decoded payload."""
-        pid, size = self._pack_of(e.filenum)
-        head = len(encode_varint(e.flags)) + len(encode_varint(e.payload_length))
-        start = e.payload_offset - head
-        need = head + e.payload_length + 4
-        end = min(max(start + need, start + self.readahead), max(size, start + need))
+    def _window(self, num: int, pid: str, start: int, end: int):
+        """GET octets `[start, end)` of pack `pid` (beginning at a record),
+        cache the payload of every whole record in them; return the cache keys,
+        where the first record not taken begins, why it was not (if not for
+        the end of the window), and the first payload (which a small cache
+        may not keep)."""
         buf = self.backend.get_range(f"data/{pid}", start, end)
-        first = None
+        keys = []
         pos = 0
+        why = None
+        first = None
         while pos < len(buf):
             r = parse_record_at(buf, pos, len(buf))
             if isinstance(r, str):
-                if first is None:
-                    raise CorruptBlockError(h, f"pack {pid} at {start}: {r}")
+                why = r
                 break
             if r.flags & TYPE_MASK == TYPE_BLOCKS:
                 try:
@@ -602,18 +612,63 @@ class PackStore(LayoutStore):
                         memoryview(buf)[r.payload_offset : r.payload_offset + r.payload_length],
                     )
                 except FormatError as x:
-                    if first is None:
-                        raise CorruptBlockError(h, f"pack {pid} at {start}: {x}") from None
+                    why = str(x)
                     break
+                key = (num, start + r.payload_offset)
+                self._frames.put(key, payload)
+                keys.append(key)
                 if first is None:
                     first = payload
-                else:
-                    self._frames.put((e.filenum, start + r.payload_offset), payload)
             pos = r.end
-        if first is None:
-            raise CorruptBlockError(h, f"pack {pid} at {start}: no record")
-        self._frames.put((e.filenum, e.payload_offset), first)
-        return first
+        return keys, start + pos, why, first
+
+    def _fetch(self, h: HashCode, e: IndexEntry) -> bytes:
+        """Get the record `e` lies in and the records after it, up to
+        `readahead` octets (from a prefetch if one is on its way); cache them
+        all; start the prefetch of the next window; return `e`'s payload."""
+        num = e.filenum
+        pid, size = self._pack_of(num)
+        head = len(encode_varint(e.flags)) + len(encode_varint(e.payload_length))
+        start = e.payload_offset - head
+        key = (num, e.payload_offset)
+        fut = self._inflight.pop((num, start), None)
+        if fut is not None:
+            try:
+                fut.result()
+            except Exception:  # noqa: BLE001 - fetched again below, errors and all
+                pass
+            payload = self._frames.get(key)
+            if payload is not None:
+                return payload
+        need = head + e.payload_length + 4
+        end = min(max(start + need, start + self.readahead), max(size, start + need))
+        keys, after, why, payload = self._window(num, pid, start, end)
+        if not keys or keys[0] != key:
+            raise CorruptBlockError(h, f"pack {pid} at {start}: {why or 'no record'}")
+        self._prefetch(num, pid, after, size)
+        return payload
+
+    def _prefetch(self, num: int, pid: str, start: int, size: int) -> None:
+        """Fetch the window at `start` of a pack in the background (reading in
+        order then waits for one request at most, not one per window)."""
+        if start >= size or (num, start) in self._inflight or self.closed:
+            return
+        if len(self._inflight) >= MAX_PREFETCH:
+            for k, f in list(self._inflight.items()):
+                if f.done():
+                    self._inflight.pop(k, None)
+            if len(self._inflight) >= MAX_PREFETCH:
+                return
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vt-readahead")
+        end = min(size, start + self.readahead)
+
+        def fetch():
+            keys, after, _, _ = self._window(num, pid, start, end)
+            if keys:
+                self._trigger[keys[0]] = (pid, after, size)
+
+        self._inflight[(num, start)] = self._readers.submit(fetch)
 
     def __len__(self) -> int:
         self._check_open()
