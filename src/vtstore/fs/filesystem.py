@@ -117,6 +117,9 @@ class FileSystem(Namespace, Storing):
         self.readonly = readonly or getattr(store, "readonly", False)
         self.append_only = append_only
         self.scratch_dir = scratch_dir
+        # exclude rules (vtstore.tree.filters.Filters) set by Mount: what they
+        # match lives in the scratch only and is never stored
+        self.filters = None
         self.chunker = ContentChunker.for_store(store)
         self.lock = threading.RLock()
         self.inodes: dict[int, Node] = {}

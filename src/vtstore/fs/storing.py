@@ -95,7 +95,7 @@ class Storing:
         scratch files, build output and caches can live in a mount without
         ever reaching the store.  Hard-linked objects are always stored.
         """
-        flt = getattr(self, "filters", None)
+        flt = self.filters
         if flt is None or node.gid is not None:
             return False
         if path is None:
@@ -131,7 +131,7 @@ class Storing:
         links = self.links
         kids = self.children(d)
         mypath = None
-        flt = getattr(self, "filters", None)
+        flt = self.filters
         dpath = d.path() if flt is not None else ()
         for cname, c in kids.items():
             if isinstance(c, Dirent):
