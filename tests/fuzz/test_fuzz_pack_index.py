@@ -7,7 +7,7 @@ slow decode (a claimed count that makes it loop or allocate)."""
 from __future__ import annotations
 
 from vtstore.hashes import Hash_BLAKE3, Hash_SHA1
-from vtstore.stores.backends.packs import decode_pack_index, encode_pack_index
+from vtstore.stores.backends.packindex import decode_pack_index, encode_pack_index
 from vtstore.stores.index import IndexEntry
 from vtstore.stores.vtdio import crc32
 

@@ -4,7 +4,8 @@
   list, delete) and `Retrying`, which wraps any backend with retries;
 - `localdir`: a local directory, one file per object;
 - `s3`: an S3-compatible bucket (obstore);
-- `packs`: `PackStore`, blocks in `.vtd` packs with index objects, over any backend;
+- `packs`: `PackStore`, blocks in `.vtd` packs with index objects, over any backend
+  (`packindex`: the index object; `packcheck`: its fsck; `layout`: the config object);
 - `objects`: `BlockObjectStore`, one object per block, over any backend;
 - `archives`: archives kept as objects, one object per state.
 """

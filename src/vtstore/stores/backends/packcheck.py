@@ -14,7 +14,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 from vtstore.errors import FormatError
-from vtstore.stores.backends.packs import decode_pack_index
+from vtstore.stores.backends.packindex import decode_pack_index
 from vtstore.stores.fsck import FsckReport, Problem
 from vtstore.stores.index import IndexEntry
 from vtstore.stores.vtd import TYPE_BLOCKS, TYPE_MASK, decode_payload, parse_record_at, read_header
