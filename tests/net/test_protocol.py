@@ -135,6 +135,22 @@ def build_vectors() -> list[dict]:
             ),
         ),
         (
+            "archive_states",
+            "ARCHIVE_STATES, tag 12, JSON: archive 'home' from its first state",
+            pk(P.OP_ARCHIVE_STATES, P.F_JSON, 0, 12, P.encode_json({"name": "home", "start": 0})),
+        ),
+        (
+            "archive_states_answer",
+            "ARCHIVE_STATES answer, tag 12, JSON: no states, no next page",
+            pk(
+                P.OP_ARCHIVE_STATES,
+                R | P.F_JSON,
+                0,
+                12,
+                P.encode_json({"name": "home", "states": [], "next": None}),
+            ),
+        ),
+        (
             "indirect_complete",
             "INDIRECT_COMPLETE, tag 11: an indirect block of span 11",
             pk(P.OP_INDIRECT_COMPLETE, 0, 0, 11, indirect.encode()),

@@ -25,7 +25,8 @@ from vtstore.tree.dirent import T_FILE, Dirent
 
 from ..sync.conftest import make_tree
 from .conftest import SRC, ServerProcess, subprocess_env
-from .test_ssh import SSHD, sshd  # noqa: F401 (a fixture)
+from .sshd import SSHD
+from .test_ssh import sshd  # noqa: F401 (a fixture)
 
 
 def vt(*args, env, check_rc=True, timeout=300):
@@ -282,25 +283,6 @@ def test_archives_from_a_unix_server(tmp_path, servers, env):
     r = vt("ls", "[bad]x", env=env, check_rc=False)
     assert r.returncode != 0 and "archives_from" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
-
-
-def test_archive_states_vectors_are_in_the_protocol_doc():
-    """The ARCHIVE_STATES packets docs/PROTOCOL.md shows are what the code
-    sends (kept here until tests/net/test_protocol.py builds them too)."""
-    doc = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text()
-    R = P.F_RESPONSE
-    ask = P.encode_packet(
-        P.OP_ARCHIVE_STATES, P.F_JSON, 0, 12, P.encode_json({"name": "home", "start": 0})
-    )
-    answer = P.encode_packet(
-        P.OP_ARCHIVE_STATES,
-        R | P.F_JSON,
-        0,
-        12,
-        P.encode_json({"name": "home", "states": [], "next": None}),
-    )
-    for name, pkt in (("archive_states", ask), ("archive_states_answer", answer)):
-        assert f"`{name}`" in doc and pkt.hex() in doc, name
 
 
 def test_served_proxy_lists_and_creates_archives(serve, clients, tmp_path):

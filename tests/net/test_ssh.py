@@ -7,83 +7,28 @@ transport, so no vt key is involved: ssh authenticated the user.
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from vtstore.net import StreamStore
 from vtstore.stores.datadir import DataDir
 
-SSHD = "/usr/sbin/sshd"
+from .sshd import Sshd, available
 
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists(SSHD) and shutil.which("ssh") and shutil.which("ssh-keygen")),
-    reason="needs openssh-server and openssh-client (tools/install)",
+    not available(), reason="needs openssh-server and openssh-client (tools/install), as root"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def sshd(tmp_path):
-    """sshd on 127.0.0.1:PORT, root logins by a throwaway key only; yields
-    `ssh_command(key=the user key)`, the ssh command line that reaches it with
-    that identity.  Stopped at the end."""
-    if os.geteuid() != 0:
-        pytest.skip("sshd for a root login needs root")
-    d = tmp_path / "ssh"
-    d.mkdir(mode=0o700)
-    for name in ("host", "user"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True
-        )
-    (d / "authorized_keys").write_text((d / "user.pub").read_text())
-    os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
-    config = d / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPidFile {d / 'sshd.pid'}\n"
-        "UsePAM no\nStrictModes no\nPermitRootLogin yes\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nX11Forwarding no\n"
-        "AllowTcpForwarding no\nPrintMotd no\nLogLevel ERROR\n"
-    )
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-    log = open(d / "sshd.log", "wb")
-    proc = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=subprocess.STDOUT
-    )
-    opts = (
-        f"-p {port} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no"
-        " -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1"
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert proc.poll() is None, (d / "sshd.log").read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "sshd did not start listening"
-                time.sleep(0.1)
-        yield lambda key=d / "user": f"ssh -i {key} {opts}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    """sshd on 127.0.0.1:PORT, root logins by a throwaway key only (tests/net/sshd.py);
+    yields `ssh_command(key=the user key)`, the ssh command line that reaches it
+    with that identity.  Stopped at the end."""
+    with Sshd(tmp_path) as s:
+        yield lambda key=None: s.command(key)
 
 
 def _remote_vt(helpers, store: str) -> str:

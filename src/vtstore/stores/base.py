@@ -240,6 +240,18 @@ class Store:
         window = list(self.hashcodes(start=start, after=after, length=length))
         return _hash_of_hashcodes(self.hashclass, window), (window[-1] if window else None)
 
+    def hash_of_hashcodes_many(self, windows) -> list[tuple[HashCode, HashCode | None]]:
+        """`hash_of_hashcodes(start=s, length=n)` of each window `(s, n)`.
+
+        One call for a round of key ranges: a block-server client sends the
+        requests together (one round trip); here it is one call per window."""
+        return [self.hash_of_hashcodes(start=s, length=n) for s, n in windows]
+
+    def hashcodes_many(self, windows) -> list[list[HashCode]]:
+        """`list(hashcodes(start=s, length=n))` of each window `(s, n)` (see
+        `hash_of_hashcodes_many`)."""
+        return [list(self.hashcodes(start=s, length=n)) for s, n in windows]
+
     # -- backend core --------------------------------------------------------
 
     def _add_new(self, hashcode: HashCode, data) -> None:  # pragma: no cover

@@ -172,19 +172,12 @@ class _Peer:
     def hoh(self, windows: list[tuple[HashCode | None, int | None]]):
         """`(hash, last)` of each window `(start, length)`."""
         self.requests += len(windows)
-        many = getattr(self.store, "hash_of_hashcodes_many", None)
-        if many is not None:
-            return many(windows)
-        return [self.store.hash_of_hashcodes(start=s, length=n) for s, n in windows]
+        return self.store.hash_of_hashcodes_many(windows)
 
     def pages(self, windows: list[tuple[HashCode | None, int]]):
         """`(hashcodes, end)` of each window `(start, length)`; `end`: nothing after."""
         self.requests += len(windows)
-        many = getattr(self.store, "hashcodes_many", None)
-        if many is not None:
-            pages = many(windows)
-        else:
-            pages = [list(self.store.hashcodes(start=s, length=n)) for s, n in windows]
+        pages = self.store.hashcodes_many(windows)
         return [(keys, len(keys) < n) for keys, (_s, n) in zip(pages, windows, strict=True)]
 
 
