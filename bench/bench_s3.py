@@ -260,9 +260,7 @@ def main(argv=None) -> int:
             row(
                 "restore",
                 "restic s3",
-                lambda: timed(
-                    [restic, "-r", repo, "restore", "latest", "--target", str(dest)], env
-                ),
+                [restic, "-r", repo, "restore", "latest", "--target", str(dest)],
                 size,
             )
             shutil.rmtree(dest, ignore_errors=True)
