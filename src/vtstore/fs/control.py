@@ -24,10 +24,10 @@ from __future__ import annotations
 import errno
 import time
 
-from vtstore.blocks import Block, SubBlock, top_block_of
+from vtstore.blocks import Block
+from vtstore.control.content import EditError, crop, splice
 from vtstore.errors import FormatError
 from vtstore.fs import views
-from vtstore.fs.content import EMPTY
 from vtstore.fs.errors import FSError
 from vtstore.fs.nodes import ViewNode
 from vtstore.tree.dirent import T_DIR, T_FILE
@@ -92,18 +92,6 @@ def _set_content(fs, node, block: Block) -> None:
         fs._touch(node)
 
 
-def _cut(block: Block, store, start: int, end: int) -> list[Block]:
-    """The leaves of `block[start:end)`, the edge ones as sub-blocks."""
-    out = []
-    for leaf, s, e in block.slices(store, start, end):
-        out.append(leaf if (s == 0 and e == leaf.span) else SubBlock(leaf, s, e - s))
-    return out
-
-
-def _top(leaves, store) -> Block:
-    return top_block_of(leaves, store) if leaves else EMPTY
-
-
 def set(fs, ino: int, name: str, value: bytes) -> None:  # noqa: A001 - the xattr verb
     with fs.lock:
         node = fs.node(ino)
@@ -148,24 +136,15 @@ def set(fs, ino: int, name: str, value: bytes) -> None:  # noqa: A001 - the xatt
             ref = _parse_block(args[1], fs)
             length = int(args[2]) if len(args) == 3 else 0
             block = _committed_block(fs, node)
-            if offset < 0 or length < 0 or offset > block.span:
-                raise FSError(errno.EINVAL)
-            leaves = (
-                _cut(block, store, 0, offset)
-                + _cut(ref, store, 0, ref.span)
-                + _cut(block, store, offset + length, block.span)
-            )
-            _set_content(fs, node, _top(leaves, store))
+            _set_content(fs, node, splice(block, store, offset, ref, length))
         elif op == "crop" and len(args) == 2:
             fs._check_append("crop")
             start, end = int(args[0]), int(args[1])
             block = _committed_block(fs, node)
-            if start < 0 or end < start:
-                raise FSError(errno.EINVAL)
-            _set_content(fs, node, _top(_cut(block, store, start, end), store))
+            _set_content(fs, node, crop(block, store, start, end))
         else:
             raise FSError(errno.EINVAL, f"unknown control {text!r}")
-    except ValueError:
+    except (ValueError, EditError):
         raise FSError(errno.EINVAL) from None
 
 
