@@ -28,6 +28,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("cat", "cat", "write the content of a ref to stdout"),
     ("ls", "ls", "list a directory ref or archive"),
     ("pack", "pack", "store DIR and append its state to DIR.vt"),
+    ("watch", "watch", "follow DIR and record a new state after each change"),
     ("unpack", "unpack", "restore the latest state of an archive"),
     ("import_", "import", "merge a tree into an archive's latest state"),
     ("export", "export", "write a tree as a tar stream"),
