@@ -152,3 +152,19 @@ def test_read_only(tmp_path, tree):
     with PlatonicStore(tree, str(tmp_path / "idx")) as st:
         with pytest.raises(ReadOnlyError):
             st.add(b"nope")
+
+
+def test_config_clause_and_its_archive(tmp_path, tree):
+    rc = tmp_path / "vtrc"
+    rc.write_text(f"[media]\ntype = platonic\npath = {tree}\nindex = {tmp_path / 'idx'}\n")
+    names = vt("-c", str(rc), "ls", "[media]tree/media").split()
+    assert names == [b"movie.bin"]
+    data = vt("-c", str(rc), "cat", "[media]tree/media/movie.bin")
+    assert data == open(f"{tree}/media/movie.bin", "rb").read()
+    # the tree unchanged: opening again records no new state
+    vt("-c", str(rc), "ls", "[media]tree")
+    assert len((tmp_path / "idx" / "blake3" / "tree.vt").read_text().splitlines()) == 1
+    r = subprocess.run(
+        [*VT, "-c", str(rc), "-S", "[media]", "save", str(rc)], capture_output=True, text=True
+    )
+    assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
