@@ -29,6 +29,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("ls", "ls", "list a directory ref or archive"),
     ("pack", "pack", "store DIR and append its state to DIR.vt"),
     ("watch", "watch", "follow DIR and record a new state after each change"),
+    ("shadow", "shadow", "keep DIR equal to an archive's latest state, both ways"),
     ("unpack", "unpack", "restore the latest state of an archive"),
     ("import_", "import", "merge a tree into an archive's latest state"),
     ("export", "export", "write a tree as a tar stream"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -40,12 +39,29 @@ def register(sub) -> None:
     p.add_argument(
         "-a", "--archive", metavar="ARCHIVE", help="archive to append to: X.vt or [clause]NAME"
     )
+    add_live_options(p, interval=60.0)
+    p.add_argument("-m", "--comment", help="a comment stored with each state")
+    p.add_argument(
+        "-x", "--one-file-system", action="store_true", help="do not cross filesystem boundaries"
+    )
+    p.add_argument(
+        "--normal-priority",
+        action="store_true",
+        help="do not lower the CPU and I/O priority",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary per state on stdout")
+    add_filter_options(p)
+    p.set_defaults(func=run)
+
+
+def add_live_options(p, interval: float) -> None:
+    """--interval, --settle, --monitor and --poll-interval (vt watch, vt shadow)."""
     p.add_argument(
         "--interval",
         type=_seconds,
-        default=60.0,
+        default=interval,
         metavar="SECONDS",
-        help="at most one state per SECONDS (default 60)",
+        help=f"at most one state of local changes per SECONDS (default {interval:g})",
     )
     p.add_argument(
         "--settle",
@@ -68,18 +84,6 @@ def register(sub) -> None:
         metavar="SECONDS",
         help="with the poll monitor, walk the tree every SECONDS (default 10)",
     )
-    p.add_argument("-m", "--comment", help="a comment stored with each state")
-    p.add_argument(
-        "-x", "--one-file-system", action="store_true", help="do not cross filesystem boundaries"
-    )
-    p.add_argument(
-        "--normal-priority",
-        action="store_true",
-        help="do not lower the CPU and I/O priority",
-    )
-    p.add_argument("--json", action="store_true", help="print a JSON summary per state on stdout")
-    add_filter_options(p)
-    p.set_defaults(func=run)
 
 
 def _seconds(text: str) -> float:
@@ -148,7 +152,7 @@ class Recorder:
 
 
 def run(args) -> int:
-    from vtstore.live.monitor import open_monitor
+    from vtstore.live.monitor import open_monitor, stop_on_signals
     from vtstore.live.priority import lower_priority
 
     if not os.path.isdir(args.dir) or os.path.islink(args.dir):
@@ -157,26 +161,18 @@ def run(args) -> int:
     if not args.normal_priority:
         lower_priority()
     rec = Recorder(args)
-    stop: list[int] = []
     # the monitor starts before the catch-up, so nothing changed during it is missed
-    with open_monitor(
-        args.dir, args.monitor, args.settle, args.poll_interval, args.one_file_system
-    ) as mon:
-
-        def on_signal(signum, frame):
-            stop.append(signum)
-            mon.wake()
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            rec.record("catch-up")
-            log.info("watching %s (%s)", args.dir, mon.backend)
-            _follow(args, mon, rec, stop)
-            rec_final = rec.record("final")
-            log.info("stopped by signal %d%s", stop[0], "" if rec_final else "; nothing new")
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
+    with (
+        open_monitor(
+            args.dir, args.monitor, args.settle, args.poll_interval, args.one_file_system
+        ) as mon,
+        stop_on_signals(mon) as stop,
+    ):
+        rec.record("catch-up")
+        log.info("watching %s (%s)", args.dir, mon.backend)
+        _follow(args, mon, rec, stop)
+        recorded = rec.record("final")
+        log.info("stopped by signal %d%s", stop[0], "" if recorded else "; nothing new")
     return 0
 
 

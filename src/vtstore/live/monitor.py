@@ -22,8 +22,10 @@ import errno
 import logging
 import os
 import select
+import signal
 import stat
 import time
+from contextlib import contextmanager
 from typing import NamedTuple
 
 from vtstore.live import inotify
@@ -387,3 +389,21 @@ def open_monitor(
                 raise
             log.warning("%s; polling every %gs instead", e, interval)
     return PollMonitor(root, settle, interval, one_filesystem)
+
+
+@contextmanager
+def stop_on_signals(mon: Monitor, signals=(signal.SIGTERM, signal.SIGINT)):
+    """Within the block, the `signals` append their number to the list yielded
+    and wake `mon`'s waiting `changes()`: a daemon's loop ends cleanly."""
+    stop: list[int] = []
+
+    def on_signal(signum, frame):
+        stop.append(signum)
+        mon.wake()
+
+    old = {s: signal.signal(s, on_signal) for s in signals}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
