@@ -168,3 +168,24 @@ def test_config_clause_and_its_archive(tmp_path, tree):
         [*VT, "-c", str(rc), "-S", "[media]", "save", str(rc)], capture_output=True, text=True
     )
     assert r.returncode == 1 and "read-only" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_damaged_index_is_built_again(tmp_path, tree):
+    idx = tmp_path / "idx"
+    with PlatonicStore(tree, str(idx)) as st:
+        top = st.archive.last().dirent
+    data = idx / "blake3" / "index" / "data.mdb"
+    os.truncate(data, os.path.getsize(data) // 3)  # LMDB would SIGBUS on this
+    with PlatonicStore(tree, str(idx)) as st:
+        assert st.archive.last().dirent == top
+        assert read_file(st, top, "media/movie.bin") == open(f"{tree}/media/movie.bin", "rb").read()
+
+
+def test_unwritable_index_is_one_clear_error(tmp_path, tree):
+    os.chmod(tmp_path, 0o755)
+    env = {**os.environ, "XDG_CACHE_HOME": "/proc/nonexistent"}
+    r = subprocess.run(
+        [*VT, "-S", f"platonic:{tree}", "ls", "x"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "index" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

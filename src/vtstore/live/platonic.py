@@ -21,9 +21,11 @@ fid -> size mtime_ns ctime_ns ino (8 each), len(rpath) (4), rpath, leaf hashes;
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import struct
 import threading
@@ -130,10 +132,7 @@ class PlatonicStore(Store):
         if not os.path.isdir(self.root):
             raise StoreError(f"platonic:{root}: not a directory")
         self.index_dir = os.path.join(index_dir, self.hashclass.hashname)
-        os.makedirs(self.index_dir, mode=0o700, exist_ok=True)
-        self.env = lmdb.open(
-            os.path.join(self.index_dir, "index"), map_size=1 << 36, max_dbs=4, mode=0o600
-        )
+        self.env = self._open_index()
         self._leaves = self.env.open_db(b"leaves", dupsort=True)
         self._files = self.env.open_db(b"files")
         self._meta = self.env.open_db(b"meta")
@@ -143,6 +142,26 @@ class PlatonicStore(Store):
         self._results: list = []
         if refresh:
             self.update()
+
+    def _open_index(self) -> lmdb.Environment:
+        """The index, checked before LMDB maps it; a damaged one is only a
+        cache of the tree: it is dropped and built again."""
+        from vtstore.stores.lmdbenv import IndexDamagedError, check_meta_pages
+
+        path = os.path.join(self.index_dir, "index")
+        try:
+            os.makedirs(self.index_dir, mode=0o700, exist_ok=True)
+            try:
+                check_meta_pages(path)
+            except IndexDamagedError as e:
+                log.warning("%s; building it again", e)
+                shutil.rmtree(path, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.index_dir, ARCHIVE_NAME + ".vt"))
+            # 64 GiB of address space, not of disk: the map only grows as used
+            return lmdb.open(path, map_size=1 << 36, max_dbs=4, mode=0o600)
+        except (OSError, lmdb.Error) as e:
+            raise StoreError(f"platonic:{self.root}: index {path}: {e}") from None
 
     # -- indexing ------------------------------------------------------------
 
