@@ -168,3 +168,20 @@ def test_concurrent_rounds_lose_nothing(two):
         for i in range(6):
             assert (a / f"b{i}").read_text() == str(i) and (b / f"a{i}").read_text() == str(i)
         assert same_trees(a, b)
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"no newline", b"\xff\xfe\n", b'{"when":1}\nD{', b"x\nB{hash:blake3:00,span:1}"]
+)
+def test_damaged_base_file_is_one_clear_error(two, damage):
+    a, b, ar, sp = two
+    with open_store_spec(str(sp)) as store:
+        Shadow(str(a), ar).round(store)
+    with open(base_path_for(str(a)), "wb") as f:
+        f.write(damage)
+    r = subprocess.run(
+        [*VT, "-S", str(sp), "shadow", "--once", str(a), str(ar.path)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 1 and "damaged" in r.stderr and "Traceback" not in r.stderr, r.stderr

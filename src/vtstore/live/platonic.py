@@ -263,11 +263,16 @@ class PlatonicStore(Store):
             cur = txn.cursor(db=self._leaves)
             locs = list(cur.iternext_dup()) if cur.set_key(hb) else []
             places = []
-            for loc in locs:
-                fid, off, ln = _LOC.unpack(loc)
-                value = txn.get(fid, db=self._files)
-                if value is not None:
-                    places.append((self._rpath(value), off, ln))
+            try:
+                for loc in locs:
+                    fid, off, ln = _LOC.unpack(loc)
+                    value = txn.get(fid, db=self._files)
+                    if value is not None:
+                        places.append((self._rpath(value), off, ln))
+            except (struct.error, ValueError) as e:
+                raise StoreError(
+                    f"{self.name}: index {self.index_dir} is damaged ({e}): remove it"
+                ) from None
         if not places:
             return None
         for rpath, off, ln in places:

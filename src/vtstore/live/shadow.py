@@ -29,6 +29,7 @@ import os
 import shutil
 
 from vtstore.archive import ArchiveEntry, parse_line
+from vtstore.errors import VTError
 from vtstore.fileio import write_private
 from vtstore.transcribe import parse_all
 from vtstore.tree.dirent import Dirent
@@ -36,6 +37,10 @@ from vtstore.tree.dirent import Dirent
 log = logging.getLogger(__name__)
 
 CONFLICT_SUFFIX = ".vt-conflict"
+
+
+class ShadowError(VTError):
+    """The shadow's own record (`.DIR.vt-shadow`) cannot be used."""
 
 
 def base_path_for(dirpath: str) -> str:
@@ -75,11 +80,20 @@ class Shadow:
     def bases(self) -> tuple[ArchiveEntry | None, Dirent | None]:
         """`(synced, local_base)`, or Nones before the first round."""
         try:
-            with open(self.base_file, encoding="utf-8") as f:
-                line, dirent = f.read().split("\n", 1)
+            with open(self.base_file, "rb") as f:
+                text = f.read().decode("utf-8")
+            line, dirent = text.split("\n", 1)
+            local = parse_all(dirent.strip())
+            if not isinstance(local, Dirent):
+                raise ValueError("the second line is not a dirent")
+            return parse_line(line, self.base_file), local
         except FileNotFoundError:
             return None, None
-        return parse_line(line, self.base_file), parse_all(dirent.strip())
+        except (ValueError, VTError) as e:
+            raise ShadowError(
+                f"{self.base_file}: damaged ({e}); remove it to start again (DIR and the"
+                " archive's latest state are then merged, nothing is lost)"
+            ) from None
 
     def _set_bases(self, synced: ArchiveEntry, local: Dirent) -> None:
         write_private(self.base_file, f"{synced.to_line().rstrip()}\n{local}\n".encode())
