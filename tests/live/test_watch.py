@@ -206,3 +206,54 @@ def test_bad_input_is_one_clear_error(tmp_path, args, code, words):
         timeout=30,
     )
     assert r.returncode == code and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_another_user_with_an_unreadable_subdirectory(tmp_path):
+    """Run as nobody: an unreadable directory is skipped with a warning, the
+    rest recorded, changes still followed; no traceback."""
+    import shutil
+    import tempfile
+
+    place = tempfile.mkdtemp(prefix="vt-watch-")
+    try:
+        os.chmod(place, 0o755)
+        tree = os.path.join(place, "tree")
+        os.makedirs(os.path.join(tree, "secret"))
+        with open(os.path.join(tree, "secret", "s"), "w") as f:
+            f.write("s")
+        with open(os.path.join(tree, "open"), "w") as f:
+            f.write("o")
+        subprocess.run(["chown", "-R", "65534:65534", place], check=True)
+        os.chmod(os.path.join(tree, "secret"), 0)
+        env = {**os.environ, "HOME": place, "XDG_CACHE_HOME": os.path.join(place, "cache")}
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *VT]
+        p = subprocess.Popen(
+            [
+                *cmd,
+                "-S",
+                os.path.join(place, "store"),
+                "watch",
+                tree,
+                "--json",
+                "--interval",
+                "0.5",
+                "--settle",
+                "0.3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        first = json.loads(p.stdout.readline())
+        assert first["reason"] == "catch-up" and first["errors"] == 1 and first["files"] == 1
+        with open(os.path.join(tree, "open"), "w") as f:
+            f.write("changed")
+        second = json.loads(p.stdout.readline())
+        assert second["reason"] == "change" and second["files_changed"] == 1
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(30) == 0
+        err = p.stderr.read().decode()
+        assert "Traceback" not in err and "secret" in err, err
+    finally:
+        os.chmod(os.path.join(place, "tree", "secret"), 0o755)
+        shutil.rmtree(place)
