@@ -94,6 +94,7 @@ def open_tree(args, store):
     text = args.target
     if not text:
         return WorkTree(store, resolve=resolve)
+
     if is_ref_text(text) or "@" in text:
         return WorkTree(store, resolve(text, store), resolve=resolve)
     archive, inner = archive_of(text, store)
@@ -107,26 +108,32 @@ def open_tree(args, store):
 def run(args) -> int:
     from vtstore.cli.common import open_store
     from vtstore.cli.refs import use_clause_of
+    from vtstore.control.live import LiveTree, is_live
 
+    if args.target and is_live(args.target):
+        return _session(LiveTree(args.target), args)  # the mount process has the store
     use_clause_of(args, args.target)
     with open_store(args) as store:
-        wt = open_tree(args, store)
-        shell = FtpShell(wt, args)
-        try:
-            if args.peer:
-                shell.onecmd_checked(f"peer {shlex.quote(args.peer)}")
-            if args.script is not None:
-                ok = shell.run_script(split_script(args.script))
-            elif not sys.stdin.isatty():
-                ok = shell.run_script(split_script(sys.stdin.read()))
-            else:
-                ok = shell.interact(history_path(args))
-            if not ok:
-                print("vt ftp: script stopped at an error; nothing recorded", file=sys.stderr)
-                return 1
-            shell.finish()
-        finally:
-            wt.close_peer()
+        return _session(open_tree(args, store), args)
+
+
+def _session(wt, args) -> int:
+    shell = FtpShell(wt, args)
+    try:
+        if args.peer and not shell.onecmd_checked(f"peer {shlex.quote(args.peer)}"):
+            return 1
+        if args.script is not None:
+            ok = shell.run_script(split_script(args.script))
+        elif not sys.stdin.isatty():
+            ok = shell.run_script(split_script(sys.stdin.read()))
+        else:
+            ok = shell.interact(history_path(args))
+        if not ok:
+            print("vt ftp: script stopped at an error; nothing recorded", file=sys.stderr)
+            return 1
+        shell.finish()
+    finally:
+        wt.close_peer()
     return 0
 
 
@@ -274,6 +281,10 @@ class FtpShell(cmd.Cmd):
 
     def finish(self) -> None:
         """At quit: store everything, record a state if the tree changed."""
+        if self.wt.live:
+            if not self.quiet:
+                print("vt ftp: the changes are live; the mount records them", file=sys.stderr)
+            return
         root, recorded = self.wt.sync(self.args.comment)
         if self.wt.archive is None:
             print(root)
@@ -466,9 +477,8 @@ class FtpShell(cmd.Cmd):
 
     def do_ref(self, arg):
         """ref [PATH]: print the dirent ref of PATH (default: the top of the tree)."""
-        self.wt.store.flush()
         (path,) = _nargs(self._words(arg), 0, 1, "ref [PATH]") or ["/"]
-        print(self.wt.lookup(path))
+        print(self.wt.ref(path))
 
     def do_lcd(self, arg):
         """lcd [DIR]: change the local directory (default: home)."""

@@ -52,6 +52,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("reindex", "reindex", "rebuild a datadir's index from its data files"),
     ("scan", "scan", "show how a file would be cut into blocks"),
     ("ftp", "ftp", "interactive shell over a tree"),
+    ("ctl", "ctl", "act on a running mount (bind, clone, merge, sync, stats)"),
     ("publish", "publish", "store a path and print an x-vt: URI"),
     ("migrate", "migrate", "copy trees into a store of another hash class"),
     ("benchmark", "benchmark", "measure chunking, hashing and store speed"),

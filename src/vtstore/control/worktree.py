@@ -57,6 +57,8 @@ class WorkTree:
     knows `X.vt@SEL/path` and `[clause]NAME`).
     """
 
+    live = False  # edits go to this tree, not to a mount (`vtstore.control.live.LiveTree`)
+
     def __init__(self, store, root: Dirent | None = None, archive=None, resolve=None):
         self.store = store
         self.root = root if root is not None else empty_root(store)
@@ -109,6 +111,11 @@ class WorkTree:
     def lookup(self, path: str = "") -> Dirent:
         """The dirent at `path`."""
         return self._at(self.parts(path))
+
+    def ref(self, path: str = "") -> Dirent:
+        """The dirent at `path`, its blocks stored (so the ref can be used elsewhere)."""
+        self.store.flush()
+        return self.lookup(path)
 
     def exists(self, path: str) -> bool:
         try:

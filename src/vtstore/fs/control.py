@@ -29,7 +29,7 @@ from vtstore.control.content import EditError, crop, splice
 from vtstore.errors import FormatError
 from vtstore.fs import views
 from vtstore.fs.errors import FSError
-from vtstore.fs.nodes import ViewNode
+from vtstore.fs.nodes import FileNode, ViewNode
 from vtstore.tree.dirent import T_DIR, T_FILE
 
 PREFIX = "x-vt-"
@@ -149,17 +149,21 @@ def set(fs, ino: int, name: str, value: bytes) -> None:  # noqa: A001 - the xatt
 
 
 def _clone(fs, node, path: str) -> None:
-    from vtstore.fs.nodes import FileNode
-
     block = _committed_block(fs, node)
+    base = fs.root if path.startswith("/") or node.parent is None else node.parent
+    new = FileNode(node.meta, block)
+    insert_node(fs, base, path, new, node.meta.uid or 0, node.meta.gid or 0)
+
+
+def insert_node(fs, base, path: str, new, uid: int = 0, gid: int = 0) -> None:
+    """Put node `new` at `path` (relative to directory node `base`, `..` allowed),
+    a new name; the kernel has not looked it up yet.  How `clone` and the
+    control socket's `bind` add entries to a live tree."""
     with fs.lock:
         parts = [p for p in path.split("/") if p]
         if not parts:
             raise FSError(errno.EINVAL)
-        if path.startswith("/") or node.parent is None:
-            d = fs.root
-        else:
-            d = node.parent
+        d = base
         for part in parts[:-1]:
             if part == "..":
                 d = d.parent or d
@@ -170,8 +174,15 @@ def _clone(fs, node, path: str) -> None:
             if c.type != T_DIR:
                 raise FSError(errno.ENOTDIR)
             d = c
-        new = FileNode(node.meta, block)
         fs._assign(d)
-        fs._new_entry(d.ino, parts[-1], new, node.meta.uid or 0, node.meta.gid or 0)
+        fs._new_entry(d.ino, parts[-1], new, uid, gid)
         new.nlookup = 0  # the kernel has not looked it up
         fs._forgotten.add(new)
+
+
+def insert_dirent(fs, path: str, d) -> None:
+    """Put the stored tree or file `d` at `path` below the mount's top (a new
+    name); a directory's entries load when first looked at."""
+    node = fs._make_node(d)
+    m = node.meta
+    insert_node(fs, fs.root, path, node, m.uid or 0, m.gid or 0)

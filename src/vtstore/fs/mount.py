@@ -19,7 +19,7 @@ import threading
 import trio
 
 from vtstore.archive import store_identity
-from vtstore.errors import FormatError
+from vtstore.errors import FormatError, VTError
 from vtstore.tree.dir import decode_dir_data, make_dir, read_dir_data
 from vtstore.tree.dirent import Dirent
 
@@ -163,6 +163,22 @@ async def _command(command: str, status: list) -> None:
         pyfuse3.terminate()
 
 
+def _control_server(mount: Mount | None, mountpoint: str):
+    """The mount's control socket (`vtstore.control.live`), listening; None if
+    there is no mount to control or the socket cannot be made (logged)."""
+    if mount is None:
+        return None
+    from vtstore.control.live import ControlServer
+
+    server = ControlServer(mount, mountpoint)
+    try:
+        server.start()
+    except (OSError, VTError) as e:
+        log.warning("no control socket: %s", e)
+        return None
+    return server
+
+
 def serve(
     ops,
     mount: Mount | None,
@@ -193,11 +209,21 @@ def serve(
             await pyfuse3.main()
             n.cancel_scope.cancel()
 
-    pyfuse3.init(ops, mountpoint, options)
+    # made before the mount exists: looking at the mount point afterwards would
+    # wait for this process to answer the kernel
+    control = _control_server(mount, mountpoint)
+    try:
+        pyfuse3.init(ops, mountpoint, options)
+    except BaseException:
+        if control is not None:
+            control.stop()
+        raise
     try:
         trio.run(main)
     finally:
         try:
+            if control is not None:
+                control.stop()
             if mount is not None:
                 mount.sync()
         finally:
