@@ -245,7 +245,8 @@ def parse_store_spec(text: str, _depth: int = 0) -> StoreSpec:
         return StoreSpec("datadir", {"path": t}, t)
     raise ConfigError(
         f"unrecognised store spec {t!r}: a datadir path begins with / or ./;"
-        " other forms: [clause], file:X.vtd, memory:, proxy(...), tcp:, unix:, |cmd, http://, s3://"
+        " other forms: [clause], file:X.vtd, memory:, proxy(...), tcp:, tls:, unix:, |cmd,"
+        " http://, s3://, crypt:, platonic:"
     )
 
 
@@ -670,4 +671,16 @@ register_store_type(
     },
     "a store encrypted at rest",
     required=("store",),
+)
+
+# -- ordinary files served in place: vtstore.live.platonic registers the real opener --
+
+PROVIDERS["platonic"] = "vtstore.live.platonic"
+register_scheme("platonic:", "platonic", lambda rest: {"path": _str(rest)})
+register_store_type(
+    "platonic",
+    _not_yet,
+    {"path": _str, "index": _str, "refresh": parse_bool},
+    "ordinary files served in place (read-only)",
+    required=("path",),
 )
