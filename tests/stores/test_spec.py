@@ -76,8 +76,23 @@ def test_parse_errors(text, needle):
 
 
 def test_reserved_forms_say_not_available():
-    with pytest.raises(NotAvailableError, match="not available yet"):
-        open_store_spec("s3://bucket/prefix")
+    """A type reserved for a layer that is not installed says so in one error."""
+    from vtstore.stores import spec as S
+
+    register_store_type("later", S._not_yet, {"x": str}, "a store of a later layer")
+    register_scheme("later:", "later", lambda rest: {"x": rest})
+    S.PROVIDERS["later"] = "vtstore.no_such_layer"
+    try:
+        with pytest.raises(NotAvailableError, match="not available yet"):
+            open_store_spec("later:x")
+    finally:
+        del S.PROVIDERS["later"]
+
+
+def test_s3_forms_parse_before_their_layer_is_loaded():
+    """s3:// and s3+blocks:// are known to the spec parser itself."""
+    assert parse_store_spec("s3+blocks://b/p").params == {"url": "s3://b/p", "layout": "blocks"}
+    assert parse_store_spec("s3://b/p").type == "s3"
 
 
 def test_registry_is_extensible(tmp_path):

@@ -287,6 +287,9 @@ register_scheme("|", "command", lambda rest: {"command": _str(rest)})
 register_scheme("http://", "http", lambda rest: {"url": "http://" + _str(rest)})
 register_scheme("https://", "http", lambda rest: {"url": "https://" + _str(rest)})
 register_scheme("s3://", "s3", lambda rest: {"url": "s3://" + _str(rest)})
+register_scheme(
+    "s3+blocks://", "s3", lambda rest: {"url": "s3://" + _str(rest), "layout": "blocks"}
+)
 
 
 # -- opening ----------------------------------------------------------------------
@@ -650,7 +653,7 @@ register_store_type("http", _not_yet, {"url": _str}, "an HTTP block server", req
 register_store_type(
     "s3",
     _not_yet,
-    {"url": _str, "bucket": _str, "prefix": str, "endpoint": _str, "region": _str},
+    {"url": _str, "bucket": _str, "prefix": str, "endpoint": _str, "region": _str, "layout": _str},
     "an S3 bucket",
 )
 

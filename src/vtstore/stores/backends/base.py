@@ -117,26 +117,43 @@ class Retrying(Backend):
     attempt created: the names it is used for are unique to their writer, so
     it then reports success (see `put_if_absent`)."""
 
-    def __init__(self, inner: Backend, max_time: float = 60.0, base: float = 0.1, cap: float = 5.0):
+    def __init__(
+        self,
+        inner: Backend,
+        max_time: float = 60.0,
+        base: float = 0.1,
+        cap: float = 5.0,
+        first_time: float = 10.0,
+    ):
         self.inner = inner
         self.url = inner.url
         self.max_time = max_time
+        #: until a first call has succeeded, retries stop after this long: a
+        #: server that was never reached (a wrong endpoint, no network) is one
+        #: error in seconds, not a minute of silence; once reached, an outage
+        #: (a restart) is waited out for `max_time`
+        self.first_time = min(first_time, max_time)
+        self.reached = False
         self.base = base
         self.cap = cap
         #: how many retries were made (for tests and `info`)
         self.retries = 0
 
     def _call(self, what: str, fn, *args):
-        deadline = time.monotonic() + self.max_time
+        budget = self.max_time if self.reached else self.first_time
+        deadline = time.monotonic() + budget
         delay = self.base
         while True:
             try:
-                return fn(*args)
+                out = fn(*args)
+                self.reached = True
+                return out
             except TransientBackendError as e:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    never = "" if self.reached else ", never reached"
                     raise BackendError(
-                        f"{e} (gave up after {self.max_time:g} s of retries)"
+                        f"{e} (gave up after {budget:g} s of retries{never})"
                     ) from None
                 self.retries += 1
                 pause = min(delay * (0.5 + random.random()), left, self.cap)
