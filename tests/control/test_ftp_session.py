@@ -130,6 +130,13 @@ def test_history_completion_and_ctrl_c(tmp_path, env, terminal):
     term.expect(r"vt:/docs> ")
     term.line("inspect readme.txt")
     term.expect(r"size: 8")
+    term.line("!sleep 60")  # Ctrl-C interrupts the running command, not the shell
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    term.send("\x03")
+    term.expect(r"vt ftp: interrupted", timeout=10)
+    term.expect(r"vt:/docs> ")
+    assert time.monotonic() - t0 < 10
     term.line("quit")
     assert term.wait() == 0
     assert "inspect readme.txt" in open(hist).read()
@@ -138,7 +145,7 @@ def test_history_completion_and_ctrl_c(tmp_path, env, terminal):
     term.expect(r"vt:/> ")
     term.line("cd docs")
     term.expect(r"vt:/docs> ")
-    term.send("\x1b[A" * 3)  # up: "cd docs", last session's "quit", then its inspect
+    term.send("\x1b[A" * 4)  # up: "cd docs", then the last session's quit, !sleep, inspect
     term.expect(r"inspect readme.txt")
     term.send("\r")
     term.expect(r"size: 8")

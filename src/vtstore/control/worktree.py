@@ -16,8 +16,8 @@ import time
 from vtstore.blocks import Block
 from vtstore.control.content import crop, splice
 from vtstore.errors import FormatError, VTError
-from vtstore.tree.dir import dir_entries, make_dir, salt_of, tree_stats
-from vtstore.tree.dirent import T_FILE, T_SYMLINK, Dirent, check_name
+from vtstore.tree.dir import decode_dir_data, make_dir, read_dir_data, tree_stats
+from vtstore.tree.dirent import T_FILE, T_SYMLINK, Dirent, check_name, fsenc
 from vtstore.tree.meta import Meta
 
 
@@ -70,6 +70,30 @@ class WorkTree:
         self.peer = None
         self.peer_spec: str | None = None
         self._resolve = resolve
+        # decoded directories by block: an edit reads the directories on its
+        # path again, and decoding a directory of 50,000 entries takes 0.5 s
+        self._dirs: dict[str, tuple[list[Dirent], bytes | None]] = {}
+
+    def _decoded(self, d: Dirent) -> tuple[list[Dirent], bytes | None]:
+        if d.block is None:
+            return [], None
+        key = str(d.block)
+        got = self._dirs.get(key)
+        if got is None:
+            if not d.is_dir:
+                raise ControlError(f"{d.name or 'top'} is a {d.type_name}, not a directory")
+            got = decode_dir_data(read_dir_data(d.block, self.store))
+            self._remember(d.block, *got)
+        return got
+
+    def _remember(self, block, entries: list[Dirent], salt: bytes | None) -> None:
+        if len(self._dirs) >= 256:
+            self._dirs.pop(next(iter(self._dirs)))
+        self._dirs[str(block)] = (entries, salt)
+
+    def entries(self, d: Dirent) -> list[Dirent]:
+        """The entries of directory `d` (decoded once per block)."""
+        return self._decoded(d)[0]
 
     # -- paths --------------------------------------------------------------
 
@@ -100,7 +124,7 @@ class WorkTree:
         for i, name in enumerate(parts):
             if not e.is_dir:
                 raise ControlError(f"/{'/'.join(parts[:i])}: not a directory")
-            for sub in dir_entries(e, self.store):
+            for sub in self.entries(e):
                 if sub.name == name:
                     e = sub
                     break
@@ -139,10 +163,13 @@ class WorkTree:
         name = parts[-1]
         child = new.renamed(name) if new is not None else None
         for d in reversed(chain):
-            entries = [e for e in dir_entries(d, self.store) if e.name != name]
+            entries = [e for e in self.entries(d) if e.name != name]
             if child is not None:
                 entries.append(child)
-            block = make_dir(entries, self.store, salt=salt_of(d, self.store)).block
+            salt = self._decoded(d)[1]
+            block = make_dir(entries, self.store, salt=salt).block
+            entries.sort(key=lambda e: fsenc(e.name))
+            self._remember(block, entries, salt)
             child = d.with_changes(block=block)
             name = d.name
         self.root = child
@@ -163,7 +190,7 @@ class WorkTree:
     def ls(self, path: str = "") -> list[Dirent]:
         """The entries of the directory at `path` (a file: itself)."""
         d = self.lookup(path)
-        return dir_entries(d, self.store) if d.is_dir else [d]
+        return list(self.entries(d)) if d.is_dir else [d]
 
     def inspect(self, path: str = "") -> dict:
         """What is known of `path`: type, sizes, its dirent and block refs, layout."""
@@ -258,7 +285,7 @@ class WorkTree:
         if not parts:
             raise ControlError("rm: cannot remove the top of the tree")
         d = self._at(parts)
-        if d.is_dir and not recursive and dir_entries(d, self.store):
+        if d.is_dir and not recursive and self.entries(d):
             raise ControlError(f"{path}: directory not empty (rm -r removes it)")
         self._put_at(parts, None)
         if self.cwd[: len(parts)] == parts:
