@@ -112,3 +112,34 @@ def test_ctl_without_a_mount(tmp_path, env):
     assert r.stderr.decode().splitlines() == [
         f"vt ctl: {tmp_path}: no vt mount answers there (No such file or directory)"
     ]
+
+
+def test_hostile_requests_get_an_error_and_the_mount_goes_on(mounted, env):
+    import socket
+
+    _, m, _, _ = mounted
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(socket_path(m.mnt))
+    f = s.makefile("rwb")
+    bad = [
+        b"not json\n",
+        b"[1, 2]\n",
+        b'{"op": 7}\n',
+        b'{"args": []}\n',
+        b'{"op": "ref", "args": ["../../.."]}\n',
+    ]
+    for line in bad:
+        f.write(line)
+        f.flush()
+        reply = json.loads(f.readline())
+        assert reply["ok"] is (line.startswith(b'{"op": "ref"')), (line, reply)
+    try:  # over the 1 MiB line limit: one error, then the mount hangs up
+        f.write(b'{"op": "' + b"x" * 3_000_000 + b'"}\n')
+        f.flush()
+    except BrokenPipeError:
+        pass
+    assert json.loads(f.readline())["ok"] is False
+    assert f.readline() == b""
+    s.close()
+    assert json.loads(vt("ctl", m.mnt, "stats", "--json", env=env).stdout)["dirs"] >= 2
+    assert "Traceback" not in m.output()

@@ -110,15 +110,23 @@ class ControlServer:
     def _serve(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rwb") as f:
             for line in iter(lambda: f.readline(MAX_REQUEST), b""):
+                too_long = len(line) >= MAX_REQUEST and not line.endswith(b"\n")
                 try:
+                    if too_long:
+                        raise LiveError(f"a request over {MAX_REQUEST} octets")
                     req = json.loads(line)
                     op, args = req["op"], [str(a) for a in req.get("args", [])]
                     with self._lock:
-                        reply = {"ok": True, "result": self.handle(op, args)}
-                except (VTError, OSError, ValueError, KeyError, TypeError) as e:
+                        reply = {"ok": True, "result": self.handle(str(op), args)}
+                except (VTError, OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                     reply = {"ok": False, "error": _text(e)}
-                f.write(json.dumps(reply).encode() + b"\n")
-                f.flush()
+                try:
+                    f.write(json.dumps(reply).encode() + b"\n")
+                    f.flush()
+                except OSError:  # the client left
+                    return
+                if too_long:
+                    return  # the rest of that line is no request
 
     # -- the operations ------------------------------------------------------
 
