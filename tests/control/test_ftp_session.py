@@ -213,3 +213,14 @@ def test_script_stops_at_first_error_and_records_nothing(tmp_path, env):
     r = vt("-S", f"{t}/S", "ftp", f"{t}/base.vt", "-c", f"peer unix:{t}/dead.sock", check=False)
     assert r.returncode == 1 and len(r.stderr.decode().splitlines()) == 2
     shutil.rmtree(f"{t}/gets")
+
+
+def test_a_new_archive_needs_create(tmp_path, env):
+    t, _, _ = _world(tmp_path, env)
+    r = vt("-S", f"{t}/S", "ftp", f"{t}/new.vt", "-c", "mkdir a", check=False)
+    assert r.returncode == 1 and r.stderr.decode().strip().endswith("(--create starts one)")
+    assert not os.path.exists(f"{t}/new.vt")
+    vt("-S", f"{t}/S", "ftp", "--create", f"{t}/new.vt", "-c", "put local", env=env, cwd=t)
+    out = f"{t}/newout"
+    vt("-q", "-S", f"{t}/S", "unpack", f"{t}/new.vt", out, env=env)
+    assert rsync_diff(f"{t}/local", f"{out}/local") == []

@@ -45,6 +45,11 @@ def register(sub) -> None:
         help="run the commands of SCRIPT (separated by ';' or newlines) and quit",
     )
     p.add_argument("-m", "--comment", help="the comment of the state recorded at quit")
+    p.add_argument(
+        "--create",
+        action="store_true",
+        help="start an archive that does not exist yet (its first state is recorded at quit)",
+    )
     p.add_argument("--peer", metavar="STORE", help="the peer store for pull and push")
     p.add_argument(
         "--history",
@@ -98,6 +103,8 @@ def open_tree(args, store):
     if is_ref_text(text) or "@" in text:
         return WorkTree(store, resolve(text, store), resolve=resolve)
     archive, inner = archive_of(text, store)
+    if not archive.exists() and not args.create:
+        raise VTError(f"{text}: no such archive (--create starts one)")
     last = archive.last() if archive.exists() else None
     wt = WorkTree(store, last.dirent if last else None, archive=archive, resolve=resolve)
     if inner:
