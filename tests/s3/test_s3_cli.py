@@ -6,6 +6,7 @@ encrypted off-site copy (`crypt` over `s3://`)."""
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import random
 
@@ -125,9 +126,19 @@ def test_encrypted_offsite_copy(tmp_path, s3_env, weed, prefix):
     vt(env, "-c", str(rc), "-S", "[offsite]", "-q", "pack", str(src))
     vt(env, "-c", str(rc), "-S", "[offsite]", "-q", "unpack", f"{src}.vt", str(tmp_path / "out"))
     assert (tmp_path / "out" / "report.txt").read_bytes() == secret
+    # a named archive in the bucket, its lines encrypted like the blocks
+    vt(env, "-c", str(rc), "-q", "pack", "-a", "[offsite]reports", "-m", "q3 numbers", str(src))
+    r = vt(env, "-c", str(rc), "snapshots", "--json", "[offsite]")
+    listed = json.loads(r.stdout)
+    assert [a["archive"] for a in listed] == ["reports"], r.stdout
+    vt(env, "-c", str(rc), "-q", "unpack", "[offsite]reports", str(tmp_path / "out2"))
+    assert (tmp_path / "out2" / "report.txt").read_bytes() == secret
     b = weed.backend(prefix)
-    for o in b.list("data/"):
-        assert b"very secret" not in b.get(o.name)
+    archive_objects = list(b.list("archives/"))
+    assert archive_objects, "the named archive is kept as objects"
+    for o in [*b.list("data/"), *archive_objects]:
+        body = b.get(o.name)
+        assert b"very secret" not in body and b"q3 numbers" not in body, o.name
     b.close()
 
 

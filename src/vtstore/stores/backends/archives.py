@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from vtstore.archive import Archive, ArchiveEntry, ArchiveError, parse_line
-from vtstore.errors import FormatError
+from vtstore.errors import FormatError, ReadOnlyError
 from vtstore.stores.backends.base import Backend
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,12 @@ class ObjectArchive(Archive):
     here; `last`, `at`, `select` and `check_store` are `Archive`'s, over
     `entries`.  `codec` encodes lines (an encrypting store's)."""
 
-    def __init__(self, backend: Backend, name: str, codec=None):
+    def __init__(self, backend: Backend, name: str, codec=None, readonly: bool = False):
         self.backend = backend
         self.name = check_archive_name(name)
         self.codec = codec
+        #: the store was opened to read: `update` refuses
+        self.readonly = readonly
         self.prefix = f"{PREFIX}{name}/"
         self.path = f"{backend.url}/{self.prefix[:-1]}"
 
@@ -101,6 +103,8 @@ class ObjectArchive(Archive):
     ) -> ArchiveEntry | None:
         """Append a state as a new object; return it (None if `if_newer` and
         the latest state is not older)."""
+        if self.readonly:
+            raise ReadOnlyError(f"{self.path}: the store is open read-only")
         entry = ArchiveEntry(
             time.time() if when is None else when, dirent, uuid, name, comment, store_id
         )

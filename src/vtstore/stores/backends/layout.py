@@ -97,12 +97,13 @@ class LayoutStore(Store):
         """The archives kept in the store (`archives/NAME/...`)."""
         return archive_names(self.backend)
 
-    def named_archive(self, name: str, create: bool = False) -> ObjectArchive:
-        """Archive `name`, one object per state (`vtstore.stores.backends.archives`)."""
+    def named_archive(self, name: str, create: bool = False, codec=None) -> ObjectArchive:
+        """Archive `name`, one object per state (`vtstore.stores.backends.archives`);
+        `codec` encodes its lines (an encrypting store over this one gives its own)."""
         self._check_open()
-        if create:
-            self._check_writable()
-        codec_of = getattr(self, "archive_codec", None)
-        return ObjectArchive(
-            self.backend, check_archive_name(name), codec_of() if codec_of else None
-        )
+        if codec is None:
+            codec_of = getattr(self, "archive_codec", None)
+            codec = codec_of() if codec_of else None
+        # opened to read, the archive can still be named (`create`: it need not
+        # exist yet); appending to it is refused
+        return ObjectArchive(self.backend, check_archive_name(name), codec, self.readonly)

@@ -558,6 +558,27 @@ class CryptStore(Store):
             raise StoreError(f"store {self.backend.name} keeps no named archives")
         return self._register(path_of(name))
 
+    def archive_names(self) -> list[str]:
+        """The names of the backend's archives (`vtstore.named_archives`)."""
+        from vtstore.stores.backends.layout import LayoutStore
+
+        if isinstance(self.backend, LayoutStore):
+            return self.backend.archive_names()
+        if getattr(self.backend, "archive_path", None) is None:
+            return []  # a block server: its archives cannot be kept encrypted
+        return sorted(n for n, v in self.exports.items() if isinstance(v, str | os.PathLike))
+
+    def named_archive(self, name: str, create: bool = False):
+        """Archive `name` of the backend, its lines encrypted: an object store's
+        archive objects, or a datadir's `NAME.vt`."""
+        from vtstore.archive import archive_in
+        from vtstore.stores.backends.layout import LayoutStore
+
+        if isinstance(self.backend, LayoutStore):
+            return self.backend.named_archive(name, create, codec=self._codec)
+
+        return archive_in(str(self.archive_path(name)), self)
+
     @property
     def exports(self) -> dict:
         """The backend's archives, read and written encrypted."""
