@@ -16,7 +16,10 @@
   (`views.py`); read it back; remove it with `setfattr -x`.
 
 Splice and crop cut leaves at the edges into sub-blocks, so they never read
-or store file data.  They are not listed by `listxattr`.
+or store file data (`vtstore.control.content`, shared with `vt ftp`).  They
+are not listed by `listxattr`.  `insert_node`/`insert_dirent` add entries to
+the live tree for `clone` here and for the mount's control socket
+(`vtstore.control.live`: `vt ctl`, `vt ftp MOUNTPOINT`).
 """
 
 from __future__ import annotations
