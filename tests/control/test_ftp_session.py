@@ -224,3 +224,14 @@ def test_a_new_archive_needs_create(tmp_path, env):
     out = f"{t}/newout"
     vt("-q", "-S", f"{t}/S", "unpack", f"{t}/new.vt", out, env=env)
     assert rsync_diff(f"{t}/local", f"{out}/local") == []
+
+
+def test_help_lists_and_explains(tmp_path, env):
+    out = vt("-q", "-S", f"{tmp_path}/S", "ftp", "-c", "help; help PUT; ? pull", env=env)
+    text = out.stdout.decode()
+    for word in ("ls [-l] [PATH]", "bind PATH REF", "!CMD", "merge THEIRS [BASE]", "quit"):
+        assert word in text
+    assert "put LOCAL [PATH]: store a local file or tree" in text
+    assert "pull SRC [PATH]: copy the tree SRC names in the peer" in text
+    r = vt("-S", f"{tmp_path}/S", "ftp", "-c", "help nosuch", env=env, check=False)
+    assert r.returncode == 1 and "no command 'nosuch'" in r.stderr.decode()
