@@ -7,32 +7,16 @@ child `vt serve`, for each hash class of the suite.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-from pathlib import Path
 
 import pytest
 
 from vtstore.hashes import Hash_BLAKE3, Hash_SHA1
 
-SUITE_PATH = Path(__file__).resolve().parents[1] / "stores" / "test_generic.py"
+from ..stores.suite import factory_cases, load_suite
 
-
-def _load_suite():
-    spec = importlib.util.spec_from_file_location("vt_generic_store_suite", SUITE_PATH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-SUITE = _load_suite()
-CASES = [
-    name
-    for name, fn in vars(SUITE).items()
-    if name.startswith("test_")
-    and callable(fn)
-    and "store_factory" in inspect.signature(fn).parameters
-]
+SUITE = load_suite("vt_generic_store_suite")
+CASES = factory_cases(SUITE)
 KINDS = [(k, hc) for k in ("tcp", "unix", "stdio") for hc in (Hash_BLAKE3, Hash_SHA1)]
 
 
