@@ -399,7 +399,18 @@ class FtpShell(cmd.Cmd):
     def do_put(self, arg):
         """put LOCAL [PATH]: store a local file or tree in the tree (default: its name, here)."""
         words = _nargs(self._words(arg), 1, 2, "put LOCAL [PATH]")
-        self.wt.put(*words)
+        if self.wt.live:
+            self.wt.put(*words)
+            return
+        from vtstore.cli.progress import TreeProgress
+
+        with TreeProgress(self.args, "put", store=self.wt.store) as progress:
+            progress.scan_tree(words[0])
+            self.wt.put(
+                *words,
+                store=progress.store,
+                on_file=lambda st: progress.update(st.bytes_read + st.bytes_reused, st.files),
+            )
 
     def do_bind(self, arg):
         """bind PATH REF: make PATH the file or tree a dirent or block ref names."""

@@ -111,6 +111,8 @@ class ControlServer:
         with conn, conn.makefile("rwb") as f:
             for line in iter(lambda: f.readline(MAX_REQUEST), b""):
                 too_long = len(line) >= MAX_REQUEST and not line.endswith(b"\n")
+                while line and not line.endswith(b"\n") and too_long:
+                    line = f.readline(MAX_REQUEST)  # skip the rest, in bounded pieces
                 try:
                     if too_long:
                         raise LiveError(f"a request over {MAX_REQUEST} octets")
@@ -125,8 +127,6 @@ class ControlServer:
                     f.flush()
                 except OSError:  # the client left
                     return
-                if too_long:
-                    return  # the rest of that line is no request
 
     # -- the operations ------------------------------------------------------
 

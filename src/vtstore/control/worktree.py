@@ -236,13 +236,15 @@ class WorkTree:
         Exporter(self.store).export(d, target)
         return target
 
-    def put(self, local: str, path: str | None = None) -> Dirent:
-        """Store the local file or tree `local` at `path` (default: its name, here)."""
+    def put(self, local: str, path: str | None = None, store=None, on_file=None) -> Dirent:
+        """Store the local file or tree `local` at `path` (default: its name, here).
+        `store`: where the blocks go (default ours; a progress bar passes its
+        counting wrapper); `on_file(ImportStats)`: told after each file."""
         from vtstore.tree.fsimport import import_tree
 
         if not os.path.lexists(local):
             raise ControlError(f"{local}: no such local file or directory")
-        d, _ = import_tree(local, self.store)
+        d, _ = import_tree(local, store or self.store, on_file=on_file)
         path = path or os.path.basename(os.path.normpath(local))
         self._set(self._into(path, os.path.basename(os.path.normpath(local))), d)
         return d
