@@ -38,6 +38,11 @@ class Terminal:
             try:
                 if cwd:
                     os.chdir(cwd)
+                # a terminal session starts with Ctrl-C's signal at its default,
+                # whatever this test process inherited (a shell's background job,
+                # `cmd &`, ignores SIGINT, and an ignored signal stays ignored
+                # across exec)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.execvpe(argv[0], argv, env or os.environ)
             finally:
                 os._exit(127)
