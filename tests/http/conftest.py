@@ -19,6 +19,9 @@ import pytest
 
 import vtstore
 
+# every server, worker pool and client a test starts is stopped by it
+from ..net.conftest import no_leftover_threads  # noqa: F401 (an autouse fixture)
+
 SRC = str(Path(vtstore.__file__).resolve().parents[1])
 
 
@@ -76,22 +79,6 @@ class Client:
 
     def close(self) -> None:
         self.conn.close()
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_threads():
-    """Every server, worker pool and client a test starts is stopped by it."""
-    import threading
-
-    before = set(threading.enumerate())
-    yield
-    deadline = time.monotonic() + 5
-    while True:
-        extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not extra or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    assert not extra, f"threads left running: {[t.name for t in extra]}"
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid as uuidmod
+from collections.abc import Sequence
 
 from vtstore.errors import FormatError, HashClassMismatchError, StoreError
 from vtstore.hashes import HashCode, hashclass_by_name
@@ -70,6 +71,23 @@ class LayoutStore(Store):
     def meta(self) -> dict:
         """The store's config object (`uuid` is its identity for archives)."""
         return dict(self.config or {})
+
+    def _check_failed(self) -> None:
+        """Refuse new work once a background upload has failed (`self._failed`)."""
+        failed = getattr(self, "_failed", None)
+        if failed is not None:
+            raise StoreError(f"{self.name}: an upload failed earlier: {failed}")
+
+    def _start_add(self, datas: Sequence) -> tuple[list, list[HashCode]]:
+        """The checks and hashing every add starts with: `(datas as a list,
+        their hashcodes)`; the store's config object is written first if new."""
+        self._check_writable()
+        self._check_failed()
+        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
+        hs = self.hashclass.from_data_many(datas)
+        if datas:
+            self._ensure_config()
+        return datas, hs
 
     def _ensure_config(self) -> None:
         """Create the config object on the first write (a racing writer's wins)."""

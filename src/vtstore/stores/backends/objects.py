@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from vtstore.errors import CorruptBlockError, StoreError
+from vtstore.errors import CorruptBlockError
 from vtstore.hashes import HashCode
 from vtstore.stores.backends.base import Backend
 from vtstore.stores.backends.layout import LayoutStore
@@ -73,21 +73,13 @@ class BlockObjectStore(LayoutStore):
             with self._lock:
                 self._pending.pop(d, None)
 
-    def _check_failed(self) -> None:
-        if self._failed is not None:
-            raise StoreError(f"{self.name}: an upload failed earlier: {self._failed}")
-
     def add_many(self, datas: Sequence) -> list[HashCode]:
         return self.add_many_reporting(datas)[0]
 
     def add_many_reporting(self, datas: Sequence):
-        self._check_writable()
-        self._check_failed()
-        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
-        hs = self.hashclass.from_data_many(datas)
+        datas, hs = self._start_add(datas)
         if not datas:
             return hs, []
-        self._ensure_config()
         present = self.contains_many(hs)
         new = [False] * len(hs)
         seen = set()

@@ -281,10 +281,6 @@ class PackStore(LayoutStore):
             for d, v in pairs:
                 self._spooled[d] = (sp, v)
 
-    def _check_failed(self) -> None:
-        if self._failed is not None:
-            raise StoreError(f"{self.name}: an upload failed earlier: {self._failed}")
-
     def add_many(self, datas: Sequence) -> list[HashCode]:
         return self.add_many_reporting(datas)[0]
 
@@ -298,13 +294,9 @@ class PackStore(LayoutStore):
         return self._add(datas, tree=False)
 
     def _add(self, datas: Sequence, tree: bool):
-        self._check_writable()
-        self._check_failed()
-        datas = datas if isinstance(datas, (list, tuple)) else list(datas)
-        hs = self.hashclass.from_data_many(datas)
+        datas, hs = self._start_add(datas)
         if not datas:
             return hs, []
-        self._ensure_config()
         present = self.index.contains_many([bytes(h) for h in hs])
         new = [False] * len(hs)
         todo = [i for i, p in enumerate(present) if not p and bytes(hs[i]) not in self._spooled]
