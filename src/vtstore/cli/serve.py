@@ -264,9 +264,13 @@ def _serve(args, address: str, exports, security: dict | None = None) -> int:
                     f.write(spec + "\n")
                 os.replace(tmp, args.ready_file)
         while not stop.is_set():
-            if conn is not None and conn.done.is_set():
-                break
-            stop.wait(0.2)
+            if conn is not None:
+                # wake as soon as the peer is gone: `ssh host vt serve -` ends
+                # when its input does, and the client waits for that
+                if conn.done.wait(0.2):
+                    break
+            else:
+                stop.wait(0.2)
     finally:
         server.shutdown()
         for s, h in previous.items():
