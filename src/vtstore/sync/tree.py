@@ -44,7 +44,7 @@ from vtstore.blocks import (
 from vtstore.errors import FormatError, MissingBlockError, VTError
 from vtstore.tree.diff import raw_entries
 from vtstore.tree.dir import MAX_DIR_DATA, decode_dir_data, read_dir_data
-from vtstore.tree.dirent import Dirent, decode_dirent
+from vtstore.tree.dirent import T_DIR, Dirent, decode_dirent
 
 #: how many blocks one send batch holds at most
 DEFAULT_BATCH = 512
@@ -352,7 +352,9 @@ class TreeSync:
         try:
             old = raw_entries(read_dir_data(base, _VerifyingReader(self.src)))
             in_new = set(new)
-            for e in map(decode_dirent, (r for r in old if r not in in_new)):
+            # only directories matter here, and a dirent starts with its type
+            gone = (r for r in old if r[0] == T_DIR and r not in in_new)
+            for e in map(decode_dirent, gone):
                 if e.is_dir and e.block is not None:
                     bases[e.name] = e.block
         except VTError:
