@@ -353,11 +353,15 @@ static int check_crc(const impl *im)
         x = x * 1103515245u + 12345u;
         buf[i] = (uint8_t)(x >> 16);
     }
+    /* the bytewise CRC of each prefix extends the previous one: linear, not
+     * quadratic (importing the module took 26 ms, now under 3: a tenth of a
+     * re-pack of an unchanged tree went to this check) */
     for (size_t off = 0; off < 16; off++) {
+        uint32_t want = 0x5A5A5A5Au;
+        size_t done = 0;
         for (size_t n = 0; n + off + 16 <= N; n += (n < 600 ? 1 : 37)) {
-            uint32_t want = 0x5A5A5A5Au;
-            for (size_t i = 0; i < n; i++)
-                want = (want >> 8) ^ crc_table[0][(want ^ buf[off + i]) & 0xFF];
+            for (; done < n; done++)
+                want = (want >> 8) ^ crc_table[0][(want ^ buf[off + done]) & 0xFF];
             if (im->update(0x5A5A5A5Au, buf + off, n) != want)
                 return -1;
         }
