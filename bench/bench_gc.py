@@ -1,6 +1,8 @@
 """Forget and prune half the states of a store, with vt, restic and borg, in the same run.
 
     python3 bench/bench_gc.py [--size-mb 1024] [--states 20] [--change 0.02] [--json out.json]
+    python3 bench/bench_gc.py --prepare DIR [--size-mb 1024] [--states 20]   # unlocked
+    python3 bench/bench_gc.py --from DIR --rounds 2 --lock /tmp/vt-bench.lock  # timed
 
 Generates the tree of `bench_tree.py` (--size-mb), then for each tool packs
 --states states of it, changing --change of its bytes between states (2% of
@@ -11,11 +13,18 @@ forget --keep-last N --prune`, `borg prune --keep-last N` + `borg compact`.
 Reports the forget+prune wall time, its peak RSS (from /usr/bin/time), and
 the repository size before and after.  Every kept state is then checked
 (vt: `vt fsck` of the store; restic: `restic check`; borg: `borg check`).
+
+`--prepare` does only the packing (the long part, no lock needed); `--from`
+then times forget+prune on a fresh copy of each history per round (vt's store
+copied, restic's and borg's hard-linked: they never change a data file in
+place), the tools taking turns going first, each timed step under `--lock`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import random
@@ -66,17 +75,36 @@ def mutate(root: str, fraction: float, rnd: random.Random) -> int:
     return changed
 
 
-def run(size_mb: int, states: int, change: float, work: str, tools: list[str]) -> dict:
-    ensure_tools()
-    tree = os.path.join(work, "tree")
-    files, nbytes = gen_tree(tree, size_mb)
-    env = dict(
+def _env(work: str, prefix: str = "repo") -> dict:
+    """The tools' environment; restic's and borg's caches kept beside their
+    repositories (`PREFIX-cache-TOOL`), so each copy gets a copy of its cache
+    (borg refuses a cache newer than its repository)."""
+    return dict(
         os.environ,
+        RESTIC_CACHE_DIR=os.path.join(work, f"{prefix}-cache-restic"),
+        BORG_CACHE_DIR=os.path.join(work, f"{prefix}-cache-borg"),
+        BORG_BASE_DIR=os.path.join(work, f"{prefix}-base-borg"),
         RESTIC_PASSWORD="bench",
         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes",
         BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
         PYTHONPATH=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"),
     )
+
+
+def vt_archive(repo: str) -> str:
+    """The states go into a named archive inside the datadir, so a copy of
+    the directory is a whole store with its history."""
+    return os.path.join(repo, "bench.vt")
+
+
+def prepare(size_mb: int, states: int, change: float, work: str, tools: list[str]) -> dict:
+    """Generate the tree and pack `states` states of it with each tool into
+    `work/repo-TOOL`; write and return `work/prepared.json`.  The tree is
+    deleted afterwards (the disk holds the repositories, not it)."""
+    ensure_tools()
+    tree = os.path.join(work, "tree")
+    files, nbytes = gen_tree(tree, size_mb)
+    env = _env(work)
     repos = {t: os.path.join(work, f"repo-{t}") for t in tools}
     if "restic" in tools:
         subprocess.run(["restic", "-q", "init", "-r", repos["restic"]], env=env, check=True)
@@ -89,83 +117,147 @@ def run(size_mb: int, states: int, change: float, work: str, tools: list[str]) -
             mutate(tree, change, rnd)
         for t in tools:
             if t.startswith("vt"):
+                os.makedirs(repos[t], exist_ok=True)
                 store = vt_store(t, repos[t])
-                cmd = [*VT, *store, "pack", "-a", repos[t] + ".vt", "-m", f"s{k}", tree]
+                cmd = [*VT, *store, "pack", "-a", vt_archive(repos[t]), "-m", f"s{k}", tree]
             elif t == "restic":
-                cmd = [
-                    "restic",
-                    "-q",
-                    "-r",
-                    repos["restic"],
-                    "backup",
-                    "--compression",
-                    "auto",
-                    tree,
-                ]
+                cmd = ["restic", "-q", "-r", repos[t], "backup", "--compression", "auto", tree]
             else:
                 cmd = ["borg", "create", "-C", "zstd,3", f"{repos['borg']}::s{k:02d}", tree]
             dt, _rss, _cpu = timed(cmd, env=env)
             pack_s[t] += dt
         print(f"state {k + 1}/{states} packed", file=sys.stderr)
-    keep = states // 2
-    out = {"files": files, "bytes": nbytes, "states": states, "keep": keep, "tools": {}}
-    for t in tools:
-        repo = repos[t]
-        before = du(repo)
+    shutil.rmtree(tree, ignore_errors=True)
+    meta = {
+        "files": files,
+        "bytes": nbytes,
+        "states": states,
+        "keep": states // 2,
+        "tools": tools,
+        "pack_s": pack_s,
+        "sizes": {t: du(repos[t]) for t in tools},
+    }
+    with open(os.path.join(work, "prepared.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+def _copy(src: str, dst: str, tool: str) -> None:
+    """A private copy of a prepared repository.  restic and borg never change a
+    pack or segment file in place (they write new ones and delete old ones), so
+    their data is hard-linked; vt's LMDB index is changed in place, so vt's
+    store is copied (it is the smallest)."""
+    shutil.rmtree(dst, ignore_errors=True)
+    flags = "-a" if tool.startswith("vt") else "-al"
+    subprocess.run(["cp", flags, src, dst], check=True)
+    if tool.startswith("vt"):  # archives registered by the original's path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(dst, "archive-paths"))
+
+
+@contextlib.contextmanager
+def bench_lock(path: str | None):
+    """Hold the machine's benchmark lock (flock) for a timed step, if given."""
+    if not path:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def prune_one(t: str, repo: str, keep: int, env: dict, lock: str | None) -> dict:
+    """Forget all but the last `keep` states of `repo` and reclaim: time it
+    (under `lock`), then measure and check the repository."""
+    before = du(repo)
+    with bench_lock(lock):
+        load = os.getloadavg()[0]
         if t.startswith("vt"):
-            dt, rss, cpu = timed(
-                [
-                    *VT,
-                    *vt_store(t, repo),
-                    "forget",
-                    "--keep-last",
-                    str(keep),
-                    "--prune",
-                    "--grace",
-                    "0",
-                    repo + ".vt",
-                ],
-                env=env,
-            )
-            check = [*VT, *vt_store(t, repo), "fsck"]
+            store = vt_store(t, repo)
+            cmd = [*VT, *store, "forget", "--keep-last", str(keep), "--prune", "--grace", "0"]
+            dt, rss, cpu = timed([*cmd, vt_archive(repo)], env=env)
         elif t == "restic":
-            dt, rss, cpu = timed(
-                ["restic", "-q", "-r", repo, "forget", "--keep-last", str(keep), "--prune"], env=env
-            )
-            check = ["restic", "-q", "-r", repo, "check"]
+            cmd = ["restic", "-q", "-r", repo, "forget", "--keep-last", str(keep), "--prune"]
+            dt, rss, cpu = timed(cmd, env=env)
         else:
             d1, r1, c1 = timed(["borg", "prune", "--keep-last", str(keep), repo], env=env)
             d2, r2, c2 = timed(["borg", "compact", repo], env=env)
             dt, rss, cpu = d1 + d2, max(r1, r2), c1 + c2
-            check = ["borg", "check", repo]
-        after = du(repo)
-        ok = subprocess.run(check, env=env, capture_output=True).returncode == 0
-        out["tools"][t] = {
-            "prune_s": dt,
-            "prune_cpu_s": cpu,
-            "prune_rss_MiB": rss / 1024,
-            "repo_before": before,
-            "repo_after": after,
-            "pack_total_s": pack_s[t],
-            "check_ok": ok,
-        }
+    after = du(repo)
+    if t.startswith("vt"):
+        check = [*VT, *vt_store(t, repo), "fsck"]
+    elif t == "restic":
+        check = ["restic", "-q", "-r", repo, "check"]
+    else:
+        check = ["borg", "check", repo]
+    ok = subprocess.run(check, env=env, capture_output=True).returncode == 0
+    return {
+        "prune_s": dt,
+        "prune_cpu_s": cpu,
+        "prune_rss_MiB": rss / 1024,
+        "repo_before": before,
+        "repo_after": after,
+        "check_ok": ok,
+        "load1": load,
+    }
+
+
+def measure(work: str, rounds: int = 1, lock: str | None = None) -> dict:
+    """The timed part on the histories `prepare` left in `work`: each round,
+    each tool (taking turns going first) forgets and prunes a fresh copy."""
+    with open(os.path.join(work, "prepared.json")) as f:
+        meta = json.load(f)
+    env = _env(work, "run")
+    tools = meta["tools"]
+    out = {k: meta[k] for k in ("files", "bytes", "states", "keep")}
+    out["runs"] = []
+    for r in range(rounds):
+        res = {}
+        order = tools[r % len(tools) :] + tools[: r % len(tools)]
+        for t in order:
+            copy = os.path.join(work, f"run-{t}")
+            _copy(os.path.join(work, f"repo-{t}"), copy, t)
+            side = [f"{x}-{t}" for x in ("cache", "base")]  # restic's, borg's caches
+            for x in side:
+                if os.path.isdir(os.path.join(work, f"repo-{x}")):
+                    _copy(os.path.join(work, f"repo-{x}"), os.path.join(work, f"run-{x}"), "vt")
+            try:
+                res[t] = prune_one(t, copy, meta["keep"], env, lock)
+            finally:
+                for d in [copy, *(os.path.join(work, f"run-{x}") for x in side)]:
+                    shutil.rmtree(d, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(copy + ".vtrc")
+            res[t]["pack_total_s"] = meta["pack_s"][t]
+            print(f"round {r + 1}: {t} {res[t]['prune_s']:.1f} s", file=sys.stderr)
+        out["runs"].append({t: res[t] for t in tools})
+    out["tools"] = out["runs"][-1]
     return out
 
 
 def table(res: dict) -> str:
+    """One table: a block of rows per round."""
+    return "\n\n".join(_table(res, run) for run in res.get("runs", [res["tools"]]))
+
+
+def _table(res: dict, tools: dict) -> str:
     lines = [
         f"tree: {res['files']} files, {res['bytes'] / 2**20:.0f} MiB; {res['states']} states,"
         f" forget all but the last {res['keep']} and reclaim",
         f"{'tool':8} {'prune s':>8} {'CPU s':>6} {'RSS MiB':>8} {'repo MiB before':>16}"
-        f" {'after':>8} {'freed':>7} {'vs vt':>6} {'check':>6} {'20 packs s':>10}",
+        f" {'after':>8} {'freed':>7} {'vs vt':>6} {'check':>6} {'packs s':>8} {'load':>5}",
     ]
-    base = res["tools"].get("vt", next(iter(res["tools"].values())))["prune_s"]
-    for t, r in res["tools"].items():
+    base = tools.get("vt", next(iter(tools.values())))["prune_s"]
+    for t, r in tools.items():
         b, a = r["repo_before"] / 2**20, r["repo_after"] / 2**20
         lines.append(
             f"{t:8} {r['prune_s']:8.1f} {r['prune_cpu_s']:6.1f} {r['prune_rss_MiB']:8.0f}"
             f" {b:16.0f} {a:8.0f} {b - a:7.0f} {r['prune_s'] / base:5.2f}x"
-            f" {'ok' if r['check_ok'] else 'FAIL':>6} {r['pack_total_s']:10.0f}"
+            f" {'ok' if r['check_ok'] else 'FAIL':>6} {r['pack_total_s']:8.0f}"
+            f" {r.get('load1', 0):5.2f}"
         )
     return "\n".join(lines)
 
@@ -178,14 +270,36 @@ def main(argv=None) -> int:
     ap.add_argument("--tools", default="vt,vt64,restic,borg")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", metavar="DIR", help="work directory to keep")
+    ap.add_argument(
+        "--prepare", metavar="DIR", help="only generate and pack the histories into DIR"
+    )
+    ap.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="only the timed part, on copies of the histories --prepare left in DIR",
+    )
+    ap.add_argument("--rounds", type=int, default=1, help="timed rounds (default 1)")
+    ap.add_argument(
+        "--lock", metavar="FILE", help="flock FILE around each timed step (e.g. /tmp/vt-bench.lock)"
+    )
     a = ap.parse_args(argv)
-    work = a.keep or tempfile.mkdtemp(prefix="bench-gc-")
-    os.makedirs(work, exist_ok=True)
-    try:
-        res = run(a.size_mb, a.states, a.change, work, a.tools.split(","))
-    finally:
-        if not a.keep:
-            shutil.rmtree(work, ignore_errors=True)
+    tools = a.tools.split(",")
+    if a.prepare:
+        os.makedirs(a.prepare, exist_ok=True)
+        prepare(a.size_mb, a.states, a.change, a.prepare, tools)
+        return 0
+    if a.source:
+        res = measure(a.source, a.rounds, a.lock)
+    else:
+        work = a.keep or tempfile.mkdtemp(prefix="bench-gc-")
+        os.makedirs(work, exist_ok=True)
+        try:
+            prepare(a.size_mb, a.states, a.change, work, tools)
+            res = measure(work, a.rounds, a.lock)
+        finally:
+            if not a.keep:
+                shutil.rmtree(work, ignore_errors=True)
     print(table(res))
     if a.json:
         with open(a.json, "w") as f:
