@@ -14,7 +14,16 @@
 """
 
 from vtstore.net.client import RemoteArchive, StreamStore, open_stream_store
-from vtstore.net.server import BlockServer
+
+
+def __getattr__(name: str):
+    # the server (and its auth, limits, ctypes) only for those who serve:
+    # a client command starts faster without it
+    if name == "BlockServer":
+        from vtstore.net.server import BlockServer
+
+        return BlockServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _register_specs() -> None:
