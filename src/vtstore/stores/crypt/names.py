@@ -40,6 +40,11 @@ TAG_ID_BASE = 64
 
 _CLASSES: dict[str, type[HashCode]] = {}
 
+try:  # the header slicing of from_data_many in one call
+    from vtstore.stores.crypt import _cryptblocks
+except ImportError:  # pragma: no cover - an unbuilt checkout
+    _cryptblocks = None
+
 
 class TagCode(HashCode):
     """A backend block's name: the tag its encrypted block carries.
@@ -64,9 +69,15 @@ class TagCode(HashCode):
     @classmethod
     def from_data_many(cls, datas) -> list[HashCode]:
         """The names of a batch of encrypted blocks (slices of their headers):
-        the datadir's hash of every block added, so kept to one test each."""
+        the datadir's hash of every block added, so natively in one call when
+        `_cryptblocks` is built, else kept to one test each."""
         new = bytes.__new__
         fn = cls.hash_function
+        if _cryptblocks is not None:
+            out = _cryptblocks.header_names(cls, datas)
+            if None in out:  # not encrypted blocks: named by a hash of them
+                out = [new(cls, fn(d)) if n is None else n for n, d in zip(out, datas, strict=True)]
+            return out
         return [
             new(cls, d[2:HEADER])
             if len(d) >= OVERHEAD and d[0] == VERSION and d[1] <= F_ZSTD

@@ -1,0 +1,237 @@
+"""The crypt store's native tags and batch sealing (`_cryptblocks`): keyed
+BLAKE2b equal to hashlib's byte for byte, `tag_many`, `seal_hashed` and
+`header_names` equal to what the Python code makes, bad arguments refused
+without a crash, and a store with and without the extension writing the same
+backend blocks under the same names (the batch path of `_hash_and_seal`
+included: batches all new, duplicates, compressible data, another hash class)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.stores.test_crypt import crypt_over, keyfile, texty  # noqa: F401
+
+from vtstore.hashes import Hash_BLAKE3, Hash_SHA256
+from vtstore.stores.crypt import names as crypt_names
+from vtstore.stores.crypt import store as crypt_store
+from vtstore.stores.crypt.names import tag_class
+from vtstore.stores.datadir import DataDir
+
+cb = crypt_store._cryptblocks
+native = pytest.mark.skipif(cb is None, reason="vtstore.stores.crypt._cryptblocks is not built")
+
+
+def b2b(data, key, size=32) -> bytes:
+    return hashlib.blake2b(data, key=key, digest_size=size).digest()
+
+
+# -- keyed BLAKE2b -----------------------------------------------------------------
+
+
+@native
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.one_of(st.binary(max_size=600), st.integers(0, 5000).map(os.urandom)),
+    key=st.binary(max_size=64),
+    size=st.integers(1, 64),
+)
+def test_blake2b_equals_hashlib(data, key, size):
+    assert cb.blake2b(data, key, size) == b2b(data, key, size)
+    assert cb.blake2b(memoryview(bytearray(data)), key=key, digest_size=size) == b2b(
+        data, key, size
+    )
+
+
+@native
+def test_blake2b_block_boundaries_and_large_inputs():
+    """Every length around the 128-octet block, with and without a key, and
+    inputs of MiBs (the counter over many blocks)."""
+    rnd = random.Random(5)
+    for n in list(range(0, 400)) + [1 << 20, (4 << 20) + 77]:
+        data = rnd.randbytes(n)
+        for key in (b"", rnd.randbytes(32), rnd.randbytes(64)):
+            assert cb.blake2b(data, key) == b2b(data, key), (n, len(key))
+    assert cb.blake2b(b"abc") == hashlib.blake2b(b"abc", digest_size=32).digest()
+
+
+@native
+def test_blake2b_refuses_bad_arguments():
+    for kw in ({"key": bytes(65)}, {"digest_size": 0}, {"digest_size": 65}):
+        with pytest.raises(ValueError):
+            cb.blake2b(b"x", **kw)
+    with pytest.raises(TypeError):
+        cb.blake2b("text")
+
+
+# -- tags ----------------------------------------------------------------------------
+
+
+@native
+@settings(max_examples=200, deadline=None)
+@given(
+    key=st.binary(max_size=64),
+    prefix=st.binary(max_size=200),
+    hs=st.lists(st.binary(max_size=80), max_size=40),
+)
+def test_tag_many_equals_hashlib(key, prefix, hs):
+    want = [b2b(prefix + h, key) for h in hs]
+    assert cb.tag_many(key, prefix, hs, bytes) == want
+    assert cb.tag_many(key, prefix, [bytearray(h) for h in hs], bytes) == want
+
+
+@native
+def test_tag_many_makes_objects_of_the_class():
+    """Tags of the backend's name class, equal and hashing as the bytes
+    hashlib gives, as the store's hashlib path makes them."""
+    tc = tag_class(Hash_BLAKE3)
+    hs = Hash_BLAKE3.from_data_many([os.urandom(100) for _ in range(1000)])
+    key = os.urandom(32)
+    got = cb.tag_many(key, b"blake3:", hs, tc)
+    want = [b2b(b"blake3:" + h, key) for h in hs]
+    assert all(type(t) is tc for t in got) and got == want
+    assert {t: i for i, t in enumerate(got)} == {tc(t): i for i, t in enumerate(want)}
+    assert [hash(t) for t in got] == [hash(t) for t in want]
+    for bad in (int, str, object(), "bytes"):
+        with pytest.raises(TypeError):
+            cb.tag_many(key, b"blake3:", hs[:1], bad)
+    with pytest.raises(TypeError):
+        cb.tag_many(key, b"blake3:", [object()], bytes)
+    with pytest.raises(ValueError):
+        cb.tag_many(bytes(65), b"", hs[:1], bytes)
+    assert cb.tag_many(key, b"", [], tc) == []
+
+
+@native
+def test_seal_hashed_equals_tags_then_seal_many():
+    """One call (digests in, hashcodes and blocks out) makes what tag_many and
+    seal_many make, at every size, on one thread or two; bad arguments are
+    errors, not crashes."""
+    rnd = random.Random(9)
+    bkey, nkey = rnd.randbytes(32), rnd.randbytes(32)
+    sizes = [0, 1, 100, 8192] + [rnd.randrange(0, 20000) for _ in range(300)]
+    pays = [rnd.randbytes(n) for n in sizes]
+    hs = Hash_BLAKE3.from_data_many(pays)
+    flags = bytes(rnd.randrange(2) for _ in sizes)
+    want = cb.seal_many(bkey, cb.tag_many(nkey, b"blake3:", hs, bytes), flags, pays)
+    digests = b"".join(hs)
+    for split in (True, False):
+        got_hs, got = cb.seal_hashed(
+            bkey, nkey, b"blake3:", digests, Hash_BLAKE3, flags, pays, split
+        )
+        assert got == want and got_hs == hs and all(type(h) is Hash_BLAKE3 for h in got_hs)
+    assert cb.open_many(bkey, want, cb.tag_many(nkey, b"blake3:", hs, bytes)) == pays
+    args = (bkey, nkey, b"blake3:")
+    with pytest.raises(ValueError):  # digests of unequal size
+        cb.seal_hashed(*args, digests[:-1], Hash_BLAKE3, flags, pays)
+    with pytest.raises(ValueError):
+        cb.seal_hashed(*args, b"x", Hash_BLAKE3, b"", [])
+    with pytest.raises(ValueError):  # one flags octet per payload
+        cb.seal_hashed(*args, digests, Hash_BLAKE3, flags[1:], pays)
+    with pytest.raises(ValueError):
+        cb.seal_hashed(*args, digests[:32], Hash_BLAKE3, b"\x02", pays[:1])
+    with pytest.raises(ValueError):  # the block key
+        cb.seal_hashed(bkey[:16], nkey, b"", digests[:32], Hash_BLAKE3, b"\0", pays[:1])
+    with pytest.raises(TypeError):
+        cb.seal_hashed(*args, digests[:32], list, b"\0", pays[:1])
+    assert cb.seal_hashed(*args, b"", Hash_BLAKE3, b"", []) == ([], [])
+
+
+@native
+def test_header_names_equal_the_python_slicing(monkeypatch):
+    tc = tag_class(Hash_BLAKE3)
+    key = os.urandom(32)
+    pays = [os.urandom(n) for n in (0, 10, 5000)]
+    tags = [os.urandom(32) for _ in pays]
+    blocks = cb.seal_many(key, tags, b"\0\1\0", pays)
+    odd = [b"", b"\x01\x00" + bytes(47), b"\x02" + blocks[0][1:], b"\x01\x02" + blocks[0][2:]]
+    every = blocks + odd + [bytearray(blocks[1]), memoryview(blocks[2])]
+    got = tc.from_data_many(every)
+    assert cb.header_names(tc, every) == tags + [None] * 4 + tags[1:]
+    monkeypatch.setattr(crypt_names, "_cryptblocks", None)
+    assert tc.from_data_many(every) == got and all(type(n) is tc for n in got)
+    assert got[:3] == tags and got[3:7] == [tc.hash_function(d) for d in odd]
+    with pytest.raises(TypeError):
+        cb.header_names(tc, [object()])
+
+
+# -- the store with and without the extension ---------------------------------------
+
+
+def batches(seed: int) -> list[list[bytes]]:
+    """Batches that take every path of adding: small ones, large all-new ones
+    (the one-call path once four came all new), duplicates within a batch
+    and of earlier blocks, compressible text, random data again."""
+    rnd = random.Random(seed)
+    rand = [rnd.randbytes(rnd.randrange(1, 9000)) for _ in range(1200)]
+    out = [rand[:10], rand[10:20]]
+    out += [rand[20 + 150 * i : 170 + 150 * i] for i in range(6)]  # 150 each, all new
+    dup = rand[920:1000]
+    out.append(dup + dup[:7] + rand[20:25])  # in-batch and earlier duplicates
+    out.append([texty(i) for i in range(100)])
+    out.append(rand[1000:1200])
+    return out
+
+
+def backend_blocks(path) -> dict[bytes, bytes]:
+    with DataDir(path, readonly=True) as d:
+        hs = list(d.hashcodes())
+        return {bytes(h): bytes(b) for h, b in zip(hs, d.get_many(hs), strict=True)}
+
+
+def add_all(path, keyfile, tmp_path, compress=True, hashclass=None):  # noqa: F811
+    kw = {} if hashclass is None else {"hashclass": hashclass}
+    out = []
+    with crypt_over(DataDir(path, **kw), keyfile, tmp_path, compress=compress) as s:
+        for b in batches(1):
+            out.append(s.add_many_reporting(b))
+        fast = s._all_new
+    return out, fast
+
+
+@native
+@pytest.mark.parametrize("compress", [True, False])
+@pytest.mark.parametrize("hashclass", [None, Hash_SHA256])
+def test_same_backend_with_and_without_native(
+    tmp_path,
+    keyfile,  # noqa: F811
+    monkeypatch,
+    compress,
+    hashclass,
+):
+    """The native tags and batch sealing change nothing the backend holds:
+    the same names, the same octets, the same hashcodes and new flags."""
+    with_native, fast = add_all(tmp_path / "a", keyfile, tmp_path, compress, hashclass)
+    assert hashclass or fast >= 1  # the one-call path was taken
+    for mod in (crypt_store, crypt_names):
+        monkeypatch.setattr(mod, "_cryptblocks", None)
+    without, _ = add_all(tmp_path / "b", keyfile, tmp_path, compress, hashclass)
+    assert with_native == without
+    a, b = backend_blocks(tmp_path / "a"), backend_blocks(tmp_path / "b")
+    assert a == b and len(a) == len({h for hs, _ in with_native for h in hs})
+    monkeypatch.undo()
+    with crypt_over(DataDir(tmp_path / "b"), keyfile, tmp_path) as s:
+        for hs, _ in with_native:
+            assert s.get_many(hs) == [s.get(h) for h in hs]
+
+
+@native
+def test_one_call_path_reports_duplicates(tmp_path, keyfile):  # noqa: F811
+    """Batches on the one-call path: a block twice in a batch is new once,
+    a block added before is not new, and the path is left after a batch
+    that was not all new (the backend is asked first again)."""
+    rnd = random.Random(2)
+    with crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path) as s:
+        for _ in range(5):
+            s.add_many([rnd.randbytes(3000) for _ in range(100)])
+        batch = [rnd.randbytes(3000) for _ in range(100)]
+        assert s._fast_path(batch)
+        old = s.get_many(s.add_many([rnd.randbytes(3000) for _ in range(100)])[:3])
+        hs, new = s.add_many_reporting(batch + batch[:5] + old)
+        assert new == [True] * 100 + [False] * 8
+        assert s._all_new == 0 and not s._fast_path(batch)
+        assert s.get_many(hs) == batch + batch[:5] + old
