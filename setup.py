@@ -33,6 +33,15 @@ setup(
             libraries=["m"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
+        # batched datadir reads (DataDir.get_many): coalesced preadv and BLAKE3
+        # checks without the GIL; compiles in _blake3.c for its batch hashing
+        Extension(
+            "vtstore.stores._vtdread",
+            sources=["src/vtstore/stores/_vtdread.c"],
+            depends=["src/vtstore/_blake3.c", "src/vtstore/_vtbuf.h", "src/vtstore/_vtimpl.h"],
+            libraries=["pthread"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
+        ),
         # batch AES-256-GCM for encrypted stores, over the system's libcrypto
         # (Debian: libssl-dev).  Optional: without it the crypt store uses the
         # `cryptography` package, slower per block, same bytes.

@@ -364,6 +364,24 @@ class LMDBIndex:
         except FormatError as e:
             raise IndexDamagedError(self.path, str(e)) from None
 
+    def get_many_raw(self, digests: Iterable) -> list:
+        """The stored value (bytes) for each digest, or None; one read
+        transaction.  Undecoded: a batched reader decodes them natively
+        (`vtstore.stores.readcache.read_many`)."""
+        with self._reading(self._shared.blocks) as txn:
+            get = txn.get
+            return [get(d) for d in digests]
+
+    def get_many(self, digests: Iterable) -> list[IndexEntry | None]:
+        """The entry for each digest, or None; one read transaction."""
+        out = []
+        for v in self.get_many_raw(digests):
+            try:
+                out.append(None if v is None else IndexEntry.decode(v))
+            except FormatError as e:
+                raise IndexDamagedError(self.path, str(e)) from None
+        return out
+
     def contains(self, digest) -> bool:
         """Whether `digest` is indexed."""
         return self._get_raw(digest) is not None

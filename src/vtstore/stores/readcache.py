@@ -13,7 +13,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 
 class _Handle:
@@ -177,3 +177,134 @@ def read_block(fd: int, frames: FrameCache, h, e) -> bytes:
     if not h.check(data):
         raise CorruptBlockError(h, f"data at {e.filenum}:{e.payload_offset} does not match")
     return data
+
+
+#: Octets of stored data one `read_many` call reads at once (a bound on what it
+#: holds besides its result; a single larger block is read alone).
+READ_BATCH_BYTES = 8 << 20
+#: Threads a large batch is read and checked with (the calling one included).
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+_FIELDS = 6
+
+
+def read_many(fds: FDCache, frames: FrameCache, hs: list, values: list) -> list:
+    """Read the blocks `hs` whose raw index values are `values` (None: not
+    indexed), natively and in a batch (`vtstore.stores._vtdread`): spans sorted
+    by (file, offset) and coalesced into few preads, each zstd frame decoded
+    once (through `frames`), every block checked against its hashcode.
+
+    Returns, for each block, its verified bytes, or None where the batch could
+    not serve it (not indexed, its data file gone, damage): the caller reads
+    those one at a time, which retries or names the damage
+    (`CorruptBlockError`).  A malformed value raises `ValueError`.
+    """
+    from vtstore.hashes import Hash_BLAKE3
+    from vtstore.stores import _vtdread
+    from vtstore.stores.vtd import ENC_MASK, ENC_ZSTD
+
+    packed, filenums = _vtdread.decode_entries(values)
+    m = memoryview(packed).cast("Q")
+    blake3 = len(hs) > 0 and type(hs[0]) is Hash_BLAKE3
+    out: list = [None] * len(hs)
+    with ExitStack() as st:
+        fdmap = {}
+        for num in filenums:
+            try:
+                fdmap[num] = st.enter_context(fds.fd(num))
+            except FileNotFoundError:
+                pass  # evicted or rewritten since the lookup: the single path retries
+        flags = m[1::_FIELDS].tolist()
+        zstd = [i for i, f in enumerate(flags) if f & ENC_MASK == ENC_ZSTD and f != _NONE]
+        # what to read at once: about READ_BATCH_BYTES of stored octets
+        sizes = m[5::_FIELDS].tolist()
+        for i in zstd:
+            sizes[i] = 0  # counted per frame below
+        cached: dict = {}
+        skip = None
+        if zstd:
+            skip = bytearray(len(hs))
+            pay = m[3::_FIELDS].tolist()
+            for i in zstd:
+                key = (m[i * _FIELDS], m[i * _FIELDS + 2])
+                p = cached.get(key)
+                if p is None and key not in cached:
+                    p = frames.get(key)
+                    cached[key] = p
+                    if p is None:
+                        sizes[i] = pay[i]
+                if p is not None:
+                    skip[i] = 1
+        start = 0
+        n = len(hs)
+        while start < n:
+            end, acc = start, 0
+            while end < n and (end == start or acc + sizes[end] <= READ_BATCH_BYTES):
+                acc += sizes[end]
+                end += 1
+            _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, out)
+            start = end
+    return out
+
+
+_NONE = (1 << 64) - 1
+
+
+def _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, out) -> None:
+    """`read_many` for `hs[start:end]`, into `out`."""
+    from vtstore.errors import FormatError
+    from vtstore.stores import _vtdread
+    from vtstore.stores.vtd import decode_payload
+
+    sub = hs[start:end]
+    got = _vtdread.read_entries(
+        packed[start * 48 : end * 48],
+        fdmap,
+        b"".join(sub) if blake3 else None,
+        None if skip is None else skip[start:end],
+        threads=READ_THREADS,
+    )
+    cut_i, cut_d = [], []  # blocks cut out of frames, to check
+    for j, x in enumerate(got):
+        i = start + j
+        b = i * _FIELDS
+        fl = m[b + 1]
+        if fl == _NONE:
+            continue
+        if fl & 3 == 0:  # plain: read and (blake3) checked natively
+            if type(x) is bytes:
+                out[i] = x
+            continue
+        if type(x) is int:
+            continue
+        key = (m[b], m[b + 2])
+        payload = cached.get(key)
+        if payload is None:
+            if x is None:
+                continue
+            try:
+                payload = decode_payload(fl, x)
+            except FormatError:
+                cached[key] = False  # damaged: the single path names it
+                continue
+            cached[key] = payload
+            frames.put(key, payload)
+        elif payload is False:
+            continue
+        do, dl = m[b + 4], m[b + 5]
+        data = payload[do : do + dl]
+        if len(data) == dl:
+            cut_i.append(i)
+            cut_d.append(data)
+    if blake3:
+        if cut_d:
+            ok = _vtdread.check_blake3(b"".join([hs[i] for i in cut_i]), cut_d, READ_THREADS)
+            for i, d, good in zip(cut_i, cut_d, ok, strict=True):
+                if good:
+                    out[i] = d
+        return
+    for i, d in zip(cut_i, cut_d, strict=True):
+        out[i] = d
+    for i in range(start, end):
+        d = out[i]
+        if d is not None and not hs[i].check(d):
+            out[i] = None
