@@ -137,10 +137,14 @@ class BlockObjectStore(LayoutStore):
         return data
 
     def get_many(self, hashcodes) -> list[bytes]:
+        """The data of each hashcode, in order: one GET per distinct block, up
+        to `parallel` at once; raises for the earliest missing or corrupt one."""
         hs = list(hashcodes)
         if len(hs) <= 1:
             return [self[h] for h in hs]
-        return list(self._pool.map(self.__getitem__, hs))
+        distinct = list(dict.fromkeys(hs))
+        got = dict(zip(distinct, self._pool.map(self.__getitem__, distinct), strict=True))
+        return [got[h] for h in hs]
 
     def __len__(self) -> int:
         self._check_open()

@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PACK_SIZE = 32 * 1024 * 1024
 DEFAULT_UPLOADS = 4
+DEFAULT_DOWNLOADS = 8
 DEFAULT_READAHEAD = 8 * 1024 * 1024
 DEFAULT_READ_CACHE = 64 * 1024 * 1024
 REFRESH_EVERY = 2.0
@@ -124,10 +125,11 @@ class PackStore(LayoutStore):
         readahead: int = DEFAULT_READAHEAD,
         read_cache: int = DEFAULT_READ_CACHE,
         spool: str = "disk",
+        downloads: int = DEFAULT_DOWNLOADS,
         **common,
     ):
         """`common`: `LayoutStore`'s hashclass, default_hashclass, readonly,
-        name and config."""
+        name and config.  `downloads`: ranged GETs at once in `get_many`."""
         super().__init__(backend, **common)
         self.pack_size = pack_size
         if spool not in ("disk", "memory"):
@@ -140,6 +142,8 @@ class PackStore(LayoutStore):
         self.zstd_level = zstd_level
         self.compress = compress
         self.readahead = readahead
+        self.downloads = max(1, downloads)
+        self._getters: ThreadPoolExecutor | None = None  # get_many's requests
         self.cache_dir = os.path.abspath(os.path.expanduser(os.fspath(cache_dir)))
         self._lock = threading.RLock()  # the spool being written
         self._slock = threading.Lock()  # `_spooled`
@@ -464,8 +468,9 @@ class PackStore(LayoutStore):
                 self._drop_spool(sp)
         finally:
             self._pool.shutdown(wait=True)
-            if self._readers is not None:
-                self._readers.shutdown(wait=True, cancel_futures=True)
+            for pool in (self._readers, self._getters):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
             spools = [s for s, _ in self._spooled.values()] + self._sealing
             for sp in {id(s): s for s in spools}.values():
                 if sp.fd >= 0:  # a failed upload's: the next open uploads it
@@ -521,6 +526,13 @@ class PackStore(LayoutStore):
             return None
         return self._read_remote(h, e)
 
+    def get_many(self, hashcodes) -> list[bytes]:
+        """The data of each hashcode, in order: a batch becomes parallel ranged
+        GETs, several records a request (`vtstore.stores.backends.packread`)."""
+        from vtstore.stores.backends.packread import get_many
+
+        return get_many(self, hashcodes)
+
     def _read_remote(self, h: HashCode, e: IndexEntry) -> bytes:
         key = (e.filenum, e.payload_offset)
         payload = self._frames.get(key)
@@ -542,10 +554,16 @@ class PackStore(LayoutStore):
         the end of the window), and the first payload (which a small cache
         may not keep)."""
         buf = self.backend.get_range(f"data/{pid}", start, end)
-        keys = []
-        pos = 0
+        payloads, pos, why = self._cache_records(num, start, buf, 0)
+        keys = list(payloads)
+        return keys, start + pos, why, payloads[keys[0]] if keys else None
+
+    def _cache_records(self, num: int, start: int, buf, pos: int):
+        """Decode and cache the whole records of `buf` (octets of pack `num`
+        from `start`) from `pos` on: `({key: payload}, where the walk stopped,
+        why if not at the end)`."""
+        out = {}
         why = None
-        first = None
         while pos < len(buf):
             r = parse_record_at(buf, pos, len(buf))
             if isinstance(r, str):
@@ -562,11 +580,9 @@ class PackStore(LayoutStore):
                     break
                 key = (num, start + r.payload_offset)
                 self._frames.put(key, payload)
-                keys.append(key)
-                if first is None:
-                    first = payload
+                out[key] = payload
             pos = r.end
-        return keys, start + pos, why, first
+        return out, pos, why
 
     def _fetch(self, h: HashCode, e: IndexEntry) -> bytes:
         """Get the record `e` lies in and the records after it, up to
