@@ -10,7 +10,10 @@ Kinds: `plain` (a datadir), `crypt` (format 2: the backend names blocks by
 their tag; zstd tried), `crypt-nozstd` (format 2, `compress = no`), `crypt-v1`
 (format 1: backend names are hashes of the ciphertext, with the crypt index),
 `crypt-py` (format 2, `compress = no`, AES-GCM by `cryptography` one block per
-call even when the native batch extension `_cryptblocks` is built).
+call and tags by hashlib, as when the native extension `_cryptblocks` is not
+built), `crypt-2call` (format 2, `compress = no`, native, but a batch of new
+blocks hashed, tagged and sealed in separate steps as before the one-call
+path of `CryptStore._hash_and_seal`).
 The data is incompressible (os.urandom) unless --text.  Each kind is measured
 `--rounds` times, the kinds interleaved; the median and the best round are
 reported, each as a ratio to plain's median or best (the machine is shared
@@ -40,6 +43,7 @@ except ImportError:  # run from a source checkout without installing
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from vtstore.hashes import Hash_BLAKE3
+from vtstore.stores.crypt import names as crypt_names
 from vtstore.stores.crypt import open_crypt
 from vtstore.stores.crypt import store as crypt_store
 from vtstore.stores.crypt.keys import create_key_file
@@ -93,17 +97,18 @@ def raw_blake3(blocks: list[bytes]) -> float:
     return rate(sum(map(len, blocks)), time.perf_counter() - t)
 
 
-KINDS = ("plain", "crypt", "crypt-nozstd", "crypt-py", "crypt-v1")
+KINDS = ("plain", "crypt", "crypt-nozstd", "crypt-2call", "crypt-py", "crypt-v1")
+NOZSTD = ("crypt-nozstd", "crypt-2call", "crypt-py")
 
 
 def one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict:
     native = crypt_store._cryptblocks
     if kind == "crypt-py":
-        crypt_store._cryptblocks = None
+        crypt_store._cryptblocks = crypt_names._cryptblocks = None
     try:
         return _one_round(kind, blocks, tmp, keyfile)
     finally:
-        crypt_store._cryptblocks = native
+        crypt_store._cryptblocks = crypt_names._cryptblocks = native
 
 
 def _one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict:
@@ -118,13 +123,16 @@ def _one_round(kind: str, blocks: list[bytes], tmp: Path, keyfile: Path) -> dict
         if kind == "plain":
             return DataDir(path)
         back = DataDir(path, compress=False)
-        return open_crypt(
+        s = open_crypt(
             back,
             key_file=keyfile,
             passphrase=PW,
             index=tmp / f"{kind}.idx",
-            compress=kind not in ("crypt-nozstd", "crypt-py"),
+            compress=kind not in NOZSTD,
         )
+        if kind == "crypt-2call":
+            s._fast_path = lambda datas: False
+        return s
 
     total = sum(map(len, blocks))
     s = opened()

@@ -235,3 +235,43 @@ def test_one_call_path_reports_duplicates(tmp_path, keyfile):  # noqa: F811
         assert new == [True] * 100 + [False] * 8
         assert s._all_new == 0 and not s._fast_path(batch)
         assert s.get_many(hs) == batch + batch[:5] + old
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [(30, "data"), (150, "flip")],
+        [(150, "flip"), (180, "flip")],
+        [(120, "data"), (199, "data")],
+        [(199, "flip")],
+    ],
+)
+def test_large_get_names_the_first_bad_block(tmp_path, keyfile, bad):  # noqa: F811
+    """A batch large enough to be opened and checked in two halves on two
+    threads: a block with the right tag but other data (a key holder's bug)
+    and a flipped block are refused, the first bad one named (of its kind:
+    within a half, authentication is checked for all before the hashes),
+    whichever half it is in; the other blocks still read."""
+    from vtstore.errors import CorruptBlockError
+    from vtstore.stores.memory import MemoryStore
+
+    back = MemoryStore(hashclass=tag_class(Hash_BLAKE3))
+    s = crypt_over(back, keyfile, tmp_path)
+    blocks = [os.urandom(4000) for _ in range(200)]
+    hs = s.add_many(blocks)
+    assert s.get_many(hs) == blocks
+    names = s._names(hs)
+    for i, how in bad:
+        if how == "data":  # right tag and key, another block's data
+            back._blocks[names[i]] = s.seal(hs[i], blocks[i - 1])
+        else:
+            blob = bytearray(back._blocks[names[i]])
+            blob[100] ^= 4
+            back._blocks[names[i]] = bytes(blob)
+    with pytest.raises(CorruptBlockError) as e:
+        s.get_many(hs)
+    assert e.value.hashcode == hs[bad[0][0]]
+    wrong = {i for i, _ in bad}
+    good = [h for i, h in enumerate(hs) if i not in wrong]
+    assert s.get_many(good) == [b for i, b in enumerate(blocks) if i not in wrong]
+    s.close()

@@ -380,16 +380,17 @@ static PyObject *seal_many(PyObject *Py_UNUSED(mod), PyObject *args)
 }
 
 PyDoc_STRVAR(open_many_doc,
-             "open_many(key, blobs, tags) -> list[bytes | int]\n\n"
+             "open_many(key, blobs, tags, split=True) -> list[bytes | int]\n\n"
              "For each encrypted block of `blobs`, its payload (still compressed when\n"
              "blob[1] says so), or why not: 1 too short, 2 not an encrypted block\n"
              "(version or flags), 3 a tag other than tags[i] (moved, or another key),\n"
-             "4 fails authentication.");
+             "4 fails authentication.  `split`: two threads for a large batch.");
 
 static PyObject *open_many(PyObject *Py_UNUSED(mod), PyObject *args)
 {
     PyObject *key_obj, *blobs_obj, *tags_obj;
-    if (!PyArg_ParseTuple(args, "OOO:open_many", &key_obj, &blobs_obj, &tags_obj))
+    int split = 1;
+    if (!PyArg_ParseTuple(args, "OOO|p:open_many", &key_obj, &blobs_obj, &tags_obj, &split))
         return NULL;
     batch b;
     PyObject *outs = NULL;
@@ -405,7 +406,7 @@ static PyObject *open_many(PyObject *Py_UNUSED(mod), PyObject *args)
             goto fail;
         total += len;
     }
-    if (run_batch(b.key.buf, b.items, (size_t)b.n, 0, total, NULL, 0, 1) < 0) {
+    if (run_batch(b.key.buf, b.items, (size_t)b.n, 0, total, NULL, 0, split) < 0) {
         PyErr_SetString(PyExc_RuntimeError, "libcrypto failed to decrypt");
         goto fail;
     }
