@@ -117,15 +117,17 @@ def datadir_of(store):
             return s
         s = getattr(s, "backend", None) or getattr(s, "inner", None)
         seen += 1
-    raise UsageError(f"{store.name} is not a datadir: vt gc collects datadirs only")
+    raise UsageError(f"{store.name} is not a datadir or an object store: vt gc collects those only")
 
 
 def run_gc(args, store, dry_run: bool):
     """Collect `store`'s garbage as the command line says; print the report."""
     from vtstore.lifecycle.gc import collect
+    from vtstore.lifecycle.gc_objects import collect_objects, layout_store_of
 
     opts = gc_options(args, dry_run)
-    dd = datadir_of(store)
+    objects = layout_store_of(store)
+    target = objects if objects is not None else datadir_of(store)
     bar = None
 
     def on_phase(name, total):
@@ -139,7 +141,8 @@ def run_gc(args, store, dry_run: bool):
             bar.update(n)
 
     try:
-        rep = collect(dd, opts, on_phase=on_phase, on_bytes=on_bytes)
+        work = collect_objects if objects is not None else collect
+        rep = work(target, opts, on_phase=on_phase, on_bytes=on_bytes)
     finally:
         if bar is not None:
             bar.close()
@@ -151,10 +154,13 @@ def register(sub) -> None:
         "gc",
         help="reclaim the space of blocks no state needs any more",
         description=(
-            "Mark every block reachable from every state of every archive the datadir"
-            " knows (its named archives, the X.vt files that recorded states into it,"
-            " --archive, --root), then delete the data files that hold only garbage"
-            " and rewrite those with more than --threshold of it.  Safe beside a"
+            "Mark every block reachable from every state of every archive the store"
+            " knows (its named archives, the X.vt files that recorded states into a"
+            " datadir, --archive, --root), then delete the data files (or packs, or"
+            " block objects of an s3+blocks:// store) that hold only garbage and"
+            " rewrite those with more than --threshold of it.  On an object store, only"
+            " objects a gc first listed more than --grace ago are collected, so run it"
+            " again after the grace period (or give --grace 0 when no one writes).  Safe beside a"
             " running vt pack: the marking and copying run alongside it; only the"
             " last step takes the datadir to itself, briefly, and marks again what"
             " was recorded meanwhile.  Safe against kill -9 at any point.  Run"

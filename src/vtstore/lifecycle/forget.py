@@ -89,6 +89,8 @@ def forget(
     if not archive.exists():
         raise ArchiveError(f"{archive.path}: no such archive")
     res = ForgetResult(archive.path, dry_run=dry_run)
+    if hasattr(archive, "backend"):  # kept as objects, one per state
+        return _forget_objects(archive, policy, res, drop_ids)
     if dry_run:
         data = archive._read() or b""
         res.verdicts = _verdicts(archive, data, policy, drop_ids)
@@ -109,4 +111,21 @@ def forget(
         raise ArchiveError(f"{archive.path}: forget failed: {e.strerror}") from None
     finally:
         os.close(fd)
+    return res
+
+
+def _forget_objects(archive, policy: Policy, res: ForgetResult, drop_ids) -> ForgetResult:
+    """`forget` for an archive kept in an object store (`ObjectArchive`): the
+    policy judges the state objects listed now, and the forgotten ones are
+    deleted; a state added meanwhile is a new object, untouched."""
+    backend = archive.backend
+    names = [o.name for o in backend.list(archive.prefix)]
+    bodies = [backend.get(n) for n in names]
+    names = [n for n, b in zip(names, bodies, strict=True) if b is not None]
+    # one line per object, so the verdicts' line numbers index `names`
+    data = b"".join(b.rstrip(b"\n").replace(b"\n", b" ") + b"\n" for b in bodies if b is not None)
+    res.verdicts = _verdicts(archive, data, policy, drop_ids)
+    if not res.dry_run:
+        for v in res.forgotten:
+            backend.delete(names[v.lineno - 1])
     return res

@@ -91,6 +91,9 @@ class GCReport:
     disk_before: int = 0
     disk_after: int = 0
     seconds: dict = field(default_factory=dict)
+    #: what `candidate_files` and the others count: data files, packs, block objects
+    unit: str = "data files"
+    young: int = 0  # left alone: written within the grace period
 
     @property
     def freed(self) -> int:
@@ -107,7 +110,7 @@ class GCReport:
             f"marked {self.marked:,} blocks reachable from {self.states:,} states of"
             f" {self.archives} archives and {self.roots} roots"
             f" ({self.interior_reads:,} interior blocks read)",
-            f"{self.candidate_files} data files old enough to collect: {verb}"
+            f"{self.candidate_files} {self.unit} old enough to collect: {verb}"
             f" {self.deleted_files}, {'would rewrite' if self.dry_run else 'rewrote'}"
             f" {self.rewritten_files}, kept {self.kept_files}",
             f"garbage {_size(self.dead_bytes)} of {_size(self.live_bytes + self.dead_bytes)}"
@@ -116,7 +119,7 @@ class GCReport:
         ]
         if not self.dry_run:
             out.append(
-                f"data files: {_size(self.disk_before)} -> {_size(self.disk_after)}"
+                f"{self.unit}: {_size(self.disk_before)} -> {_size(self.disk_after)}"
                 f" ({_size(self.freed)} freed)"
             )
         return out
@@ -124,30 +127,57 @@ class GCReport:
 
 def _mark_all(marker: Marker, dd, opts: GCOptions, report: GCReport) -> None:
     """Mark every state of every known archive of this store, and the roots."""
-    uuid = dd.meta.get("uuid")
     paths = known_archives(dd) + list(opts.archives)
     report.archives = len(paths)
     report.states = 0
     for path in paths:
-        scan = archive_in(path, dd).scan()
-        damaged = [d for d in scan.damaged if not d.torn]
-        if damaged and not opts.ignore_damaged:
-            marker.problems.append(
-                f"{path} line {damaged[0].lineno}: a damaged state ({damaged[0].reason}) may"
-                f" need blocks of this store; vt fsck --repair {path} sets it aside"
-                " (or use --ignore-damaged)"
-            )
-        for n, e in scan.states:
-            if e.store_id is not None and e.store_id != uuid:
-                continue  # its blocks live in another store
-            report.states += 1
-            marker.dirent(e.dirent, f"{path} line {n}")
+        mark_archive_file(marker, path, dd, opts, report)
+    mark_roots(marker, opts, report)
+
+
+def mark_archive_file(marker: Marker, path: str, store, opts: GCOptions, report: GCReport) -> None:
+    """Mark the states of archive file `path` recorded into `store` (a damaged
+    line is a problem unless `--ignore-damaged`)."""
+    uuid = store.meta.get("uuid")
+    scan = archive_in(path, store).scan()
+    damaged = [d for d in scan.damaged if not d.torn]
+    if damaged and not opts.ignore_damaged:
+        marker.problems.append(
+            f"{path} line {damaged[0].lineno}: a damaged state ({damaged[0].reason}) may"
+            f" need blocks of this store; vt fsck --repair {path} sets it aside"
+            " (or use --ignore-damaged)"
+        )
+    for n, e in scan.states:
+        if e.store_id is not None and e.store_id != uuid:
+            continue  # its blocks live in another store
+        report.states += 1
+        marker.dirent(e.dirent, f"{path} line {n}")
+
+
+def mark_roots(marker: Marker, opts: GCOptions, report: GCReport) -> None:
+    """Mark the `--root` refs."""
     report.roots = len(opts.roots)
     for r in opts.roots:
         if isinstance(r, Dirent):
             marker.dirent(r, "--root")
         else:
             marker.block(r, "--root")
+
+
+class Phases:
+    """`phase(name, total)`: phase `name` starts, the one before it ends (its
+    seconds into `rep.seconds`); `on_phase(name, total)` is told."""
+
+    def __init__(self, rep: GCReport, on_phase, first: str):
+        self.rep, self.on_phase = rep, on_phase
+        self.t, self.current = time.monotonic(), first
+
+    def __call__(self, name: str, total=None) -> None:
+        now = time.monotonic()
+        self.rep.seconds[self.current] = round(now - self.t, 3)
+        self.t, self.current = now, name
+        if self.on_phase is not None and name != "done":
+            self.on_phase(name, total)
 
 
 def _lock_exclusive(dd, wait: float) -> None:
@@ -209,19 +239,7 @@ def one_collector(dd):
 
 
 def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport:
-    t = time.monotonic()
-
-    current = "setup"
-
-    def phase(name: str, total=None) -> None:
-        """Phase `name` starts: the one before it ends (`rep.seconds`)."""
-        nonlocal t, current
-        now = time.monotonic()
-        rep.seconds[current] = round(now - t, 3)
-        t, current = now, name
-        if on_phase is not None and name != "done":
-            on_phase(name, total)
-
+    phase = Phases(rep, on_phase, "setup")
     rep.disk_before = dd.data_bytes()
     older = time.time() - opts.grace
     if not opts.dry_run:
@@ -231,24 +249,13 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     phase("mark")
     marker = Marker(dd, on_block=on_bytes)
     _mark_all(marker, dd, opts, rep)
-    _refuse_on_problems(marker)
+    refuse_on_problems(marker)
     rep.interior_reads = marker.reads
     marks = marker.marks
     phase("plan")
     use = compact.usage(dd, cands, marks)
     rep.marked, rep.mark_bytes = len(marks), marks.nbytes()
-    delete, rewrite = set(), set()
-    for num, u in use.items():
-        rep.live_bytes += u.live_bytes
-        rep.dead_bytes += u.dead_bytes
-        if u.dead_blocks == 0 and u.live_blocks:
-            continue
-        if u.live_blocks == 0:
-            delete.add(num)
-        elif u.unused >= opts.threshold:
-            rewrite.add(num)
-    rep.deleted_files, rep.rewritten_files = len(delete), len(rewrite)
-    rep.kept_files = len(cands) - len(delete) - len(rewrite)
+    delete, rewrite = plan(use, opts.threshold, rep)
     if opts.dry_run or not (delete or rewrite):
         phase("done")
         rep.disk_after = rep.disk_before
@@ -269,7 +276,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         # what was recorded while we marked and copied
         marker.new = set()
         _mark_all(marker, dd, opts, rep)
-        _refuse_on_problems(marker)
+        refuse_on_problems(marker)
         late = []
         with dd._index.snapshot() as snap:
             for num in doomed:
@@ -308,7 +315,27 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     return rep
 
 
-def _refuse_on_problems(marker: Marker) -> None:
+def plan(use: dict, threshold: float, rep: GCReport) -> tuple[set[int], set[int]]:
+    """The files (`FileUsage` by number) to delete (no live block) and to
+    rewrite (at least `threshold` of garbage); the rest are kept.  Counted
+    into `rep`."""
+    delete, rewrite = set(), set()
+    for num, u in use.items():
+        rep.live_bytes += u.live_bytes
+        rep.dead_bytes += u.dead_bytes
+        if u.dead_blocks == 0 and u.live_blocks:
+            continue
+        if u.live_blocks == 0:
+            delete.add(num)
+        elif u.unused >= threshold:
+            rewrite.add(num)
+    rep.deleted_files, rep.rewritten_files = len(delete), len(rewrite)
+    rep.kept_files = len(use) - len(delete) - len(rewrite)
+    return delete, rewrite
+
+
+def refuse_on_problems(marker: Marker) -> None:
+    """Stop (`GCError`) if marking met a block it could not read."""
     if marker.problems:
         more = f" (and {len(marker.problems) - 1} more)" if len(marker.problems) > 1 else ""
         raise GCError(

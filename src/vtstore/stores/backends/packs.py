@@ -670,3 +670,71 @@ class PackStore(LayoutStore):
         from vtstore.stores.backends.packcheck import check_packs
 
         return check_packs(self, repair=repair, progress=progress)
+
+    # -- garbage collection (`vtstore.lifecycle.gc_objects`) -----------------------
+
+    def write_copies(self, hashcodes: Sequence[HashCode], datas: Sequence) -> None:
+        """Write blocks into new packs although the index places them in a
+        pack already: gc's copies of the live blocks of a pack it rewrites
+        (`add_many` would skip them as present).  The caller has checked the
+        data; `flush` uploads the copies and the local index then names them."""
+        self._check_writable()
+        self._check_failed()
+        hs, datas = list(hashcodes), list(datas)
+        with self._lock:
+            k = 0
+            while k < len(hs):
+                if self._spool is None:
+                    self._spool = self._new_spool()
+                taken, _, size = self._spool.writer.add_many(
+                    hs[k:], datas[k:], self.pack_size, False
+                )
+                k += taken
+                if size >= self.pack_size:
+                    self._seal()
+
+    def forget_packs(self, nums) -> int:
+        """Drop packs (local file numbers) from the local index: every entry
+        still naming them and their file table entry.  Return the entries
+        dropped.  For packs whose objects are gone (a gc deleted them)."""
+        nums = set(nums)
+        if not nums:
+            return 0
+        by_pack: dict[int, list[bytes]] = {n: [] for n in nums}
+        for d, e in self.index.iter_items():
+            if e.filenum in by_pack:
+                by_pack[e.filenum].append(d)
+        n = 0
+        for num, digests in by_pack.items():
+            n += self.index.delete_file_entries(num, digests)
+            self._packs.pop(num, None)
+            self._frames.discard_file(num)
+        return n
+
+    def reload_packs(self, nums) -> None:
+        """Point the local index at packs `nums` for every block their index
+        objects list, replacing entries that name another pack (loading keeps
+        an entry present): after gc's copies, before the originals go."""
+        for num in nums:
+            fi = self.index.file_info(num)
+            body = None if fi is None else self.backend.get(f"index/{fi.uuid}")
+            if body is None:
+                raise StoreError(f"{self.name}: pack {num} has no index object")
+            pairs, _ = decode_pack_index(body, self.hashclass.digest_size)
+            entries = [(d, IndexEntry.decode(with_filenum(v, num))) for d, v in pairs]
+            self.index.commit(entries, replace=True)
+
+    def drop_gone_packs(self) -> int:
+        """If packs of the local index no longer have an index object (a gc on
+        any machine deleted them), rebuild the local index from the index
+        objects listed now; return how many were gone.  A cache that still
+        named them would send reads to missing objects, and a writer would
+        deduplicate against blocks that are gone."""
+        listed = {o.name[len("index/") :] for o in self.backend.list("index/")}
+        gone = [num for num, fi in self.index.files().items() if fi.uuid not in listed]
+        if gone:
+            with self._ilock:
+                self.index.clear()
+                self._packs.clear()
+                self.refresh(force=True)
+        return len(gone)
