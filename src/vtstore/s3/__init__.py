@@ -13,6 +13,7 @@ Importing this package registers the `s3` store type over the reserved one of
     layout = packs                 (or blocks; an existing store keeps its own)
     cache = ~/.cache/vt/s3/offsite (the local index and spool of the pack layout)
     uploads = 4                    (packs uploaded at once)
+    downloads = 8                  (ranged GETs at once for a batch of reads)
     pack_size = 32MiB
     spool = disk                   (or memory: packs built in RAM, no disk writes)
     parallel = 32                  (requests at once, blocks layout)
@@ -134,7 +135,11 @@ def open_s3(spec: S.StoreSpec, ctx: S.OpenContext):
         if layout == "blocks":
             return BlockObjectStore(backend, parallel=p.get("parallel", 32), **common)
         cache = p.get("cache") or default_cache_dir(endpoint, bucket, prefix)
-        kw = {k: p[k] for k in ("frame_size", "zstd_level", "compress", "spool") if k in p}
+        kw = {
+            k: p[k]
+            for k in ("frame_size", "zstd_level", "compress", "spool", "downloads")
+            if k in p
+        }
         return PackStore(
             backend,
             os.path.expanduser(cache),
@@ -159,6 +164,7 @@ S3_KEYS = {
     "spool": _spool,
     "cache": S._str,
     "uploads": _count,
+    "downloads": _count,
     "parallel": _count,
     "pack_size": S.parse_size,
     "readahead": S.parse_size,
