@@ -102,6 +102,11 @@ def _targets(args, store) -> list:
     if args.all and args.archives:
         raise UsageError("give archives or --all, not both")
     if args.all:
+        from vtstore.lifecycle.gc_objects import layout_store_of
+
+        objects = layout_store_of(store)
+        if objects is not None:  # the named archives kept in the bucket
+            return [(objects.named_archive(n), []) for n in objects.archive_names()]
         return [(archive_in(p, store), []) for p in known_archives(datadir_of(store))]
     if not args.archives:
         raise UsageError("which archives? give X.vt or [clause]NAME, or --all")
