@@ -1,15 +1,20 @@
 """Pack and unpack a generated tree with vt, restic and borg, in the same run.
 
     python3 bench/bench_tree.py [--size-mb 1024] [--repeat N] [--json out.json] [--keep DIR]
+        [--tree DIR] [--tools vt,restic,borg-lz4,borg-zstd3] [--vt-old SRC] [--no-restore]
 
 Generates a tree of mixed files (many small text-like files, some large random
-and semi-compressible ones; total --size-mb), then for each tool: backup into a
-fresh repository, a second backup of the unchanged tree, and a restore; reports
-wall time, MB/s, peak RSS (from /usr/bin/time) and repository size.  restic and
-borg come from Debian (`apt-get install restic borgbackup`, installed by this
-script if missing).  borg runs with `-e none`; restic cannot disable encryption,
-so it runs with a throwaway password (its AES cost is small next to hashing).
-Every tool uses zstd level 3 where it offers it, like vt's datadir.
+and semi-compressible ones; total --size-mb), or takes the real one given by
+--tree, then for each tool: backup into a fresh repository, a second backup of
+the unchanged tree, and a restore; reports wall time, MB/s, CPU seconds per GB
+ingested, peak RSS (from /usr/bin/time) and repository size.  restic and borg
+come from Debian (`apt-get install restic borgbackup`, installed by this script
+if missing).  borg runs with `-e none`, once with `-C lz4` (its fastest) and once
+with `-C zstd,3` (vt's datadir level); restic cannot disable encryption, so it
+runs with a throwaway password (its AES cost is small next to hashing).
+`--vt-old SRC` adds a column "vt-old": vt run from another checkout's `src`
+(say a `git worktree` of the commit before a change), for before/after numbers
+in the same run.
 """
 
 from __future__ import annotations
@@ -122,7 +127,18 @@ def ensure_tools() -> None:
         )
 
 
-def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
+TOOLS = ("vt", "restic", "borg-lz4", "borg-zstd3")
+
+
+def run(
+    size_mb: int = 1024,
+    keep: str | None = None,
+    repeat: int = 1,
+    tree_dir: str | None = None,
+    tools: tuple[str, ...] = TOOLS,
+    vt_old: str | None = None,
+    restore: bool = True,
+) -> dict:
     """Run the whole comparison `repeat` times; return the results.
 
     The tools take turns going first (a VM that has been idle is slowest for
@@ -131,13 +147,15 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
     """
     ensure_tools()
     work = keep or tempfile.mkdtemp(prefix="vt-bench-tree-")
-    tree = os.path.join(work, "tree")
+    tree = os.path.abspath(tree_dir) if tree_dir else os.path.join(work, "tree")
     if not os.path.exists(tree):
         files, nbytes = gen_tree(tree, size_mb)
     else:
         files, nbytes = sum(len(f) for _, _, f in os.walk(tree)), du(tree)
     subprocess.run(["sync"])
     vt = [sys.executable, "-m", "vtstore.cli.main", "-q"]
+    if vt_old:
+        tools = (*tools, "vt-old") if "vt-old" not in tools else tools
     env = dict(
         os.environ,
         RESTIC_PASSWORD="bench",
@@ -151,9 +169,12 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
             "first_MBps": nbytes / first[0] / 1e6,
             "first_rss_MiB": first[1] / 1024,
             "first_cpu_s": first[2],
+            "first_cpu_s_per_GB": first[2] / (nbytes / 1e9),
             "second_s": second[0],
+            "second_MBps": nbytes / second[0] / 1e6,
+            "second_cpu_s": second[2],
             "restore_s": restore[0],
-            "restore_MBps": nbytes / restore[0] / 1e6,
+            "restore_MBps": nbytes / restore[0] / 1e6 if restore[0] else 0.0,
             "restore_rss_MiB": restore[1] / 1024,
             "repo_bytes": du(repo),
         }
@@ -177,14 +198,23 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
         out = os.path.join(work, f"out-{tool}")
         for p in (repo, out):
             shutil.rmtree(p, ignore_errors=True)
-        archive = os.path.join(work, "tree.vt")
+        archive = os.path.join(work, f"tree-{tool}.vt")
+        no_restore = (0.0, 0, 0.0)
         try:
-            if tool == "vt":
+            if tool in ("vt", "vt-old"):
                 if os.path.exists(archive):
                     os.unlink(archive)
-                first = timed([*vt, "-S", repo, "pack", tree], env=env)
-                second = timed([*vt, "-S", repo, "pack", tree], env=env)
-                restore = timed([*vt, "-S", repo, "unpack", archive, out], env=env)
+                venv = env
+                if tool == "vt-old":
+                    venv = dict(env, PYTHONPATH=os.path.abspath(vt_old))
+                pack = [*vt, "-S", repo, "pack", "-a", archive, tree]
+                first = timed(pack, env=venv)
+                second = timed(pack, env=venv)
+                restore = (
+                    timed([*vt, "-S", repo, "unpack", archive, out], env=venv)
+                    if restore_too
+                    else no_restore
+                )
             elif tool == "restic":
                 subprocess.run(
                     ["restic", "-q", "init", "-r", repo], env=env, check=True, capture_output=True
@@ -193,17 +223,26 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
                     ["restic", "-q", "-r", repo, "backup", "--compression", "auto", tree], env=env
                 )
                 second = timed(["restic", "-q", "-r", repo, "backup", tree], env=env)
-                restore = timed(
-                    ["restic", "-q", "-r", repo, "restore", "latest", "--target", out], env=env
+                restore = (
+                    timed(
+                        ["restic", "-q", "-r", repo, "restore", "latest", "--target", out], env=env
+                    )
+                    if restore_too
+                    else no_restore
                 )
             else:
+                comp = {"borg-lz4": "lz4", "borg-zstd3": "zstd,3"}[tool]
                 subprocess.run(
                     ["borg", "init", "-e", "none", repo], env=env, check=True, capture_output=True
                 )
-                first = timed(["borg", "create", "-C", "zstd,3", f"{repo}::a1", tree], env=env)
-                second = timed(["borg", "create", "-C", "zstd,3", f"{repo}::a2", tree], env=env)
+                first = timed(["borg", "create", "-C", comp, f"{repo}::a1", tree], env=env)
+                second = timed(["borg", "create", "-C", comp, f"{repo}::a2", tree], env=env)
                 os.makedirs(out)
-                restore = timed(["borg", "extract", f"{repo}::a1"], env=env, cwd=out)
+                restore = (
+                    timed(["borg", "extract", f"{repo}::a1"], env=env, cwd=out)
+                    if restore_too
+                    else no_restore
+                )
             return measure(first, second, restore, repo)
         finally:
             shutil.rmtree(out, ignore_errors=True)
@@ -217,23 +256,28 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    tools = ["vt", "restic", "borg"]
+    restore_too = restore
+    tools = list(tools)
     runs: dict[str, list[dict]] = {t: [] for t in tools}
     copies = []
     for r in range(repeat):
-        for tool in tools[r % 3 :] + tools[: r % 3]:
+        k = r % len(tools)
+        for tool in tools[k:] + tools[:k]:
             runs[tool].append(one(tool))
-        copies.append(copy())
+        if restore:
+            copies.append(copy())
     results = {
         "files": files,
         "bytes": nbytes,
         "repeat": repeat,
-        "cp_a_s": statistics.median(copies),
+        "cp_a_s": statistics.median(copies) if copies else None,
         "tools": {},
         "runs": runs,
     }
     for tool, rs in runs.items():
         results["tools"][tool] = {k: statistics.median(x[k] for x in rs) for k in rs[0]}
+    for tool in tools:  # the repositories are not reused: do not leave GiBs behind
+        shutil.rmtree(os.path.join(work, f"repo-{tool}"), ignore_errors=True)
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return results
@@ -242,22 +286,25 @@ def run(size_mb: int = 1024, keep: str | None = None, repeat: int = 1) -> dict:
 def table(res: dict) -> str:
     lines = [
         f"tree: {res['files']} files, {res['bytes'] / 2**20:.0f} MiB",
-        f"{'tool':8} {'1st s':>7} {'CPU s':>6} {'MB/s':>7} {'RSS MiB':>8} {'2nd s':>7}"
-        f" {'restore s':>9} {'MB/s':>7} {'repo MiB':>9} {'1st vs vt':>9}",
+        f"{'tool':10} {'1st s':>6} {'MB/s':>6} {'CPU s':>6} {'CPU/GB':>6} {'RSS MiB':>7}"
+        f" {'2nd s':>6} {'MB/s':>6} {'restore s':>9} {'MB/s':>6} {'repo MiB':>8}"
+        f" {'speed vs borg-lz4':>17}",
     ]
-    base = res["tools"]["vt"]["first_s"]
+    peer = res["tools"].get("borg-lz4") or res["tools"].get("vt")
     for tool, r in res["tools"].items():
         lines.append(
-            f"{tool:8} {r['first_s']:7.1f} {r['first_cpu_s']:6.1f} {r['first_MBps']:7.0f}"
-            f" {r['first_rss_MiB']:8.0f}"
-            f" {r['second_s']:7.1f} {r['restore_s']:9.1f} {r['restore_MBps']:7.0f}"
-            f" {r['repo_bytes'] / 2**20:9.1f} {r['first_s'] / base:8.2f}x"
+            f"{tool:10} {r['first_s']:6.2f} {r['first_MBps']:6.0f} {r['first_cpu_s']:6.2f}"
+            f" {r['first_cpu_s_per_GB']:6.2f} {r['first_rss_MiB']:7.0f}"
+            f" {r['second_s']:6.2f} {r['second_MBps']:6.0f}"
+            f" {r['restore_s']:9.1f} {r['restore_MBps']:6.0f}"
+            f" {r['repo_bytes'] / 2**20:8.1f}"
+            f"  1st {peer['first_s'] / r['first_s']:.2f}x 2nd {peer['second_s'] / r['second_s']:.2f}x"
         )
-    if "cp_a_s" in res:
+    if res.get("cp_a_s"):
         lines.append(f"baseline for restores: cp -a of the tree {res['cp_a_s']:.1f} s")
     for tool, rs in res.get("runs", {}).items():
         if len(rs) > 1:
-            firsts = " ".join(f"{x['first_s']:.1f}" for x in rs)
+            firsts = " ".join(f"{x['first_s']:.2f}" for x in rs)
             seconds = " ".join(f"{x['second_s'] / x['first_s']:.1%}" for x in rs)
             lines.append(f"{tool}: first packs {firsts} s; second/first {seconds}")
     return "\n".join(lines)
@@ -269,8 +316,20 @@ def main(argv=None) -> int:
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", metavar="DIR", help="work directory to keep (and reuse the tree)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds; medians are reported")
+    ap.add_argument("--tree", metavar="DIR", help="an existing tree to back up (not generated)")
+    ap.add_argument(
+        "--tools", default=",".join(TOOLS), help=f"comma-separated, of {','.join(TOOLS)}"
+    )
+    ap.add_argument(
+        "--vt-old", metavar="SRC", help="also run vt from this src directory (column vt-old)"
+    )
+    ap.add_argument("--no-restore", action="store_true", help="time backups only")
     a = ap.parse_args(argv)
-    res = run(a.size_mb, a.keep, max(1, a.repeat))
+    tools = tuple(t for t in a.tools.split(",") if t)
+    bad = [t for t in tools if t not in TOOLS]
+    if bad:
+        ap.error(f"unknown tool {bad[0]!r}: choose from {', '.join(TOOLS)}")
+    res = run(a.size_mb, a.keep, max(1, a.repeat), a.tree, tools, a.vt_old, not a.no_restore)
     print(table(res))
     if a.json:
         with open(a.json, "w") as f:

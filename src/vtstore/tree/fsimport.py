@@ -35,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from vtstore.blocks import Block, LiteralBlock, leaf_block
+from vtstore.blocks import Block, LiteralBlock, leaf_block, leaf_blocks
 from vtstore.codec import encode_varint
 from vtstore.errors import VTError
 from vtstore.tree.dir import DIR_VERSION, encode_dir_entries, read_dir_data
@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 MIME_XATTR = "user.mime_type"
 #: files smaller than this are blockified in the walking thread, bigger ones in the pool
 INLINE_FILE_SIZE = 4 << 20
+#: whole small files wait in a batch for one `store.add_many` until their
+#: directory closes or the batch holds this many octets or files
+SMALL_BATCH_BYTES = 8 << 20
+SMALL_BATCH_FILES = 2048
 
 
 @dataclass
@@ -227,6 +231,10 @@ class Importer:
         self._inodes: dict[tuple[int, int], int] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._root_dev: int | None = None
+        # small files read and waiting for one store.add_many (default blockifier only)
+        self._batch: list[_SmallFile] = []
+        self._batch_bytes = 0
+        self._batching = blockifier is default_file_blockifier
 
     def import_path(
         self, path: str, previous: Dirent | None = None, name: str | None = None
@@ -243,8 +251,11 @@ class Importer:
             self._pool = pool
             try:
                 item = self._entry(os.fsencode(path), fsenc(name), st, prev)
+                self._flush_small()
                 if isinstance(item, Future):
                     item = item.result()
+                elif type(item) is _SmallFile:
+                    item = item.dirent
                 return item.dirent() if isinstance(item, EncodedEntry) else item
             finally:
                 self._pool = None
@@ -347,11 +358,55 @@ class Importer:
                 self.on_file(self.stats)
             return Dirent(T_FILE, name=name, meta=meta, block=block, ino=gid)
 
+        if self._batching and st.st_size <= WHOLE_FILE_MAX:
+            return self._small_file(path, name, st, meta, gid, previous)
         if st.st_size < INLINE_FILE_SIZE:
             # small files: handing them to a thread costs more than chunking them
             # (GIL hand-offs measured 50% slower on a tree of 8 KiB files)
             return work()
         return self._pool.submit(work)
+
+    def _small_file(self, path, name, st, meta, gid, previous) -> _SmallFile | Dirent:
+        """Read a file of one block now and queue it for the next batch add.
+
+        The per-block work of the store (hashing, the index lookup, the writer's
+        bookkeeping) then runs once per batch, not once per file: most files of
+        a real tree are small (on /usr/share/doc + python3: 89% under 32 KiB).
+        """
+        data = read_small_file(path, st.st_size)
+        if len(data) > WHOLE_FILE_MAX:  # it grew since its lstat: cut it as a big one
+            from vtstore.chunking.blockify import blockify
+
+            block = blockify(data, self.store, name=name, mime_type=meta.mime_type, threaded=False)
+            item = Dirent(T_FILE, name=name, meta=meta, block=block, ino=gid)
+        else:
+            item = _SmallFile(name, meta, gid, data)
+            self._batch.append(item)
+            self._batch_bytes += len(data)
+        stats = self.stats
+        with stats.lock:
+            stats.files += 1
+            stats.bytes_read += len(data)
+            if previous is None:
+                stats.files_new += 1
+            else:
+                stats.files_changed += 1
+        if self.on_file:
+            self.on_file(stats)
+        if self._batch_bytes >= SMALL_BATCH_BYTES or len(self._batch) >= SMALL_BATCH_FILES:
+            self._flush_small()
+        return item
+
+    def _flush_small(self) -> None:
+        """Add the queued small files to the store in one call; make their dirents."""
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._batch_bytes = 0
+        for f, block in zip(batch, leaf_blocks([f.data for f in batch], self.store), strict=True):
+            f.dirent = Dirent(T_FILE, name=f.name, meta=f.meta, block=block, ino=f.gid)
+            f.data = None
 
     def _dir(self, bpath: bytes, key: bytes, st, previous: EncodedEntry | None):
         """The entry of the directory at `bpath` and everything below it.
@@ -457,8 +512,11 @@ class Importer:
         prev_entries, prev_block, previous = f.prev_entries, f.prev_block, f.previous
         items: list = []
         same = len(f.pending) == len(prev_entries)
+        self._flush_small()
         for subpath, bname, item in f.pending:
-            if isinstance(item, Future):
+            if type(item) is _SmallFile:
+                item = item.dirent
+            elif isinstance(item, Future):
                 try:
                     item = item.result()
                 except OSError as e:
@@ -492,6 +550,19 @@ class Importer:
         if meta is None:
             meta = previous.dirent().meta
         return Dirent(T_DIR, name=fsdec(f.key), meta=meta, block=block)
+
+
+class _SmallFile:
+    """A small file read and queued for the batch add; its dirent once added."""
+
+    __slots__ = ("name", "meta", "gid", "data", "dirent")
+
+    def __init__(self, name: str, meta: Meta, gid: int | None, data: bytes):
+        self.name = name
+        self.meta = meta
+        self.gid = gid
+        self.data: bytes | None = data
+        self.dirent: Dirent | None = None
 
 
 class _DirFrame:
