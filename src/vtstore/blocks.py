@@ -62,6 +62,10 @@ MAX_SUBBLOCK_DEPTH = 64
 MAX_INDIRECT_DEPTH = 64
 #: `chunks` yields runs (RLE) in pieces of at most this many octets.
 CHUNK_SIZE = 1 << 20
+#: `chunks` reads stored leaves in batches of about this many octets ...
+READ_BATCH = 4 << 20
+#: ... starting with one of this many (the first piece of a stream comes soon).
+FIRST_READ_BATCH = 256 << 10
 
 
 def _check_span(value: int, what: str = "span") -> int:
@@ -98,12 +102,31 @@ class Block:
 
         A run (RLE) comes in pieces of at most `CHUNK_SIZE` octets, so memory
         stays bounded whatever span a ref claims; stored leaves come whole.
+        Consecutive stored leaves are read in batches (`store.get_many`: a
+        datadir reads a batch in a few coalesced preads), the first of about
+        `FIRST_READ_BATCH` octets so the first piece comes soon, then doubling
+        up to `READ_BATCH`: what a read holds at once.
         """
+        run: list = []  # consecutive stored leaves, read with one get_many
+        size = 0
+        want = FIRST_READ_BATCH
         for leaf, lstart, lend in self.slices(store, start, end):
+            if type(leaf) is HashCodeBlock:
+                run.append((leaf, lstart, lend))
+                size += leaf.span
+                if size >= want:
+                    yield from _read_run(run, store)
+                    run, size, want = [], 0, min(2 * want, READ_BATCH)
+                continue
+            if run:
+                yield from _read_run(run, store)
+                run, size = [], 0
             if lend - lstart > CHUNK_SIZE and type(leaf) is RLEBlock:
                 yield from leaf.pieces(lstart, lend)
             else:
                 yield leaf.leaf_data(store, lstart, lend)
+        if run:
+            yield from _read_run(run, store)
 
     def read(self, store, start: int = 0, end: int | None = None) -> bytes:
         """The bytes `[start:end)` of this block."""
@@ -142,6 +165,34 @@ class Block:
         from vtstore.transcribe import transcribe
 
         return transcribe(self)
+
+
+def _read_run(run: list, store) -> Iterator[bytes]:
+    """The data of `(leaf, start, end)` slices of stored leaves, read in one
+    `get_many` (one leaf: one plain read)."""
+    if len(run) == 1:
+        leaf, s, e = run[0]
+        yield leaf.leaf_data(store, s, e)
+        return
+    get_many = getattr(store, "get_many", None)
+    if get_many is None:  # a minimal mapping standing in for a store
+        for leaf, s, e in run:
+            yield leaf.leaf_data(store, s, e)
+        return
+    try:
+        datas = get_many([leaf.hashcode for leaf, _, _ in run])
+    except (KeyError, CorruptBlockError):
+        # a missing or damaged leaf: read one by one, so that everything
+        # before it still comes out and the error is raised where it was
+        for leaf, s, e in run:
+            yield leaf.leaf_data(store, s, e)
+        return
+    for (leaf, s, e), data in zip(run, datas, strict=True):
+        if len(data) != leaf.span:
+            raise CorruptBlockError(
+                leaf.hashcode, f"stored length {len(data)} but the ref says {leaf.span}"
+            )
+        yield data if s == 0 and e == leaf.span else data[s:e]
 
 
 def _child_ranges(subs, start: int, end: int):
@@ -281,7 +332,7 @@ class IndirectBlock(_HashRef):
         if hit is None:
             raw = store[h]
             try:
-                subs = tuple(decode_blockrefs(raw))
+                subs = _decode_hash_refs(raw) or tuple(decode_blockrefs(raw))
             except FormatError as e:
                 raise CorruptBlockError(h, f"indirect block does not decode: {e}") from None
             hit = (subs, sum(b.span for b in subs))
@@ -518,6 +569,51 @@ def decode_blockref(data) -> Block:
     if not r.at_end():
         raise FormatError(f"{r.remaining} extra octets after blockref at offset {r.pos}")
     return b
+
+
+def _decode_hash_refs(data) -> tuple[Block, ...] | None:
+    """`decode_blockrefs` for the common indirect block, whose refs are all
+    plain hashcode refs in their shortest form (what `IndirectBuilder`
+    writes); None for anything else, which the general decoder then reads
+    (and names any fault of).  A read of a large file decodes one ref per
+    leaf: this is about 4x quicker than the general path."""
+    from vtstore.hashes import _BY_ID
+
+    out = []
+    new = object.__new__
+    put = object.__setattr__
+    pos, n = 0, len(data)
+    while pos < n:
+        size = data[pos]
+        end = pos + 1 + size
+        if size >= 0x80 or end > n or size < 3:
+            return None
+        flags = data[pos + 1]
+        if flags > F_INDIRECT:
+            return None
+        p = pos + 2
+        b = data[p]
+        if b == 0x80:  # non-canonical
+            return None
+        span = b & 0x7F
+        p += 1
+        while b & 0x80:
+            if p - pos > 11 or p >= end:
+                return None
+            b = data[p]
+            span = (span << 7) | (b & 0x7F)
+            p += 1
+        if p >= end or span > MAX_SPAN:
+            return None
+        hc = _BY_ID.get(data[p])
+        if hc is None or p + 1 + hc.digest_size != end:
+            return None
+        blk = new(IndirectBlock if flags else HashCodeBlock)
+        put(blk, "hashcode", bytes.__new__(hc, data[p + 1 : end]))
+        put(blk, "span", span)
+        out.append(blk)
+        pos = end
+    return tuple(out) if out else None
 
 
 def decode_blockrefs(data) -> Iterator[Block]:

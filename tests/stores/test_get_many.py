@@ -217,3 +217,67 @@ def test_vtdread_refuses_malformed_input():
     assert (
         _vtdread.check_blake3(Hash_BLAKE3.from_data(b"ab") + bytes(32), [b"ab", b"ab"]) == b"\1\0"
     )
+
+
+# -- readers: Block.chunks reads stored leaves in batches --------------------------------
+
+
+def test_chunks_read_in_batches_give_the_same_bytes(tmp_path):
+    from vtstore.blocks import block_for
+
+    rnd = random.Random(11)
+    data = b"".join(rnd.randbytes(4096) + text_block(i)[:4096] for i in range(1200))
+    with DataDir(tmp_path / "dd") as s:
+        top = block_for(data, s, max_block_size=8192)
+    with DataDir(tmp_path / "dd", readonly=True) as s:
+        assert b"".join(top.chunks(s)) == data
+        for a, b in ((0, 1), (5000, 5000 + 3 * 8192 + 17), (len(data) - 10, len(data) + 5)):
+            assert top.read(s, a, b) == data[a:b]
+        leaves = list(top.leaves(s))
+        e, file = where(s, leaves[700].hashcode)
+    flip(file, e.payload_offset + (e.data_offset if e.flags & 3 == 0 else e.payload_length // 2))
+    with DataDir(tmp_path / "dd", readonly=True) as s:
+        got = []
+        with pytest.raises(CorruptBlockError):
+            for c in top.chunks(s):
+                got.append(c)
+        # everything before the damaged leaf's frame still came out, in order
+        out = b"".join(got)
+        assert len(out) >= 690 * 8192 and data.startswith(out)
+
+
+def test_fast_ref_decoding_is_the_general_decoder():
+    from vtstore.blocks import (
+        HashCodeBlock,
+        IndirectBlock,
+        RLEBlock,
+        _decode_hash_refs,
+        decode_blockrefs,
+    )
+    from vtstore.errors import FormatError
+    from vtstore.hashes import Hash_SHA1
+
+    rnd = random.Random(3)
+    refs = []
+    for i in range(3000):
+        hc = rnd.choice([Hash_BLAKE3, Hash_SHA1, Hash_SHA256])
+        span = rnd.choice([0, 1, 127, 128, 16384, 2**40, 2**64 - 1, rnd.randrange(2**30)])
+        refs.append((IndirectBlock if i % 9 == 0 else HashCodeBlock)(hc.from_data(b"%d" % i), span))
+    data = b"".join(r.encode() for r in refs)
+    assert _decode_hash_refs(data) == tuple(decode_blockrefs(data)) == tuple(refs)
+    assert _decode_hash_refs(data + RLEBlock(5, 1).encode()) is None
+    # a span of 2**64 in ten varint octets is the general decoder's error, not a ref
+    body = b"\0" + b"\x82" + b"\x80" * 8 + b"\x00" + b"\x02" + bytes(32)
+    over = bytes([len(body)]) + body
+    assert _decode_hash_refs(over) is None
+    with pytest.raises(FormatError):
+        tuple(decode_blockrefs(over))
+    # whatever the fast path accepts, the general decoder reads the same
+    for _ in range(3000):
+        b = bytearray(data[:300])
+        for _ in range(rnd.randrange(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        b = bytes(b[: rnd.randrange(1, len(b) + 1)])
+        fast = _decode_hash_refs(b)
+        if fast is not None:
+            assert fast == tuple(decode_blockrefs(b))

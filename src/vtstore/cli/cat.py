@@ -35,7 +35,25 @@ def run(args) -> int:
             block = t.content_block
             if block is None:
                 continue
-            for chunk in block.chunks(store):
-                out.write(chunk)
+            write_pieces(out, block.chunks(store))
     out.flush()
     return 0
+
+
+#: `vt cat` writes about this many octets per write (not one write per leaf).
+WRITE_SIZE = 1 << 20
+
+
+def write_pieces(out, pieces) -> None:
+    """Write what `pieces` yields to the binary stream `out`, gathered into
+    writes of about `WRITE_SIZE` (a write per 8 KiB leaf cost a system call each)."""
+    buf: list = []
+    n = 0
+    for p in pieces:
+        buf.append(p)
+        n += len(p)
+        if n >= WRITE_SIZE:
+            out.write(b"".join(buf))
+            buf, n = [], 0
+    if buf:
+        out.write(b"".join(buf))

@@ -101,6 +101,7 @@ class HTTPStore(Store):
         self._ahead: OrderedDict = OrderedDict()
         self._ahead_bytes = 0
         self._ahead_lock = threading.Lock()
+        self._ahead_done = threading.Condition(self._ahead_lock)
         self._ahead_busy: set = set()
         self._dirty = False
         info = self._json("GET", "b/info")
@@ -231,16 +232,34 @@ class HTTPStore(Store):
         return status == 200
 
     def get_many(self, hashcodes) -> list[bytes]:
+        """The data of each hashcode, in order: what the read-ahead fetched
+        (waiting for what it is fetching, not asking twice), the rest in
+        parallel `POST b/get` requests of `GET_BATCH` hashcodes."""
         hs = [self.check_hashcode(h) for h in hashcodes]
         self._check_open()
+        found: dict = {}
+        with self._ahead_lock:
+            if self._ahead_busy:
+                busy = self._ahead_busy
+                self._ahead_done.wait_for(
+                    lambda: not any(h in busy for h in hs), timeout=self.timeout
+                )
+            if self._ahead:
+                for h in hs:
+                    d = self._ahead.pop(h, None)
+                    if d is not None:
+                        found[h] = d
+                        self._ahead_bytes -= len(d)
+        rest = [h for h in dict.fromkeys(hs) if h not in found]
+        groups = [rest[i : i + GET_BATCH] for i in range(0, len(rest), GET_BATCH)]
+        for group, datas in zip(groups, self._map(self._fetch, groups), strict=True):
+            found.update(zip(group, datas, strict=True))
         out = []
-        for group in self._map(
-            self._fetch, [hs[i : i + GET_BATCH] for i in range(0, len(hs), GET_BATCH)]
-        ):
-            out.extend(group)
-        for h, d in zip(hs, out, strict=True):
+        for h in hs:
+            d = found[h]
             if d is None:
                 raise MissingBlockError(h, self.name)
+            out.append(d)
         return out
 
     def _fetch(self, group) -> list:
@@ -372,6 +391,7 @@ class HTTPStore(Store):
                     continue
                 self._ahead[h] = d
                 self._ahead_bytes += len(d)
+            self._ahead_done.notify_all()
 
     # -- archives -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ NUL is refused, so an encoded slash can never become a path separator and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from urllib.parse import parse_qs, unquote_to_bytes
 
@@ -151,7 +152,8 @@ class Request:
 
     async def stream(self, pieces) -> None:
         """Send what the iterator `pieces` yields, read in the server's worker
-        threads about `PIECE` octets per hop (the store is never read on the loop)."""
+        threads about `PIECE` octets per hop (the store is never read on the
+        loop), the next piece read while this one is sent."""
         it = iter(pieces)
 
         def pull():
@@ -164,11 +166,20 @@ class Request:
                     break
             return b"".join(out)
 
-        while True:
-            data = await self.app.run(self.app.stream_lock, pull)
-            if not data:
-                return
-            await self.send_body(data)
+        run, lock = self.app.run, self.app.stream_lock
+        ahead = asyncio.ensure_future(run(lock, pull))
+        try:
+            while True:
+                data = await ahead
+                if not data:
+                    return
+                ahead = asyncio.ensure_future(run(lock, pull))
+                await self.send_body(data)
+        finally:
+            if not ahead.done():  # the client went away: let the read finish, unread
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
 
     async def respond(
         self, status: int, headers: list | None = None, body=b"", ctype: str | None = None
