@@ -73,8 +73,10 @@ def weed_binary() -> str:
 class Weed:
     """One `weed mini` process; `kill()` and `start()` again for fault tests."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, extra_args: tuple[str, ...] = ()):
         self.root = root
+        #: more `weed mini` options (the benchmark tries the server's tunables)
+        self.extra_args = tuple(extra_args)
         self.binary = weed_binary()
         self.proc: subprocess.Popen | None = None
         self.s3_port, self.master, self.volume, self.filer, self.admin = _ports(5)
@@ -116,6 +118,7 @@ class Weed:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-bucket={BUCKET},{BUCKET}2",
+            *self.extra_args,
         ]
         self.log = open(self.root / "weed.log", "ab")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(

@@ -37,6 +37,7 @@ import fcntl
 import logging
 import mmap
 import os
+import shutil
 import threading
 import time
 import uuid as uuidmod
@@ -59,6 +60,7 @@ from vtstore.stores.backends.packindex import (
     with_filenum,
 )
 from vtstore.stores.index import IndexEntry, LMDBIndex, iter_index_and_pending
+from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.readcache import FrameCache, read_block
 from vtstore.stores.vtd import (
     DEFAULT_FRAME_SIZE,
@@ -163,7 +165,7 @@ class PackStore(LayoutStore):
         self._packs: dict[int, tuple[str, int]] = {}
         self._spool_seq = 0
         os.makedirs(os.path.join(self.cache_dir, "spool"), mode=0o700, exist_ok=True)
-        self.index = LMDBIndex(os.path.join(self.cache_dir, "index"))
+        self.index = self._open_cache()
         try:
             self._check_cache()
             self.refresh(force=True)
@@ -196,6 +198,25 @@ class PackStore(LayoutStore):
             with open(mark + ".tmp", "w") as f:
                 f.write(self.config["uuid"] + "\n")
             os.replace(mark + ".tmp", mark)
+
+    def _open_cache(self) -> LMDBIndex:
+        """The local index; a damaged one is only a cache: removed and rebuilt."""
+        path = os.path.join(self.cache_dir, "index")
+        try:
+            return LMDBIndex(path)
+        except IndexDamagedError as e:
+            log.warning("%s; it is a cache: rebuilding it from the index objects", e)
+            shutil.rmtree(path, ignore_errors=True)
+            return LMDBIndex(path)
+
+    def rebuild_cache(self) -> int:
+        """Empty the local index and load it again from the index objects
+        (`vt fsck --repair`); return how many index objects were loaded."""
+        with self._ilock:
+            self.index.clear()
+            self._packs.clear()
+            self._frames.clear()
+            return self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> int:
         """Load the index objects not in the local index yet; return how many.
