@@ -264,6 +264,41 @@ def gzip_members(parts: list[bytes]) -> tuple[bytes, list[int]]:
     return out, starts
 
 
+def git_format_patch(tmp_path, commits: int, seed: int = 3, points=None):
+    """`git format-patch --stdout --root` of a repository of `commits` small commits
+    (made with git fast-import: seconds, not minutes); with `points` (commit
+    counts), a list: the patch series up to each point, as successive versions."""
+    repo = tmp_path / f"repo{seed}"
+    _subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    rnd = random.Random(seed)
+    files = {
+        f"m{i}.py": [f"def f{i}_{j}(x):\n    return {j}\n" for j in range(30)] for i in range(50)
+    }
+    stream = bytearray()
+    for k in range(1, commits + 1):
+        name = f"m{k % 50}.py"
+        j = rnd.randrange(30)
+        files[name][j] = f"def f{k}_{j}(x):\n    return {rnd.randrange(999)}\n"
+        body = "".join(files[name]).encode()
+        msg = b"change %d\n\nWhy.\n" % k
+        stream += (
+            b"commit refs/heads/main\ncommitter A <a@example.com> %d +0000\n"
+            b"data %d\n%s\nM 100644 inline %s\ndata %d\n%s\n"
+            % (1_700_000_000 + k, len(msg), msg, name.encode(), len(body), body)
+        )
+    _subprocess.run(
+        ["git", "-C", str(repo), "fast-import", "--quiet"], input=bytes(stream), check=True
+    )
+
+    def series(rev):
+        cmd = ["git", "-C", str(repo), "format-patch", "--stdout", "--root", rev]
+        return _subprocess.run(cmd, capture_output=True, check=True).stdout
+
+    if points is None:
+        return series("main")
+    return [series(f"main~{commits - k}") for k in points]
+
+
 @pytest.fixture(scope="session")
 def formats():
     """The builders of real format files above, as attributes."""
@@ -277,5 +312,6 @@ def formats():
         build_mbox=build_mbox,
         build_tar=build_tar,
         gzip_members=gzip_members,
+        git_format_patch=git_format_patch,
         prose=_prose,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import mmap
 import os
@@ -271,8 +272,12 @@ def test_dense_scanner_still_gives_exact_output(randbytes):
     top = blockify(data, store, scanner=Dense, stats=stats, buffer_size=100_000)
     assert top.data(store) == data
     assert stats.scanner_failed is None
-    sizes = [len(c) for c in chunks_of(data, scanner=Dense)]
-    assert min(sizes[:-1]) >= 64 and set(s % 10 for s in sizes[:-1]) == {0}
+    ends = list(itertools.accumulate(len(c) for c in chunks_of(data, scanner=Dense)))
+    sizes = [b - a for a, b in zip([0, *ends], ends, strict=False)]
+    # merged into blocks of at least the minimum, nearly all ending at a
+    # boundary (a hash cut can come first: about one block in 200)
+    assert min(sizes[:-1]) >= 2048
+    assert sum(e % 10 == 0 for e in ends[:-1]) > 0.97 * (len(ends) - 1)
 
 
 def test_scanner_output_independent_of_buffering(tmp_path, formats):

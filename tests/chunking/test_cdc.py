@@ -236,17 +236,69 @@ def test_byte_at_a_time_stream():
 # -- forced boundaries ----------------------------------------------------------------
 
 
-def test_forced_boundaries_cut_and_restart_min_max():
-    data = randbytes(100_000, 40)
-    bounds = [10, 5000, 5030, 5100, 70_000]
-    cuts = cut_offsets(data, boundaries=bounds, forced_min=64)
-    # 10 is under forced_min after 0; 5030 is under forced_min after 5000
-    assert 10 not in cuts and 5030 not in cuts
-    assert {5000, 5100, 70_000} <= set(cuts)
-    # after a forced cut, the next cut respects min and max again
-    i = cuts.index(5100)
-    assert cuts[i + 1] - 5100 >= 2048 or cuts[i + 1] in bounds
+def _strong(data, f: int) -> bool:
+    """Whether boundary `f` is strong: the gear hash of the 64 bytes from f, top bits 0."""
+    return ref.window_hash(data, f + ref.WINDOW - 1) >> (64 - ref.FORMAT_BITS) == 0
+
+
+def test_forced_boundaries_merge_below_min_and_judge_up_to_avg():
+    # a boundary every 700 bytes, as small records (mail messages) give
+    data = randbytes(300_000, 40)
+    bounds = list(range(10, 290_000, 700))
+    cuts = cut_offsets(data, boundaries=bounds)
+    assert _cdc.FORMAT_BITS == ref.FORMAT_BITS
+    prev = 0
+    formats = 0
+    for c in cuts:
+        size = c - prev
+        # no block below the minimum but the last, none over the maximum
+        assert 2048 <= size <= 65536 or c == len(data)
+        if c in bounds and c != bounds[-1]:  # (the last starts a long record)
+            formats += 1
+            # between min and avg only a strong boundary ends a block
+            assert size >= 8192 or _strong(data, c), (prev, c)
+        # and the first boundary that qualifies does (but those within min
+        # before the last, which starts a long record and takes the cut)
+        for f in bounds[:-1]:
+            if prev + 2048 <= f < c and f < bounds[-1] - 2048:
+                assert f - prev < 8192 and not _strong(data, f), (prev, f, c)
+        prev = c
+    assert formats > 20
+    # blocks near the average, not at the boundaries' 700 bytes
+    assert 4000 < len(data) / len(cuts) < 9000
+
+
+def test_forced_boundaries_a_long_record_after_small_ones_starts_a_block():
+    # small boxes (an MP4's moov), then a long record (its mdat payload): the
+    # long record's start is the cut, and no small box's boundary is cut within
+    # min before it, whatever the hashes say
+    data = randbytes(200_000, 43)
+    small = list(range(100, 9000, 150))
+    bounds = [*small, 9100, 9108, 150_000]
+    cuts = cut_offsets(data, boundaries=bounds)
+    assert 9108 in cuts and 150_000 in cuts
+    assert not any(9108 - 2048 < c < 9108 for c in cuts)
+    assert cuts == ref.cut_offsets(data, boundaries=bounds)
+
+
+def test_forced_boundaries_sparse_ones_all_cut():
+    # boundaries further apart than avg are all taken (unless a hash cut comes
+    # first, when the next boundary is within min of it)
+    data = randbytes(400_000, 41)
+    bounds = list(range(10_000, 390_000, 20_000))
+    cuts = cut_offsets(data, boundaries=bounds)
+    for f in bounds:
+        assert f in cuts or any(f - 2048 < c < f for c in cuts), f
+    assert sum(f in cuts for f in bounds) >= len(bounds) * 2 // 3
     assert all(b - a <= 65536 for a, b in zip([0, *cuts], cuts, strict=False))
+
+
+def test_forced_min_above_min_still_drops():
+    data = randbytes(100_000, 40)
+    bounds = [10, 5000, 5030, 9100, 70_000]
+    cuts = cut_offsets(data, min_size=256, avg_size=1024, boundaries=bounds, forced_min=4096)
+    assert 10 not in cuts and 5030 not in cuts and 9100 not in cuts
+    assert cuts == ref.cut_offsets(data, 256, 1024, 65536, boundaries=bounds, forced_min=4096)
 
 
 def test_bad_boundaries_are_value_errors():

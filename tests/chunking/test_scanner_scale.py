@@ -317,48 +317,14 @@ def test_detection_is_bounded():
             assert time.perf_counter() - t0 < 1.0 + n / 4e6, (len(name), name[:20])
 
 
-def _git_format_patch(tmp_path, commits: int) -> bytes:
-    """`git format-patch --stdout --root` of a repository of `commits` small commits
-    (made with git fast-import: seconds, not minutes)."""
-    import subprocess
-
-    repo = tmp_path / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    rnd = random.Random(3)
-    files = {
-        f"m{i}.py": [f"def f{i}_{j}(x):\n    return {j}\n" for j in range(30)] for i in range(50)
-    }
-    stream = bytearray()
-    for k in range(1, commits + 1):
-        name = f"m{k % 50}.py"
-        j = rnd.randrange(30)
-        files[name][j] = f"def f{k}_{j}(x):\n    return {rnd.randrange(999)}\n"
-        body = "".join(files[name]).encode()
-        msg = b"change %d\n\nWhy.\n" % k
-        stream += (
-            b"commit refs/heads/main\ncommitter A <a@example.com> %d +0000\n"
-            b"data %d\n%s\nM 100644 inline %s\ndata %d\n%s\n"
-            % (1_700_000_000 + k, len(msg), msg, name.encode(), len(body), body)
-        )
-    subprocess.run(
-        ["git", "-C", str(repo), "fast-import", "--quiet"], input=bytes(stream), check=True
-    )
-    out = subprocess.run(
-        ["git", "-C", str(repo), "format-patch", "--stdout", "--root", "main"],
-        capture_output=True,
-        check=True,
-    )
-    return out.stdout
-
-
-def test_real_git_format_patch_mbox(tmp_path):
+def test_real_git_format_patch_mbox(tmp_path, formats):
     """A real `git format-patch` mbox (LF, ~6,000 messages): every message start is
     proposed, and its second half costs what its first half does."""
     import shutil
 
     if not shutil.which("git"):
         pytest.skip("no git")
-    data = _git_format_patch(tmp_path, 6000)
+    data = formats.git_format_patch(tmp_path, 6000)
     starts = [m.start() for m in re.finditer(rb"(?m)^From [0-9a-f]{40} Mon Sep 17 ", data)]
     assert len(starts) == 6000 and b"\r\n" not in data
     stats = BlockifyStats()
@@ -370,8 +336,29 @@ def test_real_git_format_patch_mbox(tmp_path):
     props = set(sc.feed(data) + sc.finish())
     assert set(starts[1:]) <= props
     ends = set(itertools.accumulate(map(len, chunks)))
-    assert len(ends & set(starts)) > 0.9 * len(starts)
+    # messages of ~1.3 KB are merged into blocks of at least the minimum (2 KiB),
+    # most of them ending at a message start or a body start
+    assert min(map(len, chunks[:-1])) >= 2048
+    assert len(ends & props) > 0.7 * len(chunks)
+    assert len(ends & set(starts)) > 0.3 * len(chunks)
     half = data[: len(data) // 4]
     t_quarter = min(_run(half, "mbox", len(half))[0] for _ in range(TRIES))
     t_whole = min(_run(data, "mbox", len(data))[0] for _ in range(TRIES))
     assert t_whole < RATIO_MAX * t_quarter + SLACK
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_no_format_cut_below_min(case):
+    """However dense the records, no block but the last is below the minimum, and
+    the cuts do not depend on the buffer size."""
+    scanner, build = CASES[case]
+    data = build(1 << 20)
+    first = None
+    for bs in (None, 64 << 10):
+        stats = BlockifyStats()
+        kw = {"buffer_size": bs} if bs else {}
+        sizes = [len(c) for c in chunks_of(data, scanner=scanner, stats=stats, **kw)]
+        assert stats.scanner_failed is None and sum(sizes) == len(data)
+        assert min(sizes[:-1], default=2048) >= 2048, (case, bs, sorted(sizes)[:5])
+        assert first is None or sizes == first, case
+        first = sizes

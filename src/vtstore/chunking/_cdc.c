@@ -16,14 +16,32 @@
  *           avg <= L < max and (H(q) & MASK_L) == 0,
  *   where MASK_S is the top log2(avg)+2 bits and MASK_L the top log2(avg)-2
  *   bits; otherwise it ends at the next accepted forced boundary or at s + max,
- *   whichever comes first.  A forced boundary f is accepted iff
- *   f >= s + forced_min; else it is dropped.
+ *   whichever comes first.  A forced (format) boundary f, L = f - s, is
+ *     dropped   if L < max(min, forced_min): no format cut makes a block below
+ *               the minimum, so small records (mail messages, tar members) are
+ *               merged into one block;
+ *     accepted  if L >= avg, or if the boundary proposed before f (or the
+ *               start of the stream) is at least max(min, forced_min) before
+ *               it: a record that could be a block of its own;
+ *     accepted  if the next boundary proposed (or the end) is at least
+ *               max(min, forced_min) after it: it starts such a record;
+ *     otherwise accepted iff it is *strong*, (J(f) & MASK_F) == 0, where J(f)
+ *               is the gear hash of the 64 bytes from f on and MASK_F the top
+ *               FORMAT_BITS bits, and no boundary in (f, f + fmin) starts a
+ *               record of fmin or more (that one is the better cut); a
+ *               boundary not taken is passed over (merged into the block) and
+ *               the search goes on.  Such a boundary less than 2 fmin before
+ *               the end of the stream is dropped, and the end is the next cut.
+ *   Which boundaries end blocks thus depends only on the content next to them
+ *   and the distance from the last cut, so after an insertion the cuts fall
+ *   back onto the same strong boundaries within a block or two.
  * Because min >= 64, H(q) only ever covers bytes of the current chunk, and the
  * first min - 64 bytes of a chunk are never read at all.
  *
  * The GIL is released while scanning; a Chunker refuses concurrent use.
  */
 
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include "../_vtbuf.h"
@@ -52,13 +70,18 @@ static void init_gear(void)
 #define DEFAULT_MAX 65536
 #define DEFAULT_FORCED_MIN 64
 #define WINDOW 64
+/* a format boundary between min and avg is taken with probability 2^-FORMAT_BITS */
+#ifndef FORMAT_BITS
+#define FORMAT_BITS 4
+#endif
 #define LIMIT_MAX (1ULL << 30)
 
 enum { CUT_HASH = 0, CUT_FORMAT = 1, CUT_MAX = 2, CUT_END = 3, N_KINDS = 4 };
 
 typedef struct {
     uint64_t min, avg, max, forced_min;
-    uint64_t mask_s, mask_l;
+    uint64_t fmin; /* max(min, forced_min): the smallest block a format cut makes */
+    uint64_t mask_s, mask_l, mask_f;
 } cdc_params;
 
 typedef struct {
@@ -67,9 +90,15 @@ typedef struct {
     uint64_t pos;   /* absolute offset of the next byte to hash */
     uint64_t h;     /* gear hash after bytes [.., pos) */
     uint64_t fed;   /* bytes fed so far */
-    /* accepted-or-pending forced boundaries, ascending, fq[fq_head..fq_len) */
-    uint64_t *fq;
-    size_t fq_head, fq_len, fq_cap;
+    /* accepted-or-pending forced boundaries, ascending, fq[fq_head..fq_len),
+     * with the gear hashes of their windows fjh[] (complete below fq_judged) */
+    uint64_t *fq, *fjh, *fgap; /* fgap: distance from the boundary proposed before */
+    size_t fq_head, fq_len, fq_cap, fq_judged;
+    uint64_t hcut; /* a hash cut found beyond a boundary still to judge, or 0 */
+    /* the bytes [pos, fed) when the scan stopped short of them (waiting to
+     * judge a boundary): at most 2 fmin */
+    uint8_t *hist;
+    size_t hist_len, hist_cap;
     uint64_t last_proposed; /* largest boundary ever queued, or 0 */
     int have_proposed;
     /* cut offsets produced by the current call */
@@ -77,7 +106,7 @@ typedef struct {
     size_t n_cuts, cuts_cap;
     int cuts_oom;
     uint64_t counts[N_KINDS];
-    uint64_t dropped;
+    uint64_t dropped, merged;
 } cdc_state;
 
 /* ---- the scan ------------------------------------------------------------ */
@@ -144,91 +173,242 @@ static int push_cut(cdc_state *st, uint64_t e, int kind)
 }
 
 /*
+ * Hash the windows of the queued boundaries that lie in the bytes d[0..n) at
+ * absolute offsets [base, base + n): boundary f is judged by the gear hash of
+ * the bytes [f, f + WINDOW), which arrive after it was queued (a boundary is
+ * never queued behind the bytes fed), so each window is hashed as its bytes
+ * come and no byte before `base` is ever needed.
+ */
+static void judge_windows(cdc_state *st, const uint8_t *d, uint64_t base, uint64_t n)
+{
+    const uint64_t end = base + n;
+    size_t i = st->fq_judged > st->fq_head ? st->fq_judged : st->fq_head;
+    size_t first_open = 0; /* the first window not complete (+1), 0: none yet */
+    for (; i < st->fq_len; i++) {
+        uint64_t f = st->fq[i];
+        if (f >= end)
+            break;
+        uint64_t from = f > base ? f : base, to = f + WINDOW < end ? f + WINDOW : end;
+        gear_skim(d + (from - base), to - from, &st->fjh[i]);
+        if (f + WINDOW > end && !first_open)
+            first_open = i + 1; /* goes on in the next bytes (and so do later ones) */
+    }
+    st->fq_judged = first_open ? first_open - 1 : i;
+}
+
+/*
+ * Search for a hash cut end e in [first, bound) (first = start + min); on a
+ * find, st->hcut = e.  Returns 0 when the search is over (found or exhausted)
+ * and -1 when it needs more data.
+ */
+static int hash_search(cdc_state *st, const uint8_t *d, uint64_t base, uint64_t end,
+                       uint64_t bound)
+{
+    const cdc_params *p = &st->p;
+    uint64_t first = st->start + p->min; /* smallest hash cut end */
+    if (bound <= first)
+        return 0;
+    /* search cut ends e in [first, bound), i.e. bytes q = e - 1 */
+    uint64_t warm = first - WINDOW;
+    if (st->pos < warm) {
+        st->pos = warm;
+        st->h = 0;
+    }
+    if (st->pos + 1 >= bound)
+        return 0; /* searched up to bound already */
+    if (st->pos >= end)
+        return -1; /* need more data (possibly skipping ahead) */
+    /* warm-up: bytes before first - 1 are hashed without a test */
+    if (st->pos < first - 1) {
+        uint64_t stop = first - 1 < end ? first - 1 : end;
+        gear_skim(d + (st->pos - base), stop - st->pos, &st->h);
+        st->pos = stop;
+        if (st->pos >= end)
+            return -1;
+    }
+    /* small-mask region: e in [first, start + avg), then large-mask region */
+    for (int region = 0; region < 2; region++) {
+        uint64_t r_end = region == 0 ? st->start + p->avg : bound; /* exclusive bound on e */
+        if (r_end > bound)
+            r_end = bound;
+        if (st->pos + 1 >= r_end)
+            continue;
+        uint64_t stop = r_end - 1 < end ? r_end - 1 : end;
+        size_t len = stop - st->pos;
+        size_t i = gear_find(d + (st->pos - base), len, &st->h,
+                             region == 0 ? p->mask_s : p->mask_l, p->min + 512);
+        if (i < len) {
+            st->pos = st->pos + i + 1;
+            st->hcut = st->pos;
+            return 0;
+        }
+        st->pos = stop;
+        if (st->pos >= end && stop < r_end - 1)
+            return -1;
+    }
+    return 0;
+}
+
+/* The distance from queued boundary i to the next one (or "far": none is
+ * queued, and every proposal before the bytes fed is) */
+static inline uint64_t next_gap(const cdc_state *st, size_t i)
+{
+    return i + 1 < st->fq_len ? st->fq[i + 1] - st->fq[i] : UINT64_MAX;
+}
+
+/*
+ * Whether queued boundary i, between min and avg from the last cut and less
+ * than fmin after the boundary before it, ends the block: yes if the record
+ * it starts is at least fmin long; else only if it is strong and no record
+ * that long starts within fmin after it (that boundary is the better cut:
+ * the start of an MP4's mdat payload after its small moov boxes).
+ */
+static int judge_takes(const cdc_state *st, size_t i)
+{
+    const cdc_params *p = &st->p;
+    uint64_t f = st->fq[i];
+    if (next_gap(st, i) >= p->fmin)
+        return 1;
+    if (st->fjh[i] & p->mask_f)
+        return 0; /* weak */
+    for (size_t j = i + 1; j < st->fq_len && st->fq[j] < f + p->fmin; j++)
+        if (next_gap(st, j) >= p->fmin)
+            return 0;
+    return 1;
+}
+
+/*
+ * Scan the bytes d[0..end - base) at absolute offsets [base, end), appending
+ * every cut decided to st->cuts; st->pos >= base.
+ *
+ * The scan only moves forward: a boundary f that must be judged (between min
+ * and avg from the last cut) stops the hash search at f + WINDOW, so when f
+ * is taken, nothing past where the next chunk's search begins was looked at.
+ * Judging f waits for the bytes up to f + 2 fmin (the proposals after it), so
+ * the scan may stop short of `end`: cdc_run keeps those bytes for the next.
+ */
+static void cdc_core(cdc_state *st, const uint8_t *d, const uint64_t base, const uint64_t end)
+{
+    const cdc_params *p = &st->p;
+
+    for (;;) {
+        /* drop proposals too close to the last cut */
+        while (st->fq_head < st->fq_len && st->fq[st->fq_head] < st->start + p->fmin) {
+            st->fq_head++;
+            st->dropped++;
+        }
+        uint64_t limit = st->start + p->max;
+        int have_f = st->fq_head < st->fq_len && st->fq[st->fq_head] <= limit;
+        uint64_t f = have_f ? st->fq[st->fq_head] : 0;
+        /* taken only if strong: one that ends a record shorter than the
+         * minimum (a small mail message), short of avg from the last cut */
+        int judged = have_f && f - st->start < p->avg && st->fgap[st->fq_head] < p->fmin;
+        if (!st->hcut) {
+            uint64_t bound = limit;
+            if (have_f)
+                bound = judged ? (f + WINDOW < limit ? f + WINDOW : limit) : f;
+            if (hash_search(st, d, base, end, bound) < 0)
+                return;
+        }
+        uint64_t cut;
+        int kind;
+        if (have_f && (!st->hcut || f < st->hcut)) {
+            if (f > end)
+                return;
+            if (judged) {
+                /* what follows f decides: wait until every proposal up to
+                 * f + 2 fmin is known (all before `end` are queued) */
+                if (f + 2 * p->fmin > end)
+                    return; /* need more data (at the end: dropped) */
+                if (!judge_takes(st, st->fq_head)) {
+                    /* merged into the block; the search goes on */
+                    st->fq_head++;
+                    st->merged++;
+                    continue;
+                }
+            }
+            st->fq_head++;
+            cut = f;
+            kind = CUT_FORMAT;
+        } else if (st->hcut) {
+            cut = st->hcut;
+            kind = CUT_HASH;
+        } else {
+            if (limit > end)
+                return;
+            cut = limit;
+            kind = CUT_MAX;
+        }
+        st->hcut = 0;
+        if (st->pos < cut)
+            st->pos = cut;
+        if (push_cut(st, cut, kind) < 0)
+            return;
+    }
+}
+
+/* Keep the bytes [st->pos, end) of d (at absolute offsets from base) for the
+ * next call: the scan stopped there waiting to judge a boundary. */
+static void keep_history(cdc_state *st, const uint8_t *d, uint64_t base, uint64_t end)
+{
+    if (st->pos >= end) {
+        st->hist_len = 0;
+        return;
+    }
+    size_t len = (size_t)(end - st->pos);
+    if (len > st->hist_cap) {
+        uint8_t *h = malloc(len); /* not realloc: d may point into the old one */
+        if (!h) {
+            st->cuts_oom = 1;
+            st->hist_len = 0;
+            return;
+        }
+        memcpy(h, d + (st->pos - base), len);
+        free(st->hist);
+        st->hist = h;
+        st->hist_cap = len;
+    } else {
+        memmove(st->hist, d + (st->pos - base), len);
+    }
+    st->hist_len = len;
+}
+
+/*
  * Scan data d[0..n), the bytes at absolute offsets [st->fed, st->fed + n),
  * appending every cut decided to st->cuts.  Runs without the GIL.
  */
 static void cdc_run(cdc_state *st, const uint8_t *d, uint64_t n)
 {
-    const cdc_params *p = &st->p;
     const uint64_t base = st->fed, end = st->fed + n;
 
-    for (;;) {
-        /* drop proposals too close to the last cut */
-        while (st->fq_head < st->fq_len && st->fq[st->fq_head] < st->start + p->forced_min) {
-            st->fq_head++;
-            st->dropped++;
+    judge_windows(st, d, base, n);
+    if (st->hist_len) {
+        /* the scan stopped in the bytes before these: go on over them joined
+         * with enough new ones that, after, it is past `base` or waiting */
+        uint64_t hbase = base - st->hist_len;
+        uint64_t j = 2 * st->p.fmin + 2 * WINDOW;
+        size_t take = (size_t)(n < j ? n : j);
+        size_t len = st->hist_len + take;
+        if (len > st->hist_cap) {
+            uint8_t *h = realloc(st->hist, len);
+            if (!h) {
+                st->cuts_oom = 1;
+                return;
+            }
+            st->hist = h;
+            st->hist_cap = len;
         }
-        uint64_t limit = st->start + p->max;
-        uint64_t cut_at = limit;
-        int kind = CUT_MAX;
-        if (st->fq_head < st->fq_len && st->fq[st->fq_head] <= limit) {
-            cut_at = st->fq[st->fq_head];
-            kind = CUT_FORMAT;
-        }
-        uint64_t first = st->start + p->min; /* smallest hash cut end */
-        if (cut_at > first) {
-            /* search cut ends e in [first, cut_at), i.e. bytes q = e - 1 */
-            uint64_t warm = first - WINDOW;
-            if (st->pos < warm) {
-                st->pos = warm;
-                st->h = 0;
-            }
-            if (st->pos >= end)
-                return; /* need more data (possibly skipping ahead) */
-            /* warm-up: bytes before first - 1 are hashed without a test */
-            if (st->pos < first - 1) {
-                uint64_t stop = first - 1 < end ? first - 1 : end;
-                gear_skim(d + (st->pos - base), stop - st->pos, &st->h);
-                st->pos = stop;
-                if (st->pos >= end)
-                    return;
-            }
-            uint64_t found = 0;
-            /* small-mask region: e in [first, start + avg) */
-            uint64_t s_end = st->start + p->avg; /* exclusive bound on e */
-            if (s_end > cut_at)
-                s_end = cut_at;
-            if (st->pos + 1 < s_end) {
-                uint64_t stop = s_end - 1 < end ? s_end - 1 : end;
-                size_t len = stop - st->pos;
-                size_t i = gear_find(d + (st->pos - base), len, &st->h, p->mask_s, p->min + 512);
-                if (i < len) {
-                    found = st->pos + i + 1;
-                } else {
-                    st->pos = stop;
-                    if (st->pos >= end)
-                        return;
-                }
-            }
-            /* large-mask region: e in [max(first, start + avg), cut_at) */
-            if (!found && st->pos + 1 < cut_at) {
-                uint64_t stop = cut_at - 1 < end ? cut_at - 1 : end;
-                size_t len = stop - st->pos;
-                size_t i = gear_find(d + (st->pos - base), len, &st->h, p->mask_l, p->min + 512);
-                if (i < len) {
-                    found = st->pos + i + 1;
-                } else {
-                    st->pos = stop;
-                    if (st->pos >= end)
-                        return;
-                }
-            }
-            if (found) {
-                st->pos = found;
-                if (push_cut(st, found, CUT_HASH) < 0)
-                    return;
-                continue;
-            }
-        }
-        /* no hash cut before cut_at */
-        if (cut_at > end)
+        memcpy(st->hist + st->hist_len, d, take);
+        cdc_core(st, st->hist, hbase, base + take);
+        if (take == n || st->pos < base) {
+            keep_history(st, st->hist, hbase, base + take);
             return;
-        if (kind == CUT_FORMAT)
-            st->fq_head++;
-        st->pos = cut_at;
-        if (push_cut(st, cut_at, kind) < 0)
-            return;
+        }
     }
+    if (st->pos < base)
+        st->pos = base; /* cannot happen: the scan never needs bytes it was not kept */
+    cdc_core(st, d, base, end);
+    keep_history(st, d, base, end);
 }
 
 /* ---- parameters ---------------------------------------------------------- */
@@ -269,6 +449,8 @@ static int params_init(cdc_params *p, Py_ssize_t min, Py_ssize_t avg, Py_ssize_t
     p->avg = (uint64_t)avg;
     p->max = (uint64_t)max;
     p->forced_min = (uint64_t)forced_min;
+    p->fmin = p->min > p->forced_min ? p->min : p->forced_min;
+    p->mask_f = ~0ULL << (64 - FORMAT_BITS);
     p->mask_s = ~0ULL << (64 - (bits + 2));
     p->mask_l = ~0ULL << (64 - (bits - 2));
     return 0;
@@ -288,8 +470,12 @@ static int queue_boundaries(cdc_state *st, PyObject *seq)
     PyObject **items = PySequence_Fast_ITEMS(fast);
     /* compact the queue */
     if (st->fq_head) {
-        memmove(st->fq, st->fq + st->fq_head, (st->fq_len - st->fq_head) * sizeof(uint64_t));
-        st->fq_len -= st->fq_head;
+        size_t keep = st->fq_len - st->fq_head;
+        memmove(st->fq, st->fq + st->fq_head, keep * sizeof(uint64_t));
+        memmove(st->fjh, st->fjh + st->fq_head, keep * sizeof(uint64_t));
+        memmove(st->fgap, st->fgap + st->fq_head, keep * sizeof(uint64_t));
+        st->fq_judged = st->fq_judged > st->fq_head ? st->fq_judged - st->fq_head : 0;
+        st->fq_len = keep;
         st->fq_head = 0;
     }
     if (st->fq_len + (size_t)n > st->fq_cap) {
@@ -297,12 +483,19 @@ static int queue_boundaries(cdc_state *st, PyObject *seq)
         while (cap < st->fq_len + (size_t)n)
             cap *= 2;
         uint64_t *q = realloc(st->fq, cap * sizeof(uint64_t));
-        if (!q) {
+        if (q)
+            st->fq = q;
+        uint64_t *j = q ? realloc(st->fjh, cap * sizeof(uint64_t)) : NULL;
+        if (j)
+            st->fjh = j;
+        uint64_t *g = j ? realloc(st->fgap, cap * sizeof(uint64_t)) : NULL;
+        if (g)
+            st->fgap = g;
+        if (!q || !j || !g) {
             Py_DECREF(fast);
             PyErr_NoMemory();
             return -1;
         }
-        st->fq = q;
         st->fq_cap = cap;
     }
     size_t old_len = st->fq_len;
@@ -328,6 +521,8 @@ static int queue_boundaries(cdc_state *st, PyObject *seq)
                          (unsigned long long)st->fed);
             goto fail;
         }
+        st->fjh[st->fq_len] = 0;
+        st->fgap[st->fq_len] = have ? v - last : v;
         st->fq[st->fq_len++] = v;
         last = v;
         have = 1;
@@ -376,6 +571,9 @@ typedef struct {
 static void Chunker_dealloc(ChunkerObject *self)
 {
     free(self->st.fq);
+    free(self->st.fjh);
+    free(self->st.fgap);
+    free(self->st.hist);
     free(self->st.cuts);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -393,6 +591,9 @@ static int Chunker_init(ChunkerObject *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     free(self->st.fq);
+    free(self->st.fjh);
+    free(self->st.fgap);
+    free(self->st.hist);
     free(self->st.cuts);
     memset(&self->st, 0, sizeof self->st);
     self->finished = 0;
@@ -469,7 +670,9 @@ static PyObject *Chunker_finish(ChunkerObject *self, PyObject *Py_UNUSED(ignored
     cdc_state *st = &self->st;
     self->finished = 1;
     st->dropped += st->fq_len - st->fq_head;
-    st->fq_head = st->fq_len = 0;
+    st->fq_head = st->fq_len = st->fq_judged = 0;
+    st->hcut = 0;
+    st->hist_len = 0;
     if (st->fed > st->start && push_cut(st, st->fed, CUT_END) < 0)
         return PyErr_NoMemory();
     return cuts_to_list(st);
@@ -478,10 +681,11 @@ static PyObject *Chunker_finish(ChunkerObject *self, PyObject *Py_UNUSED(ignored
 static PyObject *Chunker_get_counts(ChunkerObject *self, void *Py_UNUSED(c))
 {
     const uint64_t *k = self->st.counts;
-    return Py_BuildValue("{sKsKsKsKsK}", "hash", (unsigned long long)k[CUT_HASH], "format",
+    return Py_BuildValue("{sKsKsKsKsKsK}", "hash", (unsigned long long)k[CUT_HASH], "format",
                          (unsigned long long)k[CUT_FORMAT], "max",
                          (unsigned long long)k[CUT_MAX], "end", (unsigned long long)k[CUT_END],
-                         "dropped", (unsigned long long)self->st.dropped);
+                         "dropped", (unsigned long long)self->st.dropped, "merged",
+                         (unsigned long long)self->st.merged);
 }
 
 #define U64_GETTER(name, expr)                                                                 \
@@ -511,7 +715,8 @@ static PyGetSetDef Chunker_getset[] = {
     {"last_cut", (getter)Chunker_get_last_cut, NULL, "offset of the last cut (0 at first)",
      NULL},
     {"counts", (getter)Chunker_get_counts, NULL,
-     "cuts made so far by kind (hash, format, max, end) and boundaries dropped", NULL},
+     "cuts made so far by kind (hash, format, max, end), boundaries dropped (too close\n"
+     "to the last cut or at the end) and merged (weak ones passed over)", NULL},
     {"finished", (getter)Chunker_get_finished, NULL, "whether finish() was called", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -579,6 +784,9 @@ static PyObject *cdc_cut_offsets(PyObject *Py_UNUSED(mod), PyObject *args, PyObj
 done:
     PyBuffer_Release(&view);
     free(st.fq);
+    free(st.fjh);
+    free(st.fgap);
+    free(st.hist);
     free(st.cuts);
     return result;
 }
@@ -721,9 +929,154 @@ done:
     return result;
 }
 
+
+/* ---- the mbox scanner's search ----------------------------------------------- */
+
+/* Offsets of mbox boundaries in d[i..n), appended to *out (grown as needed);
+ * returns the index where the search stopped (a pattern that may run past n
+ * is left for the next buffer), or (size_t)-1 when out of memory.  *in_header
+ * says whether the search is inside a message's header (looking for the blank
+ * line that ends it) or in a body (looking for "From " after a blank line). */
+static size_t mbox_search(const uint8_t *d, size_t i, size_t n, int *in_header, int split,
+                          uint64_t **out, size_t *n_out, size_t *cap, int *done)
+{
+    for (;;) {
+        size_t found;
+        if (*in_header) {
+            /* the first "\n\n" or "\r\n\r\n" starting at or after i */
+            size_t k = i;
+            found = (size_t)-1;
+            while (k < n) {
+                const uint8_t *nl = memchr(d + k, '\n', n - k);
+                if (!nl)
+                    break;
+                k = (size_t)(nl - d);
+                if (k + 1 >= n)
+                    break;
+                if (d[k + 1] == '\n') {
+                    found = k + 2;
+                    break;
+                }
+                if (d[k + 1] == '\r' && k >= i + 1 && d[k - 1] == '\r') {
+                    if (k + 2 >= n)
+                        break;
+                    if (d[k + 2] == '\n') {
+                        found = k + 3;
+                        break;
+                    }
+                }
+                k++;
+            }
+            if (found == (size_t)-1)
+                return i;
+            *in_header = 0;
+        } else {
+            /* "\nFrom " after a blank line */
+            found = (size_t)-1;
+            size_t k = i;
+            while (k + 6 <= n) {
+                const uint8_t *f = memmem(d + k, n - k, "\nFrom ", 6);
+                if (!f)
+                    break;
+                size_t j = (size_t)(f - d);
+                if ((j >= 1 && d[j - 1] == '\n') ||
+                    (j >= 3 && d[j - 3] == '\r' && d[j - 2] == '\n' && d[j - 1] == '\r')) {
+                    found = j + 1;
+                    break;
+                }
+                k = j + 1;
+                i = k;
+            }
+            if (found == (size_t)-1)
+                return i;
+            *in_header = 1;
+        }
+        if (*n_out == *cap) {
+            size_t c = *cap ? *cap * 2 : 1024;
+            uint64_t *o = realloc(*out, c * sizeof(uint64_t));
+            if (!o)
+                return (size_t)-1;
+            *out = o;
+            *cap = c;
+        }
+        (*out)[(*n_out)++] = found;
+        if (*in_header) {
+            i = found + 5; /* past "From " */
+        } else {
+            i = found;
+            if (!split) {
+                *done = 1;
+                return i;
+            }
+        }
+    }
+}
+
+PyDoc_STRVAR(mbox_scan_doc,
+             "mbox_scan(data, start, in_header, split_messages=True, base=0)\n"
+             "    -> (offsets, in_header, stop, done)\n\n"
+             "The mbox scanner's search over data[start:] (without the GIL): the\n"
+             "offsets (base + index into data) where a message's body starts (after the blank line\n"
+             "ending its header) and where a message starts (\"From \" after a blank\n"
+             "line), alternating from the state `in_header`; the state after them;\n"
+             "the index where the search stopped (what lies after may be part of a\n"
+             "pattern cut by the end of data); whether it ended for good\n"
+             "(split_messages false: after the first body start).");
+
+static PyObject *cdc_mbox_scan(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"data", "start", "in_header", "split_messages", "base", NULL};
+    PyObject *data;
+    Py_ssize_t start;
+    unsigned long long base = 0;
+    int in_header, split = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Onp|pK:mbox_scan", kwlist, &data, &start,
+                                     &in_header, &split, &base))
+        return NULL;
+    Py_buffer view;
+    if (get_buffer(data, &view) < 0)
+        return NULL;
+    if (start < 0 || start > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_Format(PyExc_ValueError, "start %zd outside the data (%zd bytes)", start,
+                     view.len);
+        return NULL;
+    }
+    uint64_t *out = NULL;
+    size_t n_out = 0, cap = 0, stop;
+    int done = 0;
+    Py_BEGIN_ALLOW_THREADS
+    stop = mbox_search(view.buf, (size_t)start, (size_t)view.len, &in_header, split, &out,
+                       &n_out, &cap, &done);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    PyObject *list = NULL, *result = NULL;
+    if (stop == (size_t)-1) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    list = PyList_New((Py_ssize_t)n_out);
+    if (!list)
+        goto done;
+    for (size_t k = 0; k < n_out; k++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(base + out[k]);
+        if (!v)
+            goto done;
+        PyList_SET_ITEM(list, (Py_ssize_t)k, v);
+    }
+    result = Py_BuildValue("(OOnO)", list, in_header ? Py_True : Py_False, (Py_ssize_t)stop,
+                           done ? Py_True : Py_False);
+done:
+    Py_XDECREF(list);
+    free(out);
+    return result;
+}
+
 static PyMethodDef cdc_methods[] = {
     {"cut_offsets", (PyCFunction)(void (*)(void))cdc_cut_offsets, METH_VARARGS | METH_KEYWORDS,
      cut_offsets_doc},
+    {"mbox_scan", (PyCFunction)(void (*)(void))cdc_mbox_scan, METH_VARARGS | METH_KEYWORDS,
+     mbox_scan_doc},
     {"gear_table", (PyCFunction)cdc_gear_table, METH_NOARGS, gear_table_doc},
     {"run_byte", (PyCFunction)cdc_run_byte, METH_O, run_byte_doc},
     {"run_bytes", (PyCFunction)(void (*)(void))cdc_run_bytes, METH_VARARGS | METH_KEYWORDS,
@@ -758,6 +1111,7 @@ PyMODINIT_FUNC PyInit__cdc(void)
         PyModule_AddIntConstant(m, "DEFAULT_MAX", DEFAULT_MAX) < 0 ||
         PyModule_AddIntConstant(m, "DEFAULT_FORCED_MIN", DEFAULT_FORCED_MIN) < 0 ||
         PyModule_AddIntConstant(m, "WINDOW", WINDOW) < 0 ||
+        PyModule_AddIntConstant(m, "FORMAT_BITS", FORMAT_BITS) < 0 ||
         PyModule_AddObject(m, "GEAR_SEED", PyLong_FromUnsignedLongLong(GEAR_SEED)) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 GEAR_SEED = 0x7674737467656172  # ASCII "vtstgear"
 WINDOW = 64
 M64 = (1 << 64) - 1
+#: a format boundary between min and avg ends a block with probability 2**-FORMAT_BITS
+FORMAT_BITS = 4
 
 HASH, FORMAT, MAX, END = "hash", "format", "max", "end"
 
@@ -76,6 +78,8 @@ def cuts_with_kinds(
     """The chunk ends of `data` as one whole stream, each with why it was cut."""
     validate(min_size, avg_size, max_size, forced_min)
     mask_s, mask_l = masks(avg_size)
+    mask_f = (M64 << (64 - FORMAT_BITS)) & M64
+    fmin = max(min_size, forced_min)
     props = list(boundaries)
     if any(b < 0 for b in props) or any(b >= c for b, c in zip(props, props[1:], strict=False)):
         raise ValueError("boundary offsets must be non-negative and strictly increasing")
@@ -84,37 +88,72 @@ def cuts_with_kinds(
     s = 0
     pi = 0
     while s < n:
-        while pi < len(props) and props[pi] < s + forced_min:
-            pi += 1
-        limit = s + max_size
-        if pi < len(props) and props[pi] <= limit:
-            cut_at, kind = props[pi], FORMAT
-        else:
-            cut_at, kind = limit, MAX
-        found = None
         # roll the hash from 64 bytes before the first candidate; after 64 bytes
         # it equals window_hash (the tests check that too)
         h = 0
-        for q in range(s + min_size - WINDOW, min(cut_at - 1, n)):
-            h = ((h << 1) + GEAR[data[q]]) & M64
-            e = q + 1
-            if e - s < min_size:
-                continue
-            if h & (mask_s if e - s < avg_size else mask_l) == 0:
-                found = e
-                break
-        if found is not None:
-            out.append((found, HASH))
-            s = found
-        elif cut_at <= n:
-            out.append((cut_at, kind))
-            if kind == FORMAT:
+        q = s + min_size - WINDOW  # the next byte to hash
+        hcut = None  # the first hash cut found
+        while True:  # the candidates for this chunk's end, in order
+            # no format cut makes a block below the minimum
+            while pi < len(props) and props[pi] < s + fmin:
                 pi += 1
-            s = cut_at
-        else:
-            out.append((n, END))
-            s = n
+            limit = s + max_size
+            f = props[pi] if pi < len(props) and props[pi] <= limit else None
+            # a boundary between min and avg that ends a record shorter than
+            # the minimum (its predecessor less than fmin before it) is taken
+            # only if strong
+            gap = f - (props[pi - 1] if pi else 0) if f is not None else 0
+            judged = f is not None and f - s < avg_size and gap < fmin
+            if hcut is None:
+                # search up to the boundary, or past a judged one to its window's end
+                bound = limit if f is None else min(f + WINDOW, limit) if judged else f
+                while q < min(bound - 1, n):
+                    h = ((h << 1) + GEAR[data[q]]) & M64
+                    e = q + 1
+                    q += 1
+                    if e - s < min_size:
+                        continue
+                    if h & (mask_s if e - s < avg_size else mask_l) == 0:
+                        hcut = e
+                        break
+            if f is not None and (hcut is None or f < hcut):
+                if f > n or (judged and f + 2 * fmin > n):  # the end (too near to judge)
+                    out.append((n, END))
+                    s = n
+                    break
+                if judged and not _takes(data, props, pi, fmin, mask_f):
+                    pi += 1  # merged into the block
+                    continue
+                out.append((f, FORMAT))
+                pi += 1
+                s = f
+            elif hcut is not None:
+                out.append((hcut, HASH))
+                s = hcut
+            elif limit > n:
+                out.append((n, END))
+                s = n
+            else:
+                out.append((limit, MAX))
+                s = limit
+            break
     return out
+
+
+def _takes(data, props, i: int, fmin: int, mask_f: int) -> bool:
+    """Whether boundary props[i], less than fmin after the one before it and
+    between min and avg from the last cut, ends the block."""
+    f = props[i]
+
+    def next_gap(j):
+        return props[j + 1] - props[j] if j + 1 < len(props) else fmin
+
+    if next_gap(i) >= fmin:  # it starts a record that can be a block of its own
+        return True
+    if window_hash(data, f + WINDOW - 1) & mask_f:  # weak
+        return False
+    # a boundary that starts such a record within fmin after it is the better cut
+    return not any(next_gap(j) >= fmin for j in range(i + 1, len(props)) if props[j] < f + fmin)
 
 
 def cut_offsets(data, *args, **kwargs) -> list[int]:

@@ -9,6 +9,7 @@ single .eml message (no "From " lines).  LF and CRLF line ends both work.
 
 from __future__ import annotations
 
+from vtstore.chunking._cdc import mbox_scan
 from vtstore.chunking.params import DEFAULT_PARAMS, ChunkParams
 from vtstore.chunking.scanners.base import Scanner
 
@@ -32,57 +33,23 @@ class MboxScanner(Scanner):
         self._scan_from = 0  # offset (absolute) where the next search starts
         self._last = 0
 
-    def _propose(self, out: list, off: int) -> None:
-        if off > self._last:
-            out.append(off)
-            self._last = off
-
     def feed(self, buf) -> list[int]:
         if self._done:
             return []
-        data = self._tail + bytes(buf)
+        data = self._tail + buf  # one copy: the search wants the tail joined
         base = self._base
-        out: list[int] = []
+        # the search is native (no Python step per message: a format-patch
+        # mbox has a message per ~650 bytes); it stops before a pattern that
+        # the end of the buffer may cut, which the kept tail then finds
         i = max(0, self._scan_from - base)
+        out, self._in_header, i, self._done = mbox_scan(
+            data, i, self._in_header, self.split_messages, base
+        )
+        while out and out[0] <= self._last:  # found again in the kept tail
+            del out[0]
+        if out:
+            self._last = out[-1]
         n = len(data)
-        # the next "\n\n" and "\r\n\r\n" at or after the last search start
-        # (-1: none up to the end), searched again only once `i` has passed
-        # them: a search per message to the end of the buffer for the pattern
-        # a file never has (CRLF in an LF mbox) made the scan quadratic
-        lf = crlf = None
-        while True:
-            if self._in_header:
-                if lf is None or 0 <= lf < i:
-                    lf = data.find(b"\n\n", i)
-                if crlf is None or 0 <= crlf < i:
-                    crlf = data.find(b"\r\n\r\n", i)
-                if lf < 0 and crlf < 0:
-                    break
-                if crlf >= 0 and (lf < 0 or crlf < lf):
-                    end = crlf + 4
-                else:
-                    end = lf + 2
-                self._propose(out, base + end)
-                self._in_header = False
-                i = end
-                if not self.split_messages:
-                    self._done = True
-                    return out
-            else:
-                j = data.find(b"\nFrom ", i)
-                if j < 0:
-                    break
-                # a message start needs a blank line before it
-                if j >= 1 and data[j - 1] == 0x0A:
-                    start = j + 1
-                elif j >= 3 and data[j - 3 : j] == b"\r\n\r":
-                    start = j + 1
-                else:
-                    i = j + 1
-                    continue
-                self._propose(out, base + start)
-                self._in_header = True
-                i = start + 5
         keep = min(n, _TAIL)
         self._scan_from = base + max(i, n - keep)
         self._tail = data[n - keep :]
