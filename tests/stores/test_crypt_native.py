@@ -244,15 +244,17 @@ def test_one_call_path_reports_duplicates(tmp_path, keyfile):  # noqa: F811
         [(150, "flip"), (180, "flip")],
         [(120, "data"), (199, "data")],
         [(199, "flip")],
+        [(150, "gone"), (190, "data")],
     ],
 )
 def test_large_get_names_the_first_bad_block(tmp_path, keyfile, bad):  # noqa: F811
     """A batch large enough to be opened and checked in two halves on two
-    threads: a block with the right tag but other data (a key holder's bug)
-    and a flipped block are refused, the first bad one named (of its kind:
-    within a half, authentication is checked for all before the hashes),
-    whichever half it is in; the other blocks still read."""
-    from vtstore.errors import CorruptBlockError
+    threads: a block with the right tag but other data (a key holder's bug),
+    a flipped block and a missing one are refused, the first bad one named
+    (of its kind: a missing block is found before any is opened, and within
+    a half authentication before the hashes), whichever half it is in; the
+    other blocks still read."""
+    from vtstore.errors import CorruptBlockError, MissingBlockError
     from vtstore.stores.memory import MemoryStore
 
     back = MemoryStore(hashclass=tag_class(Hash_BLAKE3))
@@ -264,12 +266,15 @@ def test_large_get_names_the_first_bad_block(tmp_path, keyfile, bad):  # noqa: F
     for i, how in bad:
         if how == "data":  # right tag and key, another block's data
             back._blocks[names[i]] = s.seal(hs[i], blocks[i - 1])
+        elif how == "gone":
+            del back._blocks[names[i]]
         else:
             blob = bytearray(back._blocks[names[i]])
             blob[100] ^= 4
             back._blocks[names[i]] = bytes(blob)
-    with pytest.raises(CorruptBlockError) as e:
+    with pytest.raises((CorruptBlockError, MissingBlockError)) as e:
         s.get_many(hs)
+    assert isinstance(e.value, MissingBlockError) == (bad[0][1] == "gone")
     assert e.value.hashcode == hs[bad[0][0]]
     wrong = {i for i, _ in bad}
     good = [h for i, h in enumerate(hs) if i not in wrong]
