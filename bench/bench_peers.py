@@ -25,8 +25,7 @@ with `-C lz4` and `-C zstd,3`; casync `make --compression=zstd`; bup `index` +
 round (XDG_CACHE_HOME, BORG_BASE_DIR), so nothing carries over between rounds.
 
 --profile KIND runs vt's ingest of the first and of the last snapshot and its
-restore under cProfile (main thread only: work done in vt's worker threads
-shows as waits) and writes the top 25 cumulative and top 15 own-time entries
+restore under cProfile (in every thread, their times summed) and writes the top 25 cumulative and top 15 own-time entries
 of each to DIR/profile-KIND.txt.
 """
 
@@ -38,6 +37,7 @@ import json
 import os
 import pstats
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -326,6 +326,40 @@ def summary_table(kinds: dict) -> str:
     return "\n".join(lines)
 
 
+def profiled_vt(out: str, argv: list[str]) -> int:
+    """Run `vt ARGV` in this process with cProfile in every thread (vt's import
+    and restore work in thread pools, which `python -m cProfile` does not see);
+    write the merged stats to `out`.  Times of threads add up: a function's
+    cumulative time is summed over the threads that ran it."""
+    import cProfile
+    import threading
+
+    from vtstore.cli.main import main as vt_main
+
+    profs = [cProfile.Profile()]
+
+    def start(*_):  # the first event of each new thread: profile it from here on
+        sys.setprofile(None)
+        p = cProfile.Profile()
+        profs.append(p)  # list.append is atomic
+        p.enable()
+
+    threading.setprofile(start)
+    profs[0].enable()
+    try:
+        rc = vt_main(argv)
+    finally:
+        profs[0].disable()
+        threading.setprofile(None)
+        stats = pstats.Stats(profs[0])
+        for p in profs[1:]:
+            p.create_stats()
+            if p.stats:
+                stats.add(p)
+        stats.dump_stats(out)
+    return rc
+
+
 def profile(kind: str, snaps: list[str], work: str, out_dir: str, lock: str | None) -> str:
     """cProfile vt's ingest (first and last snapshot) and restore of one kind;
     write the top entries to OUT_DIR/profile-KIND.txt and return its path."""
@@ -333,7 +367,12 @@ def profile(kind: str, snaps: list[str], work: str, out_dir: str, lock: str | No
     out = os.path.join(work, "out-profile")
     prof = os.path.join(work, "profile.pstats")
     env = tool_env(os.path.join(work, "cache-profile"))
-    cprof = [sys.executable, "-m", "cProfile", "-o", prof, "-m", "vtstore.cli.main", "-q"]
+    here = os.path.dirname(os.path.abspath(__file__))
+    run_profiled = (
+        f"import sys; sys.path.insert(0, {here!r}); import bench_peers;"
+        " sys.exit(bench_peers.profiled_vt(sys.argv[1], sys.argv[2:]))"
+    )
+    cprof = [sys.executable, "-c", run_profiled, prof, "-q"]
     report = io.StringIO()
 
     def step(title: str, args: list[str]) -> None:
@@ -409,6 +448,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     ensure_tools()
     set_pause(a.pause)
+    # a killed run still removes its repositories (the `finally` below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     missing = [t for t in a.tools if t != "vt" and not shutil.which(t.split("-")[0])]
     if missing:
         ap.error(

@@ -6,7 +6,7 @@ Each kind is a list of snapshot directories under DIR/full (or DIR/quick), built
 once and reused (a `.done` file marks a finished kind):
 
 - ``git``: a git repository made of successive Django releases from PyPI
-  (`pip download --no-binary :all:`, one commit each), checked out at each commit
+  (`pip download --no-binary :all:`, one commit each), its `django/` package checked out at each commit
   (`git archive`), as a source tree's history would be backed up.
 - ``mbox``: the `git format-patch --stdout --root` mbox of issue 12 (a synthetic
   repository of one-function commits, `bench_chunk.make_format_patch_mbox`),
@@ -17,7 +17,7 @@ once and reused (a `.done` file marks a finished kind):
 - ``mp4``: videos made by ffmpeg (testsrc + noise, x264 8 Mbit/s, AAC,
   faststart); the second snapshot has each one's title changed
   (`ffmpeg -c copy -metadata title=...`, which moves every sample's offset).
-- ``mixed``: a copy of /usr/share/doc and /usr/lib/python3.11; the second snapshot
+- ``mixed``: a copy of /usr/lib/python3.11 and /usr/share/doc/[m-z]*; the second snapshot
   a copy of it with 2% of the regular files changed (half appended to, half
   overwritten in place).
 
@@ -29,6 +29,7 @@ that is mostly stored already.
 from __future__ import annotations
 
 import argparse
+import glob
 import gzip
 import os
 import random
@@ -46,13 +47,15 @@ KINDS = ("git", "mbox", "tarballs", "mp4", "mixed")
 
 # successive patch releases: the day-to-day distance of a source history
 DJANGO = ("4.2", "4.2.1", "4.2.2", "4.2.3")
+GIT_PATHS = ("django",)  # what is checked out: the package (31 MB), not docs and tests
+DATA_VERSION = 2  # part of the cache's path: bump when a data set changes
 SIZES = {
     # kind: (full, quick)
     "releases": (4, 2),
-    "mbox_bytes": (48 << 20, 6 << 20),
+    "mbox_bytes": (32 << 20, 6 << 20),
     "mbox_versions": (4, 2),
-    "video_seconds": ((22, 30, 38), (8,)),
-    "mixed_roots": (("/usr/share/doc", "/usr/lib/python3.11"), ("/usr/lib/python3.11",)),
+    "video_seconds": ((20, 28), (8,)),
+    "mixed_roots": (("/usr/lib/python3.11", "/usr/share/doc/[m-z]*"), ("/usr/lib/python3.11",)),
 }
 
 
@@ -108,7 +111,7 @@ def build_git(kdir: str, data: str, quick: bool) -> None:
         subprocess.run([*git, "commit", "-q", "-m", os.path.basename(sd)], check=True)
         snap = os.path.join(kdir, f"s{i}")
         os.makedirs(snap)
-        archive = subprocess.Popen([*git, "archive", "HEAD"], stdout=subprocess.PIPE)
+        archive = subprocess.Popen([*git, "archive", "HEAD", *GIT_PATHS], stdout=subprocess.PIPE)
         subprocess.run(["tar", "-x", "-C", snap], stdin=archive.stdout, check=True)
         if archive.wait():
             raise RuntimeError("git archive failed")
@@ -183,15 +186,19 @@ def change_files(root: str, fraction: float, seed: int = 18) -> int:
 def build_mixed(kdir: str, quick: bool) -> None:
     s1, s2 = os.path.join(kdir, "s1"), os.path.join(kdir, "s2")
     os.makedirs(s1)
-    for src in _pick("mixed_roots", quick):
-        subprocess.run(["cp", "-a", src, os.path.join(s1, os.path.basename(src))], check=True)
+    for pattern in _pick("mixed_roots", quick):
+        for src in sorted(glob.glob(pattern)):
+            dest = os.path.join(
+                s1, src.strip("/").replace("/", "_") if "*" in pattern else os.path.basename(src)
+            )
+            subprocess.run(["cp", "-a", src, dest], check=True)
     subprocess.run(["cp", "-a", s1, s2], check=True)
     change_files(s2, 0.02)
 
 
 def build(data: str, quick: bool = False, kinds=KINDS) -> dict[str, list[str]]:
     """Build what is missing of `kinds` under DATA; return {kind: [snapshot dirs]}."""
-    base = os.path.join(data, "quick" if quick else "full")
+    base = os.path.join(data, f"{'quick' if quick else 'full'}{DATA_VERSION}")
     out = {}
     for kind in kinds:
         kdir = os.path.join(base, kind)
