@@ -96,6 +96,30 @@ def test_no_format_cut_below_min_any_proposals(seed, n, spacing, pieces):
     assert max(sizes, default=0) <= 65536
 
 
+@pytest.mark.parametrize("step", [1, 7, 63, 64, 65, 129])
+def test_stream_in_small_pieces_matches_the_reference(step):
+    """Judging a small record's boundary waits for the bytes 2 min past it; the
+    chunker keeps what it stopped short of, so tiny feeds cut as one whole buffer."""
+    from vtstore.chunking import reference as ref
+
+    rnd = random.Random(step)
+    for _ in range(25):
+        params = rnd.choice([(64, 256, 1024), (100, 512, 600), (128, 256, 4096)])
+        fm = rnd.choice([1, 64, 300])
+        n = rnd.randrange(0, 2500)
+        data = rnd.randbytes(n)
+        bounds = sorted({rnd.randrange(n + 1) for _ in range(n // rnd.choice([3, 40, 400]) + 1)})
+        want = ref.cut_offsets(data, *params, boundaries=bounds, forced_min=fm)
+        ch = Chunker(*params, forced_min=fm)
+        cuts, left = [], list(bounds)
+        for at in range(0, n, step):
+            end = min(n, at + step)
+            ready = [b for b in left if b < end or end == n]
+            left = left[len(ready) :]
+            cuts += ch.feed(data[at:end], ready)
+        assert cuts + ch.finish() == want, (params, fm, n)
+
+
 # -- resynchronisation after an inserted message ------------------------------------------
 
 
