@@ -8,6 +8,18 @@ Metadata is restored as far as the running user may: owner by name first, then b
 number (root only), then mode (after chown, which clears setuid), xattrs and ACLs,
 and times last (directories after their contents).
 
+Speed: the walk runs ahead of the writing.  It gathers the stored leaves of the
+next files (across many small files, up to `BATCH_LEAVES` leaves or
+`BATCH_BYTES`) and reads them with one `store.get_many` (`salvage.fetch_leaves`:
+past damage leaf by leaf, so a bad leaf still costs only its range); a small
+pool of threads (`threads`, both cores: the GIL is released in the system calls)
+creates the files, writes each contiguous run with one `pwrite`/`pwritev` of the
+fetched buffers (no copies; holes are skipped), and sets metadata on the open fd,
+leaving out calls that would change nothing.  Order is kept where it matters: a
+directory's metadata is set after its last file is written (by whichever thread
+finishes it), a hard link waits for its target, and the bytes in flight are
+bounded (`MAX_IN_FLIGHT`), so memory does not grow with file or tree size.
+
 Damage (a missing or corrupt block, a directory block that does not decode) does
 not stop a restore: a file whose content cannot all be read is written as
 `NAME.vt-damaged`, every readable range in place and every unreadable one a hole
@@ -28,6 +40,8 @@ import logging
 import os
 import pwd
 import stat as statmod
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from vtstore.errors import FormatError, VTError
@@ -56,7 +70,9 @@ from vtstore.tree.salvage import (
     Damage,
     LimitError,
     damage_text,
+    fetch_leaves,
     iter_content,
+    leaf_piece,
     read_entries,
     tree_totals,
 )
@@ -78,6 +94,19 @@ FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE
 DEFAULT_MAX_FILES = 10_000_000
 #: xattr namespaces `safe` restores none of (file capabilities are security.capability)
 UNSAFE_XATTR_PREFIXES = ("security.", "trusted.")
+#: a batch read with one store.get_many: at most this many leaves...
+BATCH_LEAVES = 1024
+#: ...or this many bytes of content (one leaf more at most)
+BATCH_BYTES = 4 << 20
+#: at most this many files (and their pieces) gathered before a batch goes out
+BATCH_ENTRIES = 1024
+#: bytes read from the store but not yet written, at most (one batch more at most)
+MAX_IN_FLIGHT = 8 << 20
+#: files handed to the pool and not yet finished, at most (one batch more at most)
+MAX_OPEN_FILES = 512
+#: threads creating and writing files (0: all in the walking thread)
+DEFAULT_THREADS = 2
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
 class ExportError(VTError):
@@ -119,9 +148,10 @@ class ExportStats:
 
 
 class _Frame:
-    """A directory on the way down: its fd (None when closed to save fds)."""
+    """A directory on the way down: its fd (None when closed to save fds), and
+    its files still being written (its metadata waits for them)."""
 
-    __slots__ = ("fd", "dirent", "rel", "entries", "i")
+    __slots__ = ("fd", "dirent", "rel", "entries", "i", "pending", "walked", "is_root")
 
     def __init__(self, fd, dirent, rel, entries):
         self.fd = fd
@@ -129,6 +159,42 @@ class _Frame:
         self.rel = rel
         self.entries = entries
         self.i = 0
+        self.pending = 0
+        self.walked = False
+        self.is_root = False
+
+
+class _FileJob:
+    """A regular file being restored.  Its content goes out in chunks (one per
+    batch it has pieces in), written by the pool in any order; `left` counts the
+    chunks not yet written plus one until the walk has planned them all, and
+    whoever brings it to 0 sets the metadata, closes and names the file."""
+
+    __slots__ = (
+        "frame", "dfd", "name", "tmp", "e", "rel", "replace", "perm", "seq", "size",
+        "end", "fd", "left", "lock", "bad", "lost", "failed", "done", "final",
+    )  # fmt: skip
+
+    def __init__(self, frame, dfd, name, tmp, e, rel, replace, perm, seq):
+        self.frame = frame
+        self.dfd = dfd
+        self.name = name
+        self.tmp = tmp
+        self.e = e
+        self.rel = rel
+        self.replace = replace
+        self.perm = perm
+        self.seq = seq
+        self.size = 0
+        self.end = 0  # the end of the content written so far
+        self.fd = None
+        self.left = 1
+        self.lock = threading.Lock()
+        self.bad: list[tuple[int, str]] = []
+        self.lost = 0
+        self.failed = False
+        self.done = False  # set under the exporter's lock; waited for on its condition
+        self.final = name
 
 
 class Exporter:
@@ -146,6 +212,7 @@ class Exporter:
     `filters` (`vtstore.tree.filters.Filters`): restore only what its rules keep.
     `on_total(nbytes)`: told the tree's file bytes before anything is written
     (a progress bar's total; not with `filters`).
+    `threads`: threads writing files beside the walk (0: none, all inline).
     """
 
     def __init__(
@@ -161,6 +228,7 @@ class Exporter:
         max_size: int | None = None,
         filters=None,
         on_total=None,
+        threads: int = DEFAULT_THREADS,
     ):
         if resume not in (None, "quick", "verify"):
             raise ValueError(f"resume must be None, 'quick' or 'verify', not {resume!r}")
@@ -182,6 +250,28 @@ class Exporter:
         # per export: the user databases may change between runs, not during one
         self._uid_of = cached_lookup(lambda name: pwd.getpwnam(name).pw_uid)
         self._gid_of = cached_lookup(lambda name: grp.getgrnam(name).gr_gid)
+        self.threads = max(0, threads)
+        self._euid, self._egid = os.geteuid(), os.getegid()
+        self._umask = _current_umask()
+        # a new file's owner and mode are known (no setgid directory, no default
+        # ACL above it, nothing there before): calls that would not change them
+        # are left out; decided per export in _start
+        self._fresh_meta = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._fatal: BaseException | None = None
+        self._cur: _Frame | None = None  # the directory the walk is in
+        self._waiting: set[_Frame] = set()  # walked, files still being written
+        self._jobs_open = 0
+        self._pending_files = 0
+        self._pending_bytes = 0
+        self._in_flight = 0
+        self._seq = 0
+        self._damaged: list[tuple[int, Damage]] = []
+        self._batch: list[tuple] = []
+        self._batch_leaves = 0
+        self._batch_bytes = 0
 
     # -- entry point ------------------------------------------------------
 
@@ -208,7 +298,11 @@ class Exporter:
             fd = os.open(target_b, _DIR_FLAGS)
             self._root_fd = fd
             try:
-                self._walk(fd, dirent)
+                self._start(fd)
+                try:
+                    self._walk(fd, dirent)
+                finally:
+                    self._stop()
             finally:
                 os.close(fd)
                 self._root_fd = None
@@ -224,11 +318,69 @@ class Exporter:
             try:
                 if dirent.type == T_HARDLINK:
                     raise ExportError("a hard link on its own cannot be exported")
-                self._create(fd, name, dirent, (name,))
+                self._start(fd)
+                try:
+                    self._cur = _Frame(fd, None, (), [])
+                    self._cur.is_root = True
+                    self._create(fd, name, dirent, (name,))
+                    self._drain()
+                finally:
+                    self._stop()
             finally:
                 os.close(fd)
                 self._root_fd = None
         return self.stats
+
+    # -- the writing pool ------------------------------------------------------
+
+    def _start(self, fd: int) -> None:
+        """Start the pool; decide whether new files' owner and mode are known."""
+        st = os.fstat(fd)
+        self._fresh_meta = (
+            not self.resume and not st.st_mode & statmod.S_ISGID and not _has_default_acl(fd)
+        )
+        if self.threads:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vt-restore")
+
+    def _stop(self) -> None:
+        """Wait for every thread (after an error: they skip their work), close what
+        an error left open and put the damage found in walk order."""
+        if self._fatal is None and self._batch:
+            self._fatal = RuntimeError("restore stopped")  # not reached in a clean run
+        self._batch = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for f in self._waiting:  # walked, but a file of theirs never went out
+            if not f.is_root and f.fd is not None:
+                os.close(f.fd)
+                f.fd = None
+        self._waiting.clear()
+        self._damaged.sort(key=lambda x: x[0])
+        self.stats.damaged = [d for _, d in self._damaged]
+
+    def _drain(self) -> None:
+        """Send the last batch and wait until every file is written."""
+        self._flush()
+        with self._cv:
+            while self._jobs_open and self._fatal is None:
+                self._cv.wait()
+        self._check_fatal()
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _fail(self, err: BaseException) -> None:
+        """Stop the restore at the next step of the walk (the first error wins)."""
+        with self._cv:
+            if self._fatal is None:
+                self._fatal = err
+            self._cv.notify_all()
+
+    def _add_damage(self, seq: int, d: Damage) -> None:
+        with self._lock:
+            self._damaged.append((seq, d))
 
     # -- the walk ------------------------------------------------------------
 
@@ -237,7 +389,7 @@ class Exporter:
         if problems:
             shown = _shown(rel) or "."
             log.warning("directory %s is damaged: %s", shown, "; ".join(problems[:3]))
-            self.stats.damaged.append(Damage(shown, problems, kind="dir"))
+            self._add_damage(self._next_seq(), Damage(shown, problems, kind="dir"))
         if self.filters is not None:
             entries = self.filters.keep_entries(entries, "/".join(fsdec(n) for n in rel))
         return entries
@@ -254,13 +406,20 @@ class Exporter:
                 if not statmod.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):
                     os.unlink(name, dir_fd=fd)
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
     def _walk(self, root_fd: int, root: Dirent) -> None:
         frames = [_Frame(root_fd, root, (), self._entries(root, ()))]
+        frames[0].is_root = True
         if self.resume:
             self._sweep(root_fd, frames[0].entries)
         try:
             while frames:
+                self._check_fatal()
                 f = frames[-1]
+                self._cur = f
                 if f.i < len(f.entries):
                     e = f.entries[f.i]
                     f.i += 1
@@ -278,6 +437,7 @@ class Exporter:
                                 if len(frames) > _MAX_OPEN_DIRS:
                                     old = frames[len(frames) - _MAX_OPEN_DIRS]
                                     if old.fd is not None:
+                                        self._wait_idle(old)  # its files use the fd
                                         os.close(old.fd)
                                         old.fd = None
                         else:
@@ -285,18 +445,50 @@ class Exporter:
                     except OSError as err:
                         self._os_error(rel, err)
                 else:
-                    fd = self._fd_of(frames, len(frames) - 1)
-                    try:
-                        self._apply_meta(fd, None, f.dirent)
-                    except OSError as err:
-                        self._os_error(f.rel, err)
-                    if len(frames) > 1:
-                        os.close(fd)
+                    self._fd_of(frames, len(frames) - 1)
                     frames.pop()
+                    with self._lock:
+                        f.walked = True
+                        ready = f.pending == 0
+                        if not ready:
+                            self._waiting.add(f)
+                    if ready:
+                        self._finish_dir(f)
+                    if not frames:
+                        self._drain()
+        except BaseException as err:
+            self._fail(err)  # the pool's threads skip what is left
+            raise
         finally:  # an error that stops the restore leaves no directory open
             for f in frames[1:]:
-                if f.fd is not None:
+                if f.fd is not None and not f.pending:
                     os.close(f.fd)
+                    f.fd = None
+                elif f.fd is not None:
+                    with self._lock:
+                        f.walked = True
+                        self._waiting.add(f)
+
+    def _finish_dir(self, f: _Frame) -> None:
+        """A directory's metadata, once its entries are all there; close its fd."""
+        try:
+            self._apply_meta(f.fd, None, f.dirent)
+        except OSError as err:
+            self._os_error(f.rel, err)
+        finally:
+            if not f.is_root:
+                os.close(f.fd)
+                f.fd = None
+
+    def _wait_idle(self, f: _Frame) -> None:
+        """Wait until no file of directory `f` is being written."""
+        if not f.pending:
+            return
+        self._flush()
+        with self._cv:
+            while f.pending and self._fatal is None:
+                self._cv.wait()
+        self._check_fatal()
 
     def _fd_of(self, frames: list[_Frame], j: int) -> int:
         """The fd of directory `frames[j]`, reopened by name from an open ancestor."""
@@ -319,18 +511,21 @@ class Exporter:
             raise err
         msg = f"{_shown(rel)}: {err.strerror or err}"
         log.warning("could not restore %s", msg)
-        self.stats.errors.append(msg)
+        with self._lock:
+            self.stats.errors.append(msg)
 
     def _check_limits(self) -> None:
+        # counts the files still being written: limits hold whatever the pool does
         st = self.stats
-        if self.max_files is not None and st.entries > self.max_files:
+        if self.max_files is not None and st.entries + self._pending_files > self.max_files:
             raise LimitError(f"more than {self.max_files:,} entries restored (--max-files)")
-        if self.max_size is not None and st.bytes > self.max_size:
+        if self.max_size is not None and st.bytes + self._pending_bytes > self.max_size:
             raise LimitError(f"more than {self.max_size:,} bytes restored (--max-size)")
 
     # -- objects -----------------------------------------------------------
 
     def _make_dir(self, dfd: int, name: bytes, e: Dirent, rel) -> int | None:
+        # counted under the lock: the pool's threads update the same stats
         try:
             os.mkdir(name, 0o700, dir_fd=dfd)
         except FileExistsError:
@@ -340,7 +535,8 @@ class Exporter:
             if not statmod.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=dfd)
                 os.mkdir(name, 0o700, dir_fd=dfd)
-        self.stats.dirs += 1
+        with self._lock:
+            self.stats.dirs += 1
         return os.open(name, _DIR_FLAGS, dir_fd=dfd)
 
     def _create(self, dfd: int, name: bytes, e: Dirent, rel: tuple[bytes, ...]) -> None:
@@ -394,36 +590,208 @@ class Exporter:
             self._links.setdefault(e.ino, (rel, False))
 
     def _count(self, e: Dirent) -> None:
-        if e.type in (T_FILE, T_HARDLINK):
-            self.stats.files += 1
-            if self.on_file:
-                self.on_file(self.stats)
-        else:
-            self.stats.others += 1
+        with self._lock:
+            if e.type in (T_FILE, T_HARDLINK):
+                self.stats.files += 1
+                if self.on_file:
+                    self.on_file(self.stats)
+            else:
+                self.stats.others += 1
 
     def _file(self, dfd: int, name: bytes, e: Dirent, rel, replace: bool) -> None:
-        """Write a regular file (under a temporary name when it replaces one)."""
-        if self.max_size is not None and self.stats.bytes + e.size > self.max_size:
+        """Plan a regular file: its pieces join the batch; the pool writes it
+        (under a temporary name when it replaces one)."""
+        size = e.size or 0
+        if self.max_size is not None and (
+            self.stats.bytes + self._pending_bytes + size > self.max_size
+        ):
             raise LimitError(
                 f"{_shown(rel)}: restoring it would pass {self.max_size:,} bytes (--max-size)"
             )
         tmp = PART_PREFIX.encode() + os.urandom(6).hex().encode() if replace else name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=dfd)
+        meta = e.meta
+        # created with its final permissions (0600 if it has none): fchmod is
+        # then often a call that changes nothing
+        perm = meta.mode & 0o777 if meta is not None and meta.mode is not None else 0o600
+        frame = self._cur
+        job = _FileJob(frame, dfd, name, tmp, e, rel, replace, perm, self._next_seq())
+        with self._lock:
+            frame.pending += 1
+            self._jobs_open += 1
+            self._pending_files += 1
+            self._pending_bytes += size
+        if e.ino is not None:
+            self._links.setdefault(e.ino, job)
+        pos = 0
+        if e.block is not None:
+            for piece in iter_content(e.block, self.store, fetch_leaves=False):
+                kind, n = piece[0], piece[1]
+                self._batch.append((job, pos, *piece))
+                if kind == LEAF or kind == DATA:
+                    self._batch_bytes += n
+                    self._batch_leaves += kind == LEAF
+                    if self._batch_leaves >= BATCH_LEAVES or self._batch_bytes >= BATCH_BYTES:
+                        self._flush()
+                pos += n
+        job.size = pos
+        self._batch.append((job, None, None, 0, None))  # its last chunk is in this batch
+        if len(self._batch) >= BATCH_ENTRIES:
+            self._flush()
+        self._check_limits()
+
+    def _flush(self) -> None:
+        """Read the batch's stored leaves with one get_many and hand each file's
+        pieces to the pool as one chunk."""
+        batch = self._batch
+        if not batch:
+            return
+        nbytes = self._batch_bytes
+        self._batch = []
+        self._batch_leaves = self._batch_bytes = 0
+        nfiles = sum(1 for x in batch if x[1] is None)
+        with self._cv:  # bound the bytes read but not written, and the files open
+            while self._fatal is None and (
+                (self._in_flight and self._in_flight + nbytes > MAX_IN_FLIGHT)
+                or self._jobs_open - nfiles > MAX_OPEN_FILES
+            ):
+                self._cv.wait()
+            self._in_flight += nbytes
+        self._check_fatal()
+        got = fetch_leaves(self.store, [x[4][0].hashcode for x in batch if x[2] == LEAF])
+        chunks: dict[_FileJob, list] = {}
+        for job, pos, kind, n, value in batch:
+            c = chunks.get(job)
+            if c is None:
+                c = chunks[job] = [[], False, 0]
+            if pos is None:
+                c[1] = True
+                continue
+            if kind == LEAF:
+                c[2] += n
+                leaf, s, end = value
+                kind, n, value = leaf_piece(leaf, s, end, got[leaf.hashcode])
+            elif kind == DATA:
+                c[2] += n
+            c[0].append((pos, kind, n, value))
+        del got, batch
+        for job, (pieces, last, held) in chunks.items():
+            if not last:
+                with job.lock:
+                    job.left += 1
+            if self._pool is not None:
+                self._pool.submit(self._run_chunk, job, pieces, held)
+            else:
+                self._run_chunk(job, pieces, held)
+        self._check_fatal()
+
+    def _run_chunk(self, job: _FileJob, pieces: list, held: int) -> None:
+        """Write one chunk of a file (in a pool thread); finish the file if last."""
         try:
-            bad, lost = self._write_content(fd, e) if e.block is not None else ([], 0)
-            self._apply_meta(fd, None, e)
-        except BaseException:
-            os.close(fd)
-            if replace:
-                os.unlink(tmp, dir_fd=dfd)
-            raise
+            if not job.failed and self._fatal is None:
+                self._write_pieces(job, pieces)
+        except BaseException as err:
+            self._job_failed(job, err)
+        finally:
+            del pieces
+            with self._cv:
+                self._in_flight -= held
+                self._cv.notify_all()
+        with job.lock:
+            job.left -= 1
+            last = job.left == 0
+        if last:
+            self._finish_file(job)
+
+    def _job_fd(self, job: _FileJob) -> int:
+        with job.lock:
+            if job.fd is None:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
+                job.fd = os.open(job.tmp, flags, job.perm, dir_fd=job.dfd)
+            return job.fd
+
+    def _write_pieces(self, job: _FileJob, pieces: list) -> None:
+        """One pwrite/pwritev per contiguous run of pieces; holes are skipped."""
+        fd = self._job_fd(job)
+        iov: list = []
+        start = end = 0
+        for pos, kind, n, value in pieces:
+            if kind == DATA:
+                bufs = (value,)
+            elif kind == FILL or (kind == ZEROS and n < 4096):
+                bufs = _run_buffers(value if kind == FILL else 0, n)
+            else:  # zeros or an unreadable range: a hole
+                if kind == BAD:
+                    with job.lock:
+                        job.bad.append((pos, f"{damage_text(value)} (bytes {pos}-{pos + n - 1})"))
+                        job.lost += n
+                continue
+            if iov and pos != end:
+                _pwrite_all(fd, iov, start)
+                iov = []
+            if not iov:
+                start = pos
+            iov.extend(bufs)
+            end = pos + n
+        if iov:
+            _pwrite_all(fd, iov, start)
+        with job.lock:
+            job.end = max(job.end, end)
+
+    def _job_failed(self, job: _FileJob, err: BaseException) -> None:
+        job.failed = True
+        if isinstance(err, OSError) and err.errno not in FATAL_ERRNOS:
+            self._os_error(job.rel, err)
+        else:
+            self._fail(err)
+
+    def _finish_file(self, job: _FileJob) -> None:
+        """The last step of a file: metadata, close, its final name, the counts."""
+        try:
+            if not job.failed and self._fatal is None:
+                self._complete(job)
+        except BaseException as err:
+            self._job_failed(job, err)
+        finally:
+            if job.fd is not None:
+                os.close(job.fd)
+                job.fd = None
+                if job.failed and job.replace:
+                    try:
+                        os.unlink(job.tmp, dir_fd=job.dfd)
+                    except OSError:
+                        pass
+            f = job.frame
+            with self._cv:
+                self._jobs_open -= 1
+                self._pending_files -= 1
+                self._pending_bytes -= job.e.size or 0
+                f.pending -= 1
+                ready = f.walked and f.pending == 0 and f in self._waiting
+                if ready:
+                    self._waiting.discard(f)
+                job.done = True
+                self._cv.notify_all()
+        if ready:
+            try:
+                self._finish_dir(f)
+            except BaseException as err:
+                self._fail(err)
+
+    def _complete(self, job: _FileJob) -> None:
+        fd = self._job_fd(job)  # an empty file is opened only here
+        dfd, name, tmp, rel = job.dfd, job.name, job.tmp, job.rel
+        if job.end < job.size:  # ends with a hole: make the file as long as it is
+            os.ftruncate(fd, job.size)
+        self._apply_meta(fd, None, job.e, created=job.perm)
+        job.fd = None
         os.close(fd)
         final = name
+        bad = [text for _, text in sorted(job.bad)]
         if bad:
             final = damaged_name(name)
             shown = _shown(rel)
             log.warning("%s is damaged: %s", shown, "; ".join(bad[:3]))
-            self.stats.damaged.append(Damage(shown, bad, kind="file", lost_bytes=lost))
+            self._add_damage(job.seq, Damage(shown, bad, kind="file", lost_bytes=job.lost))
             if self.resume and _lstat(dfd, final) is not None:
                 os.unlink(final, dir_fd=dfd)
             try:
@@ -433,61 +801,35 @@ class Exporter:
                 # would pass for a whole file (and --resume would keep it)
                 os.unlink(tmp, dir_fd=dfd)
                 raise
-            if replace:  # the old, non-matching file must not pass for a good one
+            if job.replace:  # the old, non-matching file must not pass for a good one
                 os.unlink(name, dir_fd=dfd)
-        elif replace:
+        elif job.replace:
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        if e.ino is not None:
-            self._links.setdefault(e.ino, (rel[:-1] + (final,), bool(bad)))
-        self._count(e)
-        self._check_limits()
-
-    def _write_content(self, fd: int, e: Dirent) -> tuple[list[str], int]:
-        """Write `e`'s content; return what could not be read and how many bytes."""
-        buf = bytearray()
-        pos = 0
-        hole = False  # the content so far ends with a hole (seeked over)
-        bad: list[str] = []
-        lost = 0
-        for kind, n, value in iter_content(e.block, self.store):
-            if kind == DATA:
-                buf += value
-                hole = False
-                if len(buf) >= _WRITE_BUFFER:
-                    _write_all(fd, buf)
-                    buf.clear()
-            elif kind == FILL or (kind == ZEROS and n < 4096):
-                left = n
-                while left:
-                    k = min(left, _WRITE_BUFFER)
-                    buf += bytes((value,)) * k if value else bytes(k)
-                    left -= k
-                    if len(buf) >= _WRITE_BUFFER:
-                        _write_all(fd, buf)
-                        buf.clear()
-                hole = False
-            else:  # zeros or an unreadable range: a hole
-                if kind == BAD:
-                    bad.append(f"{damage_text(value)} (bytes {pos}-{pos + n - 1})")
-                    lost += n
-                if buf:
-                    _write_all(fd, buf)
-                    buf.clear()
-                os.lseek(fd, n, os.SEEK_CUR)
-                hole = True
-            pos += n
-        if buf:
-            _write_all(fd, buf)
-        if hole:  # a seek past the end does not make the file longer
-            os.ftruncate(fd, pos)
-        self.stats.bytes += pos
-        return bad, lost
+        job.final = final
+        with self._lock:
+            self.stats.bytes += job.size
+            self.stats.files += 1
+            if self.on_file:
+                self.on_file(self.stats)
 
     def _hardlink(self, dfd: int, name: bytes, e: Dirent, rel) -> None:
         if e.ino in self._links and self._links[e.ino] is None:
             self.stats.unsafe_skipped += 1  # another name of a device left out (safe)
             return
         src = self._links.get(e.ino)
+        if isinstance(src, _FileJob):  # its target is being written: wait for it
+            job = src
+            if not job.done:
+                self._flush()
+                with self._cv:
+                    while not job.done and self._fatal is None:
+                        self._cv.wait()
+            self._check_fatal()
+            src = None if job.failed else (job.rel[:-1] + (job.final,), bool(job.bad))
+            if src is None:
+                del self._links[e.ino]
+            else:
+                self._links[e.ino] = src
         if src is None:
             first = self.resolver.resolve(e.ino) if self.resolver is not None else None
             if first is None or first.type not in GROUP_TYPES:
@@ -500,8 +842,9 @@ class Exporter:
         path, damaged = src
         if damaged:
             name = damaged_name(name)
-            self.stats.damaged.append(
-                Damage(_shown(rel), [f"a hard link to the damaged {_shown(path)}"])
+            self._add_damage(
+                self._next_seq(),
+                Damage(_shown(rel), [f"a hard link to the damaged {_shown(path)}"]),
             )
         if self.resume:
             st = _lstat(dfd, name)
@@ -611,8 +954,13 @@ class Exporter:
 
     # -- metadata ------------------------------------------------------------
 
-    def _apply_meta(self, fd: int | None, at: tuple[int, bytes] | None, e: Dirent) -> None:
-        """Restore metadata on an open fd, or on `(dir_fd, name)` without following."""
+    def _apply_meta(
+        self, fd: int | None, at: tuple[int, bytes] | None, e: Dirent, created: int | None = None
+    ) -> None:
+        """Restore metadata on an open fd, or on `(dir_fd, name)` without following.
+
+        `created`: the permission bits a file was just created with by this
+        export; calls that would not change its owner or mode are left out."""
         meta = e.meta
         if meta is None:
             return
@@ -626,7 +974,10 @@ class Exporter:
             uid = -1 if meta.uid is None else meta.uid
         if gid is None:
             gid = -1 if meta.gid is None else meta.gid
-        if (uid != -1 or gid != -1) and (self.is_root or uid in (-1, os.geteuid())):
+        fresh = created is not None and self._fresh_meta
+        if fresh and uid in (-1, self._euid) and gid in (-1, self._egid):
+            uid = gid = -1  # a new file is ours already
+        if (uid != -1 or gid != -1) and (self.is_root or uid in (-1, self._euid)):
             try:
                 os.chown(path, uid, gid, **kw)
             except OSError as err:
@@ -636,7 +987,8 @@ class Exporter:
             mode = meta.mode
             if self.safe and not e.is_dir:
                 mode &= ~(statmod.S_ISUID | statmod.S_ISGID)
-            os.chmod(path, mode, **kw)
+            if not (fresh and uid == -1 and gid == -1 and mode == created & ~self._umask):
+                os.chmod(path, mode, **kw)
         if meta.xattrs:
             xpath = path if fd is not None else f"/proc/self/fd/{at[0]}/".encode() + at[1]
             for xname, value in meta.xattrs:
@@ -682,11 +1034,63 @@ def _rename_noreplace(dfd: int, src: bytes, dst: bytes) -> None:
     os.unlink(src, dir_fd=dfd)
 
 
-def _write_all(fd: int, buf) -> None:
-    mv = memoryview(buf)
-    while mv:
-        n = os.write(fd, mv)
-        mv = mv[n:]
+def _pwrite_all(fd: int, bufs: list, offset: int) -> None:
+    """Write `bufs` at `offset` with as few calls as the kernel allows (one, for a
+    small file), going on after short writes; the buffers are not copied."""
+    if len(bufs) == 1:
+        mv = memoryview(bufs[0])
+        while mv:
+            n = os.pwrite(fd, mv, offset)
+            offset += n
+            mv = mv[n:]
+        return
+    i = 0
+    while i < len(bufs):
+        part = bufs[i : i + _IOV_MAX]
+        n = os.pwritev(fd, part, offset)
+        offset += n
+        for b in part:  # skip what was written; a short write splits one buffer
+            blen = len(b)
+            if n < blen:
+                if n:
+                    bufs[i] = memoryview(b)[n:]
+                break
+            n -= blen
+            i += 1
+
+
+_RUN_PIECE = 1 << 20
+
+
+def _run_buffers(octet: int, n: int) -> list:
+    """`n` octets `octet` as buffers of one shared piece (no run materialised)."""
+    full = bytes((octet,)) * min(n, _RUN_PIECE)
+    bufs = [full] * (n // len(full))
+    if n % len(full):
+        bufs.append(memoryview(full)[: n % len(full)])
+    return bufs
+
+
+def _current_umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment,
+    for every thread)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o7777  # unknown: every chmod is made
+
+
+def _has_default_acl(fd: int) -> bool:
+    """Whether new files in directory `fd` take their mode from a default ACL."""
+    try:
+        os.getxattr(fd, "system.posix_acl_default")
+    except OSError:
+        return False
+    return True
 
 
 def export_tree(dirent: Dirent, store, target: str, **kw) -> ExportStats:

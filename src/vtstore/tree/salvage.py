@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from vtstore.blocks import IndirectBlock, RLEBlock, SubBlock
+from vtstore.blocks import HashCodeBlock, IndirectBlock, RLEBlock, SubBlock
 from vtstore.codec import Reader, encode_varint
 from vtstore.errors import CorruptBlockError, FormatError, MissingBlockError, VTError
 from vtstore.tree.dir import DIR_VERSION, MAX_DIR_DATA, decode_dir_data, read_dir_data
@@ -102,6 +102,48 @@ def iter_content(block, store, fetch_leaves: bool = True) -> Iterator[tuple]:
                 yield BAD, e - s, err
                 continue
             yield DATA, e - s, data
+
+
+def fetch_leaves(store, hashcodes) -> dict:
+    """`{hashcode: data or the damage error}` for `hashcodes`, read with one
+    `store.get_many` (duplicates asked once).
+
+    `get_many` stops at the first missing or corrupt block, so when it raises
+    a damage error the batch is read again leaf by leaf: one bad leaf costs its
+    own range, never its neighbours'.  Errors that are not damage (the store's
+    I/O) propagate.
+    """
+    uniq = list(dict.fromkeys(hashcodes))
+    if not uniq:
+        return {}
+    try:
+        return dict(zip(uniq, store.get_many(uniq), strict=True))
+    except DAMAGE:
+        pass
+    out: dict = {}
+    for h in uniq:
+        try:
+            out[h] = store[h]
+        except DAMAGE as err:
+            out[h] = err
+    return out
+
+
+def leaf_piece(leaf: HashCodeBlock, start: int, end: int, got) -> tuple:
+    """The `(kind, length, value)` piece `[start:end)` of a stored `leaf`, given
+    what `fetch_leaves` found for it: `DATA` with a memoryview (no copy), or `BAD`
+    (also when the stored length is not the ref's span, as `leaf_data` checks)."""
+    n = end - start
+    if isinstance(got, Exception):
+        return BAD, n, got
+    if len(got) != leaf.span:
+        err = CorruptBlockError(
+            leaf.hashcode, f"stored length {len(got)} but the ref says {leaf.span}"
+        )
+        return BAD, n, err
+    if start == 0 and end == leaf.span:
+        return DATA, n, got
+    return DATA, n, memoryview(got)[start:end]
 
 
 def read_entries(d: Dirent, store) -> tuple[list[Dirent], list[str]]:
