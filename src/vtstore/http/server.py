@@ -62,6 +62,70 @@ def bind(address: str) -> tuple[socket.socket, str]:
     return s, f"http://{shown}:{port}/"
 
 
+#: Writes up to this size wait for the end of the loop callback to go out
+#: together (see `_Corked`); larger ones go out at once.
+CORK_MAX = 64 * 1024
+
+
+class _Corked:
+    """A transport whose small writes made in one event-loop callback go out in
+    one `write`: Uvicorn writes a response's status and headers and then its
+    body separately, two `send` system calls (and two TCP segments) for every
+    small block; corked they are one (docs/PERFORMANCE.md, "HTTP").  Closing
+    sends what is held first; everything else is the transport's own."""
+
+    __slots__ = ("_t", "_loop", "_buf", "_size")
+
+    def __init__(self, transport, loop):
+        self._t = transport
+        self._loop = loop
+        self._buf: list | None = None
+        self._size = 0
+
+    def write(self, data) -> None:
+        if self._buf is None:
+            if len(data) >= CORK_MAX:
+                self._t.write(data)
+                return
+            self._buf = [data]
+            self._size = len(data)
+            self._loop.call_soon(self._flush)
+            return
+        self._buf.append(data)
+        self._size += len(data)
+        if self._size >= CORK_MAX:
+            self._flush()
+
+    def _flush(self) -> None:
+        buf, self._buf = self._buf, None
+        if buf and not self._t.is_closing():
+            self._t.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def __getattr__(self, name):
+        return getattr(self._t, name)
+
+
+def _http_protocol():
+    """httptools (corked writes: `_Corked`) when installed, else h11."""
+    if not _have("httptools"):
+        return _plain_http()
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class CorkedHttpTools(HttpToolsProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(_Corked(transport, self.loop))
+
+    return CorkedHttpTools
+
+
+def _plain_http() -> str:
+    return "httptools" if _have("httptools") else "h11"
+
+
 def uvicorn_config(app: HTTPApp, tls_cert: str | None = None, tls_key: str | None = None):
     """The Uvicorn configuration for `app` and its limits."""
     import uvicorn
@@ -70,7 +134,8 @@ def uvicorn_config(app: HTTPApp, tls_cert: str | None = None, tls_key: str | Non
     return uvicorn.Config(
         app,
         loop="uvloop" if _have("uvloop") else "asyncio",
-        http="httptools" if _have("httptools") else "h11",
+        # VT_HTTPD_CORK=0: Uvicorn's own protocol (to measure what corking gives)
+        http=_http_protocol() if os.environ.get("VT_HTTPD_CORK") != "0" else _plain_http(),
         lifespan="off",
         log_level="warning",
         access_log=False,
