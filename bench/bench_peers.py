@@ -15,8 +15,8 @@ snapshot and of the later ones, CPU seconds (user + system of the process tree)
 per GB stored, repository size, dedup ratio (bytes of all snapshots over the
 repository's size), restore MB/s (bytes of the last snapshot over the restore's
 wall time, beside `cp -a` of it) and peak RSS; the median of --rounds rounds, in
-which the tools take turns going first.  The machine's benchmark lock is held
-per kind and round, not while data sets are built.
+which the tools take turns going first.  The machine's benchmark lock (--lock) is held
+for a whole round (and once for all profiles), not while data sets are built.
 
 Settings: vt `pack` into a datadir (its defaults: zstd-3, format-aware cuts);
 restic `--compression auto` (it cannot turn encryption off); borg 1.2 `-e none`
@@ -236,9 +236,10 @@ def run(
         }
     for r in range(rounds):
         order = tools[r % len(tools) :] + tools[: r % len(tools)]
-        for kind, snaps in data_sets.items():
-            k = kinds[kind]
-            with bench_lock(lock):
+        # one lock a round: few enough acquisitions to get through a busy queue
+        with bench_lock(lock):
+            for kind, snaps in data_sets.items():
+                k = kinds[kind]
                 k["load"].append(os.getloadavg())
                 for tool in order:
                     t0 = time.perf_counter()
@@ -360,7 +361,7 @@ def profiled_vt(out: str, argv: list[str]) -> int:
     return rc
 
 
-def profile(kind: str, snaps: list[str], work: str, out_dir: str, lock: str | None) -> str:
+def profile(kind: str, snaps: list[str], work: str, out_dir: str) -> str:
     """cProfile vt's ingest (first and last snapshot) and restore of one kind;
     write the top entries to OUT_DIR/profile-KIND.txt and return its path."""
     repo = os.path.join(work, "repo-profile")
@@ -388,18 +389,17 @@ def profile(kind: str, snaps: list[str], work: str, out_dir: str, lock: str | No
         shutil.rmtree(p, ignore_errors=True)
     os.makedirs(repo)
     try:
-        with bench_lock(lock):
-            report.write(f"# vt on {kind}, load {os.getloadavg()}\n\n")
-            warm(snaps)
-            pack = ["-S", repo, "pack", "-a", vt_archive(repo)]
-            step(f"ingest of the first snapshot ({snapshot_bytes(snaps[0]) / 1e6:.1f} MB)",
-                 [*pack, snaps[0]])  # fmt: skip
-            for s in snaps[1:-1]:
-                timed([*VT, *pack, s], env=env)
-            if len(snaps) > 1:
-                step(f"ingest of the last snapshot ({snapshot_bytes(snaps[-1]) / 1e6:.1f} MB)",
-                     [*pack, snaps[-1]])  # fmt: skip
-            step("restore of the last snapshot", ["-S", repo, "unpack", vt_archive(repo), out])
+        report.write(f"# vt on {kind}, load {os.getloadavg()}\n\n")
+        warm(snaps)
+        pack = ["-S", repo, "pack", "-a", vt_archive(repo)]
+        step(f"ingest of the first snapshot ({snapshot_bytes(snaps[0]) / 1e6:.1f} MB)",
+             [*pack, snaps[0]])  # fmt: skip
+        for s in snaps[1:-1]:
+            timed([*VT, *pack, s], env=env)
+        if len(snaps) > 1:
+            step(f"ingest of the last snapshot ({snapshot_bytes(snaps[-1]) / 1e6:.1f} MB)",
+                 [*pack, snaps[-1]])  # fmt: skip
+        step("restore of the last snapshot", ["-S", repo, "unpack", vt_archive(repo), out])
     finally:
         for p in (repo, out):
             shutil.rmtree(p, ignore_errors=True)
@@ -413,11 +413,14 @@ def profile(kind: str, snaps: list[str], work: str, out_dir: str, lock: str | No
 
 
 def _commit() -> str:
-    here = os.path.dirname(os.path.abspath(__file__))
-    r = subprocess.run(
-        ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    )
-    return r.stdout.strip() or "unknown"
+    """HEAD, and `+N` for N files of src/ changed in the working tree (the vt
+    measured is the working tree's)."""
+    top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    head = subprocess.run(["git", "-C", top, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True).stdout.splitlines()  # fmt: skip
+    return (head or "unknown") + (f" +{len(dirty)} changed files in src/" if dirty else "")
 
 
 def _csv(s: str, allowed) -> list[str]:
@@ -434,10 +437,12 @@ def main(argv=None) -> int:
                     help="where the data sets are built and cached")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="small data sets, for development")
     ap.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (0: none)")
-    ap.add_argument("--kinds", type=lambda s: _csv(s, KINDS), default=list(KINDS))
-    ap.add_argument("--tools", type=lambda s: _csv(s, TOOLS), default=list(TOOLS))
+    ap.add_argument("--kinds", type=lambda s: _csv(s, KINDS), default=list(KINDS),
+                    help=f"comma-separated, of {','.join(KINDS)} (default all)")  # fmt: skip
+    ap.add_argument("--tools", type=lambda s: _csv(s, TOOLS), default=list(TOOLS),
+                    help=f"comma-separated, of {','.join(TOOLS)} (default all)")  # fmt: skip
     ap.add_argument("--lock", default="/tmp/vt-bench.lock",
-                    help="flock this file around each kind's timed runs ('' for none)")  # fmt: skip
+                    help="flock this file around each round and the profiles ('' for none)")  # fmt: skip
     ap.add_argument("--pause", type=float, default=0.5,
                     help="seconds to wait after sync before each timed command")  # fmt: skip
     ap.add_argument("--work", help="scratch directory for repositories (default: a new one)")
@@ -477,9 +482,10 @@ def main(argv=None) -> int:
                 loads = "; ".join(" ".join(f"{x:.2f}" for x in lo) for lo in k["load"])
                 print(kind_table(kind, k) + f"\n\nload average at each round's start: {loads}\n")
             print(summary_table(kinds))
-        res["profiles"] = {
-            kind: profile(kind, data_sets[kind], work, a.profile_dir, a.lock) for kind in a.profile
-        }
+        with bench_lock(a.lock if a.profile else None):
+            res["profiles"] = {
+                kind: profile(kind, data_sets[kind], work, a.profile_dir) for kind in a.profile
+            }
         for kind, path in res["profiles"].items():
             print(f"profile of vt on {kind}: {path}")
     finally:
