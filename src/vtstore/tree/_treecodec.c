@@ -365,10 +365,98 @@ done:
     return result;
 }
 
+/* ---- encoding a plain file's dirent -------------------------------------------- */
+
+/* A canonical varint of v at out; its length. */
+static size_t
+put_varint(unsigned char *out, uint64_t v)
+{
+    unsigned char tmp[10];
+    size_t n = 0;
+    tmp[n++] = v & 0x7F;
+    while (v >>= 7)
+        tmp[n++] = 0x80 | (v & 0x7F);
+    for (size_t i = 0; i < n; i++)
+        out[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* tag, varint(len(varint(v))), varint(v): a metadata integer field */
+static size_t
+put_int_field(unsigned char *out, unsigned tag, uint64_t v)
+{
+    size_t k = put_varint(out + 2, v);
+    out[0] = (unsigned char)tag;
+    out[1] = (unsigned char)k;
+    return 2 + k;
+}
+
+static size_t
+put_lbytes(unsigned char *out, unsigned tag, const char *p, Py_ssize_t n)
+{
+    size_t k = 0;
+    out[k++] = (unsigned char)tag;
+    k += put_varint(out + k, (uint64_t)n);
+    memcpy(out + k, p, (size_t)n);
+    return k + (size_t)n;
+}
+
+static uint64_t
+zigzag64(long long v)
+{
+    return v >= 0 ? (uint64_t)v * 2 : ((uint64_t)(-(v + 1))) * 2 + 1;
+}
+
+static PyObject *
+file_dirent(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    const char *name, *user = NULL, *group = NULL, *block;
+    Py_ssize_t name_len, user_len = 0, group_len = 0, block_len;
+    unsigned long mode, uid, gid;
+    long long mtime, ctime;
+    if (!PyArg_ParseTuple(args, "y#kkkz#z#LLy#", &name, &name_len, &mode, &uid, &gid, &user,
+                          &user_len, &group, &group_len, &mtime, &ctime, &block, &block_len))
+        return NULL;
+    if (name_len == 0 || mode > 07777 || uid > 0xFFFFFFFFul || gid > 0xFFFFFFFFul) {
+        PyErr_SetString(PyExc_ValueError, "file_dirent: empty name or value out of range");
+        return NULL;
+    }
+    /* meta: 3 small ints, 2 names, 2 times; each field at most 2 + 10 octets */
+    size_t meta_max = 3 * 12 + 2 * 11 + (size_t)user_len + (size_t)group_len + 2 * 12;
+    size_t max = 1 + 11 + (size_t)name_len + 11 + meta_max + 11 + (size_t)block_len;
+    unsigned char *buf = PyMem_Malloc(max + meta_max);
+    if (!buf)
+        return PyErr_NoMemory();
+    unsigned char *meta = buf + max;
+    size_t m = 0;
+    m += put_int_field(meta + m, 1, mode);
+    m += put_int_field(meta + m, 2, uid);
+    m += put_int_field(meta + m, 3, gid);
+    if (user)
+        m += put_lbytes(meta + m, 4, user, user_len);
+    if (group)
+        m += put_lbytes(meta + m, 5, group, group_len);
+    m += put_int_field(meta + m, 6, zigzag64(mtime));
+    m += put_int_field(meta + m, 7, zigzag64(ctime));
+    size_t k = 0;
+    buf[k++] = 0; /* T_FILE */
+    k += put_lbytes(buf + k, 1, name, name_len);
+    k += put_lbytes(buf + k, 2, (const char *)meta, (Py_ssize_t)m);
+    k += put_lbytes(buf + k, 4, block, block_len);
+    PyObject *r = PyBytes_FromStringAndSize((const char *)buf, (Py_ssize_t)k);
+    PyMem_Free(buf);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"scan_dirent", scan_dirent, METH_VARARGS,
      "scan_dirent(buf, pos=0, end=len(buf)) -> summary tuple or None\n\n"
      "The C version of vtstore.tree.dirscan.py_scan_dirent."},
+    {"file_dirent", file_dirent, METH_VARARGS,
+     "file_dirent(name, mode, uid, gid, user, group, mtime_ns, ctime_ns, blockref) -> bytes\n\n"
+     "Dirent(T_FILE, name, Meta(mode, uid, gid, user, group, mtime_ns, ctime_ns),\n"
+     "block).encode() for a file without xattrs: name, user, group as bytes (user\n"
+     "and group may be None), blockref the block's encoding."},
     {NULL, NULL, 0, NULL},
 };
 
