@@ -19,8 +19,9 @@ class ChunkParams:
     """min/avg/max chunk sizes and the forced-boundary minimum, validated.
 
     `avg_size` is a power of two from 256 to 2**30; `64 <= min_size <= avg_size
-    <= max_size <= 2**30`; a forced (format) boundary closer than `forced_min`
-    to the previous cut is dropped.
+    <= max_size <= 2**30`; a forced (format) boundary closer than
+    `max(min_size, forced_min)` to the previous cut is dropped, so no format cut
+    makes a block below the minimum (small records are merged: docs/CHUNKING.md §2).
     """
 
     min_size: int = _cdc.DEFAULT_MIN
