@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import time
@@ -253,7 +254,8 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     rep.interior_reads = marker.reads
     marks = marker.marks
     phase("plan")
-    use = compact.usage(dd, cands, marks)
+    sv = compact.survey(dd, cands, marks)
+    use = sv.use
     rep.marked, rep.mark_bytes = len(marks), marks.nbytes()
     delete, rewrite = plan(use, opts.threshold, rep)
     if opts.dry_run or not (delete or rewrite):
@@ -262,10 +264,12 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         return rep
     doomed = delete | rewrite
     phase("copy", sum(use[n].live_bytes for n in rewrite))
-    live, dead, partial = compact.split_entries(dd, doomed, marks)
+    sv.keep_only(doomed)
+    live, dead = sv.live, sv.dead
     copier = compact.Copier(dd)
     try:
-        copier.copy((x for n in sorted(rewrite) for x in live[n]), on_bytes, partial)
+        in_order = (x for n in sorted(rewrite) for x in live[n].in_file_order())
+        copier.copy(in_order, on_bytes, sv.partial, presorted=True)
     finally:
         copier.finish()
     rep.blocks_copied, rep.bytes_copied = copier.stats.blocks, copier.stats.bytes
@@ -278,6 +282,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         _mark_all(marker, dd, opts, rep)
         refuse_on_problems(marker)
         late = []
+        late_in: dict[int, list[bytes]] = {n: [] for n in doomed}
         with dd._index.snapshot() as snap:
             for num in doomed:
                 keep = []
@@ -286,7 +291,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
                         e = snap.get(d)
                         if e is not None and e.filenum == num:
                             late.append((d, e))
-                            live[num].append((d, e))
+                            late_in[num].append(d)
                             continue
                     keep.append(d)
                 dead[num] = keep
@@ -302,7 +307,11 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         drop = {}
         with dd._index.snapshot() as snap:
             for num in doomed:
-                stuck = [d for d, _ in live[num] if (e := snap.get(d)) and e.filenum == num]
+                stuck = [
+                    d
+                    for d in itertools.chain(live[num].digests(), late_in[num])
+                    if (e := snap.get(d)) and e.filenum == num
+                ]
                 if stuck:  # a copy did not land: keep the file (never lose a block)
                     log.warning("gc: data file %d keeps %d live blocks; kept", num, len(stuck))
                     continue
