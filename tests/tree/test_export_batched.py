@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +178,77 @@ def test_1gib_file_restores_in_bounded_memory(tmp_path):
     assert os.path.getsize(out / "one.bin") == 1 << 30
     cmp = subprocess.run(["cmp", str(src / "one.bin"), str(out / "one.bin")])
     assert cmp.returncode == 0
+
+
+def _modes_tree(root) -> None:
+    os.makedirs(os.path.join(root, "sub"))
+    for i, mode in enumerate([0o644, 0o664, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2750]):
+        p = os.path.join(root, "sub" if i % 2 else "", f"m{i}")
+        with open(p, "wb") as f:
+            f.write(b"x" * i)
+        os.chmod(p, mode)
+        os.utime(p, ns=(10**18 + i, 10**18 + i))
+
+
+def test_setgid_target_does_not_pass_its_group_on(tmp_path):
+    # new files in a setgid directory take its group: the chown that a fresh
+    # file "does not need" is needed there
+    src = tmp_path / "src"
+    _modes_tree(str(src))
+    S = DataDir(str(tmp_path / "dd"))
+    with S:
+        d, _ = import_tree(str(src), S)
+        out = tmp_path / "out"
+        out.mkdir()
+        os.chown(out, 0, 65534)
+        os.chmod(out, 0o2775)
+        Exporter(S).export(d, str(out))
+    for dirpath, _, names in os.walk(out):
+        for n in names:
+            st = os.lstat(os.path.join(dirpath, n))
+            assert (st.st_uid, st.st_gid) == (0, 0), n
+    # all but the target itself (its mode and group were set here) is identical
+    assert [x for x in rsync_diff(str(src), str(out)) if not x.endswith(" ./")] == []
+
+
+@pytest.fixture
+def open_tmp():
+    """A directory another user can reach (pytest's are root's, 0700)."""
+    top = tempfile.mkdtemp(prefix="vt-export-")
+    os.chmod(top, 0o777)
+    yield Path(top)
+    shutil.rmtree(top)
+
+
+def test_another_user_gets_modes_and_times(open_tmp):
+    # as nobody (umask 022): fresh files skip chown, and chmod only where the
+    # umask took bits away
+    tmp_path = open_tmp
+    src = tmp_path / "src"
+    _modes_tree(str(src))
+    dd = tmp_path / "dd"
+    vt = [sys.executable, "-m", "vtstore.cli.main", "-q", "-S", str(dd)]
+    subprocess.run([*vt, "pack", str(src)], check=True, capture_output=True)
+    subprocess.run(["chmod", "-R", "a+rX", str(dd), str(tmp_path / "src.vt")], check=True)
+    out = tmp_path / "out"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    old = os.umask(0o022)  # inherited: the umask takes 0o020 from 0o664
+    try:
+        r = subprocess.run(
+            [*nobody, *vt, "unpack", str(tmp_path / "src.vt"), str(out)],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={k: v for k, v in os.environ.items() if not k.startswith("VT_")}
+            | {"HOME": str(tmp_path)},
+        )
+    finally:
+        os.umask(old)
+    assert r.returncode == 0, r.stderr
+    for dirpath, _, names in os.walk(src):
+        for n in names:
+            a = os.lstat(os.path.join(dirpath, n))
+            b = os.lstat(os.path.join(out, os.path.relpath(dirpath, src), n))
+            assert (b.st_uid, b.st_gid) == (65534, 65534)
+            assert b.st_mode == a.st_mode, n
+            assert b.st_mtime_ns == a.st_mtime_ns and b.st_size == a.st_size
