@@ -118,6 +118,11 @@ class GCReport:
             f" in those files; copied {self.blocks_copied:,} live blocks"
             f" ({_size(self.bytes_copied)})",
         ]
+        if self.young:
+            out.append(
+                f"{self.young:,} {self.unit} first seen within the grace period: left alone"
+                " (run vt gc again later)"
+            )
         if not self.dry_run:
             out.append(
                 f"{self.unit}: {_size(self.disk_before)} -> {_size(self.disk_after)}"
