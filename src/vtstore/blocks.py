@@ -97,8 +97,12 @@ class Block:
         """All the bytes of this block, read through `store`."""
         return b"".join(self.chunks(store))
 
-    def chunks(self, store, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The bytes of `[start:end)` as a sequence of leaf pieces (no joining).
+    def chunks(
+        self, store, start: int = 0, end: int | None = None, joined: bool = False
+    ) -> Iterator[bytes]:
+        """The bytes of `[start:end)` as a sequence of leaf pieces (no joining;
+        `joined`: each batch read comes as one piece, for a reader that would
+        join them anyway: a stream sent or written out).
 
         A run (RLE) comes in pieces of at most `CHUNK_SIZE` octets, so memory
         stays bounded whatever span a ref claims; stored leaves come whole.
@@ -115,18 +119,18 @@ class Block:
                 run.append((leaf, lstart, lend))
                 size += leaf.span
                 if size >= want:
-                    yield from _read_run(run, store)
+                    yield from _read_run(run, store, joined)
                     run, size, want = [], 0, min(2 * want, READ_BATCH)
                 continue
             if run:
-                yield from _read_run(run, store)
+                yield from _read_run(run, store, joined)
                 run, size = [], 0
             if lend - lstart > CHUNK_SIZE and type(leaf) is RLEBlock:
                 yield from leaf.pieces(lstart, lend)
             else:
                 yield leaf.leaf_data(store, lstart, lend)
         if run:
-            yield from _read_run(run, store)
+            yield from _read_run(run, store, joined)
 
     def read(self, store, start: int = 0, end: int | None = None) -> bytes:
         """The bytes `[start:end)` of this block."""
@@ -167,9 +171,9 @@ class Block:
         return transcribe(self)
 
 
-def _read_run(run: list, store) -> Iterator[bytes]:
+def _read_run(run: list, store, joined: bool = False) -> Iterator[bytes]:
     """The data of `(leaf, start, end)` slices of stored leaves, read in one
-    `get_many` (one leaf: one plain read)."""
+    `get_many` (one leaf: one plain read); `joined`: as one piece."""
     if len(run) == 1:
         leaf, s, e = run[0]
         yield leaf.leaf_data(store, s, e)
@@ -187,12 +191,21 @@ def _read_run(run: list, store) -> Iterator[bytes]:
         for leaf, s, e in run:
             yield leaf.leaf_data(store, s, e)
         return
+    out = []
     for (leaf, s, e), data in zip(run, datas, strict=True):
         if len(data) != leaf.span:
+            if out:  # what comes before the bad leaf still comes out
+                yield b"".join(out)
             raise CorruptBlockError(
                 leaf.hashcode, f"stored length {len(data)} but the ref says {leaf.span}"
             )
-        yield data if s == 0 and e == leaf.span else data[s:e]
+        piece = data if s == 0 and e == leaf.span else data[s:e]
+        if joined:
+            out.append(piece)
+        else:
+            yield piece
+    if out:
+        yield b"".join(out)
 
 
 def _child_ranges(subs, start: int, end: int):

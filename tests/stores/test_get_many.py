@@ -231,6 +231,9 @@ def test_chunks_read_in_batches_give_the_same_bytes(tmp_path):
         top = block_for(data, s, max_block_size=8192)
     with DataDir(tmp_path / "dd", readonly=True) as s:
         assert b"".join(top.chunks(s)) == data
+        joined = list(top.chunks(s, joined=True))  # a piece per batch read
+        assert b"".join(joined) == data and len(joined) < 12
+        assert b"".join(top.chunks(s, 100, 3 << 20, joined=True)) == data[100 : 3 << 20]
         for a, b in ((0, 1), (5000, 5000 + 3 * 8192 + 17), (len(data) - 10, len(data) + 5)):
             assert top.read(s, a, b) == data[a:b]
         leaves = list(top.leaves(s))

@@ -35,7 +35,7 @@ def run(args) -> int:
             block = t.content_block
             if block is None:
                 continue
-            write_pieces(out, block.chunks(store))
+            write_pieces(out, block.chunks(store, joined=True))
     out.flush()
     return 0
 

@@ -70,7 +70,7 @@ class Content:
     @classmethod
     def of_block(cls, block, store) -> Content:
         def read(start, end):
-            return block.chunks(store, start, end)
+            return block.chunks(store, start, end, joined=True)
 
         return cls(block.span, read)
 

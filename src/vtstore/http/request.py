@@ -164,7 +164,7 @@ class Request:
                 n += len(p)
                 if n >= PIECE:
                     break
-            return b"".join(out)
+            return out[0] if len(out) == 1 else b"".join(out)
 
         run, lock = self.app.run, self.app.stream_lock
         ahead = asyncio.ensure_future(run(lock, pull))
