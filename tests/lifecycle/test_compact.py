@@ -56,3 +56,20 @@ def test_in_file_order_of_one_file_at_size():
         prev = (e.payload_offset, e.data_offset)
         count += 1
     assert count == n
+
+
+def test_markset_add_many_is_add():
+    """`MarkSet.add_many` (the marker's path for an indirect block's leaves)
+    keeps the same set as `add`, across the buckets' compactions."""
+    import random
+
+    from vtstore.lifecycle.marks import MarkSet
+
+    rnd = random.Random(2)
+    ds = [rnd.randbytes(32) for _ in range(60_000)]
+    one, many = MarkSet(32), MarkSet(32)
+    for d in ds + ds[:25_000]:
+        one.add(d)
+    for i in range(0, 85_000, 700):
+        many.add_many((ds + ds[:25_000])[i : i + 700])
+    assert list(many.sorted_iter()) == list(one.sorted_iter()) == sorted(set(ds))

@@ -45,6 +45,16 @@ class MarkSet:
         if len(b) - self._sorted[d[0]] > max(1 << 16, self._sorted[d[0]]):
             self._compact(d[0])
 
+    def add_many(self, ds) -> None:
+        """`add` each digest of `ds` (one call for an indirect block's leaves)."""
+        b, done, lim = self._b, self._sorted, 1 << 16
+        for d in ds:
+            i = d[0]
+            bi = b[i]
+            bi += d
+            if len(bi) - done[i] > max(lim, done[i]):
+                self._compact(i)
+
     def _compact(self, i: int) -> None:
         b, n = self._b[i], self.n
         recs = sorted({bytes(b[j : j + n]) for j in range(0, len(b), n)})
@@ -163,8 +173,9 @@ class Marker:
                 fast = _scan_refs(raw, hc.hashid, hc.digest_size)
                 if fast is not None:
                     leaves, inner = fast
-                    for d in leaves:
-                        self._mark(d)
+                    self.marks.add_many(leaves)
+                    if self.new is not None:
+                        self.new.update(leaves)
                     todo.extend(IndirectBlock(hc(d), span) for d, span in inner)
                     continue
                 try:
