@@ -39,9 +39,9 @@ import grp
 import logging
 import os
 import pwd
+import queue
 import stat as statmod
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from vtstore.errors import FormatError, VTError
@@ -151,9 +151,12 @@ class _Frame:
     """A directory on the way down: its fd (None when closed to save fds), and
     its files still being written (its metadata waits for them)."""
 
-    __slots__ = ("fd", "dirent", "rel", "entries", "i", "pending", "walked", "is_root")
+    __slots__ = ("fd", "dirent", "rel", "entries", "i", "pending", "walked", "is_root", "slot")
+    _count = 0
 
     def __init__(self, fd, dirent, rel, entries):
+        _Frame._count += 1
+        self.slot = _Frame._count  # which writing thread creates its files
         self.fd = fd
         self.dirent = dirent
         self.rel = rel
@@ -195,6 +198,43 @@ class _FileJob:
         self.failed = False
         self.done = False  # set under the exporter's lock; waited for on its condition
         self.final = name
+
+
+class _Pool:
+    """Writing threads, each with its own queue: work keyed alike runs on one
+    thread, in order; work without a key goes round.  A failure in a task is
+    handed to `fail` (the tasks catch their own; this is the last resort)."""
+
+    def __init__(self, n: int, fail):
+        self.queues = [queue.SimpleQueue() for _ in range(n)]
+        self.fail = fail
+        self.rr = 0
+        self.threads = [
+            threading.Thread(target=self._run, args=(q,), name=f"vt-restore-{i}", daemon=True)
+            for i, q in enumerate(self.queues)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, key, fn, *args) -> None:
+        if key is None:
+            self.rr += 1
+            key = self.rr
+        self.queues[key % len(self.queues)].put((fn, args))
+
+    def _run(self, q) -> None:
+        while (item := q.get()) is not None:
+            try:
+                item[0](*item[1])
+            except BaseException as err:  # pragma: no cover - the tasks catch theirs
+                self.fail(err)
+
+    def shutdown(self) -> None:
+        """Finish what was submitted, then stop every thread."""
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
 
 
 class Exporter:
@@ -257,7 +297,7 @@ class Exporter:
         # ACL above it, nothing there before): calls that would not change them
         # are left out; decided per export in _start
         self._fresh_meta = False
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: _Pool | None = None
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._fatal: BaseException | None = None
@@ -340,7 +380,7 @@ class Exporter:
             not self.resume and not st.st_mode & statmod.S_ISGID and not _has_default_acl(fd)
         )
         if self.threads:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="vt-restore")
+            self._pool = _Pool(self.threads, self._fail)
 
     def _stop(self) -> None:
         """Wait for every thread (after an error: they skip their work), close what
@@ -349,7 +389,7 @@ class Exporter:
             self._fatal = RuntimeError("restore stopped")  # not reached in a clean run
         self._batch = []
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown()
             self._pool = None
         for f in self._waiting:  # walked, but a file of theirs never went out
             if not f.is_root and f.fd is not None:
@@ -679,7 +719,13 @@ class Exporter:
                 with job.lock:
                     job.left += 1
             if self._pool is not None:
-                self._pool.submit(self._run_chunk, job, pieces, held)
+                # a file written in one piece goes to its directory's thread: two
+                # threads creating in one directory take turns on its lock (and
+                # spin on it, measured); pieces of big files go round the pool
+                one = last and job.left == 1
+                self._pool.submit(
+                    job.frame.slot if one else None, self._run_chunk, job, pieces, held
+                )
             else:
                 self._run_chunk(job, pieces, held)
         self._check_fatal()
