@@ -205,13 +205,14 @@ def prune_one(t: str, repo: str, keep: int, env: dict, lock: str | None) -> dict
     }
 
 
-def measure(work: str, rounds: int = 1, lock: str | None = None) -> dict:
+def measure(work: str, rounds: int = 1, lock: str | None = None, only=None) -> dict:
     """The timed part on the histories `prepare` left in `work`: each round,
-    each tool (taking turns going first) forgets and prunes a fresh copy."""
+    each tool (taking turns going first; `only` those) forgets and prunes a
+    fresh copy."""
     with open(os.path.join(work, "prepared.json")) as f:
         meta = json.load(f)
     env = _env(work, "run")
-    tools = meta["tools"]
+    tools = [t for t in meta["tools"] if not only or t in only]
     out = {k: meta[k] for k in ("files", "bytes", "states", "keep")}
     out["runs"] = []
     for r in range(rounds):
@@ -267,7 +268,11 @@ def main(argv=None) -> int:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--states", type=int, default=20)
     ap.add_argument("--change", type=float, default=0.02)
-    ap.add_argument("--tools", default="vt,vt64,restic,borg")
+    ap.add_argument(
+        "--tools",
+        default=None,
+        help="vt,vt64,restic,borg (the default); with --from, those of the prepared ones",
+    )
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--keep", metavar="DIR", help="work directory to keep")
     ap.add_argument(
@@ -284,13 +289,14 @@ def main(argv=None) -> int:
         "--lock", metavar="FILE", help="flock FILE around each timed step (e.g. /tmp/vt-bench.lock)"
     )
     a = ap.parse_args(argv)
-    tools = a.tools.split(",")
+    a.tools_given = a.tools is not None
+    tools = (a.tools or "vt,vt64,restic,borg").split(",")
     if a.prepare:
         os.makedirs(a.prepare, exist_ok=True)
         prepare(a.size_mb, a.states, a.change, a.prepare, tools)
         return 0
     if a.source:
-        res = measure(a.source, a.rounds, a.lock)
+        res = measure(a.source, a.rounds, a.lock, tools if a.tools_given else None)
     else:
         work = a.keep or tempfile.mkdtemp(prefix="bench-gc-")
         os.makedirs(work, exist_ok=True)
