@@ -143,15 +143,26 @@ def test_local_cache_garbage_or_stale(tmp_path, weed, prefix, packed):
     mdb.write_bytes(random.Random(1).randbytes(mdb.stat().st_size))
     with open_store(weed, prefix, tmp_path) as s:  # only a cache: rebuilt at open
         assert readable(s, hs, data) == list(range(len(hs)))
-    # a pack removed behind the cache's back (another machine's gc or repair)
-    raw.delete(f"index/{pids[1]}")
-    raw.delete(f"data/{pids[1]}")
+    # a pack removed behind an open store's back (another machine's gc or repair)
     with open_store(weed, prefix, tmp_path) as s:
+        raw.delete(f"index/{pids[1]}")
+        raw.delete(f"data/{pids[1]}")
         rep = s.fsck()
         assert any("names 1 packs that are gone" in n for n in rep.notes), rep.lines()
         rep = s.fsck(repair=True)
         assert any("local index rebuilt" in r for r in rep.repaired)
         assert len(s.index.files()) == 2
+    # another removed while no store was open: the next open sees that its
+    # cache names a pack without an index object, and loads the cache again
+    raw.delete(f"index/{pids[2]}")
+    raw.delete(f"data/{pids[2]}")
+    with open_store(weed, prefix, tmp_path) as s:
+        assert len(s.index.files()) == 1
+        rep = s.fsck()
+        assert rep.ok, rep.lines()
+        gone = [i for i, h in enumerate(hs) if h not in s]
+        assert gone
+        assert sorted(set(readable(s, hs, data)) | set(gone)) == list(range(len(hs)))
 
 
 def test_repair_needs_a_writable_store(tmp_path, weed, prefix, packed):

@@ -223,11 +223,6 @@ def test_forget_all_in_a_bucket(tmp_path, s3_env, weed, prefix):
     assert len(list(weed.backend(f"{prefix}-blocks").list("archives/"))) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PackStore must call drop_gone_packs() when it opens (packs.py owner):"
-    " a cache filled before a gc still names the deleted packs",
-)
 def test_another_machine_reads_after_gc(tmp_path, s3_env, weed, prefix):
     """A second machine (its own cache, filled before the gc) reads the kept
     state after gc rewrote and deleted the packs its cache names."""

@@ -226,11 +226,21 @@ class PackStore(LayoutStore):
             return 0
         self._last_refresh = now
         known = {fi.uuid for fi in self.index.files().values()}
-        new = [
+        listed = [
             o.name[len("index/") :]
             for o in self.backend.list("index/")
-            if o.name[len("index/") :] not in known and len(o.name) == len("index/") + 32
+            if len(o.name) == len("index/") + 32
         ]
+        if force and known and not known.issubset(listed):
+            # packs a gc (on any machine) deleted: a cache that still named
+            # them would send reads to missing objects, and a writer would
+            # deduplicate against blocks that are gone.  Load it all again.
+            with self._ilock:
+                self.index.clear()
+                self._packs.clear()
+                self._frames.clear()
+            known = set()
+        new = [pid for pid in listed if pid not in known]
         if not new:
             return 0
         with ThreadPoolExecutor(max_workers=min(16, len(new))) as ex:
