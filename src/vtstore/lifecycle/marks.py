@@ -115,6 +115,54 @@ def _scan_refs(raw: bytes, hashid: int, dsize: int):
     return leaves, inner
 
 
+class _ReadAhead:
+    """The marker's store, with the interior blocks a directory names read in
+    batches (`get_many`: one index transaction and few preads for hundreds of
+    blocks) before the walk asks for them one by one.  What a batch could not
+    read is left to the single read, which reports the damage where it is.
+    Bounded: at most `cap` octets read ahead and not yet asked for."""
+
+    BATCH = 512
+
+    def __init__(self, store, cap: int = 32 << 20):
+        self.store = store
+        self.cap = cap
+        self._pre: dict[bytes, bytes] = {}
+        self._bytes = 0
+
+    def fetch(self, hashcodes) -> None:
+        pre = self._pre
+        want = list({bytes(h): h for h in hashcodes if bytes(h) not in pre}.values())
+        for i in range(0, len(want), self.BATCH):
+            if self._bytes >= self.cap:
+                return
+            part = want[i : i + self.BATCH]
+            try:
+                datas = self.store.get_many(part)
+            except VTError:
+                continue  # read one by one when asked: each problem named
+            for h, d in zip(part, datas, strict=True):
+                pre[bytes(h)] = d
+                self._bytes += len(d)
+
+    def clear(self) -> None:
+        self._pre.clear()
+        self._bytes = 0
+
+    def __getitem__(self, h):
+        d = self._pre.pop(bytes(h), None)
+        if d is None:
+            return self.store[h]
+        self._bytes -= len(d)
+        return d
+
+    def get_many(self, hashcodes) -> list:
+        return [self[h] for h in hashcodes]
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
 class Marker:
     """Mark every block reachable from the dirents and blocks given.
 
@@ -125,6 +173,7 @@ class Marker:
 
     def __init__(self, store, marks: MarkSet | None = None, on_block=None):
         self.store = store
+        self._ahead = _ReadAhead(store)
         self.marks = marks if marks is not None else MarkSet(store.hashclass.digest_size)
         self.on_block = on_block
         self.problems: list[str] = []
@@ -140,7 +189,7 @@ class Marker:
 
     def _read(self, h, where: str) -> bytes | None:
         try:
-            data = self.store[h]
+            data = self._ahead[h]
         except VTError as e:
             self.problems.append(f"{where}: {e}")
             return None
@@ -188,6 +237,8 @@ class Marker:
         and for a directory every entry's, recursively.  Directory entries are
         read with the stat cache's scanner (`scan_dir_data`): only the content
         blockref of each is decoded, not its metadata."""
+        hc = self.store.hashclass
+        hid, dsize = hc.hashid, hc.digest_size
         todo = [(root.is_dir, root.block, root.prev, where or root.name or "/")]
         while todo:
             is_dir, b, prev, path = todo.pop()
@@ -211,18 +262,51 @@ class Marker:
                 continue  # a run: no entries
             self.block(b, path)
             try:
-                entries, _ = scan_dir_data(read_dir_data(b, self.store))
+                entries, _ = scan_dir_data(read_dir_data(b, self._ahead))
             except VTError as e:
                 self.problems.append(f"{path}: directory {b}: {e}")
                 continue
             self.reads += 1
             base = path.rstrip("/")
+            n0 = len(todo)
             try:
                 for e in entries:
                     if e.fields & _FB_PREV:
                         d = e.dirent()
                         todo.append((d.is_dir, d.block, d.prev, f"{base}/{d.name}"))
                     elif e.fields & FB_BLOCK:
+                        if e.type != T_DIR:
+                            # a file's content ref, read without a Block: a
+                            # leaf is marked, an indirect block queued
+                            fast = _scan_refs(e.block_octets() or b"", hid, dsize)
+                            if fast is not None and len(fast[0]) + len(fast[1]) == 1:
+                                if fast[0]:
+                                    self.marks.add_many(fast[0])
+                                    if self.new is not None:
+                                        self.new.update(fast[0])
+                                else:
+                                    (dg, span), path_e = fast[1][0], f"{base}/{e.name}"
+                                    todo.append((False, IndirectBlock(hc(dg), span), None, path_e))
+                                continue
                         todo.append((e.type == T_DIR, e.block(), None, f"{base}/{e.name}"))
             except VTError as err:
                 self.problems.append(f"{path}: directory {b}: {err}")
+            self._read_ahead(todo[n0:])
+        self._ahead.clear()
+
+    def _read_ahead(self, items) -> None:
+        """Read in batches the interior blocks of a directory's entries that
+        the walk will ask for (not those of subtrees walked before)."""
+        want = []
+        for is_dir, b, _prev, _path in items:
+            top = b
+            while isinstance(top, SubBlock):
+                top = top.superblock
+            if isinstance(top, IndirectBlock):
+                if bytes(top.hashcode) not in self.interior:
+                    want.append(top.hashcode)
+            elif is_dir and isinstance(top, HashCodeBlock):
+                if bytes(top.hashcode) + b.span.to_bytes(8, "big") not in self.dirs:
+                    want.append(top.hashcode)
+        if want:
+            self._ahead.fetch(want)

@@ -54,6 +54,11 @@ __all__ = ["IndexDamagedError", "IndexEntry", "FileInfo", "LMDBIndex", "Snapshot
 #: memory, so this also bounds the index's memory (8192 pages: 32 MiB).
 TXN_ENTRIES = 8192
 _FILENUM = struct.Struct(">I")
+_SIX = struct.Struct("6Q")  # what _vtdread.decode_entries packs an entry as
+try:
+    from vtstore.stores._vtdread import decode_entries as _decode_entries
+except ImportError:  # pragma: no cover - the extension is built by setup.py
+    _decode_entries = None
 _COUNTER = struct.Struct(">Q")
 _VARINT1 = [bytes((i,)) for i in range(128)]
 _last_prefix: tuple = ((), b"")
@@ -96,9 +101,33 @@ class IndexEntry(NamedTuple):
     def decode(cls, buf) -> IndexEntry:
         """The inverse of `encode`; raises `FormatError` on a malformed value.
 
-        One pass over the octets (every lookup decodes an entry), with the
-        checks of `decode_varint`: canonical, at most 10 octets a number.
+        Natively when `_vtdread` is built (every lookup decodes an entry);
+        else, and to name what is wrong with a malformed value, one pass over
+        the octets in Python with the checks of `decode_varint`: canonical, at
+        most 10 octets a number.
         """
+        if _decode_entries is not None:
+            try:
+                return cls._make(_SIX.unpack(_decode_entries((buf,))[0]))
+            except ValueError:
+                pass
+        return cls._decode_py(buf)
+
+    @classmethod
+    def decode_many(cls, bufs: list) -> list[IndexEntry]:
+        """`decode` of each of `bufs`, in one native call when it can."""
+        if _decode_entries is not None:
+            try:
+                packed = _decode_entries(bufs)[0]
+            except ValueError:
+                pass
+            else:
+                make = cls._make
+                return [make(t) for t in _SIX.iter_unpack(packed)]
+        return [cls.decode(b) for b in bufs]
+
+    @classmethod
+    def _decode_py(cls, buf) -> IndexEntry:
         vals = []
         n = used = 0
         for b in bytes(buf):
@@ -428,8 +457,10 @@ class LMDBIndex:
                 if ok and key is not None and cur.key() == key:
                     ok = cur.next()
                 while ok and len(items) < batch:
-                    items.append((cur.key(), IndexEntry.decode(cur.value())))
+                    items.append((cur.key(), cur.value()))
                     ok = cur.next()
+                entries = IndexEntry.decode_many([v for _, v in items])
+                items = [(k, e) for (k, _), e in zip(items, entries, strict=True)]
             yield from items
             if len(items) < batch:
                 return

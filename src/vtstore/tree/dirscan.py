@@ -357,6 +357,13 @@ class EncodedEntry:
             d = self._dirent = decode_dirent(self.raw)
         return d
 
+    def block_octets(self) -> bytes | None:
+        """The content blockref as stored (`Block.encode()`), without decoding
+        it; None when there is none or the entry was decoded already."""
+        if self._dirent is not None or not self.fields & FB_BLOCK:
+            return None
+        return self.raw[self._bstart : self._bend]
+
     def block(self) -> Block | None:
         """The content block (a file's data, a directory's entries), if any."""
         if self._dirent is not None or not self.fields & FB_BLOCK:
