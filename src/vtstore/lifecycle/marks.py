@@ -124,7 +124,7 @@ class _ReadAhead:
 
     BATCH = 512
 
-    def __init__(self, store, cap: int = 32 << 20):
+    def __init__(self, store, cap: int = 8 << 20):
         self.store = store
         self.cap = cap
         self._pre: dict[bytes, bytes] = {}
