@@ -1,5 +1,10 @@
 """Export dirents to a real filesystem, safely, and past damage.
 
+This module holds the walk, the policy (names, limits, damage, hard links,
+metadata and its order) and the public API (`export_tree`, `Exporter`,
+`ExportStats`, `damaged_name`, ...); the writer half (file jobs, batches, the
+pool of writing threads, pwrite/pwritev) is in `vtstore.tree.fswrite`.
+
 Export never writes outside its target: every object is created relative to an
 open directory descriptor with `O_NOFOLLOW`/`O_EXCL` semantics, names were checked
 when the dirents were decoded (no `/`, NUL, `.` or `..`), and symlinks are never
@@ -39,7 +44,6 @@ import grp
 import logging
 import os
 import pwd
-import queue
 import stat as statmod
 import threading
 from dataclasses import dataclass, field
@@ -59,6 +63,21 @@ from vtstore.tree.dirent import (
     fsdec,
     fsenc,
 )
+
+# the writer half (its constants are importable from here as before)
+from vtstore.tree.fswrite import (
+    _NOFOLLOW,
+    BATCH_BYTES,
+    BATCH_ENTRIES,
+    BATCH_LEAVES,
+    DEFAULT_THREADS,
+    FATAL_ERRNOS,
+    MAX_IN_FLIGHT,  # noqa: F401
+    MAX_OPEN_FILES,  # noqa: F401
+    FileWriter,
+    _FileJob,
+    _Pool,
+)
 from vtstore.tree.meta import cached_lookup
 from vtstore.tree.salvage import (
     BAD,
@@ -66,13 +85,9 @@ from vtstore.tree.salvage import (
     DATA,
     FILL,
     LEAF,
-    ZEROS,
     Damage,
     LimitError,
-    damage_text,
-    fetch_leaves,
     iter_content,
-    leaf_piece,
     read_entries,
     tree_totals,
 )
@@ -80,7 +95,6 @@ from vtstore.tree.salvage import (
 log = logging.getLogger(__name__)
 
 _WRITE_BUFFER = 1 << 20
-_NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW
 #: directories kept open on the way down; deeper ones are reopened by name
 _MAX_OPEN_DIRS = 64
@@ -88,25 +102,10 @@ _MAX_OPEN_DIRS = 64
 DAMAGED_SUFFIX = ".vt-damaged"
 #: the prefix of a file being rewritten by --resume (renamed over the old one)
 PART_PREFIX = ".vt-part-"
-#: errors of the target that stop a restore (going on would only fail again)
-FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EMFILE, errno.ENFILE}
 #: default --max-files
 DEFAULT_MAX_FILES = 10_000_000
 #: xattr namespaces `safe` restores none of (file capabilities are security.capability)
 UNSAFE_XATTR_PREFIXES = ("security.", "trusted.")
-#: a batch read with one store.get_many: at most this many leaves...
-BATCH_LEAVES = 1024
-#: ...or this many bytes of content (one leaf more at most)
-BATCH_BYTES = 4 << 20
-#: at most this many files (and their pieces) gathered before a batch goes out
-BATCH_ENTRIES = 1024
-#: bytes read from the store but not yet written, at most (one batch more at most)
-MAX_IN_FLIGHT = 8 << 20
-#: files handed to the pool and not yet finished, at most (one batch more at most)
-MAX_OPEN_FILES = 512
-#: threads creating and writing files (0: all in the walking thread)
-DEFAULT_THREADS = 2
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
 class ExportError(VTError):
@@ -167,77 +166,7 @@ class _Frame:
         self.is_root = False
 
 
-class _FileJob:
-    """A regular file being restored.  Its content goes out in chunks (one per
-    batch it has pieces in), written by the pool in any order; `left` counts the
-    chunks not yet written plus one until the walk has planned them all, and
-    whoever brings it to 0 sets the metadata, closes and names the file."""
-
-    __slots__ = (
-        "frame", "dfd", "name", "tmp", "e", "rel", "replace", "perm", "seq", "size",
-        "end", "fd", "left", "lock", "bad", "lost", "failed", "done", "final",
-    )  # fmt: skip
-
-    def __init__(self, frame, dfd, name, tmp, e, rel, replace, perm, seq):
-        self.frame = frame
-        self.dfd = dfd
-        self.name = name
-        self.tmp = tmp
-        self.e = e
-        self.rel = rel
-        self.replace = replace
-        self.perm = perm
-        self.seq = seq
-        self.size = 0
-        self.end = 0  # the end of the content written so far
-        self.fd = None
-        self.left = 1
-        self.lock = threading.Lock()
-        self.bad: list[tuple[int, str]] = []
-        self.lost = 0
-        self.failed = False
-        self.done = False  # set under the exporter's lock; waited for on its condition
-        self.final = name
-
-
-class _Pool:
-    """Writing threads, each with its own queue: work keyed alike runs on one
-    thread, in order; work without a key goes round.  A failure in a task is
-    handed to `fail` (the tasks catch their own; this is the last resort)."""
-
-    def __init__(self, n: int, fail):
-        self.queues = [queue.SimpleQueue() for _ in range(n)]
-        self.fail = fail
-        self.rr = 0
-        self.threads = [
-            threading.Thread(target=self._run, args=(q,), name=f"vt-restore-{i}", daemon=True)
-            for i, q in enumerate(self.queues)
-        ]
-        for t in self.threads:
-            t.start()
-
-    def submit(self, key, fn, *args) -> None:
-        if key is None:
-            self.rr += 1
-            key = self.rr
-        self.queues[key % len(self.queues)].put((fn, args))
-
-    def _run(self, q) -> None:
-        while (item := q.get()) is not None:
-            try:
-                item[0](*item[1])
-            except BaseException as err:  # pragma: no cover - the tasks catch theirs
-                self.fail(err)
-
-    def shutdown(self) -> None:
-        """Finish what was submitted, then stop every thread."""
-        for q in self.queues:
-            q.put(None)
-        for t in self.threads:
-            t.join()
-
-
-class Exporter:
+class Exporter(FileWriter):
     """One export run into a target directory.
 
     `resume`: None (the target must be empty), "quick" (complete an existing
@@ -398,25 +327,6 @@ class Exporter:
         self._waiting.clear()
         self._damaged.sort(key=lambda x: x[0])
         self.stats.damaged = [d for _, d in self._damaged]
-
-    def _drain(self) -> None:
-        """Send the last batch and wait until every file is written."""
-        self._flush()
-        with self._cv:
-            while self._jobs_open and self._fatal is None:
-                self._cv.wait()
-        self._check_fatal()
-
-    def _check_fatal(self) -> None:
-        if self._fatal is not None:
-            raise self._fatal
-
-    def _fail(self, err: BaseException) -> None:
-        """Stop the restore at the next step of the walk (the first error wins)."""
-        with self._cv:
-            if self._fatal is None:
-                self._fatal = err
-            self._cv.notify_all()
 
     def _add_damage(self, seq: int, d: Damage) -> None:
         with self._lock:
@@ -679,150 +589,6 @@ class Exporter:
             self._flush()
         self._check_limits()
 
-    def _flush(self) -> None:
-        """Read the batch's stored leaves with one get_many and hand each file's
-        pieces to the pool as one chunk."""
-        batch = self._batch
-        if not batch:
-            return
-        nbytes = self._batch_bytes
-        self._batch = []
-        self._batch_leaves = self._batch_bytes = 0
-        nfiles = sum(1 for x in batch if x[1] is None)
-        with self._cv:  # bound the bytes read but not written, and the files open
-            while self._fatal is None and (
-                (self._in_flight and self._in_flight + nbytes > MAX_IN_FLIGHT)
-                or self._jobs_open - nfiles > MAX_OPEN_FILES
-            ):
-                self._cv.wait()
-            self._in_flight += nbytes
-        self._check_fatal()
-        got = fetch_leaves(self.store, [x[4][0].hashcode for x in batch if x[2] == LEAF])
-        chunks: dict[_FileJob, list] = {}
-        for job, pos, kind, n, value in batch:
-            c = chunks.get(job)
-            if c is None:
-                c = chunks[job] = [[], False, 0]
-            if pos is None:
-                c[1] = True
-                continue
-            if kind == LEAF:
-                c[2] += n
-                leaf, s, end = value
-                kind, n, value = leaf_piece(leaf, s, end, got[leaf.hashcode])
-            elif kind == DATA:
-                c[2] += n
-            c[0].append((pos, kind, n, value))
-        del got, batch
-        for job, (pieces, last, held) in chunks.items():
-            if not last:
-                with job.lock:
-                    job.left += 1
-            if self._pool is not None:
-                # a file written in one piece goes to its directory's thread: two
-                # threads creating in one directory take turns on its lock (and
-                # spin on it, measured); pieces of big files go round the pool
-                one = last and job.left == 1
-                self._pool.submit(
-                    job.frame.slot if one else None, self._run_chunk, job, pieces, held
-                )
-            else:
-                self._run_chunk(job, pieces, held)
-        self._check_fatal()
-
-    def _run_chunk(self, job: _FileJob, pieces: list, held: int) -> None:
-        """Write one chunk of a file (in a pool thread); finish the file if last."""
-        try:
-            if not job.failed and self._fatal is None:
-                self._write_pieces(job, pieces)
-        except BaseException as err:
-            self._job_failed(job, err)
-        finally:
-            del pieces
-            with self._cv:
-                self._in_flight -= held
-                self._cv.notify_all()
-        with job.lock:
-            job.left -= 1
-            last = job.left == 0
-        if last:
-            self._finish_file(job)
-
-    def _job_fd(self, job: _FileJob) -> int:
-        with job.lock:
-            if job.fd is None:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
-                job.fd = os.open(job.tmp, flags, job.perm, dir_fd=job.dfd)
-            return job.fd
-
-    def _write_pieces(self, job: _FileJob, pieces: list) -> None:
-        """One pwrite/pwritev per contiguous run of pieces; holes are skipped."""
-        fd = self._job_fd(job)
-        iov: list = []
-        start = end = 0
-        for pos, kind, n, value in pieces:
-            if kind == DATA:
-                bufs = (value,)
-            elif kind == FILL or (kind == ZEROS and n < 4096):
-                bufs = _run_buffers(value if kind == FILL else 0, n)
-            else:  # zeros or an unreadable range: a hole
-                if kind == BAD:
-                    with job.lock:
-                        job.bad.append((pos, f"{damage_text(value)} (bytes {pos}-{pos + n - 1})"))
-                        job.lost += n
-                continue
-            if iov and pos != end:
-                _pwrite_all(fd, iov, start)
-                iov = []
-            if not iov:
-                start = pos
-            iov.extend(bufs)
-            end = pos + n
-        if iov:
-            _pwrite_all(fd, iov, start)
-        with job.lock:
-            job.end = max(job.end, end)
-
-    def _job_failed(self, job: _FileJob, err: BaseException) -> None:
-        job.failed = True
-        if isinstance(err, OSError) and err.errno not in FATAL_ERRNOS:
-            self._os_error(job.rel, err)
-        else:
-            self._fail(err)
-
-    def _finish_file(self, job: _FileJob) -> None:
-        """The last step of a file: metadata, close, its final name, the counts."""
-        try:
-            if not job.failed and self._fatal is None:
-                self._complete(job)
-        except BaseException as err:
-            self._job_failed(job, err)
-        finally:
-            if job.fd is not None:
-                os.close(job.fd)
-                job.fd = None
-                if job.failed and job.replace:
-                    try:
-                        os.unlink(job.tmp, dir_fd=job.dfd)
-                    except OSError:
-                        pass
-            f = job.frame
-            with self._cv:
-                self._jobs_open -= 1
-                self._pending_files -= 1
-                self._pending_bytes -= job.e.size or 0
-                f.pending -= 1
-                ready = f.walked and f.pending == 0 and f in self._waiting
-                if ready:
-                    self._waiting.discard(f)
-                job.done = True
-                self._cv.notify_all()
-        if ready:
-            try:
-                self._finish_dir(f)
-            except BaseException as err:
-                self._fail(err)
-
     def _complete(self, job: _FileJob) -> None:
         fd = self._job_fd(job)  # an empty file is opened only here
         dfd, name, tmp, rel = job.dfd, job.name, job.tmp, job.rel
@@ -1078,43 +844,6 @@ def _rename_noreplace(dfd: int, src: bytes, dst: bytes) -> None:
         return
     os.link(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd, follow_symlinks=False)
     os.unlink(src, dir_fd=dfd)
-
-
-def _pwrite_all(fd: int, bufs: list, offset: int) -> None:
-    """Write `bufs` at `offset` with as few calls as the kernel allows (one, for a
-    small file), going on after short writes; the buffers are not copied."""
-    if len(bufs) == 1:
-        mv = memoryview(bufs[0])
-        while mv:
-            n = os.pwrite(fd, mv, offset)
-            offset += n
-            mv = mv[n:]
-        return
-    i = 0
-    while i < len(bufs):
-        part = bufs[i : i + _IOV_MAX]
-        n = os.pwritev(fd, part, offset)
-        offset += n
-        for b in part:  # skip what was written; a short write splits one buffer
-            blen = len(b)
-            if n < blen:
-                if n:
-                    bufs[i] = memoryview(b)[n:]
-                break
-            n -= blen
-            i += 1
-
-
-_RUN_PIECE = 1 << 20
-
-
-def _run_buffers(octet: int, n: int) -> list:
-    """`n` octets `octet` as buffers of one shared piece (no run materialised)."""
-    full = bytes((octet,)) * min(n, _RUN_PIECE)
-    bufs = [full] * (n // len(full))
-    if n % len(full):
-        bufs.append(memoryview(full)[: n % len(full)])
-    return bufs
 
 
 def _current_umask() -> int:
