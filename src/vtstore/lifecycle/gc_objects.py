@@ -8,8 +8,9 @@ rests on time and on order (docs/GC.md says it for users):
    A lock left by a gc of this host that is no longer running, or older than
    `STALE_LOCK`, is taken over (a kill -9 leaves one behind).
 2. *List and age*: every object of the layout is listed and its first
-   sighting by a gc kept in `gc/seen` (the backends do not report object
-   times yet; an object time, where given, counts if older).  Only objects
+   sighting by a gc kept in `gc/seen`; the object's own time (S3's
+   Last-Modified, by the server's clock), when the backend gives it, counts
+   if older, so a first gc can collect old objects.  Only objects
    older than the grace period are candidates: the packs and blocks a writer
    is uploading, which no archive state names yet, are young and stay.
 3. *Mark* every state of every named archive in the store (`archives/`),

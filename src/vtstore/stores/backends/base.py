@@ -50,10 +50,13 @@ class AccessDeniedError(BackendError):
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """What `stat` and `list` say about an object."""
+    """What `stat` and `list` say about an object; `mtime`, when the backend
+    tells it, is when the object was written (seconds since the epoch, by the
+    server's clock)."""
 
     name: str
     size: int
+    mtime: float | None = None
 
 
 def check_name(name: str) -> str:

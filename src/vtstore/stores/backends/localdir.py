@@ -67,7 +67,7 @@ class LocalDirBackend(Backend):
             return None
         except OSError as e:
             raise self._fail("stat of", name, e) from None
-        return ObjectInfo(name, st.st_size)
+        return ObjectInfo(name, st.st_size, st.st_mtime)
 
     def list(self, prefix="", start_after=None) -> Iterator[ObjectInfo]:
         out = []
@@ -82,9 +82,10 @@ class LocalDirBackend(Backend):
                 if start_after is not None and name <= start_after:
                     continue
                 try:
-                    out.append(ObjectInfo(name, os.stat(os.path.join(dirpath, f)).st_size))
+                    st = os.stat(os.path.join(dirpath, f))
                 except FileNotFoundError:
-                    pass
+                    continue
+                out.append(ObjectInfo(name, st.st_size, st.st_mtime))
         out.sort(key=lambda o: o.name)
         return iter(out)
 

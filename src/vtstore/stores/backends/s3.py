@@ -206,7 +206,7 @@ class S3Backend(Backend):
             return None
         except Exception as e:
             raise self._error("stat of", name, e) from None
-        return ObjectInfo(name, meta["size"])
+        return ObjectInfo(name, meta["size"], _mtime(meta))
 
     def list(self, prefix="", start_after=None) -> Iterator[ObjectInfo]:
         import obstore
@@ -216,7 +216,7 @@ class S3Backend(Backend):
                 self._store, prefix.rstrip("/") or None, offset=start_after, chunk_size=1000
             ):
                 for meta in chunk:
-                    yield ObjectInfo(meta["path"], meta["size"])
+                    yield ObjectInfo(meta["path"], meta["size"], _mtime(meta))
         except FileNotFoundError:
             return
         except Exception as e:
@@ -235,3 +235,12 @@ class S3Backend(Backend):
     def close(self) -> None:
         # the client's connection pool goes with its last reference
         self._store = None
+
+
+def _mtime(meta) -> float | None:
+    """The object's last-modified time, as obstore reports it (a datetime)."""
+    t = meta.get("last_modified")
+    try:
+        return t.timestamp() if t is not None else None
+    except (AttributeError, ValueError, OverflowError):
+        return None
