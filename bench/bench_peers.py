@@ -122,23 +122,6 @@ def restore_cmd(tool: str, repo: str, n: int, out: str) -> tuple[list[str], str 
     raise ValueError(f"unknown tool {tool}")
 
 
-def warm(paths: list[str]) -> None:
-    """Read every file under `paths` once, so each tool starts from the same
-    page cache (these VMs reclaim cold pages within seconds)."""
-    for root in paths:
-        for dirpath, _, names in os.walk(root):
-            for n in names:
-                p = os.path.join(dirpath, n)
-                if os.path.islink(p):
-                    continue
-                try:
-                    with open(p, "rb", buffering=0) as f:
-                        while f.read(1 << 20):
-                            pass
-                except OSError:
-                    pass
-
-
 def tool_env(cache: str) -> dict:
     """The tools' environment with an empty cache and config home under `cache`."""
     return dict(
@@ -157,7 +140,7 @@ def run_tool(tool: str, snaps: list[str], work: str) -> dict:
     env = tool_env(cache)
     try:
         init_repo(tool, repo, env)
-        warm(snaps)
+        bench_tree.warm(*snaps)
         raw: dict = {"ingest_s": [], "ingest_cpu_s": [], "ingest_rss_KiB": []}
         for i, snap in enumerate(snaps, 1):
             dt, rss, cpu = timed(ingest_cmd(tool, repo, i, snap), env=env)
@@ -390,7 +373,7 @@ def profile(kind: str, snaps: list[str], work: str, out_dir: str) -> str:
     os.makedirs(repo)
     try:
         report.write(f"# vt on {kind}, load {os.getloadavg()}\n\n")
-        warm(snaps)
+        bench_tree.warm(*snaps)
         pack = ["-S", repo, "pack", "-a", vt_archive(repo)]
         step(f"ingest of the first snapshot ({snapshot_bytes(snaps[0]) / 1e6:.1f} MB)",
              [*pack, snaps[0]])  # fmt: skip

@@ -34,7 +34,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tree import WORDS, timed  # noqa: E402  (sync, pause, /usr/bin/time)
+from bench_tree import WORDS, timed, warm  # noqa: E402  (sync, pause, /usr/bin/time)
 
 
 def gen_small(root: str, nfiles: int, seed: int = 11) -> None:
@@ -107,18 +107,6 @@ def tree_size(path: str) -> tuple[int, int]:
                 files += 1
                 nbytes += st.st_size
     return files, nbytes
-
-
-def warm(path: str) -> None:
-    """Read every file under `path` (the repository) into the page cache."""
-    for dirpath, _, fnames in os.walk(path):
-        for f in fnames:
-            try:
-                with open(os.path.join(dirpath, f), "rb", buffering=0) as fh:
-                    while fh.read(1 << 20):
-                        pass
-            except OSError:
-                pass
 
 
 class Tools:

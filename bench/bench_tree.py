@@ -130,6 +130,24 @@ def ensure_tools() -> None:
 TOOLS = ("vt", "restic", "borg-lz4", "borg-zstd3")
 
 
+def warm(*paths) -> None:
+    """Read every file under `paths` once (symlinks not followed), so each
+    tool starts from the same page cache: these VMs reclaim cold pages within
+    seconds."""
+    for root in paths:
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                p = os.path.join(dirpath, n)
+                if os.path.islink(p):
+                    continue
+                try:
+                    with open(p, "rb", buffering=0) as f:
+                        while f.read(1 << 20):
+                            pass
+                except OSError:
+                    pass
+
+
 def run(
     size_mb: int = 1024,
     keep: str | None = None,
@@ -179,21 +197,11 @@ def run(
             "repo_bytes": du(repo),
         }
 
-    def warm() -> None:
+    def one(tool: str) -> dict:
         # every backup starts with the tree in the page cache: these VMs reclaim
         # cold pages within seconds (kdamond), and whoever followed borg's long
         # run otherwise read the tree from disk (measured: 8-11 s instead of 5-6)
-        for dirpath, _, fnames in os.walk(tree):
-            for f in fnames:
-                try:
-                    with open(os.path.join(dirpath, f), "rb", buffering=0) as fh:
-                        while fh.read(1 << 20):
-                            pass
-                except OSError:
-                    pass
-
-    def one(tool: str) -> dict:
-        warm()
+        warm(tree)
         repo = os.path.join(work, f"repo-{tool}")
         out = os.path.join(work, f"out-{tool}")
         for p in (repo, out):

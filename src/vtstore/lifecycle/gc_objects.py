@@ -291,13 +291,10 @@ def _pack_usage(store, nums: set[int], marks):
         u = use.get(e.filenum)
         if u is None:
             continue
+        u.count(e, is_live)
         if is_live:
-            u.live_blocks += 1
-            u.live_bytes += e.data_length
             live[e.filenum].append((d, e))
         else:
-            u.dead_blocks += 1
-            u.dead_bytes += e.data_length
             dead[e.filenum].append(d)
     return use, live, dead
 

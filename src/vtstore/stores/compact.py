@@ -55,6 +55,15 @@ class FileUsage:
         total = self.live_bytes + self.dead_bytes
         return self.dead_bytes / total if total else 1.0
 
+    def count(self, e: IndexEntry, live: bool) -> None:
+        """Count the block of index entry `e` as live or dead."""
+        if live:
+            self.live_blocks += 1
+            self.live_bytes += e.data_length
+        else:
+            self.dead_blocks += 1
+            self.dead_bytes += e.data_length
+
 
 def seal_idle(dd: DataDir, older_than: float) -> list[int]:
     """Seal the unsealed data files no writer holds whose last write is older
@@ -193,13 +202,10 @@ def survey(dd: DataDir, files: dict[int, FileInfo], marks) -> Survey:
         u = use.get(e.filenum)
         if u is None:
             continue
+        u.count(e, is_live)
         if is_live:
-            u.live_blocks += 1
-            u.live_bytes += e.data_length
             live[e.filenum].add(d, e)
         else:
-            u.dead_blocks += 1
-            u.dead_bytes += e.data_length
             dead[e.filenum].append(d)
             partial.add((e.filenum, e.payload_offset))
     return Survey(use, live, dead, partial)
