@@ -152,6 +152,23 @@ def test_a_truncated_data_file(tmp_path):
             s.get_many(hs[1000:1600])
 
 
+def test_records_follow_the_order_added(tmp_path):
+    """Frames that went to the compressing thread are not overtaken by plain
+    frames sent straight to the appender: blocks added in order lie in the
+    data file in order (a restore then reads it forwards)."""
+    rnd = random.Random(9)
+    text = b"".join(b"line %d of a compressible block\n" % i for i in range(300))
+    for trial in range(4):
+        path = tmp_path / f"dd{trial}"
+        blocks = [rnd.randbytes(8192) for _ in range(600)]
+        blocks[100:130] = [text[:8000] + b"%d" % i for i in range(30)]
+        with DataDir(path) as s:
+            hs = s.add_many(blocks)
+        with DataDir(path, readonly=True) as s:
+            pos = [(e.filenum, e.payload_offset) for e, _ in (where(s, h) for h in hs)]
+        assert pos == sorted(pos)
+
+
 def test_other_hash_classes_are_checked_too(tmp_path):
     path = tmp_path / "dd"
     blocks = mixed_blocks(800, seed=3)

@@ -269,7 +269,14 @@ class RecordWriter:
             self._queued.append(fr)
             self._inflight_size += fr.size
         app = self._app
-        if app is not None and self._encoder.skip(fr.datas, fr.size):
+        # a plain frame goes straight to the appender only when no frame is
+        # still with the compressing thread: records stay in the order added,
+        # so a file read in order reads its data file in order
+        if (
+            app is not None
+            and all(f.done() for f in self._futures)
+            and self._encoder.skip(fr.datas, fr.size)
+        ):
             app.submit(fr, TYPE_BLOCKS | ENC_PLAIN, fr.datas, True)
         else:
             self._submit(self._write_frame, fr)
