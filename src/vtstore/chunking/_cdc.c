@@ -1072,11 +1072,14 @@ done:
     return result;
 }
 
+#include "_tarscan.h"
+
 static PyMethodDef cdc_methods[] = {
     {"cut_offsets", (PyCFunction)(void (*)(void))cdc_cut_offsets, METH_VARARGS | METH_KEYWORDS,
      cut_offsets_doc},
     {"mbox_scan", (PyCFunction)(void (*)(void))cdc_mbox_scan, METH_VARARGS | METH_KEYWORDS,
      mbox_scan_doc},
+    {"tar_scan", (PyCFunction)cdc_tar_scan, METH_VARARGS, tar_scan_doc},
     {"gear_table", (PyCFunction)cdc_gear_table, METH_NOARGS, gear_table_doc},
     {"run_byte", (PyCFunction)cdc_run_byte, METH_O, run_byte_doc},
     {"run_bytes", (PyCFunction)(void (*)(void))cdc_run_bytes, METH_VARARGS | METH_KEYWORDS,

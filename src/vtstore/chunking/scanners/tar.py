@@ -8,9 +8,11 @@ mode rewrites only the 512-byte header block), and the end-of-archive marker.
 
 from __future__ import annotations
 
-from vtstore.chunking.scanners.base import ParserScanner
+from vtstore.chunking._cdc import tar_scan
+from vtstore.chunking.params import DEFAULT_PARAMS, ChunkParams
+from vtstore.chunking.scanners.base import ParserScanner, Scanner
 
-__all__ = ["TarScanner", "DATA_SPLIT"]
+__all__ = ["TarScanner", "TarScannerReference", "DATA_SPLIT"]
 
 BLOCK = 512
 DATA_SPLIT = 4096
@@ -42,8 +44,56 @@ def _checksum_ok(hdr: bytes) -> bool:
     return stored == unsigned
 
 
-class TarScanner(ParserScanner):
-    """Member and data starts of a tar stream."""
+class TarScanner(Scanner):
+    """Member and data starts of a tar stream.
+
+    The walk from header to header is native (`_cdc.tar_scan`, without the
+    GIL); this class only carries its state across buffers and joins a header
+    cut by the end of one.  `TarScannerReference` is the same walk in Python,
+    which the tests hold it to.
+    """
+
+    name = "tar"
+
+    def __init__(self, params: ChunkParams = DEFAULT_PARAMS):
+        super().__init__(params)
+        self.pos = 0  # absolute offset of the next octet the walk has not passed
+        self._skip = 0  # member data still to pass over
+        self._member = -1  # start of a member whose extension headers were read
+        self._held = b""  # the start of a header cut by the end of a buffer
+        self._done = False
+
+    def _walk(self, data, start: int) -> tuple[list[int], int]:
+        out, stop, self.pos, self._skip, self._member, self._done = tar_scan(
+            data, start, self.pos, self._skip, self._member
+        )
+        return out, stop
+
+    def feed(self, buf) -> list[int]:
+        if self._done:
+            return []
+        mv = memoryview(buf).cast("B")
+        out: list[int] = []
+        i = 0
+        if self._held:
+            i = BLOCK - len(self._held)
+            hdr = self._held + bytes(mv[:i])
+            if len(hdr) < BLOCK:
+                self._held = hdr
+                return out
+            self._held = b""
+            out, _ = self._walk(hdr, 0)
+            if self._done:
+                return out
+        more, stop = self._walk(mv, i)
+        out += more
+        if not self._done and not self._skip:
+            self._held = bytes(mv[stop:])
+        return out
+
+
+class TarScannerReference(ParserScanner):
+    """The tar walk in Python: what `TarScanner` must propose, for the tests."""
 
     name = "tar"
 
