@@ -2,6 +2,7 @@
 """Start-up benchmark: how long short `vt` commands take, beside `python -c pass`.
 
     flock /tmp/vt-bench.lock python3 bench/bench_start.py [--runs 30] [--json OUT]
+    python3 bench/bench_start.py --imports [--runs 10] -- -S DIR cat REF
 
 Each command is run --runs times (after --warmup unmeasured runs) in interleaved
 rounds, so that a burst of load elsewhere hits every command alike, and the
@@ -11,6 +12,11 @@ small commands are `vt --version`, `vt --help`, `vt CMD --help`, `vt -S DIR cat`
 of one 5 kB block, `vt -S DIR ls` of a two-file archive, `vt -S DIR unpack` of
 it; `restic version`, `borg --version` and `rsync --version` are the neighbours
 for comparison (skipped where not installed).  Not part of the test suite.
+
+`--imports VT-ARGS`: where the start-up time of one `vt` command line goes: it
+is run --runs times under `python -X importtime` and each module's own import
+time (the minimum over the runs, the least disturbed by other load) is listed,
+largest first, with the sum.
 """
 
 from __future__ import annotations
@@ -60,13 +66,11 @@ def make_fixture(tmp: str, vt: str) -> dict[str, str]:
     return {"store": store, "block": block, "archive": tree + ".vt", "home": tmp}
 
 
-def commands(vt: str, fx: dict[str, str]) -> list[tuple[str, list[str]]]:
-    """(label, argv) of every command measured; `{out}` in an argv is replaced by
-    a fresh directory name for each run."""
+def vt_commands(vt: str, fx: dict[str, str], tag: str = "") -> list[tuple[str, list[str]]]:
+    """(label, argv) of the `vt` commands measured, `tag` added to each label;
+    `{out}` in an argv is replaced by a fresh directory name for each run."""
     s = fx["store"]
     cmds = [
-        ("python -c pass", [sys.executable, "-c", "pass"]),
-        ("python -I -S -c pass", [sys.executable, "-I", "-S", "-c", "pass"]),
         ("vt --version", [vt, "--version"]),
         ("vt --help", [vt, "--help"]),
         ("vt cat --help", [vt, "cat", "--help"]),
@@ -79,6 +83,19 @@ def commands(vt: str, fx: dict[str, str]) -> list[tuple[str, list[str]]]:
         ("vt -S DIR ls X.vt", [vt, "-S", s, "ls", fx["archive"]]),
         ("vt -S DIR unpack X.vt OUT", [vt, "-S", s, "-q", "unpack", fx["archive"], "{out}"]),
     ]
+    return [(label + tag, argv) for label, argv in cmds]
+
+
+def commands(vt: str, fx: dict[str, str], baseline: str | None = None):
+    """(label, argv) of every command measured: the interpreter alone, `vt`
+    (and the `baseline` vt, labelled [base]), and the neighbours."""
+    cmds = [
+        ("python -c pass", [sys.executable, "-c", "pass"]),
+        ("python -I -S -c pass", [sys.executable, "-I", "-S", "-c", "pass"]),
+    ]
+    cmds += vt_commands(vt, fx)
+    if baseline:
+        cmds += vt_commands(baseline, fx, " [base]")
     for label, argv in (
         ("restic version", ["restic", "version"]),
         ("borg --version", ["borg", "--version"]),
@@ -99,16 +116,29 @@ def _run_once(argv: list[str], env: dict[str, str], out: str) -> float:
     return dt
 
 
-def run_benchmark(runs: int = 30, warmup: int = 3, vt: str | None = None) -> dict:
+def bench_env(home: str | None = None) -> dict[str, str]:
+    """The environment the commands run in: bytecode written (the warm-up runs
+    leave .pyc files, as an installed package has them; with
+    PYTHONDONTWRITEBYTECODE every module changed since its last .pyc would be
+    compiled again in each run), no $VT_STORE."""
+    env = {**os.environ, "HOME": home} if home else dict(os.environ)
+    env.pop("VT_STORE", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def run_benchmark(
+    runs: int = 30, warmup: int = 3, vt: str | None = None, baseline: str | None = None
+) -> dict:
     """Measure every command `runs` times in interleaved rounds; return
-    {"rows": [{"name", "median_ms", "min_ms", "p90_ms", "ratio"}], ...}."""
+    {"rows": [{"name", "median_ms", "min_ms", "p90_ms", "ratio"}], ...}.
+    `baseline`: another vt executable (an older checkout) measured alike."""
     vt = vt or default_vt()
     tmp = tempfile.mkdtemp(prefix="vt-bench-start-")
     try:
         fx = make_fixture(tmp, vt)
-        env = {**os.environ, "HOME": fx["home"]}
-        env.pop("VT_STORE", None)
-        cmds = commands(vt, fx)
+        env = bench_env(fx["home"])
+        cmds = commands(vt, fx, baseline)
         times: dict[str, list[float]] = {label: [] for label, _ in cmds}
         n = 0
         for rnd in range(warmup + runs):
@@ -135,7 +165,31 @@ def run_benchmark(runs: int = 30, warmup: int = 3, vt: str | None = None) -> dic
                 "ratio": med / base,
             }
         )
-    return {"rows": rows, "runs": runs, "vt": vt, "python": sys.version.split()[0]}
+    return {
+        "rows": rows,
+        "runs": runs,
+        "vt": vt,
+        "baseline": baseline,
+        "python": sys.version.split()[0],
+    }
+
+
+def import_profile(vt_args: list[str], runs: int = 10) -> tuple[dict[str, int], int]:
+    """({module: own import time in µs, minimum over `runs`}, sum of those) of
+    `python -X importtime -m vtstore.cli.main VT_ARGS`."""
+    best: dict[str, int] = {}
+    argv = [sys.executable, "-X", "importtime", "-m", "vtstore.cli.main", *vt_args]
+    for _ in range(runs):
+        r = subprocess.run(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=bench_env()
+        )
+        for line in r.stderr.splitlines():
+            if not line.startswith("import time:") or "imported package" in line:
+                continue
+            own, _cum, name = line[len("import time:") :].split("|")
+            name = name.strip()
+            best[name] = min(best.get(name, 1 << 62), int(own))
+    return best, sum(best.values())
 
 
 def _load() -> str:
@@ -165,10 +219,29 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=30, help="measured runs per command (default 30)")
     ap.add_argument("--warmup", type=int, default=3, help="unmeasured runs first (default 3)")
     ap.add_argument("--vt", help="the vt executable (default: the one beside this python)")
+    ap.add_argument(
+        "--baseline",
+        metavar="VT",
+        help="another vt (an older checkout), measured in the same rounds",
+    )
     ap.add_argument("--json", metavar="OUT", help="also write the result as JSON")
+    ap.add_argument(
+        "--imports",
+        action="store_true",
+        help="list the own import time of each module of `vt VT-ARGS` instead",
+    )
+    ap.add_argument("vt_args", nargs="*", metavar="VT-ARGS", help="with --imports (after --)")
+    ap.add_argument("--top", type=int, default=30, help="with --imports: how many modules")
     a = ap.parse_args()
+    if a.imports:
+        args = a.vt_args
+        best, total = import_profile(args, a.runs)
+        print(f"vt {' '.join(args)}: {len(best)} modules, {total / 1e3:.1f} ms of imports")
+        for name, us in sorted(best.items(), key=lambda kv: -kv[1])[: a.top]:
+            print(f"{us / 1e3:7.2f} ms  {name}")
+        return
     load_before = _load()
-    result = run_benchmark(a.runs, a.warmup, a.vt)
+    result = run_benchmark(a.runs, a.warmup, a.vt, a.baseline)
     result["load"] = {"before": load_before, "after": _load()}
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(format_table(result))

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vtstore.stores.base import Store
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds
+if TYPE_CHECKING:  # every command imports this module: no store code at start-up
+    from vtstore.stores.base import Store
 
 
 def open_store(args, readonly: bool = False) -> Store:

@@ -149,7 +149,8 @@ def candidates(line: str) -> list[str]:
 
     words = _split(line)
     cur, before = words[-1], words[1:-1]
-    parser = build_parser()
+    # the command names first; the command's own module once its word is seen
+    parser = build_parser(only="")
     command = None
     cmd_parser = parser
     expect_value = None
@@ -165,6 +166,7 @@ def candidates(line: str) -> list[str]:
             continue
         if command is None:
             command = w
+            parser = build_parser(only=w)
             cmd_parser = _subparser(parser, w) or parser
     if expect_value is not None:
         action = _option_table(cmd_parser).get(expect_value)

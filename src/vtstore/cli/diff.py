@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from vtstore.cli.common import open_store
 from vtstore.cli.refs import (
     archive_target,
@@ -13,8 +11,6 @@ from vtstore.cli.refs import (
     use_clause_of,
 )
 from vtstore.errors import VTError
-from vtstore.stores.progress import human_size
-from vtstore.tree.diff import DAMAGED, TreeDiff
 
 
 class DiffError(VTError):
@@ -89,10 +85,14 @@ def _tree(text: str, store):
 
 
 def _size(d) -> str:
+    from vtstore.stores.progress import human_size
+
     return human_size(d.size) if d is not None and (d.is_file or d.is_symlink) else ""
 
 
 def _line(c, long: bool) -> str:
+    from vtstore.tree.diff import DAMAGED
+
     if c.kind == DAMAGED:
         return f"! {c.path}: {c.error}"
     if not long:
@@ -106,6 +106,8 @@ def _line(c, long: bool) -> str:
 
 def summary(stats) -> str:
     """The one-line summary of a diff."""
+    from vtstore.stores.progress import human_size
+
     parts = [
         f"{stats.added:,} added",
         f"{stats.removed:,} removed",
@@ -132,6 +134,10 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
+    import json
+
+    from vtstore.tree.diff import TreeDiff
+
     use_clause_of(args, args.a)
     with open_store(args, readonly=True) as store:
         a_text, b_text = _sides(args, store)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-from vtstore.archive import store_identity
 from vtstore.cli.common import add_filter_options, filters_from_args, open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import archive_of, use_clause_of
@@ -37,6 +36,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from vtstore.archive import store_identity
     from vtstore.tree.fsimport import Importer
     from vtstore.tree.merge import merge
 

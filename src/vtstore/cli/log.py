@@ -9,16 +9,12 @@ walk and the changes, not a walk per state.
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
-import shutil
 import sys
 
 from vtstore.cli.common import open_store
 from vtstore.cli.refs import archive_target, select_entry, split_selector, use_clause_of
 from vtstore.errors import VTError
-from vtstore.stores.progress import human_size
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +46,8 @@ def register(sub) -> None:
 
 def local_time(when: float) -> str:
     """`when` as local `YYYY-MM-DD HH:MM:SS`, as listings show it."""
+    import datetime
+
     return datetime.datetime.fromtimestamp(when).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -112,6 +110,8 @@ def entry_json(e, stats: dict | None) -> dict:
 
 def state_line(e, stats: dict | None, width: int | None, brief: bool = False) -> str:
     """One state on one line: ID, local time, size, files, comment (cut to `width`)."""
+    from vtstore.stores.progress import human_size
+
     if brief:
         size = files = ""
     elif stats is None:
@@ -128,6 +128,9 @@ def state_line(e, stats: dict | None, width: int | None, brief: bool = False) ->
 
 
 def run(args) -> int:
+    import json
+    import shutil
+
     use_clause_of(args, args.archive)
     full = args.refs or args.verbose
     width = None if full else shutil.get_terminal_size((80, 24)).columns

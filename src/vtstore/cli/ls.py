@@ -9,7 +9,7 @@ directory that cannot be read (it is reported on stderr and `ls` exits 1).
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import stat as statmod
 import sys
@@ -18,12 +18,16 @@ import time
 from vtstore.cli.common import open_store
 from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
-from vtstore.tree.dir import dir_entries
-from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_HARDLINK, T_SOCKET, T_SYMLINK
 
 log = logging.getLogger(__name__)
 
-_TYPECHAR = {T_DIR: "d", T_SYMLINK: "l", T_FIFO: "p", T_SOCKET: "s", T_HARDLINK: "h"}
+
+@functools.cache
+def _kinds() -> tuple[dict[int, str], int]:
+    """The type letters of `ls -l`, and the device type (whose letter is its own)."""
+    from vtstore.tree.dirent import T_DEVICE, T_DIR, T_FIFO, T_HARDLINK, T_SOCKET, T_SYMLINK
+
+    return {T_DIR: "d", T_SYMLINK: "l", T_FIFO: "p", T_SOCKET: "s", T_HARDLINK: "h"}, T_DEVICE
 
 
 def register(sub) -> None:
@@ -66,8 +70,9 @@ def _line(e, long: bool) -> str:
     if not long:
         return e.name + ("/" if e.is_dir else "")
     m = e.meta
-    kind = _TYPECHAR.get(e.type, "-")
-    if e.type == T_DEVICE:
+    letters, t_device = _kinds()
+    kind = letters.get(e.type, "-")
+    if e.type == t_device:
         kind = e.rdev[0]
     perm = statmod.filemode(m.mode if m and m.mode is not None else 0)[1:]
     owner = (m.user or str(m.uid)) if m and (m.user or m.uid is not None) else "-"
@@ -103,13 +108,19 @@ def run(args) -> int:
 
 def _show(e, path: str, args) -> str:
     if args.json:
+        import json  # here, not at start-up (`vt ls --help`)
+
         return json.dumps(entry_json(e, path))
     return _line(e, args.long)
 
 
 def _shown(e, links, long: bool):
     """What to show for entry `e`: a hard link as its group's file, if found."""
-    if not long or e.type != T_HARDLINK or links is None:
+    if not long or links is None:
+        return e
+    from vtstore.tree.dirent import T_HARDLINK
+
+    if e.type != T_HARDLINK:
         return e
     try:
         f = links.resolve(e.ino)
@@ -121,6 +132,8 @@ def _shown(e, links, long: bool):
 
 def _list(store, top, args, header, links) -> bool:
     """List `top` (and with -R its subdirectories); False if a directory was unreadable."""
+    from vtstore.tree.dir import dir_entries
+
     ok = True
     stack = [("", top)]
     first = True

@@ -4,6 +4,11 @@ Each subcommand lives in its own module under `vtstore.cli`, which defines
 `register(subparsers)` (adding its parser and `set_defaults(func=run)`) and
 `run(args) -> int`.  Commands planned but not built yet are registered here as
 placeholders that say so and exit 2.
+
+Start-up time matters (completion runs `vt` at each <Tab>, scripts run it in
+loops): only the module of the command about to run is imported, and command
+modules import their implementation inside `run`.  tests/cli/test_start.py
+checks what a bare start imports; bench/bench_start.py times it.
 """
 
 from __future__ import annotations
@@ -11,15 +16,16 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
-import logging
 import os
 import sys
 
 from vtstore import __version__
 from vtstore.errors import VTError
 
-# (module, command) in the order `vt --help` lists them; a module that does not
-# exist yet makes the command a placeholder.
+# (module, command, summary) in the order `vt --help` lists them; a module that
+# does not exist yet makes the command a placeholder.  The summary and ALIASES
+# are what the module registers (tests/cli/test_start.py checks): `vt --help`
+# lists the commands without importing their modules.
 COMMANDS: list[tuple[str, str, str]] = [
     ("init", "init", "create the default configuration and datadir"),
     ("config", "config", "print the effective configuration"),
@@ -28,7 +34,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("cat", "cat", "write the content of a ref to stdout"),
     ("ls", "ls", "list a directory ref or archive"),
     ("pack", "pack", "store DIR and append its state to DIR.vt"),
-    ("watch", "watch", "follow DIR and record a new state after each change"),
+    ("watch", "watch", "follow DIR and record a new state after each change (continuous backup)"),
     ("shadow", "shadow", "keep DIR equal to an archive's latest state, both ways"),
     ("unpack", "unpack", "restore the latest state of an archive"),
     ("import_", "import", "merge a tree into an archive's latest state"),
@@ -50,7 +56,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("pull", "pull", "copy blocks, trees or archives from another store"),
     ("fsck", "fsck", "check a store, a ref or an archive"),
     ("reindex", "reindex", "rebuild a datadir's index from its data files"),
-    ("scan", "scan", "show how a file would be cut into blocks"),
+    ("scan", "scan", "show how files would be cut into blocks"),
     ("ftp", "ftp", "interactive shell over a tree"),
     ("ctl", "ctl", "act on a running mount (bind, clone, merge, sync, stats)"),
     ("publish", "publish", "store a path and print an x-vt: URI"),
@@ -60,7 +66,8 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("completion", "completion", "print a shell completion script (bash or zsh)"),
 ]
 
-log = logging.getLogger("vtstore")
+#: other names of a command (as its module registers them)
+ALIASES: dict[str, tuple[str, ...]] = {"snapshots": ("archives",)}
 
 
 def _placeholder(name: str):
@@ -92,17 +99,51 @@ def command_of(argv: list[str]) -> str | None:
     return None
 
 
+def _columns() -> int:
+    """The width argparse would take from `shutil.get_terminal_size()`: $COLUMNS,
+    else the terminal's, else 80; without importing shutil and the compression
+    modules it brings (milliseconds of every `vt --help` and `vt --version`)."""
+    try:
+        n = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        n = 0
+    if n <= 0:
+        try:
+            n = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            n = 0
+    return n or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, sized by `_columns`."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of `vt` and (through `add_parser`) of each command: argparse's,
+    with `_HelpFormatter` unless a command asks for another formatter."""
+
+    def __init__(self, *args, formatter_class=_HelpFormatter, **kw):
+        super().__init__(*args, formatter_class=formatter_class, **kw)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The `vt` argument parser.
 
     With `only` (the command about to run), only that command's module is
-    imported and registered; the others get a bare entry that is never parsed.
-    Importing all ~30 command modules is most of a short command's start-up
-    time.  `vt --help`, completion and an unknown word get the full parser."""
+    imported and registered; the others get a bare entry (name and summary) that
+    is never parsed.  `only=""` registers every command bare: enough for
+    `vt --version`, `vt --help`, an unknown word.  `only=None`: every command
+    module, for `vt help CMD` and the manual."""
     known = {cmd for _, cmd, _ in COMMANDS}
-    if only not in known:
-        only = None
-    p = argparse.ArgumentParser(
+    only = next((c for c, names in ALIASES.items() if only in names), only)
+    if only is not None and only not in known:
+        only = ""
+    p = _Parser(
         prog="vt",
         description=(
             "vtstore: a content-hash-addressed data store with a filesystem layer."
@@ -147,7 +188,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for modname, cmd, summary in COMMANDS:
         if only is not None and cmd != only:
-            sub.add_parser(cmd, help=summary, add_help=False)
+            sub.add_parser(cmd, help=summary, aliases=ALIASES.get(cmd, ()), add_help=False)
             continue
         try:
             mod = importlib.import_module(f"vtstore.cli.{modname}")
@@ -188,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         # an orientation for a person, still a usage error (2) for a script
         _orientation()
         return 2
-    parser = build_parser(only=command_of(argv))
+    parser = build_parser(only=command_of(argv) or "")
     args = parser.parse_args(argv)
+    import logging  # not before: `vt --version` and `vt --help` exit in parse_args
+
     level = logging.WARNING
     if args.verbose >= 2:
         level = logging.DEBUG
@@ -248,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _orientation() -> None:
     """What `vt` with no arguments prints: where to start, and where the store is."""
-    from vtstore.config.loader import default_basedir
+    from vtstore.config.paths import default_basedir
 
     where = os.environ.get("VT_STORE") or default_basedir()
     print(
@@ -354,7 +397,9 @@ def _explain(args, e: BaseException) -> None:
     error (bad input, a refusing environment) is not a bug: plain `-v` shows just
     its one line, like no `-v` at all."""
     if args.verbose >= 2:
-        log.debug("%s: %s", type(e).__name__, e, exc_info=e)
+        import logging
+
+        logging.getLogger("vtstore").debug("%s: %s", type(e).__name__, e, exc_info=e)
 
 
 def _oserror_text(e: OSError) -> str:

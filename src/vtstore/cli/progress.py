@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import stat as statmod
 import threading
@@ -10,8 +9,6 @@ import time
 
 from vtstore.cli.common import progress_bar
 from vtstore.errors import VTError
-
-log = logging.getLogger(__name__)
 
 
 class TreeProgress:
@@ -76,7 +73,9 @@ class TreeProgress:
         try:
             self._scan(root, flt, one_fs)
         except Exception as e:  # only the bar's total is lost; the pack says the rest
-            log.debug("scanning %s for the progress total: %s", root, e)
+            import logging
+
+            logging.getLogger(__name__).debug("scanning %s for the progress total: %s", root, e)
 
     def _scan(self, root: str, flt, one_fs: bool) -> None:
         total = 0

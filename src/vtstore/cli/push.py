@@ -13,15 +13,16 @@ whole store.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 from vtstore.cli.common import progress_bar
 from vtstore.cli.refs import is_ref_text, resolve_special
 from vtstore.errors import VTError
-from vtstore.sync.archives import archive_name, dest_archive, push_archive
-from vtstore.sync.tree import SyncError, SyncStats, TreeSync
+
+TYPE_CHECKING = False  # the sync layer is imported in run(), not at start-up
+if TYPE_CHECKING:
+    from vtstore.sync.tree import SyncStats
 
 
 def _add_parser(sub, cmd: str, help_: str) -> None:
@@ -154,6 +155,11 @@ class _Totals:
 
 
 def run(args) -> int:
+    import json
+
+    from vtstore.sync.archives import archive_name, dest_archive, push_archive
+    from vtstore.sync.tree import SyncError, TreeSync
+
     if getattr(args, "move", False):
         from vtstore.cli.gc import run_push_move
 
@@ -278,6 +284,10 @@ def _summary(args, t: _Totals, notes: list[str], elapsed: float) -> None:
 def _whole_store(args, src, dst) -> int:
     """No WHAT: every block of SRC that DST lacks, by `vtstore.sync.stores.sync_stores`
     (archives are not copied: name them)."""
+    import json
+
+    from vtstore.sync.tree import SyncError
+
     try:
         from vtstore.sync.stores import sync_stores
     except ImportError:

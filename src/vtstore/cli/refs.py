@@ -25,27 +25,42 @@ link resolves to the group's file under the link's name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from vtstore.archive import Archive, ArchiveEntry, archive_in, select_state
-from vtstore.blocks import Block
 from vtstore.errors import FormatError, VTError
-from vtstore.transcribe import parse
-from vtstore.tree.dir import resolve
-from vtstore.tree.dirent import T_HARDLINK, Dirent
-from vtstore.tree.links import LinkResolver
+
+# The archive, block and tree modules are imported where used: every command
+# module imports this one, and `vt CMD --help` should not load them (nor typing).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from vtstore.archive import Archive, ArchiveEntry
+    from vtstore.blocks import Block
+    from vtstore.tree.dirent import Dirent
+    from vtstore.tree.links import LinkResolver
 
 
-@dataclass
 class Target:
-    """What a SPECIAL names."""
+    """What a SPECIAL names: a dirent or a block, and for a state of an archive
+    the archive and the state; `links`: the hard-link groups of the whole tree
+    the target lies in (None for a block)."""
 
-    dirent: Dirent | None = None
-    block: Block | None = None
-    archive: Archive | None = None
-    entry: ArchiveEntry | None = None
-    #: the hard-link groups of the whole tree the target lies in (None for a block)
-    links: LinkResolver | None = None
+    __slots__ = ("dirent", "block", "archive", "entry", "links")
+
+    def __init__(
+        self,
+        dirent: Dirent | None = None,
+        block: Block | None = None,
+        archive: Archive | None = None,
+        entry: ArchiveEntry | None = None,
+        links: LinkResolver | None = None,
+    ):
+        self.dirent = dirent
+        self.block = block
+        self.archive = archive
+        self.entry = entry
+        self.links = links
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__)
+        return f"Target({fields})"
 
     @property
     def content_block(self) -> Block | None:
@@ -69,6 +84,10 @@ def parse_ref(text: str) -> tuple[object, str]:
             from urllib.parse import unquote
 
             text = unquote(text)
+    from vtstore.blocks import Block
+    from vtstore.transcribe import parse
+    from vtstore.tree.dirent import Dirent
+
     value, end = parse(text)
     if not isinstance(value, Dirent | Block):
         raise FormatError(f"not a dirent or block ref: {text[:60]!r}")
@@ -113,6 +132,8 @@ def archive_of(text: str, store) -> tuple[Archive, str]:
         if not sep or not clause or not name:
             raise VTError(f"{text}: a named archive is written [clause]NAME")
         return open_archive(store, name, create=True), inner
+    from vtstore.archive import archive_in
+
     path, inner = split_archive_path(text)
     return archive_in(path, store), inner
 
@@ -176,6 +197,8 @@ def select_entry(archive, sel: str | None, when: float | None = None, text: str 
     if sel is not None and when is not None:
         raise VTError(f"{text or archive.path}: give a state either as @{sel} or by time, not both")
     if sel is not None:
+        from vtstore.archive import select_state
+
         return select_state(list(archive.entries()), sel, archive.path)
     entry = archive.at(when) if when is not None else archive.last()
     if entry is None:
@@ -200,6 +223,10 @@ def resolve_special(
     text: str, store, when: float | None = None, need_archive: bool = False
 ) -> Target:
     """Resolve a SPECIAL (see the module docstring) to a `Target`."""
+    from vtstore.blocks import Block
+    from vtstore.tree.dir import resolve
+    from vtstore.tree.links import LinkResolver
+
     if is_ref_text(text) and not need_archive:
         value, rest = parse_ref(text)
         if isinstance(value, Block):
@@ -217,6 +244,8 @@ def resolve_special(
 
 def _file_of(d: Dirent, links: LinkResolver, text: str) -> Dirent:
     """A hard-link dirent as its group's file under the link's name; others as they are."""
+    from vtstore.tree.dirent import T_HARDLINK
+
     if d.type != T_HARDLINK:
         return d
     try:

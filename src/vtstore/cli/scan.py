@@ -8,14 +8,15 @@ hash or from the maximum size, and a histogram of block sizes (log2 bins).
 
 from __future__ import annotations
 
-import json
 import os
-import statistics
 import sys
 
-from vtstore.chunking import BlockifyStats, ChunkParams, chunks_of
 from vtstore.chunking.scanners import SCANNERS
 from vtstore.errors import VTError
+
+TYPE_CHECKING = False  # the chunker is imported where a file is scanned
+if TYPE_CHECKING:
+    from vtstore.chunking import ChunkParams
 
 __all__ = ["register", "run", "scan_file", "histogram"]
 
@@ -95,6 +96,10 @@ def histogram(sizes: list[int]) -> list[dict]:
 
 def scan_file(path: str, params: ChunkParams, scanner="auto", mime_type: str | None = None) -> dict:
     """The chunking report of one file, as a plain dict."""
+    import statistics
+
+    from vtstore.chunking import BlockifyStats, chunks_of
+
     if os.path.isdir(path):
         raise VTError(f"{path}: is a directory")
     stats = BlockifyStats()
@@ -164,6 +169,10 @@ def format_report(r: dict, width: int = 40) -> str:
 
 def run(args) -> int:
     """Scan each file and print the reports; exit code 0, or raise VTError."""
+    import json
+
+    from vtstore.chunking import ChunkParams
+
     try:
         d = ChunkParams()
         params = ChunkParams(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -56,6 +55,8 @@ class _Stepper:
         self.shadow = Shadow(args.dir, None)
 
     def step(self) -> None:
+        import json
+
         with open_store(self.args) as store:
             archive, inner = archive_of(self.args.archive, store)
             if inner:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import shutil
 import sys
 
 from vtstore.cli.common import open_store
-from vtstore.cli.log import entry_json, local_time, stats_series
 from vtstore.cli.refs import archive_target, select_entry, split_selector
 from vtstore.errors import VTError
-from vtstore.stores.progress import human_size
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +65,8 @@ def _archives_of_store(store) -> list[tuple[str, object]]:
 
 def _rows(name: str, archive, store, args, sel: str | None = None) -> tuple[dict, list]:
     """The JSON object of one archive and its table rows."""
+    from vtstore.cli.log import entry_json, stats_series
+
     if sel is not None:
         entries = [select_entry(archive, sel, text=name)]
     else:
@@ -91,6 +89,9 @@ def _rows(name: str, archive, store, args, sel: str | None = None) -> tuple[dict
 
 
 def _line(name: str, e, stats, args, width: int) -> str:
+    from vtstore.cli.log import local_time
+    from vtstore.stores.progress import human_size
+
     shown = name if len(name) <= NAME_WIDTH else name[: NAME_WIDTH - 3] + "..."
     line = f"{shown:<{NAME_WIDTH}}  {e.short_id}  {local_time(e.when)}"
     if args.sizes:
@@ -105,6 +106,9 @@ def _line(name: str, e, stats, args, width: int) -> str:
 
 
 def run(args) -> int:
+    import json
+    import shutil
+
     width = shutil.get_terminal_size((80, 24)).columns
     out: list[dict] = []
     failed = 0

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 import time
 
-from vtstore.archive import store_identity
 from vtstore.cli.common import add_filter_options, filters_from_args, open_store
-from vtstore.cli.pack import _human, _summary, choose_archive, data_bytes, dir_salt_for
 from vtstore.cli.refs import use_clause_of
 from vtstore.errors import VTError
 
@@ -108,6 +105,10 @@ class Recorder:
     def record(self, reason: str) -> bool:
         """Pack the tree against the archive's last state; append the result
         unless it equals that state.  True when a state was appended."""
+        import json
+
+        from vtstore.archive import store_identity
+        from vtstore.cli.pack import _human, _summary, choose_archive, data_bytes, dir_salt_for
         from vtstore.tree.fsimport import Importer
 
         args = self.args

@@ -6,14 +6,17 @@ file means the built-in defaults alone) and returns a `Config`.  `[GLOBAL]` hold
 with `type = ...` and that type's keys.  Clauses are checked when used (or all at
 once by `Config.validate()`), and a bad one raises one `ConfigError` naming the
 file, the clause and the key.  See docs/CONFIG.md.
+
+The names below are imported from `vtstore.config.loader` on first use, so that
+importing `vtstore.config.paths` (`vt` with no arguments) reads no more code.
 """
 
-from vtstore.config.loader import (
-    DEFAULT_VTRC,
-    Config,
-    default_basedir,
-    default_config_path,
-    load_config,
-)
-
 __all__ = ["Config", "DEFAULT_VTRC", "default_basedir", "default_config_path", "load_config"]
+
+
+def __getattr__(name: str):
+    if name not in __all__:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from vtstore.config import loader
+
+    return getattr(loader, name)

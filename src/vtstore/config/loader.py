@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from vtstore.config.paths import default_basedir, default_cachedir
 from vtstore.errors import ConfigError, FormatError
 from vtstore.hashes import HashCode, hashclass_by_name
 from vtstore.stores.spec import StoreSpec, ensure_provider, store_types
@@ -32,17 +33,6 @@ _GLOBAL_KEYS = ("basedir", "hashclass", "exclude", "exclude_from")
 def default_config_path() -> Path:
     """`$VT_CONFIG`, else `~/.vtrc`."""
     return Path(os.environ.get("VT_CONFIG") or "~/.vtrc").expanduser()
-
-
-def default_basedir() -> str:
-    """`$VT_DIR`, else `~/.local/share/vt`."""
-    return os.environ.get("VT_DIR") or "~/.local/share/vt"
-
-
-def default_cachedir() -> str:
-    """`$XDG_CACHE_HOME/vt`, else `~/.cache/vt`."""
-    x = os.environ.get("XDG_CACHE_HOME")
-    return os.path.join(x, "vt") if x else "~/.cache/vt"
 
 
 def builtin_sections() -> dict[str, dict[str, str]]:
