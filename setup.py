@@ -43,12 +43,18 @@ setup(
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
         # batch AES-256-GCM for encrypted stores, over the system's libcrypto
-        # (Debian: libssl-dev).  Optional: without it the crypt store uses the
+        # (Debian: libssl-dev); compiles in _blake3.c to check what it decrypts
+        # in the same pass.  Optional: without it the crypt store uses the
         # `cryptography` package, slower per block, same bytes.
         Extension(
             "vtstore.stores.crypt._cryptblocks",
             sources=["src/vtstore/stores/crypt/_cryptblocks.c"],
-            depends=["src/vtstore/_vtbuf.h"],
+            depends=[
+                "src/vtstore/_blake3.c",
+                "src/vtstore/_vtbuf.h",
+                "src/vtstore/_vtimpl.h",
+                "src/vtstore/stores/crypt/_blake2b.h",
+            ],
             libraries=["crypto", "pthread"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
             optional=True,

@@ -280,3 +280,155 @@ def test_large_get_names_the_first_bad_block(tmp_path, keyfile, bad):  # noqa: F
     good = [h for i, h in enumerate(hs) if i not in wrong]
     assert s.get_many(good) == [b for i, b in enumerate(blocks) if i not in wrong]
     s.close()
+
+
+# -- reading: open and check in one call ---------------------------------------------
+
+
+def sealed_batch(rnd, sizes, zstd_every=0):
+    """Keys, payloads, their digests and tags, and their sealed blocks (every
+    `zstd_every`-th flagged compressed, as a zstd payload would be)."""
+    bkey, nkey = rnd.randbytes(32), rnd.randbytes(32)
+    pays = [rnd.randbytes(n) for n in sizes]
+    hs = Hash_BLAKE3.from_data_many(pays)
+    tags = cb.tag_many(nkey, b"blake3:", hs, bytes)
+    flags = bytes(int(zstd_every > 0 and i % zstd_every == 1) for i in range(len(sizes)))
+    return bkey, pays, hs, tags, cb.seal_many(bkey, tags, flags, pays), flags
+
+
+@native
+@pytest.mark.parametrize("split", [True, False])
+def test_open_checked_equals_open_many_then_blake3(split):
+    """open_checked gives open_many's payloads at every size (0, around the
+    GCM block and BLAKE3 chunk, blocks over the 64 KiB group and unit), the
+    compressed ones unchecked and listed; in place, each block the list alone
+    holds becomes its payload (the same object); a block held elsewhere too
+    is never changed."""
+    rnd = random.Random(13)
+    sizes = [0, 1, 15, 16, 17, 1023, 1024, 1025, 8192, 70_000, 1 << 20]
+    sizes += [rnd.randrange(0, 20000) for _ in range(200)]
+    bkey, pays, hs, tags, blobs, flags = sealed_batch(rnd, sizes, zstd_every=7)
+    zipped = [i for i, f in enumerate(flags) if f]
+    for inplace in (False, True):
+        copies = [bytes(bytearray(b)) for b in blobs]  # each held by `copies` alone
+        kept = list(copies) if not inplace else None
+        ids = [id(c) for c in copies]
+        out, todo = cb.open_checked(bkey, copies, tags, b"".join(hs), split, inplace)
+        assert out == pays and todo == zipped
+        del kept
+        same = [id(o) == i for o, i in zip(out, ids, strict=True)]
+        assert all(same) if inplace else not any(same)
+    # shared blocks: held twice in the list, or by another name too
+    shared = [bytes(bytearray(b)) for b in blobs[:50]]
+    want = list(map(bytes, shared))
+    twice = shared + shared
+    out, todo = cb.open_checked(bkey, twice, tags[:50] * 2, b"".join(hs[:50]) * 2, split, True)
+    assert out == pays[:50] * 2 and shared == want
+    assert cb.open_checked(bkey, [], [], b"") == ([], [])
+
+
+@native
+def test_open_checked_refuses_each_bad_block_by_its_code():
+    """In one batch, in place: too short (1), not an encrypted block (2),
+    another tag (3), a flipped bit (4), the right tag over other data (5):
+    each its code, listed, the good blocks around them opened; no crash on
+    bad arguments."""
+    rnd = random.Random(17)
+    bkey, pays, hs, tags, blobs, _ = sealed_batch(rnd, [5000] * 40)
+    bad = list(blobs)
+    bad[3] = bad[3][:40]
+    bad[9] = b"\x02" + bad[9][1:]
+    bad[15] = bad[16]
+    flipped = bytearray(bad[21])
+    flipped[3000] ^= 0x10
+    bad[21] = bytes(flipped)
+    bad[30] = cb.seal_many(bkey, tags[30:31], b"\0", [pays[29]])[0]
+    copies = [bytes(bytearray(b)) for b in bad]
+    out, todo = cb.open_checked(bkey, copies, tags, b"".join(hs), True, True)
+    assert todo == [3, 9, 15, 21, 30]
+    assert [out[i] for i in todo] == [1, 2, 3, 4, 5]
+    assert [o for i, o in enumerate(out) if i not in todo] == [
+        p for i, p in enumerate(pays) if i not in todo
+    ]
+    with pytest.raises(ValueError):  # one digest per block
+        cb.open_checked(bkey, blobs, tags, b"".join(hs)[:-1])
+    with pytest.raises(ValueError):
+        cb.open_checked(bkey, blobs, tags[1:], b"".join(hs))
+    with pytest.raises(ValueError):
+        cb.open_checked(bkey[:16], blobs, tags, b"".join(hs))
+    with pytest.raises(TypeError):
+        cb.open_checked(bkey, [object()], tags[:1], hs[0])
+
+
+def _datadir_with(tmp_path, keyfile, n=256, size=8192):  # noqa: F811
+    """A crypt store over a real datadir holding `n` random blocks."""
+    s = crypt_over(DataDir(tmp_path / "dd", compress=False), keyfile, tmp_path)
+    blocks = [os.urandom(size) for _ in range(n)]
+    hs = s.add_many(blocks)
+    sealed = s.seal_many(list(zip(hs, blocks, strict=True)), False)
+    s.close()
+    (f,) = (tmp_path / "dd" / "data").glob("*.vtd")
+    return blocks, hs, [bytes(b) for b in sealed], f
+
+
+def _reopen(tmp_path, keyfile):  # noqa: F811
+    return crypt_over(DataDir(tmp_path / "dd"), keyfile, tmp_path)
+
+
+@native
+@pytest.mark.parametrize("at", [0, 127, 128, 200, 255])
+def test_datadir_batch_with_one_flipped_block(tmp_path, keyfile, at):  # noqa: F811
+    """A real datadir, a batch of 256 x 8 KiB read in one get_many (two halves,
+    opened in place): one flipped ciphertext byte anywhere gives one
+    CorruptBlockError naming that block; the rest reads right, and again."""
+    from vtstore.errors import CorruptBlockError
+
+    blocks, hs, sealed, f = _datadir_with(tmp_path, keyfile)
+    raw = bytearray(f.read_bytes())
+    pos = raw.find(sealed[at])
+    assert pos > 0
+    raw[pos + 60 + at] ^= 0x01
+    f.write_bytes(bytes(raw))
+    with _reopen(tmp_path, keyfile) as s:
+        assert s._one_call
+        for _ in range(2):
+            with pytest.raises(CorruptBlockError, match="tampered ciphertext") as e:
+                s.get_many(hs)
+            assert e.value.hashcode == hs[at]
+        rest = [h for i, h in enumerate(hs) if i != at]
+        assert s.get_many(rest) == [b for i, b in enumerate(blocks) if i != at]
+        assert s.get_many(hs[:at] + hs[at + 1 :]) == s.get_many(rest)
+
+
+@native
+def test_datadir_batch_with_swapped_and_wrong_blocks(tmp_path, keyfile):  # noqa: F811
+    """Two records' ciphertexts swapped in the data file (each under the
+    other's name): the first named, as moved; a block of the right tag holding
+    another block's data (only a key holder can make one): named, as not
+    matching its hash; never other bytes."""
+    from vtstore.errors import CorruptBlockError
+
+    blocks, hs, sealed, f = _datadir_with(tmp_path, keyfile)
+    raw = bytearray(f.read_bytes())
+    a, b = raw.find(sealed[100]), raw.find(sealed[101])
+    raw[a : a + len(sealed[100])], raw[b : b + len(sealed[101])] = sealed[101], sealed[100]
+    f.write_bytes(bytes(raw))
+    with _reopen(tmp_path, keyfile) as s:
+        with pytest.raises(CorruptBlockError) as e:
+            s.get_many(hs)
+        assert e.value.hashcode == hs[100]
+        ok = hs[:100] + hs[102:]
+        assert s.get_many(ok) == blocks[:100] + blocks[102:]
+    # the right tag over another block's data, in the middle of a batch
+    blocks, hs, sealed, f = _datadir_with(tmp_path / "2", keyfile)
+    with _reopen(tmp_path / "2", keyfile) as s:
+        wrong = bytes(s.seal(hs[77], blocks[76]))
+    raw = bytearray(f.read_bytes())
+    at = raw.find(sealed[77])
+    raw[at : at + len(wrong)] = wrong
+    f.write_bytes(bytes(raw))
+    with _reopen(tmp_path / "2", keyfile) as s:
+        with pytest.raises(CorruptBlockError, match="does not match its hash") as e:
+            s.get_many(hs)
+        assert e.value.hashcode == hs[77]
+        assert s.get_many(hs[78:]) == blocks[78:]
