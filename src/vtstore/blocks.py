@@ -584,17 +584,20 @@ def decode_blockref(data) -> Block:
     return b
 
 
-def _decode_hash_refs(data) -> tuple[Block, ...] | None:
-    """`decode_blockrefs` for the common indirect block, whose refs are all
-    plain hashcode refs in their shortest form (what `IndirectBuilder`
-    writes); None for anything else, which the general decoder then reads
-    (and names any fault of).  A read of a large file decodes one ref per
-    leaf: this is about 4x quicker than the general path."""
+def _split_hash_refs(data, leaves_only: bool = False) -> tuple[list, list, int] | None:
+    """`(hashcodes, spans, indirect)` of data made only of plain hashcode refs
+    in their shortest form (what `IndirectBuilder` writes), `indirect` the
+    number of them flagged INDIRECT; None for anything else (and, with
+    `leaves_only`, for any indirect ref), which the general decoder then reads
+    and names any fault of.  No `Block` is made: a large file has one ref a
+    leaf, and this is the per-leaf cost of reading it."""
     from vtstore.hashes import _BY_ID
 
-    out = []
-    new = object.__new__
-    put = object.__setattr__
+    hashes: list = []
+    spans: list = []
+    indirect = 0
+    new = bytes.__new__
+    limit = 0 if leaves_only else F_INDIRECT
     pos, n = 0, len(data)
     while pos < n:
         size = data[pos]
@@ -602,7 +605,7 @@ def _decode_hash_refs(data) -> tuple[Block, ...] | None:
         if size >= 0x80 or end > n or size < 3:
             return None
         flags = data[pos + 1]
-        if flags > F_INDIRECT:
+        if flags > limit:
             return None
         p = pos + 2
         b = data[p]
@@ -621,12 +624,51 @@ def _decode_hash_refs(data) -> tuple[Block, ...] | None:
         hc = _BY_ID.get(data[p])
         if hc is None or p + 1 + hc.digest_size != end:
             return None
-        blk = new(IndirectBlock if flags else HashCodeBlock)
-        put(blk, "hashcode", bytes.__new__(hc, data[p + 1 : end]))
+        hashes.append(new(hc, data[p + 1 : end]))
+        spans.append(span)
+        indirect += flags
+        pos = end
+    return (hashes, spans, indirect) if hashes else None
+
+
+def _decode_hash_refs(data) -> tuple[Block, ...] | None:
+    """`decode_blockrefs` for the common indirect block, whose refs are all
+    plain hashcode refs in their shortest form; None for anything else (see
+    `_split_hash_refs`).  About 4x quicker than the general path."""
+    got = _split_hash_refs(data)
+    if got is None:
+        return None
+    hashes, spans, indirect = got
+    new = object.__new__
+    put = object.__setattr__
+    out = []
+    if indirect:
+        flags = list(_split_flags(data))
+    for i, (h, span) in enumerate(zip(hashes, spans, strict=True)):
+        blk = new(IndirectBlock if indirect and flags[i] else HashCodeBlock)
+        put(blk, "hashcode", h)
         put(blk, "span", span)
         out.append(blk)
-        pos = end
-    return tuple(out) if out else None
+    return tuple(out)
+
+
+def _split_flags(data) -> Iterator[int]:
+    """The flags octet of each ref of data `_split_hash_refs` accepted."""
+    pos, n = 0, len(data)
+    while pos < n:
+        yield data[pos + 1]
+        pos += 1 + data[pos]
+
+
+def leaf_refs(data) -> tuple[list, list] | None:
+    """`(hashcodes, spans)` of an indirect block's data whose children are all
+    stored leaves in the shortest ref form, the first level above a large
+    file's leaves; None for any other data (read it with `decode_blockrefs`).
+
+    A restore reads runs of leaves from these two lists (one `get_many` a
+    run, one `pwritev`) without a `Block` a leaf."""
+    got = _split_hash_refs(data, leaves_only=True)
+    return None if got is None else (got[0], got[1])
 
 
 def decode_blockrefs(data) -> Iterator[Block]:

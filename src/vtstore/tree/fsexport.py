@@ -67,11 +67,12 @@ from vtstore.tree.dirent import (
 # the writer half (its constants are importable from here as before)
 from vtstore.tree.fswrite import (
     _NOFOLLOW,
-    BATCH_BYTES,
+    BATCH_BYTES,  # noqa: F401
     BATCH_ENTRIES,
-    BATCH_LEAVES,
+    BATCH_LEAVES,  # noqa: F401
     DEFAULT_THREADS,
     FATAL_ERRNOS,
+    FETCH_THREADS,
     MAX_IN_FLIGHT,  # noqa: F401
     MAX_OPEN_FILES,  # noqa: F401
     FileWriter,
@@ -227,6 +228,7 @@ class Exporter(FileWriter):
         # are left out; decided per export in _start
         self._fresh_meta = False
         self._pool: _Pool | None = None
+        self._fetcher: _Pool | None = None  # reads batches while the walk goes on
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._fatal: BaseException | None = None
@@ -310,6 +312,7 @@ class Exporter(FileWriter):
         )
         if self.threads:
             self._pool = _Pool(self.threads, self._fail)
+            self._fetcher = _Pool(FETCH_THREADS, self._fail)
 
     def _stop(self) -> None:
         """Wait for every thread (after an error: they skip their work), close what
@@ -317,6 +320,9 @@ class Exporter(FileWriter):
         if self._fatal is None and self._batch:
             self._fatal = RuntimeError("restore stopped")  # not reached in a clean run
         self._batch = []
+        if self._fetcher is not None:  # first: it hands work to the pool
+            self._fetcher.shutdown()
+            self._fetcher = None
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
@@ -572,18 +578,7 @@ class Exporter(FileWriter):
             self._pending_bytes += size
         if e.ino is not None:
             self._links.setdefault(e.ino, job)
-        pos = 0
-        if e.block is not None:
-            for piece in iter_content(e.block, self.store, fetch_leaves=False):
-                kind, n = piece[0], piece[1]
-                self._batch.append((job, pos, *piece))
-                if kind == LEAF or kind == DATA:
-                    self._batch_bytes += n
-                    self._batch_leaves += kind == LEAF
-                    if self._batch_leaves >= BATCH_LEAVES or self._batch_bytes >= BATCH_BYTES:
-                        self._flush()
-                pos += n
-        job.size = pos
+        job.size = 0 if e.block is None else self._plan_content(job, e.block)
         self._batch.append((job, None, None, 0, None))  # its last chunk is in this batch
         if len(self._batch) >= BATCH_ENTRIES:
             self._flush()

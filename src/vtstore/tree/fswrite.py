@@ -18,17 +18,28 @@ import errno
 import os
 import queue
 import threading
+from bisect import bisect_left
+from itertools import accumulate
 
+from vtstore.blocks import HashCodeBlock, IndirectBlock, leaf_refs
 from vtstore.tree.salvage import (
     BAD,
+    DAMAGE,
     DATA,
     FILL,
     LEAF,
     ZEROS,
     damage_text,
     fetch_leaves,
+    iter_content,
     leaf_piece,
 )
+
+#: a batch entry: consecutive stored leaves of one file, `(hashcodes, spans)`
+#: from one indirect block (no object a leaf); read as one slice of a get_many
+RUN = 5
+#: a piece to write: buffers written end to end (a RUN, read)
+DATAS = 6
 
 _NOFOLLOW = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 #: errors of the target that stop a restore (going on would only fail again)
@@ -45,6 +56,8 @@ MAX_IN_FLIGHT = 8 << 20
 MAX_OPEN_FILES = 512
 #: threads creating and writing files (0: all in the walking thread)
 DEFAULT_THREADS = 2
+#: threads reading batches (get_many) beside the walk, when there are writing threads
+FETCH_THREADS = 1
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
@@ -56,7 +69,7 @@ class _FileJob:
 
     __slots__ = (
         "frame", "dfd", "name", "tmp", "e", "rel", "replace", "perm", "seq", "size",
-        "end", "fd", "left", "lock", "bad", "lost", "failed", "done", "final",
+        "end", "fd", "left", "lock", "bad", "lost", "failed", "done", "final", "chunks",
     )  # fmt: skip
 
     def __init__(self, frame, dfd, name, tmp, e, rel, replace, perm, seq):
@@ -79,6 +92,7 @@ class _FileJob:
         self.failed = False
         self.done = False  # set under the exporter's lock; waited for on its condition
         self.final = name
+        self.chunks = 0  # the batches it has pieces in so far (set by the walk)
 
 
 class _Pool:
@@ -143,16 +157,90 @@ class FileWriter:
                 self._fatal = err
             self._cv.notify_all()
 
+    def _plan_content(self, job: _FileJob, block) -> int:
+        """Add the pieces of a file's content `block` to the batch; its span.
+
+        An indirect block whose children are all stored leaves (the level
+        above a large file's leaves) goes in as `RUN`s, its refs decoded into
+        two lists (`blocks.leaf_refs`) with no object or Python step a leaf;
+        anything else (runs, literals, sub-blocks, damage) piece by piece
+        through `salvage.iter_content`, which reads past damage."""
+        store = self.store
+        pos = 0
+        stack = [block]
+        while stack:
+            b = stack.pop()
+            if type(b) is IndirectBlock:
+                try:
+                    refs = leaf_refs(store[b.hashcode])
+                except DAMAGE:
+                    refs = False  # iter_content names the damage
+                if refs and sum(refs[1]) == b.span:
+                    self._add_run(job, pos, refs[0], refs[1])
+                    pos += b.span
+                    continue
+                if refs is None:  # interior: its children (damage: piece by piece)
+                    try:
+                        stack.extend(reversed(b.subblocks(store)))
+                        continue
+                    except DAMAGE:
+                        pass
+            for piece in iter_content(b, store, fetch_leaves=False):
+                self._add_piece(job, pos, piece)
+                pos += piece[1]
+        return pos
+
+    def _add_piece(self, job: _FileJob, pos: int, piece: tuple) -> None:
+        kind, n = piece[0], piece[1]
+        self._batch.append((job, pos, *piece))
+        if kind == LEAF or kind == DATA:
+            self._batch_bytes += n
+            self._batch_leaves += kind == LEAF
+            if self._batch_leaves >= BATCH_LEAVES or self._batch_bytes >= BATCH_BYTES:
+                self._flush()
+
+    def _add_run(self, job: _FileJob, pos: int, hashes: list, spans: list) -> None:
+        """Add consecutive leaves at `pos` as RUN entries, cut where a batch fills."""
+        acc = list(accumulate(spans, initial=0))  # acc[k]: octets of the first k
+        i, n = 0, len(hashes)
+        while i < n:
+            # the batch is full with leaf j-1 (its bytes or leaves reach the limit)
+            j = bisect_left(acc, acc[i] + BATCH_BYTES - self._batch_bytes, i + 1)
+            j = max(i + 1, min(j, i + BATCH_LEAVES - self._batch_leaves, n))
+            nb = acc[j] - acc[i]
+            self._batch.append((job, pos + acc[i], RUN, nb, (hashes[i:j], spans[i:j])))
+            self._batch_bytes += nb
+            self._batch_leaves += j - i
+            if self._batch_leaves >= BATCH_LEAVES or self._batch_bytes >= BATCH_BYTES:
+                self._flush()
+            i = j
+
     def _flush(self) -> None:
-        """Read the batch's stored leaves with one get_many and hand each file's
-        pieces to the pool as one chunk."""
+        """Send the batch out: its stored leaves are read with one get_many and
+        each file's pieces handed to the pool as one chunk, by the fetching
+        thread (the walk goes on meanwhile) or here with no threads."""
         batch = self._batch
         if not batch:
             return
         nbytes = self._batch_bytes
         self._batch = []
         self._batch_leaves = self._batch_bytes = 0
-        nfiles = sum(1 for x in batch if x[1] is None)
+        # the files this batch holds pieces of, and whether their last (counted
+        # here, in the walk's order, before any chunk of theirs can be written)
+        last: dict[_FileJob, bool] = {}
+        for x in batch:
+            if x[1] is None:
+                last[x[0]] = True
+            elif x[0] not in last:
+                last[x[0]] = False
+        nfiles = 0
+        for job, is_last in last.items():
+            job.chunks += 1
+            if is_last:
+                nfiles += 1
+            else:
+                with job.lock:
+                    job.left += 1
         with self._cv:  # bound the bytes read but not written, and the files open
             while self._fatal is None and (
                 (self._in_flight and self._in_flight + nbytes > MAX_IN_FLIGHT)
@@ -161,38 +249,88 @@ class FileWriter:
                 self._cv.wait()
             self._in_flight += nbytes
         self._check_fatal()
-        got = fetch_leaves(self.store, [x[4][0].hashcode for x in batch if x[2] == LEAF])
-        chunks: dict[_FileJob, list] = {}
-        for job, pos, kind, n, value in batch:
-            c = chunks.get(job)
-            if c is None:
-                c = chunks[job] = [[], False, 0]
-            if pos is None:
-                c[1] = True
-                continue
-            if kind == LEAF:
-                c[2] += n
-                leaf, s, end = value
-                kind, n, value = leaf_piece(leaf, s, end, got[leaf.hashcode])
-            elif kind == DATA:
-                c[2] += n
-            c[0].append((pos, kind, n, value))
-        del got, batch
-        for job, (pieces, last, held) in chunks.items():
-            if not last:
-                with job.lock:
-                    job.left += 1
+        if self._fetcher is not None:
+            self._fetcher.submit(None, self._fetch, batch, last, nbytes)
+        else:
+            self._fetch(batch, last, nbytes)
+        self._check_fatal()
+
+    def _fetch(self, batch: list, last: dict, nbytes: int) -> None:
+        """Read a batch and hand each file's chunk to the pool (or write it)."""
+        try:
+            chunks = self._read_batch(batch)
+        except BaseException as err:
+            self._fail(err)
+            with self._cv:
+                self._in_flight -= nbytes
+                self._cv.notify_all()
+            for job in last:  # count them out (nothing is written after an error)
+                self._run_chunk(job, [], 0)
+            return
+        del batch
+        for job, (pieces, held) in chunks.items():
             if self._pool is not None:
                 # a file written in one piece goes to its directory's thread: two
                 # threads creating in one directory take turns on its lock (and
                 # spin on it, measured); pieces of big files go round the pool
-                one = last and job.left == 1
+                one = last[job] and job.chunks == 1
                 self._pool.submit(
                     job.frame.slot if one else None, self._run_chunk, job, pieces, held
                 )
             else:
                 self._run_chunk(job, pieces, held)
-        self._check_fatal()
+
+    def _read_batch(self, batch: list) -> dict:
+        """`{job: [pieces, bytes held]}` of a batch, its stored leaves read with
+        one get_many (past damage leaf by leaf: `salvage.fetch_leaves`)."""
+        hs: list = []
+        for x in batch:
+            if x[2] == LEAF:
+                hs.append(x[4][0].hashcode)
+            elif x[2] == RUN:
+                hs.extend(x[4][0])
+        datas = got = None
+        if hs:
+            try:
+                datas = self.store.get_many(hs)
+            except DAMAGE:
+                got = fetch_leaves(self.store, hs)
+        del hs
+        chunks: dict[_FileJob, list] = {}
+        i = 0
+        for job, pos, kind, n, value in batch:
+            c = chunks.get(job)
+            if c is None:
+                c = chunks[job] = [[], 0]
+            if pos is None:
+                continue
+            pieces = c[0]
+            if kind == RUN:
+                c[1] += n
+                hashes, spans = value
+                k = len(hashes)
+                if datas is not None:
+                    ds = datas[i : i + k]
+                    if list(map(len, ds)) == spans:  # (a wrong one: leaf_piece names it)
+                        pieces.append((pos, DATAS, n, ds))
+                        i += k
+                        continue
+                for h, span in zip(hashes, spans, strict=True):
+                    d = datas[i] if datas is not None else got[h]
+                    pieces.append((pos, *leaf_piece(HashCodeBlock(h, span), 0, span, d)))
+                    pos += span
+                    i += 1
+                continue
+            if kind == LEAF:
+                c[1] += n
+                leaf, s, end = value
+                d = datas[i] if datas is not None else got[leaf.hashcode]
+                i += 1
+                kind, n, value = leaf_piece(leaf, s, end, d)
+            elif kind == DATA:
+                c[1] += n
+            pieces.append((pos, kind, n, value))
+        return chunks
 
     def _run_chunk(self, job: _FileJob, pieces: list, held: int) -> None:
         """Write one chunk of a file (in a pool thread); finish the file if last."""
@@ -227,6 +365,8 @@ class FileWriter:
         for pos, kind, n, value in pieces:
             if kind == DATA:
                 bufs = (value,)
+            elif kind == DATAS:
+                bufs = value
             elif kind == FILL or (kind == ZEROS and n < 4096):
                 bufs = _run_buffers(value if kind == FILL else 0, n)
             else:  # zeros or an unreadable range: a hole
