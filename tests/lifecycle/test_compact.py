@@ -72,4 +72,4 @@ def test_markset_add_many_is_add():
         one.add(d)
     for i in range(0, 85_000, 700):
         many.add_many((ds + ds[:25_000])[i : i + 700])
-    assert list(many.sorted_iter()) == list(one.sorted_iter()) == sorted(set(ds))
+    assert list(many.sorted_iter()) == list(one.sorted_iter()) == sorted({d[:8] for d in ds})

@@ -40,9 +40,9 @@ def test_markset_sorted_unique():
     for d in ds + ds[:20_000]:
         m.add(d)
     got = list(m.sorted_iter())
-    assert got == sorted(set(ds))
+    assert got == sorted({d[:8] for d in ds})  # 8-octet prefixes
     assert len(m) == 50_000
-    assert m.nbytes() == 50_000 * 32
+    assert m.nbytes() == 50_000 * 8
 
 
 def test_forget_prune_reclaims_space_and_keeps_states_whole(tmp_path, vt):
@@ -165,7 +165,7 @@ def test_memory_is_the_reachable_set(tmp_path):
         rep = collect(s, GCOptions(grace=0, dry_run=True))
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert rep.marked >= 40_000
-    assert rep.mark_bytes == rep.marked * 32
+    assert rep.mark_bytes == rep.marked * 8
     assert (rss1 - rss0) * 1024 < 60 << 20, (rss0, rss1)
 
 

@@ -120,11 +120,28 @@ def datadir_of(store):
     raise UsageError(f"{store.name} is not a datadir or an object store: vt gc collects those only")
 
 
+def lean_malloc() -> None:
+    """Ask glibc to give freed large buffers back at once and to keep two
+    malloc arenas.  gc decodes and encodes ~256 KiB frames on several threads;
+    glibc's adaptive mmap threshold then serves them from per-thread heaps
+    that keep them resident once freed (peak RSS at 1 GiB x 20: 91 -> 83 MiB).
+    Nothing where there is no `mallopt` (not glibc)."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, fixed: blocks above it are mmapped
+    mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def run_gc(args, store, dry_run: bool):
     """Collect `store`'s garbage as the command line says; print the report."""
     from vtstore.lifecycle.gc import collect
     from vtstore.lifecycle.gc_objects import collect_objects, layout_store_of
 
+    lean_malloc()
     opts = gc_options(args, dry_run)
     objects = layout_store_of(store)
     target = objects if objects is not None else datadir_of(store)

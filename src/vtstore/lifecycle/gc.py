@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from vtstore.archive import archive_in
 from vtstore.errors import StoreError, VTError
-from vtstore.lifecycle.marks import Marker
+from vtstore.lifecycle.marks import Marker, MarkSet
 from vtstore.lifecycle.registry import known_archives
 from vtstore.stores import compact
 from vtstore.stores.progress import human_size as _size
@@ -258,10 +258,14 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     refuse_on_problems(marker)
     rep.interior_reads = marker.reads
     marks = marker.marks
+    dd._frames.clear()  # the directories' frames: not read again
     phase("plan")
-    sv = compact.survey(dd, cands, marks)
-    use = sv.use
     rep.marked, rep.mark_bytes = len(marks), marks.nbytes()
+    sv = compact.survey(dd, cands, marks)
+    dd._index.release_pages()  # the survey read every index page once
+    use = sv.use
+    # the sweep's marking needs only `new` (and the walked-subtree sets)
+    marker.marks = marks = MarkSet(dd.hashclass.digest_size)
     delete, rewrite = plan(use, opts.threshold, rep)
     if opts.dry_run or not (delete or rewrite):
         phase("done")
@@ -310,17 +314,14 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             rep.blocks_copied += c2.stats.blocks
             rep.bytes_copied += c2.stats.bytes
         drop = {}
-        with dd._index.snapshot() as snap:
-            for num in doomed:
-                stuck = [
-                    d
-                    for d in itertools.chain(live[num].digests(), late_in[num])
-                    if (e := snap.get(d)) and e.filenum == num
-                ]
-                if stuck:  # a copy did not land: keep the file (never lose a block)
-                    log.warning("gc: data file %d keeps %d live blocks; kept", num, len(stuck))
-                    continue
-                drop[num] = dead[num]
+        for num in doomed:
+            ds = list(itertools.chain(live[num].digests(), late_in[num]))
+            stuck = sum(f == num for f in dd._index.filenums(ds))
+            if stuck:  # a copy did not land: keep the file (never lose a block)
+                log.warning("gc: data file %d keeps %d live blocks; kept", num, stuck)
+                continue
+            drop[num] = dead[num]
+        dd._index.release_pages()
         compact.drop_files(dd, drop, cands)
     finally:
         dd.unlock_exclusive()

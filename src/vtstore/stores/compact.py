@@ -110,12 +110,15 @@ def candidates(dd: DataDir, older_than: float) -> dict[int, FileInfo]:
 
 def merge_marks(items: Iterator[tuple[bytes, IndexEntry]], marks: Iterator[bytes]):
     """`(digest, entry, live)` for each index item, `live` when the sorted
-    `marks` hold the digest; both inputs ascending (a linear merge)."""
+    `marks` (digests, or prefixes of one length, as `MarkSet` keeps them)
+    hold the digest's prefix; both inputs ascending (a linear merge)."""
     m = next(marks, None)
+    k = len(m) if m is not None else 0
     for d, e in items:
-        while m is not None and m < d:
+        p = d[:k]
+        while m is not None and m < p:
             m = next(marks, None)
-        yield d, e, m == d
+        yield d, e, m == p
 
 
 # filenum, payload_offset, data_offset (big-endian: the packed octets sort in
@@ -258,14 +261,15 @@ class Copier:
     def _commit(self, pairs: list[tuple[bytes, bytes]], nbytes: int, end: int) -> None:
         fi = self._fi
         fi.indexed_to = end
-        entries = [(d, IndexEntry.decode(v)) for d, v in pairs]
         # replacing an entry is not a block added: keep the counters as they were
-        self.dd._index.commit(
-            entries,
+        self.dd._index.commit_values(
+            pairs,
+            nbytes,
             files=[fi],
+            counters={"blocks_added": -len(pairs), "bytes_added": -nbytes},
             replace=True,
-            counters={"blocks_added": -len(entries), "bytes_added": -nbytes},
         )
+        self.dd._index.release_pages()  # the replaced entries' pages: not read again
 
     def copy(
         self,
@@ -294,17 +298,22 @@ class Copier:
                 continue
             hs = [hc(d) for d, _ in group]
             datas = _read_group(dd, hs, [e for _, e in group])
-            for (d, e), h, data in zip(group, hs, datas, strict=True):
+            for i, data in enumerate(datas):
                 if data is None:  # not served by the batch: the one-block read names why
-                    data = dd._read_entry(h, e)
+                    datas[i] = dd._read_entry(hs[i], group[i][1])
+            nbytes = sum(map(len, datas))
+            # a record's blocks in one call (the writer's lock once a frame)
+            done = 0
+            while done < len(hs):
                 w = self._w or self._open()
-                size = w.add(hc(d), data)
-                self.stats.blocks += 1
-                self.stats.bytes += len(data)
-                if progress is not None:
-                    progress(len(data))
+                taken, _new, size = w.add_many(hs[done:], datas[done:], dd.data_file_size)
+                done += taken
                 if size >= dd.data_file_size:
                     self._close(seal=True)
+            self.stats.blocks += len(hs)
+            self.stats.bytes += nbytes
+            if progress is not None:
+                progress(nbytes)
 
     def _copy_record(self, group: list, progress) -> bool:
         """Append the record holding `group` (all its indexed blocks) to the raw
@@ -361,6 +370,7 @@ class Copier:
             replace=True,
             counters={"blocks_added": -len(r.entries), "bytes_added": -nbytes},
         )
+        self.dd._index.release_pages()
         r.entries = []
         r.committed = r.off
         if seal:
@@ -435,13 +445,7 @@ def drop_files(dd: DataDir, dead: dict[int, list[bytes]], files: dict[int, FileI
             size = path.stat().st_size
         except FileNotFoundError:
             size = 0
-        nbytes = 0
-        with dd._index.snapshot() as snap:
-            for d in digests:
-                e = snap.get(d)
-                if e is not None and e.filenum == num:
-                    nbytes += e.data_length
-        n = dd._index.delete_file_entries(num, digests)
+        n, nbytes = dd._index.delete_file_entries(num, digests, sizes=True)
         dd._index.commit(counters={"blocks_added": -n, "bytes_added": -nbytes})
         path.unlink(missing_ok=True)
         dd._frames.discard_file(num)
@@ -466,6 +470,20 @@ def _read_group(dd: DataDir, hs: list, entries: list) -> list:
     from vtstore.stores.readcache import read_many
 
     try:
-        return read_many(dd._fds, dd._frames, hs, [e.encode() for e in entries])
+        return read_many(dd._fds, _NO_FRAMES, hs, [e.encode() for e in entries])
     except (ImportError, ValueError):
         return [None] * len(hs)
+
+
+class _NoFrames:
+    """A frame cache that keeps nothing: the copy reads each frame once, in
+    file order, so caching the decoded frames would only hold memory."""
+
+    def get(self, key):
+        return None
+
+    def put(self, key, payload) -> None:
+        pass
+
+
+_NO_FRAMES = _NoFrames()

@@ -200,6 +200,28 @@ _ENVS: dict[str, SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
 
 
+def _madvise_dontneed(path: str) -> None:
+    """`madvise(MADV_DONTNEED)` every mapping of file `path` in this process
+    (read from /proc/self/maps); nothing where that is not Linux."""
+    try:
+        with open("/proc/self/maps") as f:
+            spans = []
+            for line in f:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].rstrip("\n") == path:
+                    a, b = parts[0].split("-")
+                    spans.append((int(a, 16), int(b, 16)))
+    except OSError:
+        return
+    if not spans:
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for a, b in spans:
+        libc.madvise(ctypes.c_void_p(a), ctypes.c_size_t(b - a), 4)  # MADV_DONTNEED
+
+
 def _first(item):
     return item[0]
 
@@ -494,17 +516,19 @@ class LMDBIndex:
         nbytes: int,
         files: Iterable[FileInfo] = (),
         counters: dict[str, int] | None = None,
+        replace: bool = False,
     ) -> tuple[int, int]:
         """`commit` for entries already encoded: `(digest, IndexEntry.encode())`
         pairs (digests exact `bytes`) of `nbytes` block octets in all, as the
         datadir's writer makes them a frame at a time.  Kept if present, like
-        `commit`; return `(new_blocks, new_bytes)`.
+        `commit`, unless `replace` (then every pair counts as new, as in
+        `commit`); return `(new_blocks, new_bytes)`.
 
         Each transaction's entries go in with one `putmulti` call rather than a
         Python call per entry.
         """
         pairs.sort()  # in key order: neighbouring puts share B-tree pages
-        return self._commit_sorted(pairs, files, counters, (), False, nbytes)
+        return self._commit_sorted(pairs, files, counters, (), replace, nbytes)
 
     def _commit_sorted(self, entries, files, counters, delete, replace, nbytes):
         """`commit` (`nbytes` None) or `commit_values` of sorted entries,
@@ -606,7 +630,10 @@ class LMDBIndex:
                         octets += entry.data_length
                 added = octets
             else:
-                if multi:
+                if replace:  # gc pointing entries at copies: no lookups
+                    cur.putmulti(entries, overwrite=True)
+                    new = len(entries)
+                elif multi:
                     new = cur.putmulti(entries, overwrite=False)[1]
                     if new != len(entries):
                         raise _SomePresent  # aborts the transaction
@@ -642,25 +669,61 @@ class LMDBIndex:
 
         return self._write(body)
 
-    def delete_file_entries(self, num: int, digests: Iterable[bytes]) -> int:
+    def delete_file_entries(self, num: int, digests: Iterable[bytes], sizes: bool = False):
         """Delete those of `digests` whose entry points into file `num`; drop the
-        file from the table.  Return how many entries were deleted."""
+        file from the table.  Return how many entries were deleted (`sizes`:
+        and their block octets, `(n, octets)`)."""
         sh = self._shared
         digests = list(digests)
 
         def body(txn):
-            n = 0
+            n = octets = 0
             for d in digests:
                 v = txn.get(d, db=sh.blocks)
-                if v is not None and IndexEntry.decode(v).filenum == num:
-                    txn.delete(d, db=sh.blocks)
-                    n += 1
+                if v is not None:
+                    e = IndexEntry.decode(v)
+                    if e.filenum == num:
+                        txn.delete(d, db=sh.blocks)
+                        n += 1
+                        octets += e.data_length
             txn.delete(_FILENUM.pack(num), db=sh.files)
-            return n
+            return n, octets
 
-        n = self._write(body)
+        n, octets = self._write(body)
         self._sync()
-        return n
+        return (n, octets) if sizes else n
+
+    def release_pages(self) -> None:
+        """Unmap the index pages this process has read (`madvise(MADV_DONTNEED)`
+        on the map, Linux): they stay in the page cache and fault back in when
+        read again, but stop counting in this process's RSS.  For a pass that
+        reads the whole index once (vt gc's survey and copy) on a big index; a
+        no-op where it cannot."""
+        data = os.path.realpath(
+            os.path.join(self.path, "data.mdb") if os.path.isdir(self.path) else self.path
+        )
+        gate = self._shared.gate
+        gate.enter()  # not while the map is being replaced
+        try:
+            _madvise_dontneed(data)
+        finally:
+            gate.exit()
+
+    def filenums(self, digests: Iterable[bytes]) -> list[int]:
+        """The data file each digest's entry points into (-1: not indexed), in
+        one read transaction; only the entry's first varint is decoded."""
+        out = []
+        with self._reading(self._shared.blocks) as txn:
+            get = txn.get
+            for d in digests:
+                v = get(d)
+                if v is None:
+                    out.append(-1)
+                elif v[0] < 0x80:
+                    out.append(v[0])
+                else:
+                    out.append(IndexEntry.decode(v).filenum)
+        return out
 
     def clear(self) -> None:
         """Empty the blocks and files tables and the block counters (before a reindex)."""
