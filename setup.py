@@ -43,8 +43,9 @@ setup(
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
         # batch AES-256-GCM for encrypted stores, over the system's libcrypto
-        # (Debian: libssl-dev); compiles in _blake3.c to check what it decrypts
-        # in the same pass.  Optional: without it the crypt store uses the
+        # (Debian: libssl-dev), or its own VAES AES-GCM (_gcm512.h, chosen at
+        # import when the CPU has AVX-512 VAES); compiles in _blake3.c to check
+        # what it decrypts in the same pass.  Optional: without it the crypt store uses the
         # `cryptography` package, slower per block, same bytes.
         Extension(
             "vtstore.stores.crypt._cryptblocks",
@@ -54,6 +55,7 @@ setup(
                 "src/vtstore/_vtbuf.h",
                 "src/vtstore/_vtimpl.h",
                 "src/vtstore/stores/crypt/_blake2b.h",
+                "src/vtstore/stores/crypt/_gcm512.h",
             ],
             libraries=["crypto", "pthread"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],

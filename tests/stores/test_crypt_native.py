@@ -432,3 +432,82 @@ def test_datadir_batch_with_swapped_and_wrong_blocks(tmp_path, keyfile):  # noqa
             s.get_many(hs)
         assert e.value.hashcode == hs[77]
         assert s.get_many(hs[78:]) == blocks[78:]
+
+
+# -- AES-256-GCM: the VAES implementation against libcrypto --------------------------
+
+gcm512 = pytest.mark.skipif(
+    cb is None or "vaes512" not in cb.gcm_implementations(),
+    reason="no _cryptblocks, or this CPU has no AVX-512 VAES",
+)
+
+
+@pytest.fixture
+def gcm_impl():
+    """Sets the GCM implementation for a test, and the fastest back after."""
+    yield cb.set_gcm_implementation
+    cb.set_gcm_implementation(None)
+
+
+@gcm512
+def test_vaes_gcm_equals_libcrypto_at_every_length(gcm_impl):
+    """_gcm512.h seals to libcrypto's octets (and cryptography's AESGCM opens
+    them) at every length 0..600 (the 16-octet blocks, the 64-octet registers,
+    the 256-octet rounds of sixteen and their tails), at 8 KiB and around it,
+    at 1 MiB and at random lengths; each opens what the other sealed, in
+    place or not, on one thread or two."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    rnd = random.Random(21)
+    key = rnd.randbytes(32)
+    sizes = list(range(0, 600)) + [8191, 8192, 8193, 65536 + 17, 1 << 20]
+    sizes += [rnd.randrange(0, 40000) for _ in range(200)]
+    tags = [rnd.randbytes(32) for _ in sizes]
+    pays = [rnd.randbytes(n) for n in sizes]
+    flags = bytes(len(sizes))
+    gcm_impl("libcrypto")
+    want = cb.seal_many(key, tags, flags, pays)
+    gcm_impl("vaes512")
+    assert cb.gcm_implementation() == "vaes512"
+    got = cb.seal_many(key, tags, flags, pays)
+    assert [i for i in range(len(sizes)) if got[i] != want[i]] == []
+    aead = AESGCM(key)
+    for i in range(0, len(sizes), 7):
+        assert aead.decrypt(tags[i][:12], want[i][34:], want[i][:34]) == pays[i]
+    for impl in ("vaes512", "libcrypto"):
+        gcm_impl(impl)
+        for split in (True, False):
+            assert cb.open_many(key, want, tags, split) == pays
+            copies = [bytes(bytearray(b)) for b in want]
+            hs = Hash_BLAKE3.from_data_many(pays)
+            assert cb.open_checked(key, copies, tags, b"".join(hs), split, True) == (pays, [])
+
+
+@gcm512
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 63, 64, 65, 255, 256, 257, 300, 1000])
+def test_vaes_gcm_refuses_every_flipped_bit(gcm_impl, n):
+    """Every flipped bit of a block (header, ciphertext, GCM tag), and a block
+    cut short or extended, fails authentication with _gcm512.h."""
+    gcm_impl("vaes512")
+    rnd = random.Random(n)
+    key, tag = rnd.randbytes(32), rnd.randbytes(32)
+    blob = cb.seal_many(key, [tag], b"\0", [rnd.randbytes(n)])[0]
+    bad = []
+    for pos in range(len(blob)):
+        b = bytearray(blob)
+        b[pos] ^= 1 << (pos % 8)
+        bad.append(bytes(b))
+    bad += [blob[:-1], blob + b"\0"]
+    out = cb.open_many(key, bad, [tag] * len(bad))
+    assert all(type(o) is int for o in out)
+    assert out[34 : len(blob)] == [4] * (len(blob) - 34)  # past the header: authentication
+    assert out[len(blob) :] == [1 if n == 0 else 4, 4]  # cut short, extended
+    assert cb.open_many(rnd.randbytes(32), [blob], [tag]) == [4]  # another key
+
+
+@native
+def test_gcm_implementation_names():
+    assert cb.gcm_implementations()[-1] == "libcrypto"
+    assert cb.gcm_implementation() == cb.gcm_implementations()[0]
+    with pytest.raises(ValueError):
+        cb.set_gcm_implementation("rot13")

@@ -33,6 +33,7 @@
 
 #include "../../_vtbuf.h"
 #include "_blake2b.h"
+#include "_gcm512.h"
 
 #define VERSION 1
 #define F_ZSTD 1
@@ -82,13 +83,29 @@ typedef struct {
     int check;               /* open_checked: BLAKE3-check each plaintext (item.digest) */
 } cjob;
 
-static int seal_one(EVP_CIPHER_CTX *ctx, item *it)
+/* The AES-256-GCM of one thread's job: libcrypto's context, or the key of
+ * _gcm512.h when the CPU has VAES (`gk`). */
+typedef struct {
+    EVP_CIPHER_CTX *ctx;
+    void *gk; /* gcm512_key */
+} cipher;
+
+/* Which GCM the jobs use: 1 _gcm512.h, 0 libcrypto (set_gcm_implementation). */
+static int use_gcm512 = 0;
+
+static int seal_one(cipher *c, item *it)
 {
     uint8_t *out = it->out;
     int len;
+    EVP_CIPHER_CTX *ctx = c->ctx;
     out[0] = VERSION;
     out[1] = it->flags;
     memcpy(out + 2, it->tag, TAG_LEN);
+#if HAVE_GCM512
+    if (c->gk)
+        return gcm512_crypt(c->gk, 1, it->tag, out, HEADER, it->in, (size_t)it->in_len,
+                            out + HEADER, NULL, out + HEADER + it->in_len);
+#endif
     if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, it->tag) != 1)
         return -1;
     if (EVP_EncryptUpdate(ctx, NULL, &len, out, HEADER) != 1)
@@ -102,8 +119,9 @@ static int seal_one(EVP_CIPHER_CTX *ctx, item *it)
     return 0;
 }
 
-static int open_one(EVP_CIPHER_CTX *ctx, item *it)
+static int open_one(cipher *c, item *it)
 {
+    EVP_CIPHER_CTX *ctx = c->ctx;
     const uint8_t *in = it->in;
     Py_ssize_t n = it->in_len - OVERHEAD;
     int len;
@@ -120,6 +138,14 @@ static int open_one(EVP_CIPHER_CTX *ctx, item *it)
         return 0;
     }
     it->flags = in[1]; /* in place, the header is gone once settled */
+#if HAVE_GCM512
+    if (c->gk) {
+        if (gcm512_crypt(c->gk, 0, in + 2, in, HEADER, in + HEADER, (size_t)n, it->out,
+                         in + HEADER + n, NULL) < 0)
+            it->err = E_AUTH;
+        return 0;
+    }
+#endif
     if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, in + 2) != 1)
         return -1;
     if (EVP_DecryptUpdate(ctx, NULL, &len, in, HEADER) != 1)
@@ -147,7 +173,7 @@ static void settle(item *it)
  * (item.digest), a group of about CHECK_GROUP octets at a time: decrypted, then
  * hashed while in cache.  A compressed payload is not checked here (its
  * caller decompresses, then checks).  -1: libcrypto failed or no memory. */
-static int open_checked_items(EVP_CIPHER_CTX *ctx, item *items, size_t n)
+static int open_checked_items(cipher *c, item *items, size_t n)
 {
     batch *hb = malloc(sizeof *hb); /* _blake3.c's batch: ~85 KB, one per call and thread */
     uint8_t got[CHECK_GROUP_MAX][OUT_LEN];
@@ -162,7 +188,7 @@ static int open_checked_items(EVP_CIPHER_CTX *ctx, item *items, size_t n)
         size_t start = i;
         Py_ssize_t octets = 0;
         for (; i < n && i - start < CHECK_GROUP_MAX && (i == start || octets < CHECK_GROUP); i++) {
-            if (open_one(ctx, &items[i]) < 0) {
+            if (open_one(c, &items[i]) < 0) {
                 rc = -1;
                 break;
             }
@@ -189,23 +215,37 @@ static void *run_job(void *arg)
 {
     cjob *j = (cjob *)arg;
     j->rc = -1;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    cipher c = {EVP_CIPHER_CTX_new(), NULL};
+    EVP_CIPHER_CTX *ctx = c.ctx;
     if (!ctx)
         return NULL;
     int ok = j->seal ? EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, j->key, NULL)
                      : EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, j->key, NULL);
+#if HAVE_GCM512
+    if (ok == 1 && __atomic_load_n(&use_gcm512, __ATOMIC_RELAXED)) {
+        c.gk = aligned_alloc(64, sizeof(gcm512_key));
+        if (!c.gk)
+            ok = 0;
+        else
+            gcm512_init(c.gk, j->key);
+    }
+#endif
     if (ok == 1 && j->check) {
-        j->rc = open_checked_items(ctx, j->items, j->n);
+        j->rc = open_checked_items(&c, j->items, j->n);
     } else if (ok == 1) {
         j->rc = 0;
         for (size_t i = 0; i < j->n && j->rc == 0; i++) {
             item *it = &j->items[i];
             if (it->digest) /* the tag just before the block: its digest is in cache */
                 b2b_tag(j->tagger, it->digest, j->dsize, it->tag);
-            j->rc = j->seal ? seal_one(ctx, it) : open_one(ctx, it);
+            j->rc = j->seal ? seal_one(&c, it) : open_one(&c, it);
             if (!j->seal)
                 settle(it);
         }
+    }
+    if (c.gk) {
+        OPENSSL_cleanse(c.gk, sizeof(gcm512_key)); /* round keys */
+        free(c.gk);
     }
     EVP_CIPHER_CTX_free(ctx);
     return NULL;
@@ -835,7 +875,66 @@ static PyObject *header_names(PyObject *Py_UNUSED(mod), PyObject *args)
     return out;
 }
 
+PyDoc_STRVAR(gcm_implementation_doc,
+             "gcm_implementation() -> str\n\n"
+             "The AES-256-GCM in use: 'vaes512' (AVX-512 VAES and VPCLMULQDQ, _gcm512.h)\n"
+             "or 'libcrypto' (the system's OpenSSL).");
+
+static PyObject *gcm_implementation(PyObject *Py_UNUSED(mod), PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(__atomic_load_n(&use_gcm512, __ATOMIC_RELAXED) ? "vaes512"
+                                                                                : "libcrypto");
+}
+
+PyDoc_STRVAR(gcm_implementations_doc,
+             "gcm_implementations() -> tuple[str, ...]\n\n"
+             "The AES-256-GCM implementations this CPU can run, fastest first.");
+
+static PyObject *gcm_implementations(PyObject *Py_UNUSED(mod), PyObject *Py_UNUSED(ignored))
+{
+#if HAVE_GCM512
+    if (gcm512_supported())
+        return Py_BuildValue("(ss)", "vaes512", "libcrypto");
+#endif
+    return Py_BuildValue("(s)", "libcrypto");
+}
+
+PyDoc_STRVAR(set_gcm_implementation_doc,
+             "set_gcm_implementation(name) -> None\n\n"
+             "Use AES-256-GCM implementation `name` from the next call on (both give the\n"
+             "same octets); None picks the fastest.  ValueError if unknown or this CPU\n"
+             "lacks it.");
+
+static PyObject *set_gcm_implementation(PyObject *Py_UNUSED(mod), PyObject *arg)
+{
+    int fast = 0;
+#if HAVE_GCM512
+    fast = gcm512_supported();
+#endif
+    int want;
+    if (arg == Py_None) {
+        want = fast;
+    } else if (PyUnicode_Check(arg) && PyUnicode_CompareWithASCIIString(arg, "libcrypto") == 0) {
+        want = 0;
+    } else if (PyUnicode_Check(arg) && PyUnicode_CompareWithASCIIString(arg, "vaes512") == 0 &&
+               fast) {
+        want = 1;
+    } else {
+        PyErr_Format(PyExc_ValueError, "unknown or unsupported AES-256-GCM implementation %R",
+                     arg);
+        return NULL;
+    }
+    __atomic_store_n(&use_gcm512, want, __ATOMIC_RELAXED);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"gcm_implementation", (PyCFunction)gcm_implementation, METH_NOARGS,
+     gcm_implementation_doc},
+    {"gcm_implementations", (PyCFunction)gcm_implementations, METH_NOARGS,
+     gcm_implementations_doc},
+    {"set_gcm_implementation", (PyCFunction)set_gcm_implementation, METH_O,
+     set_gcm_implementation_doc},
     {"seal_many", (PyCFunction)seal_many, METH_VARARGS, seal_many_doc},
     {"open_many", (PyCFunction)open_many, METH_VARARGS, open_many_doc},
     {"open_checked", (PyCFunction)open_checked, METH_VARARGS, open_checked_doc},
@@ -867,5 +966,8 @@ PyMODINIT_FUNC PyInit__cryptblocks(void)
             break;
         }
     }
+#if HAVE_GCM512
+    use_gcm512 = gcm512_supported();
+#endif
     return PyModule_Create(&module);
 }
