@@ -151,11 +151,14 @@ class _Frame:
     """A directory on the way down: its fd (None when closed to save fds), and
     its files still being written (its metadata waits for them)."""
 
-    __slots__ = ("fd", "dirent", "rel", "entries", "i", "pending", "walked", "is_root", "slot")
+    __slots__ = (
+        "fd", "dirent", "rel", "entries", "i", "pending", "walked", "is_root", "slot", "perm",
+    )  # fmt: skip
     _count = 0
 
-    def __init__(self, fd, dirent, rel, entries):
+    def __init__(self, fd, dirent, rel, entries, perm=None):
         _Frame._count += 1
+        self.perm = perm  # the mode it was made with by this export (None: it was there)
         self.slot = _Frame._count  # which writing thread creates its files
         self.fd = fd
         self.dirent = dirent
@@ -384,9 +387,10 @@ class Exporter(FileWriter):
                     dfd = self._fd_of(frames, len(frames) - 1)
                     try:
                         if e.type == T_DIR:
-                            sub = self._make_dir(dfd, name, e, rel)
+                            sub, perm = self._make_dir(dfd, name, e, rel)
                             if sub is not None:
-                                frames.append(_Frame(sub, e, rel, self._entries(e, rel)))
+                                entries = self._entries(e, rel)
+                                frames.append(_Frame(sub, e, rel, entries, perm))
                                 if self.resume:
                                     self._sweep(sub, frames[-1].entries)
                                 self._check_limits()
@@ -428,7 +432,7 @@ class Exporter(FileWriter):
     def _finish_dir(self, f: _Frame) -> None:
         """A directory's metadata, once its entries are all there; close its fd."""
         try:
-            self._apply_meta(f.fd, None, f.dirent)
+            self._apply_meta(f.fd, None, f.dirent, created=f.perm)
         except OSError as err:
             self._os_error(f.rel, err)
         finally:
@@ -480,10 +484,21 @@ class Exporter(FileWriter):
 
     # -- objects -----------------------------------------------------------
 
-    def _make_dir(self, dfd: int, name: bytes, e: Dirent, rel) -> int | None:
-        # counted under the lock: the pool's threads update the same stats
+    def _make_dir(self, dfd: int, name: bytes, e: Dirent, rel) -> tuple[int | None, int | None]:
+        """Make directory `name`: its fd and the mode it was made with (None
+        when --resume found it there).  Made with its final mode when that
+        lets us work in it (u+rwx) and has no special bits (a setgid
+        directory would pass its group on before its contents are there):
+        the chmod after its contents is then often a call that changes
+        nothing, and is left out; else 0700 until then."""
+        meta = e.meta
+        perm = 0o700
+        if meta is not None and meta.mode is not None and not self.resume:
+            mode = meta.mode & 0o7777
+            if mode & 0o700 == 0o700 and not mode & 0o7000:
+                perm = mode
         try:
-            os.mkdir(name, 0o700, dir_fd=dfd)
+            os.mkdir(name, perm, dir_fd=dfd)
         except FileExistsError:
             if not self.resume:
                 raise
@@ -491,9 +506,10 @@ class Exporter(FileWriter):
             if not statmod.S_ISDIR(st.st_mode):
                 os.unlink(name, dir_fd=dfd)
                 os.mkdir(name, 0o700, dir_fd=dfd)
-        with self._lock:
+            perm = None  # (a new one here too: --resume sets all of its metadata)
+        with self._lock:  # counted under the lock: the pool's threads update the same stats
             self.stats.dirs += 1
-        return os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        return os.open(name, _DIR_FLAGS, dir_fd=dfd), perm
 
     def _create(self, dfd: int, name: bytes, e: Dirent, rel: tuple[bytes, ...]) -> None:
         t = e.type

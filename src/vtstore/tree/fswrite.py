@@ -170,6 +170,10 @@ class FileWriter:
         stack = [block]
         while stack:
             b = stack.pop()
+            if type(b) is HashCodeBlock:  # a small file's one leaf, or a run's stray
+                self._add_piece(job, pos, (LEAF, b.span, (b, 0, b.span)))
+                pos += b.span
+                continue
             if type(b) is IndirectBlock:
                 try:
                     refs = leaf_refs(store[b.hashcode])
