@@ -85,7 +85,7 @@ def test_modes_that_cannot_be_made_at_once_come_back(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     modes = {"ro": 0o555, "setgid": 0o2775, "sticky": 0o1777, "private": 0o700, "group": 0o775}
-    for name, mode in modes.items():
+    for name in modes:
         d = src / name
         d.mkdir()
         (d / "f").write_bytes(b"x" * 100)
