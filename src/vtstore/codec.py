@@ -27,18 +27,29 @@ def _encode_varint_slow(n: int) -> bytes:
     return bytes(out)
 
 
-# Encodings of every value below 2**14 (one and two octets), built once: the
-# tree and block encoders write tens of small varints per file, and a tuple
-# lookup is several times cheaper than the loop.
-_LOW = [bytes((i,)) for i in range(0x80)]
-_SMALL = tuple(_LOW + [h + lo for h in (bytes((0x80 | i,)) for i in range(1, 0x80)) for lo in _LOW])
-del _LOW
+# Encodings of every value below 2**14 (one and two octets): the tree and block
+# encoders write tens of small varints per file, and a tuple lookup is several
+# times cheaper than the loop.  Built at the first encoding, not at import
+# (2-3 ms that `vt cat` or `vt ls`, which only decode, need not pay).
+_SMALL: tuple[bytes, ...] = ()
+
+
+def _small_table() -> tuple[bytes, ...]:
+    global _SMALL
+    low = [bytes((i,)) for i in range(0x80)]
+    _SMALL = tuple(
+        low + [h + lo for h in (bytes((0x80 | i,)) for i in range(1, 0x80)) for lo in low]
+    )
+    return _SMALL
 
 
 def encode_varint(n: int) -> bytes:
     """Return the big-endian base-128 encoding of the non-negative integer `n`."""
     if 0 <= n < 0x4000:
-        return _SMALL[n]
+        try:
+            return _SMALL[n]
+        except IndexError:  # the first small value: the table is not built yet
+            return _small_table()[n]
     return _encode_varint_slow(n)
 
 

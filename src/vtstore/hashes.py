@@ -15,13 +15,12 @@ Nothing outside this module assumes a digest length: use `H.digest_size`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
 
-import blake3 as _blake3
-
+# hashlib (OpenSSL, ~2 ms) and the blake3 package are imported where used: a
+# blake3 store hashes with our own _blake3, and most commands never need either.
 try:  # our own batch BLAKE3 (GIL released); the blake3 package is the fallback
     from vtstore import _blake3 as _native_b3
 except ImportError:  # pragma: no cover - an unbuilt checkout
@@ -145,6 +144,8 @@ class Hash_SHA1(HashCode):
 
     @classmethod
     def hash_function(cls, data) -> bytes:
+        import hashlib
+
         return hashlib.sha1(data).digest()
 
 
@@ -158,6 +159,8 @@ class Hash_SHA256(HashCode):
 
     @classmethod
     def hash_function(cls, data) -> bytes:
+        import hashlib
+
         return hashlib.sha256(data).digest()
 
 
@@ -173,7 +176,9 @@ class Hash_BLAKE3(HashCode):
     def hash_function(cls, data) -> bytes:
         if _native_b3 is not None:
             return _native_b3.digest(data)
-        return _blake3.blake3(data).digest()
+        import blake3
+
+        return blake3.blake3(data).digest()
 
     @classmethod
     def from_data(cls, data) -> HashCode:
@@ -181,7 +186,9 @@ class Hash_BLAKE3(HashCode):
         every single add goes through here)."""
         if _native_b3 is not None:
             return bytes.__new__(cls, _native_b3.digest(data))
-        return bytes.__new__(cls, _blake3.blake3(data).digest())
+        import blake3
+
+        return bytes.__new__(cls, blake3.blake3(data).digest())
 
     @classmethod
     def from_data_many(cls, datas) -> list[HashCode]:
@@ -204,6 +211,8 @@ class Hash_SHA3_256(HashCode):
 
     @classmethod
     def hash_function(cls, data) -> bytes:
+        import hashlib
+
         return hashlib.sha3_256(data).digest()
 
 
@@ -295,5 +304,9 @@ def hash_of_hashcodes(hashclass: type[HashCode], hashcodes: Iterable[HashCode]) 
 
 def _incremental(hashclass: type[HashCode]):
     if hashclass is Hash_BLAKE3:
-        return _blake3.blake3()
+        import blake3
+
+        return blake3.blake3()
+    import hashlib
+
     return hashlib.new(hashclass.hashname)

@@ -123,11 +123,10 @@ def modules_after(argv: list[str], tmp_path) -> set[str]:
     out = tmp_path / "modules.txt"
     r = subprocess.run(
         [sys.executable, "-c", PROBE, str(out), *argv],
-        capture_output=True,
-        text=True,
+        capture_output=True,  # bytes: `vt cat` writes binary
         timeout=60,
     )
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
     return set(out.read_text().split("\n"))
 
 
@@ -224,3 +223,21 @@ def test_bare_command_list_says_what_the_modules_register():
     full, bare = build_parser(), build_parser(only="")
     assert _commands_of(bare) == _commands_of(full)
     assert bare.format_help() == full.format_help()
+
+
+def test_cat_of_a_block_loads_no_tree_archive_or_hashlib(tmp_path):
+    """`vt -S DIR cat BLOCK` opens the store and reads one block: no directory,
+    archive or chunking code, no OpenSSL hashlib or blake3 package (a blake3
+    store hashes with vtstore._blake3)."""
+    store, data = tmp_path / "store", tmp_path / "data"
+    data.write_bytes(bytes(range(256)) * 20)
+    vt = [sys.executable, "-m", "vtstore.cli.main", "-S", str(store)]
+    ref = subprocess.run([*vt, "save", str(data)], capture_output=True, text=True, check=True)
+    ref = ref.stdout.strip()
+    assert ref.startswith("B{")
+    out = subprocess.run([*vt, "cat", ref], capture_output=True, check=True).stdout
+    assert out == data.read_bytes()
+    mods = modules_after(["-S", str(store), "cat", ref], tmp_path)
+    lazy = {"hashlib", "blake3", "vtstore.tree.dir", "vtstore.tree.links", "vtstore.archive"}
+    assert {m for m in mods if _under(m, lazy)} == set()
+    assert {m for m in mods if _under(m, {"vtstore.chunking", "vtstore.sync", "asyncio"})} == set()

@@ -11,6 +11,22 @@ if TYPE_CHECKING:  # every command imports this module: no store code at start-u
     from vtstore.stores.base import Store
 
 
+class CommandLog:
+    """`logging.getLogger(name)`, looked up at the first message: a command
+    module keeps its module-level `log` without importing logging (and the
+    traceback, threading and string modules it brings) when only its parser is
+    needed, for `vt CMD --help` or completion.  `main` imports and configures
+    logging before a command runs."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __getattr__(self, attr: str):
+        import logging
+
+        return getattr(logging.getLogger(self.name), attr)
+
+
 def open_store(args, readonly: bool = False) -> Store:
     """Open the store the command line names (-S, $VT_STORE, config, default datadir).
 

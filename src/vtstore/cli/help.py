@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 
 from vtstore.cli.manual import TOPIC_ALIASES, TOPICS, load_topics, man_page_path
@@ -42,7 +40,7 @@ def run(args) -> int:
         return 0
     commands = {cmd for _, cmd, _ in COMMANDS}
     if name in commands:
-        build_parser().parse_args([name, "--help"])  # prints and exits 0
+        build_parser(only=name).parse_args([name, "--help"])  # prints and exits 0
     if name in TOPICS:
         raise UsageError(f"{name}: this topic is not written yet (see docs/)")
     raise UsageError(
@@ -63,6 +61,9 @@ def _overview(commands, topics) -> None:
 
 
 def _show_man() -> int:
+    import shutil
+    import subprocess
+
     page = man_page_path()
     if not page.exists():
         raise UsageError(f"{page}: the manual page is missing from this installation")

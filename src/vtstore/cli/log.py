@@ -9,14 +9,13 @@ walk and the changes, not a walk per state.
 
 from __future__ import annotations
 
-import logging
 import sys
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import CommandLog, open_store
 from vtstore.cli.refs import archive_target, select_entry, split_selector, use_clause_of
 from vtstore.errors import VTError
 
-log = logging.getLogger(__name__)
+log = CommandLog(__name__)
 
 
 def register(sub) -> None:

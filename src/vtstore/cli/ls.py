@@ -10,16 +10,15 @@ directory that cannot be read (it is reported on stderr and `ls` exits 1).
 from __future__ import annotations
 
 import functools
-import logging
 import stat as statmod
 import sys
 import time
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import CommandLog, open_store
 from vtstore.cli.refs import resolve_special, use_clause_of
 from vtstore.errors import VTError
 
-log = logging.getLogger(__name__)
+log = CommandLog(__name__)
 
 
 @functools.cache

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
-from vtstore.cli.common import add_filter_options, filters_from_args
-from vtstore.cli.umount import dead_mount
+from vtstore.cli.common import CommandLog, add_filter_options, filters_from_args
 from vtstore.errors import VTError
 
-log = logging.getLogger(__name__)
+log = CommandLog(__name__)
 
 
 def register(sub) -> None:
@@ -125,6 +123,7 @@ def _default_mountpoint(special: str) -> str:
 
 def run(args) -> int:
     from vtstore.cli.refs import split_selector, use_clause_of
+    from vtstore.cli.umount import dead_mount
 
     if getattr(args, "all_archives", False) and not args.history:
         raise VTError("--every-archive goes with -a: vt mount -a --every-archive MOUNTPOINT")

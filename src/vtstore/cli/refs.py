@@ -224,21 +224,23 @@ def resolve_special(
 ) -> Target:
     """Resolve a SPECIAL (see the module docstring) to a `Target`."""
     from vtstore.blocks import Block
+
+    archive = entry = None
+    if is_ref_text(text) and not need_archive:
+        top, rest = parse_ref(text)
+        if isinstance(top, Block):
+            if rest.strip("/"):
+                raise FormatError("a block ref has no paths below it; use a dirent ref")
+            return Target(block=top)
+    else:
+        archive, entry, rest = archive_state(text, store, when)
+        top = entry.dirent
+    # not before: `vt cat BLOCK` needs no directory code
     from vtstore.tree.dir import resolve
     from vtstore.tree.links import LinkResolver
 
-    if is_ref_text(text) and not need_archive:
-        value, rest = parse_ref(text)
-        if isinstance(value, Block):
-            if rest.strip("/"):
-                raise FormatError("a block ref has no paths below it; use a dirent ref")
-            return Target(block=value)
-        links = LinkResolver(value, store)
-        d = resolve(value, rest, store) if rest.strip("/") else value
-        return Target(dirent=_file_of(d, links, text), links=links)
-    archive, entry, sub = archive_state(text, store, when)
-    links = LinkResolver(entry.dirent, store)
-    d = resolve(entry.dirent, sub, store) if sub.strip("/") else entry.dirent
+    links = LinkResolver(top, store)
+    d = resolve(top, rest, store) if rest.strip("/") else top
     return Target(dirent=_file_of(d, links, text), archive=archive, entry=entry, links=links)
 
 

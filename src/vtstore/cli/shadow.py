@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import CommandLog, open_store
 from vtstore.cli.refs import archive_of, use_clause_of
 from vtstore.cli.watch import _seconds, add_live_options
 from vtstore.errors import VTError
 
-log = logging.getLogger(__name__)
+log = CommandLog(__name__)
 
 
 def register(sub) -> None:

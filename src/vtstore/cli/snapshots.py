@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
-from vtstore.cli.common import open_store
+from vtstore.cli.common import CommandLog, open_store
 from vtstore.cli.refs import archive_target, select_entry, split_selector
 from vtstore.errors import VTError
 
-log = logging.getLogger(__name__)
+log = CommandLog(__name__)
 
 #: the widest the archive column gets on an 80-column line
 NAME_WIDTH = 20

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
-import subprocess
 import time
 
 from vtstore.errors import VTError
@@ -52,6 +50,9 @@ def _alive(pid: int) -> bool:
 
 def unmount(mountpoint: str, lazy: bool = False) -> None:
     """Detach the FUSE mount at `mountpoint` (fusermount3, else umount)."""
+    import shutil
+    import subprocess
+
     tools = []
     if shutil.which("fusermount3"):
         tools.append(["fusermount3", "-u"] + (["-z"] if lazy else []))

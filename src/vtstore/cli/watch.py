@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
 
-from vtstore.cli.common import add_filter_options, filters_from_args, open_store
+from vtstore.cli.common import CommandLog, add_filter_options, filters_from_args, open_store
 from vtstore.cli.refs import use_clause_of
 from vtstore.errors import VTError
 
-log = logging.getLogger(__name__)
+log = CommandLog(__name__)
 
 
 def register(sub) -> None:

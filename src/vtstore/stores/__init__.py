@@ -1,15 +1,15 @@
 """Stores: mappings from hashcode to block data, and the store-spec parser.
 
-`Store` and `MemoryStore` are imported eagerly; the rest on first use (so that
-importing the interface does not load LMDB or zstd): `DataDir`, `FileStore`,
+`Store` is imported eagerly; the rest on first use (so that importing the
+interface does not load LMDB or zstd): `MemoryStore`, `DataDir`, `FileStore`,
 `ProxyStore`, `CacheStore`, `LRUMemoryStore`, `ProgressStore`,
 `open_store_spec`, `parse_store_spec`.  See docs/STORES.md.
 """
 
 from vtstore.stores.base import Store
-from vtstore.stores.memory import MemoryStore
 
 _LAZY = {
+    "MemoryStore": "vtstore.stores.memory",
     "DataDir": "vtstore.stores.datadir",
     "FileStore": "vtstore.stores.filestore",
     "ProxyStore": "vtstore.stores.proxy",
@@ -20,7 +20,7 @@ _LAZY = {
     "parse_store_spec": "vtstore.stores.spec",
 }
 
-__all__ = ["Store", "MemoryStore", *_LAZY]
+__all__ = ["Store", *_LAZY]
 
 
 def __getattr__(name: str):

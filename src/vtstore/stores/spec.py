@@ -26,7 +26,6 @@ import importlib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from vtstore.errors import ConfigError, NotAvailableError
 from vtstore.hashes import HashCode, hashclass_by_name
@@ -98,28 +97,81 @@ def _port(text: str) -> int:
 # -- specs ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StoreSpec:
-    """A parsed store spec: a store type and its parameters."""
+class _Record:
+    """A record of `_fields`, compared and shown field by field; `frozen`: its
+    fields cannot be set after `__init__`.  Written out here, not made by
+    @dataclass, which generates and compiles these methods when the module is
+    imported (0.3-1 ms a class, paid by every `vt` command that opens a store)."""
 
+    _fields: tuple[str, ...] = ()
+    frozen = False
+
+    def _init(self, **values) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        if self.frozen:
+            raise AttributeError(f"cannot assign to field {name!r} of a {type(self).__name__}")
+        object.__setattr__(self, name, value)
+
+    def __eq__(self, other) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._fields)
+
+    __hash__ = None  # as a dataclass with dict fields: unhashable
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
+        return f"{type(self).__name__}({fields})"
+
+
+class StoreSpec(_Record):
+    """A parsed store spec: a store type and its parameters (immutable)."""
+
+    _fields = ("type", "params", "text")
+    frozen = True
     type: str
-    params: dict = field(default_factory=dict)
-    text: str = ""
+    params: dict
+    text: str
+
+    def __init__(self, type: str, params: dict | None = None, text: str = ""):
+        self._init(type=type, params={} if params is None else params, text=text)
 
     def __str__(self) -> str:
         return self.text or f"{self.type}{self.params}"
 
 
-@dataclass(frozen=True)
-class StoreType:
-    """How to open one type of store, and the config keys it takes."""
+class StoreType(_Record):
+    """How to open one type of store, and the config keys it takes (immutable)."""
 
+    _fields = ("name", "opener", "keys", "doc", "required", "defaults")
+    frozen = True
     name: str
     opener: Callable[[StoreSpec, OpenContext], Store]
     keys: dict[str, Callable[[str], object]]
-    doc: str = ""
-    required: tuple[str, ...] = ()
-    defaults: dict[str, str] = field(default_factory=dict)
+    doc: str
+    required: tuple[str, ...]
+    defaults: dict[str, str]
+
+    def __init__(
+        self,
+        name: str,
+        opener: Callable[[StoreSpec, OpenContext], Store],
+        keys: dict[str, Callable[[str], object]],
+        doc: str = "",
+        required: tuple[str, ...] = (),
+        defaults: dict[str, str] | None = None,
+    ):
+        self._init(
+            name=name,
+            opener=opener,
+            keys=keys,
+            doc=doc,
+            required=required,
+            defaults={} if defaults is None else defaults,
+        )
 
     def missing(self, params: dict) -> str | None:
         """The first required key `params` lacks, or None."""
@@ -295,19 +347,29 @@ register_scheme(
 # -- opening ----------------------------------------------------------------------
 
 
-@dataclass
-class OpenContext:
+class OpenContext(_Record):
     """What opening a spec needs besides the spec: the config for `[clause]`s,
     read-only-ness, the hash class required (None: whatever the store has) and
     the default for new stores.  Specs opened twice in one context (the same
     memory store in two proxy roles) give the same store."""
 
-    config: object = None
-    readonly: bool = False
-    hashclass: type[HashCode] | None = None
-    default_hashclass: type[HashCode] | None = None
-    opened: dict = field(default_factory=dict)
-    stack: tuple = ()
+    _fields = ("config", "readonly", "hashclass", "default_hashclass", "opened", "stack")
+
+    def __init__(
+        self,
+        config: object = None,
+        readonly: bool = False,
+        hashclass: type[HashCode] | None = None,
+        default_hashclass: type[HashCode] | None = None,
+        opened: dict | None = None,
+        stack: tuple = (),
+    ):
+        self.config = config
+        self.readonly = readonly
+        self.hashclass = hashclass
+        self.default_hashclass = default_hashclass
+        self.opened = {} if opened is None else opened
+        self.stack = stack
 
 
 def open_spec(spec: StoreSpec, ctx: OpenContext) -> Store:
