@@ -99,7 +99,14 @@ def test_sigkill_loses_nothing_flushed(tmp_path, vt_env, small):
 
 def test_two_processes_add_at_once(tmp_path, vt_env):
     path = tmp_path / "dd"
-    ws = [Writer(vt_env, path, run, count=3000, every=50) for run in (1, 2)]
+    hold = tmp_path / "go"
+    env = dict(vt_env, VT_TEST_HOLD=str(hold))
+    ws = [Writer(env, path, run, count=3000, every=50) for run in (1, 2)]
+    # both hold their own file (a first flush each) before either goes on
+    deadline = time.monotonic() + 60
+    while not all(w.flushed for w in ws) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    hold.touch()
     for w in ws:
         rc, err = w.wait()
         assert rc == 0, err

@@ -4,11 +4,15 @@
 
 Adds COUNT deterministic blocks (`block(RUN, i)`), flushing every FLUSH_EVERY adds
 and printing `F n` once the first n blocks are durable.  Prints `READY` first.
+With `$VT_TEST_HOLD` set to a path, waits after the first flush until that
+path exists (so that two writers surely overlap).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 import blake3
 
@@ -37,6 +41,10 @@ def main(argv: list[str]) -> int:
         if (i + 1) % every == 0:
             s.flush()
             print(f"F {i + 1}", flush=True)
+            hold = os.environ.get("VT_TEST_HOLD")
+            if hold and i + 1 == every:
+                while not os.path.exists(hold):
+                    time.sleep(0.01)
     s.close()
     print(f"F {count}", flush=True)
     print("DONE", flush=True)
