@@ -511,3 +511,40 @@ def test_gcm_implementation_names():
     assert cb.gcm_implementation() == cb.gcm_implementations()[0]
     with pytest.raises(ValueError):
         cb.set_gcm_implementation("rot13")
+
+
+# -- the pool thread -------------------------------------------------------------------
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@native
+def test_pool_batches_from_many_threads_fork_and_idle_end():
+    """Large batches (the pool's thread helping) from four Python threads at
+    once all open right; a child forked after them opens batches too (it
+    starts without the pool's thread); the pool's thread ends once idle."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    rnd = random.Random(23)
+    bkey, pays, hs, tags, blobs, _ = sealed_batch(rnd, [8192] * 256)
+    digests = b"".join(hs)
+    before = _threads()
+
+    def one(_):
+        copies = [bytes(bytearray(b)) for b in blobs]
+        return cb.open_checked(bkey, copies, tags, digests, True, True) == (pays, [])
+
+    with ThreadPoolExecutor(4) as ex:
+        assert all(ex.map(one, range(40)))
+    assert one(0)
+    pid = os.fork()
+    if pid == 0:  # the child: exit status 0 only if its batches open right
+        os._exit(0 if all(one(i) for i in range(5)) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    deadline = time.monotonic() + 10
+    while _threads() > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _threads() <= before

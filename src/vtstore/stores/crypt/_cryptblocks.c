@@ -72,16 +72,21 @@ typedef struct {
                           * then moved to its start (settle) */
 } item;
 
+enum { M_OPEN = 0, M_SEAL = 1, M_CHECK = 2 }; /* open, seal, open and check */
+
+/* A batch's work: its items taken a group at a time by whichever threads
+ * take part (run_batch's caller, and the pool's thread if it is free). */
 typedef struct {
     const uint8_t *key;
     item *items;
     size_t n;
-    int seal;
-    int rc; /* 0, or -1 when libcrypto failed */
+    int mode;
     const b2b_state *tagger; /* seal_hashed: the name key's state after the prefix */
     size_t dsize;            /* seal_hashed: octets per digest */
-    int check;               /* open_checked: BLAKE3-check each plaintext (item.digest) */
-} cjob;
+    size_t group;            /* items per group (about CHECK_GROUP octets) */
+    size_t next;             /* atomic: the first item no thread has taken */
+    int rc;                  /* 0, or -1 when libcrypto failed or memory ran out */
+} work;
 
 /* The AES-256-GCM of one thread's job: libcrypto's context, or the key of
  * _gcm512.h when the CPU has VAES (`gk`). */
@@ -169,86 +174,177 @@ static void settle(item *it)
     }
 }
 
-/* Open items[0..n) and check each plaintext against its BLAKE3 digest
- * (item.digest), a group of about CHECK_GROUP octets at a time: decrypted, then
- * hashed while in cache.  A compressed payload is not checked here (its
- * caller decompresses, then checks).  -1: libcrypto failed or no memory. */
-static int open_checked_items(cipher *c, item *items, size_t n)
+/* Open items[0..n) (one group, at most CHECK_GROUP_MAX) and check each
+ * plaintext against its BLAKE3 digest (item.digest): all decrypted, then
+ * hashed while in cache, in one BLAKE3 batch `hb`.  A compressed payload is
+ * not checked here (its caller decompresses, then checks).  -1: libcrypto
+ * failed or no memory. */
+static int open_checked_group(cipher *c, batch *hb, item *items, size_t n)
 {
-    batch *hb = malloc(sizeof *hb); /* _blake3.c's batch: ~85 KB, one per call and thread */
     uint8_t got[CHECK_GROUP_MAX][OUT_LEN];
-    if (!hb)
-        return -1;
-    hb->im = get_impl();
-    hb->key = IV;
-    hb->kflags = 0;
-    hb->nunits = hb->njobs = hb->npartial = 0;
-    int rc = 0;
-    for (size_t i = 0; i < n && rc == 0;) {
-        size_t start = i;
-        Py_ssize_t octets = 0;
-        for (; i < n && i - start < CHECK_GROUP_MAX && (i == start || octets < CHECK_GROUP); i++) {
-            if (open_one(c, &items[i]) < 0) {
-                rc = -1;
-                break;
-            }
-            octets += items[i].in_len;
-        }
-        for (size_t k = start; k < i && rc == 0; k++) {
-            item *it = &items[k];
-            if (!it->err && !(it->flags & F_ZSTD))
-                rc = batch_block(hb, it->out, (uint64_t)(it->in_len - OVERHEAD), got[k - start]);
-        }
-        batch_flush(hb);
-        for (size_t k = start; k < i && rc == 0; k++) {
-            item *it = &items[k];
-            if (!it->err && !(it->flags & F_ZSTD) && memcmp(got[k - start], it->digest, OUT_LEN))
-                it->err = E_HASH;
-            settle(it);
-        }
+    for (size_t i = 0; i < n; i++)
+        if (open_one(c, &items[i]) < 0)
+            return -1;
+    for (size_t i = 0; i < n; i++) {
+        item *it = &items[i];
+        if (!it->err && !(it->flags & F_ZSTD) &&
+            batch_block(hb, it->out, (uint64_t)(it->in_len - OVERHEAD), got[i]) < 0)
+            return -1;
     }
-    free(hb);
-    return rc;
+    batch_flush(hb);
+    for (size_t i = 0; i < n; i++) {
+        item *it = &items[i];
+        if (!it->err && !(it->flags & F_ZSTD) && memcmp(got[i], it->digest, OUT_LEN))
+            it->err = E_HASH;
+        settle(it);
+    }
+    return 0;
 }
 
-static void *run_job(void *arg)
+/* Take part in `w`: take groups of items until none is left.  -1: failed. */
+static int take_part(work *w)
 {
-    cjob *j = (cjob *)arg;
-    j->rc = -1;
     cipher c = {EVP_CIPHER_CTX_new(), NULL};
-    EVP_CIPHER_CTX *ctx = c.ctx;
-    if (!ctx)
-        return NULL;
-    int ok = j->seal ? EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, j->key, NULL)
-                     : EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, j->key, NULL);
+    batch *hb = NULL; /* _blake3.c's batch: ~85 KB, one per thread and batch */
+    int seal = w->mode == M_SEAL, rc = -1;
+    if (!c.ctx)
+        return -1;
+    if ((seal ? EVP_EncryptInit_ex(c.ctx, EVP_aes_256_gcm(), NULL, w->key, NULL)
+              : EVP_DecryptInit_ex(c.ctx, EVP_aes_256_gcm(), NULL, w->key, NULL)) != 1)
+        goto done;
 #if HAVE_GCM512
-    if (ok == 1 && __atomic_load_n(&use_gcm512, __ATOMIC_RELAXED)) {
-        c.gk = aligned_alloc(64, sizeof(gcm512_key));
-        if (!c.gk)
-            ok = 0;
-        else
-            gcm512_init(c.gk, j->key);
+    if (__atomic_load_n(&use_gcm512, __ATOMIC_RELAXED)) {
+        if (!(c.gk = aligned_alloc(64, sizeof(gcm512_key))))
+            goto done;
+        gcm512_init(c.gk, w->key);
     }
 #endif
-    if (ok == 1 && j->check) {
-        j->rc = open_checked_items(&c, j->items, j->n);
-    } else if (ok == 1) {
-        j->rc = 0;
-        for (size_t i = 0; i < j->n && j->rc == 0; i++) {
-            item *it = &j->items[i];
+    if (w->mode == M_CHECK) {
+        if (!(hb = malloc(sizeof *hb)))
+            goto done;
+        hb->im = get_impl();
+        hb->key = IV;
+        hb->kflags = 0;
+        hb->nunits = hb->njobs = hb->npartial = 0;
+    }
+    rc = 0;
+    for (;;) {
+        size_t a = __atomic_fetch_add(&w->next, w->group, __ATOMIC_RELAXED);
+        if (a >= w->n || rc < 0 || __atomic_load_n(&w->rc, __ATOMIC_RELAXED) < 0)
+            break;
+        size_t b = a + w->group < w->n ? a + w->group : w->n;
+        if (w->mode == M_CHECK) {
+            rc = open_checked_group(&c, hb, w->items + a, b - a);
+            continue;
+        }
+        for (size_t i = a; i < b && rc == 0; i++) {
+            item *it = &w->items[i];
             if (it->digest) /* the tag just before the block: its digest is in cache */
-                b2b_tag(j->tagger, it->digest, j->dsize, it->tag);
-            j->rc = j->seal ? seal_one(&c, it) : open_one(&c, it);
-            if (!j->seal)
+                b2b_tag(w->tagger, it->digest, w->dsize, it->tag);
+            rc = seal ? seal_one(&c, it) : open_one(&c, it);
+            if (!seal)
                 settle(it);
         }
     }
+done:
+    free(hb);
     if (c.gk) {
         OPENSSL_cleanse(c.gk, sizeof(gcm512_key)); /* round keys */
         free(c.gk);
     }
-    EVP_CIPHER_CTX_free(ctx);
-    return NULL;
+    EVP_CIPHER_CTX_free(c.ctx);
+    if (rc < 0)
+        __atomic_store_n(&w->rc, -1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* -- the pool: one thread that helps with large batches ------------------------
+ *
+ * A batch is posted; the caller takes part at once and the pool's thread
+ * joins when the system schedules it.  The caller never waits for the thread
+ * to start: when the cores are busy with other work it does the whole batch
+ * itself, and waits only for groups the thread has taken.  (A thread made per
+ * call, or Python's own thread and the GIL, made the caller wait for the
+ * helper to be scheduled: measured slower on a loaded machine.)  The thread
+ * ends after POOL_IDLE_S seconds without work, and is made again when needed;
+ * a child after fork starts without it. */
+
+#define POOL_IDLE_S 2
+
+static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pool_wake = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t pool_idle = PTHREAD_COND_INITIALIZER;
+static work *pool_job;       /* the batch posted, or NULL */
+static unsigned long pool_gen; /* batches posted so far */
+static int pool_busy;        /* pool threads working on pool_job */
+static int pool_alive;       /* the pool's thread exists */
+
+static void *pool_main(void *Py_UNUSED(arg))
+{
+    unsigned long seen = 0; /* any batch still posted is one to help with */
+    pthread_mutex_lock(&pool_mu);
+    for (;;) {
+        while (!pool_job || pool_gen == seen) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += POOL_IDLE_S;
+            if (pthread_cond_timedwait(&pool_wake, &pool_mu, &until) != 0 &&
+                (!pool_job || pool_gen == seen)) {
+                pool_alive = 0;
+                pthread_mutex_unlock(&pool_mu);
+                return NULL;
+            }
+        }
+        work *w = pool_job;
+        seen = pool_gen;
+        pool_busy++;
+        pthread_mutex_unlock(&pool_mu);
+        take_part(w);
+        pthread_mutex_lock(&pool_mu);
+        if (--pool_busy == 0)
+            pthread_cond_broadcast(&pool_idle);
+    }
+}
+
+static void pool_after_fork(void)
+{
+    pthread_mutex_init(&pool_mu, NULL);
+    pthread_cond_init(&pool_wake, NULL);
+    pthread_cond_init(&pool_idle, NULL);
+    pool_job = NULL;
+    pool_busy = pool_alive = 0;
+}
+
+/* Run `w` here, with the pool's help if no other batch has it. */
+static void run_pooled(work *w)
+{
+    int posted = 0;
+    pthread_mutex_lock(&pool_mu);
+    if (!pool_job) {
+        if (!pool_alive) {
+            pthread_attr_t at;
+            pthread_t th;
+            pthread_attr_init(&at);
+            pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+            pool_alive = pthread_create(&th, &at, pool_main, NULL) == 0;
+            pthread_attr_destroy(&at);
+        }
+        if (pool_alive) {
+            pool_job = w;
+            pool_gen++;
+            posted = 1;
+            pthread_cond_signal(&pool_wake);
+        }
+    }
+    pthread_mutex_unlock(&pool_mu);
+    take_part(w);
+    if (!posted)
+        return;
+    pthread_mutex_lock(&pool_mu);
+    pool_job = NULL; /* no thread joins from now on */
+    while (pool_busy)
+        pthread_cond_wait(&pool_idle, &pool_mu);
+    pthread_mutex_unlock(&pool_mu);
 }
 
 static int cpus(void)
@@ -261,43 +357,28 @@ static int cpus(void)
     return n;
 }
 
-enum { M_OPEN = 0, M_SEAL = 1, M_CHECK = 2 }; /* open, seal, open and check */
-
-/* Run the batch: with the GIL released when it is large, on two threads when
- * it is larger still (split where half the octets are) and `split`. */
+/* Run the batch: with the GIL released when it is large, with the pool's
+ * thread's help when it is larger still and `split`. */
 static int run_batch(const uint8_t *key, item *items, size_t n, int mode, Py_ssize_t total,
                      const b2b_state *tagger, size_t dsize, int split)
 {
-    int seal = mode == M_SEAL, check = mode == M_CHECK;
-    cjob a = {key, items, n, seal, 0, tagger, dsize, check};
+    size_t per = n ? (size_t)(total / (Py_ssize_t)n) : 1, group = CHECK_GROUP / (per ? per : 1);
+    group = group < 1 ? 1 : group > CHECK_GROUP_MAX ? CHECK_GROUP_MAX : group;
+    work w = {key, items, n, mode, tagger, dsize, group, 0, 0};
     if (total < CRYPT_GIL_MIN) {
-        run_job(&a);
-        return a.rc;
+        take_part(&w);
+        return w.rc;
     }
-    cjob b = {key, NULL, 0, seal, 0, tagger, dsize, check};
     /* opening and checking is twice the work per octet: two threads sooner */
-    Py_ssize_t two_min = check ? TWO_THREADS_MIN / 2 : TWO_THREADS_MIN;
+    Py_ssize_t two_min = mode == M_CHECK ? TWO_THREADS_MIN / 2 : TWO_THREADS_MIN;
     int two = split && total >= two_min && n >= 2 && cpus() >= 2;
-    pthread_t th;
     Py_BEGIN_ALLOW_THREADS
-    if (two) {
-        Py_ssize_t half = 0;
-        size_t k = 0;
-        while (k < n - 1 && half < total / 2)
-            half += items[k++].in_len;
-        a.n = k;
-        b.items = items + k;
-        b.n = n - k;
-        if (pthread_create(&th, NULL, run_job, &b) != 0) {
-            a.n = n; /* no second thread: all on this one */
-            two = 0;
-        }
-    }
-    run_job(&a);
     if (two)
-        pthread_join(th, NULL);
+        run_pooled(&w);
+    else
+        take_part(&w);
     Py_END_ALLOW_THREADS
-    return a.rc < 0 || b.rc < 0 ? -1 : 0;
+    return w.rc;
 }
 
 static int get_key(PyObject *obj, Py_buffer *key)
@@ -969,5 +1050,6 @@ PyMODINIT_FUNC PyInit__cryptblocks(void)
 #if HAVE_GCM512
     use_gcm512 = gcm512_supported();
 #endif
+    pthread_atfork(NULL, NULL, pool_after_fork);
     return PyModule_Create(&module);
 }

@@ -70,8 +70,6 @@ __all__ = ["ARCHIVE_PREFIX", "ArchiveLineCodec", "CryptStore", "tag_class"]
 FLUSH_EVERY = 16384
 #: batches of at least this many blocks are hashed on two threads
 HASH_SPLIT_MIN = 64
-#: ... or read on two threads, if they hold this many octets
-SPLIT_OCTETS = 256 << 10
 #: the largest block this store decompresses to
 MAX_PLAIN = 64 << 20
 #: what is wrong with a block that decrypted in place (`_open_checked`), by
@@ -540,8 +538,9 @@ class CryptStore(Store):
     def _get_named(self, hs: list) -> list:
         """Format 2 `get_many`: the backend blocks read in one batch; a large
         batch then natively in two halves, each opened and checked on a thread
-        of its own (this one and the store's second), with one hand-over:
-        `_open_checked` (BLAKE3 stores with `_cryptblocks`), else `_opened`.
+        of its own (this one and the store's second), with one hand-over
+        (`_opened`); a BLAKE3 store with `_cryptblocks` in one call instead
+        (`_open_checked`).
         (Reading the second part while the first is opened measured no
         better: two backend calls cost what the overlap saved.)"""
         names = self._names(hs)
@@ -558,42 +557,26 @@ class CryptStore(Store):
 
     def _open_checked(self, hs: list, tags: list, blobs: list) -> list:
         """The plaintexts of `blobs`, the backend blocks of BLAKE3 `hs` (whose
-        tags are `tags`), each opened and checked natively: a group of blocks
-        decrypted, then hashed while in the core's cache, without the GIL
-        (`_cryptblocks.open_checked`).  A large batch goes in two halves, the
-        second on the store's thread (measured faster than the call's own
-        second pthread: a thread made per call waits to be scheduled on a busy
-        machine).  `blobs` is spent (`_open_checked_part`)."""
-        n = len(hs)
-        if n < 2 or (n < HASH_SPLIT_MIN and sum(map(len, blobs)) < SPLIT_OCTETS):
-            return self._open_checked_part(hs, tags, blobs, 0)
-        half = n // 2
-        second = blobs[half:]
-        del blobs[half:]  # each block in one list: opened in place
-        later = self._helper().submit(self._open_checked_part, hs, tags, second, half)
-        del second
-        first = self._open_checked_part(hs, tags, blobs, 0)  # the first bad one first
-        return first + later.result()
-
-    def _open_checked_part(self, hs: list, tags: list, blobs: list, a: int) -> list:
-        """The plaintexts of `blobs`, the backend blocks of `hs[a:]` (tags
-        `tags[a:]`), in one native call.  Python sees only what the call left:
-        a compressed payload (decompressed, then checked) or a refused block
-        (the first raises, saying what is wrong).
+        tags are `tags`), opened and checked in one native call
+        (`_cryptblocks.open_checked`): a group of blocks decrypted, then hashed
+        while in the core's cache, without the GIL, this thread and the
+        extension's pool thread taking groups as they come (so a busy second
+        core never makes this thread wait).  Python sees only what the call
+        left: a compressed payload (decompressed, then checked) or a refused
+        block (the first raises, saying what is wrong).
 
         `blobs` is spent: each block the list alone holds is decrypted in its
         own buffer and becomes its plaintext, so a read faults in no new
         memory for the plaintexts."""
-        b = a + len(blobs)
         out, todo = _cryptblocks.open_checked(
-            self._block_key, blobs, tags[a:b], b"".join(hs[a:b]), False, True
+            self._block_key, blobs, tags, b"".join(hs), True, True
         )
         for i in todo:
-            h, p = hs[a + i], out[i]
+            h, p = hs[i], out[i]
             if type(p) is int:
                 if p in _REFUSED:  # its octets are spent: say it from the code
                     raise CorruptBlockError(h, _REFUSED[p])
-                self._decrypt(h, blobs[i], tags[a + i])  # untouched: says what is wrong
+                self._decrypt(h, blobs[i], tags[i])  # untouched: says what is wrong
                 raise CorruptBlockError(h, f"encrypted block refused ({p})")  # not reached
             out[i] = self._unzstd(h, p)
             self._check_plain([h], [out[i]])
