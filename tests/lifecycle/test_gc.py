@@ -246,3 +246,34 @@ def test_one_gc_at_a_time(tmp_path, vt):
         assert r.returncode == 1 and "another vt gc is running" in r.stderr
         # a dry run reads only
         vt("-S", dd, "gc", "--grace", "0", "--dry-run")
+
+
+def test_damaged_live_block_stops_the_copy_cleanly(tmp_path, vt):
+    """A live block that no longer reads right (a byte flipped in every record
+    of the oldest data file) stops gc with one line and a non-zero exit,
+    before any data file is deleted; the copying threads' error reaches the
+    command as the store's own error, not a traceback."""
+    dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"
+    pack_history(dd, arch, tree, range(8))
+    vt("-S", dd, "forget", "--keep-last", "3", arch)
+    with DataDir(dd) as s:
+        files = s._index.files()
+        first = min(files)
+        path = s.data_file_path(files[first])
+        recs = {
+            (e.payload_offset, e.payload_length)
+            for _, e in s._index.iter_items()
+            if e.filenum == first
+        }
+    before = sorted(p.name for p in (dd / "data").iterdir())
+    with open(path, "r+b") as f:
+        for off, ln in recs:
+            f.seek(off + ln // 2)
+            b = f.read(1)
+            f.seek(off + ln // 2)
+            f.write(bytes([b[0] ^ 0x55]))
+    r = vt("-S", dd, "gc", "--grace", "0", check=False)
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "corrupt block" in lines[0], r.stderr
+    assert set(before) <= {p.name for p in (dd / "data").iterdir()}

@@ -18,16 +18,20 @@ import itertools
 import logging
 import os
 import struct
+import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vtstore.codec import encode_varint
 from vtstore.stores.index import FileInfo, IndexEntry
 from vtstore.stores.recovery import recover_tail, try_lock
-from vtstore.stores.writer import RecordWriter
+from vtstore.stores.vtd import FrameEncoder
+from vtstore.stores.vtdio import index_values
 
 if TYPE_CHECKING:
     from vtstore.stores.datadir import DataDir
@@ -222,54 +226,41 @@ class CopyStats:
 
 
 class _RawFile:
-    """A new data file that whole records are appended to as they are."""
+    """A new data file that whole records are appended to."""
 
     def __init__(self, fd: int, fi: FileInfo):
         self.fd, self.fi = fd, fi
         self.off = self.committed = fi.indexed_to
-        self.entries: list = []
+        self.pairs: list[tuple[bytes, bytes]] = []  # (digest, encoded entry)
+        self.nbytes = 0  # block octets of `pairs`
+
+
+#: copies made on this many threads (reading, checking and compressing);
+#: the calling thread appends them in order
+COPY_THREADS = 2
+#: octets appended between index commits (each after an fdatasync)
+COMMIT_BYTES = 64 << 20
 
 
 class Copier:
-    """Writes copies of blocks into new data files of `dd` (as a writer does,
-    under each file's flock), pointing the index at the copies."""
+    """Writes copies of blocks into new data files of `dd` (under each file's
+    flock, as a writer does), pointing the index at the copies.
 
-    def __init__(self, dd: DataDir):
+    Two threads prepare records, in order: a record that holds no dead block
+    is copied as stored (its CRC checked: no decompression, no compression);
+    the live blocks of the others are read in native batches (each frame
+    decoded once, every block checked against its hash), gathered a frame's
+    worth at a time and encoded into a new record.  The calling thread appends
+    the records, and every `COMMIT_BYTES` fdatasyncs the file and then points
+    the index at the copies (the old entries replaced), so the index never
+    names a copy that is not on the disk."""
+
+    def __init__(self, dd: DataDir, threads: int = COPY_THREADS):
         self.dd = dd
+        self.threads = max(1, threads)
         self.stats = CopyStats()
-        self._w: RecordWriter | None = None
         self._raw: _RawFile | None = None
-        self._fd = -1
-        self._fi: FileInfo | None = None
-
-    def _open(self) -> RecordWriter:
-        fd, fi = self.dd.new_data_file()
-        self._fd, self._fi = fd, fi
-        self.stats.files.append(fi.num)
-        self._w = RecordWriter(
-            fd,
-            str(self.dd.data_file_path(fi)),
-            fi.num,
-            fi.indexed_to,
-            self._commit,
-            frame_size=self.dd.frame_size,
-            zstd_level=self.dd.zstd_level,
-            compress=self.dd.compress,
-        )
-        return self._w
-
-    def _commit(self, pairs: list[tuple[bytes, bytes]], nbytes: int, end: int) -> None:
-        fi = self._fi
-        fi.indexed_to = end
-        # replacing an entry is not a block added: keep the counters as they were
-        self.dd._index.commit_values(
-            pairs,
-            nbytes,
-            files=[fi],
-            counters={"blocks_added": -len(pairs), "bytes_added": -nbytes},
-            replace=True,
-        )
-        self.dd._index.release_pages()  # the replaced entries' pages: not read again
+        self._local = threading.local()
 
     def copy(
         self,
@@ -281,74 +272,122 @@ class Copier:
         """Copy each block `(digest, entry)` (read and verified from where
         `entry` points) into the new file(s).  A record not in `partial`
         (`(filenum, payload_offset)` of the records holding dead blocks) is
-        copied whole, as stored, once its CRC checks: no decompression, no
-        compression, and the blocks keep their place in it.  `presorted`:
-        `items` come in file order already (streamed, not held)."""
-        dd = self.dd
-        hc = dd.hashclass
+        copied whole, as stored, once its CRC checks.  `presorted`: `items`
+        come in file order already (streamed, not held)."""
         # in file order: each frame is read and decompressed once (in digest
         # order every block would decompress its whole frame again)
         if not presorted:
             items = sorted(
                 items, key=lambda x: (x[1].filenum, x[1].payload_offset, x[1].data_offset)
             )
+        ex = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="vt-gc-copy")
+        pending: deque = deque()
+        try:
+            for job in self._jobs(items, partial):
+                pending.append(ex.submit(self._prepare, job))
+                while len(pending) > 2 * self.threads:
+                    self._append(*pending.popleft().result(), progress)
+            while pending:
+                self._append(*pending.popleft().result(), progress)
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+    def _jobs(self, items, partial) -> Iterator[tuple[bool, list]]:
+        """`(whole, group)`: a whole record's indexed blocks to copy as it
+        is, or the live blocks of records with dead ones, about a frame's
+        worth (`frame_size`) at a time."""
+        limit = self.dd.frame_size
+        batch: list = []
+        size = 0
         for key, run in itertools.groupby(items, key=lambda x: (x[1].filenum, x[1].payload_offset)):
             group = list(run)
-            if key not in partial and self._copy_record(group, progress):
+            if key not in partial:
+                yield True, group
                 continue
-            hs = [hc(d) for d, _ in group]
-            datas = _read_group(dd, hs, [e for _, e in group])
-            for i, data in enumerate(datas):
-                if data is None:  # not served by the batch: the one-block read names why
-                    datas[i] = dd._read_entry(hs[i], group[i][1])
-            nbytes = sum(map(len, datas))
-            # a record's blocks in one call (the writer's lock once a frame)
-            done = 0
-            while done < len(hs):
-                w = self._w or self._open()
-                taken, _new, size = w.add_many(hs[done:], datas[done:], dd.data_file_size)
-                done += taken
-                if size >= dd.data_file_size:
-                    self._close(seal=True)
-            self.stats.blocks += len(hs)
-            self.stats.bytes += nbytes
-            if progress is not None:
-                progress(nbytes)
+            n = sum(e.data_length for _, e in group)
+            if batch and size + n > limit + (limit >> 2):
+                yield False, batch
+                batch, size = [], 0
+            batch += group
+            size += n
+            if size >= limit:
+                yield False, batch
+                batch, size = [], 0
+        if batch:
+            yield False, batch
 
-    def _copy_record(self, group: list, progress) -> bool:
-        """Append the record holding `group` (all its indexed blocks) to the raw
-        file as it is; False (copy block by block) if it does not check."""
+    def _prepare(self, job: tuple[bool, list]) -> tuple:
+        """On a copying thread: `(group, record octets, None)` for a whole
+        record that checks, else `(group, Frame, datas)` of a new record."""
+        whole, group = job
+        if whole:
+            rec = self._read_record(group)
+            if rec is not None:
+                return group, rec, None
+        dd = self.dd
+        hc = dd.hashclass
+        hs = [hc(d) for d, _ in group]
+        datas = _read_group(dd, hs, [e for _, e in group])
+        for i, data in enumerate(datas):
+            if data is None:  # not served by the batch: the one-block read names why
+                datas[i] = dd._read_entry(hs[i], group[i][1])
+        enc = getattr(self._local, "enc", None)
+        if enc is None:  # zstd contexts are not thread safe: one a thread
+            enc = self._local.enc = FrameEncoder(dd.zstd_level, dd.compress)
+        return group, enc.encode(datas), datas
+
+    def _read_record(self, group: list) -> bytes | None:
+        """The stored record holding `group` (all its indexed blocks), if its
+        header and CRC check; None to copy it block by block."""
         dd = self.dd
         e0 = group[0][1]
         hdr = encode_varint(e0.flags) + encode_varint(e0.payload_length)
         start = e0.payload_offset - len(hdr)
         length = len(hdr) + e0.payload_length + 4
         if start < 0 or e0.payload_length > (64 << 20):
-            return False
+            return None
         try:
             with dd._fds.fd(e0.filenum) as fd:
                 rec = os.pread(fd, length, start)
         except OSError:
-            return False
+            return None
         if (
             len(rec) != length
             or rec[: len(hdr)] != hdr
             or zlib.crc32(memoryview(rec)[:-4]) != int.from_bytes(rec[-4:], "big")
         ):
-            return False
+            return None
+        return rec
+
+    def _append(self, group: list, rec, datas, progress) -> None:
+        """Append a prepared record (see `_prepare`) and note its entries."""
+        dd = self.dd
         r = self._raw or self._open_raw()
-        off = r.off
-        os.pwrite(r.fd, rec, off)
-        r.off += length
-        for d, e in group:
-            r.entries.append((d, e._replace(filenum=r.fi.num, payload_offset=off + len(hdr))))
-            self.stats.blocks += 1
-            self.stats.bytes += e.data_length
-            if progress is not None:
-                progress(e.data_length)
-        if r.off - r.committed >= (64 << 20) or r.off >= dd.data_file_size:
-            self._commit_raw(seal=r.off >= dd.data_file_size)
-        return True
+        off, num = r.off, r.fi.num
+        if datas is None:  # a whole record: the blocks keep their place in it
+            os.pwrite(r.fd, rec, off)
+            r.off += len(rec)
+            e0 = group[0][1]
+            poff = off + len(rec) - 4 - e0.payload_length  # after the header
+            nbytes = 0
+            for d, e in group:
+                r.pairs.append((d, e._replace(filenum=num, payload_offset=poff).encode()))
+                nbytes += e.data_length
+        else:
+            os.pwritev(r.fd, rec.parts, off)
+            r.off += sum(map(len, rec.parts))
+            vals = index_values(num, rec.flags, off + rec.payload_offset, rec.payload_length, datas)
+            r.pairs += zip([d for d, _ in group], vals, strict=True)
+            nbytes = sum(map(len, datas))
+        r.nbytes += nbytes
+        self.stats.blocks += len(group)
+        self.stats.bytes += nbytes
+        if progress is not None:
+            progress(nbytes)
+        if r.off >= dd.data_file_size:
+            self._commit_raw(seal=True)
+        elif r.off - r.committed >= COMMIT_BYTES:
+            self._commit_raw(seal=False)
 
     def _open_raw(self) -> _RawFile:
         fd, fi = self.dd.new_data_file()
@@ -363,43 +402,24 @@ class Copier:
         os.fdatasync(r.fd)  # the records are durable before the index names them
         r.fi.indexed_to = r.off
         r.fi.sealed = r.fi.sealed or seal
-        nbytes = sum(e.data_length for _, e in r.entries)
-        self.dd._index.commit(
-            r.entries,
+        # replacing an entry is not a block added: keep the counters as they were
+        self.dd._index.commit_values(
+            r.pairs,
+            r.nbytes,
             files=[r.fi],
+            counters={"blocks_added": -len(r.pairs), "bytes_added": -r.nbytes},
             replace=True,
-            counters={"blocks_added": -len(r.entries), "bytes_added": -nbytes},
         )
-        self.dd._index.release_pages()
-        r.entries = []
+        self.dd._index.release_pages()  # the replaced entries' pages: not read again
+        r.pairs, r.nbytes = [], 0
         r.committed = r.off
         if seal:
             os.close(r.fd)
             self._raw = None
 
-    def _close(self, seal: bool) -> None:
-        w = self._w
-        if w is None:
-            return
-        try:
-            w.flush()
-        finally:
-            w.close()
-            self._w = None
-            try:
-                if seal and w.failed is None:
-                    self._fi.sealed = True
-                    self.dd._index.commit(files=[self._fi])
-            finally:
-                os.close(self._fd)
-                self._fd = -1
-
     def finish(self) -> None:
         """Make every copy durable and indexed; seal the files written."""
-        try:
-            self._close(seal=True)
-        finally:
-            self._commit_raw(seal=True)
+        self._commit_raw(seal=True)
 
 
 def _journal(dd: DataDir, uuids: list[str]) -> None:
