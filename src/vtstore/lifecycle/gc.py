@@ -266,7 +266,10 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     use = sv.use
     # the sweep's marking needs only `new` (and the walked-subtree sets)
     marker.marks = marks = MarkSet(dd.hashclass.digest_size)
-    delete, rewrite = plan(use, opts.threshold, rep)
+    # files an interrupted gc was rewriting hold superseded copies: finish them
+    unfinished = compact.rewriting(dd)
+    forced = {n for n, fi in cands.items() if fi.uuid in unfinished}
+    delete, rewrite = plan(use, opts.threshold, rep, forced)
     if opts.dry_run or not (delete or rewrite):
         phase("done")
         rep.disk_after = rep.disk_before
@@ -275,6 +278,8 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     phase("copy", sum(use[n].live_bytes for n in rewrite))
     sv.keep_only(doomed)
     live, dead = sv.live, sv.dead
+    if not opts.dry_run:
+        compact.mark_rewriting(dd, unfinished | {cands[n].uuid for n in doomed})
     copier = compact.Copier(dd)
     try:
         in_order = (x for n in sorted(rewrite) for x in live[n].in_file_order())
@@ -323,6 +328,9 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             drop[num] = dead[num]
         dd._index.release_pages()
         compact.drop_files(dd, drop, cands)
+        # what is still being rewritten: a file kept because a copy did not land
+        known = {fi.uuid for fi in dd._index.files().values()}
+        compact.mark_rewriting(dd, compact.rewriting(dd) & known)
     finally:
         dd.unlock_exclusive()
     rep.disk_after = dd.data_bytes()
@@ -330,19 +338,21 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     return rep
 
 
-def plan(use: dict, threshold: float, rep: GCReport) -> tuple[set[int], set[int]]:
+def plan(
+    use: dict, threshold: float, rep: GCReport, forced: set[int] = frozenset()
+) -> tuple[set[int], set[int]]:
     """The files (`FileUsage` by number) to delete (no live block) and to
-    rewrite (at least `threshold` of garbage); the rest are kept.  Counted
-    into `rep`."""
+    rewrite (at least `threshold` of garbage, or `forced`); the rest are kept.
+    Counted into `rep`."""
     delete, rewrite = set(), set()
     for num, u in use.items():
         rep.live_bytes += u.live_bytes
         rep.dead_bytes += u.dead_bytes
-        if u.dead_blocks == 0 and u.live_blocks:
+        if u.dead_blocks == 0 and u.live_blocks and num not in forced:
             continue
         if u.live_blocks == 0:
             delete.add(num)
-        elif u.unused >= threshold:
+        elif u.unused >= threshold or num in forced:
             rewrite.add(num)
     rep.deleted_files, rep.rewritten_files = len(delete), len(rewrite)
     rep.kept_files = len(use) - len(delete) - len(rewrite)

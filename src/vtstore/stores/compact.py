@@ -8,8 +8,14 @@ entry replaced to point at the copy) before the old file's entries are deleted,
 and the entries are deleted before the file is unlinked, so the index never
 names a block that is not on the disk.  A file whose entries were deleted but
 which was not unlinked yet is listed first in `gc-pending` (fsynced), and the
-next `vt gc` removes it; a writer adopting it meanwhile would only index its
-blocks again (garbage, not loss).
+next `vt gc` removes it; a writer does not adopt it meanwhile.
+
+A gc killed while copying leaves the files it was rewriting with superseded
+copies (blocks whose entries now name their copies).  They are listed in
+`gc-rewriting` before the first copy is indexed: fsck counts such blocks as
+notes there, and the next gc rewrites those files whatever their garbage.  A
+record is copied whole only if its entries name every block in it, so a
+superseded copy is never carried into a new file.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import zstandard
+
 from vtstore.codec import encode_varint
 from vtstore.stores.index import FileInfo, IndexEntry
 from vtstore.stores.recovery import recover_tail, try_lock
@@ -39,6 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PENDING = "gc-pending"
+#: the data files a gc is rewriting: once one of their blocks is copied and
+#: indexed, the old copy is superseded (no entry names it), so a gc killed
+#: before dropping them leaves blocks fsck would take for lost index entries
+REWRITING = "gc-rewriting"
 
 
 @dataclass
@@ -223,6 +235,7 @@ class CopyStats:
     blocks: int = 0
     bytes: int = 0
     files: list[int] = field(default_factory=list)
+    whole_records: int = 0  # copied as stored, without decoding
 
 
 class _RawFile:
@@ -357,6 +370,8 @@ class Copier:
             or zlib.crc32(memoryview(rec)[:-4]) != int.from_bytes(rec[-4:], "big")
         ):
             return None
+        if not _whole(group, rec, len(hdr)):
+            return None  # it holds a block no entry names: copy the named ones
         return rec
 
     def _append(self, group: list, rec, datas, progress) -> None:
@@ -365,6 +380,7 @@ class Copier:
         r = self._raw or self._open_raw()
         off, num = r.off, r.fi.num
         if datas is None:  # a whole record: the blocks keep their place in it
+            self.stats.whole_records += 1
             os.pwrite(r.fd, rec, off)
             r.off += len(rec)
             e0 = group[0][1]
@@ -420,6 +436,51 @@ class Copier:
     def finish(self) -> None:
         """Make every copy durable and indexed; seal the files written."""
         self._commit_raw(seal=True)
+
+
+def _whole(group: list, rec: bytes, hlen: int) -> bool:
+    """Whether the entries of `group` name every block of the record `rec`
+    (`hlen` octets of record header, then the payload): entries abut from the
+    payload's start to its (decoded) end.  A block no entry names is a copy
+    superseded by an interrupted gc; copying the record whole would carry it
+    into a new file where nothing could ever remove it."""
+    es = sorted((e for _, e in group), key=lambda e: e.data_offset)
+    pos = 0
+    for e in es:
+        pos += len(encode_varint(e.data_length))
+        if e.data_offset != pos:
+            return False
+        pos += e.data_length
+    if es[0].flags & 3 == 0:  # plain
+        end = es[0].payload_length
+    else:
+        try:
+            end = zstandard.get_frame_parameters(rec[hlen : hlen + 18]).content_size
+        except zstandard.ZstdError:
+            return False
+    return pos == end
+
+
+def rewriting(dd: DataDir) -> set[str]:
+    """The data files (uuids) an interrupted gc was rewriting: they may hold
+    superseded copies, so the next gc rewrites them whatever their garbage."""
+    try:
+        return set((dd.path / REWRITING).read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+def mark_rewriting(dd: DataDir, uuids: Iterable[str]) -> None:
+    """Record (durably) that `uuids` are being rewritten, or that no file is
+    (empty): before the first copy is indexed, after the last file is dropped."""
+    from vtstore.fileio import write_durably
+
+    uuids = sorted(set(uuids))
+    p = dd.path / REWRITING
+    if uuids:
+        write_durably(p, "".join(u + "\n" for u in uuids).encode())
+    else:
+        p.unlink(missing_ok=True)
 
 
 def _journal(dd: DataDir, uuids: list[str]) -> None:

@@ -155,6 +155,10 @@ def _check(dd: DataDir, rep: FsckReport, progress: Progress, repair: bool) -> No
     unindexed = []
     bad_entries = []
     confirmed = 0
+    superseded = 0
+    from vtstore.stores.compact import rewriting
+
+    unfinished = rewriting(dd)
     with idx.snapshot() as snap:
         files = snap.files()
         rep.index_entries = snap.count()
@@ -205,7 +209,9 @@ def _check(dd: DataDir, rep: FsckReport, progress: Progress, repair: bool) -> No
                                 if cur == e:
                                     confirmed += 1
                                 elif cur is None:
-                                    if ev.end <= fi.indexed_to:
+                                    if fi.uuid in unfinished:
+                                        superseded += 1
+                                    elif ev.end <= fi.indexed_to:
                                         unindexed.append((digest, e))
                                         rep.problems.append(
                                             Problem(
@@ -234,6 +240,11 @@ def _check(dd: DataDir, rep: FsckReport, progress: Progress, repair: bool) -> No
                 os.close(fd)
             if progress:
                 progress(size)
+        if superseded:
+            rep.notes.append(
+                f"{superseded} superseded copies in files an interrupted gc was"
+                " rewriting (the next vt gc removes them)"
+            )
         if rep.uncommitted:
             rep.notes.append(f"{rep.uncommitted} blocks written after the last flush of their file")
         if confirmed != rep.index_entries:

@@ -150,6 +150,10 @@ def adopt_or_create(dd: DataDir) -> tuple[int, FileInfo, int]:
     files = idx.files()
     dd._files = files
     known = {fi.uuid for fi in files.values()}
+    try:  # files a killed gc dropped from the index (compact.PENDING): garbage
+        known.update((dd.path / "gc-pending").read_text().split())
+    except FileNotFoundError:
+        pass
     ddir = dd.path / "data"
     # a file renamed into place by a writer that died before registering it
     for p in sorted(ddir.glob("*.vtd")):
