@@ -42,15 +42,21 @@ def one_by_one(path, store, name, mime_type, size):
 
 
 class CountingStore(MemoryStore):
-    """A memory store that records how many blocks each `add_many` call adds."""
+    """A memory store that records how many blocks each `add_many` call adds
+    (and each `add_tree_many` call, of directory blocks)."""
 
     def __init__(self):
         super().__init__()
         self.batches: list[int] = []
+        self.tree_batches: list[int] = []
 
     def add_many(self, datas):
         self.batches.append(len(datas))
         return super().add_many(datas)
+
+    def add_tree_many(self, datas):
+        self.tree_batches.append(len(datas))
+        return super().add_tree_many(datas)
 
 
 @pytest.mark.parametrize("limits", [None, (7, 1 << 20), (10_000, 50_000)])
@@ -99,4 +105,31 @@ def test_small_files_are_added_in_few_calls(tmp_path):
     assert sum(store.batches) < 3100  # the rest are the directory's blocks
     assert {p: e.block.data(store) for p, e in walk(d, store) if e.type == T_FILE} == {
         f"f{i:04d}": b"%d\n" % i * 40 for i in range(3000)
+    }
+
+
+def test_small_directories_are_added_many_at_a_time(tmp_path):
+    """A tree of many small directories (like a source tree's: 2,426
+    directories for 3,611 files in the bench_peers git data set) is stored in
+    a few calls, not two a directory; its dirents are those of the
+    file-by-file import, and every file reads back."""
+    root = tmp_path / "t"
+    for d in range(600):
+        sub = root / f"p{d % 7}" / f"d{d:03d}"
+        sub.mkdir(parents=True)
+        (sub / "a.py").write_bytes(b"x = %d\n" % d * 20)
+        if d % 3 == 0:
+            (sub / "b.txt").write_bytes(os.urandom(100 + d))
+    store = CountingStore()
+    d, stats = import_tree(str(root), store)
+    assert stats.files == 800 and stats.dirs == 608
+    assert len(store.batches) + len(store.tree_batches) <= 4, (
+        store.batches,
+        store.tree_batches,
+    )
+    other = MemoryStore()
+    d2, _ = import_tree(str(root), other, blockifier=one_by_one)
+    assert d == d2
+    assert {p: e.block.data(store) for p, e in walk(d, store) if e.type == T_FILE} == {
+        p: (root / p).read_bytes() for p, e in walk(d2, other) if e.type == T_FILE
     }
