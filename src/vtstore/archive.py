@@ -23,10 +23,8 @@ the other states unreadable; `Archive.scan` lists them for `vt fsck X.vt`, and
 
 from __future__ import annotations
 
-import datetime
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import math
@@ -78,6 +76,8 @@ def state_id(when: float, dirent: Dirent, comment: str | None) -> str:
     differ; the store and uuid are not, so a state keeps its ID when it is
     pushed to another store.  The binary dirent, not its transcription: it is
     as canonical and four times cheaper to make (a log lists every state)."""
+    import hashlib  # here: OpenSSL's hashlib costs ~2 ms of a start that lists no state
+
     h = hashlib.blake2b(digest_size=32)
     h.update(b"%d\n" % round(when * 1_000_000))
     h.update(dirent.encode())
@@ -110,6 +110,8 @@ class ArchiveEntry:
     @property
     def isotime(self) -> str:
         """`when` as an ISO 8601 UTC timestamp with microseconds."""
+        import datetime
+
         return (
             datetime.datetime.fromtimestamp(self.when, datetime.UTC)
             .isoformat(timespec="microseconds")
@@ -304,6 +306,8 @@ def time_limit(text: str) -> float | None:
     m = _DATE.fullmatch(text)
     if m is None:
         return None
+    import datetime
+
     iso = m["d"] + "T" + (m["hm"] or "00:00") + ":" + (m["s"] or "00") + (m["f"] or "")
     tz = m["tz"]
     try:  # a day, hour or offset out of range
