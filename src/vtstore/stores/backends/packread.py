@@ -85,7 +85,7 @@ def _fetch_range(store, num: int, pid: str, start: int, end: int, items: list):
     """A worker: GET `[start, end)` of pack `pid`, decode and cache its records,
     cut out and check the blocks of `items`; return `(found, errors)`, lists
     of `(position, data)` and `(position, exception)`."""
-    buf = store.backend.get_range(f"data/{pid}", start, end)
+    buf = store._get_range(num, pid, start, end)
     payloads: dict = {}
     stops: list[tuple[int, str]] = []
     pos = 0
@@ -164,8 +164,8 @@ def get_many(store, hashcodes) -> list[bytes]:
         wait(
             [
                 f
-                for (num, at), f in list(store._inflight.items())
-                if _any_in(starts, num, at, at + store.readahead)
+                for (num, at), (f, end) in list(store._inflight.items())
+                if _any_in(starts, num, at, end)
             ]
         )
         todo = []
