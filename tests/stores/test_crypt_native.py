@@ -548,3 +548,32 @@ def test_pool_batches_from_many_threads_fork_and_idle_end():
     while _threads() > before and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _threads() <= before
+
+
+@native
+def test_tag_check_in_c_equals_the_python_check():
+    """TagCode.check (C, `tag_check`) says what the Python body says: the tag
+    in an encrypted block's header, else the hash of a block that is not one
+    (short, another version or flags); any bytes-like data."""
+    from vtstore.stores.crypt.names import HEADER, TagCode
+
+    tc = tag_class(Hash_BLAKE3)
+    assert TagCode.__dict__["check"] is cb.tag_check  # the C one in use
+    rnd = random.Random(29)
+    blob = bytes([1, 0]) + rnd.randbytes(8000)
+    others = [b"", b"short", bytes([2, 0]) + blob[2:], bytes([1, 2]) + blob[2:], blob[:49]]
+    names = [tc(blob[2:HEADER]), tc(rnd.randbytes(32))] + [tc(tc.hash_function(o)) for o in others]
+    py_check = TagCode.__dict__["_check_other"]
+
+    def python(name, data):
+        if len(data) >= 50 and data[0] == 1 and data[1] <= 1:
+            return bytes(name) == bytes(data[2:HEADER])
+        return py_check(name, data)
+
+    for name in names:
+        for data in [blob, bytes([1, 1]) + blob[2:], *others]:
+            for d in (data, memoryview(bytearray(data))):
+                assert name.check(d) == python(name, data)
+    assert names[0].check(blob) and not names[1].check(blob)
+    with pytest.raises(TypeError):
+        names[0].check("text")

@@ -1009,6 +1009,34 @@ static PyObject *set_gcm_implementation(PyObject *Py_UNUSED(mod), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* TagCode.check: a method of bytes in C, so the datadir's check of every block
+ * it reads costs one C call, not a Python function's body. */
+static PyObject *tag_check(PyObject *self, PyObject *data)
+{
+    Py_buffer v;
+    if (!PyBytes_Check(self))
+        return PyErr_Format(PyExc_TypeError, "tag_check needs a tag, not %.100s",
+                            Py_TYPE(self)->tp_name);
+    if (get_buffer(data, &v) < 0)
+        return NULL;
+    const uint8_t *p = v.buf;
+    if (v.len >= OVERHEAD && p[0] == VERSION && p[1] <= F_ZSTD) {
+        int ok = PyBytes_GET_SIZE(self) == TAG_LEN &&
+                 CRYPTO_memcmp(PyBytes_AS_STRING(self), p + 2, TAG_LEN) == 0;
+        PyBuffer_Release(&v);
+        return PyBool_FromLong(ok);
+    }
+    PyBuffer_Release(&v);
+    /* not an encrypted block: named by a hash of all of it (rare; Python) */
+    return PyObject_CallMethod(self, "_check_other", "O", data);
+}
+
+static PyMethodDef tag_check_def = {
+    "check", (PyCFunction)tag_check, METH_O,
+    "check(data) -> bool\n\n"
+    "True if `data` carries this name: an encrypted block whose header holds this\n"
+    "tag (compared in constant time), or else (self._check_other) whose hash it is."};
+
 static PyMethodDef methods[] = {
     {"gcm_implementation", (PyCFunction)gcm_implementation, METH_NOARGS,
      gcm_implementation_doc},
@@ -1051,5 +1079,12 @@ PyMODINIT_FUNC PyInit__cryptblocks(void)
     use_gcm512 = gcm512_supported();
 #endif
     pthread_atfork(NULL, NULL, pool_after_fork);
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    PyObject *check = m ? PyDescr_NewMethod(&PyBytes_Type, &tag_check_def) : NULL;
+    if (!check || PyModule_AddObject(m, "tag_check", check) < 0) {
+        Py_XDECREF(check);
+        Py_XDECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -103,9 +103,17 @@ class TagCode(HashCode):
     def check(self, data) -> bool:
         """True if `data` carries this name (the datadir's check on every read;
         the crypt store then authenticates the block with the key).  One C
-        comparison, not HashCode's Python `==`: it runs once a block read."""
+        comparison, not HashCode's Python `==`: it runs once a block read
+        (and with `_cryptblocks`, the whole method is C: `tag_check`)."""
         if len(data) >= OVERHEAD and data[0] == VERSION and data[1] <= F_ZSTD:
             return compare_digest(self, data[2:HEADER])
+        return self._check_other(data)
+
+    if _cryptblocks is not None:
+        check = _cryptblocks.tag_check  # noqa: F811 - a method of bytes, in C
+
+    def _check_other(self, data) -> bool:
+        """`check` of what is not an encrypted block: named by a hash of it."""
         return compare_digest(self, self.hash_function(data))
 
 
