@@ -82,6 +82,13 @@ def vt_commands(vt: str, fx: dict[str, str], tag: str = "") -> list[tuple[str, l
         ("vt -S DIR cat BLOCK (5 kB)", [vt, "-S", s, "cat", fx["block"]]),
         ("vt -S DIR ls X.vt", [vt, "-S", s, "ls", fx["archive"]]),
         ("vt -S DIR unpack X.vt OUT", [vt, "-S", s, "-q", "unpack", fx["archive"], "{out}"]),
+        # the far end of `-S '|ssh HOST vt serve -'`, told nothing (stdin at EOF)
+        ("vt -S DIR serve - </dev/null", [vt, "-S", s, "serve", "-"]),
+        # both ends: a client over a pipe to a server process
+        (
+            "vt -S '|vt -S DIR serve -' cat BLOCK",
+            [vt, "-S", f"|{vt} -S {s} serve -", "cat", fx["block"]],
+        ),
     ]
     return [(label + tag, argv) for label, argv in cmds]
 
@@ -109,7 +116,9 @@ def commands(vt: str, fx: dict[str, str], baseline: str | None = None):
 def _run_once(argv: list[str], env: dict[str, str], out: str) -> float:
     argv = [out if a == "{out}" else a for a in argv]
     t0 = time.perf_counter()
-    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    r = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
     dt = time.perf_counter() - t0
     if r.returncode:
         raise SystemExit(f"bench_start: {' '.join(argv)}: exit {r.returncode}: {r.stderr!r}")
