@@ -103,3 +103,21 @@ def test_modes_that_cannot_be_made_at_once_come_back(tmp_path):
         st = os.lstat(out / name / "f")
         assert stat.S_IMODE(st.st_mode) == 0o640
         assert st.st_gid == os.lstat(src / name / "f").st_gid
+
+
+def test_each_directory_is_read_once(tmp_path):
+    """Measured for the limits, then walked: one store read a directory."""
+    from vtstore.stores.datadir import DataDir
+    from vtstore.tree.fsexport import Exporter
+    from vtstore.tree.fsimport import import_tree
+
+    from .test_export_batched import CountingStore
+
+    src = tmp_path / "src"
+    _tree(str(src), ndirs=60, per=1)
+    with DataDir(str(tmp_path / "dd")) as S:
+        d, _ = import_tree(str(src), S)
+        counting = CountingStore(S)
+        stats = Exporter(counting, max_files=10**6, max_size=10**12).export(d, str(tmp_path / "o"))
+    assert stats.dirs == 60 and stats.files == 60
+    assert counting.single <= 61 + 2  # 60 directories and the root

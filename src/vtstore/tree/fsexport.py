@@ -146,6 +146,37 @@ class ExportStats:
 
 # -- the exporter ----------------------------------------------------------------
 
+#: directory data kept from measuring the tree (`tree_totals`) for the walk, at most
+KEEP_DIR_BYTES = 16 << 20
+
+
+class _KeptBlocks:
+    """The store, keeping the blocks read through it (up to `KEEP_DIR_BYTES`)
+    until they are read again: a restore measures the tree before it writes
+    (its limits), then walks it, and each directory's data is read once, not
+    twice.  Blocks come verified from the store; only single reads (a
+    directory's leaves) are kept."""
+
+    def __init__(self, store):
+        self.store = store
+        self.kept: dict = {}
+        self.room = KEEP_DIR_BYTES
+        self.keeping = True  # off once measured: the walk only takes back
+
+    def __getitem__(self, h):
+        data = self.kept.pop(h, None)
+        if data is None:
+            data = self.store[h]
+            if self.keeping and len(data) <= self.room:
+                self.kept[h] = data
+                self.room -= len(data)
+        else:
+            self.room += len(data)  # read twice: measured, then walked
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
 
 class _Frame:
     """A directory on the way down: its fd (None when closed to save fds), and
@@ -232,6 +263,7 @@ class Exporter(FileWriter):
         self._fresh_meta = False
         self._pool: _Pool | None = None
         self._fetcher: _Pool | None = None  # reads batches while the walk goes on
+        self._dir_blocks: _KeptBlocks | None = None
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._fatal: BaseException | None = None
@@ -257,7 +289,10 @@ class Exporter(FileWriter):
             # a hard link's first name may be left out: its group is looked up
             self.resolver = LinkResolver(dirent, self.store)
         if self.max_files is not None or self.max_size is not None or self.on_total:
-            _, nbytes = tree_totals(dirent, self.store, self.max_files, self.max_size)
+            # the directories read to measure the tree are kept for the walk
+            self._dir_blocks = _KeptBlocks(self.store)
+            _, nbytes = tree_totals(dirent, self._dir_blocks, self.max_files, self.max_size)
+            self._dir_blocks.keeping = False
             if self.on_total is not None and self.filters is None:
                 self.on_total(nbytes)  # a progress bar's total (rules would make it less)
         target_b = os.fsencode(target)
@@ -344,7 +379,7 @@ class Exporter(FileWriter):
     # -- the walk ------------------------------------------------------------
 
     def _entries(self, d: Dirent, rel: tuple[bytes, ...]) -> list[Dirent]:
-        entries, problems = read_entries(d, self.store)
+        entries, problems = read_entries(d, self._dir_blocks or self.store)
         if problems:
             shown = _shown(rel) or "."
             log.warning("directory %s is damaged: %s", shown, "; ".join(problems[:3]))
