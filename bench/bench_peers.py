@@ -52,6 +52,9 @@ from bench_tree import du, ensure_tools, timed  # noqa: E402
 from peers_data import KINDS, build, snapshot_bytes  # noqa: E402
 
 TOOLS = ("vt", "restic", "borg-lz4", "borg-zstd3", "casync", "bup")
+#: with --vt-old SRC, the tool "vt-old" is vt run with PYTHONPATH=SRC (a
+#: worktree of an older commit, its extensions built): before/after in one run
+VT_OLD_SRC: str | None = None
 BUP_SAVE = 'bup -d "$0" index "$1" && bup -d "$0" save -q --strip -n bench "$1"'
 
 
@@ -89,7 +92,7 @@ def init_repo(tool: str, repo: str, env: dict) -> None:
 
 def ingest_cmd(tool: str, repo: str, i: int, snap: str) -> list[str]:
     """The command storing snapshot number `i` (directory `snap`) into `repo`."""
-    if tool == "vt":
+    if tool in ("vt", "vt-old"):
         return [*VT, "-S", repo, "pack", "-a", vt_archive(repo), snap]
     if tool == "restic":
         return ["restic", "-q", "-r", repo, "backup", "--compression", "auto", snap]
@@ -109,7 +112,7 @@ def ingest_cmd(tool: str, repo: str, i: int, snap: str) -> list[str]:
 def restore_cmd(tool: str, repo: str, n: int, out: str) -> tuple[list[str], str | None]:
     """The command (and its working directory) restoring the last snapshot,
     number `n`, into the empty directory `out`."""
-    if tool == "vt":
+    if tool in ("vt", "vt-old"):
         return [*VT, "-S", repo, "unpack", vt_archive(repo), out], None
     if tool == "restic":
         return ["restic", "-q", "-r", repo, "restore", "latest", "--target", out], None
@@ -138,6 +141,8 @@ def run_tool(tool: str, snaps: list[str], work: str) -> dict:
     for p in (repo, out, cache):
         shutil.rmtree(p, ignore_errors=True)
     env = tool_env(cache)
+    if tool == "vt-old":
+        env["PYTHONPATH"] = VT_OLD_SRC or ""
     try:
         init_repo(tool, repo, env)
         bench_tree.warm(*snaps)
@@ -301,7 +306,7 @@ def summary_table(kinds: dict) -> str:
             peers = [
                 (m[key], t)
                 for t, m in k["tools"].items()
-                if t != "vt" and "error" not in m and m[key] is not None
+                if t not in ("vt", "vt-old") and "error" not in m and m[key] is not None
             ]
             best = (max if higher else min)(peers) if peers else None
             mine = _fmt(f, vt.get(key)) if "error" not in vt else "failed"
@@ -422,7 +427,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds; medians are reported (0: none)")
     ap.add_argument("--kinds", type=lambda s: _csv(s, KINDS), default=list(KINDS),
                     help=f"comma-separated, of {','.join(KINDS)} (default all)")  # fmt: skip
-    ap.add_argument("--tools", type=lambda s: _csv(s, TOOLS), default=list(TOOLS),
+    ap.add_argument("--tools", type=lambda s: _csv(s, (*TOOLS, "vt-old")), default=list(TOOLS),
                     help=f"comma-separated, of {','.join(TOOLS)} (default all)")  # fmt: skip
     ap.add_argument("--lock", default="/tmp/vt-bench.lock",
                     help="flock this file around each round and the profiles ('' for none)")  # fmt: skip
@@ -433,12 +438,22 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", metavar="KIND", action="append", default=[], choices=KINDS,
                     help="also profile vt's ingest and restore of KIND (repeatable)")  # fmt: skip
     ap.add_argument("--profile-dir", default=".", help="where profile-KIND.txt goes")
+    ap.add_argument("--vt-old", metavar="SRC",
+                    help="add the tool vt-old: vt with PYTHONPATH=SRC (an older commit's src/)")  # fmt: skip
     a = ap.parse_args(argv)
+    global VT_OLD_SRC
+    VT_OLD_SRC = a.vt_old
+    if a.vt_old and "vt-old" not in a.tools:
+        a.tools.append("vt-old")
+    if "vt-old" in a.tools and not a.vt_old:
+        ap.error("the tool vt-old needs --vt-old SRC")
     ensure_tools()
     set_pause(a.pause)
     # a killed run still removes its repositories (the `finally` below)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    missing = [t for t in a.tools if t != "vt" and not shutil.which(t.split("-")[0])]
+    missing = [
+        t for t in a.tools if t not in ("vt", "vt-old") and not shutil.which(t.split("-")[0])
+    ]
     if missing:
         ap.error(
             f"not installed: {', '.join(missing)} (apt-get install restic borgbackup casync bup)"
