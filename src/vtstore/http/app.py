@@ -472,6 +472,14 @@ class LockedReads:
         with self._lock:
             return self._store.get_many(hs)
 
+    def read_joined(self, hs):
+        """The blocks `hs` end to end (`DataDir.read_joined`, else joined)."""
+        with self._lock:
+            fast = getattr(self._store, "read_joined", None)
+            if fast is not None:
+                return fast(hs)
+            return b"".join(self._store.get_many(hs))
+
     def __contains__(self, h) -> bool:
         with self._lock:
             return h in self._store

@@ -6,6 +6,9 @@ Binary where it carries blocks or hashcodes, JSON otherwise (docs/HTTP.md,
 - `GET /b/info`: `{"hashclass", "readonly", "max_body", "max_batch"}` (public);
 - `POST /b/get`: body = digests; answer = for each, `u32 length + data`
   (`0xFFFFFFFF` for a block the store does not have), streamed;
+  `POST /b/get?joined` (when `/b/info` says `"joined": true`): the `u32`
+  lengths of all first, then the data of those present end to end (a datadir
+  reads a run of plain blocks into one buffer and it goes out as is);
 - `POST /b/contains`: body = digests; answer = one octet (0 or 1) each;
 - `POST /b/add`: body = `u32 length + data` per block; answer = their
   digests (`add` right); `POST /b/flush` (`add` right);
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import struct
 
-from vtstore.errors import FormatError, VTError
+from vtstore.errors import FormatError, MissingBlockError, VTError
 from vtstore.http.app import LIST_MAX, MAX_BATCH, MISSING, HTTPError, pack_lengths
 from vtstore.http.request import Request
 
@@ -62,6 +65,53 @@ def unpack_lengths(body, most: int | None = None) -> list:
     return out
 
 
+def _get_many(store, hs: list) -> list:
+    """The data of each of `hs`, None for a block the store does not have:
+    one batch read (`get_many`) unless some are missing."""
+    try:
+        return store.get_many(hs)
+    except MissingBlockError:
+        return [store.get(h) for h in hs]
+
+
+def read_joined(store, hs: list) -> tuple[bytes, bytes]:
+    """The `/b/get?joined` answer for `hs`: `u32` lengths (`MISSING` for a
+    block the store does not have), and the blocks present, end to end
+    (`DataDir.read_joined`: a run of plain blocks read into one buffer)."""
+    fast = getattr(store, "read_joined", None)
+    try:
+        if fast is not None:
+            data, lengths = fast(hs, lengths=True)
+        else:
+            datas = store.get_many(hs)
+            data, lengths = b"".join(datas), [len(d) for d in datas]
+    except MissingBlockError:
+        datas = [store.get(h) for h in hs]
+        data = b"".join(d for d in datas if d is not None)
+        lengths = [MISSING if d is None else len(d) for d in datas]
+    return struct.pack(f">{len(lengths)}I", *lengths), data
+
+
+def unpack_joined(body, n: int) -> list:
+    """A `/b/get?joined` answer for `n` hashcodes -> their data (memoryviews
+    of `body`; None for `MISSING`); `FormatError` if it does not add up."""
+    view = memoryview(body)
+    if len(view) < 4 * n:
+        raise FormatError("a joined block answer cut short")
+    lengths = struct.unpack_from(f">{n}I", view)
+    out = []
+    pos = 4 * n
+    for k in lengths:
+        if k == MISSING:
+            out.append(None)
+            continue
+        out.append(view[pos : pos + k])
+        pos += k
+    if pos != len(view):
+        raise FormatError("a joined block answer of the wrong length")
+    return out
+
+
 def _window(req: Request, hashclass):
     q = req.query
     start = None
@@ -92,6 +142,7 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
                 "readonly": export.readonly,
                 "max_body": app.limits.max_body,
                 "max_batch": MAX_BATCH,
+                "joined": True,
             }
         )
     if op in ("get", "contains") and method == "POST":
@@ -104,13 +155,18 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
             return await req.respond(
                 200, [], bytes(bool(x) for x in found), "application/octet-stream"
             )
+        if "joined" in req.query:
+            lengths, data = await app.run(export.lock, read_joined, store, hs)
+            return await req.respond_parts(
+                200, [(b"content-type", b"application/octet-stream")], [lengths, data]
+            )
         await req.start(200, [(b"content-type", b"application/octet-stream")])
 
         def fetch(group):
-            return pack_lengths(store.get(h) for h in group)
+            return pack_lengths(_get_many(store, group))
 
-        for i in range(0, len(hs), 64):
-            await req.send_body(await app.run(export.lock, fetch, hs[i : i + 64]))
+        for i in range(0, len(hs), 256):
+            await req.send_body(await app.run(export.lock, fetch, hs[i : i + 256]))
         return await req.finish()
     if op in ("add", "flush") and method == "POST":
         limit = app.limits.max_body

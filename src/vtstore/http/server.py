@@ -20,6 +20,7 @@ import threading
 
 from vtstore.errors import ConfigError
 from vtstore.http.app import HTTPApp
+from vtstore.http.request import DIRECT
 
 
 def _have(mod: str) -> bool:
@@ -109,8 +110,88 @@ class _Corked:
         return getattr(self._t, name)
 
 
-def _http_protocol():
-    """httptools (corked writes: `_Corked`) when installed, else h11."""
+class DirectSend:
+    """A response body written to the connection's socket by the app itself,
+    bypassing the transport: the `DIRECT` scope extension of a plain (not TLS)
+    HTTP/1.1 connection.
+
+    Why: uvloop's transport writes a large body in its own `send` call made
+    while holding the GIL, so the thread reading the next piece of a file waits
+    for every send; a Python socket's `send` releases it, and the read and the
+    send of a large file overlap on the two cores (docs/PERFORMANCE.md, "HTTP").
+
+    `begin()` flushes what the transport holds (the status line and headers),
+    pauses reading (a pipelined request waits, as Uvicorn makes it wait anyway)
+    and returns a non-blocking socket on a duplicate of the connection's
+    descriptor; `sendall()` sends on it from the event loop (`loop.sock_sendall`:
+    the copy into the kernel runs without the GIL; a slow client is waited for
+    without a thread, at most `timeout` seconds a piece) and counts what went
+    out against the response's Content-Length; `end()` gives the connection back
+    to the transport; `abort()` closes the connection (the client sees a cut
+    body), for a body that cannot be finished.
+    """
+
+    def __init__(self, protocol, cycle, timeout: float):
+        self._proto = protocol
+        self._cycle = cycle
+        self._timeout = timeout
+        self._sock: socket.socket | None = None
+
+    async def begin(self) -> bool:
+        """Take the connection over; False if it is closing (nothing to send to)."""
+        if self._sock is not None:
+            return True
+        t = self._proto.transport
+        if t.is_closing() or self._cycle.disconnected:
+            return False
+        if isinstance(t, _Corked):
+            t._flush()
+        while t.get_write_buffer_size():  # the headers, rarely held back
+            await asyncio.sleep(0.001)
+            if t.is_closing():
+                return False
+        t.pause_reading()
+        raw = t.get_extra_info("socket")
+        s = socket.socket(fileno=os.dup(raw.fileno()))
+        s.setblocking(False)
+        self._sock = s
+        return True
+
+    async def sendall(self, data) -> None:
+        """Send `data` (a part of the body) on the socket taken over."""
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.sock_sendall(self._sock, data), self._timeout)
+        except TimeoutError:
+            self.abort()
+            raise ConnectionError("the client stopped reading") from None
+        except OSError:
+            self.abort()
+            raise
+        self._cycle.expected_content_length -= len(data)
+
+    def end(self) -> None:
+        """Give the connection back to the transport."""
+        s, self._sock = self._sock, None
+        if s is None:
+            return
+        s.close()
+        t = self._proto.transport
+        if not t.is_closing() and not self._proto.flow.read_paused:
+            t.resume_reading()
+
+    def abort(self) -> None:
+        """Close the connection now: what was sent stays a cut body."""
+        s, self._sock = self._sock, None
+        if s is not None:
+            s.close()
+        self._cycle.disconnected = True
+        self._proto.transport.close()
+
+
+def _http_protocol(io_timeout: float = 30.0):
+    """httptools (corked writes: `_Corked`; bodies written by the app:
+    `DirectSend`) when installed, else h11."""
     if not _have("httptools"):
         return _plain_http()
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -118,6 +199,17 @@ def _http_protocol():
     class CorkedHttpTools(HttpToolsProtocol):
         def connection_made(self, transport) -> None:
             super().connection_made(_Corked(transport, self.loop))
+            self._direct = transport.get_extra_info("sslcontext") is None and (
+                transport.get_extra_info("socket") is not None
+            )
+
+        def on_headers_complete(self) -> None:
+            scope = self.scope
+            super().on_headers_complete()
+            cycle = self.cycle
+            if self._direct and cycle is not None and cycle.scope is scope:
+                ext = scope.setdefault("extensions", {})
+                ext[DIRECT] = DirectSend(self, cycle, io_timeout)
 
     return CorkedHttpTools
 
@@ -135,7 +227,9 @@ def uvicorn_config(app: HTTPApp, tls_cert: str | None = None, tls_key: str | Non
         app,
         loop="uvloop" if _have("uvloop") else "asyncio",
         # VT_HTTPD_CORK=0: Uvicorn's own protocol (to measure what corking gives)
-        http=_http_protocol() if os.environ.get("VT_HTTPD_CORK") != "0" else _plain_http(),
+        http=_http_protocol(lim.io_timeout)
+        if os.environ.get("VT_HTTPD_CORK") != "0"
+        else _plain_http(),
         lifespan="off",
         log_level="warning",
         access_log=False,

@@ -13,6 +13,9 @@
  *                           objects (a gap goes to a scratch buffer), plain
  *                           blocks verified with BLAKE3; all of it with the GIL
  *                           released and split over `threads` threads;
+ *   read_joined(...)        the same for a run of plain blocks wanted end to
+ *                           end (a file streamed): read straight into one
+ *                           result, no object per block, no join after;
  *   check_blake3(...)       the same check for blocks cut out of zstd frames
  *                           (decoded by the caller with the zstandard module).
  *
@@ -319,6 +322,88 @@ static void run_parallel(work_t *ws, int n)
 #define READ_GIL_MIN (64 * 1024)
 #define THREAD_MIN (512 * 1024)
 
+/* Read the ranges `rg[0..nr)` (sorted by cmp_range, `total` octets) into their
+ * buffers: neighbours in one file (no overlap, gap at most `max_gap`, run at
+ * most `max_run` octets and IOV_MAX iovecs) go in one preadv, consecutive
+ * runs of about the same octets to each of `threads` threads; plain ranges
+ * are hashed when `verify`.  Without the GIL from READ_GIL_MIN octets.
+ * `runs` has room for `nr`.  -1 with an exception set if a read failed. */
+static int read_ranges(range_t *rg, size_t nr, run_t *runs, uint64_t total, uint64_t max_gap,
+                       uint64_t max_run, int threads, int verify)
+{
+    size_t nruns = 0;
+    long nio = iov_max();
+    for (size_t i = 0; i < nr; i++) {
+        if (nruns) {
+            run_t *cur = &runs[nruns - 1];
+            range_t *last = &rg[cur->first + cur->n - 1];
+            uint64_t end = last->off + last->len;
+            if (last->fd == rg[i].fd && rg[i].off >= end && rg[i].off - end <= max_gap &&
+                rg[i].off + rg[i].len - rg[cur->first].off <= max_run &&
+                (long)(2 * cur->n + 2) <= nio) {
+                cur->n++;
+                cur->bytes += rg[i].len;
+                continue;
+            }
+        }
+        runs[nruns].first = i;
+        runs[nruns].n = 1;
+        runs[nruns].bytes = rg[i].len;
+        nruns++;
+    }
+    int nt = total >= THREAD_MIN ? threads : 1;
+    if ((size_t)nt > nruns)
+        nt = nruns ? (int)nruns : 1;
+    work_t ws[MAX_THREADS];
+    size_t k = 0;
+    uint64_t done_bytes = 0;
+    for (int t = 0; t < nt; t++) {
+        ws[t] = (work_t){rg, runs, k, 0, max_gap, verify, 0};
+        uint64_t target = total * (uint64_t)(t + 1) / (uint64_t)nt;
+        while (k < nruns && (t == nt - 1 || done_bytes < target)) {
+            done_bytes += runs[k].bytes;
+            ws[t].nruns++;
+            k++;
+        }
+    }
+    if (total >= READ_GIL_MIN) {
+        Py_BEGIN_ALLOW_THREADS
+        run_parallel(ws, nt);
+        Py_END_ALLOW_THREADS
+    } else {
+        run_parallel(ws, nt);
+    }
+    for (int t = 0; t < nt; t++) {
+        if (ws[t].err) {
+            errno = ws[t].err;
+            PyErr_SetFromErrno(ws[t].err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The arguments read_entries and read_joined share: -1 with ValueError if
+ * one is out of range; `threads` clamped to 1..MAX_THREADS. */
+static int check_read_args(Py_ssize_t packed_len, Py_ssize_t digests_len, uint64_t max_gap,
+                           uint64_t max_run, int *threads)
+{
+    if (packed_len % (FIELDS * 8)) {
+        PyErr_SetString(PyExc_ValueError, "packed entries have a partial entry");
+        return -1;
+    }
+    if (digests_len >= 0 && digests_len != packed_len / (FIELDS * 8) * OUT_LEN) {
+        PyErr_SetString(PyExc_ValueError, "digests must be 32 octets per entry");
+        return -1;
+    }
+    if (max_gap > (64u << 20) || max_run > ((uint64_t)1 << 30)) {
+        PyErr_SetString(PyExc_ValueError, "max_gap or max_run out of range");
+        return -1;
+    }
+    *threads = *threads < 1 ? 1 : *threads > MAX_THREADS ? MAX_THREADS : *threads;
+    return 0;
+}
+
 PyDoc_STRVAR(
     read_entries_doc,
     "read_entries(packed, fds, digests=None, skip=None, max_gap=65536, max_run=4194304,\n"
@@ -351,18 +436,10 @@ static PyObject *read_entries(PyObject *Py_UNUSED(mod), PyObject *args, PyObject
     Py_ssize_t *of = NULL; /* entry -> range index, or -code */
     Py_ssize_t n = pk.len / (FIELDS * 8);
     const uint64_t *ent = pk.buf;
-    if (pk.len % (FIELDS * 8)) {
-        PyErr_SetString(PyExc_ValueError, "packed entries have a partial entry");
+    if (dg_obj != Py_None && PyObject_GetBuffer(dg_obj, &dg, PyBUF_SIMPLE) < 0)
         goto done;
-    }
-    if (dg_obj != Py_None) {
-        if (PyObject_GetBuffer(dg_obj, &dg, PyBUF_SIMPLE) < 0)
-            goto done;
-        if (dg.len != n * OUT_LEN) {
-            PyErr_SetString(PyExc_ValueError, "digests must be 32 octets per entry");
-            goto done;
-        }
-    }
+    if (check_read_args(pk.len, dg.obj ? dg.len : -1, max_gap, max_run, &threads) < 0)
+        goto done;
     if (sk_obj != Py_None) {
         if (PyObject_GetBuffer(sk_obj, &sk, PyBUF_SIMPLE) < 0)
             goto done;
@@ -371,11 +448,6 @@ static PyObject *read_entries(PyObject *Py_UNUSED(mod), PyObject *args, PyObject
             goto done;
         }
     }
-    if (max_gap > (64u << 20) || max_run > ((uint64_t)1 << 30)) {
-        PyErr_SetString(PyExc_ValueError, "max_gap or max_run out of range");
-        goto done;
-    }
-    threads = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
     size_t cap = (size_t)(n ? n : 1);
     rg = malloc(cap * sizeof *rg);
     of = malloc(cap * sizeof *of);
@@ -448,57 +520,8 @@ static PyObject *read_entries(PyObject *Py_UNUSED(mod), PyObject *args, PyObject
         rg[i].buf = (uint8_t *)PyBytes_AS_STRING(objs[i]);
         total += rg[i].len;
     }
-    /* runs: neighbours in one file, no overlap, bounded gap, size and iovecs */
-    size_t nruns = 0;
-    long nio = iov_max();
-    for (size_t i = 0; i < nu; i++) {
-        if (nruns) {
-            run_t *cur = &runs[nruns - 1];
-            range_t *last = &rg[cur->first + cur->n - 1];
-            uint64_t end = last->off + last->len;
-            if (last->fd == rg[i].fd && rg[i].off >= end && rg[i].off - end <= max_gap &&
-                rg[i].off + rg[i].len - rg[cur->first].off <= max_run &&
-                (long)(2 * cur->n + 2) <= nio) {
-                cur->n++;
-                cur->bytes += rg[i].len;
-                continue;
-            }
-        }
-        runs[nruns].first = i;
-        runs[nruns].n = 1;
-        runs[nruns].bytes = rg[i].len;
-        nruns++;
-    }
-    /* threads take consecutive runs, about the same octets each */
-    int nt = total >= THREAD_MIN ? threads : 1;
-    if ((size_t)nt > nruns)
-        nt = nruns ? (int)nruns : 1;
-    work_t ws[MAX_THREADS];
-    size_t k = 0;
-    uint64_t done_bytes = 0;
-    for (int t = 0; t < nt; t++) {
-        ws[t] = (work_t){rg, runs, k, 0, max_gap, dg.buf != NULL, 0};
-        uint64_t target = total * (uint64_t)(t + 1) / (uint64_t)nt;
-        while (k < nruns && (t == nt - 1 || done_bytes < target)) {
-            done_bytes += runs[k].bytes;
-            ws[t].nruns++;
-            k++;
-        }
-    }
-    if (total >= READ_GIL_MIN) {
-        Py_BEGIN_ALLOW_THREADS
-        run_parallel(ws, nt);
-        Py_END_ALLOW_THREADS
-    } else {
-        run_parallel(ws, nt);
-    }
-    for (int t = 0; t < nt; t++) {
-        if (ws[t].err) {
-            errno = ws[t].err;
-            PyErr_SetFromErrno(ws[t].err == ENOMEM ? PyExc_MemoryError : PyExc_OSError);
-            goto done;
-        }
-    }
+    if (read_ranges(rg, nu, runs, total, max_gap, max_run, threads, dg.buf != NULL) < 0)
+        goto done;
     res = PyList_New(n);
     if (!res)
         goto done;
@@ -537,6 +560,113 @@ done:
         PyBuffer_Release(&dg);
     if (sk.obj)
         PyBuffer_Release(&sk);
+    return res;
+}
+
+/* ---- read_joined ------------------------------------------------------------------- */
+
+PyDoc_STRVAR(
+    read_joined_doc,
+    "read_joined(packed, fds, digests, max_gap=65536, max_run=4194304, threads=2)\n"
+    "    -> bytes | None\n\n"
+    "The data of the entries of `packed` (from decode_entries), end to end in\n"
+    "their order, as one bytes object: each block read straight into its place\n"
+    "(spans sorted and coalesced as read_entries does) and checked against its\n"
+    "BLAKE3 digest in `digests` (32 octets per entry), without the GIL.  None if\n"
+    "any entry is not a plain block within bounds whose file is in `fds`, is cut\n"
+    "short, or does not match: the caller then reads the batch the slow way,\n"
+    "which names the damage.  OSError if a read fails.");
+
+static PyObject *read_joined(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"packed", "fds", "digests", "max_gap", "max_run", "threads", NULL};
+    Py_buffer pk = {0}, dg = {0};
+    PyObject *fds;
+    unsigned long long max_gap = 65536, max_run = 4u << 20;
+    int threads = 2;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*O!y*|KKi:read_joined", kwlist, &pk,
+                                     &PyDict_Type, &fds, &dg, &max_gap, &max_run, &threads))
+        return NULL;
+    PyObject *res = NULL, *out = NULL;
+    range_t *rg = NULL;
+    run_t *runs = NULL;
+    Py_ssize_t n = pk.len / (FIELDS * 8);
+    const uint64_t *ent = pk.buf;
+    if (check_read_args(pk.len, dg.len, max_gap, max_run, &threads) < 0)
+        goto done;
+    size_t cap = (size_t)(n ? n : 1);
+    rg = malloc(cap * sizeof *rg);
+    runs = malloc(cap * sizeof *runs);
+    if (!rg || !runs) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* every entry a plain block in bounds, in a file we have; its place in the result */
+    uint64_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const uint64_t *e = ent + i * FIELDS;
+        uint64_t po = e[2], doff = e[4], dl = e[5];
+        if (e[0] == NONE || (e[1] & ENC_MASK) != ENC_PLAIN || dl > MAX_BLOCK_SIZE ||
+            doff > MAX_PAYLOAD || po >= MAX_OFFSET) {
+            res = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *key = PyLong_FromUnsignedLongLong(e[0]);
+        if (!key)
+            goto done;
+        PyObject *fdo = PyDict_GetItemWithError(fds, key);
+        Py_DECREF(key);
+        if (!fdo) {
+            if (!PyErr_Occurred())
+                res = Py_NewRef(Py_None);
+            goto done;
+        }
+        long fdl = PyLong_AsLong(fdo);
+        if (fdl == -1 && PyErr_Occurred())
+            goto done;
+        if (fdl < 0 || fdl > INT_MAX) {
+            PyErr_SetString(PyExc_ValueError, "a file descriptor out of range");
+            goto done;
+        }
+        range_t *r = &rg[i];
+        r->fd = (int)fdl;
+        r->plain = 1;
+        r->off = po + doff;
+        r->len = dl;
+        r->entry = i;
+        r->status = 0;
+        r->buf = (uint8_t *)(uintptr_t)total; /* an offset until the result exists */
+        total += dl;
+    }
+    if (total > PY_SSIZE_T_MAX) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (!out)
+        goto done;
+    uint8_t *base = (uint8_t *)PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++)
+        rg[i].buf = base + (uintptr_t)rg[i].buf;
+    qsort(rg, (size_t)n, sizeof *rg, cmp_range);
+    /* an identical span asked twice is read twice: each has its own place */
+    if (read_ranges(rg, (size_t)n, runs, total, max_gap, max_run, threads, 1) < 0)
+        goto done;
+    const uint8_t *want = dg.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (rg[i].status || memcmp(rg[i].digest, want + rg[i].entry * OUT_LEN, OUT_LEN)) {
+            res = Py_NewRef(Py_None);
+            goto done;
+        }
+    }
+    res = Py_NewRef(out);
+done:
+    Py_XDECREF(out);
+    free(rg);
+    free(runs);
+    PyBuffer_Release(&pk);
+    if (dg.obj)
+        PyBuffer_Release(&dg);
     return res;
 }
 
@@ -648,6 +778,8 @@ static PyMethodDef dread_methods[] = {
     {"decode_entries", (PyCFunction)decode_entries, METH_O, decode_entries_doc},
     {"read_entries", (PyCFunction)(void (*)(void))read_entries, METH_VARARGS | METH_KEYWORDS,
      read_entries_doc},
+    {"read_joined", (PyCFunction)(void (*)(void))read_joined, METH_VARARGS | METH_KEYWORDS,
+     read_joined_doc},
     {"check_blake3", (PyCFunction)(void (*)(void))check_blake3, METH_VARARGS | METH_KEYWORDS,
      check_blake3_doc},
     {NULL, NULL, 0, NULL},

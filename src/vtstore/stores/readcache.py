@@ -207,12 +207,8 @@ def read_many(fds: FDCache, frames: FrameCache, hs: list, values: list) -> list:
     blake3 = len(hs) > 0 and type(hs[0]) is Hash_BLAKE3
     out: list = [None] * len(hs)
     with ExitStack() as st:
-        fdmap = {}
-        for num in filenums:
-            try:
-                fdmap[num] = st.enter_context(fds.fd(num))
-            except FileNotFoundError:
-                pass  # evicted or rewritten since the lookup: the single path retries
+        # a file evicted or rewritten since the lookup is left out: the single path retries
+        fdmap = _open_fds(st, fds, filenums)
         flags = m[1::_FIELDS].tolist()
         zstd = [i for i, f in enumerate(flags) if f & ENC_MASK == ENC_ZSTD and f != _NONE]
         # what to read at once: about READ_BATCH_BYTES of stored octets
@@ -247,6 +243,17 @@ def read_many(fds: FDCache, frames: FrameCache, hs: list, values: list) -> list:
 
 
 _NONE = (1 << 64) - 1
+
+
+def _open_fds(st: ExitStack, fds: FDCache, filenums) -> dict:
+    """`{filenum: fd}` of the data files that can be opened, held open by `st`."""
+    fdmap = {}
+    for num in filenums:
+        try:
+            fdmap[num] = st.enter_context(fds.fd(num))
+        except FileNotFoundError:
+            pass
+    return fdmap
 
 
 def _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, out) -> None:
@@ -308,3 +315,30 @@ def _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, 
         d = out[i]
         if d is not None and not hs[i].check(d):
             out[i] = None
+
+
+def read_joined(fds: FDCache, hs: list, values: list) -> tuple[bytes, list] | None:
+    """The data of the blocks `hs` (raw index values `values`) end to end, as
+    one bytes object, and the length of each block, read natively (`_vtdread.read_joined`: coalesced preads
+    straight into the result, BLAKE3 checked without the GIL): no bytes object
+    per block and no join, for a file streamed out whole.
+
+    None when the fast path does not apply (a block not indexed, compressed,
+    not BLAKE3, its data file gone) or anything in it is wrong: the caller then
+    reads the blocks the usual way, which decodes frames, retries and names
+    the damage.  A malformed value raises `ValueError`.
+    """
+    from vtstore.hashes import Hash_BLAKE3
+    from vtstore.stores import _vtdread
+
+    if not hs or type(hs[0]) is not Hash_BLAKE3 or None in values:
+        return None
+    packed, filenums = _vtdread.decode_entries(values)
+    with ExitStack() as st:
+        fdmap = _open_fds(st, fds, filenums)
+        if len(fdmap) != len(filenums):
+            return None
+        data = _vtdread.read_joined(packed, fdmap, b"".join(hs), threads=READ_THREADS)
+    if data is None:
+        return None
+    return data, memoryview(packed).cast("Q")[5::_FIELDS].tolist()
