@@ -57,6 +57,7 @@ class ThrottlingProxy:
                 data = a.recv(16384)
                 if not data:
                     break
+                self.seen(a, data)
                 time.sleep(self.delay + len(data) / self.rate)
                 b.sendall(data)
         except OSError:
@@ -67,6 +68,9 @@ class ThrottlingProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def seen(self, sock: socket.socket, data: bytes) -> None:
+        """Called with what is read from `sock`, before it is forwarded."""
 
     def close(self) -> None:
         self.stopping = True

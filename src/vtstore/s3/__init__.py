@@ -18,6 +18,8 @@ Importing this package registers the `s3` store type over the reserved one of
     spool = disk                   (or memory: packs built in RAM, no disk writes)
     parallel = 32                  (requests at once, blocks layout)
     retry_time = 60                (seconds of retries before giving up)
+    sign_payload = auto            (yes: uploads sign their SHA-256 always; auto: not
+                                    over https:// or loopback, where it protects nothing)
     profile = NAME                 (of ~/.aws/credentials; else $AWS_PROFILE)
 
 Credentials: `access_key_id`/`secret_access_key` keys, else the AWS
@@ -63,6 +65,14 @@ def _spool(text: str) -> str:
     t = str(text).strip().lower()
     if t not in ("disk", "memory"):
         raise ValueError(f"spool is disk or memory, not {text!r}")
+    return t
+
+
+def _sign(text: str) -> str:
+    t = str(text).strip().lower()
+    t = {"true": "yes", "false": "no", "1": "yes", "0": "no"}.get(t, t)
+    if t not in ("auto", "yes", "no"):
+        raise ValueError(f"sign_payload is auto, yes or no, not {text!r}")
     return t
 
 
@@ -117,6 +127,7 @@ def open_s3(spec: S.StoreSpec, ctx: S.OpenContext):
             secret_access_key=p.get("secret_access_key"),
             profile=p.get("profile"),
             timeout=p.get("timeout", 120.0),
+            sign_payload=p.get("sign_payload", "auto"),
         ),
         max_time=p.get("retry_time", 60.0),
     )
@@ -173,6 +184,7 @@ S3_KEYS = {
     "compress": S.parse_bool,
     "retry_time": _seconds,
     "timeout": _seconds,
+    "sign_payload": _sign,
     "profile": S._str,
     "access_key_id": S._str,
     "secret_access_key": S._str,
