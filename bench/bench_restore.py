@@ -4,6 +4,7 @@ and `cp -a`, on three kinds of tree, in the same run.
     flock /tmp/vt-bench.lock python3 bench/bench_restore.py [--kinds small,big,mixed]
         [--repeat 3] [--small-files 20000] [--big-mb 256] [--work DIR] [--json out.json]
         [--tools vt,casync,restic,borg,cp] [--vt PYTHON] [--vt-src DIR]
+        [--peers DIR] [--drop-caches]
 
 Kinds: `small` (--small-files text-like files of a few KiB in directories of
 100), `big` (--big-mb in four files, half random, half semi-compressible, one
@@ -15,6 +16,16 @@ read into the page cache (every tool restores from memory, not from the disk)
 and the previous output removed.  Reports the median restore time, MB/s,
 files/s and the peak RSS (from /usr/bin/time) per tool and kind, and every
 round under "runs" in --json.
+
+`--peers DIR` adds the five kinds of `bench_peers.py` (`git`, `mbox`,
+`tarballs`, `mp4`, `mixed`: the data sets `peers_data.py` built under DIR, e.g.
+/tmp/vt-peers-data/full2): every snapshot of the kind is stored in order into
+one repository per tool (vt `pack -a`, casync `make --compression=zstd`, as
+bench_peers does) and the last one is restored, so restore is measured alone,
+more rounds in less time.  `--drop-caches` empties the kernel's caches
+(`sync`, `echo 3 > /proc/sys/vm/drop_caches`) before every restore, then
+reads the repository (or, for `cp -a`, the tree) back in: every tool starts
+from the same state of the dentry, inode and page caches.
 
 `--vt-src DIR` runs vt from another checkout (e.g. a `git worktree` of an older
 commit: `PYTHONPATH=DIR/src`), named `vt@DIR` in the table, so old and new code
@@ -109,6 +120,25 @@ def tree_size(path: str) -> tuple[int, int]:
     return files, nbytes
 
 
+PEER_KINDS = ("git", "mbox", "tarballs", "mp4", "mixed")
+
+
+def peer_snapshots(data: str, kind: str) -> list[str]:
+    """The snapshot directories of a `peers_data.py` kind, in order."""
+    kdir = os.path.join(data, kind)
+    return [os.path.join(kdir, s) for s in sorted(os.listdir(kdir)) if s.startswith("s")]
+
+
+def drop_caches() -> None:
+    """Write back and drop the page, dentry and inode caches (root only)."""
+    subprocess.run(["sync"])
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError as e:
+        sys.exit(f"--drop-caches: {e.strerror} (run as root)")
+
+
 class Tools:
     """Backup (once) and restore commands of each tool."""
 
@@ -131,7 +161,7 @@ class Tools:
     def repo(self, tool: str, kind: str) -> str:
         return os.path.join(self.work, f"repo-{tool.replace('/', '_')}-{kind}")
 
-    def backup(self, tool: str, kind: str, tree: str) -> None:
+    def backup(self, tool: str, kind: str, tree: str, snaps: list[str] | None = None) -> None:
         repo = self.repo(tool, kind)
         if os.path.exists(repo):
             return
@@ -139,6 +169,19 @@ class Tools:
         run = lambda cmd, **kw: subprocess.run(  # noqa: E731
             cmd, env=env, check=True, capture_output=True, **kw
         )
+        if snaps:  # a peers kind: every snapshot in order, as bench_peers stores them
+            os.makedirs(repo)
+            for snap in snaps:
+                if tool.startswith("vt"):
+                    vt = [self.vt_python, "-m", "vtstore.cli.main", "-q", "-S", repo, "pack"]
+                    run([*vt, "-a", os.path.join(repo, "tree.vt"), snap])
+                elif tool == "casync":
+                    idx = os.path.join(repo, "tree.caidx")
+                    store = f"--store={repo}/store"
+                    run(["casync", "make", store, "--compression=zstd", idx, snap])
+                else:
+                    raise SystemExit(f"--peers: {tool} is not run on the peers' kinds")
+            return
         if tool.startswith("vt"):
             archive = tree.rstrip("/") + ".vt"
             if os.path.exists(archive):
@@ -155,6 +198,18 @@ class Tools:
         elif tool == "borg":
             run(["borg", "init", "-e", "none", repo])
             run(["borg", "create", "-C", "zstd,3", f"{repo}::a", "."], cwd=tree)
+
+    def warm_program(self, tool: str) -> None:
+        """Read `tool`'s own code back into the page cache (after caches were
+        dropped: vt's modules are files too, as casync's binary is)."""
+        if tool.startswith("vt"):
+            src = tool.split("@", 1)[1] if "@" in tool else None
+            mods = "vtstore.cli.main, vtstore.cli.unpack, vtstore.tree.fsexport, vtstore.stores.datadir"
+            cmd = [self.vt_python, "-c", f"import {mods}"]
+            subprocess.run(cmd, env=self.vt_env(src), check=True)
+        else:
+            prog = {"casync": "casync", "restic": "restic", "borg": "borg", "cp": "cp"}[tool]
+            subprocess.run([prog, "--version"], capture_output=True)
 
     def restore_cmd(self, tool: str, kind: str, tree: str, out: str):
         """(command, env, cwd) restoring into `out` (which does not exist)."""
@@ -190,6 +245,8 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--vt", default=sys.executable, help="the python that runs vt")
     ap.add_argument("--vt-src", action="append", default=[], help="also run vt from this checkout")
+    ap.add_argument("--peers", metavar="DIR", help="bench_peers' data sets (adds their kinds)")
+    ap.add_argument("--drop-caches", action="store_true", help="drop the kernel's caches first")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
     os.makedirs(work, exist_ok=True)
@@ -205,12 +262,18 @@ def main() -> None:
     results: dict = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "kinds": {}}
     for kind in kinds:
         tree = os.path.join(work, f"tree-{kind}")
-        if not os.path.exists(tree):
+        snaps = None
+        if kind in PEER_KINDS:
+            if not args.peers:
+                sys.exit(f"kind {kind}: give --peers DIR (bench_peers' data sets)")
+            snaps = peer_snapshots(args.peers, kind)
+            tree = snaps[-1]
+        elif not os.path.exists(tree):
             gens[kind](tree)
         files, nbytes = tree_size(tree)
         for t in names:
             if t != "cp":
-                tools.backup(t.split("@")[0], kind, tree)
+                tools.backup(t.split("@")[0], kind, tree, snaps)
         runs: dict[str, list] = {t: [] for t in names}
         for rnd in range(args.repeat):
             order = names[rnd % len(names) :] + names[: rnd % len(names)]
@@ -218,6 +281,9 @@ def main() -> None:
                 out = os.path.join(work, f"out-{kind}")
                 shutil.rmtree(out, ignore_errors=True)
                 cmd, env, cwd = tools.restore_cmd(t, kind, tree, out)
+                if args.drop_caches:
+                    drop_caches()
+                    tools.warm_program(t)
                 warm(tree if t == "cp" else tools.repo(t.split("@")[0], kind))
                 load = os.getloadavg()[0]
                 dt, rss, cpu = timed(cmd, env=env or tools.env, cwd=cwd)
