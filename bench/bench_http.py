@@ -2,11 +2,16 @@
 UNIX socket and Debian's nginx serving the same bytes as static files.
 
     .venv/bin/python bench/bench_http.py [--size 1GiB] [--files 30000] [--json OUT]
+        [--rounds 3] [--baseline SRC] [--large-only]
 
 Measures, in one run on this machine:
 
-1. a large file: `vt -S http://... cat REF` and `vt -S unix:... cat REF` to
-   /dev/null; `curl` of the file from vt httpd (`/d/REF/big.bin`) and from nginx;
+1. a large file, `--rounds` times interleaved (medians): `vt -S http://... cat
+   REF` and `vt -S unix:... cat REF` to /dev/null; `curl` of the file from vt
+   httpd (`/i/BLOCK` and `/d/REF`) and from nginx, the same client for both;
+   the CPU seconds vt httpd, nginx and curl spent (this machine is shared:
+   CPU per GB holds better than MB/s); with `--baseline SRC` also a vt httpd
+   and vt client run from another source tree, before/after in one run;
 2. a tree of `--files` small files: `vt -S http://... unpack` and
    `vt -S unix:... unpack`; nginx: the same files fetched by the same
    keep-alive load client;
@@ -24,9 +29,11 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -142,16 +149,31 @@ def curl_rate(base: str, paths: list[str], conns: int = 8, n: int = 20000) -> fl
 # -- servers --------------------------------------------------------------------------
 
 
+def src_env(src: str | None) -> dict | None:
+    """The environment that runs vt from the source tree `src` (None: this one)."""
+    if src is None:
+        return None
+    return dict(os.environ, PYTHONPATH=str(Path(src).resolve()))
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 class Servers:
-    def __init__(self, tmp: Path, dd: Path, www: Path):
+    def __init__(self, tmp: Path, dd: Path, www: Path, baseline: str | None = None):
         self.tmp, self.procs = tmp, []
-        ready = tmp / "httpd.ready"
-        p = subprocess.Popen(
-            [PY, "-m", "vtstore.cli.main", "-q", "-S", str(dd), "httpd", "127.0.0.1:0"]
-            + ["--insecure-no-auth", "--ready-file", str(ready)]
-        )
-        self.procs.append(p)
-        self.http = wait_file(ready, p)
+        self.http_proc, self.http = self._httpd(dd, "httpd", None)
+        self.base_proc = self.base_http = None
+        if baseline:
+            self.base_proc, self.base_http = self._httpd(dd, "httpd-base", baseline)
         sock = tmp / "vt.sock"
         ready = tmp / "serve.ready"
         p = subprocess.Popen(
@@ -177,6 +199,22 @@ class Servers:
                 if s.connect_ex(("127.0.0.1", self.nginx_port)) == 0:
                     break
             time.sleep(0.02)
+
+    def nginx_worker(self) -> int:
+        """The pid of nginx's one worker process (it does the serving)."""
+        master = self.procs[-1].pid
+        kids = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        return int(kids[0]) if kids else master
+
+    def _httpd(self, dd: Path, name: str, src: str | None):
+        ready = self.tmp / f"{name}.ready"
+        p = subprocess.Popen(
+            [PY, "-m", "vtstore.cli.main", "-q", "-S", str(dd), "httpd", "127.0.0.1:0"]
+            + ["--insecure-no-auth", "--ready-file", str(ready)],
+            env=src_env(src),
+        )
+        self.procs.append(p)
+        return p, wait_file(ready, p)
 
     def stop(self):
         for p in self.procs:
@@ -237,6 +275,17 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="each load test")
     ap.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="large-file rounds, interleaved (medians; default 3)"
+    )
+    ap.add_argument(
+        "--baseline",
+        metavar="SRC",
+        help="also a vt httpd and vt client from the source tree SRC (before/after in one run)",
+    )
+    ap.add_argument(
+        "--large-only", action="store_true", help="only the large file (no tree, no small GETs)"
+    )
     args = ap.parse_args()
     size = parse_size(args.size)
     tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -251,15 +300,19 @@ def main() -> int:
                 f.write(os.urandom(1 << 24))
             f.write(os.urandom(size & ((1 << 24) - 1)))
         rnd = random.Random(1)
+        if args.large_only:
+            args.files = 0
         for i in range(args.files):
             sub = www / "tree" / f"d{i // 500:03d}"
             sub.mkdir(exist_ok=True)
             (sub / f"f{i:05d}.txt").write_bytes(rnd.randbytes(rnd.randrange(200, 4000)))
         r = vt("-S", str(dd), "save", "-F", str(big), stdout=subprocess.PIPE)
         big_ref = r.stdout.decode().strip().splitlines()[-1]
-        r = vt("-S", str(dd), "save", "-F", str(www / "tree"), stdout=subprocess.PIPE)
-        tree_ref = r.stdout.decode().strip().splitlines()[-1]
-        srv = Servers(tmp, dd, www)
+        tree_ref = None
+        if args.files:
+            r = vt("-S", str(dd), "save", "-F", str(www / "tree"), stdout=subprocess.PIPE)
+            tree_ref = r.stdout.decode().strip().splitlines()[-1]
+        srv = Servers(tmp, dd, www, args.baseline)
         try:
             res["http"], res["unix"], res["nginx_port"] = srv.http, srv.unix, srv.nginx_port
             from urllib.parse import quote
@@ -270,30 +323,15 @@ def main() -> int:
             dirent, _ = parse(big_ref)
             # 1. a large file (the datadir read in-process: what any server of it can reach)
             res["load_before"] = os.getloadavg()[0]
-            for name, spec in (
-                ("cat_local", str(dd)),
-                ("cat_http", srv.http),
-                ("cat_unix", srv.unix),
-            ):
-                t = timed(lambda s=spec: vt("-S", s, "cat", big_ref))
-                res[name] = size / t / 1e6
             from vtstore.transcribe import transcribe
 
-            blk = transcribe(dirent.block)
-            t = timed(
-                lambda: subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", srv.http + "i/" + quote(blk, safe="")],
-                    check=True,
-                )
-            )
-            res["curl_httpd"] = size / t / 1e6
-            t = timed(
-                lambda: subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{srv.nginx_port}/big.bin"],
-                    check=True,
-                )
-            )
-            res["curl_nginx"] = size / t / 1e6
+            blk = quote(transcribe(dirent.block), safe="")
+            large = large_file_rounds(srv, dd, big_ref, blk, size, args.rounds, args.baseline)
+            res["large_rounds"] = large
+            for k, v in large.items():
+                res[k] = statistics.median(v)
+            if args.large_only:
+                return finish(res, args, size)
             # 2. a tree of small files
             for name, spec in (("unpack_http", srv.http), ("unpack_unix", srv.unix)):
                 out = tmp / name
@@ -321,37 +359,132 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    return finish(res, args, size)
+
+
+def finish(res: dict, args, size: int) -> int:
+    """Print the table (and write the JSON) of what was measured."""
     mb = size / 1e6
     res["load_after"] = os.getloadavg()[0]
+    nginx = res["curl_nginx"]
     rows = [
-        ("vt -S DATADIR cat, local (MB/s)", res["cat_local"], res["cat_local"] / res["curl_nginx"]),
-        ("vt -S http:// cat (MB/s)", res["cat_http"], res["cat_http"] / res["curl_nginx"]),
-        ("vt -S unix: cat (MB/s)", res["cat_unix"], res["cat_unix"] / res["curl_nginx"]),
-        ("curl vt httpd /i/ (MB/s)", res["curl_httpd"], res["curl_httpd"] / res["curl_nginx"]),
-        ("curl nginx static (MB/s)", res["curl_nginx"], 1.0),
-        ("vt -S http:// unpack (s)", res["unpack_http"], res["unpack_http"] / res["unpack_unix"]),
-        ("vt -S unix: unpack (s)", res["unpack_unix"], 1.0),
-        ("nginx same files, 8 conns (s)", res["nginx_tree_seconds"], None),
-        ("small-block GETs/s vt httpd", res["gets_httpd"], res["gets_httpd"] / rate),
-        ("small-block GETs/s Starlette", res["gets_starlette"], res["gets_starlette"] / rate),
-        ("small static GETs/s nginx", rate, 1.0),
-        (
-            "curl: small-block GETs/s vt httpd",
-            res["curl_gets_httpd"],
-            res["curl_gets_httpd"] / res["curl_gets_nginx"],
-        ),
-        ("curl: small static GETs/s nginx", res["curl_gets_nginx"], 1.0),
+        ("vt -S DATADIR cat, local (MB/s)", res["cat_local"], res["cat_local"] / nginx),
+        ("vt -S http:// cat (MB/s)", res["cat_http"], res["cat_http"] / nginx),
+        ("vt -S unix: cat (MB/s)", res["cat_unix"], res["cat_unix"] / nginx),
+        ("curl vt httpd /i/ (MB/s)", res["curl_httpd"], res["curl_httpd"] / nginx),
+        ("curl vt httpd /d/REF/file (MB/s)", res["curl_httpd_d"], res["curl_httpd_d"] / nginx),
+        ("curl nginx static (MB/s)", nginx, 1.0),
+        ("  vt httpd CPU per GB, /i/ (s)", res["cpu_httpd"] / mb * 1000, None),
+        ("  vt httpd CPU per GB, http cat (s)", res["cpu_httpd_cat"] / mb * 1000, None),
+        ("  nginx CPU per GB (s)", res["cpu_nginx"] / mb * 1000, None),
+        ("  curl CPU per GB from vt httpd (s)", res["cpu_curl_httpd"] / mb * 1000, None),
+        ("  curl CPU per GB from nginx (s)", res["cpu_curl_nginx"] / mb * 1000, None),
     ]
+    if "curl_base" in res:
+        rows += [
+            ("baseline: curl vt httpd /i/ (MB/s)", res["curl_base"], res["curl_base"] / nginx),
+            ("baseline: vt -S http:// cat (MB/s)", res["cat_base"], res["cat_base"] / nginx),
+            ("  baseline httpd CPU per GB, /i/ (s)", res["cpu_base"] / mb * 1000, None),
+            ("  baseline httpd CPU per GB, cat (s)", res["cpu_base_cat"] / mb * 1000, None),
+        ]
+    if not args.large_only:
+        rate = res["gets_nginx_small_files"]
+        rows += [
+            (
+                "vt -S http:// unpack (s)",
+                res["unpack_http"],
+                res["unpack_http"] / res["unpack_unix"],
+            ),
+            ("vt -S unix: unpack (s)", res["unpack_unix"], 1.0),
+            ("nginx same files, 8 conns (s)", res["nginx_tree_seconds"], None),
+            ("small-block GETs/s vt httpd", res["gets_httpd"], res["gets_httpd"] / rate),
+            ("small-block GETs/s Starlette", res["gets_starlette"], res["gets_starlette"] / rate),
+            ("small static GETs/s nginx", rate, 1.0),
+            (
+                "curl: small-block GETs/s vt httpd",
+                res["curl_gets_httpd"],
+                res["curl_gets_httpd"] / res["curl_gets_nginx"],
+            ),
+            ("curl: small static GETs/s nginx", res["curl_gets_nginx"], 1.0),
+        ]
     print(
-        f"large file {mb:.0f} MB, tree of {args.files} files, {os.cpu_count()} cores,"
-        f" load average {res['load_before']:.1f} before, {res['load_after']:.1f} after"
+        f"large file {mb:.0f} MB ({args.rounds} rounds, medians), tree of {args.files} files,"
+        f" {os.cpu_count()} cores, load average {res['load_before']:.1f} before,"
+        f" {res['load_after']:.1f} after"
     )
-    print(f"{'measure':34} {'value':>10}  ratio")
+    print(f"{'measure':38} {'value':>10}  ratio to nginx")
     for name, v, ratio in rows:
-        print(f"{name:34} {v:10.1f}  {'' if ratio is None else f'{ratio:.2f}'}")
+        print(f"{name:38} {v:10.2f}  {'' if ratio is None else f'{ratio:.2f}'}")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return 0
+
+
+def large_file_rounds(srv, dd, ref: str, blk: str, size: int, rounds: int, baseline) -> dict:
+    """The large-file measures, `rounds` times each, interleaved (so that a
+    change in the machine's load falls on all of them alike): MB/s, and the
+    CPU seconds the server and the client spent."""
+    from urllib.parse import quote
+
+    import vtstore.tree.dirent  # noqa: F401 - registers the dirent forms
+    from vtstore.transcribe import parse
+
+    dirent, _ = parse(ref)
+    nginx_pid = srv.nginx_worker()
+    base_env = src_env(baseline)
+    out: dict = {}
+
+    def add(key, value):
+        out.setdefault(key, []).append(value)
+
+    def curl(url):
+        c0 = children_cpu()
+        t = timed(
+            lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", "--fail", url], check=True)
+        )
+        return size / t / 1e6, children_cpu() - c0
+
+    def server(proc, key, fn):
+        c0 = proc_cpu(proc.pid)
+        fn()
+        add(key, proc_cpu(proc.pid) - c0)
+
+    for _ in range(rounds):
+        add("cat_local", size / timed(lambda: vt("-S", str(dd), "cat", ref)) / 1e6)
+        c0 = proc_cpu(nginx_pid)
+        rate, cpu = curl(f"http://127.0.0.1:{srv.nginx_port}/big.bin")
+        add("curl_nginx", rate)
+        add("cpu_curl_nginx", cpu)
+        add("cpu_nginx", proc_cpu(nginx_pid) - c0)
+
+        def httpd_curl(url=srv.http):
+            rate, cpu = curl(url + "i/" + blk)
+            add("curl_httpd", rate)
+            add("cpu_curl_httpd", cpu)
+
+        server(srv.http_proc, "cpu_httpd", httpd_curl)
+        add("curl_httpd_d", curl(srv.http + "d/" + quote(ref, safe=""))[0])
+        server(
+            srv.http_proc,
+            "cpu_httpd_cat",
+            lambda: add("cat_http", size / timed(lambda: vt("-S", srv.http, "cat", ref)) / 1e6),
+        )
+        add("cat_unix", size / timed(lambda: vt("-S", srv.unix, "cat", ref)) / 1e6)
+        if baseline:
+            server(
+                srv.base_proc,
+                "cpu_base",
+                lambda: add("curl_base", curl(srv.base_http + "i/" + blk)[0]),
+            )
+            server(
+                srv.base_proc,
+                "cpu_base_cat",
+                lambda: add(
+                    "cat_base",
+                    size / timed(lambda: vt("-S", srv.base_http, "cat", ref, env=base_env)) / 1e6,
+                ),
+            )
+    return out
 
 
 if __name__ == "__main__":
