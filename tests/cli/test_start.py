@@ -226,7 +226,7 @@ def test_bare_command_list_says_what_the_modules_register():
 
 
 def test_cat_of_a_block_loads_no_tree_archive_or_hashlib(tmp_path):
-    """`vt -S DIR cat BLOCK` opens the store and reads one block: no directory,
+    """`vt -S DIR cat BLOCK` opens the store and reads one block: no tree (dirent, directory),
     archive or chunking code, no OpenSSL hashlib or blake3 package (a blake3
     store hashes with vtstore._blake3)."""
     store, data = tmp_path / "store", tmp_path / "data"
@@ -238,6 +238,6 @@ def test_cat_of_a_block_loads_no_tree_archive_or_hashlib(tmp_path):
     out = subprocess.run([*vt, "cat", ref], capture_output=True, check=True).stdout
     assert out == data.read_bytes()
     mods = modules_after(["-S", str(store), "cat", ref], tmp_path)
-    lazy = {"hashlib", "blake3", "vtstore.tree.dir", "vtstore.tree.links", "vtstore.archive"}
+    lazy = {"hashlib", "blake3", "vtstore.tree", "vtstore.archive"}
     assert {m for m in mods if _under(m, lazy)} == set()
     assert {m for m in mods if _under(m, {"vtstore.chunking", "vtstore.sync", "asyncio"})} == set()

@@ -86,11 +86,20 @@ def parse_ref(text: str) -> tuple[object, str]:
             text = unquote(text)
     from vtstore.blocks import Block
     from vtstore.transcribe import parse
-    from vtstore.tree.dirent import Dirent
 
-    value, end = parse(text)
-    if not isinstance(value, Dirent | Block):
-        raise FormatError(f"not a dirent or block ref: {text[:60]!r}")
+    try:
+        value, end = parse(text)
+    except FormatError:
+        # The dirent forms (D{...}, F{...}, ...) join the parser when tree.dirent
+        # is imported: only now, so that `vt cat BLOCK` loads no tree code.
+        from vtstore.tree import dirent  # noqa: F401
+
+        value, end = parse(text)
+    if not isinstance(value, Block):
+        from vtstore.tree.dirent import Dirent
+
+        if not isinstance(value, Dirent):
+            raise FormatError(f"not a dirent or block ref: {text[:60]!r}")
     rest = text[end:]
     if rest and not rest.startswith("/"):
         raise FormatError(f"unexpected text after the ref at offset {end}: {rest[:40]!r}")
