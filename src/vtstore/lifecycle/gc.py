@@ -328,6 +328,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             drop[num] = dead[num]
         dd._index.release_pages()
         compact.drop_files(dd, drop, cands)
+        dd._index.release_pages()
         # what is still being rewritten: a file kept because a copy did not land
         known = {fi.uuid for fi in dd._index.files().values()}
         compact.mark_rewriting(dd, compact.rewriting(dd) & known)

@@ -39,7 +39,7 @@ from vtstore.codec import encode_varint
 from vtstore.stores.index import FileInfo, IndexEntry
 from vtstore.stores.recovery import recover_tail, try_lock
 from vtstore.stores.vtd import FrameEncoder
-from vtstore.stores.vtdio import index_values
+from vtstore.stores.vtdio import SYNC_FILE_RANGE_WRITE, index_values, sync_file_range
 
 if TYPE_CHECKING:
     from vtstore.stores.datadir import DataDir
@@ -243,7 +243,7 @@ class _RawFile:
 
     def __init__(self, fd: int, fi: FileInfo):
         self.fd, self.fi = fd, fi
-        self.off = self.committed = fi.indexed_to
+        self.off = self.committed = self.kicked = fi.indexed_to
         self.pairs: list[tuple[bytes, bytes]] = []  # (digest, encoded entry)
         self.nbytes = 0  # block octets of `pairs`
 
@@ -253,6 +253,9 @@ class _RawFile:
 COPY_THREADS = 2
 #: octets appended between index commits (each after an fdatasync)
 COMMIT_BYTES = 64 << 20
+#: octets appended before their writeback is started (so the fdatasync
+#: before a commit finds little left to write)
+WRITEBACK_BYTES = 8 << 20
 
 
 class Copier:
@@ -400,6 +403,12 @@ class Copier:
         self.stats.bytes += nbytes
         if progress is not None:
             progress(nbytes)
+        if r.off - r.kicked >= WRITEBACK_BYTES:
+            try:
+                sync_file_range(r.fd, r.kicked, r.off - r.kicked, SYNC_FILE_RANGE_WRITE)
+            except OSError:
+                pass  # only a hint: the fdatasync still makes it durable
+            r.kicked = r.off
         if r.off >= dd.data_file_size:
             self._commit_raw(seal=True)
         elif r.off - r.committed >= COMMIT_BYTES:
