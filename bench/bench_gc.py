@@ -225,6 +225,9 @@ def measure(work: str, rounds: int = 1, lock: str | None = None, only=None) -> d
             for x in side:
                 if os.path.isdir(os.path.join(work, f"repo-{x}")):
                     _copy(os.path.join(work, f"repo-{x}"), os.path.join(work, f"run-{x}"), "vt")
+            # the copy's dirty pages written back now, not during the timed step
+            # (vt's store is copied, restic's and borg's only hard-linked)
+            os.sync()
             try:
                 res[t] = prune_one(t, copy, meta["keep"], env, lock)
             finally:
