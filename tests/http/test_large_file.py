@@ -250,3 +250,31 @@ def test_vt_cat_over_http_is_byte_exact(big, tmp_path, httpd):
         )
     assert r.returncode == 0, r.stderr
     assert hashlib.sha256(r.stdout).digest() == hashlib.sha256(data).digest()
+
+
+def test_tls_streams_through_the_transport(big, tmp_path):
+    """Over TLS the body must go through the TLS transport (no socket of its
+    own): a large file still arrives whole and right."""
+    import http.client
+    import ssl
+
+    from vtstore.http.app import HTTPApp
+    from vtstore.http.server import BackgroundServer
+    from vtstore.security.tls import make_self_signed
+
+    path, data, top = big
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    make_self_signed(str(cert), str(key))
+    with DataDir(path, readonly=True) as s:
+        app = HTTPApp({"": s}, insecure_no_auth=True)
+        with BackgroundServer(app, tls_cert=str(cert), tls_key=str(key)) as srv:
+            u = urlsplit(srv.url)
+            ctx = ssl.create_default_context(cafile=str(cert))
+            conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=60)
+            try:
+                conn.request("GET", "/i/" + quote(transcribe(top), safe=""))
+                r = conn.getresponse()
+                body = r.read()
+            finally:
+                conn.close()
+    assert r.status == 200 and body == data
