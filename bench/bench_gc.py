@@ -169,46 +169,40 @@ def bench_lock(path: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def prune_one(t: str, repo: str, keep: int, env: dict, lock: str | None) -> dict:
-    """Forget all but the last `keep` states of `repo` and reclaim: time it
-    (under `lock`), then measure and check the repository."""
-    before = du(repo)
-    with bench_lock(lock):
-        load = os.getloadavg()[0]
-        if t.startswith("vt"):
-            store = vt_store(t, repo)
-            cmd = [*VT, *store, "forget", "--keep-last", str(keep), "--prune", "--grace", "0"]
-            dt, rss, cpu = timed([*cmd, vt_archive(repo)], env=env)
-        elif t == "restic":
-            cmd = ["restic", "-q", "-r", repo, "forget", "--keep-last", str(keep), "--prune"]
-            dt, rss, cpu = timed(cmd, env=env)
-        else:
-            d1, r1, c1 = timed(["borg", "prune", "--keep-last", str(keep), repo], env=env)
-            d2, r2, c2 = timed(["borg", "compact", repo], env=env)
-            dt, rss, cpu = d1 + d2, max(r1, r2), c1 + c2
-    after = du(repo)
+def prune_step(t: str, repo: str, keep: int, env: dict) -> dict:
+    """Forget all but the last `keep` states of `repo` and reclaim; time it."""
+    load = os.getloadavg()[0]
+    if t.startswith("vt"):
+        store = vt_store(t, repo)
+        cmd = [*VT, *store, "forget", "--keep-last", str(keep), "--prune", "--grace", "0"]
+        dt, rss, cpu = timed([*cmd, vt_archive(repo)], env=env)
+    elif t == "restic":
+        cmd = ["restic", "-q", "-r", repo, "forget", "--keep-last", str(keep), "--prune"]
+        dt, rss, cpu = timed(cmd, env=env)
+    else:
+        d1, r1, c1 = timed(["borg", "prune", "--keep-last", str(keep), repo], env=env)
+        d2, r2, c2 = timed(["borg", "compact", repo], env=env)
+        dt, rss, cpu = d1 + d2, max(r1, r2), c1 + c2
+    return {"prune_s": dt, "prune_cpu_s": cpu, "prune_rss_MiB": rss / 1024, "load1": load}
+
+
+def check_repo(t: str, repo: str, env: dict) -> bool:
+    """Every kept state checks (vt fsck, restic check, borg check)."""
     if t.startswith("vt"):
         check = [*VT, *vt_store(t, repo), "fsck"]
     elif t == "restic":
         check = ["restic", "-q", "-r", repo, "check"]
     else:
         check = ["borg", "check", repo]
-    ok = subprocess.run(check, env=env, capture_output=True).returncode == 0
-    return {
-        "prune_s": dt,
-        "prune_cpu_s": cpu,
-        "prune_rss_MiB": rss / 1024,
-        "repo_before": before,
-        "repo_after": after,
-        "check_ok": ok,
-        "load1": load,
-    }
+    return subprocess.run(check, env=env, capture_output=True).returncode == 0
 
 
 def measure(work: str, rounds: int = 1, lock: str | None = None, only=None) -> dict:
     """The timed part on the histories `prepare` left in `work`: each round,
-    each tool (taking turns going first; `only` those) forgets and prunes a
-    fresh copy."""
+    a fresh copy of each tool's history (made, and synced, before the lock),
+    then each tool's forget+prune in turn (taking turns going first; `only`
+    those), all of a round's timed steps under one hold of `lock` (one wait
+    for a busy lock a round, not one a tool); sizes and checks after it."""
     with open(os.path.join(work, "prepared.json")) as f:
         meta = json.load(f)
     env = _env(work, "run")
@@ -218,25 +212,34 @@ def measure(work: str, rounds: int = 1, lock: str | None = None, only=None) -> d
     for r in range(rounds):
         res = {}
         order = tools[r % len(tools) :] + tools[: r % len(tools)]
-        for t in order:
-            copy = os.path.join(work, f"run-{t}")
-            _copy(os.path.join(work, f"repo-{t}"), copy, t)
-            side = [f"{x}-{t}" for x in ("cache", "base")]  # restic's, borg's caches
-            for x in side:
-                if os.path.isdir(os.path.join(work, f"repo-{x}")):
-                    _copy(os.path.join(work, f"repo-{x}"), os.path.join(work, f"run-{x}"), "vt")
-            # the copy's dirty pages written back now, not during the timed step
+        copies, sides = {}, []
+        try:
+            for t in order:
+                copies[t] = os.path.join(work, f"run-{t}")
+                _copy(os.path.join(work, f"repo-{t}"), copies[t], t)
+                for x in (f"{x}-{t}" for x in ("cache", "base")):  # restic's, borg's caches
+                    if os.path.isdir(os.path.join(work, f"repo-{x}")):
+                        sides.append(os.path.join(work, f"run-{x}"))
+                        _copy(os.path.join(work, f"repo-{x}"), sides[-1], "vt")
+            # the copies' dirty pages written back now, not during a timed step
             # (vt's store is copied, restic's and borg's only hard-linked)
             os.sync()
-            try:
-                res[t] = prune_one(t, copy, meta["keep"], env, lock)
-            finally:
-                for d in [copy, *(os.path.join(work, f"run-{x}") for x in side)]:
-                    shutil.rmtree(d, ignore_errors=True)
+            before = {t: du(copies[t]) for t in order}
+            with bench_lock(lock):
+                for t in order:
+                    res[t] = prune_step(t, copies[t], meta["keep"], env)
+                    print(f"round {r + 1}: {t} {res[t]['prune_s']:.1f} s", file=sys.stderr)
+            for t in order:
+                res[t]["repo_before"] = before[t]
+                res[t]["repo_after"] = du(copies[t])
+                res[t]["check_ok"] = check_repo(t, copies[t], env)
+                res[t]["pack_total_s"] = meta["pack_s"][t]
+        finally:
+            for d in [*copies.values(), *sides]:
+                shutil.rmtree(d, ignore_errors=True)
+            for c in copies.values():
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(copy + ".vtrc")
-            res[t]["pack_total_s"] = meta["pack_s"][t]
-            print(f"round {r + 1}: {t} {res[t]['prune_s']:.1f} s", file=sys.stderr)
+                    os.unlink(c + ".vtrc")
         out["runs"].append({t: res[t] for t in tools})
     out["tools"] = out["runs"][-1]
     return out
