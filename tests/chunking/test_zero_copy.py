@@ -160,3 +160,33 @@ def test_from_data_many_agrees_with_from_data(H):
     assert many == [H.from_data(d) for d in datas]
     assert all(type(h) is H for h in many)
     assert H.from_data_many([]) == []
+
+
+def test_datadir_writer_keeps_views_of_immutable_buffers_only(tmp_path):
+    """The datadir's writer keeps a view of a buffer that never changes until
+    its frame is written (blockify's read buffers: no copy per block), and
+    copies a view of one that may change: writing over the bytearray right
+    after `add_many` returns changes nothing stored.  A block still in the
+    writer reads back as bytes."""
+    rnd = random.Random(5)
+    store = DataDir(tmp_path / "d")
+    size = 20 * 5000  # both batches in one frame (256 KiB)
+    fixed = fresh_buffer(size)
+    fixed[:] = rnd.randbytes(size)
+    mutable = bytearray(rnd.randbytes(size))
+    want = bytes(mutable)
+    fviews = [memoryview(fixed)[i : i + 5000] for i in range(0, size, 5000)]
+    mviews = [memoryview(mutable)[i : i + 5000] for i in range(0, size, 5000)]
+    hs = store.add_many(fviews)
+    ms = store.add_many(mviews)
+    frame = store._writer._building.datas
+    assert any(type(d) is memoryview and d.obj is fixed for d in frame)
+    assert not any(type(d) is memoryview and d.obj is mutable for d in frame)
+    mutable[:] = bytes(size)  # the caller reuses its buffer at once
+    got = store.get(ms[3])
+    assert type(got) is bytes and got == want[15000:20000]
+    store.close()
+    store = DataDir(tmp_path / "d")
+    assert store.get_many(hs) == [bytes(v) for v in fviews]
+    assert store.get_many(ms) == [want[i : i + 5000] for i in range(0, size, 5000)]
+    store.close()
