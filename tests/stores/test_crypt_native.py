@@ -617,3 +617,22 @@ def test_mutated_blocks_opened_in_place_never_give_other_data(gcm_impl, impl):
         )
         for j, i in enumerate(idx):
             assert out[j] == pays[i] if j not in todo else type(out[j]) is int
+
+
+@native
+@pytest.mark.parametrize("value", ["libcrypto", "rot13"])
+def test_vt_crypt_gcm_picks_the_implementation(value):
+    """VT_CRYPT_GCM=libcrypto makes a process use the system's GCM; an unknown
+    name is ignored with a warning, the fastest kept."""
+    import subprocess
+    import sys
+
+    code = (
+        "from vtstore.stores.crypt import store, _cryptblocks as cb;"
+        "print(cb.gcm_implementation(), cb.gcm_implementations()[0])"
+    )
+    env = dict(os.environ, VT_CRYPT_GCM=value)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    got, fastest = r.stdout.split()
+    assert got == ("libcrypto" if value == "libcrypto" else fastest)
+    assert ("VT_CRYPT_GCM ignored" in r.stderr) == (value == "rot13")

@@ -64,6 +64,14 @@ except ImportError:  # pragma: no cover - an unbuilt checkout
 
 log = logging.getLogger(__name__)
 
+# VT_CRYPT_GCM=libcrypto: the system's AES-256-GCM even where the CPU has the
+# VAES code's instructions (the same octets either way; docs/SECURITY.md)
+if _cryptblocks is not None and os.environ.get("VT_CRYPT_GCM"):
+    try:
+        _cryptblocks.set_gcm_implementation(os.environ["VT_CRYPT_GCM"])
+    except ValueError as e:
+        log.warning("VT_CRYPT_GCM ignored: %s", e)
+
 __all__ = ["ARCHIVE_PREFIX", "ArchiveLineCodec", "CryptStore", "tag_class"]
 
 #: pending index entries that make `add_many` flush (backend first, then index)
