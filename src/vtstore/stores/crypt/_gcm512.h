@@ -112,28 +112,23 @@ GCM512_FN __m128i gcm512_sum(__m512i lo, __m512i mid, __m512i hi)
     return gcm512_reduce(l, h);
 }
 
+/* x ^ x << 32 ^ x << 64 ^ x << 96: each word of a key-schedule step xored with
+ * the words before it. */
+GCM512_FN __m128i gcm512_spread(__m128i x)
+{
+    x = _mm_xor_si128(x, _mm_slli_si128(x, 4));
+    return _mm_xor_si128(x, _mm_slli_si128(x, 8));
+}
+
 GCM512_FN __m128i gcm512_assist1(__m128i t1, __m128i t2)
 {
-    t2 = _mm_shuffle_epi32(t2, 0xff);
-    __m128i t4 = _mm_slli_si128(t1, 4);
-    t1 = _mm_xor_si128(t1, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t1 = _mm_xor_si128(t1, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t1 = _mm_xor_si128(t1, t4);
-    return _mm_xor_si128(t1, t2);
+    return _mm_xor_si128(gcm512_spread(t1), _mm_shuffle_epi32(t2, 0xff));
 }
 
 GCM512_FN __m128i gcm512_assist2(__m128i t1, __m128i t3)
 {
-    __m128i t2 = _mm_shuffle_epi32(_mm_aeskeygenassist_si128(t1, 0x0), 0xaa);
-    __m128i t4 = _mm_slli_si128(t3, 4);
-    t3 = _mm_xor_si128(t3, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t3 = _mm_xor_si128(t3, t4);
-    t4 = _mm_slli_si128(t4, 4);
-    t3 = _mm_xor_si128(t3, t4);
-    return _mm_xor_si128(t3, t2);
+    return _mm_xor_si128(gcm512_spread(t3),
+                         _mm_shuffle_epi32(_mm_aeskeygenassist_si128(t1, 0x0), 0xaa));
 }
 
 #define GCM512_EXPAND(RCON, i)                                                                     \
