@@ -278,3 +278,19 @@ def test_tls_streams_through_the_transport(big, tmp_path):
             finally:
                 conn.close()
     assert r.status == 200 and body == data
+
+
+def test_a_client_that_goes_away_mid_file(big, httpd, client):
+    """Clients that close the connection after a little of a large body
+    leave the server well: the next requests are answered whole."""
+    path, data, top = big
+    target = "/i/" + quote(transcribe(top), safe="")
+    with DataDir(path, readonly=True) as s:
+        url = httpd({"": s}, readonly=True)
+        u = urlsplit(url)
+        for _ in range(4):
+            with socket.create_connection((u.hostname, u.port), timeout=30) as sock:
+                sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        status, _, body = client(url).get(target, range="bytes=1000-2000999")
+        assert status == 206 and body == data[1000:2001000]

@@ -146,10 +146,15 @@ class DirectSend:
             return False
         if isinstance(t, _Corked):
             t._flush()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
         while t.get_write_buffer_size():  # the headers, rarely held back
-            await asyncio.sleep(0.001)
             if t.is_closing():
                 return False
+            if loop.time() > deadline:
+                self.abort()
+                raise ConnectionError("the client stopped reading")
+            await asyncio.sleep(0.001)
         t.pause_reading()
         raw = t.get_extra_info("socket")
         s = socket.socket(fileno=os.dup(raw.fileno()))
