@@ -68,3 +68,28 @@ def test_single_gets_in_order_fetch_each_octet_once(tmp_path):
         for h, d in zip(hs, data, strict=True):
             assert s[h] == d
     assert back.fetched() <= pack_bytes(back) * 1.02, (back.fetched(), len(back.spans))
+
+
+def test_kept_tails_stay_bounded_and_reads_stay_right(tmp_path, monkeypatch):
+    """Random reads through small windows leave many cut records behind: the
+    ones kept stay within their bounds, and every block read is its own."""
+    import random
+
+    from vtstore.stores.backends import packs
+
+    monkeypatch.setattr(packs, "MAX_TAILS", 4)
+    monkeypatch.setattr(packs, "MAX_TAIL_BYTES", 300_000)
+    data = blocks(700, seed=13)
+    hs = fill(tmp_path, data, pack_size=2 << 20, compress=False)
+    back = SlowCountingBackend(tmp_path / "o", delay=0.0)
+    with PackStore(back, tmp_path / "c2", readahead=200_000, read_cache=1 << 20) as s:
+        order = list(range(len(hs)))
+        random.Random(4).shuffle(order)
+        for n, i in enumerate(order):
+            assert s[hs[i]] == data[i]
+            if n % 50 == 0:
+                assert s.get_many(hs[i : i + 30]) == data[i : i + 30]
+            with s._tlock:
+                kept = sum(map(len, s._tails.values()))
+                assert s._tail_bytes == kept <= 300_000 and len(s._tails) <= 4
+        assert s._tails  # some were kept

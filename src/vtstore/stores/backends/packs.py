@@ -83,8 +83,10 @@ DEFAULT_READ_CACHE = 64 * 1024 * 1024
 REFRESH_EVERY = 2.0
 #: windows being prefetched at most (reading in order needs one)
 MAX_PREFETCH = 4
-#: partial records kept from the end of a window for the next one, at most
+#: partial records kept from the ends of windows for the next ones: at most
+#: this many, of at most `MAX_TAIL_BYTES` in all (the oldest go first)
 MAX_TAILS = 32
+MAX_TAIL_BYTES = 16 << 20
 
 
 def _cut_at_end(why: str, left: int) -> bool:
@@ -165,6 +167,7 @@ class PackStore(LayoutStore):
         self._inflight: dict[tuple[int, int], tuple[Future, int]] = {}
         #: the partial record a window ended in: (pack, its start) -> its octets
         self._tails: dict[tuple[int, int], bytes] = {}
+        self._tail_bytes = 0
         self._tlock = threading.Lock()
         self._trigger: dict[tuple[int, int], tuple[str, int, int]] = {}
         self._spool: _Spool | None = None
@@ -607,9 +610,12 @@ class PackStore(LayoutStore):
         size = self._pack_of(num)[1]
         if why is not None and start + len(buf) == end < size and _cut_at_end(why, len(buf) - pos):
             with self._tlock:
-                if len(self._tails) >= MAX_TAILS:
-                    self._tails.pop(next(iter(self._tails)))
-                self._tails[(num, start + pos)] = bytes(memoryview(buf)[pos:])
+                tails = self._tails
+                old = tails.pop((num, start + pos), b"")
+                tails[(num, start + pos)] = bytes(memoryview(buf)[pos:])
+                self._tail_bytes += len(buf) - pos - len(old)
+                while len(tails) > MAX_TAILS or self._tail_bytes > MAX_TAIL_BYTES:
+                    self._tail_bytes -= len(tails.pop(next(iter(tails))))
             why = None
         keys = list(payloads)
         return keys, start + pos, why, payloads[keys[0]] if keys else None
@@ -619,6 +625,7 @@ class PackStore(LayoutStore):
         short at `start` (`_tails`) are not asked for again."""
         with self._tlock:
             tail = self._tails.pop((num, start), b"")
+            self._tail_bytes -= len(tail)
         if len(tail) >= end - start:
             return tail[: end - start]
         got = self.backend.get_range(f"data/{pid}", start + len(tail), end)
