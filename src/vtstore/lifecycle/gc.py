@@ -320,8 +320,11 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             rep.bytes_copied += c2.stats.bytes
         drop = {}
         for num in doomed:
-            ds = list(itertools.chain(live[num].digests(), late_in[num]))
-            stuck = sum(f == num for f in dd._index.filenums(ds))
+            ds = itertools.chain(live[num].digests(), late_in[num])
+            stuck = 0
+            while part := list(itertools.islice(ds, 16384)):
+                stuck += sum(f == num for f in dd._index.filenums(part))
+                dd._index.release_pages()  # a 1 GiB file's lookups touch every page
             if stuck:  # a copy did not land: keep the file (never lose a block)
                 log.warning("gc: data file %d keeps %d live blocks; kept", num, stuck)
                 continue

@@ -145,41 +145,55 @@ _ITEM = struct.Struct(">IQIIIB")
 class LiveItems:
     """The live blocks of one data file, packed: 53 octets and the digest a
     block, where a `(digest, IndexEntry)` tuple takes about 340 (1 GiB of
-    small blocks: 8 MB rather than 50)."""
+    small blocks: 8 MB rather than 50).  Kept by 16 MiB window of the file,
+    so putting them in file order sorts one window at a time (a key a block
+    for a window, not for a whole 1 GiB file: ~7 MB less at its peak)."""
+
+    WINDOW = 24  # log2 of the octets of file a window covers
 
     def __init__(self, digest_size: int):
         self.n = _ITEM.size + digest_size
-        self.buf = bytearray()
+        self._w: dict[tuple[int, int], bytearray] = {}
 
     def add(self, d: bytes, e: IndexEntry) -> None:
-        self.buf += _ITEM.pack(
+        k = (e.filenum, e.payload_offset >> self.WINDOW)
+        b = self._w.get(k)
+        if b is None:
+            b = self._w[k] = bytearray()
+        b += _ITEM.pack(
             e.filenum, e.payload_offset, e.data_offset, e.payload_length, e.data_length, e.flags
         )
-        self.buf += d
+        b += d
 
     def __len__(self) -> int:
-        return len(self.buf) // self.n
+        return sum(len(b) for b in self._w.values()) // self.n
 
     def digests(self) -> Iterator[bytes]:
         """Each block's digest (in no particular order)."""
         n, h = self.n, _ITEM.size
-        for i in range(0, len(self.buf), n):
-            yield bytes(self.buf[i + h : i + n])
+        for buf in self._w.values():
+            for i in range(0, len(buf), n):
+                yield bytes(buf[i + h : i + n])
 
     def in_file_order(self) -> Iterator[tuple[bytes, IndexEntry]]:
         """`(digest, entry)` for each block, in the order they lie in the file."""
-        n, h, buf = self.n, _ITEM.size, self.buf
+        for k in sorted(self._w):
+            yield from self._sorted(self._w[k])
+
+    def _sorted(self, buf: bytearray) -> Iterator[tuple[bytes, IndexEntry]]:
+        n, h = self.n, _ITEM.size
+        count = len(buf) // n
         # sort one int a block (offsets and the item's place), not the items
         at = struct.Struct(">IQI").unpack_from
-        keys = []
-        if len(self) < 1 << 26:
-            for i in range(len(self)):
+        if count < 1 << 26:
+            keys = []
+            for i in range(count):
                 f, po, do = at(buf, i * n)
                 keys.append((((f << 64 | po) << 32 | do) << 26) | i)
             keys.sort()
             order = (k & ((1 << 26) - 1) for k in keys)
         else:
-            order = sorted(range(len(self)), key=lambda i: bytes(buf[i * n : i * n + h]))
+            order = sorted(range(count), key=lambda i: bytes(buf[i * n : i * n + h]))
         for i in order:
             f, po, do, pl, dl, fl = _ITEM.unpack_from(buf, i * n)
             yield bytes(buf[i * n + h : (i + 1) * n]), IndexEntry(f, fl, po, pl, do, dl)
