@@ -183,7 +183,17 @@ def _read_run(run: list, store, joined: bool = False) -> Iterator[bytes]:
         for leaf, s, e in run:
             yield leaf.leaf_data(store, s, e)
         return
+    read_joined = getattr(store, "read_joined", None) if joined else None
     try:
+        if read_joined is not None:
+            # one buffer for the run, checked natively (no bytes per leaf, no join)
+            data, lens = read_joined([leaf.hashcode for leaf, _, _ in run], lengths=True)
+            if all(n == leaf.span for (leaf, _, _), n in zip(run, lens, strict=True)):
+                first, last = run[0], run[-1]
+                end = len(data) - (last[0].span - last[2])
+                yield data if first[1] == 0 and end == len(data) else data[first[1] : end]
+                return
+            # a leaf of the wrong length: the per-leaf path below names it
         datas = get_many([leaf.hashcode for leaf, _, _ in run])
     except (KeyError, CorruptBlockError):
         # a missing or damaged leaf: read one by one, so that everything

@@ -50,6 +50,12 @@ def write_pieces(out, pieces) -> None:
     buf: list = []
     n = 0
     for p in pieces:
+        if len(p) >= WRITE_SIZE:  # a batch read joined already: no second copy
+            if buf:
+                out.write(b"".join(buf))
+                buf, n = [], 0
+            out.write(p)
+            continue
         buf.append(p)
         n += len(p)
         if n >= WRITE_SIZE:

@@ -34,12 +34,11 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 import threading
 import time
-import uuid as uuidlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lmdb
 
@@ -67,9 +66,11 @@ from vtstore.stores.vtd import (
     DEFAULT_FRAME_SIZE,
     DEFAULT_ZSTD_LEVEL,
     MAX_BLOCK_SIZE,
-    encode_header,
 )
-from vtstore.stores.writer import RecordWriter
+
+if TYPE_CHECKING:
+    # imported where used: a reading command loads no writer (start-up time)
+    from vtstore.stores.writer import RecordWriter
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +365,12 @@ class DataDir(Store):
             raise self.index_damage
         if self.meta is not None or self._refresh():
             return
+        import uuid
+
         meta = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
-            "uuid": uuidlib.uuid4().hex,
+            "uuid": uuid.uuid4().hex,
             "hashclass": self.hashclass.hashname,
             "chunker": self.chunker.to_dict(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -425,6 +428,7 @@ class DataDir(Store):
 
     def _open_writer(self) -> RecordWriter:
         from vtstore.stores.recovery import adopt_or_create
+        from vtstore.stores.writer import RecordWriter
 
         self._ensure_initialized()
         try:
@@ -452,7 +456,11 @@ class DataDir(Store):
         The file is written under a temporary name and renamed into place with
         its header, so no process ever sees a data file without one.
         """
-        u = uuidlib.uuid4().hex
+        import uuid
+
+        from vtstore.stores.vtd import encode_header
+
+        u = uuid.uuid4().hex
         ddir = self.path / "data"
         p = ddir / f"{u}.vtd"
         tmp = ddir / f".{u}.vtd.tmp"
@@ -864,6 +872,8 @@ class DataDir(Store):
         ipath = self.path / "index"
         try:
             if ipath.is_dir() and not ipath.is_symlink():
+                import shutil
+
                 shutil.rmtree(ipath)
             elif os.path.lexists(ipath):
                 ipath.unlink()
