@@ -983,8 +983,8 @@ static PyObject *gcm_implementations(PyObject *Py_UNUSED(mod), PyObject *Py_UNUS
 PyDoc_STRVAR(set_gcm_implementation_doc,
              "set_gcm_implementation(name) -> None\n\n"
              "Use AES-256-GCM implementation `name` from the next call on (both give the\n"
-             "same octets); None picks the fastest.  ValueError if unknown or this CPU\n"
-             "lacks it.");
+             "same octets); None: the default, libcrypto.  ValueError if unknown or this\n"
+             "CPU lacks it.");
 
 static PyObject *set_gcm_implementation(PyObject *Py_UNUSED(mod), PyObject *arg)
 {
@@ -994,7 +994,7 @@ static PyObject *set_gcm_implementation(PyObject *Py_UNUSED(mod), PyObject *arg)
 #endif
     int want;
     if (arg == Py_None) {
-        want = fast;
+        want = 0;
     } else if (PyUnicode_Check(arg) && PyUnicode_CompareWithASCIIString(arg, "libcrypto") == 0) {
         want = 0;
     } else if (PyUnicode_Check(arg) && PyUnicode_CompareWithASCIIString(arg, "vaes512") == 0 &&
@@ -1075,9 +1075,9 @@ PyMODINIT_FUNC PyInit__cryptblocks(void)
             break;
         }
     }
-#if HAVE_GCM512
-    use_gcm512 = gcm512_supported();
-#endif
+    /* libcrypto by default: the VAES code is ours and young, so it runs only
+     * when asked for (set_gcm_implementation, VT_CRYPT_GCM=vaes512) */
+    use_gcm512 = 0;
     pthread_atfork(NULL, NULL, pool_after_fork);
     PyObject *m = PyModule_Create(&module);
     PyObject *check = m ? PyDescr_NewMethod(&PyBytes_Type, &tag_check_def) : NULL;

@@ -64,8 +64,9 @@ except ImportError:  # pragma: no cover - an unbuilt checkout
 
 log = logging.getLogger(__name__)
 
-# VT_CRYPT_GCM=libcrypto: the system's AES-256-GCM even where the CPU has the
-# VAES code's instructions (the same octets either way; docs/SECURITY.md)
+# VT_CRYPT_GCM=vaes512: vtstore's own AES-256-GCM for CPUs with AVX-512 VAES
+# (twice libcrypto's speed; the same octets) instead of the system's libcrypto,
+# the default (docs/SECURITY.md)
 if _cryptblocks is not None and os.environ.get("VT_CRYPT_GCM"):
     try:
         _cryptblocks.set_gcm_implementation(os.environ["VT_CRYPT_GCM"])
