@@ -1059,11 +1059,14 @@ static struct PyModuleDef b3_module = {
     .m_methods = b3_methods,
 };
 
-PyMODINIT_FUNC PyInit__blake3(void)
+/* At the start of a module that hashes (this one, and those that include
+ * this file): check the message schedule table and pick the fastest
+ * implementation this CPU runs.  -1 with ImportError set if the table is wrong. */
+static int blake3_init(const char *module)
 {
     if (check_schedule() < 0) {
-        PyErr_SetString(PyExc_ImportError, "vtstore._blake3: message schedule table is wrong");
-        return NULL;
+        PyErr_Format(PyExc_ImportError, "%s: BLAKE3 message schedule table is wrong", module);
+        return -1;
     }
     for (size_t i = 0; i < N_IMPLS; i++) {
         if (IMPLS[i].supported()) {
@@ -1071,5 +1074,12 @@ PyMODINIT_FUNC PyInit__blake3(void)
             break;
         }
     }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__blake3(void)
+{
+    if (blake3_init("vtstore._blake3") < 0)
+        return NULL;
     return PyModule_Create(&b3_module);
 }

@@ -795,15 +795,7 @@ static struct PyModuleDef dread_module = {
 
 PyMODINIT_FUNC PyInit__vtdread(void)
 {
-    if (check_schedule() < 0) {
-        PyErr_SetString(PyExc_ImportError, "vtstore.stores._vtdread: BLAKE3 table is wrong");
+    if (blake3_init("vtstore.stores._vtdread") < 0)
         return NULL;
-    }
-    for (size_t i = 0; i < N_IMPLS; i++) {
-        if (IMPLS[i].supported()) {
-            current_impl = &IMPLS[i];
-            break;
-        }
-    }
     return PyModule_Create(&dread_module);
 }

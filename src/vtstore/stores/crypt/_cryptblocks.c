@@ -1065,16 +1065,8 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__cryptblocks(void)
 {
-    if (check_schedule() < 0) { /* the BLAKE3 of open_checked (_blake3.c) */
-        PyErr_SetString(PyExc_ImportError, "vtstore.stores.crypt._cryptblocks: BLAKE3 table is wrong");
+    if (blake3_init("vtstore.stores.crypt._cryptblocks") < 0) /* open_checked's BLAKE3 */
         return NULL;
-    }
-    for (size_t i = 0; i < N_IMPLS; i++) {
-        if (IMPLS[i].supported()) {
-            current_impl = &IMPLS[i];
-            break;
-        }
-    }
     /* libcrypto by default: the VAES code is ours and young, so it runs only
      * when asked for (set_gcm_implementation, VT_CRYPT_GCM=vaes512) */
     use_gcm512 = 0;
