@@ -7,7 +7,7 @@ with parameters other than its own.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from vtstore.errors import ConfigError
 
@@ -15,12 +15,12 @@ from vtstore.errors import ConfigError
 MAX_CHUNK = 16 * 1024 * 1024
 
 
-class ChunkerParams(NamedTuple):
-    """Minimum, average and maximum block size of the content-defined chunker."""
+# collections.namedtuple, not typing.NamedTuple: no `typing` import at start-up
+class ChunkerParams(namedtuple("ChunkerParams", "min avg max", defaults=(2048, 8192, 65536))):
+    """Minimum, average and maximum block size of the content-defined chunker
+    (`min`, `avg`, `max`: ints)."""
 
-    min: int = 2048
-    avg: int = 8192
-    max: int = 65536
+    __slots__ = ()
 
     def validate(self) -> ChunkerParams:
         """Return self if the sizes are sane, else raise `ConfigError`."""
