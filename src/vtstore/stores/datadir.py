@@ -61,7 +61,14 @@ from vtstore.stores.index import (
 )
 from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
-from vtstore.stores.readcache import FDCache, FrameCache, read_block, read_joined, read_many
+from vtstore.stores.readcache import (
+    FDCache,
+    FrameCache,
+    FrameDecoder,
+    read_block,
+    read_joined,
+    read_many,
+)
 from vtstore.stores.vtd import (
     DEFAULT_FRAME_SIZE,
     DEFAULT_ZSTD_LEVEL,
@@ -183,6 +190,7 @@ class DataDir(Store):
         self._dup = [0, 0]  # adds of blocks already present: count, bytes (unpersisted)
         self._fds = FDCache(self._file_path, max_fds)
         self._frames = FrameCache(frame_cache_bytes)
+        self._decoder = FrameDecoder()  # its thread stopped in _close
         self.chunker = chunker or DEFAULT_CHUNKER
         super().__init__(
             name=name or str(self.path),
@@ -571,7 +579,8 @@ class DataDir(Store):
         Read as a batch: one index transaction per `GET_MANY_LOOKUPS`
         hashcodes, blocks still in the open writer served from it, the rest
         read natively by `readcache.read_many` (sorted, coalesced preads, each
-        frame decoded once, checked in a batch without the GIL).  Whatever the
+        frame decoded once, the frames of a batch on two threads, checked in a
+        batch without the GIL).  Whatever the
         batch cannot serve goes through the one-block path, which retries a
         file evicted meanwhile and names the damage.
         """
@@ -640,7 +649,7 @@ class DataDir(Store):
                         held[i] = x
                         values[i] = None
         try:
-            datas = read_many(self._fds, self._frames, hs, values)
+            datas = read_many(self._fds, self._frames, hs, values, self._decoder)
         except ValueError as e:
             raise IndexDamagedError(self._index.path, str(e)) from None
         except OSError as x:
@@ -782,6 +791,7 @@ class DataDir(Store):
             with self._wlock:
                 self._close_writer(seal=False)
         finally:
+            self._decoder.close()
             self._fds.close()
             self._frames.clear()
             if self._index is not None:

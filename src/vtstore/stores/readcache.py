@@ -4,7 +4,8 @@
 recently used; a descriptor in use by another thread is closed only when that
 thread releases it, so eviction can never close an fd under a `pread`.
 `FrameCache` keeps recently decoded frames (up to a byte cap) so that reading the
-blocks of one frame in turn decompresses it once.
+blocks of one frame in turn decompresses it once.  `FrameDecoder` decodes the
+zstd frames of a batch on two threads.
 """
 
 from __future__ import annotations
@@ -141,6 +142,78 @@ class FrameCache:
             self._bytes = 0
 
 
+class FrameDecoder:
+    """Decodes the zstd frames of a batch (`read_many`) on two threads: the
+    caller's and a worker of its own, started at the first batch worth it and
+    stopped by `close` (its owner, a `DataDir`, closes it with the store).
+    python-zstandard releases the GIL while it decompresses, so a batch of
+    frames takes about half the wall time on two free cores.  Closed (or
+    with `threads=1`), it decodes in the calling thread.
+    """
+
+    #: A batch of fewer frames and fewer stored octets is decoded in the
+    #: calling thread (handing work to the worker costs ~50 us; a frame of
+    #: text can decode to 30 times its stored size, hence the count too).
+    MIN_FRAMES = 4
+    MIN_OCTETS = 128 * 1024
+
+    def __init__(self, threads: int = 2):
+        self.threads = threads
+        self._lock = threading.Lock()
+        self._pool = None
+        self._closed = False
+
+    def decode(self, frames: list) -> list:
+        """For each `(flags, stored)` in `frames`, its decoded payload, or None
+        where the frame does not decode (damage: the one-block path names it)."""
+        pool = None
+        if len(frames) > 1 and self.threads > 1:
+            if len(frames) >= self.MIN_FRAMES or sum(len(f[1]) for f in frames) >= self.MIN_OCTETS:
+                pool = self._worker()
+        if pool is None:
+            return [_decode_or_none(f) for f in frames]
+        # every other frame to the worker: neighbours are of about one size
+        fut = pool.submit(_decode_all, frames[1::2])
+        try:
+            mine = _decode_all(frames[0::2])
+        finally:
+            theirs = fut.result()
+        out = [None] * len(frames)
+        out[0::2] = mine
+        out[1::2] = theirs
+        return out
+
+    def _worker(self):
+        with self._lock:
+            if self._pool is None and not self._closed:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="vt-frame-decode")
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the worker (waiting for a batch it decodes); later batches are
+        decoded in the calling thread."""
+        with self._lock:
+            pool, self._pool, self._closed = self._pool, None, True
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _decode_or_none(frame):
+    from vtstore.errors import FormatError
+    from vtstore.stores.vtd import decode_payload
+
+    try:
+        return decode_payload(*frame)
+    except FormatError:
+        return None
+
+
+def _decode_all(frames: list) -> list:
+    return [_decode_or_none(f) for f in frames]
+
+
 def read_block(fd: int, frames: FrameCache, h, e) -> bytes:
     """Read and verify the block `h` that index entry `e` places in the open
     data file `fd`; raise `CorruptBlockError` if it does not match."""
@@ -187,11 +260,14 @@ READ_THREADS = max(1, min(4, os.cpu_count() or 1))
 _FIELDS = 6
 
 
-def read_many(fds: FDCache, frames: FrameCache, hs: list, values: list) -> list:
+def read_many(
+    fds: FDCache, frames: FrameCache, hs: list, values: list, decoder: FrameDecoder | None = None
+) -> list:
     """Read the blocks `hs` whose raw index values are `values` (None: not
     indexed), natively and in a batch (`vtstore.stores._vtdread`): spans sorted
     by (file, offset) and coalesced into few preads, each zstd frame decoded
-    once (through `frames`), every block checked against its hashcode.
+    once (through `frames`; by `decoder` on two threads if given, else in this
+    one), every block checked against its hashcode.
 
     Returns, for each block, its verified bytes, or None where the batch could
     not serve it (not indexed, its data file gone, damage): the caller reads
@@ -237,12 +313,15 @@ def read_many(fds: FDCache, frames: FrameCache, hs: list, values: list) -> list:
             while end < n and (end == start or acc + sizes[end] <= READ_BATCH_BYTES):
                 acc += sizes[end]
                 end += 1
-            _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, out)
+            _read_batch(
+                hs, m, packed, start, end, fdmap, skip, cached, frames, decoder, blake3, out
+            )
             start = end
     return out
 
 
 _NONE = (1 << 64) - 1
+_SERIAL = FrameDecoder(threads=1)
 
 
 def _open_fds(st: ExitStack, fds: FDCache, filenums) -> dict:
@@ -256,11 +335,11 @@ def _open_fds(st: ExitStack, fds: FDCache, filenums) -> dict:
     return fdmap
 
 
-def _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, out) -> None:
+def _read_batch(
+    hs, m, packed, start, end, fdmap, skip, cached, frames, decoder, blake3, out
+) -> None:
     """`read_many` for `hs[start:end]`, into `out`."""
-    from vtstore.errors import FormatError
     from vtstore.stores import _vtdread
-    from vtstore.stores.vtd import decode_payload
 
     sub = hs[start:end]
     got = _vtdread.read_entries(
@@ -270,7 +349,8 @@ def _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, 
         None if skip is None else skip[start:end],
         threads=READ_THREADS,
     )
-    cut_i, cut_d = [], []  # blocks cut out of frames, to check
+    want_i, want_k = [], []  # blocks to cut out of frames, and their frame's key
+    new: dict = {}  # frames read now, to decode: key -> (flags, stored)
     for j, x in enumerate(got):
         i = start + j
         b = i * _FIELDS
@@ -284,19 +364,30 @@ def _read_batch(hs, m, packed, start, end, fdmap, skip, cached, frames, blake3, 
         if type(x) is int:
             continue
         key = (m[b], m[b + 2])
-        payload = cached.get(key)
-        if payload is None:
+        p = cached.get(key)
+        if p is None:
             if x is None:
                 continue
-            try:
-                payload = decode_payload(fl, x)
-            except FormatError:
-                cached[key] = False  # damaged: the single path names it
-                continue
-            cached[key] = payload
-            frames.put(key, payload)
-        elif payload is False:
+            if key not in new:
+                new[key] = (fl, x)
+        elif p is False:
             continue
+        want_i.append(i)
+        want_k.append(key)
+    if new:
+        decoded = (decoder or _SERIAL).decode(list(new.values()))
+        for key, payload in zip(new, decoded, strict=True):
+            if payload is None:
+                cached[key] = False  # damaged: the single path names it
+            else:
+                cached[key] = payload
+                frames.put(key, payload)
+    cut_i, cut_d = [], []  # blocks cut out of frames, to check
+    for i, key in zip(want_i, want_k, strict=True):
+        payload = cached[key]
+        if payload is False:
+            continue
+        b = i * _FIELDS
         do, dl = m[b + 4], m[b + 5]
         data = payload[do : do + dl]
         if len(data) == dl:
