@@ -278,6 +278,7 @@ class Exporter(FileWriter):
         self._batch: list[tuple] = []
         self._batch_leaves = 0
         self._batch_bytes = 0
+        self._ahead: dict = {}  # indirect blocks read ahead (FileWriter._indirect_data)
 
     # -- entry point ------------------------------------------------------
 

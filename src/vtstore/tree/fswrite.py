@@ -22,6 +22,7 @@ from bisect import bisect_left
 from itertools import accumulate
 
 from vtstore.blocks import HashCodeBlock, IndirectBlock, leaf_refs
+from vtstore.tree.dirent import T_FILE
 from vtstore.tree.salvage import (
     BAD,
     DAMAGE,
@@ -58,6 +59,10 @@ MAX_OPEN_FILES = 512
 DEFAULT_THREADS = 2
 #: threads reading batches (get_many) beside the walk, when there are writing threads
 FETCH_THREADS = 1
+#: the top indirect blocks of at most this many files of a directory, of at
+#: most this many octets of content in all, are read with one get_many
+AHEAD_FILES = 256
+AHEAD_SPAN = 1 << 30
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
@@ -176,7 +181,7 @@ class FileWriter:
                 continue
             if type(b) is IndirectBlock:
                 try:
-                    refs = leaf_refs(store[b.hashcode])
+                    refs = leaf_refs(self._indirect_data(b.hashcode, b is block))
                 except DAMAGE:
                     refs = False  # iter_content names the damage
                 if refs and sum(refs[1]) == b.span:
@@ -193,6 +198,48 @@ class FileWriter:
                 self._add_piece(job, pos, piece)
                 pos += piece[1]
         return pos
+
+    def _indirect_data(self, h, top: bool) -> bytes:
+        """The data of indirect block `h`; for a file's top block, read with
+        those of the next files of its directory in one `get_many` (a tree of
+        many small multi-leaf files otherwise costs a store lookup a file)."""
+        ahead = self._ahead
+        data = ahead.pop(h, None)
+        if data is not None:
+            return data
+        if top:
+            self._read_ahead_indirects(h)
+            data = self._ahead.pop(h, None)
+            if data is not None:
+                return data
+        return self.store[h]
+
+    def _read_ahead_indirects(self, h) -> None:
+        """Fill `_ahead` with the top indirect blocks of the files from the
+        one being planned (top block `h`) on, in its directory: up to
+        `AHEAD_FILES` of them, whose files sum to at most `AHEAD_SPAN` octets
+        (their indirect blocks are about 1/200 of that)."""
+        self._ahead = {}
+        get_many = getattr(self.store, "get_many", None)
+        f = getattr(self, "_cur", None)
+        if get_many is None or f is None:
+            return
+        hs, span = [], 0
+        for e in f.entries[max(f.i - 1, 0) :]:
+            b = e.block
+            if e.type != T_FILE or type(b) is not IndirectBlock:
+                continue
+            if hs and (len(hs) >= AHEAD_FILES or span + b.span > AHEAD_SPAN):
+                break
+            hs.append(b.hashcode)
+            span += b.span
+        if len(hs) < 2 or hs[0] != h:
+            return
+        try:
+            datas = get_many(hs)
+        except DAMAGE:
+            return  # read one by one, where the damage is named
+        self._ahead = dict(zip(hs, datas, strict=True))
 
     def _add_piece(self, job: _FileJob, pos: int, piece: tuple) -> None:
         kind, n = piece[0], piece[1]
