@@ -43,6 +43,7 @@ def frames_of(s: DataDir, hs: list) -> list[list[int]]:
 def test_a_batch_of_frames_is_decoded_on_two_threads(texts, leftovers):
     path, hs, blocks = texts
     with DataDir(path, readonly=True) as s:
+        s._decoder = FrameDecoder(2)  # the default is 1 (readcache.DECODE_THREADS)
         assert len(frames_of(s, hs)) >= 8
         assert not _decoders()
         want = hs[::-1] + hs[:500]
@@ -68,6 +69,7 @@ def test_a_damaged_frame_on_either_thread_is_named_as_one_read_names_it(texts, d
             flip(file, e.payload_offset + e.payload_length // 2)
     window = [hs[i] for fr in frames[mid - 3 : mid + 6] for i in fr]
     with DataDir(path, readonly=True) as s:
+        s._decoder = FrameDecoder(2)
         one_by_one = []
         for h in window:
             try:

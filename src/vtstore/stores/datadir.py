@@ -62,6 +62,7 @@ from vtstore.stores.index import (
 from vtstore.stores.lmdbenv import IndexDamagedError
 from vtstore.stores.params import DEFAULT_CHUNKER, ChunkerParams
 from vtstore.stores.readcache import (
+    DECODE_THREADS,
     FDCache,
     FrameCache,
     FrameDecoder,
@@ -190,7 +191,7 @@ class DataDir(Store):
         self._dup = [0, 0]  # adds of blocks already present: count, bytes (unpersisted)
         self._fds = FDCache(self._file_path, max_fds)
         self._frames = FrameCache(frame_cache_bytes)
-        self._decoder = FrameDecoder()  # its thread stopped in _close
+        self._decoder = FrameDecoder(DECODE_THREADS)  # its thread stopped in _close
         self.chunker = chunker or DEFAULT_CHUNKER
         super().__init__(
             name=name or str(self.path),

@@ -252,6 +252,11 @@ def read_block(fd: int, frames: FrameCache, h, e) -> bytes:
     return data
 
 
+#: Threads a `DataDir` decodes a batch's zstd frames with.  1: on this
+#: project's shared 2-core machine (load 2-5) two threads measured slower, not
+#: faster (get_many of compressible blocks 0.243 -> 0.268 s, the same CPU; vt
+#: unpack no better), as the second core is rarely free; 2 where cores are.
+DECODE_THREADS = 1
 #: Octets of stored data one `read_many` call reads at once (a bound on what it
 #: holds besides its result; a single larger block is read alone).
 READ_BATCH_BYTES = 8 << 20
