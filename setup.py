@@ -12,7 +12,7 @@ setup(
         Extension(
             "vtstore.chunking._cdc",
             sources=["src/vtstore/chunking/_cdc.c"],
-            depends=["src/vtstore/_vtbuf.h"],
+            depends=["src/vtstore/_vtbuf.h", "src/vtstore/chunking/_tarscan.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
         Extension(
@@ -43,8 +43,8 @@ setup(
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra"],
         ),
         # batch AES-256-GCM for encrypted stores, over the system's libcrypto
-        # (Debian: libssl-dev), or its own VAES AES-GCM (_gcm512.h, chosen at
-        # import when the CPU has AVX-512 VAES); compiles in _blake3.c to check
+        # (Debian: libssl-dev), or its own VAES AES-GCM (_gcm512.h, opt-in with
+        # VT_CRYPT_GCM=vaes512 on CPUs with AVX-512 VAES); compiles in _blake3.c to check
         # what it decrypts in the same pass.  Optional: without it the crypt store uses the
         # `cryptography` package, slower per block, same bytes.
         Extension(

@@ -8,7 +8,6 @@ import os
 import shutil
 import sys
 
-from vtstore.archive import archive_in, store_identity
 from vtstore.cli.common import add_filter_options, filters_from_args, open_store
 from vtstore.cli.progress import TreeProgress
 from vtstore.cli.refs import archive_of, use_clause_of
@@ -119,6 +118,8 @@ def choose_archive(args, store):
     path = archive_path_for(args.dir)
     why = _unwritable(path)
     if why is None:
+        from vtstore.archive import archive_in
+
         return archive_in(path, store)
     from vtstore.named_archives import NoArchivesError, open_archive
 
@@ -150,6 +151,7 @@ def data_bytes(store) -> int | None:
 
 
 def run(args) -> int:
+    from vtstore.archive import store_identity
     from vtstore.tree.fsimport import Importer
 
     if not os.path.isdir(args.dir) or os.path.islink(args.dir):

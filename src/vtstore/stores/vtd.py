@@ -33,12 +33,14 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import zstandard
+from typing import TYPE_CHECKING
 
 from vtstore.codec import decode_varint, encode_varint
 from vtstore.errors import FormatError
 from vtstore.stores.vtdio import crc32, entries_payload, sample_entropy, write_record
+
+if TYPE_CHECKING:  # imported where used: a command reading plain records needs no zstd
+    import zstandard
 
 MAGIC = b"VTD\x01"
 FORMAT_VERSION = 1
@@ -150,6 +152,8 @@ class FrameEncoder:
     """
 
     def __init__(self, level: int = DEFAULT_ZSTD_LEVEL, compress: bool = True):
+        import zstandard
+
         self.compress = compress and level > 0
         self._cctx = zstandard.ZstdCompressor(
             level=level, write_checksum=False, write_content_size=True
@@ -264,6 +268,8 @@ _local = threading.local()
 def _dctx() -> zstandard.ZstdDecompressor:
     d = getattr(_local, "dctx", None)
     if d is None:
+        import zstandard
+
         d = _local.dctx = zstandard.ZstdDecompressor()
     return d
 
@@ -273,6 +279,8 @@ def decode_payload(flags: int, stored, max_size: int = MAX_PAYLOAD) -> bytes:
     if flags & ENC_MASK == ENC_PLAIN:
         return bytes(stored)
     if flags & ENC_MASK == ENC_ZSTD:
+        import zstandard
+
         try:
             params = zstandard.get_frame_parameters(stored)
             size = params.content_size
