@@ -166,19 +166,24 @@ class FrameDecoder:
     def decode(self, frames: list) -> list:
         """For each `(flags, stored)` in `frames`, its decoded payload, or None
         where the frame does not decode (damage: the one-block path names it)."""
+        big = sum(len(f[1]) for f in frames) >= self.MIN_OCTETS
+        return self.map(_decode_or_none, frames, big)
+
+    def map(self, fn, items: list, big: bool = False) -> list:
+        """`[fn(x) for x in items]`, every other item on the worker when there
+        are `MIN_FRAMES` items or `big` says they are worth it."""
         pool = None
-        if len(frames) > 1 and self.threads > 1:
-            if len(frames) >= self.MIN_FRAMES or sum(len(f[1]) for f in frames) >= self.MIN_OCTETS:
-                pool = self._worker()
+        if len(items) > 1 and self.threads > 1 and (big or len(items) >= self.MIN_FRAMES):
+            pool = self._worker()
         if pool is None:
-            return [_decode_or_none(f) for f in frames]
-        # every other frame to the worker: neighbours are of about one size
-        fut = pool.submit(_decode_all, frames[1::2])
+            return [fn(x) for x in items]
+        # every other item to the worker: neighbours are of about one size
+        fut = pool.submit(_map, fn, items[1::2])
         try:
-            mine = _decode_all(frames[0::2])
+            mine = _map(fn, items[0::2])
         finally:
             theirs = fut.result()
-        out = [None] * len(frames)
+        out = [None] * len(items)
         out[0::2] = mine
         out[1::2] = theirs
         return out
@@ -210,8 +215,8 @@ def _decode_or_none(frame):
         return None
 
 
-def _decode_all(frames: list) -> list:
-    return [_decode_or_none(f) for f in frames]
+def _map(fn, items: list) -> list:
+    return [fn(x) for x in items]
 
 
 def read_block(fd: int, frames: FrameCache, h, e) -> bytes:
@@ -327,6 +332,7 @@ def read_many(
 
 _NONE = (1 << 64) - 1
 _SERIAL = FrameDecoder(threads=1)
+_SKIP: list = []  # a frame _read_batch leaves to the single path
 
 
 def _open_fds(st: ExitStack, fds: FDCache, filenums) -> dict:
@@ -354,50 +360,63 @@ def _read_batch(
         None if skip is None else skip[start:end],
         threads=READ_THREADS,
     )
-    want_i, want_k = [], []  # blocks to cut out of frames, and their frame's key
-    new: dict = {}  # frames read now, to decode: key -> (flags, stored)
+    # the fields as lists, once (indexing the memoryview per entry costs more)
+    lo, hi = start * _FIELDS, end * _FIELDS
+    fls = m[lo + 1 : hi : _FIELDS].tolist()
+    fns = m[lo:hi:_FIELDS].tolist()
+    pos = m[lo + 2 : hi : _FIELDS].tolist()
+    # the frames to serve: key -> [flags, stored (to decode) or None, payload, [j, ...]]
+    groups: dict = {}
+    key = g = None
     for j, x in enumerate(got):
-        i = start + j
-        b = i * _FIELDS
-        fl = m[b + 1]
+        tx = type(x)
+        if tx is int:  # damage: the single path names it
+            continue
+        fl = fls[j]
+        if fl & 3 == 0:  # plain: read and (blake3) checked natively
+            if tx is bytes:
+                out[start + j] = x
+            continue
         if fl == _NONE:
             continue
-        if fl & 3 == 0:  # plain: read and (blake3) checked natively
-            if type(x) is bytes:
-                out[i] = x
-            continue
-        if type(x) is int:
-            continue
-        key = (m[b], m[b + 2])
-        p = cached.get(key)
-        if p is None:
-            if x is None:
-                continue
-            if key not in new:
-                new[key] = (fl, x)
-        elif p is False:
-            continue
-        want_i.append(i)
-        want_k.append(key)
-    if new:
-        decoded = (decoder or _SERIAL).decode(list(new.values()))
-        for key, payload in zip(new, decoded, strict=True):
+        if key is None or key[0] != fns[j] or key[1] != pos[j]:
+            key = (fns[j], pos[j])  # a frame's blocks mostly come one after another
+            g = groups.get(key)
+            if g is None:
+                p = cached.get(key)
+                # a frame found damaged, or neither cached nor read (its file gone)
+                skip_it = p is False or (p is None and x is None)
+                g = groups[key] = _SKIP if skip_it else [fl, x if p is None else None, p, []]
+        if g is not _SKIP:
+            g[3].append(j)
+    todo = [(k, g) for k, g in groups.items() if g is not _SKIP]
+    dos = m[lo + 4 : hi : _FIELDS].tolist()
+    dls = m[lo + 5 : hi : _FIELDS].tolist()
+
+    def serve(item) -> tuple[list, list]:
+        # decode a frame and cut its blocks right away, while it is in the CPU's cache
+        k, (fl, stored, payload, js) = item
+        if payload is None:
+            payload = _decode_or_none((fl, stored))
             if payload is None:
-                cached[key] = False  # damaged: the single path names it
-            else:
-                cached[key] = payload
-                frames.put(key, payload)
+                cached[k] = False  # damaged: the single path names it
+                return [], []
+            cached[k] = payload
+            frames.put(k, payload)
+        ci, cd = [], []
+        for j in js:
+            do, dl = dos[j], dls[j]
+            data = payload[do : do + dl]
+            if len(data) == dl:
+                ci.append(start + j)
+                cd.append(data)
+        return ci, cd
+
+    big = sum(len(g[1]) for _, g in todo if g[1] is not None) >= FrameDecoder.MIN_OCTETS
     cut_i, cut_d = [], []  # blocks cut out of frames, to check
-    for i, key in zip(want_i, want_k, strict=True):
-        payload = cached[key]
-        if payload is False:
-            continue
-        b = i * _FIELDS
-        do, dl = m[b + 4], m[b + 5]
-        data = payload[do : do + dl]
-        if len(data) == dl:
-            cut_i.append(i)
-            cut_d.append(data)
+    for ci, cd in (decoder or _SERIAL).map(serve, todo, big):
+        cut_i += ci
+        cut_d += cd
     if blake3:
         if cut_d:
             ok = _vtdread.check_blake3(b"".join([hs[i] for i in cut_i]), cut_d, READ_THREADS)
