@@ -26,9 +26,9 @@ import re
 import shutil
 import struct
 import threading
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import lmdb
 
@@ -75,15 +75,18 @@ def _fast_varint(n: int) -> bytes:
     return encode_varint(n)
 
 
-class IndexEntry(NamedTuple):
-    """Where a block lives: a record of a data file and a span of its payload."""
+# collections.namedtuple, not typing.NamedTuple: no `typing` import at start-up
+class IndexEntry(
+    namedtuple(
+        "IndexEntry",
+        "filenum flags payload_offset payload_length data_offset data_length",
+    )
+):
+    """Where a block lives: a record of a data file and a span of its payload
+    (`filenum`, `flags`, `payload_offset`, `payload_length`, `data_offset`,
+    `data_length`: ints)."""
 
-    filenum: int
-    flags: int
-    payload_offset: int
-    payload_length: int
-    data_offset: int
-    data_length: int
+    __slots__ = ()
 
     def encode(self) -> bytes:
         """Six varints, in field order."""
