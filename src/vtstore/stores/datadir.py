@@ -38,7 +38,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lmdb
 
@@ -76,6 +75,7 @@ from vtstore.stores.vtd import (
     MAX_BLOCK_SIZE,
 )
 
+TYPE_CHECKING = False  # (no `typing` import at start-up)
 if TYPE_CHECKING:
     # imported where used: a reading command loads no writer (start-up time)
     from vtstore.stores.writer import RecordWriter

@@ -28,7 +28,6 @@ import struct
 import threading
 from collections import namedtuple
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
 import lmdb
 
@@ -151,14 +150,32 @@ class IndexEntry(
         return cls(*vals)
 
 
-@dataclass
 class FileInfo:
-    """A data file known to the index."""
+    """A data file known to the index: its number, uuid, whether it is sealed,
+    and `indexed_to` (every record before this offset is committed).  A plain
+    class, not a dataclass: no `dataclasses` import at start-up."""
 
-    num: int
-    uuid: str
-    sealed: bool = False
-    indexed_to: int = 0  # every record before this offset is committed
+    __slots__ = ("num", "uuid", "sealed", "indexed_to")
+
+    def __init__(self, num: int, uuid: str, sealed: bool = False, indexed_to: int = 0):
+        self.num = num
+        self.uuid = uuid
+        self.sealed = sealed
+        self.indexed_to = indexed_to
+
+    def _key(self) -> tuple:
+        return (self.num, self.uuid, self.sealed, self.indexed_to)
+
+    def __eq__(self, other) -> bool:
+        return self._key() == other._key() if type(other) is FileInfo else NotImplemented
+
+    __hash__ = None  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"FileInfo(num={self.num!r}, uuid={self.uuid!r}, sealed={self.sealed!r},"
+            f" indexed_to={self.indexed_to!r})"
+        )
 
     def encode(self) -> bytes:
         return json.dumps(

@@ -31,15 +31,18 @@ import mmap
 import os
 import re
 import threading
+from collections import namedtuple
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from vtstore.codec import decode_varint, encode_varint
 from vtstore.errors import FormatError
 from vtstore.stores.vtdio import crc32, entries_payload, sample_entropy, write_record
 
-if TYPE_CHECKING:  # imported where used: a command reading plain records needs no zstd
+# zstandard is imported where used: a command reading plain records needs no
+# zstd.  The records below are namedtuples, not dataclasses: no `dataclasses`
+# (and its `inspect`) import on every store-opening start (~8 ms)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
     import zstandard
 
 MAGIC = b"VTD\x01"
@@ -121,16 +124,14 @@ def iter_entries(payload) -> Iterator[tuple[int, int]]:
         pos += n
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """A blocks record ready to append: its octets (as a list of buffers, to
-    write with one `pwritev` and no copy) and where things are in it."""
+class Frame(namedtuple("Frame", "parts flags payload_offset payload_length spans")):
+    """A blocks record ready to append: its octets (`parts`, a list of buffers,
+    to write with one `pwritev` and no copy) and where things are in it:
+    `flags`, `payload_offset` (of the payload within the record),
+    `payload_length`, `spans` ((data_offset, data_length) of each block in
+    the decoded payload)."""
 
-    parts: list
-    flags: int
-    payload_offset: int  # of the payload within the record
-    payload_length: int
-    spans: list[tuple[int, int]]  # (data_offset, data_length) in the decoded payload
+    __slots__ = ()
 
     @property
     def record(self) -> bytes:
@@ -293,33 +294,25 @@ def decode_payload(flags: int, stored, max_size: int = MAX_PAYLOAD) -> bytes:
     raise FormatError(f"unknown record encoding in flags {flags:#x}")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """A complete, CRC-checked record found by a scan."""
+class Record(namedtuple("Record", "offset end flags payload_offset payload_length")):
+    """A complete, CRC-checked record found by a scan: `offset` (of the record
+    in the file), `end` (just past its CRC), `flags`, `payload_offset` (in the
+    file), `payload_length`."""
 
-    offset: int  # of the record in the file
-    end: int  # offset just past its CRC
-    flags: int
-    payload_offset: int  # in the file
-    payload_length: int
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Damage:
-    """A bad region `[offset, end)` followed by a good record (or by the committed end)."""
+class Damage(namedtuple("Damage", "offset end reason")):
+    """A bad region `[offset, end)` followed by a good record (or by the
+    committed end), and why."""
 
-    offset: int
-    end: int
-    reason: str
+    __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Residue:
+class Residue(namedtuple("Residue", "offset end reason")):
     """An incomplete or invalid tail `[offset, end)`: crash residue, not damage."""
 
-    offset: int
-    end: int
-    reason: str
+    __slots__ = ()
 
 
 def parse_record_at(buf, pos: int, end: int) -> Record | str:
