@@ -418,6 +418,28 @@ PyDoc_STRVAR(
     "most `max_gap` apart are read by one preadv of at most `max_run` octets.\n"
     "OSError if a read fails.");
 
+/* The open file descriptor `fds` (a dict: file number -> fd) has for file
+ * `num`: 1 and *fd set, 0 if it has none, -1 with an exception set. */
+static int lookup_fd(PyObject *fds, uint64_t num, int *fd)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(num);
+    if (!key)
+        return -1;
+    PyObject *fdo = PyDict_GetItemWithError(fds, key);
+    Py_DECREF(key);
+    if (!fdo)
+        return PyErr_Occurred() ? -1 : 0;
+    long fdl = PyLong_AsLong(fdo);
+    if (fdl == -1 && PyErr_Occurred())
+        return -1;
+    if (fdl < 0 || fdl > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a file descriptor out of range");
+        return -1;
+    }
+    *fd = (int)fdl;
+    return 1;
+}
+
 static PyObject *read_entries(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"packed", "fds", "digests", "skip", "max_gap", "max_run",
@@ -471,24 +493,12 @@ static PyObject *read_entries(PyObject *Py_UNUSED(mod), PyObject *args, PyObject
             of[i] = -E_BOUNDS;
             continue;
         }
-        PyObject *key = PyLong_FromUnsignedLongLong(e[0]);
-        if (!key)
+        int fd;
+        int found = lookup_fd(fds, e[0], &fd);
+        if (found < 0)
             goto done;
-        PyObject *fdo = PyDict_GetItemWithError(fds, key);
-        Py_DECREF(key);
-        if (!fdo) {
-            if (PyErr_Occurred())
-                goto done;
+        if (!found)
             continue;
-        }
-        long fdl = PyLong_AsLong(fdo);
-        if (fdl == -1 && PyErr_Occurred())
-            goto done;
-        if (fdl < 0 || fdl > INT_MAX) {
-            PyErr_SetString(PyExc_ValueError, "a file descriptor out of range");
-            goto done;
-        }
-        int fd = (int)fdl;
         range_t *r = &rg[nr++];
         r->fd = fd;
         r->plain = enc == ENC_PLAIN;
@@ -611,25 +621,15 @@ static PyObject *read_joined(PyObject *Py_UNUSED(mod), PyObject *args, PyObject 
             res = Py_NewRef(Py_None);
             goto done;
         }
-        PyObject *key = PyLong_FromUnsignedLongLong(e[0]);
-        if (!key)
-            goto done;
-        PyObject *fdo = PyDict_GetItemWithError(fds, key);
-        Py_DECREF(key);
-        if (!fdo) {
-            if (!PyErr_Occurred())
+        int fd;
+        int found = lookup_fd(fds, e[0], &fd);
+        if (found <= 0) {
+            if (!found)
                 res = Py_NewRef(Py_None);
             goto done;
         }
-        long fdl = PyLong_AsLong(fdo);
-        if (fdl == -1 && PyErr_Occurred())
-            goto done;
-        if (fdl < 0 || fdl > INT_MAX) {
-            PyErr_SetString(PyExc_ValueError, "a file descriptor out of range");
-            goto done;
-        }
         range_t *r = &rg[i];
-        r->fd = (int)fdl;
+        r->fd = fd;
         r->plain = 1;
         r->off = po + doff;
         r->len = dl;
