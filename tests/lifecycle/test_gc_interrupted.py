@@ -31,6 +31,17 @@ def _records(dd) -> dict[tuple[int, int], list]:
     return out
 
 
+def _copies_indexed(dd, items) -> None:
+    """Copy the blocks `items` (digest, entry) block by block into a new file
+    and point the index at the copies, leaving the old file as it is: what a
+    gc killed after its first index commit leaves."""
+    c = compact.Copier(dd)
+    try:
+        c.copy(items, partial={(e.filenum, e.payload_offset) for _, e in items})
+    finally:
+        c.finish()
+
+
 def _fsck_problems(dd_path):
     with DataDir(dd_path) as s:
         return s.fsck().problems
@@ -71,11 +82,7 @@ def test_superseded_copies_are_not_carried_by_a_whole_record_copy(tmp_path):
         key, items = pick
         xs = [(d, e) for d, e in items if d[:p] in only01]
         # the state a gc killed after indexing its copies of the Xs leaves behind
-        c = compact.Copier(s)
-        try:
-            c.copy(xs, partial={key})
-        finally:
-            c.finish()
+        _copies_indexed(s, xs)
         assert all(s._index.get(d).filenum != key[0] for d, _ in xs)
     assert _fsck_problems(dd_path) == []
     # forget state 0: Z dies, X's old file is rewritten (X still live)
@@ -110,13 +117,8 @@ def test_files_an_interrupted_gc_was_rewriting_are_finished(tmp_path):
         files = s._index.files()
         num = min(files)
         items = [(d, e) for d, e in s._index.iter_items() if e.filenum == num]
-        half = items[: len(items) // 2]
         compact.mark_rewriting(s, [files[num].uuid])
-        c = compact.Copier(s)
-        try:
-            c.copy(half, partial={(num, e.payload_offset) for _, e in half})
-        finally:
-            c.finish()
+        _copies_indexed(s, items[: len(items) // 2])
     # every state forgotten but the last: the copies die, the old ones with them
     forget(Archive(arch), Policy(last=1))
     with DataDir(dd_path, data_file_size=1 << 20) as s:
@@ -137,11 +139,7 @@ def test_fsck_counts_superseded_copies_as_notes(tmp_path):
         items = [(d, e) for d, e in s._index.iter_items() if e.filenum == num][:3]
         compact.mark_rewriting(s, [files[num].uuid])
         # the copies indexed, then gone (as if a later gc dropped them)
-        c = compact.Copier(s)
-        try:
-            c.copy(items, partial={(num, e.payload_offset) for _, e in items})
-        finally:
-            c.finish()
+        _copies_indexed(s, items)
         copies = {s._index.get(d).filenum for d, _ in items}
         for n in copies:
             s._index.delete_file_entries(n, [d for d, _ in items])

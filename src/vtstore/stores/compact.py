@@ -37,7 +37,7 @@ import zstandard
 
 from vtstore.codec import encode_varint
 from vtstore.stores.index import FileInfo, IndexEntry
-from vtstore.stores.recovery import recover_tail, try_lock
+from vtstore.stores.recovery import PENDING, gc_dropped, recover_tail, try_lock
 from vtstore.stores.vtd import FrameEncoder
 from vtstore.stores.vtdio import SYNC_FILE_RANGE_WRITE, index_values, sync_file_range
 
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PENDING = "gc-pending"
 #: the data files a gc is rewriting: once one of their blocks is copied and
 #: indexed, the old copy is superseded (no entry names it), so a gc killed
 #: before dropping them leaves blocks fsck would take for lost index entries
@@ -515,10 +514,8 @@ def _journal(dd: DataDir, uuids: list[str]) -> None:
 def finish_pending(dd: DataDir) -> int:
     """Unlink the data files a killed gc had dropped from the index but not yet
     removed (listed in `gc-pending` and in no index file entry); return how many."""
-    p = dd.path / PENDING
-    try:
-        uuids = p.read_text().split()
-    except FileNotFoundError:
+    uuids = gc_dropped(dd)
+    if not uuids:
         return 0
     known = {fi.uuid for fi in dd._index.files().values()}
     n = 0
@@ -530,7 +527,7 @@ def finish_pending(dd: DataDir) -> int:
             n += 1
         except FileNotFoundError:
             pass
-    p.unlink(missing_ok=True)
+    (dd.path / PENDING).unlink(missing_ok=True)
     return n
 
 

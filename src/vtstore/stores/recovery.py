@@ -144,16 +144,26 @@ def recover_tail(dd: DataDir, fd: int, fi: FileInfo) -> int | None:
     return good_end
 
 
+#: the data files (uuids) a gc dropped from the index and is about to unlink,
+#: one a line (`compact.drop_files` writes it; the next gc finishes the job)
+PENDING = "gc-pending"
+
+
+def gc_dropped(dd: DataDir) -> list[str]:
+    """The uuids listed in `PENDING` (none if there is no such file)."""
+    try:
+        return (dd.path / PENDING).read_text().split()
+    except FileNotFoundError:
+        return []
+
+
 def adopt_or_create(dd: DataDir) -> tuple[int, FileInfo, int]:
     """The data file this process will append to: `(locked fd, info, end offset)`."""
     idx = dd._index
     files = idx.files()
     dd._files = files
     known = {fi.uuid for fi in files.values()}
-    try:  # files a killed gc dropped from the index (compact.PENDING): garbage
-        known.update((dd.path / "gc-pending").read_text().split())
-    except FileNotFoundError:
-        pass
+    known.update(gc_dropped(dd))  # garbage: the next gc unlinks them
     ddir = dd.path / "data"
     # a file renamed into place by a writer that died before registering it
     for p in sorted(ddir.glob("*.vtd")):
