@@ -277,3 +277,39 @@ def test_damaged_live_block_stops_the_copy_cleanly(tmp_path, vt):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "corrupt block" in lines[0], r.stderr
     assert set(before) <= {p.name for p in (dd / "data").iterdir()}
+
+
+def _usage(live_dead: dict) -> dict:
+    from vtstore.stores.compact import FileUsage
+
+    use = {}
+    for num, (live, dead) in live_dead.items():
+        u = FileUsage(num)
+        u.live_blocks, u.live_bytes = (1 if live else 0), live
+        u.dead_blocks, u.dead_bytes = (1 if dead else 0), dead
+        use[num] = u
+    return use
+
+
+def test_plan_rewrites_the_most_wasteful_files_until_max_unused():
+    from vtstore.lifecycle.gc import GCReport, plan
+
+    # file: (live, dead) octets; 0 is all garbage, 5 all live
+    use = _usage({0: (0, 50), 1: (40, 60), 2: (70, 30), 3: (85, 15), 4: (88, 12), 5: (100, 0)})
+    rep = GCReport()
+    delete, rewrite = plan(use, 0.10, rep, max_unused=0.0)
+    assert delete == {0} and rewrite == {1, 2, 3, 4} and rep.left_dead_bytes == 0
+    # garbage left after deleting 0: 117 of 500; 5% of what stays is allowed:
+    # 1 (60 freed) then 2 (30) leave 27 of 410 octets (6.6%), 3 leaves 12 of 395 (3.0%)
+    rep = GCReport()
+    delete, rewrite = plan(use, 0.10, rep, max_unused=0.05)
+    assert delete == {0} and rewrite == {1, 2, 3}
+    assert rep.left_dead_bytes == 12 and rep.kept_files == 2
+    assert rep.left_dead_bytes <= 0.05 * (rep.live_bytes + rep.left_dead_bytes)
+    # the threshold still bounds what may be rewritten, and forced files always are
+    rep = GCReport()
+    delete, rewrite = plan(use, 0.20, rep, forced={5}, max_unused=0.0)
+    assert rewrite == {1, 2, 5}
+    # a generous max-unused deletes what is all garbage and copies nothing
+    rep = GCReport()
+    assert plan(use, 0.10, rep, max_unused=0.5) == ({0}, set())

@@ -52,7 +52,7 @@ def test_gc_killed_at_random_points_loses_nothing(tmp_path, vt):
     )
     start = time.monotonic() - t
     t = time.monotonic()
-    vt("-S", dd, "gc", "--grace", "0")
+    vt("-S", dd, "gc", "--grace", "0", "--max-unused", "0")
     work = max(time.monotonic() - t - start, 0.05)
     killed = finished = 0
     for rnd_i in range(50):
@@ -60,7 +60,7 @@ def test_gc_killed_at_random_points_loses_nothing(tmp_path, vt):
             write_version(tree, 4 + rnd_i, files=24, size=12_000)
             pack(s, arch, tree)
         forget(Archive(arch), Policy(last=3))
-        p = popen_vt(vt.env, "-q", "-S", dd, "gc", "--grace", "0")
+        p = popen_vt(vt.env, "-q", "-S", dd, "gc", "--grace", "0", "--max-unused", "0")
         t = time.monotonic()
         time.sleep(start + rnd.uniform(0.0, 1.2) * work)
         if p.poll() is None:
@@ -75,7 +75,7 @@ def test_gc_killed_at_random_points_loses_nothing(tmp_path, vt):
     _fsck_clean(dd)
     assert killed >= 15, (killed, finished)
     before = data_kib(dd)
-    vt("-S", dd, "gc", "--grace", "0")
+    vt("-S", dd, "gc", "--grace", "0", "--max-unused", "0")
     assert check_archive(dd, arch) == 3
     _fsck_clean(dd)
     # everything the killed runs left (copies, files dropped from the index)
@@ -108,7 +108,7 @@ def test_gc_beside_a_packing_process(tmp_path, vt):
         write_version(ptree, garbage, files=24, size=24_000)
         packer = popen_vt(vt.env, "-q", "-S", dd, "pack", "-a", new, ptree)
         time.sleep(rnd.uniform(0.0, 0.6))
-        r = vt("-q", "-S", dd, "gc", "--grace", "0", "--wait", "60", "--json")
+        r = vt("-q", "-S", dd, "gc", "--grace", "0", "--max-unused", "0", "--wait", "60", "--json")
         rep = json.loads(r.stdout)
         collected += rep["deleted_files"] + rep["rewritten_files"]
         _out, err = packer.communicate(timeout=120)
@@ -157,7 +157,9 @@ def test_sweep_marks_a_state_recorded_while_gc_worked(tmp_path, vt):
     while not os.path.exists(flag + ".imported"):
         assert packer.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
-    gc = popen_vt(vt.env, "-S", dd, "gc", "--grace", "0", "--json", "--wait", "60")
+    gc = popen_vt(
+        vt.env, "-S", dd, "gc", "--grace", "0", "--max-unused", "0", "--json", "--wait", "60"
+    )
     time.sleep(2.0)  # gc marks and copies, then waits for the pack's shared lock
     assert gc.poll() is None
     open(flag + ".go", "w").close()

@@ -64,7 +64,7 @@ def test_forget_prune_reclaims_and_kept_states_unpack(tmp_path, s3_env, weed, pr
     assert rep["young"] > 0, rep
     assert objects(weed, f"{prefix}-{layout}") == (n0, b0)
     # past the grace period: the forgotten states' objects go
-    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1")
+    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1", "--max-unused", "0")
     assert rep["deleted_files"] + rep["rewritten_files"] > 0, rep
     n1, b1 = objects(weed, f"{prefix}-{layout}")
     assert b1 < b0 * 0.7, (b0, b1, rep)
@@ -75,7 +75,7 @@ def test_forget_prune_reclaims_and_kept_states_unpack(tmp_path, s3_env, weed, pr
         assert same_tree(srcs[k], out)
     assert "ok" in vt(s3_env, *S, "fsck").stdout
     # nothing left to collect: a second gc deletes nothing
-    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1")
+    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1", "--max-unused", "0")
     assert rep["deleted_files"] == 0 and rep["rewritten_files"] == 0, rep
 
 
@@ -97,7 +97,7 @@ def test_threshold_leaves_a_mostly_live_pack(tmp_path, s3_env, weed, prefix):
     assert rep["rewritten_files"] == 0 and rep["deleted_files"] == 0, rep
     assert rep["kept_files"] >= 1 and 0 < rep["dead_bytes"] < rep["live_bytes"] * 0.2, rep
     assert objects(weed, f"{prefix}-packs")[1] == b0
-    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1")
+    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1", "--max-unused", "0")
     assert rep["rewritten_files"] >= 1 and rep["blocks_copied"] > 0, rep
     assert objects(weed, f"{prefix}-packs")[1] < b0
     vt(s3_env, *S, "unpack", "[packs]home", str(tmp_path / "out"))
@@ -140,11 +140,11 @@ def test_gc_beside_a_writer_loses_nothing(tmp_path, s3_env, weed, prefix, layout
     )
     try:
         for _ in range(3):
-            gc_json(s3_env, *S, "gc", "--grace", "30s", "--threshold", "1")
+            gc_json(s3_env, *S, "gc", "--grace", "30s", "--threshold", "1", "--max-unused", "0")
     finally:
         out, err = w.communicate(timeout=300)
     assert w.returncode == 0, err
-    gc_json(s3_env, *S, "gc", "--grace", "30s", "--threshold", "1")
+    gc_json(s3_env, *S, "gc", "--grace", "30s", "--threshold", "1", "--max-unused", "0")
     for k in range(6):
         dst = tmp_path / f"wout{k}"
         vt(s3_env, *S, "unpack", f"[{layout}]writer@{k}", str(dst))  # @0 the oldest
@@ -163,7 +163,19 @@ def test_kill_9_mid_gc_then_gc_again(tmp_path, s3_env, weed, prefix, layout):
     rc = rc_file(tmp_path, weed, prefix)
     S = ["-c", rc, "-S", f"[{layout}]", "-q"]
     home = f"[{layout}]home"
-    cmd = [sys.executable, "-m", "vtstore.cli.main", *S, "gc", "--grace", "0", "--threshold", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vtstore.cli.main",
+        *S,
+        "gc",
+        "--grace",
+        "0",
+        "--threshold",
+        "1",
+        "--max-unused",
+        "0",
+    ]
 
     def new_state(k: int) -> None:
         tree(tmp_path / f"src{k}", seed=k, files=30)
@@ -205,7 +217,9 @@ def test_kill_9_mid_gc_then_gc_again(tmp_path, s3_env, weed, prefix, layout):
         check(k, f"r{k}")
     assert killed >= 4, killed
     _, b0 = objects(weed, f"{prefix}-{layout}")
-    vt(s3_env, *S, "gc", "--grace", "0", "--threshold", "1")  # takes over a killed gc's lock
+    vt(
+        s3_env, *S, "gc", "--grace", "0", "--threshold", "1", "--max-unused", "0"
+    )  # takes over a killed gc's lock
     _, b1 = objects(weed, f"{prefix}-{layout}")
     assert b1 <= b0
     assert "ok" in vt(s3_env, *S, "fsck").stdout
@@ -244,7 +258,7 @@ def test_another_machine_reads_after_gc(tmp_path, s3_env, weed, prefix):
     vt(s3_env, *S, "pack", "-a", "[packs]home", str(src))
     vt(other, *S, "unpack", "[packs]home", str(tmp_path / "before"))  # fills its cache
     vt(s3_env, *S, "forget", "--keep-last", "1", "[packs]home")
-    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1")
+    rep = gc_json(s3_env, *S, "gc", "--grace", "0", "--threshold", "1", "--max-unused", "0")
     assert rep["rewritten_files"] >= 1, rep
     vt(other, *S, "unpack", "[packs]home", str(tmp_path / "after"))
     assert same_tree(src, tmp_path / "after")

@@ -44,6 +44,15 @@ def add_gc_options(p) -> None:
         " files that are all garbage are always deleted",
     )
     g.add_argument(
+        "--max-unused",
+        type=float,
+        default=5.0,
+        metavar="PERCENT",
+        help="stop rewriting once the garbage left is at most PERCENT of the collected"
+        " files' blocks (default 5, as restic); the most wasteful files go first;"
+        " 0 rewrites every file over --threshold",
+    )
+    g.add_argument(
         "--root",
         action="append",
         default=[],
@@ -96,9 +105,12 @@ def gc_options(args, dry_run: bool):
         roots.append(value)
     if not 0 <= args.threshold <= 100:
         raise UsageError(f"--threshold {args.threshold:g}: a percentage from 0 to 100")
+    if not 0 <= args.max_unused <= 100:
+        raise UsageError(f"--max-unused {args.max_unused:g}: a percentage from 0 to 100")
     return GCOptions(
         grace=parse_interval(args.grace, "--grace"),
         threshold=args.threshold / 100,
+        max_unused=args.max_unused / 100,
         wait=parse_interval(args.wait, "--wait"),
         dry_run=dry_run,
         roots=roots,

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 3600.0
 DEFAULT_THRESHOLD = 0.10
+DEFAULT_MAX_UNUSED = 0.05
 DEFAULT_WAIT = 600.0
 
 
@@ -62,6 +63,8 @@ class GCOptions:
 
     grace: float = DEFAULT_GRACE
     threshold: float = DEFAULT_THRESHOLD
+    #: the share of garbage the collected files may keep (restic's --max-unused)
+    max_unused: float = DEFAULT_MAX_UNUSED
     wait: float = DEFAULT_WAIT
     dry_run: bool = False
     roots: list = field(default_factory=list)  # Dirent or Block values
@@ -86,6 +89,7 @@ class GCReport:
     kept_files: int = 0
     live_bytes: int = 0
     dead_bytes: int = 0
+    left_dead_bytes: int = 0  # garbage in kept files, allowed by max_unused or threshold
     blocks_copied: int = 0
     bytes_copied: int = 0
     late_copies: int = 0
@@ -116,7 +120,8 @@ class GCReport:
             f" {self.rewritten_files}, kept {self.kept_files}",
             f"garbage {_size(self.dead_bytes)} of {_size(self.live_bytes + self.dead_bytes)}"
             f" in those files; copied {self.blocks_copied:,} live blocks"
-            f" ({_size(self.bytes_copied)})",
+            f" ({_size(self.bytes_copied)})"
+            + (f"; {_size(self.left_dead_bytes)} garbage left" if self.left_dead_bytes else ""),
         ]
         if self.young:
             out.append(
@@ -269,7 +274,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     # files an interrupted gc was rewriting hold superseded copies: finish them
     unfinished = compact.rewriting(dd)
     forced = {n for n, fi in cands.items() if fi.uuid in unfinished}
-    delete, rewrite = plan(use, opts.threshold, rep, forced)
+    delete, rewrite = plan(use, opts.threshold, rep, forced, opts.max_unused)
     if opts.dry_run or not (delete or rewrite):
         phase("done")
         rep.disk_after = rep.disk_before
@@ -343,12 +348,22 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
 
 
 def plan(
-    use: dict, threshold: float, rep: GCReport, forced: set[int] = frozenset()
+    use: dict,
+    threshold: float,
+    rep: GCReport,
+    forced: set[int] = frozenset(),
+    max_unused: float = 0.0,
 ) -> tuple[set[int], set[int]]:
     """The files (`FileUsage` by number) to delete (no live block) and to
-    rewrite (at least `threshold` of garbage, or `forced`); the rest are kept.
-    Counted into `rep`."""
-    delete, rewrite = set(), set()
+    rewrite; the rest are kept.  Counted into `rep`.
+
+    Files with no live block go.  Of those with at least `threshold` of
+    garbage, the most wasteful are rewritten first (the most octets freed per
+    octet copied) until the garbage left in all these files is at most
+    `max_unused` of their block octets, as restic's `--max-unused` does: the
+    last few percent of garbage would cost a copy of nearly whole files.
+    `forced` files are always rewritten."""
+    delete, rewrite, wanted = set(), set(), []
     for num, u in use.items():
         rep.live_bytes += u.live_bytes
         rep.dead_bytes += u.dead_bytes
@@ -356,8 +371,20 @@ def plan(
             continue
         if u.live_blocks == 0:
             delete.add(num)
-        elif u.unused >= threshold or num in forced:
+        elif num in forced:
             rewrite.add(num)
+        elif u.unused >= threshold:
+            wanted.append(num)
+    left = sum(u.dead_bytes for n, u in use.items() if n not in delete and n not in rewrite)
+    allowed = max_unused * (rep.live_bytes + left)
+    wanted.sort(key=lambda n: (-use[n].unused, n))
+    for num in wanted:
+        if left <= allowed:
+            break
+        rewrite.add(num)
+        left -= use[num].dead_bytes
+        allowed -= max_unused * use[num].dead_bytes
+    rep.left_dead_bytes = left
     rep.deleted_files, rep.rewritten_files = len(delete), len(rewrite)
     rep.kept_files = len(use) - len(delete) - len(rewrite)
     return delete, rewrite

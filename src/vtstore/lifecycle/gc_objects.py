@@ -355,7 +355,7 @@ def _collect_packs(store, opts: GCOptions, rep: GCReport, on_phase, on_bytes) ->
     rep.mark_bytes = marker.marks.nbytes()
     phase("plan")
     use, live, dead = _pack_usage(store, set(cands), marker.marks)
-    delete, rewrite = plan(use, opts.threshold, rep)
+    delete, rewrite = plan(use, opts.threshold, rep, max_unused=opts.max_unused)
     if opts.dry_run or not (delete or rewrite or orphans):
         phase("done")
         rep.disk_after = rep.disk_before
