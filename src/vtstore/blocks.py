@@ -110,7 +110,17 @@ class Block:
         datadir reads a batch in a few coalesced preads), the first of about
         `FIRST_READ_BATCH` octets so the first piece comes soon, then doubling
         up to `READ_BATCH`: what a read holds at once.
+
+        `joined` from a store with `block_pieces(block, start, end)` (the
+        HTTP client store): that store's own large pieces, read in the runs
+        it fetched ahead.
         """
+        pieces = getattr(store, "block_pieces", None) if joined else None
+        if pieces is not None:
+            start, end = _clip(self.span, start, end)
+            if start < end:
+                yield from pieces(self, start, end)
+            return
         run: list = []  # consecutive stored leaves, read with one get_many
         size = 0
         want = FIRST_READ_BATCH

@@ -9,6 +9,9 @@ Binary where it carries blocks or hashcodes, JSON otherwise (docs/HTTP.md,
   `POST /b/get?joined` (when `/b/info` says `"joined": true`): the `u32`
   lengths of all first, then the data of those present end to end (a datadir
   reads a run of plain blocks into one buffer and it goes out as is);
+  `POST /b/get?joined&unchecked` (when `/b/info` says `"unchecked": true`):
+  the same, from a client that checks every block itself, so the server
+  leaves its own hash check out of that read (every other route checks);
 - `POST /b/contains`: body = digests; answer = one octet (0 or 1) each;
 - `POST /b/add`: body = `u32 length + data` per block; answer = their
   digests (`add` right); `POST /b/flush` (`add` right);
@@ -27,6 +30,7 @@ import struct
 
 from vtstore.errors import FormatError, MissingBlockError, VTError
 from vtstore.http.app import LIST_MAX, MAX_BATCH, MISSING, HTTPError, pack_lengths
+from vtstore.http.readahead import Group
 from vtstore.http.request import Request
 
 _U32 = struct.Struct(">I")
@@ -74,13 +78,18 @@ def _get_many(store, hs: list) -> list:
         return [store.get(h) for h in hs]
 
 
-def read_joined(store, hs: list) -> tuple[bytes, bytes]:
+def read_joined(store, hs: list, check: bool = True) -> tuple[bytes, bytes]:
     """The `/b/get?joined` answer for `hs`: `u32` lengths (`MISSING` for a
     block the store does not have), and the blocks present, end to end
-    (`DataDir.read_joined`: a run of plain blocks read into one buffer)."""
+    (`DataDir.read_joined`: a run of plain blocks read into one buffer).
+    `check=False` (the client checks every block): a datadir leaves its own
+    hash check out of the fast path."""
     fast = getattr(store, "read_joined", None)
     try:
-        if fast is not None:
+        got = None if check else _read_unchecked(store, hs)
+        if got is not None:
+            data, lengths = got
+        elif fast is not None:
             data, lengths = fast(hs, lengths=True)
         else:
             datas = store.get_many(hs)
@@ -92,24 +101,36 @@ def read_joined(store, hs: list) -> tuple[bytes, bytes]:
     return struct.pack(f">{len(lengths)}I", *lengths), data
 
 
-def unpack_joined(body, n: int) -> list:
-    """A `/b/get?joined` answer for `n` hashcodes -> their data (memoryviews
-    of `body`; None for `MISSING`); `FormatError` if it does not add up."""
+def _read_unchecked(store, hs: list):
+    """`(data, lengths)` of `hs` read without the store's hash check, or None
+    where the store has no such read (`DataDir` only, for now)."""
+    from vtstore.stores.datadir import DataDir
+    from vtstore.stores.readcache import datadir_read_unchecked
+
+    if type(store) is not DataDir:
+        return None
+    return datadir_read_unchecked(store, hs)
+
+
+def joined_group(body, n: int) -> Group:
+    """A `/b/get?joined` answer for `n` hashcodes as a `Group` (the blocks
+    end to end in a memoryview of `body`); `FormatError` if it does not add up."""
     view = memoryview(body)
     if len(view) < 4 * n:
         raise FormatError("a joined block answer cut short")
-    lengths = struct.unpack_from(f">{n}I", view)
-    out = []
-    pos = 4 * n
-    for k in lengths:
+    offs = [0]
+    present = []
+    pos = 0
+    for k in struct.unpack_from(f">{n}I", view):
         if k == MISSING:
-            out.append(None)
-            continue
-        out.append(view[pos : pos + k])
-        pos += k
-    if pos != len(view):
+            present.append(False)
+        else:
+            present.append(True)
+            pos += k
+        offs.append(pos)
+    if 4 * n + pos != len(view):
         raise FormatError("a joined block answer of the wrong length")
-    return out
+    return Group(view[4 * n :], offs, present)
 
 
 def _window(req: Request, hashclass):
@@ -143,6 +164,7 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
                 "max_body": app.limits.max_body,
                 "max_batch": MAX_BATCH,
                 "joined": True,
+                "unchecked": True,
             }
         )
     if op in ("get", "contains") and method == "POST":
@@ -156,7 +178,10 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
                 200, [], bytes(bool(x) for x in found), "application/octet-stream"
             )
         if "joined" in req.query:
-            lengths, data = await app.run(export.lock, read_joined, store, hs)
+            # `unchecked`: the client checks every block against its hashcode
+            # (vtstore.http.client), so the datadir need not hash them first
+            check = "unchecked" not in req.query
+            lengths, data = await app.run(export.lock, read_joined, store, hs, check)
             return await req.respond_parts(
                 200, [(b"content-type", b"application/octet-stream")], [lengths, data]
             )

@@ -9,11 +9,17 @@ cut into requests of at most `GET_BATCH`/`CONTAINS_BATCH` hashcodes or
 the server closed while idle is replaced and the request sent again (every
 request here is idempotent: adding a block twice stores it once).
 
-Reading a file block by block would cost a round trip per leaf; so when a
-fetched block decodes as the refs of an indirect block, its children are
-fetched ahead in batches, in the background, into a bounded read-ahead cache
-(`READ_AHEAD` octets), and the leaf reads that follow are answered from it.
-Every block read is checked against its hashcode.
+Blocks come by `POST b/get?joined`: the lengths, then the blocks end to end,
+read into one buffer (`readinto`, no copy per block) and checked against the
+hashcodes asked for in one native batch (`_vtdread.check_blake3`) before
+anything is used; the client says so (`&unchecked`), and the server then
+leaves its own check out (docs/HTTP.md).  A server that answers other bytes
+gets a `CorruptBlockError`, never into the output.
+
+Reading a file block by block would cost a round trip per leaf; so the blocks
+an indirect block refers to are fetched ahead (`vtstore.http.readahead`), and
+`read_joined` (what `vt cat` and a streamed answer read a run of leaves with)
+answers a run that came in one request as a slice of its buffer.
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, urlsplit
 
@@ -33,6 +38,7 @@ from vtstore.errors import (
     StoreError,
 )
 from vtstore.hashes import HashCode, hashclass_by_name
+from vtstore.http.readahead import Group, ReadAhead, cuts
 from vtstore.stores.base import Store
 
 GET_BATCH = 256
@@ -40,6 +46,10 @@ CONTAINS_BATCH = 4096
 ADD_BYTES = 8 << 20
 LIST_PAGE = 16384
 READ_AHEAD = 64 << 20
+#: A block answer may hold at most this many octets a block asked for (when
+#: the sizes are not known from the refs), so a bogus Content-Length cannot
+#: make the client allocate without bound.
+BLOCK_MAX = 16 << 20
 #: Tries of one request over fresh connections.
 ATTEMPTS = 3
 _RETRY = (
@@ -70,6 +80,15 @@ def _check_all(hs: list, datas: list) -> list[bool]:
     for i in have:
         ok[i] = hs[i].check(datas[i])
     return ok
+
+
+def _group_of(datas: list) -> Group:
+    """A `Group` of separate blocks (None: missing), joined once."""
+    offs = [0]
+    for d in datas:
+        offs.append(offs[-1] + (0 if d is None else len(d)))
+    data = memoryview(b"".join(d for d in datas if d is not None))
+    return Group(data, offs, [d is not None for d in datas])
 
 
 class HTTPStoreError(StoreError):
@@ -120,11 +139,6 @@ class HTTPStore(Store):
         self._pool_lock = threading.Lock()
         self._parallel = max(1, parallel)
         self._exec: ThreadPoolExecutor | None = None
-        self._ahead: OrderedDict = OrderedDict()
-        self._ahead_bytes = 0
-        self._ahead_lock = threading.Lock()
-        self._ahead_done = threading.Condition(self._ahead_lock)
-        self._ahead_busy: set = set()
         self._dirty = False
         info = self._json("GET", "b/info")
         try:
@@ -139,7 +153,17 @@ class HTTPStore(Store):
             )
         #: the server answers `b/get?joined` (lengths first, data end to end)
         self._joined = info.get("joined") is True
+        #: ... and leaves its own hash check out when told the client checks
+        self._unchecked = info.get("unchecked") is True
         super().__init__(name or url, server_hc, readonly or bool(info.get("readonly")))
+        self._ahead = ReadAhead(
+            self._fetch_group,
+            lambda fn, *a: self._pool().submit(fn, *a),
+            server_hc,
+            READ_AHEAD,
+            self._parallel,
+            timeout,
+        )
 
     # -- requests ------------------------------------------------------------------------
 
@@ -166,8 +190,9 @@ class HTTPStore(Store):
         for c in idle:
             c.close()
 
-    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        """Send one request (path relative to the store's URL); `(status, body)`."""
+    def request(self, method: str, path: str, body: bytes = b"", read=None) -> tuple[int, bytes]:
+        """Send one request (path relative to the store's URL); `(status, body)`.
+        `read(response)`, if given, reads a 200 answer's body instead of `read()`."""
         target = self.base + path
         headers = {"Content-Length": str(len(body))}
         if self.key is not None:
@@ -179,7 +204,7 @@ class HTTPStore(Store):
             try:
                 conn.request(method, target, body=body or None, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                data = read(resp) if read is not None and resp.status == 200 else resp.read()
             except _RETRY:
                 conn.close()
                 if attempt + 1 == ATTEMPTS:
@@ -188,6 +213,9 @@ class HTTPStore(Store):
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
                 raise StoreError(f"{self.url}: {e}") from None
+            except BaseException:
+                conn.close()
+                raise
             if resp.will_close:
                 conn.close()
             else:
@@ -235,18 +263,18 @@ class HTTPStore(Store):
         return f"h/{h.hashname}:{h.hex_digest}?raw"
 
     def _get(self, h: HashCode) -> bytes | None:
-        with self._ahead_lock:
-            data = self._ahead.pop(h, None)
-            if data is not None:
-                self._ahead_bytes -= len(data)
-        if data is None:
+        (e,) = self._ahead.take([h])
+        if e is not None:
+            data = bytes(e[0].view(e[1]))
+        else:
             status, data = self.request("GET", self._path_of(h))
             if status == 404:
                 return None
             if status != 200:
                 raise self._error(status, data)
             data = self.verify(h, data)
-        self._read_ahead(data)
+        if not self.closed:
+            self._ahead.plan(h, data)
         return data
 
     def _contains(self, h: HashCode) -> bool:
@@ -255,60 +283,143 @@ class HTTPStore(Store):
             raise self._error(status, data)
         return status == 200
 
-    def get_many(self, hashcodes) -> list[bytes]:
-        """The data of each hashcode, in order: what the read-ahead fetched
-        (waiting for what it is fetching, not asking twice), the rest in
-        parallel `POST b/get` requests of `GET_BATCH` hashcodes."""
-        hs = [self.check_hashcode(h) for h in hashcodes]
+    def _entries(self, hs: list) -> dict:
+        """`{hashcode: (Group, index)}` for the distinct `hs`: what the
+        read-ahead fetched (waiting for what it is fetching, not asking
+        twice), the rest in parallel requests of `GET_BATCH` hashcodes;
+        `MissingBlockError` for the first the server does not have."""
         self._check_open()
-        found: dict = {}
-        with self._ahead_lock:
-            if self._ahead_busy:
-                busy = self._ahead_busy
-                self._ahead_done.wait_for(
-                    lambda: not any(h in busy for h in hs), timeout=self.timeout
-                )
-            if self._ahead:
-                for h in hs:
-                    d = self._ahead.pop(h, None)
-                    if d is not None:
-                        found[h] = d
-                        self._ahead_bytes -= len(d)
-        rest = [h for h in dict.fromkeys(hs) if h not in found]
+        want = list(dict.fromkeys(hs))
+        found = {h: e for h, e in zip(want, self._ahead.take(want), strict=True) if e is not None}
+        rest = [h for h in want if h not in found]
         groups = [rest[i : i + GET_BATCH] for i in range(0, len(rest), GET_BATCH)]
-        for group, datas in zip(groups, self._map(self._fetch, groups), strict=True):
-            found.update(zip(group, datas, strict=True))
-        out = []
-        for h in hs:
-            d = found[h]
-            if d is None:
-                raise MissingBlockError(h, self.name)
-            out.append(d)
-        return out
+        for group, got in zip(groups, self._map(self._fetch_group, groups), strict=True):
+            for i, h in enumerate(group):
+                if not got.present[i]:
+                    raise MissingBlockError(h, self.name)
+                found[h] = (got, i)
+        return found
+
+    def get_many(self, hashcodes) -> list[bytes]:
+        """The data of each hashcode, in order (see `_entries`)."""
+        hs = [self.check_hashcode(h) for h in hashcodes]
+        found = self._entries(hs)
+        return [bytes(g.view(i)) for g, i in (found[h] for h in hs)]
+
+    def read_joined(self, hashcodes, lengths: bool = False):
+        """The data of the blocks `hashcodes` end to end, as
+        `b"".join(self.get_many(hashcodes))` (`lengths`: and the length of
+        each), raising as it does; a run that came in one answer is a slice
+        of its buffer (a memoryview, no copy), any other is joined once."""
+        hs = [self.check_hashcode(h) for h in hashcodes]
+        if not hs:
+            return (b"", []) if lengths else b""
+        found = self._entries(hs)
+        entries = [found[h] for h in hs]
+        g0, i0 = entries[0]
+        if all(g is g0 and i == i0 + k for k, (g, i) in enumerate(entries)):
+            offs = g0.offs
+            data = g0.data[offs[i0] : offs[i0 + len(hs)]]
+            if lengths:
+                return data, [offs[i + 1] - offs[i] for i in range(i0, i0 + len(hs))]
+            return data
+        views = [g.view(i) for g, i in entries]
+        data = b"".join(views)
+        return (data, [len(v) for v in views]) if lengths else data
+
+    def block_pieces(self, block, start: int, end: int):
+        """The bytes `[start:end)` of `block` as large pieces (what
+        `block.chunks(self, start, end, joined=True)` yields, `vt cat`'s
+        read): an indirect block of leaves walked from its refs' octets, its
+        leaves read in the groups the read-ahead fetched them in, each a
+        slice of one answer's buffer (`leaf_pieces`)."""
+        from vtstore.http.content import block_pieces
+
+        return block_pieces(block, self, start, end)
+
+    def leaf_refs(self, h: HashCode) -> tuple[list, list] | None:
+        """`blocks.leaf_refs` of block `h`'s data (`MissingBlockError` if the
+        server does not have it), read once for the read-ahead and the reader."""
+        data = self[h]
+        return self._ahead.leaf_refs(h, data)
+
+    def leaf_pieces(self, hs: list, spans: list, start: int, end: int):
+        """The bytes `[start:end)` of the leaves `hs` (of `spans`) end to end,
+        read in the read-ahead's groups (`readahead.cuts`): one memoryview
+        of a buffer a group, no copy."""
+        from vtstore.http.content import _length_fault
+
+        pos = 0
+        for i, j in cuts(spans):
+            size = sum(spans[i:j])
+            a, pos = pos, pos + size
+            if pos <= start:
+                continue
+            if a >= end:
+                return
+            data, lens = self.read_joined(hs[i:j], lengths=True)
+            if len(data) != size or lens != spans[i:j]:
+                _length_fault(self, hs[i:j], spans[i:j])
+            lo, hi = max(start, a) - a, min(end, pos) - a
+            yield data if lo == 0 and hi == size else memoryview(data)[lo:hi]
 
     def _fetch(self, group) -> list:
-        """`POST b/get` for a group of hashcodes: their data (None if missing),
-        checked (BLAKE3 in one native batch, `_vtdread.check_blake3`)."""
-        from vtstore.http.blockapi import unpack_joined, unpack_lengths
+        """The data of each of `group` (None if missing), checked: one request."""
+        got = self._fetch_group(group)
+        return [None if v is None else bytes(v) for v in map(got.view, range(len(group)))]
 
+    def _fetch_group(self, group: list, expected: int | None = None) -> Group:
+        """`POST b/get?joined` for the hashcodes `group` (`expected`: the
+        octets their refs say they hold, if known): their data in one buffer
+        read with `readinto`, every block checked (BLAKE3 in one native
+        batch, `_vtdread.check_blake3`), `CorruptBlockError` for one that is
+        not the data of its hashcode."""
+        from vtstore.http.blockapi import joined_group, unpack_lengths
+
+        n = len(group)
+        limit = 4 * n + (expected if expected is not None else n * BLOCK_MAX)
         try:
             if self._joined:
-                datas = unpack_joined(self._ok("POST", "b/get?joined", b"".join(group)), len(group))
+                path = "b/get?joined" + ("&unchecked" if self._unchecked else "")
+                status, body = self.request("POST", path, b"".join(group), self._reader(limit))
+                if status != 200:
+                    raise self._error(status, body)
+                got = joined_group(body, n)
             else:
-                datas = unpack_lengths(self._ok("POST", "b/get", b"".join(group)))
+                got = _group_of(unpack_lengths(self._ok("POST", "b/get", b"".join(group))))
         except ValueError as e:
             raise StoreError(f"{self.url}: a bad block answer: {e}") from None
-        if len(datas) != len(group):
-            raise StoreError(f"{self.url}: {len(datas)} blocks for {len(group)} asked")
-        ok = _check_all(group, datas)
-        out = []
-        for h, d, good in zip(group, datas, ok, strict=True):
-            if d is not None:
-                if not good:
-                    raise CorruptBlockError(h, f"{self.url} sent other data")
-                d = bytes(d)
-            out.append(d)
-        return out
+        if len(got.present) != n:
+            raise StoreError(f"{self.url}: {len(got.present)} blocks for {n} asked")
+        views = [got.view(i) for i in range(n)]
+        for h, good in zip(group, _check_all(group, views), strict=True):
+            if not good:
+                raise CorruptBlockError(h, f"{self.url} sent other data")
+        return got
+
+    def _reader(self, limit: int):
+        """Read a body of at most `limit` octets into one new buffer."""
+
+        def read(resp):
+            size = resp.length
+            if size is None:
+                data = resp.read(limit + 1)
+                if len(data) > limit:
+                    raise StoreError(f"{self.url}: a block answer longer than asked for")
+                return data
+            if size > limit:
+                raise StoreError(f"{self.url}: a block answer longer than asked for")
+            buf = bytearray(size)
+            view = memoryview(buf)
+            got = 0
+            while got < size:
+                k = resp.readinto(view[got:])
+                if not k:
+                    raise http.client.IncompleteRead(bytes(view[:got]), size - got)
+                got += k
+            return buf
+
+        return read
 
     def contains_many(self, hashcodes) -> list[bool]:
         self._check_open()
@@ -387,44 +498,6 @@ class HTTPStore(Store):
             self.hashclass.from_hex(last) if last else None
         )
 
-    # -- read-ahead ---------------------------------------------------------------------
-
-    def _read_ahead(self, data) -> None:
-        """If `data` reads as an indirect block's refs, fetch its children ahead."""
-        from vtstore.blocks import decode_blockrefs, leaf_refs
-
-        if len(data) < 8 or self.closed:
-            return
-        got = leaf_refs(data)  # the common case, without a Block a leaf
-        if got is not None:
-            kids = got[0]
-        else:
-            try:
-                kids = [b.hashcode for b in decode_blockrefs(data) if getattr(b, "hashcode", None)]
-            except Exception:  # noqa: BLE001 - most data is no list of refs
-                return
-        kids = [h for h in kids if type(h) is self.hashclass]
-        with self._ahead_lock:
-            kids = [h for h in kids if h not in self._ahead and h not in self._ahead_busy]
-            self._ahead_busy.update(kids)
-        groups = [kids[i : i + GET_BATCH] for i in range(0, len(kids), GET_BATCH)]
-        for g in groups:
-            self._pool().submit(self._ahead_fetch, g)
-
-    def _ahead_fetch(self, group) -> None:
-        try:
-            datas = self._fetch(group)
-        except Exception:  # noqa: BLE001 - read-ahead is a hint; the real read reports
-            datas = [None] * len(group)
-        with self._ahead_lock:
-            for h, d in zip(group, datas, strict=True):
-                self._ahead_busy.discard(h)
-                if d is None or self._ahead_bytes + len(d) > READ_AHEAD:
-                    continue
-                self._ahead[h] = d
-                self._ahead_bytes += len(d)
-            self._ahead_done.notify_all()
-
     # -- archives -----------------------------------------------------------------------
 
     def archive_names(self) -> list[str]:
@@ -479,6 +552,4 @@ class HTTPStore(Store):
             self._exec.shutdown(wait=True, cancel_futures=True)
             self._exec = None
         self._drop_all()
-        with self._ahead_lock:
-            self._ahead.clear()
-            self._ahead_bytes = 0
+        self._ahead.close()

@@ -96,11 +96,15 @@ def block_pieces(block, store, start: int, end: int) -> Iterator:
         yield from block.chunks(store, start, end, joined=True)
         return
     want = FIRST_RUN_BYTES
+    leaf_pieces = getattr(store, "leaf_pieces", None)  # a store reading in its own runs
     for item in _leaf_runs(block, store, start, end, 0):
         if type(item) is not tuple:
             yield item
             continue
         hs, spans, s, e = item
+        if leaf_pieces is not None:
+            yield from leaf_pieces(hs, spans, s, e)
+            continue
         cum = list(accumulate(spans))  # each leaf's end
         i = bisect_right(cum, s)  # the leaf holding octet s
         base = cum[i - 1] if i else 0
@@ -138,7 +142,10 @@ def _leaf_runs(block, store, start: int, end: int, depth: int) -> Iterator:
         raise CorruptBlockError(
             block.hashcode, f"indirect blocks nested more than {MAX_INDIRECT_DEPTH} deep"
         )
-    got = leaf_refs(store[block.hashcode])  # the level above the leaves: most of a file
+    refs = getattr(store, "leaf_refs", None)  # a store that has read them already
+    got = (
+        refs(block.hashcode) if refs is not None else leaf_refs(store[block.hashcode])
+    )  # the level above the leaves: most of a file
     if got is not None:
         total = sum(got[1])
         if total != block.span:

@@ -432,7 +432,9 @@ def _read_batch(
             out[i] = None
 
 
-def read_joined(fds: FDCache, hs: list, values: list) -> tuple[bytes, list] | None:
+def read_joined(
+    fds: FDCache, hs: list, values: list, check: bool = True
+) -> tuple[bytes, list] | None:
     """The data of the blocks `hs` (raw index values `values`) end to end, as
     one bytes object, and the length of each block, read natively (`_vtdread.read_joined`: coalesced preads
     straight into the result, BLAKE3 checked without the GIL): no bytes object
@@ -441,7 +443,9 @@ def read_joined(fds: FDCache, hs: list, values: list) -> tuple[bytes, list] | No
     None when the fast path does not apply (a block not indexed, compressed,
     not BLAKE3, its data file gone) or anything in it is wrong: the caller then
     reads the blocks the usual way, which decodes frames, retries and names
-    the damage.  A malformed value raises `ValueError`.
+    the damage.  A malformed value raises `ValueError`.  `check=False` leaves
+    the hashing out, for a reader that checks every block itself (a short
+    read still gives None).
     """
     from vtstore.hashes import Hash_BLAKE3
     from vtstore.stores import _vtdread
@@ -453,7 +457,32 @@ def read_joined(fds: FDCache, hs: list, values: list) -> tuple[bytes, list] | No
         fdmap = _open_fds(st, fds, filenums)
         if len(fdmap) != len(filenums):
             return None
-        data = _vtdread.read_joined(packed, fdmap, b"".join(hs), threads=READ_THREADS)
+        data = _vtdread.read_joined(packed, fdmap, b"".join(hs), threads=READ_THREADS, verify=check)
     if data is None:
         return None
     return data, memoryview(packed).cast("Q")[5::_FIELDS].tolist()
+
+
+def datadir_read_unchecked(dd, hs: list) -> tuple[bytes, list] | None:
+    """`DataDir.read_joined(hs, lengths=True)` without the hash check, for a
+    reader that checks every block itself (vt httpd's `b/get?joined&unchecked`);
+    None where the fast path does not apply (the caller then reads checked).
+
+    A stand-in until `DataDir.read_joined` takes `check=False` itself: the
+    same conditions as its fast path (a batch of at most `GET_MANY_LOOKUPS`
+    hashcodes of its class, none still in the writer, an index)."""
+    from vtstore.stores.datadir import GET_MANY_LOOKUPS
+
+    dd._check_open()
+    w = dd._writer
+    if not (
+        0 < len(hs) <= GET_MANY_LOOKUPS
+        and all(type(h) is dd.hashclass for h in hs)
+        and (w is None or not w.pending_keys())
+        and (dd._index is not None or dd._refresh())
+    ):
+        return None
+    try:
+        return read_joined(dd._fds, hs, dd._index.get_many_raw(hs), check=False)
+    except (ValueError, TypeError, OSError):
+        return None
