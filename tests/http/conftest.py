@@ -32,6 +32,16 @@ def vt_env(home: Path) -> dict:
     return env
 
 
+def vt_cat(url: str, ref: str, home: Path) -> subprocess.CompletedProcess:
+    """`vt -S URL cat REF` in a child process: its exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "vtstore.cli.main", "-S", url, "cat", ref],
+        capture_output=True,
+        env=vt_env(home),
+        timeout=120,
+    )
+
+
 class Client:
     """HTTP/1.1 with keep-alive; the target is sent as given (no normalising)."""
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
-import subprocess
-import sys
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -23,7 +21,7 @@ from vtstore.http.client import HTTPStore
 from vtstore.stores.datadir import DataDir
 from vtstore.transcribe import transcribe
 
-from .conftest import vt_env
+from .conftest import vt_cat
 
 MIB = 1 << 20
 
@@ -222,7 +220,10 @@ def test_client_reads_joined_batches(big, httpd):
             assert c._fetch([leaves[0], gone, leaves[1]]) == [want[0], None, want[1]]
 
 
-def test_client_refuses_a_damaged_block(tmp_path, httpd):
+def test_client_refuses_a_damaged_block(tmp_path, httpd, client):
+    """A byte flipped on disk: the checked `b/get?joined` never sends it (the
+    server reads the slow way and names the block), the unchecked one (the
+    client checks) sends it as stored, and the client refuses it either way."""
     rnd = random.Random(4)
     blocks = [rnd.randbytes(9000) for _ in range(300)]
     with DataDir(tmp_path / "dd") as s:
@@ -230,24 +231,29 @@ def test_client_refuses_a_damaged_block(tmp_path, httpd):
     with DataDir(tmp_path / "dd", readonly=True) as s:
         e, file = where(s, hs[150])
     flip(file, e.payload_offset + e.data_offset + 3)
+    body = b"".join(hs[140:160])
     with DataDir(tmp_path / "dd", readonly=True) as s:
         url = httpd({"": s}, readonly=True)
+        c = client(url)
+        st, _, answer = c("POST", "/b/get?joined&unchecked", body=body)
+        sent = answer[4 * 20 :]
+        assert st == 200 and len(sent) == 20 * 9000 and sent != b"".join(blocks[140:160])
+        st, _, answer = c("POST", "/b/get?joined", body=body)
+        assert st != 200 or answer[4 * 20 :] != sent  # never the flipped byte
         with HTTPStore(url, readonly=True) as c:
+            assert c._unchecked
             assert c.get_many(hs[:150]) == blocks[:150]
             with pytest.raises(VTError):
                 c.get_many(hs[100:200])
+            with pytest.raises(CorruptBlockError, match="sent other data"):
+                c.read_joined(hs[140:160])
+            assert c.read_joined(hs[:140]) == b"".join(blocks[:140])
 
 
 def test_vt_cat_over_http_is_byte_exact(big, tmp_path, httpd):
     path, data, top = big
     with DataDir(path, readonly=True) as s:
-        url = httpd({"": s}, readonly=True)
-        r = subprocess.run(
-            [sys.executable, "-m", "vtstore.cli.main", "-S", url, "cat", transcribe(top)],
-            capture_output=True,
-            env=vt_env(tmp_path),
-            timeout=120,
-        )
+        r = vt_cat(httpd({"": s}, readonly=True), transcribe(top), tmp_path)
     assert r.returncode == 0, r.stderr
     assert hashlib.sha256(r.stdout).digest() == hashlib.sha256(data).digest()
 
