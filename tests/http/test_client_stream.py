@@ -71,17 +71,16 @@ def test_a_small_budget_still_reads_everything_once(deep, httpd, monkeypatch):
         with HTTPStore(url, readonly=True) as c:
             c._ahead.budget = 512 << 10
             asked = []
-            fetch = c._fetch_group
+            fetch = c._fetch_raw
 
-            def counting(hs, expected=None):
-                asked.extend(hs)
-                return fetch(hs, expected)
+            def counting(digests, n, expected=None):
+                asked.extend(digests[k * 32 : (k + 1) * 32] for k in range(n))
+                return fetch(digests, n, expected)
 
-            c._ahead._fetch = counting
-            c._fetch_group = counting
+            c._ahead._fetch = c._fetch_raw = counting
             got = b"".join(top.chunks(c, joined=True))
             assert got == data
-            leaves = [b.hashcode for b in top.leaves(s)]
+            leaves = [bytes(b.hashcode) for b in top.leaves(s)]
             # every distinct leaf asked for at most twice (a repeated leaf
             # taken once may be asked again when it comes back)
             assert len(asked) <= len(leaves) + len(set(leaves))

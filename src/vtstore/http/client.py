@@ -28,6 +28,7 @@ import http.client
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate
 from urllib.parse import quote, urlsplit
 
 from vtstore.errors import (
@@ -38,7 +39,7 @@ from vtstore.errors import (
     StoreError,
 )
 from vtstore.hashes import HashCode, hashclass_by_name
-from vtstore.http.readahead import Group, ReadAhead, cuts
+from vtstore.http.readahead import Group, Leaves, ReadAhead, cuts
 from vtstore.stores.base import Store
 
 GET_BATCH = 256
@@ -60,26 +61,26 @@ _RETRY = (
 )
 
 
-def _check_all(hs: list, datas: list) -> list[bool]:
-    """For each block (None: missing, passes), whether it is the data of its
-    hashcode: BLAKE3 in one batch without the GIL, other classes one by one."""
+def _bad_blocks(hashclass, digests: bytes, views: list) -> list[int]:
+    """The indexes of the blocks (None: missing, passes) that are not the
+    data of their digest in `digests`: BLAKE3 in one batch without the GIL,
+    other classes one by one."""
     from vtstore.hashes import Hash_BLAKE3
 
-    have = [i for i, d in enumerate(datas) if d is not None]
-    ok = [True] * len(hs)
-    if have and all(type(hs[i]) is Hash_BLAKE3 for i in have):
+    size = hashclass.digest_size
+    have = [i for i, v in enumerate(views) if v is not None]
+    if hashclass is Hash_BLAKE3:
         try:
             from vtstore.stores._vtdread import check_blake3
         except ImportError:
             pass
         else:
-            good = check_blake3(b"".join(hs[i] for i in have), [datas[i] for i in have])
-            for i, g in zip(have, good, strict=True):
-                ok[i] = bool(g)
-            return ok
-    for i in have:
-        ok[i] = hs[i].check(datas[i])
-    return ok
+            if len(have) != len(views):
+                digests = b"".join(digests[i * size : (i + 1) * size] for i in have)
+                views = [views[i] for i in have]
+            good = check_blake3(digests, views)
+            return [] if all(good) else [i for i, g in zip(have, good, strict=True) if not g]
+    return [i for i in have if not hashclass(digests[i * size : (i + 1) * size]).check(views[i])]
 
 
 def _group_of(datas: list) -> Group:
@@ -157,7 +158,7 @@ class HTTPStore(Store):
         self._unchecked = info.get("unchecked") is True
         super().__init__(name or url, server_hc, readonly or bool(info.get("readonly")))
         self._ahead = ReadAhead(
-            self._fetch_group,
+            self._fetch_raw,
             lambda fn, *a: self._pool().submit(fn, *a),
             server_hc,
             READ_AHEAD,
@@ -337,31 +338,41 @@ class HTTPStore(Store):
 
         return block_pieces(block, self, start, end)
 
-    def leaf_refs(self, h: HashCode) -> tuple[list, list] | None:
-        """`blocks.leaf_refs` of block `h`'s data (`MissingBlockError` if the
-        server does not have it), read once for the read-ahead and the reader."""
-        data = self[h]
-        return self._ahead.leaf_refs(h, data)
+    def leaf_refs(self, h: HashCode) -> tuple[Leaves, list] | None:
+        """`(Leaves, spans)` when block `h` is an indirect block of leaves in
+        their shortest ref form (as `blocks.leaf_refs` reads it), else None;
+        read once for the read-ahead and the reader (`MissingBlockError` if
+        the server does not have it)."""
+        return self._ahead.leaf_refs(h, self[h])
 
-    def leaf_pieces(self, hs: list, spans: list, start: int, end: int):
-        """The bytes `[start:end)` of the leaves `hs` (of `spans`) end to end,
-        read in the read-ahead's groups (`readahead.cuts`): one memoryview
-        of a buffer a group, no copy."""
-        from vtstore.http.content import _length_fault
-
+    def leaf_pieces(self, leaves, spans: list, start: int, end: int):
+        """The bytes `[start:end)` of `leaves` (a `Leaves` from `leaf_refs`,
+        or a list of hashcodes) of `spans`, end to end, read in the
+        read-ahead's groups (`readahead.cuts`): one memoryview of one
+        answer's buffer a group, no copy."""
+        if type(leaves) is not Leaves:
+            leaves = Leaves(None, b"".join(leaves), self.hashclass)
+        self._check_open()
         pos = 0
-        for i, j in cuts(spans):
-            size = sum(spans[i:j])
+        for k, (i, j) in enumerate(cuts(spans)):
+            want = spans[i:j]
+            size = sum(want)
             a, pos = pos, pos + size
             if pos <= start:
                 continue
             if a >= end:
                 return
-            data, lens = self.read_joined(hs[i:j], lengths=True)
-            if len(data) != size or lens != spans[i:j]:
-                _length_fault(self, hs[i:j], spans[i:j])
+            got = None if leaves.node is None else self._ahead.take_group(leaves.node, k)
+            if got is None:
+                got = self._fetch_raw(leaves.digests_of(i, j), j - i, size)
+            if not all(got.present):
+                raise MissingBlockError(leaves.hashcode(i + got.present.index(False)), self.name)
+            if got.size != size or got.offs[1:] != list(accumulate(want)):
+                from vtstore.http.content import _length_fault
+
+                _length_fault(self, leaves.hashcodes(i, j), want)
             lo, hi = max(start, a) - a, min(end, pos) - a
-            yield data if lo == 0 and hi == size else memoryview(data)[lo:hi]
+            yield got.data if lo == 0 and hi == size else got.data[lo:hi]
 
     def _fetch(self, group) -> list:
         """The data of each of `group` (None if missing), checked: one request."""
@@ -369,32 +380,36 @@ class HTTPStore(Store):
         return [None if v is None else bytes(v) for v in map(got.view, range(len(group)))]
 
     def _fetch_group(self, group: list, expected: int | None = None) -> Group:
-        """`POST b/get?joined` for the hashcodes `group` (`expected`: the
-        octets their refs say they hold, if known): their data in one buffer
-        read with `readinto`, every block checked (BLAKE3 in one native
-        batch, `_vtdread.check_blake3`), `CorruptBlockError` for one that is
-        not the data of its hashcode."""
+        """`_fetch_raw` for the hashcodes `group`."""
+        return self._fetch_raw(b"".join(group), len(group), expected)
+
+    def _fetch_raw(self, digests: bytes, n: int, expected: int | None = None) -> Group:
+        """`POST b/get?joined` for the `n` blocks whose digests are `digests`
+        (`expected`: the octets their refs say they hold, if known): their
+        data in one buffer read with `readinto`, every block checked (BLAKE3
+        in one native batch, `_vtdread.check_blake3`), `CorruptBlockError`
+        for one that is not the data of its hashcode."""
         from vtstore.http.blockapi import joined_group, unpack_lengths
 
-        n = len(group)
         limit = 4 * n + (expected if expected is not None else n * BLOCK_MAX)
         try:
             if self._joined:
                 path = "b/get?joined" + ("&unchecked" if self._unchecked else "")
-                status, body = self.request("POST", path, b"".join(group), self._reader(limit))
+                status, body = self.request("POST", path, digests, self._reader(limit))
                 if status != 200:
                     raise self._error(status, body)
                 got = joined_group(body, n)
             else:
-                got = _group_of(unpack_lengths(self._ok("POST", "b/get", b"".join(group))))
+                got = _group_of(unpack_lengths(self._ok("POST", "b/get", digests)))
         except ValueError as e:
             raise StoreError(f"{self.url}: a bad block answer: {e}") from None
         if len(got.present) != n:
             raise StoreError(f"{self.url}: {len(got.present)} blocks for {n} asked")
-        views = [got.view(i) for i in range(n)]
-        for h, good in zip(group, _check_all(group, views), strict=True):
-            if not good:
-                raise CorruptBlockError(h, f"{self.url} sent other data")
+        bad = _bad_blocks(self.hashclass, digests, [got.view(i) for i in range(n)])
+        if bad:
+            size = self.hashclass.digest_size
+            h = self.hashclass(digests[bad[0] * size : (bad[0] + 1) * size])
+            raise CorruptBlockError(h, f"{self.url} sent other data")
         return got
 
     def _reader(self, limit: int):

@@ -60,14 +60,44 @@ class Group:
         return len(self.data)
 
 
+class Leaves:
+    """The leaves an indirect block refers to, as its refs' digests end to end
+    (`_vtdread.split_leaf_refs`: no object a leaf); `node`: that block's
+    hashcode (the read-ahead's groups of them are named by it), or None."""
+
+    __slots__ = ("node", "digests", "hashclass")
+
+    def __init__(self, node, digests: bytes, hashclass):
+        self.node, self.digests, self.hashclass = node, digests, hashclass
+
+    def __len__(self) -> int:
+        return len(self.digests) // self.hashclass.digest_size
+
+    def digests_of(self, i: int, j: int) -> bytes:
+        """The digests of leaves `[i, j)`, end to end."""
+        size = self.hashclass.digest_size
+        return self.digests[i * size : j * size]
+
+    def hashcode(self, i: int):
+        """Leaf `i`'s hashcode."""
+        return self.hashclass(self.digests_of(i, i + 1))
+
+    def hashcodes(self, i: int, j: int) -> list:
+        """The hashcodes of leaves `[i, j)`."""
+        return [self.hashcode(k) for k in range(i, j)]
+
+
 class _Plan:
-    """A group to fetch: its hashcodes, the octets expected (a guess for
-    indirect blocks), whether they are indirect blocks, whether it was sent."""
+    """A request to make: `key` names a group of a node's leaves (`(node,
+    k)`), else `hs` are the hashcodes it fetches one by one; `digests` what
+    it asks for, `est` the octets expected (a guess for indirect blocks),
+    `nodes` whether they are indirect blocks, `sent` whether it went out."""
 
-    __slots__ = ("hs", "est", "nodes", "sent")
+    __slots__ = ("key", "hs", "digests", "n", "est", "nodes", "sent")
 
-    def __init__(self, hs: list, est: int, nodes: bool):
-        self.hs, self.est, self.nodes, self.sent = hs, est, nodes, False
+    def __init__(self, key, hs, digests: bytes, n: int, est: int, nodes: bool = False):
+        self.key, self.hs, self.digests, self.n = key, hs, digests, n
+        self.est, self.nodes, self.sent = est, nodes, False
 
 
 def cuts(spans: list) -> list[tuple[int, int]]:
@@ -87,19 +117,27 @@ def cuts(spans: list) -> list[tuple[int, int]]:
     return out
 
 
-def children(data, hashclass) -> tuple[list, list, list, bool] | None:
-    """`(hashcodes, spans, indirect flags, leaf form)` of the blocks `data`
-    refers to when it reads as an indirect block's refs, else None; `leaf
-    form`: all are stored leaves in the shortest ref form (`leaf_refs`)."""
-    from vtstore.blocks import decode_blockrefs, leaf_refs
+def leaf_list(data, hashclass) -> tuple[bytes, list] | None:
+    """`(digests, spans)` of data that `blocks.leaf_refs` reads as leaves of
+    `hashclass`, else None; natively when it can."""
+    try:
+        from vtstore.stores._vtdread import split_leaf_refs
+    except ImportError:
+        from vtstore.blocks import leaf_refs
+
+        got = leaf_refs(data)
+        if got is None or any(type(h) is not hashclass for h in got[0]):
+            return None
+        return b"".join(got[0]), got[1]
+    return split_leaf_refs(data, hashclass.hashid, hashclass.digest_size)
+
+
+def children(data, hashclass) -> tuple[list, list, list] | None:
+    """`(hashcodes, spans, indirect flags)` of the blocks `data` refers to
+    when it reads as an indirect block's refs, else None."""
+    from vtstore.blocks import decode_blockrefs
 
     if len(data) < 8:
-        return None
-    got = leaf_refs(data)  # the common case, without a Block a leaf
-    if got is not None:
-        hs, spans = got
-        if hs and type(hs[0]) is hashclass:
-            return hs, spans, [False] * len(hs), True
         return None
     try:
         kids = [b for b in decode_blockrefs(data) if getattr(b, "hashcode", None)]
@@ -108,14 +146,20 @@ def children(data, hashclass) -> tuple[list, list, list, bool] | None:
     kids = [b for b in kids if type(b.hashcode) is hashclass]
     if not kids:
         return None
-    return [b.hashcode for b in kids], [b.span for b in kids], [b.indirect for b in kids], False
+    return [b.hashcode for b in kids], [b.span for b in kids], [b.indirect for b in kids]
+
+
+def _size(entry) -> int:
+    g, i = entry
+    return g.size if i < 0 else g.offs[i + 1] - g.offs[i]
 
 
 class ReadAhead:
     """Blocks fetched ahead of a reader; see the module docstring.
 
-    `fetch(hs, expected)` returns the `Group` of `hs` (raising on any fault),
-    `submit(fn, *args)` runs a fetch in a worker thread."""
+    `fetch(digests, n, expected)` returns the `Group` of the `n` blocks whose
+    digests are `digests` (raising on any fault), `submit(fn, *args)` runs a
+    fetch in a worker thread."""
 
     def __init__(self, fetch, submit, hashclass, budget: int, in_flight: int, timeout: float):
         self._fetch = fetch
@@ -126,14 +170,14 @@ class ReadAhead:
         self._timeout = timeout
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
-        self._held: OrderedDict = OrderedDict()  # hashcode -> (Group, index)
+        # hashcode -> (Group, index), or (node, k) -> (Group, -1): a group of leaves
+        self._held: OrderedDict = OrderedDict()
         self._held_bytes = 0
-        self._planned: dict = {}  # hashcode -> _Plan (queued or being fetched)
+        self._planned: dict = {}  # a key of _held -> the _Plan fetching it
         self._queue: deque = deque()  # _Plans not sent yet, in reading order
         self._nodes: OrderedDict = OrderedDict()  # indirect blocks come, children not planned
-        # the children of the indirect blocks seen last (read once: the same
-        # hashcode objects for planning, taking and the reader's walk)
-        self._parsed: OrderedDict = OrderedDict()  # hashcode -> [children(), planned?]
+        # what the indirect blocks seen last refer to, and whether it is planned
+        self._parsed: OrderedDict = OrderedDict()  # hashcode -> [Leaves/children(), planned?]
         self._sending = 0
         self._sending_bytes = 0
         self.closed = False
@@ -147,16 +191,23 @@ class ReadAhead:
             self._expand(h, data)
             self._pump()
 
-    def leaf_refs(self, h, data) -> tuple[list, list] | None:
-        """`blocks.leaf_refs(data)` of block `h`, read once for the plan and the reader."""
+    def leaf_refs(self, h, data) -> tuple[Leaves, list] | None:
+        """`(Leaves, spans)` of block `h` (data `data`) when it is an indirect
+        block of leaves in their shortest ref form (`blocks.leaf_refs`), read
+        once for the plan and the reader; else None."""
         with self._lock:
             got = self._parse(h, data)[0]
-        return (got[0], got[1]) if got is not None and got[3] else None
+        return got if got is not None and type(got[0]) is Leaves else None
 
     def _parse(self, h, data) -> list:
         entry = self._parsed.get(h)
         if entry is None:
-            entry = self._parsed[h] = [children(data, self._hashclass), False]
+            got = leaf_list(data, self._hashclass) if len(data) >= 8 else None
+            if got is not None:
+                got = (Leaves(h, got[0], self._hashclass), got[1])
+            else:
+                got = children(data, self._hashclass)
+            entry = self._parsed[h] = [got, False]
             if len(self._parsed) > PARSED_MAX:
                 self._parsed.popitem(last=False)
         return entry
@@ -167,34 +218,34 @@ class ReadAhead:
         if entry[1] or entry[0] is None:
             return
         entry[1] = True
-        hs, spans, indirect, leaf_form = entry[0]
-        held, planned = self._held, self._planned
-
-        def new(h) -> bool:
-            if h in held or h in planned:
-                return False
-            planned[h] = None  # the _Plan is set by _enqueue
-            return True
-
-        if leaf_form or not any(indirect):
-            for i, j in cuts(spans):
-                group = [h for h in hs[i:j] if new(h)]
-                if group:
-                    self._enqueue(_Plan(group, sum(spans[i:j]), False))
+        if type(entry[0][0]) is Leaves:
+            leaves, spans = entry[0]
+            for k, (i, j) in enumerate(cuts(spans)):
+                key = (h, k)
+                if key not in self._held and key not in self._planned:
+                    plan = _Plan(key, None, leaves.digests_of(i, j), j - i, sum(spans[i:j]))
+                    self._enqueue(plan)
             return
-        # indirect blocks among them: in order, in groups of one kind
-        refs = list(zip(hs, spans, indirect, strict=True))
-        for i in range(0, len(refs), NODE_GROUP):
+        hs, spans, indirect = entry[0]
+        held, planned = self._held, self._planned
+        refs = [(h, s, x) for h, s, x in zip(hs, spans, indirect, strict=True)]
+        for i in range(0, len(refs), NODE_GROUP):  # in order, in groups of one kind
             part = refs[i : i + NODE_GROUP]
             for nodes in (True, False):
-                kind = [(h, s) for h, s, x in part if x is nodes and new(h)]
+                kind = [(h, s) for h, s, x in part if x is nodes]
+                kind = [(h, s) for h, s in dict(kind).items() if h not in held and h not in planned]
                 if kind:
+                    group = [h for h, _ in kind]
                     est = NODE_GUESS * len(kind) if nodes else sum(s for _, s in kind)
-                    self._enqueue(_Plan([h for h, _ in kind], est, nodes))
+                    digests = b"".join(group)
+                    self._enqueue(_Plan(None, group, digests, len(group), est, nodes))
 
     def _enqueue(self, plan: _Plan) -> None:
-        for h in plan.hs:
-            self._planned[h] = plan
+        if plan.key is not None:
+            self._planned[plan.key] = plan
+        else:
+            for h in plan.hs:
+                self._planned[h] = plan
         self._queue.append(plan)
 
     def _pump(self) -> None:
@@ -221,21 +272,27 @@ class ReadAhead:
 
     def _run(self, plan: _Plan) -> None:
         try:
-            group = self._fetch(plan.hs, None if plan.nodes else plan.est)
+            group = self._fetch(plan.digests, plan.n, None if plan.nodes else plan.est)
         except Exception:  # noqa: BLE001 - read-ahead is a hint; the reader's own read reports
             group = None
         with self._lock:
             self._sending -= 1
             self._sending_bytes -= plan.est
-            for i, h in enumerate(plan.hs):
-                if self._planned.get(h) is plan:
-                    del self._planned[h]
-                if group is None or not group.present[i] or self.closed:
-                    continue
-                self._held[h] = (group, i)
-                self._held_bytes += group.offs[i + 1] - group.offs[i]
-                if plan.nodes:
-                    self._nodes[h] = group.view(i)
+            if plan.key is not None:
+                self._planned.pop(plan.key, None)
+                if group is not None and not self.closed:
+                    self._held[plan.key] = (group, -1)
+                    self._held_bytes += group.size
+            else:
+                for i, h in enumerate(plan.hs):
+                    if self._planned.get(h) is plan:
+                        del self._planned[h]
+                    if group is None or not group.present[i] or self.closed:
+                        continue
+                    self._held[h] = (group, i)
+                    self._held_bytes += group.offs[i + 1] - group.offs[i]
+                    if plan.nodes:
+                        self._nodes[h] = group.view(i)
             self._evict()
             self._pump()
             self._done.notify_all()
@@ -244,43 +301,54 @@ class ReadAhead:
         """Drop the oldest held blocks past twice the budget: blocks planned
         and never read (a reader that stopped, or jumped)."""
         while self._held_bytes > 2 * self.budget and self._held:
-            h, (g, i) = self._held.popitem(last=False)
-            self._held_bytes -= g.offs[i + 1] - g.offs[i]
+            h, e = self._held.popitem(last=False)
+            self._held_bytes -= _size(e)
             self._nodes.pop(h, None)
 
     # -- reading ----------------------------------------------------------------------
+
+    def _wait(self, keys: list) -> None:
+        """Send at once what of `keys` is planned and not sent, and wait for
+        what is being fetched (the lock held)."""
+        planned = self._planned
+        if not planned:
+            return
+        for key in keys:
+            plan = planned.get(key)
+            if plan is not None and not plan.sent:
+                self._queue.remove(plan)
+                self._send(plan)
+        if any(key in planned for key in keys):
+            self._done.wait_for(lambda: not any(k in planned for k in keys), timeout=self._timeout)
 
     def take(self, hs: list) -> list:
         """For each of `hs`: `(Group, index)` if fetched ahead (removed from
         what is held), else None (the caller fetches it).  Waits for those
         being fetched; sends at once those planned and not yet sent."""
         with self._lock:
-            planned = self._planned
-            if planned:
-                for h in hs:
-                    plan = planned.get(h)
-                    if plan is not None and not plan.sent:
-                        self._queue.remove(plan)
-                        self._send(plan)
-                if any(h in planned for h in hs):
-                    self._done.wait_for(
-                        lambda: not any(h in planned for h in hs), timeout=self._timeout
-                    )
+            self._wait(hs)
             held = self._held
             if not held:
                 return [None] * len(hs)
-            out = []
-            freed = 0
-            for h in hs:
-                e = held.pop(h, None)
-                if e is not None:
-                    g, i = e
-                    freed += g.offs[i + 1] - g.offs[i]
-                out.append(e)
+            out = [held.pop(h, None) for h in hs]
+            freed = sum(_size(e) for e in out if e is not None)
             if freed:
                 self._held_bytes -= freed
                 self._pump()
             return out
+
+    def take_group(self, node, k: int) -> Group | None:
+        """Group `k` of the leaves of indirect block `node` (`cuts`) if
+        fetched ahead, else None (the caller fetches it); waits as `take`."""
+        key = (node, k)
+        with self._lock:
+            self._wait([key])
+            e = self._held.pop(key, None)
+            if e is None:
+                return None
+            self._held_bytes -= e[0].size
+            self._pump()
+            return e[0]
 
     def close(self) -> None:
         """Drop everything; fetches still running keep nothing."""

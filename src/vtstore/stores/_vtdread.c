@@ -779,6 +779,83 @@ done:
     return res;
 }
 
+/* ---- split_leaf_refs --------------------------------------------------------------- */
+
+PyDoc_STRVAR(
+    split_leaf_refs_doc,
+    "split_leaf_refs(data, hashid, digest_size) -> (bytes, list) | None\n\n"
+    "The digests (end to end) and spans of an indirect block's data made only\n"
+    "of leaf refs in their shortest form (flags 0, a canonical span varint, a\n"
+    "hashcode of class `hashid`): what blocks.leaf_refs reads, without a Python\n"
+    "object a leaf (the HTTP client's read-ahead plans a file's leaves from\n"
+    "these).  None for any other data, for no refs, or for another hash class.");
+
+static PyObject *split_leaf_refs(PyObject *Py_UNUSED(mod), PyObject *args)
+{
+    Py_buffer in = {0};
+    int hashid, dsize;
+    if (!PyArg_ParseTuple(args, "y*ii:split_leaf_refs", &in, &hashid, &dsize))
+        return NULL;
+    PyObject *res = NULL, *digests = NULL, *spans = NULL;
+    const uint8_t *d = in.buf;
+    Py_ssize_t n = in.len, pos = 0, count = 0;
+    if (dsize < 1 || dsize > 64 || hashid < 0 || hashid > 255)
+        goto none;
+    /* first pass: validate and count */
+    while (pos < n) {
+        Py_ssize_t size = d[pos], end = pos + 1 + size;
+        if (size >= 0x80 || size < 3 || end > n || d[pos + 1] != 0)
+            goto none;
+        Py_ssize_t p = pos + 2;
+        uint8_t b = d[p++];
+        if (b == 0x80)
+            goto none;
+        uint64_t span = b & 0x7F;
+        while (b & 0x80) {
+            if (p - pos > 11 || p >= end || span > (UINT64_MAX >> 7))
+                goto none;
+            b = d[p++];
+            span = (span << 7) | (b & 0x7F);
+        }
+        if (p >= end || d[p] != hashid || p + 1 + dsize != end)
+            goto none;
+        count++;
+        pos = end;
+    }
+    if (!count)
+        goto none;
+    digests = PyBytes_FromStringAndSize(NULL, count * dsize);
+    spans = PyList_New(count);
+    if (!digests || !spans)
+        goto done;
+    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(digests);
+    pos = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t end = pos + 1 + d[pos], p = pos + 2;
+        uint8_t b = d[p++];
+        uint64_t span = b & 0x7F;
+        while (b & 0x80) {
+            b = d[p++];
+            span = (span << 7) | (b & 0x7F);
+        }
+        PyObject *v = PyLong_FromUnsignedLongLong(span);
+        if (!v)
+            goto done;
+        PyList_SET_ITEM(spans, i, v);
+        memcpy(out + i * dsize, d + p + 1, (size_t)dsize);
+        pos = end;
+    }
+    res = PyTuple_Pack(2, digests, spans);
+    goto done;
+none:
+    res = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(digests);
+    Py_XDECREF(spans);
+    PyBuffer_Release(&in);
+    return res;
+}
+
 static PyMethodDef dread_methods[] = {
     {"decode_entries", (PyCFunction)decode_entries, METH_O, decode_entries_doc},
     {"read_entries", (PyCFunction)(void (*)(void))read_entries, METH_VARARGS | METH_KEYWORDS,
@@ -787,6 +864,7 @@ static PyMethodDef dread_methods[] = {
      read_joined_doc},
     {"check_blake3", (PyCFunction)(void (*)(void))check_blake3, METH_VARARGS | METH_KEYWORDS,
      check_blake3_doc},
+    {"split_leaf_refs", split_leaf_refs, METH_VARARGS, split_leaf_refs_doc},
     {NULL, NULL, 0, NULL},
 };
 
