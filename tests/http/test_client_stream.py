@@ -189,3 +189,42 @@ def test_a_lying_server_never_gets_its_bytes_into_vt_cat(deep, tmp_path, httpd):
     assert len(err) == 1 and "sent other data" in err[0], err
     assert "Traceback" not in r.stderr.decode()
     assert len(r.stdout) < len(data) and data.startswith(r.stdout)
+
+
+# -- the native leaf-ref split ------------------------------------------------------
+
+
+def test_leaf_list_reads_what_leaf_refs_reads(deep):
+    """`readahead.leaf_list` (native) against `blocks.leaf_refs` on a real
+    indirect block, on refs with spans at the edges of a u64, and on 30,000
+    mutations of them: the same digests and spans, or None for both."""
+    from vtstore.blocks import HashCodeBlock, leaf_refs
+    from vtstore.codec import encode_varint
+    from vtstore.hashes import Hash_BLAKE3, Hash_SHA256
+
+    def want(data):
+        got = leaf_refs(data)
+        if got is None or any(type(h) is not Hash_BLAKE3 for h in got[0]):
+            return None
+        return b"".join(got[0]), got[1]
+
+    path, _, top = deep
+    with DataDir(path, readonly=True) as s:
+        node = s[top.subblocks(s)[0].subblocks(s)[0].hashcode]
+    assert want(node) is not None and readahead.leaf_list(node, Hash_BLAKE3) == want(node)
+    h = Hash_BLAKE3.from_data(b"x")
+    seeds = [node[:400]]
+    for span in (1, 127, 128, 2**57, 2**63, 2**64 - 1):
+        seeds.append(HashCodeBlock(h, span).encode() * 2)
+        assert readahead.leaf_list(seeds[-1], Hash_BLAKE3)[1] == [span, span]
+    body = bytes([0]) + encode_varint(2**64) + bytes([Hash_BLAKE3.hashid]) + bytes(h)
+    seeds.append(encode_varint(len(body)) + body)  # a span past a u64
+    seeds.append(HashCodeBlock(Hash_SHA256.from_data(b"x"), 5).encode())  # another class
+    rnd = random.Random(11)
+    for k in range(30000):
+        d = bytearray(rnd.choice(seeds))
+        for _ in range(rnd.randrange(4)):
+            if d:
+                d[rnd.randrange(len(d))] = rnd.randrange(256)
+        d = bytes(d[: rnd.randrange(len(d) + 1)] if k % 3 == 0 else d)
+        assert readahead.leaf_list(d, Hash_BLAKE3) == want(d), d.hex()
