@@ -36,14 +36,20 @@ from vtstore.http.request import Request
 _U32 = struct.Struct(">I")
 
 
-def _digests(body: bytes, hashclass) -> list:
+def _count(body: bytes, hashclass) -> int:
+    """How many digests `body` holds (400 or 413 if it is not a list of them)."""
     size = hashclass.digest_size
     if len(body) % size:
         raise HTTPError(400, f"the body is not a list of {hashclass.hashname} digests")
     n = len(body) // size
     if n > MAX_BATCH:
         raise HTTPError(413, f"more than {MAX_BATCH} hashcodes in one request")
-    return [hashclass(body[i * size : (i + 1) * size]) for i in range(n)]
+    return n
+
+
+def _digests(body: bytes, hashclass) -> list:
+    size = hashclass.digest_size
+    return [hashclass(body[i * size : (i + 1) * size]) for i in range(_count(body, hashclass))]
 
 
 def unpack_lengths(body, most: int | None = None) -> list:
@@ -78,18 +84,13 @@ def _get_many(store, hs: list) -> list:
         return [store.get(h) for h in hs]
 
 
-def read_joined(store, hs: list, check: bool = True) -> tuple[bytes, bytes]:
+def read_joined(store, hs: list) -> tuple[bytes, bytes]:
     """The `/b/get?joined` answer for `hs`: `u32` lengths (`MISSING` for a
     block the store does not have), and the blocks present, end to end
-    (`DataDir.read_joined`: a run of plain blocks read into one buffer).
-    `check=False` (the client checks every block): a datadir leaves its own
-    hash check out of the fast path."""
+    (`DataDir.read_joined`: a run of plain blocks read into one buffer)."""
     fast = getattr(store, "read_joined", None)
     try:
-        got = None if check else _read_unchecked(store, hs)
-        if got is not None:
-            data, lengths = got
-        elif fast is not None:
+        if fast is not None:
             data, lengths = fast(hs, lengths=True)
         else:
             datas = store.get_many(hs)
@@ -101,15 +102,21 @@ def read_joined(store, hs: list, check: bool = True) -> tuple[bytes, bytes]:
     return struct.pack(f">{len(lengths)}I", *lengths), data
 
 
-def _read_unchecked(store, hs: list):
-    """`(data, lengths)` of `hs` read without the store's hash check, or None
-    where the store has no such read (`DataDir` only, for now)."""
+def read_unchecked(store, body: bytes, hashclass) -> tuple[bytes, bytes]:
+    """The `/b/get?joined&unchecked` answer for the digests `body`: as
+    `read_joined`, but a datadir reads a run of plain blocks without hashing
+    them (the client checks every block), looking the digests up as they
+    came (no hashcode object a block); anything else reads as `read_joined`."""
     from vtstore.stores.datadir import DataDir
     from vtstore.stores.readcache import datadir_read_unchecked
 
-    if type(store) is not DataDir:
-        return None
-    return datadir_read_unchecked(store, hs)
+    size = hashclass.digest_size
+    raw = [body[i : i + size] for i in range(0, len(body), size)]
+    got = datadir_read_unchecked(store, raw) if type(store) is DataDir else None
+    if got is None:
+        return read_joined(store, [hashclass(d) for d in raw])
+    data, lengths = got
+    return struct.pack(f">{len(lengths)}I", *lengths), data
 
 
 def joined_group(body, n: int) -> Group:
@@ -171,6 +178,14 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
         limit = MAX_BATCH * hc.digest_size
         body = await req.body(limit)
         await app.authorize(req, export, "read", body)
+        if op == "get" and "joined" in req.query and "unchecked" in req.query:
+            # the client checks every block against its hashcode
+            # (vtstore.http.client), so the datadir need not hash them first
+            _count(body, hc)
+            lengths, data = await app.run(export.lock, read_unchecked, store, body, hc)
+            return await req.respond_parts(
+                200, [(b"content-type", b"application/octet-stream")], [lengths, data]
+            )
         hs = _digests(body, hc)
         if op == "contains":
             found = await app.run(export.lock, store.contains_many, hs)
@@ -178,10 +193,7 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
                 200, [], bytes(bool(x) for x in found), "application/octet-stream"
             )
         if "joined" in req.query:
-            # `unchecked`: the client checks every block against its hashcode
-            # (vtstore.http.client), so the datadir need not hash them first
-            check = "unchecked" not in req.query
-            lengths, data = await app.run(export.lock, read_joined, store, hs, check)
+            lengths, data = await app.run(export.lock, read_joined, store, hs)
             return await req.respond_parts(
                 200, [(b"content-type", b"application/octet-stream")], [lengths, data]
             )

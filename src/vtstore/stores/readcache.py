@@ -450,7 +450,7 @@ def read_joined(
     from vtstore.hashes import Hash_BLAKE3
     from vtstore.stores import _vtdread
 
-    if not hs or type(hs[0]) is not Hash_BLAKE3 or None in values:
+    if not hs or (check and type(hs[0]) is not Hash_BLAKE3) or None in values:
         return None
     packed, filenums = _vtdread.decode_entries(values)
     with ExitStack() as st:
@@ -468,16 +468,18 @@ def datadir_read_unchecked(dd, hs: list) -> tuple[bytes, list] | None:
     reader that checks every block itself (vt httpd's `b/get?joined&unchecked`);
     None where the fast path does not apply (the caller then reads checked).
 
+    `hs`: hashcodes of the datadir's class or their bare digests (what the
+    index is keyed by), of any class since nothing is hashed.
+
     A stand-in until `DataDir.read_joined` takes `check=False` itself: the
-    same conditions as its fast path (a batch of at most `GET_MANY_LOOKUPS`
-    hashcodes of its class, none still in the writer, an index)."""
+    same conditions as its fast path (a batch of at most `GET_MANY_LOOKUPS`,
+    none still in the writer, an index)."""
     from vtstore.stores.datadir import GET_MANY_LOOKUPS
 
     dd._check_open()
     w = dd._writer
     if not (
         0 < len(hs) <= GET_MANY_LOOKUPS
-        and all(type(h) is dd.hashclass for h in hs)
         and (w is None or not w.pending_keys())
         and (dd._index is not None or dd._refresh())
     ):
