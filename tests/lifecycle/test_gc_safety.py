@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from tests.killaim import KillAim
 
 from vtstore.archive import Archive
 from vtstore.lifecycle.forget import forget
@@ -35,7 +35,6 @@ def test_gc_killed_at_random_points_loses_nothing(tmp_path, vt):
     state's every block.  The killed runs leave copies, pending deletions and
     torn files behind; the next runs must cope with all of them."""
     dd, arch, tree = tmp_path / "dd", str(tmp_path / "t.vt"), tmp_path / "t"
-    rnd = random.Random(1141)
     with DataDir(dd, data_file_size=96 << 10) as s:
         for v in range(4):
             write_version(tree, v, files=24, size=12_000)
@@ -53,27 +52,19 @@ def test_gc_killed_at_random_points_loses_nothing(tmp_path, vt):
     start = time.monotonic() - t
     t = time.monotonic()
     vt("-S", dd, "gc", "--grace", "0", "--max-unused", "0")
-    work = max(time.monotonic() - t - start, 0.05)
-    killed = finished = 0
+    aim = KillAim(start, time.monotonic() - t - start, seed=1141)
     for rnd_i in range(50):
         with DataDir(dd, data_file_size=96 << 10) as s:
             write_version(tree, 4 + rnd_i, files=24, size=12_000)
             pack(s, arch, tree)
         forget(Archive(arch), Policy(last=3))
         p = popen_vt(vt.env, "-q", "-S", dd, "gc", "--grace", "0", "--max-unused", "0")
-        t = time.monotonic()
-        time.sleep(start + rnd.uniform(0.0, 1.2) * work)
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            killed += 1
-        else:  # it ran faster than the first gc: aim the next kills earlier
-            finished += 1
-            work = max(min(work, time.monotonic() - t - start), 0.05)
+        aim.run(p)
         _out, err = p.communicate()
         assert "Traceback" not in err, err
         assert check_archive(dd, arch) == 3
     _fsck_clean(dd)
-    assert killed >= 15, (killed, finished)
+    assert aim.killed >= 15, (aim.killed, aim.finished)
     before = data_kib(dd)
     vt("-S", dd, "gc", "--grace", "0", "--max-unused", "0")
     assert check_archive(dd, arch) == 3

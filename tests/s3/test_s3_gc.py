@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from tests.killaim import KillAim
 
 from .conftest import vt
 from .test_s3_cli import rc_file, same_tree
@@ -199,23 +199,15 @@ def test_kill_9_mid_gc_then_gc_again(tmp_path, s3_env, weed, prefix, layout):
         new_state(k)
     t = time.monotonic()
     vt(s3_env, *cmd[3:])
-    work = max(time.monotonic() - t - start, 0.1)
-    rnd = random.Random(1141)
-    killed = 0
+    aim = KillAim(start, time.monotonic() - t - start, seed=1141, least=0.1)
     for k in range(3, 15):
         new_state(k)
         p = subprocess.Popen(cmd, env=s3_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        t = time.monotonic()
-        time.sleep(start + rnd.uniform(0.0, 1.2) * work)
-        if p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            killed += 1
-        else:  # it ran faster than the first gc: aim the next kills earlier
-            work = max(min(work, time.monotonic() - t - start), 0.1)
+        aim.run(p)
         _, err = p.communicate()
         assert b"Traceback" not in err, err.decode()
         check(k, f"r{k}")
-    assert killed >= 4, killed
+    assert aim.killed >= 4, (aim.killed, aim.finished)
     _, b0 = objects(weed, f"{prefix}-{layout}")
     vt(
         s3_env, *S, "gc", "--grace", "0", "--threshold", "1", "--max-unused", "0"
