@@ -228,3 +228,23 @@ def test_leaf_list_reads_what_leaf_refs_reads(deep):
                 d[rnd.randrange(len(d))] = rnd.randrange(256)
         d = bytes(d[: rnd.randrange(len(d) + 1)] if k % 3 == 0 else d)
         assert readahead.leaf_list(d, Hash_BLAKE3) == want(d), d.hex()
+
+
+def test_answer_buffers_are_used_again_only_when_free():
+    from vtstore.http.client import Buffers
+
+    pool = Buffers(most=2)
+    a = pool.get(3 << 20)
+    a[:4] = b"held"
+    b = pool.get(100)
+    assert a.obj is not b.obj  # a is still referred to
+    part = a[1:3]
+    del a
+    c = pool.get(5)
+    assert c.obj is not part.obj and bytes(part) == b"el"
+    del part, b
+    d = pool.get(2 << 20)  # the first one, free again (and large enough)
+    assert len(d) == 2 << 20 and bytes(d[:4]) == b"held"
+    del c
+    e = pool.get(5 << 20)  # none large enough: a new one, not kept (most=2)
+    assert len(e) == 5 << 20 and len(pool._all) == 2
