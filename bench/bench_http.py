@@ -9,7 +9,7 @@ Measures, in one run on this machine:
 1. a large file, `--rounds` times interleaved (medians): `vt -S http://... cat
    REF` and `vt -S unix:... cat REF` to /dev/null; `curl` of the file from vt
    httpd (`/i/BLOCK` and `/d/REF`) and from nginx, the same client for both;
-   the CPU seconds vt httpd, nginx and curl spent (this machine is shared:
+   the CPU seconds vt httpd, nginx, curl and the vt client spent (this machine is shared:
    CPU per GB holds better than MB/s); with `--baseline SRC` also a vt httpd
    and vt client run from another source tree, before/after in one run;
 2. a tree of `--files` small files: `vt -S http://... unpack` and
@@ -376,6 +376,7 @@ def finish(res: dict, args, size: int) -> int:
         ("curl nginx static (MB/s)", nginx, 1.0),
         ("  vt httpd CPU per GB, /i/ (s)", res["cpu_httpd"] / mb * 1000, None),
         ("  vt httpd CPU per GB, http cat (s)", res["cpu_httpd_cat"] / mb * 1000, None),
+        ("  vt client CPU per GB, http cat (s)", res["cpu_client_cat_http"] / mb * 1000, None),
         ("  nginx CPU per GB (s)", res["cpu_nginx"] / mb * 1000, None),
         ("  curl CPU per GB from vt httpd (s)", res["cpu_curl_httpd"] / mb * 1000, None),
         ("  curl CPU per GB from nginx (s)", res["cpu_curl_nginx"] / mb * 1000, None),
@@ -386,6 +387,11 @@ def finish(res: dict, args, size: int) -> int:
             ("baseline: vt -S http:// cat (MB/s)", res["cat_base"], res["cat_base"] / nginx),
             ("  baseline httpd CPU per GB, /i/ (s)", res["cpu_base"] / mb * 1000, None),
             ("  baseline httpd CPU per GB, cat (s)", res["cpu_base_cat"] / mb * 1000, None),
+            (
+                "  baseline client CPU per GB, cat (s)",
+                res["cpu_client_cat_base"] / mb * 1000,
+                None,
+            ),
         ]
     if not args.large_only:
         rate = res["gets_nginx_small_files"]
@@ -464,11 +470,13 @@ def large_file_rounds(srv, dd, ref: str, blk: str, size: int, rounds: int, basel
 
         server(srv.http_proc, "cpu_httpd", httpd_curl)
         add("curl_httpd_d", curl(srv.http + "d/" + quote(ref, safe=""))[0])
-        server(
-            srv.http_proc,
-            "cpu_httpd_cat",
-            lambda: add("cat_http", size / timed(lambda: vt("-S", srv.http, "cat", ref)) / 1e6),
-        )
+
+        def http_cat(url=srv.http, env=None, key="cat_http"):
+            c0 = children_cpu()
+            add(key, size / timed(lambda: vt("-S", url, "cat", ref, env=env)) / 1e6)
+            add("cpu_client_" + key, children_cpu() - c0)
+
+        server(srv.http_proc, "cpu_httpd_cat", http_cat)
         add("cat_unix", size / timed(lambda: vt("-S", srv.unix, "cat", ref)) / 1e6)
         if baseline:
             server(
@@ -479,10 +487,7 @@ def large_file_rounds(srv, dd, ref: str, blk: str, size: int, rounds: int, basel
             server(
                 srv.base_proc,
                 "cpu_base_cat",
-                lambda: add(
-                    "cat_base",
-                    size / timed(lambda: vt("-S", srv.base_http, "cat", ref, env=base_env)) / 1e6,
-                ),
+                lambda: http_cat(srv.base_http, base_env, "cat_base"),
             )
     return out
 
