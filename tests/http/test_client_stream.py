@@ -248,3 +248,27 @@ def test_answer_buffers_are_used_again_only_when_free():
     del c
     e = pool.get(5 << 20)  # none large enough: a new one, not kept (most=2)
     assert len(e) == 5 << 20 and len(pool._all) == 2
+
+
+def test_concurrent_readers_get_their_own_bytes(deep, httpd):
+    """Four clients stream different ranges of a file at once through one
+    server: the server's and the clients' answer buffers are used again
+    only when free, so each gets exactly its bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, data, top = deep
+    ranges = [(0, len(data)), (3 * MIB + 17, 29 * MIB), (MIB, 2 * MIB), (20 * MIB, len(data) - 3)]
+    with DataDir(path, readonly=True) as s:
+        url = httpd({"": s}, readonly=True)
+
+        def read(r):
+            a, b = r
+            h = hashlib.sha256()
+            with HTTPStore(url, readonly=True) as c:
+                for piece in top.chunks(c, a, b, joined=True):
+                    h.update(piece)  # and drop it: its buffer is free again
+            return h.digest()
+
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(read, ranges * 2))
+    assert got == [hashlib.sha256(data[a:b]).digest() for a, b in ranges * 2]

@@ -43,6 +43,7 @@ from vtstore.errors import (
 from vtstore.hashes import HashCode, parse_hashcode, parse_hashcode_filename
 from vtstore.http import pages
 from vtstore.http.auth import AuthRefused, Verifier
+from vtstore.http.buffers import Buffers
 from vtstore.http.content import IMMUTABLE, Content, send_content
 from vtstore.http.request import HTTPError, Request, split_path
 from vtstore.net.handlers import Export
@@ -149,6 +150,8 @@ class HTTPApp:
         self.limits = limits or HTTPLimits()
         self.budget = Budget(self.limits.memory)
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vt-httpd")
+        #: buffers for joined block reads, used again once sent (`Buffers`)
+        self.buffers = Buffers(most=16)
         self.stream_lock = contextlib.nullcontext()
         from vtstore.http.views import TreeViews
 

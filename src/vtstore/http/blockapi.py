@@ -102,17 +102,18 @@ def read_joined(store, hs: list) -> tuple[bytes, bytes]:
     return struct.pack(f">{len(lengths)}I", *lengths), data
 
 
-def read_unchecked(store, body: bytes, hashclass) -> tuple[bytes, bytes]:
+def read_unchecked(store, body: bytes, hashclass, buffer=None) -> tuple[bytes, bytes]:
     """The `/b/get?joined&unchecked` answer for the digests `body`: as
     `read_joined`, but a datadir reads a run of plain blocks without hashing
     them (the client checks every block), looking the digests up as they
-    came (no hashcode object a block); anything else reads as `read_joined`."""
+    came (no hashcode object a block), into `buffer(size)` if given (a
+    buffer used again, `Buffers.get`); anything else reads as `read_joined`."""
     from vtstore.stores.datadir import DataDir
     from vtstore.stores.readcache import datadir_read_unchecked
 
     size = hashclass.digest_size
     raw = [body[i : i + size] for i in range(0, len(body), size)]
-    got = datadir_read_unchecked(store, raw) if type(store) is DataDir else None
+    got = datadir_read_unchecked(store, raw, buffer) if type(store) is DataDir else None
     if got is None:
         return read_joined(store, [hashclass(d) for d in raw])
     data, lengths = got
@@ -182,7 +183,9 @@ async def block_api(app, req: Request, export, rest: list[str]) -> None:
             # the client checks every block against its hashcode
             # (vtstore.http.client), so the datadir need not hash them first
             _count(body, hc)
-            lengths, data = await app.run(export.lock, read_unchecked, store, body, hc)
+            lengths, data = await app.run(
+                export.lock, read_unchecked, store, body, hc, app.buffers.get
+            )
             return await req.respond_parts(
                 200, [(b"content-type", b"application/octet-stream")], [lengths, data]
             )

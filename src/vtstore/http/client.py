@@ -39,6 +39,7 @@ from vtstore.errors import (
     StoreError,
 )
 from vtstore.hashes import HashCode, hashclass_by_name
+from vtstore.http.buffers import Buffers
 from vtstore.http.readahead import Group, Leaves, ReadAhead, cuts
 from vtstore.stores.base import Store
 
@@ -90,42 +91,6 @@ def _group_of(datas: list) -> Group:
         offs.append(offs[-1] + (0 if d is None else len(d)))
     data = memoryview(b"".join(d for d in datas if d is not None))
     return Group(data, offs, [d is not None for d in datas])
-
-
-class Buffers:
-    """Buffers for large answers, used again once nothing refers to them.
-
-    Why: a fresh buffer of some MiB is new memory the kernel has to fault
-    in and zero page by page, and a new `bytearray` is zeroed again: about
-    a fifth of the client's CPU on a large file, measured.  A buffer is free
-    when no memoryview of it is left (its reference count says so: each
-    view's managed buffer holds one reference); at most `most` are kept,
-    in sizes rounded up to `STEP`."""
-
-    STEP = 1 << 20
-
-    def __init__(self, most: int = 32):
-        self.most = most
-        self._all: list = []
-        self._lock = threading.Lock()
-
-    def get(self, size: int) -> memoryview:
-        """A writable memoryview of `size` octets (not zeroed)."""
-        import sys
-
-        with self._lock:
-            for buf in self._all:
-                # 3: the list, `buf`, getrefcount's argument: no view alive
-                if len(buf) >= size and sys.getrefcount(buf) == 3:
-                    return memoryview(buf)[:size]
-            buf = bytearray(-(-size // self.STEP) * self.STEP)
-            if len(self._all) < self.most:
-                self._all.append(buf)
-            return memoryview(buf)[:size]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._all.clear()
 
 
 class HTTPStoreError(StoreError):

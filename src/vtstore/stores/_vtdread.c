@@ -578,7 +578,7 @@ done:
 PyDoc_STRVAR(
     read_joined_doc,
     "read_joined(packed, fds, digests, max_gap=65536, max_run=4194304, threads=2,\n"
-    "            verify=True) -> bytes | None\n\n"
+    "            verify=True, into=None) -> bytes | None\n\n"
     "The data of the entries of `packed` (from decode_entries), end to end in\n"
     "their order, as one bytes object: each block read straight into its place\n"
     "(spans sorted and coalesced as read_entries does) and checked against its\n"
@@ -587,20 +587,27 @@ PyDoc_STRVAR(
     "short, or does not match: the caller then reads the batch the slow way,\n"
     "which names the damage.  OSError if a read fails.  `verify=False` leaves the\n"
     "hashing out (for a reader that checks every block itself: vt httpd's\n"
-    "`b/get?joined&unchecked`); the digests must still be given.");
+    "`b/get?joined&unchecked`); the digests must still be given.  `into`: a\n"
+    "writable buffer of exactly the total length to read into (a buffer used\n"
+    "again, no fresh memory to fault in): it is returned instead of new bytes.");
 
 static PyObject *read_joined(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"packed",  "fds",    "digests", "max_gap",
-                             "max_run", "threads", "verify", NULL};
-    Py_buffer pk = {0}, dg = {0};
-    PyObject *fds;
+    static char *kwlist[] = {"packed",  "fds",    "digests", "max_gap", "max_run",
+                             "threads", "verify", "into",    NULL};
+    Py_buffer pk = {0}, dg = {0}, into = {0};
+    PyObject *fds, *into_obj = Py_None;
     unsigned long long max_gap = 65536, max_run = 4u << 20;
     int threads = 2, verify = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*O!y*|KKip:read_joined", kwlist, &pk,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*O!y*|KKipO:read_joined", kwlist, &pk,
                                      &PyDict_Type, &fds, &dg, &max_gap, &max_run, &threads,
-                                     &verify))
+                                     &verify, &into_obj))
         return NULL;
+    if (into_obj != Py_None && PyObject_GetBuffer(into_obj, &into, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&pk);
+        PyBuffer_Release(&dg);
+        return NULL;
+    }
     PyObject *res = NULL, *out = NULL;
     range_t *rg = NULL;
     run_t *runs = NULL;
@@ -646,10 +653,20 @@ static PyObject *read_joined(PyObject *Py_UNUSED(mod), PyObject *args, PyObject 
         PyErr_NoMemory();
         goto done;
     }
-    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
-    if (!out)
-        goto done;
-    uint8_t *base = (uint8_t *)PyBytes_AS_STRING(out);
+    uint8_t *base;
+    if (into.obj) {
+        if ((uint64_t)into.len != total) {
+            PyErr_SetString(PyExc_ValueError, "into is not the length of the blocks");
+            goto done;
+        }
+        out = Py_NewRef(into_obj);
+        base = into.buf;
+    } else {
+        out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+        if (!out)
+            goto done;
+        base = (uint8_t *)PyBytes_AS_STRING(out);
+    }
     for (Py_ssize_t i = 0; i < n; i++)
         rg[i].buf = base + (uintptr_t)rg[i].buf;
     qsort(rg, (size_t)n, sizeof *rg, cmp_range);
@@ -672,6 +689,8 @@ done:
     PyBuffer_Release(&pk);
     if (dg.obj)
         PyBuffer_Release(&dg);
+    if (into.obj)
+        PyBuffer_Release(&into);
     return res;
 }
 

@@ -433,7 +433,7 @@ def _read_batch(
 
 
 def read_joined(
-    fds: FDCache, hs: list, values: list, check: bool = True
+    fds: FDCache, hs: list, values: list, check: bool = True, buffer=None
 ) -> tuple[bytes, list] | None:
     """The data of the blocks `hs` (raw index values `values`) end to end, as
     one bytes object, and the length of each block, read natively (`_vtdread.read_joined`: coalesced preads
@@ -445,7 +445,8 @@ def read_joined(
     reads the blocks the usual way, which decodes frames, retries and names
     the damage.  A malformed value raises `ValueError`.  `check=False` leaves
     the hashing out, for a reader that checks every block itself (a short
-    read still gives None).
+    read still gives None).  `buffer(size)`: a writable buffer to read into
+    (a buffer used again: no fresh memory to fault in), returned as the data.
     """
     from vtstore.hashes import Hash_BLAKE3
     from vtstore.stores import _vtdread
@@ -457,16 +458,21 @@ def read_joined(
         fdmap = _open_fds(st, fds, filenums)
         if len(fdmap) != len(filenums):
             return None
-        data = _vtdread.read_joined(packed, fdmap, b"".join(hs), threads=READ_THREADS, verify=check)
+        lengths = memoryview(packed).cast("Q")[5::_FIELDS].tolist()
+        into = None if buffer is None else buffer(sum(lengths))
+        data = _vtdread.read_joined(
+            packed, fdmap, b"".join(hs), threads=READ_THREADS, verify=check, into=into
+        )
     if data is None:
         return None
-    return data, memoryview(packed).cast("Q")[5::_FIELDS].tolist()
+    return data, lengths
 
 
-def datadir_read_unchecked(dd, hs: list) -> tuple[bytes, list] | None:
+def datadir_read_unchecked(dd, hs: list, buffer=None) -> tuple[bytes, list] | None:
     """`DataDir.read_joined(hs, lengths=True)` without the hash check, for a
     reader that checks every block itself (vt httpd's `b/get?joined&unchecked`);
     None where the fast path does not apply (the caller then reads checked).
+    `buffer`: as `read_joined`'s.
 
     `hs`: hashcodes of the datadir's class or their bare digests (what the
     index is keyed by), of any class since nothing is hashed.
@@ -485,6 +491,6 @@ def datadir_read_unchecked(dd, hs: list) -> tuple[bytes, list] | None:
     ):
         return None
     try:
-        return read_joined(dd._fds, hs, dd._index.get_many_raw(hs), check=False)
+        return read_joined(dd._fds, hs, dd._index.get_many_raw(hs), check=False, buffer=buffer)
     except (ValueError, TypeError, OSError):
         return None
