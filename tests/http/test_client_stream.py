@@ -272,3 +272,20 @@ def test_concurrent_readers_get_their_own_bytes(deep, httpd):
         with ThreadPoolExecutor(4) as pool:
             got = list(pool.map(read, ranges * 2))
     assert got == [hashlib.sha256(data[a:b]).digest() for a, b in ranges * 2]
+
+
+def test_closing_mid_stream_leaves_nothing_running(deep, httpd):
+    """A reader that stops after the first piece and closes the store: the
+    read-ahead's fetches still running end, none is sent after (the autouse
+    fixture checks that no thread is left running)."""
+    path, data, top = deep
+    with DataDir(path, readonly=True) as s:
+        url = httpd({"": s}, readonly=True)
+        for _ in range(3):
+            with HTTPStore(url, readonly=True) as c:
+                pieces = top.chunks(c, joined=True)
+                first = bytes(next(pieces))
+                assert first and data.startswith(first)
+            pieces.close()
+            assert c._exec is None and not c._ahead._held
+            assert c._ahead._sending == 0  # none sent (or half sent) after close

@@ -564,9 +564,9 @@ class HTTPStore(Store):
         return {n: RemoteArchive(self, n) for n in self.archive_names()}
 
     def _close(self) -> None:
+        self._ahead.close()  # first: a fetch that ends now sends no other
         if self._exec is not None:
             self._exec.shutdown(wait=True, cancel_futures=True)
             self._exec = None
         self._drop_all()
-        self._ahead.close()
         self._buffers.clear()
