@@ -289,3 +289,69 @@ def test_closing_mid_stream_leaves_nothing_running(deep, httpd):
             pieces.close()
             assert c._exec is None and not c._ahead._held
             assert c._ahead._sending == 0  # none sent (or half sent) after close
+
+
+class Claimer:
+    """A server that claims a large Content-Length for every block answer
+    (`claim`), sends 100 octets of it and hangs up."""
+
+    def __init__(self, claim: int):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                body = (
+                    b'{"hashclass": "blake3", "readonly": true, "joined": true, "unchecked": true}'
+                )
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["content-length"]))
+                self.send_response(200)
+                self.send_header("content-length", str(claim))
+                self.end_headers()
+                self.wfile.write(bytes(100))
+                self.close_connection = True
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize("claim", [100 << 20, 3 << 30])
+def test_a_claimed_length_allocates_nothing(claim):
+    """A block answer claiming 100 MiB (within what 8 blocks may hold: read
+    as it comes) or 3 GiB (more than asked for: refused) and cut short: one
+    `StoreError`, and the client never holds more than a few MiB for it."""
+    import tracemalloc
+
+    from vtstore.errors import StoreError
+    from vtstore.hashes import Hash_BLAKE3
+
+    srv = Claimer(claim)
+    hs = [Hash_BLAKE3.from_data(b"%d" % i) for i in range(8)]
+    try:
+        with HTTPStore(srv.url, readonly=True) as c:
+            tracemalloc.start()
+            try:
+                with pytest.raises(StoreError):
+                    c.get_many(hs)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    finally:
+        srv.close()
+    assert peak < 8 << 20, peak

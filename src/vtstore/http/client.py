@@ -52,6 +52,9 @@ READ_AHEAD = 64 << 20
 #: the sizes are not known from the refs), so a bogus Content-Length cannot
 #: make the client allocate without bound.
 BLOCK_MAX = 16 << 20
+#: An answer whose size is not known from the refs is read into one buffer
+#: up to this size, beyond it as it comes.
+PREALLOC_MAX = 64 << 20
 #: Tries of one request over fresh connections.
 ATTEMPTS = 3
 _RETRY = (
@@ -397,7 +400,8 @@ class HTTPStore(Store):
         try:
             if self._joined:
                 path = "b/get?joined" + ("&unchecked" if self._unchecked else "")
-                status, body = self.request("POST", path, digests, self._reader(limit))
+                reader = self._reader(limit, limit if expected is not None else PREALLOC_MAX)
+                status, body = self.request("POST", path, digests, reader)
                 if status != 200:
                     raise self._error(status, body)
                 got = joined_group(body, n)
@@ -414,8 +418,10 @@ class HTTPStore(Store):
             raise CorruptBlockError(h, f"{self.url} sent other data")
         return got
 
-    def _reader(self, limit: int):
-        """Read a body of at most `limit` octets into one buffer (`Buffers`)."""
+    def _reader(self, limit: int, prealloc: int):
+        """Read a body of at most `limit` octets: into one buffer (`Buffers`)
+        if it says it has at most `prealloc`, else as it comes (a length a
+        server merely claims allocates nothing)."""
 
         def read(resp):
             size = resp.length
@@ -426,6 +432,14 @@ class HTTPStore(Store):
                 return data
             if size > limit:
                 raise StoreError(f"{self.url}: a block answer longer than asked for")
+            if size > prealloc:
+                parts, got = [], 0
+                while got < size:
+                    parts.append(resp.read(min(1 << 20, size - got)))
+                    if not parts[-1]:
+                        raise http.client.IncompleteRead(b"", size - got)
+                    got += len(parts[-1])
+                return b"".join(parts)
             view = self._buffers.get(size)
             got = 0
             while got < size:
