@@ -69,7 +69,7 @@ path = {basedir}
 # avg_block = 8KiB
 # max_block = 64KiB
 # data files are sealed at this size:
-# data_file_size = 1GiB
+# data_file_size = 64MiB
 
 [cache]
 # a persistent cache for slow stores: vt -C [cache] -S ...

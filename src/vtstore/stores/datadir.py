@@ -85,7 +85,10 @@ log = logging.getLogger(__name__)
 METADATA = "datadir.json"
 FORMAT_NAME = "vtstore-datadir"
 FORMAT_VERSION = 1
-DEFAULT_DATA_FILE_SIZE = 1 << 30
+#: Data files are sealed at 64 MiB: gc collects whole files, so smaller files
+#: free space sooner for less copying (forget+prune of half of 20 states of a
+#: 1 GiB tree: 1 GiB files rewrote the whole store, 6.2 s; 64 MiB, 4.5 s).
+DEFAULT_DATA_FILE_SIZE = 64 << 20
 #: hashcodes `get_many` looks up in one index transaction (and reads as a batch)
 GET_MANY_LOOKUPS = 1024
 # what may already sit in a directory that becomes a datadir on first write
