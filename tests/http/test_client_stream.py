@@ -184,7 +184,7 @@ def test_a_lying_server_never_gets_its_bytes_into_vt_cat(deep, tmp_path, httpd):
             r = vt_cat(liar.url, transcribe(top), tmp_path)
             with HTTPStore(liar.url, readonly=True) as c, pytest.raises(CorruptBlockError):
                 b"".join(top.chunks(c, joined=True))
-    assert r.returncode != 0
+    assert r.returncode == 1  # CorruptBlockError
     err = r.stderr.decode().strip().splitlines()
     assert len(err) == 1 and "sent other data" in err[0], err
     assert "Traceback" not in r.stderr.decode()
