@@ -40,8 +40,9 @@ VT = [sys.executable, "-m", "vtstore.cli.main", "-q"]
 
 
 def vt_store(tool: str, repo: str) -> list[str]:
-    """The `-S` for a vt variant: `vt` the default datadir (1 GiB data files),
-    `vt64` a clause with 64 MiB data files (finer-grained collection)."""
+    """The `-S` for a vt variant: `vt` the default datadir (64 MiB data files
+    since 70cd704, 1 GiB before), `vt64` a clause with 64 MiB data files (the
+    same since then; before, the finer-grained collection)."""
     if tool == "vt":
         return ["-S", repo]
     cfg = repo + ".vtrc"
