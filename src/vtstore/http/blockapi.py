@@ -109,11 +109,12 @@ def read_unchecked(store, body: bytes, hashclass, buffer=None) -> tuple[bytes, b
     came (no hashcode object a block), into `buffer(size)` if given (a
     buffer used again, `Buffers.get`); anything else reads as `read_joined`."""
     from vtstore.stores.datadir import DataDir
-    from vtstore.stores.readcache import datadir_read_unchecked
 
     size = hashclass.digest_size
     raw = [body[i : i + size] for i in range(0, len(body), size)]
-    got = datadir_read_unchecked(store, raw, buffer) if type(store) is DataDir else None
+    got = None
+    if type(store) is DataDir:
+        got = store.read_joined(raw, lengths=True, check=False, buffer=buffer)
     if got is None:
         return read_joined(store, [hashclass(d) for d in raw])
     data, lengths = got

@@ -605,7 +605,7 @@ class DataDir(Store):
         found = dict(zip(uniq, out, strict=True))
         return [found[h] for h in hs]
 
-    def read_joined(self, hashcodes, lengths: bool = False):
+    def read_joined(self, hashcodes, lengths: bool = False, check: bool = True, buffer=None):
         """The data of the blocks `hashcodes`, end to end: what
         `b"".join(self.get_many(hashcodes))` returns, and raising as it does;
         `lengths`: `(data, [length of each block])`.
@@ -615,23 +615,34 @@ class DataDir(Store):
         GIL (`readcache.read_joined`), with no bytes object per block and no
         join; anything else (compressed frames, blocks still in the writer,
         damage) goes through `get_many`.  At most `GET_MANY_LOOKUPS` hashcodes
-        take the fast path in one call.
+        take the fast path in one call.  `buffer(size)`: a writable buffer
+        to read that run into (one used again), returned as the data.
+
+        `check=False` leaves the hash check out, for a reader that checks
+        every block itself (vt httpd's `b/get?joined&unchecked`): the
+        hashcodes may then be bare digests (what the index is keyed by) of
+        any class, and where the fast path does not apply the answer is None
+        (the caller then reads them checked).
         """
         self._check_open()
         hs = hashcodes if isinstance(hashcodes, list) else list(hashcodes)
         w = self._writer
         if (
             0 < len(hs) <= GET_MANY_LOOKUPS
-            and all(type(h) is self.hashclass for h in hs)
+            and (not check or all(type(h) is self.hashclass for h in hs))
             and (w is None or not w.pending_keys())
             and (self._index is not None or self._refresh())
         ):
             try:
-                got = read_joined(self._fds, hs, self._index.get_many_raw(hs))
+                got = read_joined(
+                    self._fds, hs, self._index.get_many_raw(hs), check=check, buffer=buffer
+                )
             except (ValueError, TypeError, OSError):
                 got = None  # get_many names what is wrong
             if got is not None:
                 return got if lengths else got[0]
+        if not check:
+            return None
         datas = self.get_many(hs)
         data = b"".join(datas)
         return (data, [len(d) for d in datas]) if lengths else data

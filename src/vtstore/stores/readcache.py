@@ -466,31 +466,3 @@ def read_joined(
     if data is None:
         return None
     return data, lengths
-
-
-def datadir_read_unchecked(dd, hs: list, buffer=None) -> tuple[bytes, list] | None:
-    """`DataDir.read_joined(hs, lengths=True)` without the hash check, for a
-    reader that checks every block itself (vt httpd's `b/get?joined&unchecked`);
-    None where the fast path does not apply (the caller then reads checked).
-    `buffer`: as `read_joined`'s.
-
-    `hs`: hashcodes of the datadir's class or their bare digests (what the
-    index is keyed by), of any class since nothing is hashed.
-
-    A stand-in until `DataDir.read_joined` takes `check=False` itself: the
-    same conditions as its fast path (a batch of at most `GET_MANY_LOOKUPS`,
-    none still in the writer, an index)."""
-    from vtstore.stores.datadir import GET_MANY_LOOKUPS
-
-    dd._check_open()
-    w = dd._writer
-    if not (
-        0 < len(hs) <= GET_MANY_LOOKUPS
-        and (w is None or not w.pending_keys())
-        and (dd._index is not None or dd._refresh())
-    ):
-        return None
-    try:
-        return read_joined(dd._fds, hs, dd._index.get_many_raw(hs), check=False, buffer=buffer)
-    except (ValueError, TypeError, OSError):
-        return None
