@@ -339,7 +339,7 @@ class HTTPStore(Store):
         read): an indirect block of leaves walked from its refs' octets, its
         leaves read in the groups the read-ahead fetched them in, each a
         slice of one answer's buffer (`leaf_pieces`)."""
-        from vtstore.http.content import block_pieces
+        from vtstore.pieces import block_pieces
 
         return block_pieces(block, self, start, end)
 
@@ -373,9 +373,9 @@ class HTTPStore(Store):
             if not all(got.present):
                 raise MissingBlockError(leaves.hashcode(i + got.present.index(False)), self.name)
             if got.size != size or got.offs[1:] != list(accumulate(want)):
-                from vtstore.http.content import _length_fault
+                from vtstore.pieces import length_fault
 
-                _length_fault(self, leaves.hashcodes(i, j), want)
+                length_fault(self, leaves.hashcodes(i, j), want)
             lo, hi = max(start, a) - a, min(end, pos) - a
             yield got.data if lo == 0 and hi == size else got.data[lo:hi]
 
