@@ -202,3 +202,48 @@ def test_whole_records_are_still_copied_whole(tmp_path):
         assert c.stats.whole_records == len(recs)
         got = s.get_many([s.hashclass.from_data(b) for b in blocks])
     assert got == blocks
+
+
+def test_copies_a_killed_gc_wrote_but_never_indexed_go_with_their_file(tmp_path):
+    """A gc killed after writing copies into its new file but before indexing
+    any: a writer then adopts that file (its tail indexed first, which skips
+    blocks the index names elsewhere) and appends to it.  The unindexed copies
+    must not outlive their block there: once it dies, each would be a flushed
+    block the index lacks ("flushed block missing from the index", forever:
+    the file stays live for what the writer appended)."""
+    import os
+    import time
+
+    dd_path, arch = _history(tmp_path)
+    tree = tmp_path / "t"
+    with DataDir(dd_path, data_file_size=1 << 20) as s:
+        compact.seal_idle(s, time.time() + 60)  # the copies' file: the one a writer adopts
+        marks = [_marks(s, st) for st in Archive(arch).entries()]
+        p = len(next(iter(marks[3])))
+        only01 = (marks[0] & marks[1]) - marks[2] - marks[3]
+        xs = [(d, e) for items in _records(s).values() for d, e in items if d[:p] in only01]
+        assert xs, "no block reachable from states 0 and 1 only"
+        num = xs[0][1].filenum
+        xs = [(d, e) for d, e in xs if e.filenum == num]
+        compact.mark_rewriting(s, {s._index.files()[num].uuid})  # as gc does first
+        c = compact.Copier(s)
+        c.copy(xs, partial={(e.filenum, e.payload_offset) for _, e in xs})
+        raw = c._raw
+        assert raw is not None and raw.committed < raw.off  # written, none indexed
+        made = raw.fi.num
+        os.close(raw.fd)  # the kill: nothing committed, the file's flock gone
+        c._raw = None
+    with DataDir(dd_path, data_file_size=1 << 20) as s:  # a writer adopts it
+        write_version(tree, 4)
+        pack(s, arch, tree)
+        assert any(e.filenum == made for _, e in s._index.iter_items())
+    opts = GCOptions(grace=0, threshold=0.0, max_unused=0.0)
+    with DataDir(dd_path, data_file_size=1 << 20) as s:
+        collect(s, opts)
+    assert check_archive(dd_path, arch) == 5
+    assert _fsck_problems(dd_path) == []
+    forget(Archive(arch), Policy(last=3))  # the Xs die
+    with DataDir(dd_path, data_file_size=1 << 20) as s:
+        collect(s, opts)
+    assert check_archive(dd_path, arch) == 3
+    assert _fsck_problems(dd_path) == []

@@ -324,6 +324,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             rep.blocks_copied += c2.stats.blocks
             rep.bytes_copied += c2.stats.bytes
         drop = {}
+        stuck_any = False
         for num in doomed:
             ds = itertools.chain(live[num].digests(), late_in[num])
             stuck = 0
@@ -332,14 +333,20 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
                 dd._index.release_pages()  # a 1 GiB file's lookups touch every page
             if stuck:  # a copy did not land: keep the file (never lose a block)
                 log.warning("gc: data file %d keeps %d live blocks; kept", num, stuck)
+                stuck_any = True
                 continue
             drop[num] = dead[num]
         dd._index.release_pages()
         compact.drop_files(dd, drop, cands)
         dd._index.release_pages()
-        # what is still being rewritten: a file kept because a copy did not land
+        # what is still being rewritten: a file kept because a copy did not
+        # land (and then this gc's new files too), or an earlier gc's files
+        # that were not collectable yet
         known = {fi.uuid for fi in dd._index.files().values()}
-        compact.mark_rewriting(dd, compact.rewriting(dd) & known)
+        still = compact.rewriting(dd) & known
+        if not stuck_any:  # every copy this gc wrote is indexed
+            still -= set(copier.made) | set(c2.made if late else ())
+        compact.mark_rewriting(dd, still)
     finally:
         dd.unlock_exclusive()
     rep.disk_after = dd.data_bytes()

@@ -11,9 +11,12 @@ which was not unlinked yet is listed first in `gc-pending` (fsynced), and the
 next `vt gc` removes it; a writer does not adopt it meanwhile.
 
 A gc killed while copying leaves the files it was rewriting with superseded
-copies (blocks whose entries now name their copies).  They are listed in
-`gc-rewriting` before the first copy is indexed: fsck counts such blocks as
-notes there, and the next gc rewrites those files whatever their garbage.  A
+copies (blocks whose entries now name their copies), and its new file with
+copies not yet indexed (their entries still name the old file; a writer that
+adopts the file, or the next gc sealing it, indexes only what the index lacks).
+Both are listed in `gc-rewriting`, the old files before the first copy is
+indexed, a new file when it is made: fsck counts such blocks as notes there,
+and the next gc rewrites those files whatever their garbage.  A
 record is copied whole only if its entries name every block in it, so a
 superseded copy is never carried into a new file.
 """
@@ -288,6 +291,8 @@ class Copier:
         self.dd = dd
         self.threads = max(1, threads)
         self.stats = CopyStats()
+        #: the new files' uuids: listed in `gc-rewriting` from their creation
+        self.made: list[str] = []
         self._raw: _RawFile | None = None
         self._local = threading.local()
 
@@ -429,6 +434,11 @@ class Copier:
 
     def _open_raw(self) -> _RawFile:
         fd, fi = self.dd.new_data_file()
+        # listed before any copy is written: if this gc is killed, the file's
+        # unindexed copies (of blocks indexed elsewhere) would outlive their
+        # block once a writer or the next gc indexed the rest of the file
+        mark_rewriting(self.dd, rewriting(self.dd) | {fi.uuid})
+        self.made.append(fi.uuid)
         self.stats.files.append(fi.num)
         self._raw = _RawFile(fd, fi)
         return self._raw
