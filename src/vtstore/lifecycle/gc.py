@@ -286,6 +286,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
     if not opts.dry_run:
         compact.mark_rewriting(dd, unfinished | {cands[n].uuid for n in doomed})
     copier = compact.Copier(dd)
+    copiers = [copier]
     try:
         in_order = (x for n in sorted(rewrite) for x in live[n].in_file_order())
         copier.copy(in_order, on_bytes, sv.partial, presorted=True)
@@ -316,6 +317,7 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
                 dead[num] = keep
         if late:
             c2 = compact.Copier(dd)
+            copiers.append(c2)
             try:
                 c2.copy(late)
             finally:
@@ -324,7 +326,6 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
             rep.blocks_copied += c2.stats.blocks
             rep.bytes_copied += c2.stats.bytes
         drop = {}
-        stuck_any = False
         for num in doomed:
             ds = itertools.chain(live[num].digests(), late_in[num])
             stuck = 0
@@ -333,7 +334,6 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
                 dd._index.release_pages()  # a 1 GiB file's lookups touch every page
             if stuck:  # a copy did not land: keep the file (never lose a block)
                 log.warning("gc: data file %d keeps %d live blocks; kept", num, stuck)
-                stuck_any = True
                 continue
             drop[num] = dead[num]
         dd._index.release_pages()
@@ -344,8 +344,8 @@ def _collect(dd, opts: GCOptions, rep: GCReport, on_phase, on_bytes) -> GCReport
         # that were not collectable yet
         known = {fi.uuid for fi in dd._index.files().values()}
         still = compact.rewriting(dd) & known
-        if not stuck_any:  # every copy this gc wrote is indexed
-            still -= set(copier.made) | set(c2.made if late else ())
+        if len(drop) == len(doomed):  # no file kept: every copy this gc wrote is indexed
+            still -= {u for c in copiers for u in c.made}
         compact.mark_rewriting(dd, still)
     finally:
         dd.unlock_exclusive()
